@@ -1,0 +1,83 @@
+// Input decks: INI files with [section] key = value, overridable on the
+// command line as --section.key=value. Every key has a type, a default and a
+// one-line meaning; bad input throws DeckError (exit code 2).
+#pragma once
+#include <cstdint>
+#include <functional>
+#include <map>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+namespace dipaco {
+
+struct DeckError : std::runtime_error {
+  using std::runtime_error::runtime_error;
+};
+
+struct Deck {
+  struct Run {
+    std::string name, out_dir, device, restart;
+    uint64_t seed;
+    int threads, log_every;
+    double max_hours, collective_timeout;
+  } run;
+  struct Data {
+    std::string corpus, shard_rule;
+    double val_fraction;
+    int min_val_docs;
+  } data;
+  struct Model {
+    int d_model, n_layers, n_heads, context;
+    std::vector<int> layers_per_level;
+  } model;
+  struct Train {
+    int steps, batch_size, warmup;
+    double lr, min_lr_ratio, weight_decay, beta1, beta2, eps, grad_clip;
+    std::string precision;
+  } train;
+  struct Dipaco {
+    std::vector<int> modules_per_level;
+    int inner_steps;
+    double outer_lr, outer_momentum;
+    std::string shared, sharing_scale, outer_dtype;
+  } dipaco;
+  struct Checkpoint {
+    int every, keep;
+  } checkpoint;
+  struct Eval {
+    int every, batches;
+  } eval;
+  struct Fault {
+    double drop_outer_prob;
+  } fault;
+
+  // Resolved values as text, keyed "section.key", in the registry's order.
+  std::map<std::string, std::string> values;
+  std::string source;  // the deck file ("" for defaults only)
+
+  // The fully resolved deck as INI text (what will actually run).
+  std::string text() const;
+};
+
+struct DeckKey {
+  std::string name;     // "section.key"
+  std::string type;     // int, float, string, list, or choice "a|b"
+  std::string deflt;    // default as text
+  std::string help;     // one line
+  std::function<void(Deck&, const std::string&)> set;  // parse + validate
+};
+
+const std::vector<DeckKey>& deck_keys();
+
+// Reads FILE (may be "" for defaults) and applies overrides of the form
+// --section.key=value (or section.key=value). Throws DeckError.
+Deck load_deck(const std::string& file, const std::vector<std::string>& overrides = {});
+
+// `dipaco --help` text for all keys.
+std::string deck_help();
+
+// Closest valid key by edit distance ("" when nothing is close).
+std::string closest_key(const std::string& name);
+
+}  // namespace dipaco
