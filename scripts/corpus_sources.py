@@ -219,12 +219,12 @@ def src_spdx(cache):
 
 def kjv_dump(cache):
     """Returns the whole King James Bible as printed by the `bible` tool."""
-    out = os.path.join(cache.root, "kjv.txt")
+    prog = cache.deb("bible-kjv")
+    text = cache.deb("bible-kjv-text")
+    # The binary needs libreadline.so.8; bring our own copy of it.
+    rl = cache.deb("libreadline8")
+    out = os.path.join(cache.root, "kjv-%s.txt" % cache.versions["bible-kjv-text"])
     if not os.path.exists(out):
-        prog = cache.deb("bible-kjv")
-        text = cache.deb("bible-kjv-text")
-        # The binary needs libreadline.so.8; bring our own copy of it.
-        rl = cache.deb("libreadline8")
         libdirs = sorted({os.path.dirname(p) for p in
                           glob.glob(os.path.join(rl, "**", "libreadline.so.8*"),
                                     recursive=True)})
@@ -378,14 +378,19 @@ def src_man(cache):
 
 
 def src_fortunes(cache):
-    """Fortune cookie files: `songs-poems` is poetry, the rest quotes."""
+    """Fortune cookie files: `songs-poems` is poetry, the rest quotes.  A file
+    is a collection, not a document: it is cut between fortunes into chunks
+    of at most 16 KB, each a document of its own ("fortunes/computers/03")."""
     root = os.path.join(cache.deb("fortunes"), "usr/share/games/fortunes")
     for path in sorted(glob.glob(os.path.join(root, "*"))):
         name = os.path.basename(path)
         if "." in name or os.path.islink(path) or name == "ascii-art":
             continue  # .dat indexes, links, pictures
         domain = "poetry" if name == "songs-poems" else "quotes"
-        yield "fortunes/" + name, domain, read_text(path)
+        chunks = split_text(clean(read_text(path)), SPLIT_BYTES,
+                            ("\n%\n",) + PARAGRAPH_SEPS)
+        for k, chunk in enumerate(chunks, 1):
+            yield "fortunes/%s/%02d" % (name, k), domain, chunk
 
 
 def mail_text(raw):
@@ -441,21 +446,19 @@ def src_brown(cache):
                brown_untag(read_text(os.path.join(pkg, name))))
 
 
-# Sources of the full corpus, with the separators their long documents are
-# split at (fortune files split between fortunes) and whether the
-# MAX_PARTS limit applies (a fortune file is a collection, not one document).
+# Sources of the full corpus.
 FULL_SOURCES = [
-    ("sotu", src_sotu, PARAGRAPH_SEPS, True),
-    ("moby-dick", src_moby_dick, PARAGRAPH_SEPS, True),
-    ("spdx", src_spdx, PARAGRAPH_SEPS, True),
-    ("kjv", src_kjv, PARAGRAPH_SEPS, True),
-    ("go", src_go, PARAGRAPH_SEPS, True),
-    ("python", src_python, PARAGRAPH_SEPS, True),
-    ("pydoc", src_pydoc, PARAGRAPH_SEPS, True),
-    ("man", src_man, PARAGRAPH_SEPS, True),
-    ("fortunes", src_fortunes, ("\n%\n",) + PARAGRAPH_SEPS, False),
-    ("email", src_email, PARAGRAPH_SEPS, True),
-    ("brown", src_brown, PARAGRAPH_SEPS, True),
+    ("sotu", src_sotu),
+    ("moby-dick", src_moby_dick),
+    ("spdx", src_spdx),
+    ("kjv", src_kjv),
+    ("go", src_go),
+    ("python", src_python),
+    ("pydoc", src_pydoc),
+    ("man", src_man),
+    ("fortunes", src_fortunes),
+    ("email", src_email),
+    ("brown", src_brown),
 ]
 
 

@@ -87,6 +87,8 @@ class Kernels {
   // AdamW with decoupled weight decay; t is the 1-based step.
   virtual void adamw(float* p, const float* g, float* m, float* v, size_t n, float lr, float beta1, float beta2,
                      float eps, float weight_decay, long t) = 0;
+  // out += w * (anchor - x): one path's weighted share of an outer gradient.
+  virtual void weighted_difference(float* out, const float* anchor, const float* x, float w, size_t n) = 0;
   // Outer Nesterov step: mom = mu*mom + delta; anchor -= lr * (delta + mu*mom).
   virtual void outer_nesterov(float* anchor, float* mom, const float* delta, size_t n, float lr, float mu) = 0;
 };

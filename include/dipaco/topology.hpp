@@ -1,0 +1,33 @@
+// Paths and modules: level l has modules_per_level[l] modules; a path takes
+// one module per level (P = product of the counts). Ranks map onto paths:
+// R >= P with P | R gives R/P ranks per path (data parallel inside a path);
+// R < P with R | P gives P/R paths per rank, trained in turn.
+#pragma once
+#include <string>
+#include <vector>
+
+namespace dipaco {
+
+struct Topology {
+  std::vector<int> modules_per_level;
+  int paths = 1;            // P
+  int ranks = 1;            // R
+  int ranks_per_path = 1;   // R/P when R >= P, else 1
+  int paths_per_rank = 1;   // P/R when R < P, else 1
+
+  int levels() const { return int(modules_per_level.size()); }
+  // Module index at each level for path p (level 0 most significant).
+  std::vector<int> path_modules(int p) const;
+  std::vector<int> paths_of_rank(int r) const;
+  std::vector<int> ranks_of_path(int p) const;
+  // Ranks whose paths contain module m of level l.
+  std::vector<int> module_ranks(int l, int m) const;
+  std::vector<int> paths_with_module(int l, int m) const;
+  int rank_in_path(int r) const { return ranks >= paths ? r % ranks_per_path : 0; }
+};
+
+// Throws DeckError with the rank counts that work when R fits neither rule.
+Topology make_topology(const std::vector<int>& modules_per_level, int ranks);
+std::vector<int> valid_rank_counts(int paths, int up_to);
+
+}  // namespace dipaco

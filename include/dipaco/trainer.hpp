@@ -1,0 +1,77 @@
+// The training loop: each rank trains its paths for H inner steps (data
+// parallel inside a path over the path communicator), then the outer round
+// syncs every shared module. Evaluates validation bits per byte, logs
+// progress and metrics, and reports communication.
+#pragma once
+#include <mpi.h>
+
+#include <cmath>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "dipaco/deck.hpp"
+#include "dipaco/diloco.hpp"
+#include "dipaco/kernels.hpp"
+#include "dipaco/metrics.hpp"
+#include "dipaco/model.hpp"
+#include "dipaco/path_state.hpp"
+#include "dipaco/shards.hpp"
+#include "dipaco/topology.hpp"
+
+namespace dipaco {
+
+struct EvalResult {
+  double bpb = 0;                 // overall, weighted by tokens
+  std::vector<double> path_bpb;   // per path (NaN where a path has no validation data)
+  std::vector<double> path_tokens;
+};
+
+struct TrainSummary {
+  EvalResult final_eval;
+  double wall_seconds = 0, sync_seconds = 0, sync_bytes = 0, dp_bytes = 0, path_bytes = 0;
+  long tokens = 0, rounds = 0, dropped = 0;
+};
+
+ModelShape model_shape(const Deck& deck);
+
+class Trainer {
+ public:
+  // train/val: one shard per path (all P, on every rank). run_dir "" writes no files.
+  Trainer(const Deck& deck, MPI_Comm world, Kernels& k, const std::vector<Shard>& train, const std::vector<Shard>& val,
+          const std::string& run_dir, bool verbose = true);
+  ~Trainer();
+  TrainSummary run();
+  EvalResult evaluate();
+
+  const Topology& topology() const { return topo_; }
+  const ParamLayout& layout() const { return model_->layout(); }
+  std::vector<PathState>& paths() { return paths_; }
+  OuterOptimizer& outer() { return *outer_; }
+
+ private:
+  void inner_step(PathState& p, std::vector<double>& losses);
+  void log_steps(long from, long to, const std::vector<std::vector<double>>& losses, double elapsed);
+
+  const Deck& deck_;
+  MPI_Comm world_, path_comm_ = MPI_COMM_NULL;
+  int rank_ = 0, world_size_ = 1;
+  Kernels& k_;
+  Topology topo_;
+  ModelShape shape_;
+  Precision precision_;
+  int local_batch_;
+  std::unique_ptr<Model> model_;
+  std::vector<PathState> paths_;
+  std::vector<double> shard_tokens_;
+  std::unique_ptr<OuterOptimizer> outer_;
+  DeviceBuffer<float> grads_;
+  DeviceBuffer<int32_t> tok_dev_, tgt_dev_;
+  std::vector<int32_t> tok_, tgt_;
+  std::vector<float> grad_host_;
+  std::unique_ptr<MetricsFile> metrics_;
+  bool verbose_;
+  double path_bytes_ = 0, last_val_bpb_ = NAN;
+};
+
+}  // namespace dipaco

@@ -1,0 +1,134 @@
+#include "dipaco/diloco.hpp"
+
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+
+#include "dipaco/corpus.hpp"
+
+namespace dipaco {
+
+OuterOptimizer::OuterOptimizer(const Deck& deck, const Topology& topo, const ParamLayout& layout, Kernels& k,
+                               MPI_Comm world)
+    : deck_(deck), topo_(topo), layout_(layout), k_(k) {
+  MPI_Comm_rank(world, &rank_);
+  std::vector<int> all(topo.paths);
+  for (int p = 0; p < topo.paths; ++p) all[p] = p;
+  if (deck.dipaco.shared == "embeddings") units_.push_back({"embeddings", 0, -1, -1, all, true, MPI_COMM_NULL, {}, {}});
+  for (int l = 0; l < topo.levels(); ++l)
+    for (int m = 0; m < topo.modules_per_level[l]; ++m) {
+      auto ranks = topo.module_ranks(l, m);
+      bool mine = std::binary_search(ranks.begin(), ranks.end(), rank_);
+      units_.push_back({"L" + std::to_string(l) + ".M" + std::to_string(m), 1 + l, l, m, topo.paths_with_module(l, m),
+                        mine, MPI_COMM_NULL, {}, {}});
+    }
+  size_t largest = 0;
+  for (auto& u : units_) {
+    // Collective over the world, once at start-up: one communicator per unit.
+    MPI_Comm_split(world, u.mine ? 1 : MPI_UNDEFINED, rank_, &u.comm);
+    size_t n = layout.groups[u.group].size;
+    largest = std::max(largest, n);
+    if (u.mine) u.anchor = DeviceBuffer<float>(k, n), u.momentum = DeviceBuffer<float>(k, n);
+  }
+  delta_dev_ = DeviceBuffer<float>(k, largest);
+  delta_host_.resize(largest), sum_host_.resize(largest);
+}
+
+OuterOptimizer::~OuterOptimizer() {
+  for (auto& u : units_)
+    if (u.comm != MPI_COMM_NULL) MPI_Comm_free(&u.comm);
+}
+
+void OuterOptimizer::init_anchors(const std::vector<PathState*>& own) {
+  for (auto& u : units_) {
+    if (!u.mine) continue;
+    const auto& g = layout_.groups[u.group];
+    for (auto* p : own)
+      if (std::count(u.paths.begin(), u.paths.end(), p->id)) {
+        k_.copy(u.anchor.get(), p->params.get() + g.offset, g.size * sizeof(float));
+        break;
+      }
+  }
+}
+
+bool OuterOptimizer::dropped(long index, int p) const {
+  double prob = deck_.fault.drop_outer_prob;
+  if (prob <= 0) return false;
+  std::string key = "drop:" + std::to_string(index) + ":" + std::to_string(p);
+  return double(hash64(key, deck_.run.seed) >> 11) / double(1ULL << 53) < prob;
+}
+
+double OuterOptimizer::bytes_per_round() const {
+  double b = 0, width = deck_.dipaco.outer_dtype == "bf16" ? 2 : 4;
+  for (const auto& u : units_)
+    if (u.mine) b += width * layout_.groups[u.group].size;
+  return b;
+}
+
+RoundStats OuterOptimizer::round(long index, const std::vector<PathState*>& own, const std::vector<double>& shard_tokens) {
+  RoundStats st;
+  double t0 = MPI_Wtime();
+  for (int p = 0; p < topo_.paths; ++p)
+    if (dropped(index, p)) st.dropped.push_back(p);
+  const bool bf16 = deck_.dipaco.outer_dtype == "bf16";
+  const bool leader = topo_.rank_in_path(rank_) == 0;
+
+  for (auto& u : units_) {
+    if (!u.mine) continue;
+    const auto& g = layout_.groups[u.group];
+    const size_t n = g.size;
+    // Weights: shard sizes, renormalised over the paths present this round.
+    double total = 0;
+    for (int p : u.paths)
+      if (!dropped(index, p)) total += shard_tokens[p];
+    double scale = deck_.dipaco.sharing_scale == "sqrt" ? std::sqrt(double(u.paths.size())) : 1.0;
+
+    k_.zero(delta_dev_.get(), n * sizeof(float));
+    if (leader && total > 0)  // the other ranks of a path hold the same weights: count each path once
+      for (auto* p : own)
+        if (std::count(u.paths.begin(), u.paths.end(), p->id) && !dropped(index, p->id))
+          k_.weighted_difference(delta_dev_.get(), u.anchor.get(), p->params.get() + g.offset,
+                                 float(scale * shard_tokens[p->id] / total), n);
+    k_.to_host(delta_host_.data(), delta_dev_.get(), n * sizeof(float));
+
+    if (!bf16) {
+      MPI_Allreduce(delta_host_.data(), sum_host_.data(), int(n), MPI_FLOAT, MPI_SUM, u.comm);
+      st.bytes += 4.0 * n;
+    } else {
+      // bf16 on the wire, summed in fp32 in rank order (the same on every rank).
+      int size;
+      MPI_Comm_size(u.comm, &size);
+      send_bf16_.resize(n), recv_bf16_.resize(n * size);
+      for (size_t i = 0; i < n; ++i) {
+        uint32_t b;
+        std::memcpy(&b, &delta_host_[i], 4);
+        b += 0x7FFFu + ((b >> 16) & 1u);
+        send_bf16_[i] = uint16_t(b >> 16);
+      }
+      MPI_Allgather(send_bf16_.data(), int(n), MPI_UINT16_T, recv_bf16_.data(), int(n), MPI_UINT16_T, u.comm);
+      std::fill(sum_host_.begin(), sum_host_.begin() + n, 0.0f);
+      for (int r = 0; r < size; ++r)
+        for (size_t i = 0; i < n; ++i) {
+          uint32_t b = uint32_t(recv_bf16_[size_t(r) * n + i]) << 16;
+          float f;
+          std::memcpy(&f, &b, 4);
+          sum_host_[i] += f;
+        }
+      st.bytes += 2.0 * n;
+    }
+    // A module with no path present keeps its anchor (and momentum).
+    if (total > 0) {
+      k_.to_device(delta_dev_.get(), sum_host_.data(), n * sizeof(float));
+      k_.outer_nesterov(u.anchor.get(), u.momentum.get(), delta_dev_.get(), n, float(deck_.dipaco.outer_lr),
+                        float(deck_.dipaco.outer_momentum));
+    }
+    for (auto* p : own)
+      if (std::count(u.paths.begin(), u.paths.end(), p->id))
+        k_.copy(p->params.get() + g.offset, u.anchor.get(), n * sizeof(float));
+  }
+  k_.synchronize();
+  st.seconds = MPI_Wtime() - t0;
+  return st;
+}
+
+}  // namespace dipaco

@@ -1,0 +1,234 @@
+#include "dipaco/trainer.hpp"
+
+#include <algorithm>
+#include <cmath>
+#include <cstdio>
+
+#include "dipaco/optimizer.hpp"
+
+namespace dipaco {
+
+ModelShape model_shape(const Deck& deck) {
+  ModelShape s;
+  s.C = deck.model.d_model, s.L = deck.model.n_layers, s.H = deck.model.n_heads, s.T = deck.model.context;
+  s.layers_per_level = deck.model.layers_per_level;
+  return s;
+}
+
+namespace {
+double shard_bytes(const Shard& s) {
+  double n = 0;
+  for (auto* d : s) n += double(d->text.size() + 1);
+  return n;
+}
+long next_multiple(long step, long every) { return every > 0 ? (step / every + 1) * every : -1; }
+}  // namespace
+
+Trainer::Trainer(const Deck& deck, MPI_Comm world, Kernels& k, const std::vector<Shard>& train,
+                 const std::vector<Shard>& val, const std::string& run_dir, bool verbose)
+    : deck_(deck), world_(world), k_(k), shape_(model_shape(deck)), verbose_(verbose) {
+  MPI_Comm_rank(world, &rank_);
+  MPI_Comm_size(world, &world_size_);
+  topo_ = make_topology(deck.dipaco.modules_per_level, world_size_);
+  if (int(train.size()) != topo_.paths || int(val.size()) != topo_.paths)
+    throw std::runtime_error("internal: need one training and one validation shard per path");
+  if (deck.train.batch_size % topo_.ranks_per_path != 0)
+    throw DeckError("train.batch_size = " + std::to_string(deck.train.batch_size) + " must be divisible by the " +
+                    std::to_string(topo_.ranks_per_path) + " ranks of each path");
+  precision_ = deck.train.precision == "bf16" ? Precision::bf16 : Precision::fp32;
+  local_batch_ = deck.train.batch_size / topo_.ranks_per_path;
+  model_ = std::make_unique<Model>(k, shape_, local_batch_, precision_);
+  const auto& layout = model_->layout();
+
+  // Path communicator: the ranks that train the same path (data parallel).
+  std::vector<int> mine = topo_.paths_of_rank(rank_);
+  MPI_Comm_split(world, topo_.ranks >= topo_.paths ? mine[0] : rank_, rank_, &path_comm_);
+
+  for (int p = 0; p < topo_.paths; ++p) shard_tokens_.push_back(shard_bytes(train[p]));
+  // Every path starts from bitwise the same weights (a common seed).
+  std::vector<float> init = init_params(shape_, layout, deck.run.seed);
+  paths_.resize(mine.size());
+  for (size_t i = 0; i < mine.size(); ++i) {
+    PathState& ps = paths_[i];
+    ps.id = mine[i];
+    ps.modules = topo_.path_modules(ps.id);
+    ps.params = DeviceBuffer<float>(k, layout.total);
+    ps.m = DeviceBuffer<float>(k, layout.total);
+    ps.v = DeviceBuffer<float>(k, layout.total);
+    k.to_device(ps.params.get(), init.data(), init.size() * sizeof(float));
+    ps.shard_tokens = shard_tokens_[ps.id];
+    ps.train = make_stream(train[ps.id]);
+    ps.val = make_stream(val[ps.id]);
+    validation_windows(ps.val, shape_.T, deck.eval.batches * deck.train.batch_size, ps.val_starts);
+    if (ps.train.bytes.size() < 2)
+      throw DeckError("path " + std::to_string(ps.id) + " received no training documents; use fewer paths or a larger corpus");
+  }
+  grads_ = DeviceBuffer<float>(k, layout.total);
+  const size_t N = size_t(local_batch_) * shape_.T;
+  tok_dev_ = DeviceBuffer<int32_t>(k, N), tgt_dev_ = DeviceBuffer<int32_t>(k, N);
+  tok_.resize(N), tgt_.resize(N);
+  outer_ = std::make_unique<OuterOptimizer>(deck, topo_, layout, k, world);
+  std::vector<PathState*> own;
+  for (auto& p : paths_) own.push_back(&p);
+  outer_->init_anchors(own);
+  if (rank_ == 0 && !run_dir.empty()) metrics_ = std::make_unique<MetricsFile>(run_dir + "/metrics.jsonl", false);
+}
+
+Trainer::~Trainer() {
+  if (path_comm_ != MPI_COMM_NULL) MPI_Comm_free(&path_comm_);
+}
+
+void Trainer::inner_step(PathState& p, std::vector<double>& losses) {
+  const auto& layout = model_->layout();
+  const int T = shape_.T, rip = topo_.rank_in_path(rank_);
+  for (int b = 0; b < local_batch_; ++b)
+    sample_window(p.train, T, deck_.run.seed, p.id, p.step, rip * local_batch_ + b, &tok_[size_t(b) * T], &tgt_[size_t(b) * T]);
+  k_.to_device(tok_dev_.get(), tok_.data(), tok_.size() * sizeof(int32_t));
+  k_.to_device(tgt_dev_.get(), tgt_.data(), tgt_.size() * sizeof(int32_t));
+  k_.zero(grads_.get(), layout.total * sizeof(float));
+  double loss = model_->forward(p.params.get(), tok_dev_.get(), tgt_dev_.get());
+  model_->backward(p.params.get(), grads_.get(), tok_dev_.get(), tgt_dev_.get(),
+                   1.0f / float(deck_.train.batch_size * T));
+  if (topo_.ranks_per_path > 1) {
+    float* g = grads_.get();
+    if (k_.name() != "cpu") {  // stage through host memory
+      grad_host_.resize(layout.total);
+      k_.to_host(grad_host_.data(), g, layout.total * sizeof(float));
+      g = grad_host_.data();
+    }
+    MPI_Allreduce(MPI_IN_PLACE, g, int(layout.total), MPI_FLOAT, MPI_SUM, path_comm_);
+    if (g != grads_.get()) k_.to_device(grads_.get(), g, layout.total * sizeof(float));
+    path_bytes_ += 4.0 * layout.total;
+  }
+  clip_gradients(k_, grads_.get(), layout.total, deck_.train.grad_clip);
+  Schedule sched{deck_.train.lr, deck_.train.min_lr_ratio, deck_.train.warmup, deck_.train.steps};
+  ++p.step;
+  adamw_step(k_, layout, p.params.get(), grads_.get(), p.m.get(), p.v.get(), p.step, sched.at(p.step - 1), deck_.train);
+  losses.push_back(loss);
+}
+
+EvalResult Trainer::evaluate() {
+  const int T = shape_.T, P = topo_.paths, rip = topo_.rank_in_path(rank_);
+  std::vector<double> sums(2 * P, 0.0), host_losses(size_t(local_batch_) * T);
+  std::vector<float> fl(size_t(local_batch_) * T);
+  for (auto& p : paths_) {
+    // Windows of this path split over its ranks, local_batch_ at a time.
+    std::vector<size_t> mine;
+    for (size_t i = rip; i < p.val_starts.size(); i += topo_.ranks_per_path) mine.push_back(p.val_starts[i]);
+    for (size_t first = 0; first < mine.size(); first += local_batch_) {
+      int used = int(std::min<size_t>(local_batch_, mine.size() - first));
+      for (int b = 0; b < local_batch_; ++b) {
+        size_t s = mine[first + std::min(b, used - 1)];
+        for (int t = 0; t < T; ++t) tok_[size_t(b) * T + t] = p.val.bytes[s + t], tgt_[size_t(b) * T + t] = p.val.bytes[s + t + 1];
+      }
+      k_.to_device(tok_dev_.get(), tok_.data(), tok_.size() * sizeof(int32_t));
+      k_.to_device(tgt_dev_.get(), tgt_.data(), tgt_.size() * sizeof(int32_t));
+      model_->forward(p.params.get(), tok_dev_.get(), tgt_dev_.get());
+      k_.to_host(fl.data(), model_->token_losses(), fl.size() * sizeof(float));
+      for (int i = 0; i < used * T; ++i) sums[p.id] += fl[i];
+      sums[P + p.id] += used * T;
+    }
+  }
+  MPI_Allreduce(MPI_IN_PLACE, sums.data(), 2 * P, MPI_DOUBLE, MPI_SUM, world_);
+  EvalResult r;
+  double loss = 0, tokens = 0;
+  for (int p = 0; p < P; ++p) {
+    r.path_bpb.push_back(sums[P + p] > 0 ? sums[p] / sums[P + p] / std::log(2.0) : NAN);
+    r.path_tokens.push_back(sums[P + p]);
+    loss += sums[p], tokens += sums[P + p];
+  }
+  r.bpb = tokens > 0 ? loss / tokens / std::log(2.0) : NAN;
+  return r;
+}
+
+void Trainer::log_steps(long from, long to, const std::vector<std::vector<double>>& losses, double elapsed) {
+  // Mean loss over paths for each step of the chunk (each path counted once).
+  const long n = to - from;
+  std::vector<double> mean(n, 0.0);
+  for (size_t i = 0; i < paths_.size(); ++i)
+    for (long s = 0; s < n; ++s) mean[s] += losses[i][s] / double(topo_.ranks_per_path * topo_.paths);
+  MPI_Allreduce(MPI_IN_PLACE, mean.data(), int(n), MPI_DOUBLE, MPI_SUM, world_);
+  if (rank_ != 0) return;
+  const double tokens_per_step = double(topo_.paths) * deck_.train.batch_size * shape_.T;
+  const double rate = tokens_per_step * to / std::max(elapsed, 1e-9);
+  Schedule sched{deck_.train.lr, deck_.train.min_lr_ratio, deck_.train.warmup, deck_.train.steps};
+  if (metrics_)
+    for (long s = 0; s < n; ++s)
+      metrics_->write(JsonRecord()
+                          .add("type", "train")
+                          .add("step", from + s + 1)
+                          .add("loss", mean[s])
+                          .add("lr", sched.at(from + s))
+                          .add("tokens", long(tokens_per_step * (from + s + 1))));
+  if (verbose_ && (to % deck_.run.log_every == 0 || to == deck_.train.steps)) {
+    double eta = (deck_.train.steps - to) * tokens_per_step / std::max(rate, 1e-9);
+    char val[32] = "-";
+    if (std::isfinite(last_val_bpb_)) std::snprintf(val, sizeof val, "%.4f", last_val_bpb_);
+    std::printf("step %6ld/%ld | loss %.4f | val bpb %s | %.1fk tok/s | elapsed %s | ETA %s\n", to,
+                long(deck_.train.steps), mean[n - 1], val, rate / 1000, format_duration(elapsed).c_str(),
+                format_duration(eta).c_str());
+    std::fflush(stdout);
+  }
+}
+
+TrainSummary Trainer::run() {
+  TrainSummary sum;
+  const long steps = deck_.train.steps, H = deck_.dipaco.inner_steps;
+  std::vector<PathState*> own;
+  for (auto& p : paths_) own.push_back(&p);
+  double t0 = MPI_Wtime();
+  auto eval_and_log = [&](long step) {
+    EvalResult e = evaluate();
+    last_val_bpb_ = e.bpb;
+    if (rank_ == 0 && metrics_)
+      metrics_->write(JsonRecord()
+                          .add("type", "eval")
+                          .add("step", step)
+                          .add("val_bpb", e.bpb)
+                          .add("elapsed", MPI_Wtime() - t0)
+                          .add_raw("path_val_bpb", json_array(e.path_bpb)));
+    if (rank_ == 0 && verbose_) std::printf("eval  step %6ld | val bpb %.4f\n", step, e.bpb), std::fflush(stdout);
+    return e;
+  };
+  eval_and_log(0);
+  long step = 0;
+  while (step < steps) {
+    long next = steps;
+    for (long every : {long(deck_.run.log_every), long(deck_.eval.every), H})
+      if (every > 0) next = std::min(next, next_multiple(step, every));
+    std::vector<std::vector<double>> losses(paths_.size());
+    for (size_t i = 0; i < paths_.size(); ++i)
+      for (long s = step; s < next; ++s) inner_step(paths_[i], losses[i]);
+    // An outer round every H steps, and a last one at the end so shared modules agree.
+    if (H > 0 && (next % H == 0 || next == steps)) {
+      RoundStats rs = outer_->round(sum.rounds, own, shard_tokens_);
+      sum.sync_seconds += rs.seconds, sum.sync_bytes += rs.bytes, sum.dropped += long(rs.dropped.size());
+      if (rank_ == 0) {
+        for (int p : rs.dropped)
+          std::printf("outer round %ld: path %d's outer gradient dropped (fault.drop_outer_prob)\n", sum.rounds, p);
+        if (metrics_)
+          metrics_->write(JsonRecord()
+                              .add("type", "round")
+                              .add("round", sum.rounds)
+                              .add("step", next)
+                              .add("sync_seconds", rs.seconds)
+                              .add("bytes", rs.bytes)
+                              .add("dropped", long(rs.dropped.size())));
+      }
+      ++sum.rounds;
+    }
+    log_steps(step, next, losses, MPI_Wtime() - t0);
+    step = next;
+    if (deck_.eval.every > 0 && step % deck_.eval.every == 0 && step != steps) eval_and_log(step);
+  }
+  sum.final_eval = eval_and_log(steps);
+  sum.wall_seconds = MPI_Wtime() - t0;
+  sum.tokens = long(double(topo_.paths) * deck_.train.batch_size * shape_.T * steps);
+  sum.path_bytes = path_bytes_;
+  // What a fully synchronous data-parallel run of the same steps would all-reduce
+  // per rank: every path's gradients, every step.
+  sum.dp_bytes = 4.0 * model_->layout().total * steps * double(topo_.paths_per_rank);
+  return sum;
+}
+
+}  // namespace dipaco

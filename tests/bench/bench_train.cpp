@@ -1,0 +1,178 @@
+// Training-step throughput for one model shape: forward + backward + AdamW on
+// random tokens, timed after warm-up. Prints one JSON line per run; with
+// --profile also the time per kernel.
+//   dipaco_bench --d 256 --layers 4 --heads 4 --T 256 --B 8 --steps 10 [--bf16] [--profile]
+#include <omp.h>
+#include <sys/resource.h>
+
+#include <chrono>
+#include <cstdio>
+#include <cstring>
+#include <map>
+#include <random>
+#include <string>
+
+#include "dipaco/deck.hpp"
+#include "dipaco/model.hpp"
+#include "dipaco/optimizer.hpp"
+
+using namespace dipaco;
+using Clock = std::chrono::steady_clock;
+
+namespace {
+
+// Wraps a Kernels and accumulates wall time per primitive.
+class TimedKernels final : public Kernels {
+ public:
+  explicit TimedKernels(Kernels& k) : k_(k) {}
+  std::map<std::string, double> t;
+  struct Scope {
+    TimedKernels& s;
+    const char* n;
+    Clock::time_point t0 = Clock::now();
+    ~Scope() {
+      s.k_.synchronize();
+      s.t[n] += std::chrono::duration<double>(Clock::now() - t0).count();
+    }
+  };
+#define TIMED(NAME, CALL) \
+  Scope timer_{*this, NAME}; \
+  return CALL
+  std::string name() const override { return k_.name(); }
+  void* alloc_bytes(size_t b) override { return k_.alloc_bytes(b); }
+  void release(void* p) override { k_.release(p); }
+  void to_device(void* d, const void* s, size_t n) override { k_.to_device(d, s, n); }
+  void to_host(void* d, const void* s, size_t n) override { k_.to_host(d, s, n); }
+  void copy(void* d, const void* s, size_t n) override { TIMED("copy", k_.copy(d, s, n)); }
+  void zero(void* d, size_t n) override { TIMED("zero", k_.zero(d, n)); }
+  void synchronize() override { k_.synchronize(); }
+  void gemm(const GemmShape& s, const float* A, const float* B, float* C, const float* bias) override {
+    TIMED(s.batch > 1 ? "gemm_attention" : "gemm_linear", k_.gemm(s, A, B, C, bias));
+  }
+  void encoder_forward(float* o, const int32_t* t, const float* a, const float* b, int N, int T, int C) override {
+    TIMED("encoder", k_.encoder_forward(o, t, a, b, N, T, C));
+  }
+  void encoder_backward(float* a, float* b, const float* d, const int32_t* t, int N, int T, int C) override {
+    TIMED("encoder", k_.encoder_backward(a, b, d, t, N, T, C));
+  }
+  void layernorm_forward(float* o, float* m, float* r, const float* x, const float* w, const float* b, int N, int C) override {
+    TIMED("layernorm", k_.layernorm_forward(o, m, r, x, w, b, N, C));
+  }
+  void layernorm_backward(float* dx, float* dw, float* db, const float* d, const float* x, const float* w,
+                          const float* m, const float* r, int N, int C) override {
+    TIMED("layernorm", k_.layernorm_backward(dx, dw, db, d, x, w, m, r, N, C));
+  }
+  void gelu_forward(float* o, const float* x, size_t n) override { TIMED("gelu", k_.gelu_forward(o, x, n)); }
+  void gelu_backward(float* dx, const float* x, const float* d, size_t n) override { TIMED("gelu", k_.gelu_backward(dx, x, d, n)); }
+  void add(float* o, const float* a, const float* b, size_t n) override { TIMED("add", k_.add(o, a, b, n)); }
+  void bias_backward(float* db, const float* d, int M, int N) override { TIMED("bias_backward", k_.bias_backward(db, d, M, N)); }
+  void split_heads(float* q, float* k, float* v, const float* x, int B, int T, int H, int D) override {
+    TIMED("heads", k_.split_heads(q, k, v, x, B, T, H, D));
+  }
+  void split_heads_backward(float* d, const float* q, const float* k, const float* v, int B, int T, int H, int D) override {
+    TIMED("heads", k_.split_heads_backward(d, q, k, v, B, T, H, D));
+  }
+  void merge_heads(float* o, const float* y, int B, int T, int H, int D) override { TIMED("heads", k_.merge_heads(o, y, B, T, H, D)); }
+  void merge_heads_backward(float* dy, const float* d, int B, int T, int H, int D) override {
+    TIMED("heads", k_.merge_heads_backward(dy, d, B, T, H, D));
+  }
+  void causal_softmax_forward(float* a, const float* s, int BH, int T, float sc) override {
+    TIMED("softmax", k_.causal_softmax_forward(a, s, BH, T, sc));
+  }
+  void causal_softmax_backward(float* ds, const float* da, const float* a, int BH, int T, float sc) override {
+    TIMED("softmax", k_.causal_softmax_backward(ds, da, a, BH, T, sc));
+  }
+  void softmax_crossentropy_forward(float* p, float* l, const int32_t* t, int N, int V) override {
+    TIMED("crossentropy", k_.softmax_crossentropy_forward(p, l, t, N, V));
+  }
+  void softmax_crossentropy_backward(float* p, const int32_t* t, int N, int V, float s) override {
+    TIMED("crossentropy", k_.softmax_crossentropy_backward(p, t, N, V, s));
+  }
+  double sum(const float* x, size_t n) override { TIMED("reduce", k_.sum(x, n)); }
+  double sum_squares(const float* x, size_t n) override { TIMED("reduce", k_.sum_squares(x, n)); }
+  void scale(float* x, float s, size_t n) override { TIMED("reduce", k_.scale(x, s, n)); }
+  void adamw(float* p, const float* g, float* m, float* v, size_t n, float lr, float b1, float b2, float eps, float wd,
+             long t) override {
+    TIMED("adamw", k_.adamw(p, g, m, v, n, lr, b1, b2, eps, wd, t));
+  }
+  void weighted_difference(float* o, const float* a, const float* x, float w, size_t n) override {
+    k_.weighted_difference(o, a, x, w, n);
+  }
+  void outer_nesterov(float* a, float* m, const float* d, size_t n, float lr, float mu) override {
+    k_.outer_nesterov(a, m, d, n, lr, mu);
+  }
+
+ private:
+  Kernels& k_;
+};
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  int d = 256, L = 4, H = 4, T = 256, B = 8, steps = 10;
+  bool bf16 = false, profile = false;
+  std::string device = "cpu";
+  for (int i = 1; i < argc; ++i) {
+    std::string a = argv[i];
+    auto next = [&] { return std::atoi(argv[++i]); };
+    if (a == "--d") d = next();
+    else if (a == "--layers") L = next();
+    else if (a == "--heads") H = next();
+    else if (a == "--T") T = next();
+    else if (a == "--B") B = next();
+    else if (a == "--steps") steps = next();
+    else if (a == "--bf16") bf16 = true;
+    else if (a == "--profile") profile = true;
+    else if (a == "--device") device = argv[++i];
+    else {
+      std::fprintf(stderr, "unknown argument %s\n", a.c_str());
+      return 2;
+    }
+  }
+  auto base = make_kernels(device);
+  TimedKernels timed(*base);
+  Kernels& k = profile ? static_cast<Kernels&>(timed) : *base;
+  ModelShape s;
+  s.C = d, s.L = L, s.H = H, s.T = T, s.layers_per_level = {L};
+  Model model(k, s, B, bf16 ? Precision::bf16 : Precision::fp32);
+  const auto& layout = model.layout();
+  auto init = init_params(s, layout, 1);
+  DeviceBuffer<float> p(k, layout.total), g(k, layout.total), m(k, layout.total), v(k, layout.total);
+  k.to_device(p.get(), init.data(), init.size() * 4);
+  std::vector<int32_t> tok(size_t(B) * T), tgt(size_t(B) * T);
+  std::mt19937 rng(1);
+  for (size_t i = 0; i < tok.size(); ++i) tok[i] = rng() % 256, tgt[i] = rng() % 256;
+  DeviceBuffer<int32_t> tokd(k, tok.size()), tgtd(k, tgt.size());
+  k.to_device(tokd.get(), tok.data(), tok.size() * 4);
+  k.to_device(tgtd.get(), tgt.data(), tgt.size() * 4);
+  Deck::Train cfg{};
+  cfg.beta1 = 0.9, cfg.beta2 = 0.95, cfg.eps = 1e-8, cfg.weight_decay = 0.1;
+  auto step = [&](long t) {
+    k.zero(g.get(), layout.total * 4);
+    model.forward(p.get(), tokd.get(), tgtd.get());
+    model.backward(p.get(), g.get(), tokd.get(), tgtd.get(), 1.0f / (B * T));
+    clip_gradients(k, g.get(), layout.total, 1.0);
+    adamw_step(k, layout, p.get(), g.get(), m.get(), v.get(), t, 1e-4, cfg);
+  };
+  step(1), step(2);  // warm-up: primitive creation, thread pool
+  k.synchronize();
+  timed.t.clear();
+  auto t0 = Clock::now();
+  for (int i = 0; i < steps; ++i) step(3 + i);
+  k.synchronize();
+  double sec = std::chrono::duration<double>(Clock::now() - t0).count();
+  double tok_s = double(B) * T * steps / sec;
+  double flops_per_token = 6.0 * count_non_embedding(s) + 12.0 * L * T * d;
+  struct rusage ru;
+  getrusage(RUSAGE_SELF, &ru);
+  std::printf("{\"d\":%d,\"layers\":%d,\"T\":%d,\"B\":%d,\"threads\":%d,\"precision\":\"%s\",\"device\":\"%s\","
+              "\"tokens_per_s\":%.1f,\"gflops\":%.2f,\"peak_rss_mb\":%.1f,\"params\":%zu}\n",
+              d, L, T, B, omp_get_max_threads(), bf16 ? "bf16" : "fp32", device.c_str(), tok_s,
+              tok_s * flops_per_token / 1e9, ru.ru_maxrss / 1024.0, layout.total);
+  if (profile) {
+    double tot = 0;
+    for (auto& [n, x] : timed.t) tot += x;
+    for (auto& [n, x] : timed.t) std::fprintf(stderr, "  %-16s %7.2f ms/step  %5.1f%%\n", n.c_str(), 1e3 * x / steps, 100 * x / tot);
+  }
+  return 0;
+}
