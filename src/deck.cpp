@@ -225,8 +225,15 @@ Deck load_deck(const std::string& file, const std::vector<std::string>& override
 
   po::variables_map vm;
   // Command-line overrides first: Boost keeps the first value stored for a key.
+  // The last override of a key wins, as users of command lines expect.
   std::vector<std::string> args;
-  for (auto a : overrides) args.push_back(a.rfind("--", 0) == 0 ? a : "--" + a);
+  std::map<std::string, size_t> slot;
+  for (auto a : overrides) {
+    if (a.rfind("--", 0) != 0) a = "--" + a;
+    std::string key = a.substr(0, a.find('='));
+    if (slot.count(key)) args[slot[key]] = a;
+    else slot[key] = args.size(), args.push_back(a);
+  }
   try {
     auto parsed = po::command_line_parser(args).options(desc).allow_unregistered().run();
     for (const auto& o : parsed.options)

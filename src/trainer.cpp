@@ -190,7 +190,7 @@ TrainSummary Trainer::run() {
     if (rank_ == 0 && verbose_) std::printf("eval  step %6ld | val bpb %.4f\n", step, e.bpb), std::fflush(stdout);
     return e;
   };
-  eval_and_log(0);
+  if (steps > 0) eval_and_log(0);
   long step = 0;
   while (step < steps) {
     long next = steps;
@@ -217,11 +217,12 @@ TrainSummary Trainer::run() {
       }
       ++sum.rounds;
     }
+    if (next == steps) sum.final_eval = eval_and_log(next);
+    else if (deck_.eval.every > 0 && next % deck_.eval.every == 0) eval_and_log(next);
     log_steps(step, next, losses, MPI_Wtime() - t0);
     step = next;
-    if (deck_.eval.every > 0 && step % deck_.eval.every == 0 && step != steps) eval_and_log(step);
   }
-  sum.final_eval = eval_and_log(steps);
+  if (steps == 0) sum.final_eval = eval_and_log(0);
   sum.wall_seconds = MPI_Wtime() - t0;
   sum.tokens = long(double(topo_.paths) * deck_.train.batch_size * shape_.T * steps);
   sum.path_bytes = path_bytes_;

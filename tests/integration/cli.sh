@@ -1,0 +1,47 @@
+#!/usr/bin/env bash
+# Whole-program checks of the command line: exit codes and error messages,
+# and a real quickstart run that learns. Usage: cli.sh BUILD_DIR SOURCE_DIR
+set -u
+build=$1 src=$2
+bin=$build/dipaco
+tmp=$(mktemp -d)
+trap 'rm -rf "$tmp"' EXIT
+cd "$src"
+mpirun=(mpirun --allow-run-as-root --oversubscribe --bind-to none)
+pass=0 fail=0
+check() {  # check NAME EXPECTED_CODE PATTERN -- command...
+  local name=$1 want=$2 pattern=$3
+  shift 4
+  "$@" >"$tmp/out" 2>&1
+  local code=$?
+  if [[ $code -eq $want ]] && grep -qE -- "$pattern" "$tmp/out"; then
+    pass=$((pass + 1)); echo "ok   $name"
+  else
+    fail=$((fail + 1)); echo "FAIL $name (exit $code, wanted $want; pattern '$pattern')"; sed 's/^/     | /' "$tmp/out" | tail -15
+  fi
+}
+
+printf '[train]\nlrr = 0.1\n' >"$tmp/typo.ini"
+printf '[train]\nsteps = lots\n' >"$tmp/type.ini"
+printf '[data]\ncorpus = %s/missing.jsonl\n' "$tmp" >"$tmp/nocorpus.ini"
+
+check "help lists keys with defaults" 0 "train.lr <float> .*default: 3e-3" -- "$bin" --help
+check "deck prints the resolved deck" 0 "^steps = 500" -- "$bin" deck inputs/quickstart.ini
+check "override shows in resolved deck" 0 "^lr = 0.01" -- "$bin" deck inputs/quickstart.ini --train.lr=0.01
+check "unknown key: file, line, suggestion" 2 "typo.ini:2: unknown key 'train.lrr' \(did you mean train.lr\?\)" -- "$bin" deck "$tmp/typo.ini"
+check "unknown override key" 2 "did you mean train.steps\?" -- "$bin" deck inputs/quickstart.ini --train.stpes=3
+check "wrong type" 2 "invalid value 'lots' for train.steps: expected an integer" -- "$bin" deck "$tmp/type.ini"
+check "missing deck" 2 "cannot open deck file 'nope.ini'" -- "$bin" deck nope.ini
+check "missing corpus under mpirun" 2 "cannot open corpus file '$tmp/missing.jsonl'" -- "${mpirun[@]}" -np 2 "$bin" run "$tmp/nocorpus.ini" --run.out_dir="$tmp/runs"
+check "impossible rank count lists those that work" 2 "rank counts that work: 1, 2, 4, 8" -- "${mpirun[@]}" -np 3 "$bin" run inputs/dipaco-2x2.ini --run.out_dir="$tmp/runs"
+check "topology printout" 0 "L1.M1 .*2 paths" -- "$bin" topology inputs/dipaco-2x2.ini --ranks 4
+check "unknown command" 2 "unknown command" -- "$bin" frobnicate
+
+# The quickstart deck learns: validation bits per byte from 8 to below 3.5.
+check "quickstart learns" 0 "validation bits per byte: (1|2|3\.[0-4])" -- \
+  env OMP_NUM_THREADS=2 "${mpirun[@]}" -np 1 "$bin" run inputs/quickstart.ini --run.out_dir="$tmp/runs"
+check "quickstart wrote its results" 0 '"type":"eval","step":500' -- cat "$tmp/runs/quickstart/metrics.jsonl"
+check "summary" 0 '"val_bpb":' -- cat "$tmp/runs/quickstart/summary.json"
+
+echo "$pass passed, $fail failed"
+[[ $fail -eq 0 ]]

@@ -1,0 +1,67 @@
+// Helpers for MPI tests: train a deck on a communicator and gather every
+// path's final weights onto all ranks of that communicator.
+#pragma once
+#include <mpi.h>
+
+#include <string>
+#include <vector>
+
+#include "dipaco/corpus.hpp"
+#include "dipaco/deck.hpp"
+#include "dipaco/kernels.hpp"
+#include "dipaco/shards.hpp"
+#include "dipaco/trainer.hpp"
+
+namespace testing_mpi {
+
+inline const dipaco::Split& corpus() {
+  static dipaco::Split s = dipaco::split_corpus(
+      dipaco::read_corpus(std::string(DIPACO_SOURCE_DIR) + "/inputs/corpus/embedded.jsonl"), 0.1, 2);
+  return s;
+}
+
+// A small DiPaCo deck: 2x2 paths, one block per level, d=32.
+inline std::vector<std::string> tiny_deck() {
+  return {"model.d_model=32",  "model.n_layers=2",        "model.n_heads=2",          "model.context=32",
+          "train.batch_size=4", "train.steps=6",           "train.warmup=2",           "train.lr=3e-3",
+          "eval.every=0",       "eval.batches=1",          "dipaco.modules_per_level=2,2", "model.layers_per_level=1,1",
+          "dipaco.inner_steps=3", "run.threads=1",         "run.log_every=1000"};
+}
+
+struct RunOut {
+  std::vector<std::vector<float>> params;  // [path][arena], on every rank of comm
+  dipaco::TrainSummary summary;
+  dipaco::ParamLayout layout;
+};
+
+inline RunOut train_on(MPI_Comm comm, std::vector<std::string> overrides) {
+  dipaco::Deck deck = dipaco::load_deck("", overrides);
+  auto k = dipaco::make_cpu_kernels();
+  int P = 1;
+  for (int m : deck.dipaco.modules_per_level) P *= m;
+  auto train = dipaco::shard_by_rule(corpus().train, P, deck.data.shard_rule);
+  auto val = dipaco::shard_by_rule(corpus().val, P, deck.data.shard_rule);
+  dipaco::Trainer t(deck, comm, *k, train, val, "", false);
+  RunOut out;
+  out.summary = t.run();
+  out.layout = t.layout();
+  int rank;
+  MPI_Comm_rank(comm, &rank);
+  out.params.assign(P, std::vector<float>(out.layout.total));
+  for (int p = 0; p < P; ++p) {
+    int root = t.topology().ranks_of_path(p)[0];
+    if (rank == root)
+      for (auto& ps : t.paths())
+        if (ps.id == p) k->to_host(out.params[p].data(), ps.params.get(), out.layout.total * sizeof(float));
+    MPI_Bcast(out.params[p].data(), int(out.layout.total), MPI_FLOAT, root, comm);
+  }
+  return out;
+}
+
+inline double max_abs_diff(const float* a, const float* b, size_t n) {
+  double m = 0;
+  for (size_t i = 0; i < n; ++i) m = std::max(m, double(std::abs(a[i] - b[i])));
+  return m;
+}
+
+}  // namespace testing_mpi

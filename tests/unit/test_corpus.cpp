@@ -1,0 +1,91 @@
+// Corpus reading, the stable split and training windows.
+#include <gtest/gtest.h>
+
+#include <fstream>
+#include <map>
+#include <set>
+
+#include "dipaco/corpus.hpp"
+#include "dipaco/shards.hpp"
+
+using namespace dipaco;
+
+TEST(Corpus, ParsesEscapesAndUnicode) {
+  Document d = parse_document(R"({"id": "a\/1", "domain": "x", "n": 3, "text": "l1\nl2 \"q\" \u00e9\ud83d\ude00"})", "t");
+  EXPECT_EQ(d.id, "a/1");
+  EXPECT_EQ(d.text, "l1\nl2 \"q\" \xc3\xa9\xf0\x9f\x98\x80");
+}
+
+TEST(Corpus, ClearErrors) {
+  auto err = [](const std::string& line) {
+    try {
+      parse_document(line, "f.jsonl:7");
+    } catch (const CorpusError& e) {
+      return std::string(e.what());
+    }
+    return std::string();
+  };
+  EXPECT_NE(err(R"({"id":"a","domain":"x"})").find("missing field 'text'"), std::string::npos);
+  EXPECT_NE(err(R"({"id":"a","domain":"x","text":"abc)").find("unterminated string"), std::string::npos);
+  EXPECT_NE(err(R"({"id":1,"domain":"x","text":"t"})").find("must be a string"), std::string::npos);
+  EXPECT_NE(err("not json").find("f.jsonl:7"), std::string::npos);
+  EXPECT_NE(err(R"({"id":"a","domain":"x","text":"t"} trailing)").find("trailing"), std::string::npos);
+}
+
+TEST(Corpus, MissingFileSaysWhichPath) {
+  try {
+    read_corpus("/no/such/corpus.jsonl");
+    FAIL();
+  } catch (const CorpusError& e) {
+    EXPECT_NE(std::string(e.what()).find("/no/such/corpus.jsonl"), std::string::npos);
+  }
+}
+
+TEST(Corpus, EmbeddedCorpusSplitIsStableAndCoversEveryDomain) {
+  auto docs = read_corpus(std::string(DIPACO_SOURCE_DIR) + "/inputs/corpus/embedded.jsonl");
+  Split a = split_corpus(docs, 0.1, 2);
+  std::map<std::string, int> val;
+  for (auto& d : a.val) ++val[d.domain];
+  std::set<std::string> domains;
+  for (auto& d : docs) domains.insert(d.domain);
+  EXPECT_GE(domains.size(), 5u);
+  for (auto& dom : domains) EXPECT_GE(val[dom], 2) << dom;
+  // Adding documents never moves an existing one across the split.
+  auto more = docs;
+  more.push_back({"zz-new", "new", "text"});
+  Split b = split_corpus(more, 0.1, 2);
+  std::set<std::string> va, vb;
+  for (auto& d : a.val) va.insert(d.id);
+  for (auto& d : b.val) vb.insert(d.id);
+  for (auto& id : va) EXPECT_TRUE(vb.count(id)) << id;
+}
+
+TEST(Corpus, WindowsAreDeterministicAndInRange) {
+  std::vector<Document> docs = {{"a", "x", std::string(500, 'a')}, {"b", "y", std::string(300, 'b')}};
+  std::vector<const Document*> ptrs = {&docs[0], &docs[1]};
+  TokenStream s = make_stream(ptrs);
+  EXPECT_EQ(s.bytes.size(), 802u);
+  std::vector<int32_t> t1(64), g1(64), t2(64), g2(64);
+  sample_window(s, 64, 1, 0, 5, 3, t1.data(), g1.data());
+  sample_window(s, 64, 1, 0, 5, 3, t2.data(), g2.data());
+  EXPECT_EQ(t1, t2);
+  for (int i = 0; i < 63; ++i) EXPECT_EQ(g1[i], t1[i + 1]);
+  std::vector<size_t> starts;
+  EXPECT_EQ(validation_windows(s, 64, 100, starts), 12);
+  for (size_t st : starts) EXPECT_LE(st + 65, s.bytes.size());
+}
+
+TEST(Shards, HashAndDomainRules) {
+  std::vector<Document> docs;
+  for (int i = 0; i < 40; ++i) docs.push_back({"d" + std::to_string(i), i % 2 ? "code" : "prose", "t"});
+  auto h = shard_by_rule(docs, 4, "hash");
+  size_t n = 0;
+  for (auto& s : h) {
+    n += s.size();
+    EXPECT_GT(s.size(), 0u);
+  }
+  EXPECT_EQ(n, 40u);
+  auto d = shard_by_rule(docs, 2, "domain");
+  for (auto* x : d[0]) EXPECT_EQ(x->domain, "code");
+  for (auto* x : d[1]) EXPECT_EQ(x->domain, "prose");
+}

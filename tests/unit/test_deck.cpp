@@ -1,0 +1,132 @@
+// Input decks: defaults, overrides, and a clear error for every kind of bad input.
+#include <gtest/gtest.h>
+
+#include <cstdio>
+#include <fstream>
+
+#include "dipaco/deck.hpp"
+#include "dipaco/topology.hpp"
+
+using namespace dipaco;
+
+namespace {
+
+std::string write_deck(const std::string& text) {
+  static int n = 0;
+  std::string path = ::testing::TempDir() + "/deck_" + std::to_string(n++) + ".ini";
+  std::ofstream(path) << text;
+  return path;
+}
+
+std::string error_of(const std::string& text, std::vector<std::string> ov = {}) {
+  try {
+    load_deck(text.empty() ? "" : write_deck(text), ov);
+  } catch (const DeckError& e) {
+    return e.what();
+  }
+  return "";
+}
+
+TEST(Deck, DefaultsAndOverrides) {
+  Deck d = load_deck(write_deck("[train]\nlr = 0.01\nsteps = 7\n"), {"--train.steps=9", "model.d_model=64"});
+  EXPECT_DOUBLE_EQ(d.train.lr, 0.01);
+  EXPECT_EQ(d.train.steps, 9);  // the command line wins over the file
+  EXPECT_EQ(d.model.d_model, 64);
+  EXPECT_EQ(d.model.layers_per_level, std::vector<int>{4});
+  EXPECT_NE(d.text().find("[train]\nsteps = 9"), std::string::npos);
+}
+
+TEST(Deck, UnknownKeyNamesFileLineAndClosestKey) {
+  std::string e = error_of("[run]\nname = x\n\n[train]\nlearning_rate = 1\n");
+  EXPECT_NE(e.find(":5:"), std::string::npos) << e;
+  EXPECT_NE(e.find("train.learning_rate"), std::string::npos) << e;
+  e = error_of("[train]\nlrr = 1\n");
+  EXPECT_NE(e.find("did you mean train.lr?"), std::string::npos) << e;
+}
+
+TEST(Deck, UnknownOverrideNamesClosestKey) {
+  std::string e = error_of("", {"--train.stepz=3"});
+  EXPECT_NE(e.find("command line"), std::string::npos) << e;
+  EXPECT_NE(e.find("did you mean train.steps?"), std::string::npos) << e;
+}
+
+TEST(Deck, WrongTypeNamesKeyValueAndAllowed) {
+  std::string e = error_of("[train]\nsteps = many\n");
+  EXPECT_NE(e.find("'many'"), std::string::npos) << e;
+  EXPECT_NE(e.find("train.steps"), std::string::npos) << e;
+  EXPECT_NE(e.find("an integer in [0,"), std::string::npos) << e;
+  e = error_of("", {"train.lr=fast"});
+  EXPECT_NE(e.find("train.lr"), std::string::npos) << e;
+}
+
+TEST(Deck, OutOfRangeAndBadChoice) {
+  EXPECT_NE(error_of("", {"data.val_fraction=1.5"}).find("a number in [0, 0.9]"), std::string::npos);
+  std::string e = error_of("", {"train.precision=fp8"});
+  EXPECT_NE(e.find("one of fp32|bf16"), std::string::npos) << e;
+  EXPECT_NE(error_of("", {"model.d_model=0"}).find("model.d_model"), std::string::npos);
+}
+
+TEST(Deck, MissingFileSaysWhichPath) {
+  try {
+    load_deck("/nonexistent/deck.ini");
+    FAIL();
+  } catch (const DeckError& e) {
+    EXPECT_NE(std::string(e.what()).find("/nonexistent/deck.ini"), std::string::npos);
+  }
+}
+
+TEST(Deck, MalformedLine) {
+  EXPECT_NE(error_of("[train]\njust words\n").find(":2:"), std::string::npos);
+}
+
+TEST(Deck, LayersMustSumToModelLayers) {
+  std::string e = error_of("", {"model.n_layers=4", "model.layers_per_level=2,1", "dipaco.modules_per_level=2,2"});
+  EXPECT_NE(e.find("sums to 3 blocks"), std::string::npos) << e;
+}
+
+TEST(Deck, LevelsMustMatch) {
+  std::string e = error_of("", {"model.layers_per_level=2,2", "dipaco.modules_per_level=2,2,2"});
+  EXPECT_NE(e.find("3 levels"), std::string::npos) << e;
+}
+
+TEST(Deck, ZeroModulesRejected) {
+  EXPECT_NE(error_of("", {"dipaco.modules_per_level=0"}).find("dipaco.modules_per_level"), std::string::npos);
+}
+
+TEST(Deck, HeadsMustDivideWidth) {
+  EXPECT_NE(error_of("", {"model.d_model=100", "model.n_heads=3"}).find("must divide"), std::string::npos);
+}
+
+TEST(Deck, HelpListsEveryKeyWithDefault) {
+  std::string h = deck_help();
+  for (const auto& k : deck_keys()) {
+    EXPECT_NE(h.find("--" + k.name + " "), std::string::npos) << k.name;
+    EXPECT_NE(h.find("(default: " + k.deflt + ")"), std::string::npos) << k.name;
+  }
+}
+
+TEST(Topology, ImpossibleRankCountListsThoseThatWork) {
+  try {
+    make_topology({2, 2}, 3);
+    FAIL();
+  } catch (const DeckError& e) {
+    std::string m = e.what();
+    EXPECT_NE(m.find("1, 2, 4, 8"), std::string::npos) << m;
+  }
+}
+
+TEST(Topology, PathsRanksAndModules) {
+  Topology t = make_topology({2, 2}, 2);
+  EXPECT_EQ(t.paths, 4);
+  EXPECT_EQ(t.paths_per_rank, 2);
+  EXPECT_EQ(t.path_modules(2), (std::vector<int>{1, 0}));
+  EXPECT_EQ(t.paths_of_rank(1), (std::vector<int>{2, 3}));
+  EXPECT_EQ(t.module_ranks(1, 0), (std::vector<int>{0, 1}));
+  EXPECT_EQ(t.module_ranks(0, 1), (std::vector<int>{1}));
+  Topology u = make_topology({2, 2}, 8);
+  EXPECT_EQ(u.ranks_per_path, 2);
+  EXPECT_EQ(u.ranks_of_path(3), (std::vector<int>{6, 7}));
+  EXPECT_EQ(u.module_ranks(0, 1), (std::vector<int>{4, 5, 6, 7}));
+}
+
+}  // namespace
