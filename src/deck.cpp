@@ -105,6 +105,8 @@ std::vector<DeckKey> make_keys() {
       K_INT("run.threads", run.threads, "0", 0, 1024, "OpenMP threads per rank (0: OMP_NUM_THREADS or all cores)"),
       K_INT("run.log_every", run.log_every, "10", 1, kBig, "inner steps between progress lines"),
       K_STR("run.restart", run.restart, "auto", "auto (resume from the run directory's latest checkpoint), never, or a checkpoint path"),
+      K_INT("run.restart_force", run.restart_force, "0", 0, 1, "1: resume even when shape or topology keys differ from the checkpoint's deck"),
+      K_INT("run.stop_after", run.stop_after, "0", 0, kBig, "stop cleanly with a checkpoint after this many inner steps in this session (0: no limit)"),
       K_FLOAT("run.max_hours", run.max_hours, "0", 0, 1e6, "stop cleanly with a checkpoint after this many hours (0: no limit)"),
       K_FLOAT("run.collective_timeout", run.collective_timeout, "300", 1, 1e6, "seconds a collective may wait for a peer before the job aborts"),
 

@@ -8,6 +8,8 @@
 #include <fstream>
 
 #include "dipaco/app.hpp"
+#include "dipaco/checkpoint.hpp"
+#include "dipaco/signals.hpp"
 #include "dipaco/corpus.hpp"
 #include "dipaco/deck.hpp"
 #include "dipaco/kernels.hpp"
@@ -69,7 +71,17 @@ int train(const Deck& deck, int rank, int size) {
     std::fflush(stdout);
   }
   Trainer trainer(deck, MPI_COMM_WORLD, *kernels, train_shards, val_shards, run_dir);
+  Checkpointer ckpt(deck, run_dir, MPI_COMM_WORLD);
+  std::string resumed = ckpt.load(trainer, deck.run.restart, deck.run.restart_force);
+  if (rank == 0 && !resumed.empty())
+    std::printf("resumed from %s at step %ld (outer round %ld)\n", resumed.c_str(), trainer.progress().step,
+                trainer.progress().rounds);
+  trainer.set_checkpointer(&ckpt);
   TrainSummary s = trainer.run();
+  if (s.stopped) {
+    if (rank == 0) std::printf("exit %d: checkpoint written; run the same command again to resume\n", int(kExitRequeue));
+    return kExitRequeue;
+  }
   if (rank == 0) {
     write_summary(run_dir + "/summary.json", deck, topo, s);
     std::printf("\ndone: %ld steps, %.0f tokens in %s (%.1fk tok/s)\n", long(deck.train.steps), double(s.tokens),
@@ -89,6 +101,7 @@ int train(const Deck& deck, int rank, int size) {
 }  // namespace
 
 int cmd_run(const Args& args) {
+  install_stop_handlers();  // before anything slow: an early preemption signal must not kill a rank
   int provided;
   MPI_Init_thread(nullptr, nullptr, MPI_THREAD_FUNNELED, &provided);
   int rank, size;
@@ -108,6 +121,9 @@ int cmd_run(const Args& args) {
   } catch (const CorpusError& e) {
     if (rank == 0) std::fprintf(stderr, "dipaco: error: %s\n", e.what());
     code = kExitBadInput;
+  } catch (const CheckpointError& e) {  // agreed on by every rank before it is thrown
+    if (rank == 0) std::fprintf(stderr, "dipaco: error: %s\n", e.what());
+    code = kExitFailure;
   } catch (const std::exception& e) {  // may be on one rank only: do not let the others hang
     std::fprintf(stderr, "dipaco: error on rank %d: %s\n", rank, e.what());
     std::fflush(stderr);

@@ -4,7 +4,12 @@
 #include <cmath>
 #include <cstdio>
 
+#include "dipaco/checkpoint.hpp"
 #include "dipaco/optimizer.hpp"
+#include "dipaco/signals.hpp"
+
+#include <fstream>
+#include <sstream>
 
 namespace dipaco {
 
@@ -71,7 +76,27 @@ Trainer::Trainer(const Deck& deck, MPI_Comm world, Kernels& k, const std::vector
   std::vector<PathState*> own;
   for (auto& p : paths_) own.push_back(&p);
   outer_->init_anchors(own);
-  if (rank_ == 0 && !run_dir.empty()) metrics_ = std::make_unique<MetricsFile>(run_dir + "/metrics.jsonl", false);
+  run_dir_ = run_dir;
+}
+
+void Trainer::open_metrics() {
+  if (rank_ != 0 || run_dir_.empty()) return;
+  const std::string path = run_dir_ + "/metrics.jsonl";
+  if (progress_.step == 0) {
+    metrics_ = std::make_unique<MetricsFile>(path, false);
+    return;
+  }
+  // Resumed: keep the records up to the restored step, then append.
+  std::ifstream in(path);
+  std::ostringstream kept;
+  std::string line;
+  while (std::getline(in, line)) {
+    auto at = line.find("\"step\":");
+    if (at != std::string::npos && std::atol(line.c_str() + at + 7) > progress_.step) continue;
+    kept << line << "\n";
+  }
+  std::ofstream(path) << kept.str();
+  metrics_ = std::make_unique<MetricsFile>(path, true);
 }
 
 Trainer::~Trainer() {
@@ -176,10 +201,12 @@ TrainSummary Trainer::run() {
   const long steps = deck_.train.steps, H = deck_.dipaco.inner_steps;
   std::vector<PathState*> own;
   for (auto& p : paths_) own.push_back(&p);
-  double t0 = MPI_Wtime();
+  double t0 = MPI_Wtime() - progress_.elapsed, session_start = MPI_Wtime();
   auto eval_and_log = [&](long step) {
     EvalResult e = evaluate();
     last_val_bpb_ = e.bpb;
+    progress_.eval_step.push_back(double(step));
+    progress_.eval_bpb.push_back(e.bpb);
     if (rank_ == 0 && metrics_)
       metrics_->write(JsonRecord()
                           .add("type", "eval")
@@ -190,45 +217,71 @@ TrainSummary Trainer::run() {
     if (rank_ == 0 && verbose_) std::printf("eval  step %6ld | val bpb %.4f\n", step, e.bpb), std::fflush(stdout);
     return e;
   };
-  if (steps > 0) eval_and_log(0);
-  long step = 0;
+  auto checkpoint = [&] {
+    if (!checkpointer_) return;
+    progress_.elapsed = MPI_Wtime() - t0;
+    std::string path = checkpointer_->save(*this);
+    if (rank_ == 0 && verbose_) std::printf("checkpoint step %ld: %s\n", progress_.step, path.c_str()), std::fflush(stdout);
+  };
+  open_metrics();
+  long step = progress_.step;
+  const long session_first_step = step;
+  if (step == 0 && steps > 0) eval_and_log(0);
+  if (!progress_.eval_bpb.empty()) last_val_bpb_ = progress_.eval_bpb.back();
   while (step < steps) {
     long next = steps;
-    for (long every : {long(deck_.run.log_every), long(deck_.eval.every), H})
+    for (long every : {long(deck_.run.log_every), long(deck_.eval.every), H, long(deck_.checkpoint.every)})
       if (every > 0) next = std::min(next, next_multiple(step, every));
+    if (deck_.run.stop_after > 0) next = std::min(next, session_first_step + deck_.run.stop_after);
     std::vector<std::vector<double>> losses(paths_.size());
     for (size_t i = 0; i < paths_.size(); ++i)
       for (long s = step; s < next; ++s) inner_step(paths_[i], losses[i]);
     // An outer round every H steps, and a last one at the end so shared modules agree.
     if (H > 0 && (next % H == 0 || next == steps)) {
-      RoundStats rs = outer_->round(sum.rounds, own, shard_tokens_);
+      RoundStats rs = outer_->round(progress_.rounds, own, shard_tokens_);
       sum.sync_seconds += rs.seconds, sum.sync_bytes += rs.bytes, sum.dropped += long(rs.dropped.size());
       if (rank_ == 0) {
         for (int p : rs.dropped)
-          std::printf("outer round %ld: path %d's outer gradient dropped (fault.drop_outer_prob)\n", sum.rounds, p);
+          std::printf("outer round %ld: path %d's outer gradient dropped (fault.drop_outer_prob)\n", progress_.rounds, p);
         if (metrics_)
           metrics_->write(JsonRecord()
                               .add("type", "round")
-                              .add("round", sum.rounds)
+                              .add("round", progress_.rounds)
                               .add("step", next)
                               .add("sync_seconds", rs.seconds)
                               .add("bytes", rs.bytes)
                               .add("dropped", long(rs.dropped.size())));
       }
-      ++sum.rounds;
+      ++progress_.rounds;
     }
     if (next == steps) sum.final_eval = eval_and_log(next);
     else if (deck_.eval.every > 0 && next % deck_.eval.every == 0) eval_and_log(next);
     log_steps(step, next, losses, MPI_Wtime() - t0);
-    step = next;
+    step = progress_.step = next;
+
+    // Stop on a signal or before the wall-clock limit: every rank agrees, then checkpoints.
+    int stop = stop_signal();
+    if (deck_.run.max_hours > 0 && MPI_Wtime() - session_start > deck_.run.max_hours * 3600) stop = std::max(stop, 1);
+    if (deck_.run.stop_after > 0 && step - session_first_step >= deck_.run.stop_after) stop = std::max(stop, 1);
+    MPI_Allreduce(MPI_IN_PLACE, &stop, 1, MPI_INT, MPI_MAX, world_);
+    bool at_interval = deck_.checkpoint.every > 0 && step % deck_.checkpoint.every == 0;
+    if (stop || at_interval || step == steps) checkpoint();
+    if (stop && step < steps) {
+      sum.stopped = true, sum.stop_signal = stop;
+      if (rank_ == 0) std::printf("stopped at step %ld (%s); resubmit the same command to resume\n", step,
+                                  stop == 1 ? "run.max_hours or run.stop_after reached" : "signal received"), std::fflush(stdout);
+      break;
+    }
   }
   if (steps == 0) sum.final_eval = eval_and_log(0);
+  else if (progress_.step >= steps && sum.final_eval.path_bpb.empty()) sum.final_eval = evaluate();  // resumed a finished run
   sum.wall_seconds = MPI_Wtime() - t0;
-  sum.tokens = long(double(topo_.paths) * deck_.train.batch_size * shape_.T * steps);
+  sum.rounds = progress_.rounds;
+  sum.tokens = long(double(topo_.paths) * deck_.train.batch_size * shape_.T * step);
   sum.path_bytes = path_bytes_;
   // What a fully synchronous data-parallel run of the same steps would all-reduce
   // per rank: every path's gradients, every step.
-  sum.dp_bytes = 4.0 * model_->layout().total * steps * double(topo_.paths_per_rank);
+  sum.dp_bytes = 4.0 * model_->layout().total * step * double(topo_.paths_per_rank);
   return sum;
 }
 

@@ -19,7 +19,8 @@ struct Deck {
   struct Run {
     std::string name, out_dir, device, restart;
     uint64_t seed;
-    int threads, log_every;
+    int threads, log_every, restart_force;
+    long stop_after;
     double max_hours, collective_timeout;
   } run;
   struct Data {

@@ -29,11 +29,22 @@ struct EvalResult {
 
 struct TrainSummary {
   EvalResult final_eval;
+  bool stopped = false;  // ended early on a stop request or run.max_hours (checkpoint written)
+  int stop_signal = 0;
   double wall_seconds = 0, sync_seconds = 0, sync_bytes = 0, dp_bytes = 0, path_bytes = 0;
   long tokens = 0, rounds = 0, dropped = 0;
 };
 
 ModelShape model_shape(const Deck& deck);
+
+class Checkpointer;
+
+// Where training stands: saved in checkpoints, restored on resume.
+struct Progress {
+  long step = 0, rounds = 0;
+  double elapsed = 0;
+  std::vector<double> eval_step, eval_bpb;
+};
 
 class Trainer {
  public:
@@ -48,9 +59,16 @@ class Trainer {
   const ParamLayout& layout() const { return model_->layout(); }
   std::vector<PathState>& paths() { return paths_; }
   OuterOptimizer& outer() { return *outer_; }
+  const std::vector<double>& shard_tokens() const { return shard_tokens_; }
+  Progress& progress() { return progress_; }
+  const Deck& deck() const { return deck_; }
+  Kernels& kernels() { return k_; }
+  MPI_Comm world() const { return world_; }
+  void set_checkpointer(Checkpointer* c) { checkpointer_ = c; }
 
  private:
   void inner_step(PathState& p, std::vector<double>& losses);
+  void open_metrics();
   void log_steps(long from, long to, const std::vector<std::vector<double>>& losses, double elapsed);
 
   const Deck& deck_;
@@ -71,6 +89,9 @@ class Trainer {
   std::vector<float> grad_host_;
   std::unique_ptr<MetricsFile> metrics_;
   bool verbose_;
+  Progress progress_;
+  Checkpointer* checkpointer_ = nullptr;
+  std::string run_dir_;
   double path_bytes_ = 0, last_val_bpb_ = NAN;
 };
 

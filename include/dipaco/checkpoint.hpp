@@ -1,0 +1,60 @@
+// HDF5 checkpoints, written with parallel HDF5: every dataset is created
+// collectively and written by the one rank that owns it (a path by its
+// leader, a module's anchor by the lowest rank of its communicator), so the
+// full model is never gathered on one rank.
+//
+// Layout (dipaco inspect --layout prints it):
+//   /                 attrs: format_version, dipaco_version, git_commit, deck, world_size,
+//                            stage, outer_round, inner_step, wall_time
+//   /topology         attrs: levels, modules_per_level, paths; dataset path_table [P, levels]
+//   /modules/<unit>/  anchor, momentum [n] float; index: names, offsets, shapes
+//   /paths/P<p>/      params, adam_m, adam_v [arena] float; attrs: step, shard_tokens
+//   /metrics/         eval_step, eval_bpb
+// Each float dataset carries a "checksum" attribute (FNV-1a 64 of its bytes),
+// verified on load.
+//
+// Safety: written as <name>.tmp, flushed, closed, then renamed; `latest` names
+// the newest; the last checkpoint.keep are kept. A checkpoint that fails to
+// open or verify is skipped with a warning for the previous one.
+#pragma once
+#include <mpi.h>
+
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+#include "dipaco/deck.hpp"
+
+namespace dipaco {
+
+class Trainer;
+
+struct CheckpointError : std::runtime_error {
+  using std::runtime_error::runtime_error;
+};
+
+class Checkpointer {
+ public:
+  Checkpointer(const Deck& deck, const std::string& run_dir, MPI_Comm world);
+  // Collective. Returns the path written. Throws CheckpointError (the previous
+  // checkpoint is untouched).
+  std::string save(Trainer& t);
+  // Collective. restart: "auto" (newest valid in the run directory), "never",
+  // or a checkpoint path. Returns the path loaded, or "" when starting fresh.
+  std::string load(Trainer& t, const std::string& restart, bool force);
+  std::string dir() const { return dir_; }
+
+ private:
+  const Deck& deck_;
+  std::string dir_;
+  MPI_Comm world_;
+  int rank_;
+};
+
+// Keys whose change makes a checkpoint unusable (shapes or topology).
+std::vector<std::string> incompatible_keys(const std::string& saved_deck_text, const Deck& now);
+// Newest first: checkpoints in dir (ckpt-<step>.h5).
+std::vector<std::string> list_checkpoints(const std::string& dir);
+uint64_t checksum(const void* data, size_t bytes);
+
+}  // namespace dipaco

@@ -1,0 +1,483 @@
+#include "dipaco/checkpoint.hpp"
+
+#include <fcntl.h>
+#include <sys/statvfs.h>
+#include <hdf5.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+#include <map>
+#include <sstream>
+
+#include "dipaco/trainer.hpp"
+
+namespace fs = std::filesystem;
+
+namespace dipaco {
+
+constexpr long kFormatVersion = 1;
+
+uint64_t checksum(const void* data, size_t bytes) {
+  const unsigned char* p = static_cast<const unsigned char*>(data);
+  uint64_t h = 1469598103934665603ULL;
+  for (size_t i = 0; i < bytes; ++i) h = (h ^ p[i]) * 1099511628211ULL;
+  return h;
+}
+
+namespace {
+
+void check(herr_t e, const std::string& what) {
+  if (e < 0) throw CheckpointError("HDF5 failed to " + what);
+}
+hid_t checked(hid_t id, const std::string& what) {
+  if (id < 0) throw CheckpointError("HDF5 failed to " + what);
+  return id;
+}
+
+// --- attributes (collective on create: every rank passes the same value) ---
+void attr_string(hid_t obj, const char* name, const std::string& v) {
+  hid_t t = H5Tcopy(H5T_C_S1);
+  H5Tset_size(t, std::max<size_t>(1, v.size()));
+  hid_t sp = H5Screate(H5S_SCALAR);
+  hid_t a = checked(H5Acreate2(obj, name, t, sp, H5P_DEFAULT, H5P_DEFAULT), std::string("create attribute ") + name);
+  check(H5Awrite(a, t, v.empty() ? "" : v.data()), std::string("write attribute ") + name);
+  H5Aclose(a), H5Sclose(sp), H5Tclose(t);
+}
+template <typename T>
+void attr_array(hid_t obj, const char* name, hid_t type, const std::vector<T>& v) {
+  hsize_t n = v.size();
+  hid_t sp = H5Screate_simple(1, &n, nullptr);
+  hid_t a = checked(H5Acreate2(obj, name, type, sp, H5P_DEFAULT, H5P_DEFAULT), std::string("create attribute ") + name);
+  check(H5Awrite(a, type, v.data()), std::string("write attribute ") + name);
+  H5Aclose(a), H5Sclose(sp);
+}
+void attr_long(hid_t obj, const char* name, long v) { attr_array<long>(obj, name, H5T_NATIVE_LONG, {v}); }
+void attr_double(hid_t obj, const char* name, double v) { attr_array<double>(obj, name, H5T_NATIVE_DOUBLE, {v}); }
+void attr_u64(hid_t obj, const char* name, uint64_t v) { attr_array<uint64_t>(obj, name, H5T_NATIVE_UINT64, {v}); }
+
+std::string read_attr_string(hid_t obj, const char* name) {
+  hid_t a = checked(H5Aopen(obj, name, H5P_DEFAULT), std::string("open attribute ") + name);
+  hid_t t = H5Aget_type(a);
+  size_t n = H5Tget_size(t);
+  if (n > (1u << 26)) throw CheckpointError(std::string("attribute ") + name + " claims " + std::to_string(n) + " bytes");
+  std::string s(n, '\0');
+  hid_t mt = H5Tcopy(H5T_C_S1);
+  H5Tset_size(mt, n);
+  check(H5Aread(a, mt, s.data()), std::string("read attribute ") + name);
+  H5Tclose(mt), H5Tclose(t), H5Aclose(a);
+  s.resize(strnlen(s.c_str(), n));
+  return s;
+}
+template <typename T>
+T read_attr_scalar(hid_t obj, const char* name, hid_t type) {
+  hid_t a = checked(H5Aopen(obj, name, H5P_DEFAULT), std::string("open attribute ") + name);
+  hid_t sp = H5Aget_space(a);
+  hssize_t n = H5Sget_simple_extent_npoints(sp);
+  H5Sclose(sp);
+  if (n != 1) {
+    H5Aclose(a);
+    throw CheckpointError(std::string("attribute ") + name + " should hold one value, holds " + std::to_string(n));
+  }
+  T v{};
+  check(H5Aread(a, type, &v), std::string("read attribute ") + name);
+  H5Aclose(a);
+  return v;
+}
+
+hid_t make_group(hid_t parent, const std::string& name) {
+  return checked(H5Gcreate2(parent, name.c_str(), H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT), "create group " + name);
+}
+
+// Data writes only record a failure (a full disk): the writing rank must
+// still take part in every later collective call, or the others would hang.
+bool g_data_write_failed = false;
+
+// A 1-D float dataset created by every rank, written by `owner` alone, with
+// its checksum attribute (broadcast from the owner).
+void write_floats(hid_t loc, const std::string& name, size_t n, const float* data, int owner, int rank, MPI_Comm comm) {
+  uint64_t sum = rank == owner ? checksum(data, n * sizeof(float)) : 0;
+  MPI_Bcast(&sum, 1, MPI_UINT64_T, owner, comm);
+  hsize_t dims = n;
+  hid_t sp = H5Screate_simple(1, &dims, nullptr);
+  hid_t d = checked(H5Dcreate2(loc, name.c_str(), H5T_NATIVE_FLOAT, sp, H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT),
+                    "create dataset " + name);
+  attr_u64(d, "checksum", sum);
+  if (rank == owner && H5Dwrite(d, H5T_NATIVE_FLOAT, H5S_ALL, H5S_ALL, H5P_DEFAULT, data) < 0) g_data_write_failed = true;
+  H5Dclose(d), H5Sclose(sp);
+}
+
+// Small metadata datasets, the same on every rank, written by rank 0.
+template <typename T>
+void write_small(hid_t loc, const std::string& name, hid_t type, const std::vector<hsize_t>& dims, const T* data, int rank) {
+  hid_t sp = H5Screate_simple(int(dims.size()), dims.data(), nullptr);
+  hid_t d = checked(H5Dcreate2(loc, name.c_str(), type, sp, H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT), "create dataset " + name);
+  if (rank == 0 && H5Dwrite(d, type, H5S_ALL, H5S_ALL, H5P_DEFAULT, data) < 0) g_data_write_failed = true;
+  H5Dclose(d), H5Sclose(sp);
+}
+
+// Reads a float dataset of exactly n elements and verifies its checksum.
+void read_floats(hid_t loc, const std::string& name, size_t n, float* out, const std::string& file) {
+  hid_t d = H5Dopen2(loc, name.c_str(), H5P_DEFAULT);
+  if (d < 0) throw CheckpointError(file + ": dataset " + name + " is missing");
+  hid_t sp = H5Dget_space(d);
+  hssize_t have = H5Sget_simple_extent_npoints(sp);
+  H5Sclose(sp);
+  if (have != hssize_t(n)) {
+    H5Dclose(d);
+    throw CheckpointError(file + ": dataset " + name + " holds " + std::to_string(have) + " values, the deck needs " +
+                          std::to_string(n));
+  }
+  herr_t e = H5Dread(d, H5T_NATIVE_FLOAT, H5S_ALL, H5S_ALL, H5P_DEFAULT, out);
+  uint64_t want = 0;
+  try {
+    want = read_attr_scalar<uint64_t>(d, "checksum", H5T_NATIVE_UINT64);
+  } catch (...) {
+    H5Dclose(d);
+    throw;
+  }
+  H5Dclose(d);
+  if (e < 0) throw CheckpointError(file + ": cannot read dataset " + name);
+  if (checksum(out, n * sizeof(float)) != want) throw CheckpointError(file + ": checksum mismatch in " + name);
+}
+
+std::string unit_path(const SyncUnit& u) {
+  return u.level < 0 ? "/modules/embeddings" : "/modules/L" + std::to_string(u.level) + "/M" + std::to_string(u.module);
+}
+
+int unit_owner(const Topology& t, const SyncUnit& u) {
+  if (u.level < 0) return 0;
+  return t.module_ranks(u.level, u.module)[0];
+}
+
+std::map<std::string, std::string> parse_deck_text(const std::string& text) {
+  std::map<std::string, std::string> out;
+  std::istringstream in(text);
+  std::string line, section;
+  while (std::getline(in, line)) {
+    if (line.empty() || line[0] == '#') continue;
+    if (line[0] == '[') {
+      section = line.substr(1, line.find(']') - 1);
+      continue;
+    }
+    auto eq = line.find(" = ");
+    if (eq != std::string::npos) out[section + "." + line.substr(0, eq)] = line.substr(eq + 3);
+  }
+  return out;
+}
+
+void fsync_path(const std::string& p) {
+  int fd = ::open(p.c_str(), O_RDONLY);
+  if (fd >= 0) ::fsync(fd), ::close(fd);
+}
+
+}  // namespace
+
+std::vector<std::string> incompatible_keys(const std::string& saved, const Deck& now) {
+  auto old = parse_deck_text(saved);
+  std::vector<std::string> diff;
+  for (const char* k : {"model.d_model", "model.n_layers", "model.n_heads", "model.context", "model.layers_per_level",
+                        "dipaco.modules_per_level", "dipaco.shared"}) {
+    auto it = old.find(k);
+    if (it == old.end() || it->second != now.values.at(k))
+      diff.push_back(std::string(k) + " (checkpoint: " + (it == old.end() ? "?" : it->second) + ", deck: " +
+                     now.values.at(k) + ")");
+  }
+  return diff;
+}
+
+std::vector<std::string> list_checkpoints(const std::string& dir) {
+  std::vector<std::string> out;
+  std::error_code ec;
+  for (auto& e : fs::directory_iterator(dir, ec)) {
+    std::string n = e.path().filename().string();
+    if (n.rfind("ckpt-", 0) == 0 && n.size() > 8 && n.substr(n.size() - 3) == ".h5") out.push_back(e.path().string());
+  }
+  std::sort(out.rbegin(), out.rend());  // zero-padded step numbers: newest first
+  return out;
+}
+
+Checkpointer::Checkpointer(const Deck& deck, const std::string& run_dir, MPI_Comm world)
+    : deck_(deck), dir_(run_dir + "/checkpoints"), world_(world) {
+  MPI_Comm_rank(world, &rank_);
+  if (rank_ == 0) fs::create_directories(dir_);
+  MPI_Barrier(world);
+}
+
+std::string Checkpointer::save(Trainer& t) {
+  const Progress& pr = t.progress();
+  char name[64];
+  std::snprintf(name, sizeof name, "ckpt-%08ld.h5", pr.step);
+  const std::string final_path = dir_ + "/" + name, tmp = final_path + ".tmp";
+  const Topology& topo = t.topology();
+  const ParamLayout& layout = t.layout();
+  Kernels& k = t.kernels();
+  int world_size;
+  MPI_Comm_size(world_, &world_size);
+
+  // Preflight: refuse before touching the file system when the checkpoint
+  // cannot fit. (A write that fails half-way inside collective MPI-IO calls
+  // can leave ranks waiting on each other.)
+  double need = 3.0 * 4 * layout.total * topo.paths + (1 << 20);
+  for (auto& u : t.outer().units()) need += 2.0 * 4 * layout.groups[u.group].size;
+  double avail = 0;
+  if (rank_ == 0) {
+    struct statvfs sv;
+    avail = statvfs(dir_.c_str(), &sv) == 0 ? double(sv.f_bavail) * sv.f_frsize : 1e300;
+  }
+  MPI_Bcast(&avail, 1, MPI_DOUBLE, 0, world_);
+  if (avail < need * 1.05) {
+    char msg[256];
+    std::snprintf(msg, sizeof msg, "not enough space for checkpoint %s: needs %.1f MB, %.1f MB free", final_path.c_str(),
+                  need / 1e6, avail / 1e6);
+    throw CheckpointError(std::string(msg) + "; the previous checkpoint is intact");
+  }
+
+  bool ok = true;
+  std::string error;
+  g_data_write_failed = false;
+  H5Eset_auto2(H5E_DEFAULT, nullptr, nullptr);
+  hid_t fapl = H5Pcreate(H5P_FILE_ACCESS);
+  H5Pset_fapl_mpio(fapl, world_, MPI_INFO_NULL);
+  hid_t f = H5Fcreate(tmp.c_str(), H5F_ACC_TRUNC, H5P_DEFAULT, fapl);
+  H5Pclose(fapl);
+  if (f < 0) throw CheckpointError("cannot create checkpoint '" + tmp + "' (is the directory writable, the disk full?)");
+  try {
+    attr_long(f, "format_version", kFormatVersion);
+    attr_string(f, "dipaco_version", DIPACO_VERSION);
+    attr_string(f, "git_commit", DIPACO_GIT);
+    attr_string(f, "deck", t.deck().text());
+    attr_long(f, "world_size", world_size);
+    attr_string(f, "stage", "train");
+    attr_long(f, "outer_round", pr.rounds);
+    attr_long(f, "inner_step", pr.step);
+    attr_double(f, "wall_time", pr.elapsed);
+
+    hid_t g = make_group(f, "topology");
+    attr_long(g, "levels", topo.levels());
+    attr_long(g, "paths", topo.paths);
+    attr_array<int>(g, "modules_per_level", H5T_NATIVE_INT, topo.modules_per_level);
+    std::vector<int> table;
+    for (int p = 0; p < topo.paths; ++p)
+      for (int m : topo.path_modules(p)) table.push_back(m);
+    write_small(g, "path_table", H5T_NATIVE_INT, {hsize_t(topo.paths), hsize_t(topo.levels())}, table.data(), rank_);
+    H5Gclose(g);
+
+    // Modules: anchor and outer momentum, owned by the lowest rank holding them.
+    hid_t mods = make_group(f, "modules");
+    std::vector<hid_t> level_groups;
+    for (int l = 0; l < topo.levels(); ++l) level_groups.push_back(make_group(mods, "L" + std::to_string(l)));
+    std::vector<float> host;
+    for (auto& u : t.outer().units()) {
+      const auto& grp = layout.groups[u.group];
+      hid_t ug = u.level < 0 ? make_group(mods, "embeddings") : make_group(level_groups[u.level], "M" + std::to_string(u.module));
+      int owner = unit_owner(topo, u);
+      host.assign(grp.size, 0.0f);
+      std::vector<float> mom(grp.size, 0.0f);
+      if (rank_ == owner) {
+        k.to_host(host.data(), u.anchor.get(), grp.size * sizeof(float));
+        k.to_host(mom.data(), u.momentum.get(), grp.size * sizeof(float));
+      }
+      write_floats(ug, "anchor", grp.size, host.data(), owner, rank_, world_);
+      write_floats(ug, "momentum", grp.size, mom.data(), owner, rank_, world_);
+      // Index: name, offset, shape of every view, so a user can read one tensor by name.
+      std::string names, shapes;
+      std::vector<long> offsets;
+      for (const auto& v : grp.views) {
+        names += v.name + "\n";
+        std::string sh;
+        for (int d : v.shape) sh += (sh.empty() ? "" : "x") + std::to_string(d);
+        shapes += sh + "\n";
+        offsets.push_back(long(v.offset));
+      }
+      attr_string(ug, "index_names", names);
+      attr_string(ug, "index_shapes", shapes);
+      attr_array<long>(ug, "index_offsets", H5T_NATIVE_LONG, offsets);
+      attr_string(ug, "paths", [&] {
+        std::string s;
+        for (int p : u.paths) s += (s.empty() ? "" : ",") + std::to_string(p);
+        return s;
+      }());
+      H5Gclose(ug);
+    }
+    for (hid_t lg : level_groups) H5Gclose(lg);
+    H5Gclose(mods);
+
+    // Paths: the whole arena (private groups and local module copies), AdamW moments, step.
+    hid_t paths = make_group(f, "paths");
+    std::string arena_names;
+    for (const auto& grp : layout.groups) arena_names += grp.name + ":" + std::to_string(grp.offset) + ":" + std::to_string(grp.size) + "\n";
+    attr_string(paths, "arena_groups", arena_names);
+    std::vector<long> steps(topo.paths, 0);
+    for (auto& p : t.paths()) steps[p.id] = p.step;
+    MPI_Allreduce(MPI_IN_PLACE, steps.data(), topo.paths, MPI_LONG, MPI_MAX, world_);
+    std::vector<float> a(layout.total), m(layout.total), v(layout.total);
+    for (int p = 0; p < topo.paths; ++p) {
+      int owner = topo.ranks_of_path(p)[0];
+      hid_t pg = make_group(paths, "P" + std::to_string(p));
+      if (rank_ == owner)
+        for (auto& ps : t.paths())
+          if (ps.id == p) {
+            k.to_host(a.data(), ps.params.get(), layout.total * sizeof(float));
+            k.to_host(m.data(), ps.m.get(), layout.total * sizeof(float));
+            k.to_host(v.data(), ps.v.get(), layout.total * sizeof(float));
+          }
+      write_floats(pg, "params", layout.total, a.data(), owner, rank_, world_);
+      write_floats(pg, "adam_m", layout.total, m.data(), owner, rank_, world_);
+      write_floats(pg, "adam_v", layout.total, v.data(), owner, rank_, world_);
+      attr_long(pg, "step", steps[p]);
+      attr_double(pg, "shard_tokens", t.shard_tokens()[p]);
+      std::string mods_s;
+      for (int mm : topo.path_modules(p)) mods_s += (mods_s.empty() ? "" : ",") + std::to_string(mm);
+      attr_string(pg, "modules", mods_s);
+      H5Gclose(pg);
+    }
+    H5Gclose(paths);
+
+    hid_t mg = make_group(f, "metrics");
+    write_small(mg, "eval_step", H5T_NATIVE_DOUBLE, {hsize_t(pr.eval_step.size())}, pr.eval_step.data(), rank_);
+    write_small(mg, "eval_bpb", H5T_NATIVE_DOUBLE, {hsize_t(pr.eval_bpb.size())}, pr.eval_bpb.data(), rank_);
+    H5Gclose(mg);
+    check(H5Fflush(f, H5F_SCOPE_GLOBAL), "flush the checkpoint");
+    if (g_data_write_failed) ok = false, error = "a data write failed";
+  } catch (const CheckpointError& e) {
+    ok = false, error = e.what();
+  }
+  if (H5Fclose(f) < 0) ok = false, error = error.empty() ? "HDF5 failed to close the checkpoint" : error;
+  int all_ok = ok;
+  MPI_Allreduce(MPI_IN_PLACE, &all_ok, 1, MPI_INT, MPI_MIN, world_);
+  if (!all_ok) {
+    if (rank_ == 0) fs::remove(tmp);
+    throw CheckpointError("writing checkpoint '" + final_path + "' failed" + (error.empty() ? " on another rank" : ": " + error) +
+                          " (disk full?); the previous checkpoint is intact");
+  }
+  if (rank_ == 0) {
+    fsync_path(tmp);
+    fs::rename(tmp, final_path);
+    std::ofstream(dir_ + "/latest.tmp") << name << "\n";
+    fs::rename(dir_ + "/latest.tmp", dir_ + "/latest");
+    fsync_path(dir_);
+    auto all = list_checkpoints(dir_);
+    for (size_t i = deck_.checkpoint.keep; i < all.size(); ++i) fs::remove(all[i]);
+  }
+  MPI_Barrier(world_);
+  return final_path;
+}
+
+std::string Checkpointer::load(Trainer& t, const std::string& restart, bool force) {
+  if (restart == "never") return "";
+  std::vector<std::string> candidates;
+  if (restart == "auto") {
+    candidates = list_checkpoints(dir_);
+    // `latest` first when it names a file that exists.
+    std::ifstream in(dir_ + "/latest");
+    std::string latest;
+    if (in >> latest && fs::exists(dir_ + "/" + latest)) {
+      auto it = std::find(candidates.begin(), candidates.end(), dir_ + "/" + latest);
+      if (it != candidates.end()) std::rotate(candidates.begin(), it, it + 1);
+    }
+    if (candidates.empty()) return "";
+  } else {
+    if (!fs::exists(restart)) throw DeckError("run.restart = " + restart + ": no such checkpoint");
+    candidates = {restart};
+  }
+  const ParamLayout& layout = t.layout();
+  Kernels& k = t.kernels();
+  H5Eset_auto2(H5E_DEFAULT, nullptr, nullptr);
+  for (const auto& file : candidates) {
+    std::string error;
+    Progress pr;
+    hid_t fapl = H5Pcreate(H5P_FILE_ACCESS);
+    H5Pset_fapl_mpio(fapl, world_, MPI_INFO_NULL);
+    hid_t f = H5Fopen(file.c_str(), H5F_ACC_RDONLY, fapl);
+    H5Pclose(fapl);
+    try {
+      if (f < 0) throw CheckpointError(file + ": not a readable HDF5 file (truncated or corrupt)");
+      long version = read_attr_scalar<long>(f, "format_version", H5T_NATIVE_LONG);
+      if (version != kFormatVersion) throw CheckpointError(file + ": format version " + std::to_string(version) + " unsupported");
+      auto diff = incompatible_keys(read_attr_string(f, "deck"), t.deck());
+      if (!diff.empty() && !force) {
+        std::string msg = "checkpoint " + file + " does not fit this deck; differing keys:";
+        for (auto& d : diff) msg += "\n  " + d;
+        throw DeckError(msg + "\n(use --run.restart=never to start fresh, or --run.restart_force=1)");
+      }
+      pr.step = read_attr_scalar<long>(f, "inner_step", H5T_NATIVE_LONG);
+      pr.rounds = read_attr_scalar<long>(f, "outer_round", H5T_NATIVE_LONG);
+      pr.elapsed = read_attr_scalar<double>(f, "wall_time", H5T_NATIVE_DOUBLE);
+      std::vector<float> host(layout.total);
+      for (auto& ps : t.paths()) {
+        std::string g = "/paths/P" + std::to_string(ps.id);
+        hid_t pg = H5Gopen2(f, g.c_str(), H5P_DEFAULT);
+        if (pg < 0) throw CheckpointError(file + ": group " + g + " is missing");
+        try {
+          read_floats(pg, "params", layout.total, host.data(), file);
+          k.to_device(ps.params.get(), host.data(), layout.total * sizeof(float));
+          read_floats(pg, "adam_m", layout.total, host.data(), file);
+          k.to_device(ps.m.get(), host.data(), layout.total * sizeof(float));
+          read_floats(pg, "adam_v", layout.total, host.data(), file);
+          k.to_device(ps.v.get(), host.data(), layout.total * sizeof(float));
+          ps.step = read_attr_scalar<long>(pg, "step", H5T_NATIVE_LONG);
+        } catch (...) {
+          H5Gclose(pg);
+          throw;
+        }
+        H5Gclose(pg);
+        if (ps.step != pr.step) throw CheckpointError(file + ": path " + std::to_string(ps.id) + " is at another step");
+      }
+      for (auto& u : t.outer().units()) {
+        if (!u.mine) continue;
+        const size_t n = layout.groups[u.group].size;
+        hid_t ug = H5Gopen2(f, unit_path(u).c_str(), H5P_DEFAULT);
+        if (ug < 0) throw CheckpointError(file + ": group " + unit_path(u) + " is missing");
+        try {
+          read_floats(ug, "anchor", n, host.data(), file);
+          k.to_device(u.anchor.get(), host.data(), n * sizeof(float));
+          read_floats(ug, "momentum", n, host.data(), file);
+          k.to_device(u.momentum.get(), host.data(), n * sizeof(float));
+        } catch (...) {
+          H5Gclose(ug);
+          throw;
+        }
+        H5Gclose(ug);
+      }
+      for (auto [name, vec] : {std::pair{"/metrics/eval_step", &pr.eval_step}, std::pair{"/metrics/eval_bpb", &pr.eval_bpb}}) {
+        hid_t d = H5Dopen2(f, name, H5P_DEFAULT);
+        if (d < 0) throw CheckpointError(file + ": dataset " + name + " is missing");
+        hid_t sp = H5Dget_space(d);
+        hssize_t n = H5Sget_simple_extent_npoints(sp);
+        H5Sclose(sp);
+        if (n < 0 || n > (1 << 24)) {
+          H5Dclose(d);
+          throw CheckpointError(file + ": dataset " + name + " has an impossible size");
+        }
+        vec->resize(n);
+        herr_t e = n ? H5Dread(d, H5T_NATIVE_DOUBLE, H5S_ALL, H5S_ALL, H5P_DEFAULT, vec->data()) : 0;
+        H5Dclose(d);
+        if (e < 0) throw CheckpointError(file + ": cannot read " + name);
+      }
+    } catch (const CheckpointError& e) {
+      error = e.what();
+    } catch (const DeckError&) {
+      if (f >= 0) H5Fclose(f);
+      throw;
+    }
+    if (f >= 0) H5Fclose(f);
+    // Every rank must accept the same checkpoint.
+    int ok = error.empty();
+    MPI_Allreduce(MPI_IN_PLACE, &ok, 1, MPI_INT, MPI_MIN, world_);
+    if (ok) {
+      t.progress() = pr;
+      return file;
+    }
+    if (rank_ == 0)
+      std::fprintf(stderr, "dipaco: warning: skipping checkpoint %s: %s\n", file.c_str(),
+                   error.empty() ? "failed to verify on another rank" : error.c_str());
+    if (restart != "auto") throw CheckpointError("cannot restart from " + file + ": " + error);
+  }
+  if (rank_ == 0) std::fprintf(stderr, "dipaco: warning: no usable checkpoint in %s; starting fresh\n", dir_.c_str());
+  return "";
+}
+
+}  // namespace dipaco
