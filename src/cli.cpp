@@ -18,6 +18,7 @@ std::string usage() {
          "                                   <run.out_dir>/<run.name>/{deck.ini,metrics.jsonl,summary.json}\n"
          "  deck DECK.ini [overrides]        print the fully resolved deck (what would run)\n"
          "  topology DECK.ini --ranks R      print paths, modules, rank placement and traffic\n"
+         "  inspect CKPT.h5 [--json|--layout] what a checkpoint holds: step, modules, drift, paths\n"
          "  --help                           this text; --version\n"
          "\n"
          "exit codes: 0 ok, 1 runtime failure, 2 bad input (deck, corpus, arguments, rank count),\n"

@@ -22,6 +22,7 @@ int main(int argc, char** argv) {
     if (cmd == "run") return cmd_run(args);
     if (cmd == "deck") return cmd_deck(args);
     if (cmd == "topology") return cmd_topology(args);
+    if (cmd == "inspect") return cmd_inspect(args);
   } catch (const DeckError& e) {
     std::fprintf(stderr, "dipaco: error: %s\n", e.what());
     return kExitBadInput;

@@ -19,6 +19,7 @@ using Args = std::vector<std::string>;
 int cmd_run(const Args& args);
 int cmd_deck(const Args& args);
 int cmd_topology(const Args& args);
+int cmd_inspect(const Args& args);
 std::string usage();
 
 // Splits "DECK.ini --a.b=c ..." into the deck path and overrides.

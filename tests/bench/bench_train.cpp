@@ -106,6 +106,35 @@ class TimedKernels final : public Kernels {
   Kernels& k_;
 };
 
+// Measured fp32 FMA peak: independent multiply-add chains in vector
+// registers on every thread (GCC vector extensions become FMAs with -march=native).
+double fma_peak_gflops(int threads) {
+#ifdef __AVX512F__
+  constexpr int W = 16;
+#else
+  constexpr int W = 8;
+#endif
+  typedef float v16 __attribute__((vector_size(W * 4)));
+  const long iters = 20000000;
+  double total = 0;
+#pragma omp parallel num_threads(threads) reduction(+ : total)
+  {
+    v16 a0 = {} , a1 = {}, a2 = {}, a3 = {}, a4 = {}, a5 = {}, a6 = {}, a7 = {}, a8 = {}, a9 = {}, a10 = {}, a11 = {};
+    v16 b, c;
+    for (int i = 0; i < W; ++i) b[i] = 0.999999f, c[i] = 1e-7f * (omp_get_thread_num() + 1);
+    auto t0 = Clock::now();
+    for (long k = 0; k < iters; ++k) {
+      a0 = a0 * b + c, a1 = a1 * b + c, a2 = a2 * b + c, a3 = a3 * b + c, a4 = a4 * b + c, a5 = a5 * b + c;
+      a6 = a6 * b + c, a7 = a7 * b + c, a8 = a8 * b + c, a9 = a9 * b + c, a10 = a10 * b + c, a11 = a11 * b + c;
+    }
+    double sec = std::chrono::duration<double>(Clock::now() - t0).count();
+    v16 sum = a0 + a1 + a2 + a3 + a4 + a5 + a6 + a7 + a8 + a9 + a10 + a11;
+    if (sum[0] == 12345.0f) std::printf(" ");
+    total += iters * 12.0 * W * 2 / sec / 1e9;
+  }
+  return total;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -124,6 +153,10 @@ int main(int argc, char** argv) {
     else if (a == "--bf16") bf16 = true;
     else if (a == "--profile") profile = true;
     else if (a == "--device") device = argv[++i];
+    else if (a == "--peak") {
+      std::printf("{\"fma_peak_gflops\":%.1f,\"threads\":%d}\n", fma_peak_gflops(omp_get_max_threads()), omp_get_max_threads());
+      return 0;
+    }
     else {
       std::fprintf(stderr, "unknown argument %s\n", a.c_str());
       return 2;

@@ -1,0 +1,193 @@
+// `dipaco inspect CKPT.h5 [--json] [--layout]`: what a checkpoint holds —
+// deck, topology, round and step, per-module anchor norms and how far each
+// path's local copy has drifted from its anchor, per-path step and shard size.
+// Reads with the serial HDF5 driver: no MPI job needed.
+#include <hdf5.h>
+
+#include <cmath>
+#include <cstdio>
+#include <map>
+#include <sstream>
+
+#include "dipaco/app.hpp"
+#include "dipaco/checkpoint.hpp"
+#include "dipaco/deck.hpp"
+#include "dipaco/metrics.hpp"
+#include "h5io.hpp"
+
+namespace dipaco {
+namespace {
+
+struct GroupSpan {
+  size_t offset, size;
+};
+
+double norm(const std::vector<float>& v, size_t off, size_t n) {
+  double s = 0;
+  for (size_t i = off; i < off + n; ++i) s += double(v[i]) * v[i];
+  return std::sqrt(s);
+}
+
+herr_t list_object(hid_t obj, const char* name, const H5O_info_t* info, void* out) {
+  auto& o = *static_cast<std::ostringstream*>(out);
+  if (std::string(name) == ".") return 0;
+  if (info->type == H5O_TYPE_GROUP) {
+    o << "  /" << name << "/\n";
+  } else if (info->type == H5O_TYPE_DATASET) {
+    hid_t d = H5Dopen2(obj, name, H5P_DEFAULT);
+    hid_t sp = H5Dget_space(d);
+    hsize_t dims[8] = {};
+    int nd = H5Sget_simple_extent_ndims(sp);
+    H5Sget_simple_extent_dims(sp, dims, nullptr);
+    o << "  /" << name << "  [";
+    for (int i = 0; i < nd; ++i) o << (i ? " x " : "") << dims[i];
+    o << "]\n";
+    H5Sclose(sp), H5Dclose(d);
+  }
+  return 0;
+}
+
+}  // namespace
+
+int cmd_inspect(const Args& args) {
+  std::string file;
+  bool json = false, layout = false;
+  for (const auto& a : args) {
+    if (a == "--json") json = true;
+    else if (a == "--layout") layout = true;
+    else if (a.rfind("--", 0) == 0) throw DeckError("unknown option '" + a + "' (inspect takes --json, --layout)");
+    else file = a;
+  }
+  if (file.empty()) throw DeckError("usage: dipaco inspect CKPT.h5 [--json] [--layout]");
+  H5Eset_auto2(H5E_DEFAULT, nullptr, nullptr);
+  hid_t f = H5Fopen(file.c_str(), H5F_ACC_RDONLY, H5P_DEFAULT);
+  if (f < 0) throw DeckError("cannot open checkpoint '" + file + "' (not an HDF5 file, or truncated)");
+  if (layout) {
+    std::ostringstream o;
+    H5Ovisit(f, H5_INDEX_NAME, H5_ITER_INC, list_object, &o);
+    std::printf("checkpoint layout of %s (every float dataset has a 'checksum' attribute):\n%s", file.c_str(), o.str().c_str());
+    H5Fclose(f);
+    return kExitOk;
+  }
+  long step = read_attr_scalar<long>(f, "inner_step", H5T_NATIVE_LONG);
+  long round = read_attr_scalar<long>(f, "outer_round", H5T_NATIVE_LONG);
+  long world = read_attr_scalar<long>(f, "world_size", H5T_NATIVE_LONG);
+  double wall = read_attr_scalar<double>(f, "wall_time", H5T_NATIVE_DOUBLE);
+  std::string deck = read_attr_string(f, "deck"), version = read_attr_string(f, "dipaco_version"),
+              commit = read_attr_string(f, "git_commit");
+  hid_t topo = H5Gopen2(f, "/topology", H5P_DEFAULT);
+  long paths = read_attr_scalar<long>(topo, "paths", H5T_NATIVE_LONG);
+  long levels = read_attr_scalar<long>(topo, "levels", H5T_NATIVE_LONG);
+  H5Gclose(topo);
+  if (paths < 1 || paths > 1 << 20 || levels < 1 || levels > 64) throw CheckpointError(file + ": impossible topology");
+
+  // The arena's groups: "name:offset:size" per line.
+  hid_t pg = H5Gopen2(f, "/paths", H5P_DEFAULT);
+  std::map<std::string, GroupSpan> spans;
+  size_t total = 0;
+  std::istringstream arena(read_attr_string(pg, "arena_groups"));
+  std::string line;
+  while (std::getline(arena, line)) {
+    auto a = line.find(':'), b = line.rfind(':');
+    GroupSpan g{std::stoul(line.substr(a + 1, b - a - 1)), std::stoul(line.substr(b + 1))};
+    spans[line.substr(0, a)] = g;
+    total = std::max(total, g.offset + g.size);
+  }
+  if (total > (size_t(1) << 34)) throw CheckpointError(file + ": arena of " + std::to_string(total) + " values is impossible");
+  std::vector<std::vector<float>> params(paths, std::vector<float>(total));
+  std::vector<long> path_step(paths);
+  std::vector<double> shard(paths);
+  std::vector<std::string> path_modules(paths);
+  for (long p = 0; p < paths; ++p) {
+    hid_t g = H5Gopen2(pg, ("P" + std::to_string(p)).c_str(), H5P_DEFAULT);
+    if (g < 0) throw CheckpointError(file + ": /paths/P" + std::to_string(p) + " is missing");
+    read_floats(g, "params", total, params[p].data(), file);
+    path_step[p] = read_attr_scalar<long>(g, "step", H5T_NATIVE_LONG);
+    shard[p] = read_attr_scalar<double>(g, "shard_tokens", H5T_NATIVE_DOUBLE);
+    path_modules[p] = read_attr_string(g, "modules");
+    H5Gclose(g);
+  }
+  H5Gclose(pg);
+
+  // Modules: anchor norm, and each holding path's drift from the anchor.
+  JsonRecord out;
+  out.add("file", file).add("dipaco_version", version).add("git_commit", commit).add("inner_step", step)
+      .add("outer_round", round).add("world_size", world).add("wall_time", wall).add("paths", paths).add("levels", levels);
+  std::ostringstream text, modules_json;
+  text << "checkpoint " << file << "\n  dipaco " << version << " (" << commit << "), written by " << world
+       << " rank(s) after " << format_duration(wall) << "\n  inner step " << step << ", outer round " << round << ", "
+       << paths << " path(s), " << levels << " level(s)\n\nmodule            params   anchor norm   drift (max over paths)\n";
+  modules_json << "[";
+  std::vector<std::pair<std::string, std::string>> units;  // (hdf5 group, arena group)
+  if (H5Lexists(f, "/modules/embeddings", H5P_DEFAULT) > 0) units.push_back({"/modules/embeddings", "embeddings"});
+  for (long l = 0; l < levels; ++l)
+    for (long m = 0;; ++m) {
+      std::string g = "/modules/L" + std::to_string(l) + "/M" + std::to_string(m);
+      if (H5Lexists(f, ("/modules/L" + std::to_string(l)).c_str(), H5P_DEFAULT) <= 0 || H5Lexists(f, g.c_str(), H5P_DEFAULT) <= 0) break;
+      units.push_back({g, "L" + std::to_string(l)});
+    }
+  for (size_t i = 0; i < units.size(); ++i) {
+    const auto& [gname, arena_group] = units[i];
+    GroupSpan span = spans.at(arena_group);
+    hid_t g = H5Gopen2(f, gname.c_str(), H5P_DEFAULT);
+    std::vector<float> anchor(span.size);
+    read_floats(g, "anchor", span.size, anchor.data(), file);
+    std::string holders = read_attr_string(g, "paths");
+    H5Gclose(g);
+    double drift = 0;
+    std::istringstream hs(holders);
+    std::string tok;
+    while (std::getline(hs, tok, ',')) {
+      long p = std::stol(tok);
+      if (p < 0 || p >= paths) continue;
+      double d = 0;
+      for (size_t j = 0; j < span.size; ++j) {
+        double x = params[p][span.offset + j] - anchor[j];
+        d += x * x;
+      }
+      drift = std::max(drift, std::sqrt(d));
+    }
+    double an = norm(anchor, 0, span.size);
+    char row[160];
+    std::snprintf(row, sizeof row, "%-16s %9zu   %11.4f   %.3g\n", gname.substr(9).c_str(), span.size, an, drift);
+    text << row;
+    modules_json << (i ? "," : "")
+                 << JsonRecord().add("module", gname.substr(9)).add("params", long(span.size)).add("anchor_norm", an)
+                        .add("drift", drift).add("paths", holders).str();
+  }
+  modules_json << "]";
+  text << "\npath  modules      step   shard tokens   weight norm\n";
+  std::ostringstream paths_json;
+  paths_json << "[";
+  for (long p = 0; p < paths; ++p) {
+    char row[160];
+    double n = norm(params[p], 0, total);
+    std::snprintf(row, sizeof row, "P%-4ld %-11s %6ld   %12.0f   %11.4f\n", p, path_modules[p].c_str(), path_step[p], shard[p], n);
+    text << row;
+    paths_json << (p ? "," : "")
+               << JsonRecord().add("path", p).add("modules", path_modules[p]).add("step", path_step[p])
+                      .add("shard_tokens", shard[p]).add("weight_norm", n).str();
+  }
+  paths_json << "]";
+  std::vector<double> es, eb;
+  for (auto [name, vec] : {std::pair{"/metrics/eval_step", &es}, std::pair{"/metrics/eval_bpb", &eb}}) {
+    hid_t d = H5Dopen2(f, name, H5P_DEFAULT);
+    hid_t sp = H5Dget_space(d);
+    hssize_t n = H5Sget_simple_extent_npoints(sp);
+    H5Sclose(sp);
+    if (n > 0 && n < (1 << 24)) vec->resize(n), H5Dread(d, H5T_NATIVE_DOUBLE, H5S_ALL, H5S_ALL, H5P_DEFAULT, vec->data());
+    H5Dclose(d);
+  }
+  if (!eb.empty()) text << "\nlast validation: " << eb.back() << " bits per byte at step " << long(es.back()) << "\n";
+  H5Fclose(f);
+  if (json) {
+    out.add_raw("modules", modules_json.str()).add_raw("path_table", paths_json.str()).add_raw("eval_step", json_array(es))
+        .add_raw("eval_bpb", json_array(eb)).add("deck", deck);
+    std::printf("%s\n", out.str().c_str());
+  } else {
+    std::printf("%s\ndeck:\n%s", text.str().c_str(), deck.c_str());
+  }
+  return kExitOk;
+}
+
+}  // namespace dipaco
