@@ -139,6 +139,8 @@ std::vector<DeckKey> make_keys() {
       K_FLOAT("dipaco.outer_momentum", dipaco.outer_momentum, "0.9", 0, 0.999999, "outer Nesterov momentum"),
       K_CHOICE("dipaco.shared", dipaco.shared, "embeddings", "embeddings|none", "groups shared by all paths: embeddings (tokens, positions, final norm) or none (private)"),
       K_CHOICE("dipaco.sharing_scale", dipaco.sharing_scale, "none", "none|sqrt", "multiply a module's outer gradient by sqrt(paths sharing it)"),
+      K_CHOICE("dipaco.replica_mode", dipaco.replica_mode, "data", "data|diloco",
+               "the R/P ranks of a path: data (gradient all-reduce every step) or diloco (independent workers, averaged every H steps)"),
       K_CHOICE("dipaco.outer_dtype", dipaco.outer_dtype, "fp32", "fp32|bf16", "type outer gradients travel in (always summed in fp32)"),
 
       K_INT("checkpoint.every", checkpoint.every, "0", 0, kBig, "inner steps between checkpoints (0: only at the end)"),

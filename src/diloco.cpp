@@ -71,7 +71,11 @@ RoundStats OuterOptimizer::round(long index, const std::vector<PathState*>& own,
   for (int p = 0; p < topo_.paths; ++p)
     if (dropped(index, p)) st.dropped.push_back(p);
   const bool bf16 = deck_.dipaco.outer_dtype == "bf16";
-  const bool leader = topo_.rank_in_path(rank_) == 0;
+  // Data-parallel ranks of a path hold the same weights: the first counts for
+  // the path. DiLoCo replicas differ: each counts for an equal share.
+  const bool replicas = deck_.dipaco.replica_mode == "diloco";
+  const bool contributes = replicas || topo_.rank_in_path(rank_) == 0;
+  const double share = replicas ? 1.0 / topo_.ranks_per_path : 1.0;
 
   for (auto& u : units_) {
     if (!u.mine) continue;
@@ -84,11 +88,11 @@ RoundStats OuterOptimizer::round(long index, const std::vector<PathState*>& own,
     double scale = deck_.dipaco.sharing_scale == "sqrt" ? std::sqrt(double(u.paths.size())) : 1.0;
 
     k_.zero(delta_dev_.get(), n * sizeof(float));
-    if (leader && total > 0)  // the other ranks of a path hold the same weights: count each path once
+    if (contributes && total > 0)
       for (auto* p : own)
         if (std::count(u.paths.begin(), u.paths.end(), p->id) && !dropped(index, p->id))
           k_.weighted_difference(delta_dev_.get(), u.anchor.get(), p->params.get() + g.offset,
-                                 float(scale * shard_tokens[p->id] / total), n);
+                                 float(share * scale * shard_tokens[p->id] / total), n);
     k_.to_host(delta_host_.data(), delta_dev_.get(), n * sizeof(float));
 
     if (!bf16) {

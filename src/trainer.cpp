@@ -37,11 +37,15 @@ Trainer::Trainer(const Deck& deck, MPI_Comm world, Kernels& k, const std::vector
   topo_ = make_topology(deck.dipaco.modules_per_level, world_size_);
   if (int(train.size()) != topo_.paths || int(val.size()) != topo_.paths)
     throw std::runtime_error("internal: need one training and one validation shard per path");
-  if (deck.train.batch_size % topo_.ranks_per_path != 0)
+  replicas_ = deck.dipaco.replica_mode == "diloco";
+  if (replicas_ && deck.dipaco.inner_steps == 0)
+    throw DeckError("dipaco.replica_mode = diloco needs dipaco.inner_steps > 0 (the replicas meet only in outer rounds)");
+  if (!replicas_ && deck.train.batch_size % topo_.ranks_per_path != 0)
     throw DeckError("train.batch_size = " + std::to_string(deck.train.batch_size) + " must be divisible by the " +
                     std::to_string(topo_.ranks_per_path) + " ranks of each path");
   precision_ = deck.train.precision == "bf16" ? Precision::bf16 : Precision::fp32;
-  local_batch_ = deck.train.batch_size / topo_.ranks_per_path;
+  // Data parallel: the path's batch is split over its ranks. DiLoCo replicas: each trains a whole batch of its own.
+  local_batch_ = replicas_ ? deck.train.batch_size : deck.train.batch_size / topo_.ranks_per_path;
   model_ = std::make_unique<Model>(k, shape_, local_batch_, precision_);
   const auto& layout = model_->layout();
 
@@ -114,7 +118,7 @@ void Trainer::inner_step(PathState& p, std::vector<double>& losses) {
   double loss = model_->forward(p.params.get(), tok_dev_.get(), tgt_dev_.get());
   model_->backward(p.params.get(), grads_.get(), tok_dev_.get(), tgt_dev_.get(),
                    1.0f / float(deck_.train.batch_size * T));
-  if (topo_.ranks_per_path > 1) {
+  if (topo_.ranks_per_path > 1 && !replicas_) {
     float* g = grads_.get();
     if (k_.name() != "cpu") {  // stage through host memory
       grad_host_.resize(layout.total);
@@ -174,7 +178,7 @@ void Trainer::log_steps(long from, long to, const std::vector<std::vector<double
     for (long s = 0; s < n; ++s) mean[s] += losses[i][s] / double(topo_.ranks_per_path * topo_.paths);
   MPI_Allreduce(MPI_IN_PLACE, mean.data(), int(n), MPI_DOUBLE, MPI_SUM, world_);
   if (rank_ != 0) return;
-  const double tokens_per_step = double(topo_.paths) * deck_.train.batch_size * shape_.T;
+  const double tokens_per_step = double(topo_.paths) * deck_.train.batch_size * shape_.T * (replicas_ ? topo_.ranks_per_path : 1);
   const double rate = tokens_per_step * to / std::max(elapsed, 1e-9);
   Schedule sched{deck_.train.lr, deck_.train.min_lr_ratio, deck_.train.warmup, deck_.train.steps};
   if (metrics_)
@@ -277,7 +281,7 @@ TrainSummary Trainer::run() {
   else if (progress_.step >= steps && sum.final_eval.path_bpb.empty()) sum.final_eval = evaluate();  // resumed a finished run
   sum.wall_seconds = MPI_Wtime() - t0;
   sum.rounds = progress_.rounds;
-  sum.tokens = long(double(topo_.paths) * deck_.train.batch_size * shape_.T * step);
+  sum.tokens = long(double(topo_.paths) * deck_.train.batch_size * shape_.T * step * (replicas_ ? topo_.ranks_per_path : 1));
   sum.path_bytes = path_bytes_;
   // What a fully synchronous data-parallel run of the same steps would all-reduce
   // per rank: every path's gradients, every step.

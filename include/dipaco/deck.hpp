@@ -41,7 +41,7 @@ struct Deck {
     std::vector<int> modules_per_level;
     int inner_steps;
     double outer_lr, outer_momentum;
-    std::string shared, sharing_scale, outer_dtype;
+    std::string shared, sharing_scale, outer_dtype, replica_mode;
   } dipaco;
   struct Checkpoint {
     int every, keep;

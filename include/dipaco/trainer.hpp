@@ -79,6 +79,7 @@ class Trainer {
   ModelShape shape_;
   Precision precision_;
   int local_batch_;
+  bool replicas_ = false;  // dipaco.replica_mode = diloco
   std::unique_ptr<Model> model_;
   std::vector<PathState> paths_;
   std::vector<double> shard_tokens_;

@@ -185,3 +185,25 @@ TEST(Precision, Bf16TracksFp32) {
   // It really ran in bf16: the weights differ.
   EXPECT_GT(max_abs_diff(f.params[0].data(), h.params[0].data(), f.layout.total), 1e-6);
 }
+
+// dipaco.replica_mode = diloco: the ranks of one path are DiLoCo workers on
+// their own data; after the last outer round every replica is identical.
+TEST(DiLoCoReplicas, ReplicasAgreeAfterFinalRound) {
+  int n;
+  MPI_Comm_size(MPI_COMM_WORLD, &n);
+  if (n < 2) GTEST_SKIP() << "needs 2 ranks";
+  std::vector<std::string> d = {"model.d_model=32", "model.n_layers=2", "model.n_heads=2", "model.context=32",
+                                "train.batch_size=4", "train.steps=6", "eval.every=0", "eval.batches=1",
+                                "dipaco.inner_steps=3", "dipaco.replica_mode=diloco", "run.threads=1", "run.log_every=1000",
+                                "train.warmup=1", "train.lr=1e-2"};
+  Deck deck = load_deck("", d);
+  auto k = make_cpu_kernels();
+  auto train = shard_by_rule(corpus().train, 1, "hash"), val = shard_by_rule(corpus().val, 1, "hash");
+  Trainer t(deck, MPI_COMM_WORLD, *k, train, val, "", false);
+  TrainSummary s = t.run();
+  std::vector<float> mine(t.paths()[0].params.get(), t.paths()[0].params.get() + t.layout().total), first = mine;
+  MPI_Bcast(first.data(), int(first.size()), MPI_FLOAT, 0, MPI_COMM_WORLD);
+  EXPECT_EQ(0, std::memcmp(mine.data(), first.data(), mine.size() * 4));
+  EXPECT_EQ(s.path_bytes, 0.0);  // no gradient all-reduce inside the path
+  EXPECT_LT(s.final_eval.bpb, 7.5);
+}
