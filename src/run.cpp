@@ -15,6 +15,7 @@
 #include "dipaco/kernels.hpp"
 #include "dipaco/shards.hpp"
 #include "dipaco/trainer.hpp"
+#include "dipaco/watchdog.hpp"
 
 namespace fs = std::filesystem;
 
@@ -70,9 +71,14 @@ int train(const Deck& deck, int rank, int size) {
                 split.val.size());
     std::fflush(stdout);
   }
+  start_watchdog(deck.run.collective_timeout, rank);
   Trainer trainer(deck, MPI_COMM_WORLD, *kernels, train_shards, val_shards, run_dir);
   Checkpointer ckpt(deck, run_dir, MPI_COMM_WORLD);
-  std::string resumed = ckpt.load(trainer, deck.run.restart, deck.run.restart_force);
+  std::string resumed;
+  {
+    CollectiveScope wait("loading a checkpoint");
+    resumed = ckpt.load(trainer, deck.run.restart, deck.run.restart_force);
+  }
   if (rank == 0 && !resumed.empty())
     std::printf("resumed from %s at step %ld (outer round %ld)\n", resumed.c_str(), trainer.progress().step,
                 trainer.progress().rounds);
@@ -129,6 +135,7 @@ int cmd_run(const Args& args) {
     std::fflush(stderr);
     MPI_Abort(MPI_COMM_WORLD, kExitFailure);
   }
+  stop_watchdog();
   MPI_Finalize();
   return code;
 }

@@ -7,6 +7,7 @@
 #include "dipaco/checkpoint.hpp"
 #include "dipaco/optimizer.hpp"
 #include "dipaco/signals.hpp"
+#include "dipaco/watchdog.hpp"
 
 #include <fstream>
 #include <sstream>
@@ -125,7 +126,10 @@ void Trainer::inner_step(PathState& p, std::vector<double>& losses) {
       k_.to_host(grad_host_.data(), g, layout.total * sizeof(float));
       g = grad_host_.data();
     }
-    MPI_Allreduce(MPI_IN_PLACE, g, int(layout.total), MPI_FLOAT, MPI_SUM, path_comm_);
+    {
+      CollectiveScope wait("the gradient all-reduce of a path");
+      MPI_Allreduce(MPI_IN_PLACE, g, int(layout.total), MPI_FLOAT, MPI_SUM, path_comm_);
+    }
     if (g != grads_.get()) k_.to_device(grads_.get(), g, layout.total * sizeof(float));
     path_bytes_ += 4.0 * layout.total;
   }
@@ -158,7 +162,10 @@ EvalResult Trainer::evaluate() {
       sums[P + p.id] += used * T;
     }
   }
-  MPI_Allreduce(MPI_IN_PLACE, sums.data(), 2 * P, MPI_DOUBLE, MPI_SUM, world_);
+  {
+    CollectiveScope wait("the evaluation all-reduce");
+    MPI_Allreduce(MPI_IN_PLACE, sums.data(), 2 * P, MPI_DOUBLE, MPI_SUM, world_);
+  }
   EvalResult r;
   double loss = 0, tokens = 0;
   for (int p = 0; p < P; ++p) {
@@ -176,7 +183,10 @@ void Trainer::log_steps(long from, long to, const std::vector<std::vector<double
   std::vector<double> mean(n, 0.0);
   for (size_t i = 0; i < paths_.size(); ++i)
     for (long s = 0; s < n; ++s) mean[s] += losses[i][s] / double(topo_.ranks_per_path * topo_.paths);
-  MPI_Allreduce(MPI_IN_PLACE, mean.data(), int(n), MPI_DOUBLE, MPI_SUM, world_);
+  {
+    CollectiveScope wait("the loss all-reduce");
+    MPI_Allreduce(MPI_IN_PLACE, mean.data(), int(n), MPI_DOUBLE, MPI_SUM, world_);
+  }
   if (rank_ != 0) return;
   const double tokens_per_step = double(topo_.paths) * deck_.train.batch_size * shape_.T * (replicas_ ? topo_.ranks_per_path : 1);
   const double rate = tokens_per_step * to / std::max(elapsed, 1e-9);
@@ -224,7 +234,11 @@ TrainSummary Trainer::run() {
   auto checkpoint = [&] {
     if (!checkpointer_) return;
     progress_.elapsed = MPI_Wtime() - t0;
-    std::string path = checkpointer_->save(*this);
+    std::string path;
+    {
+      CollectiveScope wait("writing a checkpoint");
+      path = checkpointer_->save(*this);
+    }
     if (rank_ == 0 && verbose_) std::printf("checkpoint step %ld: %s\n", progress_.step, path.c_str()), std::fflush(stdout);
   };
   open_metrics();
@@ -242,7 +256,11 @@ TrainSummary Trainer::run() {
       for (long s = step; s < next; ++s) inner_step(paths_[i], losses[i]);
     // An outer round every H steps, and a last one at the end so shared modules agree.
     if (H > 0 && (next % H == 0 || next == steps)) {
-      RoundStats rs = outer_->round(progress_.rounds, own, shard_tokens_);
+      RoundStats rs;
+      {
+        CollectiveScope wait("an outer round");
+        rs = outer_->round(progress_.rounds, own, shard_tokens_);
+      }
       sum.sync_seconds += rs.seconds, sum.sync_bytes += rs.bytes, sum.dropped += long(rs.dropped.size());
       if (rank_ == 0) {
         for (int p : rs.dropped)
@@ -267,7 +285,10 @@ TrainSummary Trainer::run() {
     int stop = stop_signal();
     if (deck_.run.max_hours > 0 && MPI_Wtime() - session_start > deck_.run.max_hours * 3600) stop = std::max(stop, 1);
     if (deck_.run.stop_after > 0 && step - session_first_step >= deck_.run.stop_after) stop = std::max(stop, 1);
-    MPI_Allreduce(MPI_IN_PLACE, &stop, 1, MPI_INT, MPI_MAX, world_);
+    {
+      CollectiveScope wait("the stop-flag all-reduce");
+      MPI_Allreduce(MPI_IN_PLACE, &stop, 1, MPI_INT, MPI_MAX, world_);
+    }
     bool at_interval = deck_.checkpoint.every > 0 && step % deck_.checkpoint.every == 0;
     if (stop || at_interval || step == steps) checkpoint();
     if (stop && step < steps) {

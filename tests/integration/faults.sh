@@ -1,0 +1,74 @@
+#!/usr/bin/env bash
+# A rank that stops responding (SIGSTOP) or dies (SIGKILL) mid-run: the job
+# ends within a bounded time with a clear message, the last checkpoint stays
+# intact, and the same command resumes from it. Usage: faults.sh BUILD_DIR SOURCE_DIR
+set -u
+build=$1 src=$2
+bin=$build/dipaco
+tmp=$(mktemp -d)
+cd "$src"
+pass=0 fail=0
+ok() { pass=$((pass + 1)); echo "ok   $1"; }
+bad() { fail=$((fail + 1)); echo "FAIL $1"; [[ -f $tmp/out ]] && sed 's/^/     | /' "$tmp/out" | tail -12; }
+cleanup() { pkill -KILL -f "run.out_dir=$tmp" 2>/dev/null; rm -rf "$tmp"; }
+trap cleanup EXIT
+deck=(inputs/quickstart.ini --model.d_model=32 --model.n_layers=2 --model.context=64 --train.steps=400
+      --checkpoint.every=20 --run.log_every=5 --eval.every=0 --eval.batches=1 --run.collective_timeout=4)
+
+# Starts a 2-rank run in the background; waits for its first checkpoint.
+start() {  # start NAME
+  OMP_NUM_THREADS=1 mpirun --allow-run-as-root --oversubscribe --bind-to none -np 2 "$bin" run "${deck[@]}" \
+    --run.out_dir="$tmp" --run.name="$1" >"$tmp/out" 2>&1 &
+  job=$!
+  for _ in $(seq 600); do
+    [[ -f $tmp/$1/checkpoints/latest ]] && return 0
+    sleep 0.1
+  done
+  return 1
+}
+rank_pid() {  # rank_pid NAME RANK: the PID of that rank of our own run
+  for p in $(pgrep -f "run.name=$1"); do
+    [[ $(cat /proc/$p/comm 2>/dev/null) == dipaco ]] || continue
+    tr '\0' '\n' </proc/$p/environ 2>/dev/null | grep -qx "OMPI_COMM_WORLD_RANK=$2" && { echo "$p"; return; }
+  done
+}
+
+# 1. An unresponsive peer: exit 4 with the message, well within a minute.
+if start stopped; then
+  pid=$(rank_pid stopped 1)
+  kill -STOP "$pid"
+  t0=$(date +%s)
+  wait "$job"; code=$?
+  dt=$(($(date +%s) - t0))
+  kill -KILL "$pid" 2>/dev/null
+  if [[ $code -eq 4 ]] && grep -q "a peer rank died or stopped responding" "$tmp/out" && ((dt < 60)); then
+    ok "stopped peer: exit 4 after ${dt}s with a clear message"
+  else
+    bad "stopped peer: exit $code after ${dt}s"
+  fi
+  "$bin" inspect "$tmp/stopped/checkpoints/$(cat "$tmp/stopped/checkpoints/latest")" >/dev/null && ok "checkpoint intact after a hang" || bad "checkpoint after a hang"
+else
+  bad "stopped peer: no checkpoint appeared"
+fi
+
+# 2. A killed rank: the job ends; the same command resumes from the last checkpoint and finishes.
+if start killed; then
+  sleep 1
+  kill -KILL "$(rank_pid killed 1)"
+  wait "$job"; code=$?
+  [[ $code -ne 0 ]] && ok "killed rank: job ended (exit $code)" || bad "killed rank: exit 0?"
+  last=$(cat "$tmp/killed/checkpoints/latest")
+  step=$((10#$(echo "$last" | sed -E "s/^ckpt-([0-9]+)\\.h5$/\\1/")))
+  OMP_NUM_THREADS=1 timeout 600 mpirun --allow-run-as-root --oversubscribe --bind-to none -np 2 "$bin" run "${deck[@]}" \
+    --run.out_dir="$tmp" --run.name=killed >"$tmp/out" 2>&1
+  code=$?
+  if [[ $code -eq 0 ]] && grep -q "resumed from .*at step $step " "$tmp/out"; then
+    ok "killed rank: resumed at step $step (the last checkpoint) and finished"
+  else
+    bad "killed rank: resume (exit $code, wanted resume at step $step)"
+  fi
+else
+  bad "killed rank: no checkpoint appeared"
+fi
+echo "$pass passed, $fail failed"
+[[ $fail -eq 0 ]]
