@@ -4,6 +4,7 @@
 #include <cmath>
 #include <cstring>
 
+#include "dipaco/bf16.hpp"
 #include "dipaco/corpus.hpp"
 
 namespace dipaco {
@@ -103,21 +104,11 @@ RoundStats OuterOptimizer::round(long index, const std::vector<PathState*>& own,
       int size;
       MPI_Comm_size(u.comm, &size);
       send_bf16_.resize(n), recv_bf16_.resize(n * size);
-      for (size_t i = 0; i < n; ++i) {
-        uint32_t b;
-        std::memcpy(&b, &delta_host_[i], 4);
-        b += 0x7FFFu + ((b >> 16) & 1u);
-        send_bf16_[i] = uint16_t(b >> 16);
-      }
+      for (size_t i = 0; i < n; ++i) send_bf16_[i] = to_bf16(delta_host_[i]);
       MPI_Allgather(send_bf16_.data(), int(n), MPI_UINT16_T, recv_bf16_.data(), int(n), MPI_UINT16_T, u.comm);
       std::fill(sum_host_.begin(), sum_host_.begin() + n, 0.0f);
       for (int r = 0; r < size; ++r)
-        for (size_t i = 0; i < n; ++i) {
-          uint32_t b = uint32_t(recv_bf16_[size_t(r) * n + i]) << 16;
-          float f;
-          std::memcpy(&f, &b, 4);
-          sum_host_[i] += f;
-        }
+        for (size_t i = 0; i < n; ++i) sum_host_[i] += from_bf16(recv_bf16_[size_t(r) * n + i]);
       st.bytes += 2.0 * n;
     }
     // A module with no path present keeps its anchor (and momentum).

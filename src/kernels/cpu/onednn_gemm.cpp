@@ -1,5 +1,7 @@
 #include "onednn_gemm.hpp"
 
+#include "dipaco/bf16.hpp"
+
 #include <cstdio>
 #include <cstring>
 #include <omp.h>
@@ -10,15 +12,9 @@ namespace {
 using dt = dnnl::memory::data_type;
 using dims = dnnl::memory::dims;
 
-// Round-to-nearest-even fp32 -> bf16 (the compiler vectorises this loop).
-void to_bf16(uint16_t* out, const float* in, size_t n) {
+void convert_to_bf16(uint16_t* out, const float* in, size_t n) {
 #pragma omp parallel for simd schedule(static)
-  for (size_t i = 0; i < n; ++i) {
-    uint32_t u;
-    std::memcpy(&u, &in[i], 4);
-    u += 0x7FFFu + ((u >> 16) & 1u);
-    out[i] = uint16_t(u >> 16);
-  }
+  for (size_t i = 0; i < n; ++i) out[i] = to_bf16(in[i]);
 }
 
 // A [rows, cols] operand, possibly stored transposed, possibly batched.
@@ -35,13 +31,7 @@ dnnl::memory::desc operand(int batch, long stride, int rows, int cols, bool tran
 // fp32 -> bf16 -> fp32: the value a bf16 operand carries.
 void round_bf16(float* out, const float* in, size_t n) {
 #pragma omp parallel for simd schedule(static)
-  for (size_t i = 0; i < n; ++i) {
-    uint32_t u;
-    std::memcpy(&u, &in[i], 4);
-    u += 0x7FFFu + ((u >> 16) & 1u);
-    u &= 0xFFFF0000u;
-    std::memcpy(&out[i], &u, 4);
-  }
+  for (size_t i = 0; i < n; ++i) out[i] = from_bf16(to_bf16(in[i]));
 }
 
 size_t extent(int batch, long stride, int rows, int cols) { return size_t(batch - 1) * stride + size_t(rows) * cols; }
@@ -107,8 +97,8 @@ void OnednnGemm::run(const GemmShape& s, const float* A, const float* B, float* 
     size_t na = extent(s.batch, s.stride_a, s.M, s.K), nb = extent(s.batch, s.stride_b, s.K, s.N);
     if (a_bf16_.size() < na) a_bf16_.resize(na);
     if (b_bf16_.size() < nb) b_bf16_.resize(nb);
-    to_bf16(a_bf16_.data(), A, na);
-    to_bf16(b_bf16_.data(), B, nb);
+    convert_to_bf16(a_bf16_.data(), A, na);
+    convert_to_bf16(b_bf16_.data(), B, nb);
     a = a_bf16_.data(), b = b_bf16_.data();
   }
   std::unordered_map<int, dnnl::memory> args = {
