@@ -67,8 +67,7 @@ def main():
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         opt.step()
 
-    for _ in range(2):
-        step()
+    step()  # warm-up
     if dev.type == "cuda":
         torch.cuda.synchronize()
     t0 = time.perf_counter()

@@ -278,6 +278,8 @@ std::string Checkpointer::save(Trainer& t) {
     hid_t mg = make_group(f, "metrics");
     write_small(mg, "eval_step", H5T_NATIVE_DOUBLE, {hsize_t(pr.eval_step.size())}, pr.eval_step.data(), rank_);
     write_small(mg, "eval_bpb", H5T_NATIVE_DOUBLE, {hsize_t(pr.eval_bpb.size())}, pr.eval_bpb.data(), rank_);
+    write_small(mg, "eval_path_bpb", H5T_NATIVE_DOUBLE, {hsize_t(pr.eval_bpb.size()), hsize_t(topo.paths)},
+                pr.eval_path_bpb.data(), rank_);
     H5Gclose(mg);
     check(H5Fflush(f, H5F_SCOPE_GLOBAL), "flush the checkpoint");
     if (g_data_write_failed) ok = false, error = "a data write failed";
@@ -381,7 +383,8 @@ std::string Checkpointer::load(Trainer& t, const std::string& restart, bool forc
         }
         H5Gclose(ug);
       }
-      for (auto [name, vec] : {std::pair{"/metrics/eval_step", &pr.eval_step}, std::pair{"/metrics/eval_bpb", &pr.eval_bpb}}) {
+      for (auto [name, vec] : {std::pair{"/metrics/eval_step", &pr.eval_step}, std::pair{"/metrics/eval_bpb", &pr.eval_bpb},
+                               std::pair{"/metrics/eval_path_bpb", &pr.eval_path_bpb}}) {
         hid_t d = H5Dopen2(f, name, H5P_DEFAULT);
         if (d < 0) throw CheckpointError(file + ": dataset " + name + " is missing");
         hid_t sp = H5Dget_space(d);

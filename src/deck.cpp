@@ -224,6 +224,14 @@ std::string closest_key(const std::string& name) {
 }
 
 Deck load_deck(const std::string& file, const std::vector<std::string>& overrides) {
+  return load_deck_source(file, nullptr, overrides);
+}
+
+Deck load_deck_text(const std::string& text, const std::string& name, const std::vector<std::string>& overrides) {
+  return load_deck_source(name, &text, overrides);
+}
+
+Deck load_deck_source(const std::string& file, const std::string* text, const std::vector<std::string>& overrides) {
   po::options_description desc;
   for (const auto& k : deck_keys()) desc.add_options()(k.name.c_str(), po::value<std::string>());
 
@@ -252,9 +260,14 @@ Deck load_deck(const std::string& file, const std::vector<std::string>& override
 
   Deck deck;
   deck.source = file;
-  if (!file.empty()) {
-    std::ifstream in(file);
-    if (!in) throw DeckError("cannot open deck file '" + file + "'");
+  std::ifstream file_in;
+  std::istringstream text_in(text ? *text : std::string());
+  if (!file.empty() && !text) {
+    file_in.open(file);
+    if (!file_in) throw DeckError("cannot open deck file '" + file + "'");
+  }
+  std::istream& in = text ? static_cast<std::istream&>(text_in) : file_in;
+  if (!file.empty() || text) {
     IniScan scan = scan_ini(file, in);
     in.clear();
     in.seekg(0);

@@ -23,6 +23,9 @@ int main(int argc, char** argv) {
     if (cmd == "deck") return cmd_deck(args);
     if (cmd == "topology") return cmd_topology(args);
     if (cmd == "inspect") return cmd_inspect(args);
+    if (cmd == "export") return cmd_export(args);
+    if (cmd == "evaluate") return cmd_evaluate(args);
+    if (cmd == "generate") return cmd_generate(args);
   } catch (const DeckError& e) {
     std::fprintf(stderr, "dipaco: error: %s\n", e.what());
     return kExitBadInput;

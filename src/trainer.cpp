@@ -221,6 +221,7 @@ TrainSummary Trainer::run() {
     last_val_bpb_ = e.bpb;
     progress_.eval_step.push_back(double(step));
     progress_.eval_bpb.push_back(e.bpb);
+    progress_.eval_path_bpb.insert(progress_.eval_path_bpb.end(), e.path_bpb.begin(), e.path_bpb.end());
     if (rank_ == 0 && metrics_)
       metrics_->write(JsonRecord()
                           .add("type", "eval")

@@ -20,6 +20,9 @@ int cmd_run(const Args& args);
 int cmd_deck(const Args& args);
 int cmd_topology(const Args& args);
 int cmd_inspect(const Args& args);
+int cmd_export(const Args& args);
+int cmd_evaluate(const Args& args);
+int cmd_generate(const Args& args);
 std::string usage();
 
 // Splits "DECK.ini --a.b=c ..." into the deck path and overrides.

@@ -75,6 +75,10 @@ const std::vector<DeckKey>& deck_keys();
 // --section.key=value (or section.key=value). Throws DeckError.
 Deck load_deck(const std::string& file, const std::vector<std::string>& overrides = {});
 
+// The same from deck text (e.g. the deck stored in a checkpoint); `name` labels errors.
+Deck load_deck_text(const std::string& text, const std::string& name, const std::vector<std::string>& overrides = {});
+Deck load_deck_source(const std::string& file, const std::string* text, const std::vector<std::string>& overrides);
+
 // `dipaco --help` text for all keys.
 std::string deck_help();
 

@@ -57,6 +57,7 @@ class Model {
   // grads += d(loss_scale * sum of per-token losses)/d(params). Call after forward.
   void backward(const float* params, float* grads, const int32_t* tok, const int32_t* tgt, float loss_scale);
   const float* token_losses() const { return losses_.get(); }  // device [B*T]
+  const float* probabilities() const { return logits_.get(); }  // device [B*T, V], after forward
   const float* hidden() const { return lnf_.get(); }           // device [B*T, C], final-norm output
   int batch() const { return B_; }
   const ModelShape& shape() const { return s_; }

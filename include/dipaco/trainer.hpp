@@ -44,6 +44,7 @@ struct Progress {
   long step = 0, rounds = 0;
   double elapsed = 0;
   std::vector<double> eval_step, eval_bpb;
+  std::vector<double> eval_path_bpb;  // [evaluations x paths], row-major
 };
 
 class Trainer {

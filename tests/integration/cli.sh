@@ -43,5 +43,21 @@ check "quickstart learns" 0 "validation bits per byte: (1|2|3\.[0-4])" -- \
 check "quickstart wrote its results" 0 '"type":"eval","step":500' -- cat "$tmp/runs/quickstart/metrics.jsonl"
 check "summary" 0 '"val_bpb":' -- cat "$tmp/runs/quickstart/summary.json"
 
+# A small DiPaCo run: inspect its checkpoint, export one path, and check that
+# evaluating the exported path gives exactly the routed evaluation of that path.
+check "2x2 run" 0 "outer rounds: 2" -- env OMP_NUM_THREADS=1 "${mpirun[@]}" -np 2 "$bin" run inputs/dipaco-2x2.ini \
+  --train.steps=40 --dipaco.inner_steps=20 --model.d_model=32 --eval.every=20 --run.out_dir="$tmp/runs" --run.name=small
+ckpt=$tmp/runs/small/checkpoints/ckpt-00000040.h5
+check "inspect" 0 "L1/M1 +25408 +[0-9.]+ " -- "$bin" inspect "$ckpt"
+check "inspect --json" 0 '"path_table":\[\{"path":0' -- "$bin" inspect --json "$ckpt"
+check "inspect --layout" 0 "/paths/P3/adam_v  \[" -- "$bin" inspect --layout "$ckpt"
+check "h5py inspection script and plot" 0 "wrote $tmp/curves.png" -- /usr/bin/python3 scripts/inspect-checkpoint "$ckpt" --png "$tmp/curves.png"
+check "h5dump shows self-explaining attributes" 0 'ATTRIBUTE "index_names"' -- h5dump -A -g /modules/L0/M1 "$ckpt"
+check "export a path" 0 "exported path 3" -- "$bin" export "$ckpt" --path 3 "$tmp/p3.h5"
+want=$(/usr/bin/python3 -c "import json,sys; print('%.6f' % json.load(open(sys.argv[1]))['path_val_bpb'][3])" "$tmp/runs/small/summary.json")
+check "exported path evaluates to its routed bpb ($want)" 0 "validation bits per byte $want" -- "$bin" evaluate "$tmp/p3.h5"
+check "generate samples text" 0 "^The " -- "$bin" generate "$tmp/p3.h5" --prompt "The " --tokens 20
+check "export of a path that does not exist" 2 "paths 0..3" -- "$bin" export "$ckpt" --path 9 "$tmp/p9.h5"
+
 echo "$pass passed, $fail failed"
 [[ $fail -eq 0 ]]

@@ -1,0 +1,211 @@
+// One path as a standalone dense model, and what a user does with it:
+//   dipaco export CKPT.h5 --path P OUT.h5     write path P's weights + deck
+//   dipaco evaluate MODEL.h5                  its validation bits per byte on its own shard
+//   dipaco generate MODEL.h5 --prompt "..."   sample bytes from it
+// A path's arena already is a dense model's arena (embeddings, then its
+// blocks level by level), so exporting copies one buffer.
+#include <hdf5.h>
+#include <mpi.h>
+
+#include <cmath>
+#include <cstdio>
+#include <random>
+
+#include "dipaco/app.hpp"
+#include "dipaco/checkpoint.hpp"
+#include "dipaco/corpus.hpp"
+#include "dipaco/deck.hpp"
+#include "dipaco/kernels.hpp"
+#include "dipaco/shards.hpp"
+#include "dipaco/trainer.hpp"
+#include "h5io.hpp"
+
+namespace dipaco {
+namespace {
+
+struct ExportedModel {
+  std::string source_deck, source;
+  long path = 0;
+  std::vector<float> params;
+};
+
+// The dense deck of one path: the source deck with a single level and module.
+Deck dense_deck(const std::string& source_deck, const Args& overrides = {}) {
+  Args ov = {"dipaco.modules_per_level=1", "model.layers_per_level=0", "dipaco.inner_steps=0"};
+  ov.insert(ov.end(), overrides.begin(), overrides.end());
+  return load_deck_text(source_deck, "the model's deck", ov);
+}
+
+ExportedModel read_model(const std::string& file) {
+  H5Eset_auto2(H5E_DEFAULT, nullptr, nullptr);
+  hid_t f = H5Fopen(file.c_str(), H5F_ACC_RDONLY, H5P_DEFAULT);
+  if (f < 0) throw DeckError("cannot open model '" + file + "' (write one with dipaco export)");
+  ExportedModel m;
+  try {
+    if (read_attr_string(f, "format") != "dipaco-model") throw CheckpointError(file + " is not an exported dipaco model");
+    m.source_deck = read_attr_string(f, "deck");
+    m.source = read_attr_string(f, "source_checkpoint");
+    m.path = read_attr_scalar<long>(f, "path", H5T_NATIVE_LONG);
+    Deck d = dense_deck(m.source_deck);
+    m.params.resize(make_layout(model_shape(d)).total);
+    read_floats(f, "params", m.params.size(), m.params.data(), file);
+  } catch (...) {
+    H5Fclose(f);
+    throw;
+  }
+  H5Fclose(f);
+  return m;
+}
+
+// Runs `body` inside MPI (a singleton job without mpirun is fine).
+template <typename F>
+int with_mpi(F&& body) {
+  int inited = 0;
+  MPI_Initialized(&inited);
+  if (!inited) MPI_Init(nullptr, nullptr);
+  int code = kExitOk;
+  try {
+    code = body();
+  } catch (...) {
+    MPI_Finalize();
+    throw;
+  }
+  MPI_Finalize();
+  return code;
+}
+
+std::string option(const Args& args, size_t& i, const std::string& name) {
+  const std::string& a = args[i];
+  if (a.rfind(name + "=", 0) == 0) return a.substr(name.size() + 1);
+  if (i + 1 >= args.size()) throw DeckError(name + " needs a value");
+  return args[++i];
+}
+
+}  // namespace
+
+int cmd_export(const Args& args) {
+  std::string ckpt, out;
+  long path = -1;
+  for (size_t i = 0; i < args.size(); ++i) {
+    if (args[i].rfind("--path", 0) == 0) path = std::stol(option(args, i, "--path"));
+    else if (args[i].rfind("--", 0) == 0) throw DeckError("unknown option '" + args[i] + "' (export takes --path P)");
+    else (ckpt.empty() ? ckpt : out) = args[i];
+  }
+  if (ckpt.empty() || out.empty() || path < 0) throw DeckError("usage: dipaco export CKPT.h5 --path P OUT.h5");
+  H5Eset_auto2(H5E_DEFAULT, nullptr, nullptr);
+  hid_t f = H5Fopen(ckpt.c_str(), H5F_ACC_RDONLY, H5P_DEFAULT);
+  if (f < 0) throw DeckError("cannot open checkpoint '" + ckpt + "'");
+  std::string deck_text = read_attr_string(f, "deck");
+  hid_t topo = H5Gopen2(f, "/topology", H5P_DEFAULT);
+  long paths = read_attr_scalar<long>(topo, "paths", H5T_NATIVE_LONG);
+  H5Gclose(topo);
+  if (path >= paths) {
+    H5Fclose(f);
+    throw DeckError("--path " + std::to_string(path) + ": the checkpoint has paths 0.." + std::to_string(paths - 1));
+  }
+  Deck d = dense_deck(deck_text);
+  std::vector<float> params(make_layout(model_shape(d)).total);
+  hid_t pg = H5Gopen2(f, ("/paths/P" + std::to_string(path)).c_str(), H5P_DEFAULT);
+  read_floats(pg, "params", params.size(), params.data(), ckpt);
+  H5Gclose(pg), H5Fclose(f);
+
+  hid_t o = H5Fcreate(out.c_str(), H5F_ACC_TRUNC, H5P_DEFAULT, H5P_DEFAULT);
+  if (o < 0) throw CheckpointError("cannot create '" + out + "'");
+  auto attr = [&](const char* name, const std::string& v) {
+    hid_t t = H5Tcopy(H5T_C_S1);
+    H5Tset_size(t, std::max<size_t>(1, v.size()));
+    hid_t sp = H5Screate(H5S_SCALAR);
+    hid_t a = H5Acreate2(o, name, t, sp, H5P_DEFAULT, H5P_DEFAULT);
+    H5Awrite(a, t, v.c_str());
+    H5Aclose(a), H5Sclose(sp), H5Tclose(t);
+  };
+  attr("format", "dipaco-model");
+  attr("deck", deck_text);
+  attr("source_checkpoint", ckpt);
+  attr("dense_deck", d.text());
+  hsize_t one = 1, n = params.size();
+  hid_t sp1 = H5Screate_simple(1, &one, nullptr);
+  hid_t a = H5Acreate2(o, "path", H5T_NATIVE_LONG, sp1, H5P_DEFAULT, H5P_DEFAULT);
+  H5Awrite(a, H5T_NATIVE_LONG, &path);
+  H5Aclose(a);
+  hid_t sp = H5Screate_simple(1, &n, nullptr);
+  hid_t ds = H5Dcreate2(o, "params", H5T_NATIVE_FLOAT, sp, H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT);
+  herr_t e = H5Dwrite(ds, H5T_NATIVE_FLOAT, H5S_ALL, H5S_ALL, H5P_DEFAULT, params.data());
+  uint64_t sum = checksum(params.data(), params.size() * sizeof(float));
+  hid_t ca = H5Acreate2(ds, "checksum", H5T_NATIVE_UINT64, sp1, H5P_DEFAULT, H5P_DEFAULT);
+  H5Awrite(ca, H5T_NATIVE_UINT64, &sum);
+  H5Aclose(ca), H5Dclose(ds), H5Sclose(sp), H5Sclose(sp1);
+  if (e < 0 || H5Fclose(o) < 0) throw CheckpointError("writing '" + out + "' failed (disk full?)");
+  std::printf("exported path %ld of %s (%zu parameters) to %s\n", path, ckpt.c_str(), params.size(), out.c_str());
+  return kExitOk;
+}
+
+int cmd_evaluate(const Args& args) {
+  if (args.size() != 1) throw DeckError("usage: dipaco evaluate MODEL.h5");
+  ExportedModel m = read_model(args[0]);
+  return with_mpi([&] {
+    Deck src = load_deck_text(m.source_deck, "the model's deck");
+    Deck d = dense_deck(m.source_deck);
+    int P = 1;
+    for (int x : src.dipaco.modules_per_level) P *= x;
+    // The path's own shards, by the rule of the run that trained it.
+    Split split = split_corpus(read_corpus(src.data.corpus), src.data.val_fraction, src.data.min_val_docs);
+    auto train = shard_by_rule(split.train, P, src.data.shard_rule), val = shard_by_rule(split.val, P, src.data.shard_rule);
+    auto k = make_kernels(d.run.device);
+    Trainer t(d, MPI_COMM_WORLD, *k, {train[m.path]}, {val[m.path]}, "", false);
+    k->to_device(t.paths()[0].params.get(), m.params.data(), m.params.size() * sizeof(float));
+    EvalResult e = t.evaluate();
+    std::printf("path %ld: validation bits per byte %.6f on its own shard (%.0f tokens)\n", m.path, e.bpb, e.path_tokens[0]);
+    return kExitOk;
+  });
+}
+
+int cmd_generate(const Args& args) {
+  std::string file, prompt = "\n";
+  int tokens = 200;
+  double temperature = 0.8;
+  long seed = 1;
+  for (size_t i = 0; i < args.size(); ++i) {
+    const std::string& a = args[i];
+    if (a.rfind("--prompt", 0) == 0) prompt = option(args, i, "--prompt");
+    else if (a.rfind("--tokens", 0) == 0) tokens = std::stoi(option(args, i, "--tokens"));
+    else if (a.rfind("--temperature", 0) == 0) temperature = std::stod(option(args, i, "--temperature"));
+    else if (a.rfind("--seed", 0) == 0) seed = std::stol(option(args, i, "--seed"));
+    else if (a.rfind("--", 0) == 0) throw DeckError("unknown option '" + a + "' (generate takes --prompt, --tokens, --temperature, --seed)");
+    else file = a;
+  }
+  if (file.empty()) throw DeckError("usage: dipaco generate MODEL.h5 --prompt \"...\" [--tokens N] [--temperature T] [--seed S]");
+  if (prompt.empty()) prompt = "\n";
+  ExportedModel m = read_model(file);
+  Deck d = dense_deck(m.source_deck);
+  ModelShape s = model_shape(d);
+  auto k = make_kernels(d.run.device);
+  Model model(*k, s, 1, Precision::fp32);
+  DeviceBuffer<float> p(*k, m.params.size());
+  k->to_device(p.get(), m.params.data(), m.params.size() * sizeof(float));
+  DeviceBuffer<int32_t> tok(*k, s.T), tgt(*k, s.T);
+  std::vector<int32_t> window(s.T, 0);
+  std::vector<float> probs(s.V);
+  std::string text(prompt);
+  std::mt19937_64 rng(seed);
+  std::printf("%s", prompt.c_str());
+  for (int i = 0; i < tokens; ++i) {
+    // The last T bytes, left-aligned: causal attention ignores what follows.
+    size_t start = text.size() > size_t(s.T) ? text.size() - s.T : 0, len = text.size() - start;
+    for (size_t j = 0; j < size_t(s.T); ++j) window[j] = j < len ? uint8_t(text[start + j]) : 0;
+    k->to_device(tok.get(), window.data(), window.size() * sizeof(int32_t));
+    k->to_device(tgt.get(), window.data(), window.size() * sizeof(int32_t));
+    model.forward(p.get(), tok.get(), tgt.get());
+    k->to_host(probs.data(), model.probabilities() + (len - 1) * s.V, s.V * sizeof(float));
+    std::vector<double> w(s.V);
+    for (int v = 0; v < s.V; ++v) w[v] = std::pow(std::max(double(probs[v]), 1e-30), 1.0 / std::max(temperature, 1e-3));
+    w[0] = 0;  // 0 ends a document in training data; never emit it mid-text
+    int next = std::discrete_distribution<int>(w.begin(), w.end())(rng);
+    text += char(next);
+    std::putchar(next);
+  }
+  std::printf("\n");
+  return kExitOk;
+}
+
+}  // namespace dipaco
