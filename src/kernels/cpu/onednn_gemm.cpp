@@ -34,6 +34,14 @@ void round_bf16(float* out, const float* in, size_t n) {
   for (size_t i = 0; i < n; ++i) out[i] = from_bf16(to_bf16(in[i]));
 }
 
+// Converts n values of src into buf (grown as needed); returns buf's data.
+template <typename T>
+T* staged(std::vector<T>& buf, const float* src, size_t n, void (*convert)(T*, const float*, size_t)) {
+  if (buf.size() < n) buf.resize(n);
+  convert(buf.data(), src, n);
+  return buf.data();
+}
+
 size_t extent(int batch, long stride, int rows, int cols) { return size_t(batch - 1) * stride + size_t(rows) * cols; }
 
 }  // namespace
@@ -86,20 +94,12 @@ void OnednnGemm::run(const GemmShape& s, const float* A, const float* B, float* 
   Entry& e = entry(s, bias != nullptr);
   void* a = const_cast<float*>(A);
   void* b = const_cast<float*>(B);
-  if (s.precision == Precision::bf16 && e.emulated_bf16) {
+  if (s.precision == Precision::bf16) {
     size_t na = extent(s.batch, s.stride_a, s.M, s.K), nb = extent(s.batch, s.stride_b, s.K, s.N);
-    if (a_round_.size() < na) a_round_.resize(na);
-    if (b_round_.size() < nb) b_round_.resize(nb);
-    round_bf16(a_round_.data(), A, na);
-    round_bf16(b_round_.data(), B, nb);
-    a = a_round_.data(), b = b_round_.data();
-  } else if (s.precision == Precision::bf16) {
-    size_t na = extent(s.batch, s.stride_a, s.M, s.K), nb = extent(s.batch, s.stride_b, s.K, s.N);
-    if (a_bf16_.size() < na) a_bf16_.resize(na);
-    if (b_bf16_.size() < nb) b_bf16_.resize(nb);
-    convert_to_bf16(a_bf16_.data(), A, na);
-    convert_to_bf16(b_bf16_.data(), B, nb);
-    a = a_bf16_.data(), b = b_bf16_.data();
+    if (e.emulated_bf16)
+      a = staged(a_round_, A, na, round_bf16), b = staged(b_round_, B, nb, round_bf16);
+    else
+      a = staged(a_bf16_, A, na, convert_to_bf16), b = staged(b_bf16_, B, nb, convert_to_bf16);
   }
   std::unordered_map<int, dnnl::memory> args = {
       {DNNL_ARG_SRC, dnnl::memory(e.a, engine_, a)},
