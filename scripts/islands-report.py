@@ -1,0 +1,197 @@
+#!/usr/bin/python3
+"""The table, targets and plot of scripts/islands-bench from its output directory.
+  islands-report.py DIR      writes DIR/results.md, DIR/results.json, DIR/val_bpb_vs_wall.png
+Run names: <variant>-<link>[-r<k>]; with several repeats of a (variant, link),
+the table gives medians and the range (min-max) of throughput."""
+import glob, json, os, re, statistics, sys
+
+out = sys.argv[1]
+params = json.load(open(f"{out}/params.json"))
+steps, H, batch = params["steps"], params["H"], params["batch_per_rank"]
+order = ["dp", "diloco", "dipaco-fp32", "dipaco-bf16"]
+labels = {"dp": "data-parallel (dense, all-reduce every step)", "diloco": f"DiLoCo, 1 path x 4 workers, H={H}",
+          "dipaco-fp32": f"DiPaCo 2x2, H={H}, fp32 outer", "dipaco-bf16": f"DiPaCo 2x2, H={H}, bf16 outer"}
+name_re = re.compile(r"^(dp|diloco|dipaco-fp32|dipaco-bf16)-(.+?)(?:-r(\d+))?$")
+
+
+def load(name):
+    m = name_re.match(name)
+    if not m: return None
+    v, link, rep = m.group(1), m.group(2), int(m.group(3) or 1)
+    d = f"{out}/runs/{name}"
+    try:
+        summary = json.load(open(f"{d}/summary.json"))
+        hosts = json.load(open(f"{out}/bytes-{name}.json"))
+    except OSError:
+        return None
+    evals = []
+    for line in open(f"{d}/metrics.jsonl"):
+        rec = json.loads(line)
+        if rec.get("type") == "eval": evals.append((rec["elapsed"], rec["val_bpb"], rec["step"]))
+    mt = [json.load(open(f)) for f in glob.glob(f"{out}/mpitime-{name}/rank-*.json")]
+    wall = summary["wall_seconds"]
+    comm = (sum(m["allreduce"]["seconds"] + m["allgather"]["seconds"] for m in mt) / len(mt) / wall) if mt else None
+    try: foreign = json.load(open(f"{out}/cpu-{name}.json"))["foreign_share_of_cores"]
+    except OSError: foreign = None
+    hs = hosts["hosts"]
+    return {"name": name, "variant": v, "link": link, "repeat": rep, "summary": summary, "evals": evals,
+            "tx": sum(h["tx_bytes"] for h in hs) / len(hs), "rx": sum(h["rx_bytes"] for h in hs) / len(hs),
+            "shaping": hosts["shaping"], "comm_share": comm, "foreign": foreign}
+
+
+runs = [r for r in (load(os.path.basename(d)) for d in glob.glob(f"{out}/runs/*")) if r]
+groups = {}
+for r in runs: groups.setdefault((r["variant"], r["link"]), []).append(r)
+links = sorted({k[1] for k in groups}, key=lambda l: (l == "none", l))
+
+
+def med(xs):
+    xs = [x for x in xs if x is not None]
+    return statistics.median(xs) if xs else None
+
+
+def agg(v, l):
+    g = groups.get((v, l))
+    if not g: return None
+    tps = [r["summary"]["tokens_per_second"] for r in g]
+    walls = [r["summary"]["wall_seconds"] for r in g]
+    # The run of median wall time stands for the group in the plot and the bpb-at-time comparisons.
+    rep = sorted(g, key=lambda r: r["summary"]["wall_seconds"])[(len(g) - 1) // 2]
+    return {"n": len(g), "tps": med(tps), "tps_min": min(tps), "tps_max": max(tps), "wall": med(walls),
+            "tx": med([r["tx"] for r in g]), "rx": med([r["rx"] for r in g]), "comm": med([r["comm_share"] for r in g]),
+            "bpb": med([r["summary"]["val_bpb"] for r in g]), "bpbs": sorted({round(r["summary"]["val_bpb"], 4) for r in g}),
+            "rep": rep, "runs": g}
+
+
+def fmt_t(s): return f"{int(s // 60)}m{s % 60:04.1f}s"
+def link_name(l): return "unshaped veth" if l == "none" else l
+
+
+def bpb_at(r, t):
+    """val bpb of a run at wall time t (linear between evaluations; its last value after it ended)."""
+    ev = r["evals"]
+    if t >= ev[-1][0]: return ev[-1][1]
+    for (t0, b0, _), (t1, b1, _) in zip(ev, ev[1:]):
+        if t0 <= t <= t1: return b0 + (b1 - b0) * (t - t0) / max(t1 - t0, 1e-9)
+    return ev[0][1]
+
+
+try: version = open(f"{out}/version.txt").read().strip()
+except OSError: version = "dipaco"
+ns = sorted({a["n"] for a in (agg(v, l) for v in order for l in links) if a})
+md = [f"{version}: 4 simulated hosts (network namespaces, one rank each, MPI over TCP), {steps} inner steps, "
+      f"{4 * batch} sequences x 128 bytes per step in every variant ({batch} per rank), model d_model=128, "
+      f"4 layers, 4 heads, context 128, domain shards (inputs/dipaco-2x2.ini); eval every {params['eval_every']} steps on "
+      f"{params['eval_batches'] * 4 * batch} windows of 128 bytes. "
+      + ("Each row: median over " + "/".join(map(str, ns)) + " run(s) (range of tokens/s in brackets)." if ns != [1] else ""), "",
+      "| variant | link | tokens/s | wall time | MB over the link per host (sent / received) | vs data-parallel | communication share | final val bpb |",
+      "|---|---|---|---|---|---|---|---|"]
+rows = []
+for l in links:
+    dp = agg("dp", l)
+    for v in order:
+        a = agg(v, l)
+        if not a: continue
+        ratio = "1x" if v == "dp" else (f"{(dp['tx'] + dp['rx']) / (a['tx'] + a['rx']):.0f}x less" if dp else "-")
+        cs = f"{100 * a['comm']:.1f}%" if a["comm"] is not None else "-"
+        tps = f"{a['tps']:.0f}" + (f" ({a['tps_min']:.0f}-{a['tps_max']:.0f})" if a["n"] > 1 else "")
+        md.append(f"| {labels[v]} | {link_name(l)} | {tps} | {fmt_t(a['wall'])} | {a['tx'] / 1e6:.1f} / {a['rx'] / 1e6:.1f} "
+                  f"| {ratio} | {cs} | {a['bpb']:.3f} |")
+        rows.append({"variant": v, "link": l, "runs": a["n"], "tokens_per_second": a["tps"], "tokens_per_second_min": a["tps_min"],
+                     "tokens_per_second_max": a["tps_max"], "wall_seconds": a["wall"], "tx_bytes_per_host": a["tx"],
+                     "rx_bytes_per_host": a["rx"], "comm_share": a["comm"], "val_bpb": a["bpb"], "val_bpb_all": a["bpbs"],
+                     "per_run": [{"name": r["name"], "tokens_per_second": r["summary"]["tokens_per_second"],
+                                  "wall_seconds": r["summary"]["wall_seconds"], "tx_bytes_per_host": r["tx"],
+                                  "rx_bytes_per_host": r["rx"], "comm_share": r["comm_share"],
+                                  "dipaco_sync_seconds": r["summary"].get("sync_seconds"),
+                                  "dipaco_sync_share": r["summary"].get("sync_share"),
+                                  "sync_bytes_per_rank": r["summary"].get("sync_bytes_per_rank"),
+                                  "path_allreduce_bytes_per_rank": r["summary"].get("path_allreduce_bytes_per_rank"),
+                                  "data_parallel_bytes_per_rank": r["summary"].get("data_parallel_bytes_per_rank"),
+                                  "val_bpb": r["summary"]["val_bpb"], "foreign_cpu_share": r["foreign"],
+                                  "shaping": r["shaping"]} for r in a["runs"]]})
+md.append("")
+md.append("Communication share: time inside MPI all-reduce/all-gather (measured per rank through the MPI profiling "
+          "interface, mean over ranks; includes waiting for the other ranks) over wall time. Bytes: each host's eth0 "
+          "tx/rx counters before and after the run, mean over the 4 hosts (all traffic of the job: MPI, its launch, "
+          "evaluation and loss all-reduces). Final val bpb: data-parallel and DiLoCo evaluate the one model on all "
+          "validation windows; DiPaCo evaluates each path on the windows of its own shard (routed by domain).")
+shapings = sorted({r["shaping"] for r in runs})
+md.append("Shaping applied: " + "; ".join(f"`{s}`" for s in shapings) + ". No delay (this kernel has no netem); "
+          "net.ipv4.tcp_slow_start_after_idle=0 in every host namespace.")
+fs = [r["foreign"] for r in runs if r["foreign"] is not None]
+if fs:
+    md.append(f"CPU used by other processes on the machine during the runs: at most {100 * max(fs):.1f}% of the cores "
+              "(each run starts on an idle machine and is repeated when more than 10% was used).")
+md.append("")
+
+targets = []
+for l in [l for l in links if l != "none"]:
+    for v in ("dipaco-fp32", "dipaco-bf16"):
+        a, b = agg(v, l), agg(v, "none")
+        if a and b:
+            f = a["tps"] / b["tps"]
+            targets.append((f"{v} over {l} within 10% of its unshaped throughput", f >= 0.9,
+                            f"{100 * f:.1f}% of unshaped ({a['tps']:.0f} vs {b['tps']:.0f} tok/s)"))
+    a, b = agg("dp", l), agg("dp", "none")
+    if a and b:
+        f = b["tps"] / a["tps"]
+        targets.append((f"data-parallel slowed >= 5x over {l}", f >= 5, f"{f:.2f}x slower ({a['tps']:.0f} vs {b['tps']:.0f} tok/s)"))
+    dp = agg("dp", l)
+    for v in ("dipaco-fp32", "dipaco-bf16"):
+        a = agg(v, l)
+        if dp and a:
+            f = (dp["tx"] + dp["rx"]) / (a["tx"] + a["rx"])
+            targets.append((f"bytes over the link, data-parallel / {v} >= 100x", f >= 100, f"{f:.0f}x (per host, tx+rx)"))
+            r = a["rep"]
+            t = r["evals"][-1][0]
+            d = bpb_at(dp["rep"], t)
+            targets.append((f"{v} final bpb <= data-parallel's at equal wall time over {l}", r["summary"]["val_bpb"] <= d,
+                            f"{r['summary']['val_bpb']:.3f} at {t:.0f} s vs data-parallel {d:.3f} at {t:.0f} s"
+                            f" (data-parallel reaches {dp['rep']['summary']['val_bpb']:.3f} at {dp['rep']['evals'][-1][0]:.0f} s)"))
+for v in ("dipaco-fp32", "dipaco-bf16"):
+    a, dp = agg(v, "none"), agg("dp", "none")
+    if a and dp:
+        r = a["rep"]
+        t = r["evals"][-1][0]
+        d = bpb_at(dp["rep"], t)
+        targets.append((f"(unshaped, for reference) {v} final bpb <= data-parallel's at equal wall time",
+                        r["summary"]["val_bpb"] <= d, f"{r['summary']['val_bpb']:.3f} vs {d:.3f} at {t:.0f} s"))
+md.append("| target | met | measured |")
+md.append("|---|---|---|")
+for name, ok, detail in targets:
+    md.append(f"| {name} | {'yes' if ok else 'NO'} | {detail} |")
+md.append("")
+md.append("![val bpb against wall time](val_bpb_vs_wall.png)")
+md.append("")
+try:
+    cmds = [l.split(" ", 2)[2].strip() for l in open(f"{out}/commands.txt") if l.strip()]
+    md.append("Made with " + ", then ".join(f"`{c}`" for c in cmds) + " (as root: network namespaces and tc need CAP_NET_ADMIN).")
+except (OSError, IndexError):
+    pass
+text = "\n".join(md) + "\n"
+open(f"{out}/results.md", "w").write(text)
+json.dump({"params": params, "rows": rows, "targets": [{"target": n, "met": ok, "measured": d} for n, ok, d in targets],
+           "curves": {f"{v}-{l}": agg(v, l)["rep"]["evals"] for (v, l) in groups}}, open(f"{out}/results.json", "w"), indent=1)
+print(text)
+
+import matplotlib
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt
+fig, axes = plt.subplots(1, len(links), figsize=(6.5 * len(links), 4.5), sharey=True, squeeze=False)
+colors = {"dp": "tab:red", "diloco": "tab:orange", "dipaco-fp32": "tab:blue", "dipaco-bf16": "tab:green"}
+styles = {"dipaco-bf16": "--"}
+for ax, l in zip(axes[0], links):
+    for v in order:
+        a = agg(v, l)
+        if not a: continue
+        ev = a["rep"]["evals"]
+        ax.plot([e[0] for e in ev], [e[1] for e in ev], styles.get(v, "-"), marker="o", ms=3, color=colors[v], label=labels[v])
+    ax.set_title(f"4 simulated hosts, link: {link_name(l)}")
+    ax.set_xlabel("wall time (s)")
+    ax.grid(alpha=0.3)
+axes[0][0].set_ylabel("validation bits per byte")
+axes[0][0].legend(fontsize=8)
+fig.tight_layout()
+fig.savefig(f"{out}/val_bpb_vs_wall.png", dpi=110)
+print(f"wrote {out}/results.md, {out}/results.json, {out}/val_bpb_vs_wall.png")
