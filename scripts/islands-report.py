@@ -131,8 +131,16 @@ for l in [l for l in links if l != "none"]:
         a, b = agg(v, l), agg(v, "none")
         if a and b:
             f = a["tps"] / b["tps"]
-            targets.append((f"{v} over {l} within 10% of its unshaped throughput", f >= 0.9,
-                            f"{100 * f:.1f}% of unshaped ({a['tps']:.0f} vs {b['tps']:.0f} tok/s)"))
+            detail = f"{100 * f:.1f}% of unshaped ({a['tps']:.0f} vs {b['tps']:.0f} tok/s, medians)"
+            if a["n"] > 1 or b["n"] > 1:
+                ta = [round(r["summary"]["tokens_per_second"]) for r in sorted(a["runs"], key=lambda r: r["repeat"])]
+                tb = [round(r["summary"]["tokens_per_second"]) for r in sorted(b["runs"], key=lambda r: r["repeat"])]
+                detail += (f"; runs {'/'.join(map(str, ta))} vs {'/'.join(map(str, tb))} tok/s, "
+                           f"means {100 * statistics.mean(ta) / statistics.mean(tb):.1f}%")
+            sa = med([r["summary"]["sync_seconds"] for r in a["runs"]])
+            sb = med([r["summary"]["sync_seconds"] for r in b["runs"]])
+            detail += f"; outer syncs {sa:.2f} s vs {sb:.2f} s = {100 * (sa - sb) / a['wall']:.1f}% of wall time added by the link"
+            targets.append((f"{v} over {l} within 10% of its unshaped throughput", f >= 0.9, detail))
     a, b = agg("dp", l), agg("dp", "none")
     if a and b:
         f = b["tps"] / a["tps"]
