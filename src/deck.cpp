@@ -113,7 +113,6 @@ std::vector<DeckKey> make_keys() {
       K_STR("data.corpus", data.corpus, "inputs/corpus/embedded.jsonl", "corpus file: JSONL with id, domain, text per line"),
       K_FLOAT("data.val_fraction", data.val_fraction, "0.1", 0.0, 0.9, "share of documents held out for validation (by hash of id)"),
       K_INT("data.min_val_docs", data.min_val_docs, "2", 0, kBig, "minimum validation documents per domain"),
-      K_CHOICE("data.shard_rule", data.shard_rule, "hash", "hash|domain", "how documents reach paths before routing: hash of id, or domain label"),
 
       K_INT("model.d_model", model.d_model, "128", 8, 65536, "width of the residual stream"),
       K_INT("model.n_layers", model.n_layers, "4", 1, 1024, "transformer blocks"),
@@ -132,6 +131,20 @@ std::vector<DeckKey> make_keys() {
       K_FLOAT("train.eps", train.eps, "1e-8", 1e-30, 1, "AdamW epsilon"),
       K_FLOAT("train.grad_clip", train.grad_clip, "1.0", 0, 1e9, "global gradient-norm clip (0: off)"),
       K_CHOICE("train.precision", train.precision, "fp32", "fp32|bf16", "matmul precision (bf16: bf16 inputs, fp32 accumulation; weights stay fp32)"),
+      K_CHOICE("train.early_stop", train.early_stop, "none", "none|path", "path: each path ends on its weights with the best bpb on its own validation shard"),
+
+      K_CHOICE("route.method", route.method, "hash", "hash|domain|kmeans",
+               "how documents reach paths: hash of the id, domain label, or k-means on prefix features"),
+      K_CHOICE("route.routing", route.routing, "product", "product|flat",
+               "kmeans: one k-means per level on its slice of the features (product) or one with P centroids (flat)"),
+      K_INT("route.prefix_tokens", route.prefix_tokens, "32", 1, 65536, "leading tokens of a document whose features route it (not scored in evaluation)"),
+      K_INT("route.warm_steps", route.warm_steps, "0", 0, kBig, "steps of the dense warm-start model that every path starts from and whose features route (0: none)"),
+      K_STR("route.warm_start", route.warm_start, "", "file of the warm-start weights, shareable between runs (\"\": <run dir>/warmstart.h5)"),
+      K_INT("route.kmeans_iters", route.kmeans_iters, "100", 1, 100000, "cap on Lloyd iterations"),
+      K_FLOAT("route.max_shard_fraction", route.max_shard_fraction, "1", 0, 1, "largest share of the training documents one shard may take (overflow: next-nearest path)"),
+      K_INT("route.overlap", route.overlap, "1", 1, 4096, "each training document goes to its k nearest paths"),
+      K_INT("route.em_rounds", route.em_rounds, "0", 0, 1000,
+            "re-shardings during training: documents move to the path with the lowest loss, the router is refit"),
 
       K_LIST("dipaco.modules_per_level", dipaco.modules_per_level, "1", 1, 4096, "modules per level; paths = their product (1: dense)"),
       K_INT("dipaco.inner_steps", dipaco.inner_steps, "0", 0, kBig, "H, inner steps per outer round (0: no outer rounds, plain training)"),
@@ -148,6 +161,9 @@ std::vector<DeckKey> make_keys() {
 
       K_INT("eval.every", eval.every, "100", 0, kBig, "inner steps between validation evaluations (0: only at the end)"),
       K_INT("eval.batches", eval.batches, "8", 1, 1 << 20, "validation batches of train.batch_size sequences per evaluation"),
+      K_INT("eval.reroute_every", eval.reroute_every, "0", 0, 1 << 20,
+            "routed evaluation: re-route every N tokens by the preceding prefix_tokens (0: once per document)"),
+      K_INT("eval.doc_bytes", eval.doc_bytes, "1024", 2, 1 << 30, "routed evaluation: leading bytes of each validation document it reads"),
 
       K_FLOAT("fault.drop_outer_prob", fault.drop_outer_prob, "0", 0, 1, "probability that a path's outer gradient is dropped from a round"),
   };

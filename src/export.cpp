@@ -8,6 +8,7 @@
 #include <mpi.h>
 
 #include <cmath>
+#include <filesystem>
 #include <cstdio>
 #include <random>
 
@@ -19,6 +20,8 @@
 #include "dipaco/shards.hpp"
 #include "dipaco/trainer.hpp"
 #include "h5io.hpp"
+
+namespace fs = std::filesystem;
 
 namespace dipaco {
 namespace {
@@ -148,9 +151,20 @@ int cmd_evaluate(const Args& args) {
     Deck d = dense_deck(m.source_deck);
     int P = 1;
     for (int x : src.dipaco.modules_per_level) P *= x;
-    // The path's own shards, by the rule of the run that trained it.
+    // The path's own shards: the run's newest shard file (next to its checkpoints), else the rule.
     Split split = split_corpus(read_corpus(src.data.corpus), src.data.val_fraction, src.data.min_val_docs);
-    auto train = shard_by_rule(split.train, P, src.data.shard_rule), val = shard_by_rule(split.val, P, src.data.shard_rule);
+    const std::string shard_file = latest_shard_file(fs::path(m.source).parent_path().parent_path().string());
+    Assignment ta, va;
+    if (!shard_file.empty()) {
+      ShardFile sf = read_shard_file(shard_file, split);
+      ta = sf.train, va = sf.val;
+    } else if (src.route.method != "kmeans") {
+      ta = assign_by_rule(split.train, P, src.route.method), va = assign_by_rule(split.val, P, src.route.method);
+    } else {
+      throw DeckError("the shard file of the run that trained " + args[0] + " is missing (expected next to " + m.source + ")");
+    }
+    if (int(ta.size()) != P) throw CheckpointError(shard_file + " holds " + std::to_string(ta.size()) + " paths, the model's run had " + std::to_string(P));
+    auto train = shards_of(split.train, ta), val = shards_of(split.val, va);
     auto k = make_kernels(d.run.device);
     Trainer t(d, MPI_COMM_WORLD, *k, {train[m.path]}, {val[m.path]}, "", false);
     k->to_device(t.paths()[0].params.get(), m.params.data(), m.params.size() * sizeof(float));

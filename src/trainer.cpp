@@ -54,7 +54,6 @@ Trainer::Trainer(const Deck& deck, MPI_Comm world, Kernels& k, const std::vector
   std::vector<int> mine = topo_.paths_of_rank(rank_);
   MPI_Comm_split(world, topo_.ranks >= topo_.paths ? mine[0] : rank_, rank_, &path_comm_);
 
-  for (int p = 0; p < topo_.paths; ++p) shard_tokens_.push_back(shard_bytes(train[p]));
   // Every path starts from bitwise the same weights (a common seed).
   std::vector<float> init = init_params(shape_, layout, deck.run.seed);
   paths_.resize(mine.size());
@@ -66,13 +65,8 @@ Trainer::Trainer(const Deck& deck, MPI_Comm world, Kernels& k, const std::vector
     ps.m = DeviceBuffer<float>(k, layout.total);
     ps.v = DeviceBuffer<float>(k, layout.total);
     k.to_device(ps.params.get(), init.data(), init.size() * sizeof(float));
-    ps.shard_tokens = shard_tokens_[ps.id];
-    ps.train = make_stream(train[ps.id]);
-    ps.val = make_stream(val[ps.id]);
-    validation_windows(ps.val, shape_.T, deck.eval.batches * deck.train.batch_size, ps.val_starts);
-    if (ps.train.bytes.size() < 2)
-      throw DeckError("path " + std::to_string(ps.id) + " received no training documents; use fewer paths or a larger corpus");
   }
+  set_shards(train, val);
   grads_ = DeviceBuffer<float>(k, layout.total);
   const size_t N = size_t(local_batch_) * shape_.T;
   tok_dev_ = DeviceBuffer<int32_t>(k, N), tgt_dev_ = DeviceBuffer<int32_t>(k, N);
@@ -102,6 +96,54 @@ void Trainer::open_metrics() {
   }
   std::ofstream(path) << kept.str();
   metrics_ = std::make_unique<MetricsFile>(path, true);
+}
+
+void Trainer::set_shards(const std::vector<Shard>& train, const std::vector<Shard>& val) {
+  if (int(train.size()) != topo_.paths || int(val.size()) != topo_.paths)
+    throw std::runtime_error("internal: need one training and one validation shard per path");
+  shard_tokens_.clear();
+  for (int p = 0; p < topo_.paths; ++p) shard_tokens_.push_back(shard_bytes(train[p]));
+  for (auto& ps : paths_) {
+    ps.shard_tokens = shard_tokens_[ps.id];
+    ps.train = make_stream(train[ps.id]);
+    ps.val = make_stream(val[ps.id]);
+    validation_windows(ps.val, shape_.T, deck_.eval.batches * deck_.train.batch_size, ps.val_starts);
+    if (ps.train.bytes.size() < 2)
+      throw DeckError("path " + std::to_string(ps.id) + " received no training documents; use fewer paths or a larger corpus");
+  }
+}
+
+void Trainer::set_initial_params(const std::vector<float>& params) {
+  if (params.size() != model_->layout().total) throw std::runtime_error("internal: initial weights of the wrong size");
+  std::vector<PathState*> own;
+  for (auto& p : paths_) k_.to_device(p.params.get(), params.data(), params.size() * sizeof(float)), own.push_back(&p);
+  outer_->init_anchors(own);
+}
+
+void Trainer::window_losses(PathState& p, const std::vector<int32_t>& tok, const std::vector<int32_t>& tgt,
+                            std::vector<float>& out) {
+  k_.to_device(tok_dev_.get(), tok.data(), tok.size() * sizeof(int32_t));
+  k_.to_device(tgt_dev_.get(), tgt.data(), tgt.size() * sizeof(int32_t));
+  model_->forward(p.params.get(), tok_dev_.get(), tgt_dev_.get());
+  out.resize(tok.size());
+  k_.to_host(out.data(), model_->token_losses(), out.size() * sizeof(float));
+}
+
+void Trainer::keep_best(const EvalResult& e) {
+  if (deck_.train.early_stop != "path") return;
+  if (best_.empty())
+    for (size_t i = 0; i < paths_.size(); ++i) best_.emplace_back(k_, model_->layout().total), best_bpb_.push_back(INFINITY);
+  for (size_t i = 0; i < paths_.size(); ++i) {
+    double b = e.path_bpb[paths_[i].id];
+    if (!(b < best_bpb_[i])) continue;
+    best_bpb_[i] = b;
+    k_.copy(best_[i].get(), paths_[i].params.get(), model_->layout().total * sizeof(float));
+  }
+}
+
+void Trainer::restore_best() {
+  for (size_t i = 0; i < best_.size(); ++i)
+    if (std::isfinite(best_bpb_[i])) k_.copy(paths_[i].params.get(), best_[i].get(), model_->layout().total * sizeof(float));
 }
 
 Trainer::~Trainer() {
@@ -210,9 +252,10 @@ void Trainer::log_steps(long from, long to, const std::vector<std::vector<double
   }
 }
 
-TrainSummary Trainer::run() {
+TrainSummary Trainer::run(long until) {
   TrainSummary sum;
   const long steps = deck_.train.steps, H = deck_.dipaco.inner_steps;
+  const long end = until < 0 ? steps : std::min(until, steps);
   std::vector<PathState*> own;
   for (auto& p : paths_) own.push_back(&p);
   double t0 = MPI_Wtime() - progress_.elapsed, session_start = MPI_Wtime();
@@ -222,6 +265,7 @@ TrainSummary Trainer::run() {
     progress_.eval_step.push_back(double(step));
     progress_.eval_bpb.push_back(e.bpb);
     progress_.eval_path_bpb.insert(progress_.eval_path_bpb.end(), e.path_bpb.begin(), e.path_bpb.end());
+    keep_best(e);
     if (rank_ == 0 && metrics_)
       metrics_->write(JsonRecord()
                           .add("type", "eval")
@@ -247,8 +291,8 @@ TrainSummary Trainer::run() {
   const long session_first_step = step;
   if (step == 0 && steps > 0) eval_and_log(0);
   if (!progress_.eval_bpb.empty()) last_val_bpb_ = progress_.eval_bpb.back();
-  while (step < steps) {
-    long next = steps;
+  while (step < end) {
+    long next = end;
     for (long every : {long(deck_.run.log_every), long(deck_.eval.every), H, long(deck_.checkpoint.every)})
       if (every > 0) next = std::min(next, next_multiple(step, every));
     if (deck_.run.stop_after > 0) next = std::min(next, session_first_step + deck_.run.stop_after);
@@ -277,7 +321,15 @@ TrainSummary Trainer::run() {
       }
       ++progress_.rounds;
     }
-    if (next == steps) sum.final_eval = eval_and_log(next);
+    if (next == steps) {
+      sum.final_eval = eval_and_log(next);
+      if (!best_.empty()) {  // train.early_stop = path: each path ends on its best weights
+        restore_best();
+        sum.final_eval = evaluate();
+        if (rank_ == 0 && verbose_)
+          std::printf("early stop: every path back to its best validation weights: val bpb %.4f\n", sum.final_eval.bpb);
+      }
+    }
     else if (deck_.eval.every > 0 && next % deck_.eval.every == 0) eval_and_log(next);
     log_steps(step, next, losses, MPI_Wtime() - t0);
     step = progress_.step = next;
@@ -291,7 +343,7 @@ TrainSummary Trainer::run() {
       MPI_Allreduce(MPI_IN_PLACE, &stop, 1, MPI_INT, MPI_MAX, world_);
     }
     bool at_interval = deck_.checkpoint.every > 0 && step % deck_.checkpoint.every == 0;
-    if (stop || at_interval || step == steps) checkpoint();
+    if (stop || at_interval || step == end) checkpoint();
     if (stop && step < steps) {
       sum.stopped = true, sum.stop_signal = stop;
       if (rank_ == 0) std::printf("stopped at step %ld (%s); resubmit the same command to resume\n", step,
@@ -301,7 +353,7 @@ TrainSummary Trainer::run() {
   }
   if (steps == 0) sum.final_eval = eval_and_log(0);
   else if (progress_.step >= steps && sum.final_eval.path_bpb.empty()) sum.final_eval = evaluate();  // resumed a finished run
-  sum.wall_seconds = MPI_Wtime() - t0;
+  sum.wall_seconds = progress_.elapsed = MPI_Wtime() - t0;
   sum.rounds = progress_.rounds;
   sum.tokens = long(double(topo_.paths) * deck_.train.batch_size * shape_.T * step * (replicas_ ? topo_.ranks_per_path : 1));
   sum.path_bytes = path_bytes_;

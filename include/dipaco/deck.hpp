@@ -24,7 +24,7 @@ struct Deck {
     double max_hours, collective_timeout;
   } run;
   struct Data {
-    std::string corpus, shard_rule;
+    std::string corpus;
     double val_fraction;
     int min_val_docs;
   } data;
@@ -35,8 +35,14 @@ struct Deck {
   struct Train {
     int steps, batch_size, warmup;
     double lr, min_lr_ratio, weight_decay, beta1, beta2, eps, grad_clip;
-    std::string precision;
+    std::string precision, early_stop;
   } train;
+  struct Route {
+    std::string method, routing, warm_start;
+    int prefix_tokens, kmeans_iters, overlap, em_rounds;
+    long warm_steps;
+    double max_shard_fraction;
+  } route;
   struct Dipaco {
     std::vector<int> modules_per_level;
     int inner_steps;
@@ -47,7 +53,7 @@ struct Deck {
     int every, keep;
   } checkpoint;
   struct Eval {
-    int every, batches;
+    int every, batches, reroute_every, doc_bytes;
   } eval;
   struct Fault {
     double drop_outer_prob;

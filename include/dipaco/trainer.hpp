@@ -53,8 +53,17 @@ class Trainer {
   Trainer(const Deck& deck, MPI_Comm world, Kernels& k, const std::vector<Shard>& train, const std::vector<Shard>& val,
           const std::string& run_dir, bool verbose = true);
   ~Trainer();
-  TrainSummary run();
+  // Trains up to step `until` (-1: train.steps), with a checkpoint there.
+  TrainSummary run(long until = -1);
   EvalResult evaluate();
+  // New shards for every path (re-routing); the DiLoCo weights follow their sizes.
+  void set_shards(const std::vector<Shard>& train, const std::vector<Shard>& val);
+  // Starts every path (and every anchor) from these weights, e.g. a warm start.
+  void set_initial_params(const std::vector<float>& params);
+  // Per-token losses of path p on local_batch() windows of T tokens: tok, tgt
+  // and out hold local_batch() * T values (host memory).
+  void window_losses(PathState& p, const std::vector<int32_t>& tok, const std::vector<int32_t>& tgt, std::vector<float>& out);
+  int local_batch() const { return local_batch_; }
 
   const Topology& topology() const { return topo_; }
   const ParamLayout& layout() const { return model_->layout(); }
@@ -71,6 +80,8 @@ class Trainer {
   void inner_step(PathState& p, std::vector<double>& losses);
   void open_metrics();
   void log_steps(long from, long to, const std::vector<std::vector<double>>& losses, double elapsed);
+  void keep_best(const EvalResult& e);  // train.early_stop = path
+  void restore_best();
 
   const Deck& deck_;
   MPI_Comm world_, path_comm_ = MPI_COMM_NULL;
@@ -95,6 +106,8 @@ class Trainer {
   Checkpointer* checkpointer_ = nullptr;
   std::string run_dir_;
   double path_bytes_ = 0, last_val_bpb_ = NAN;
+  std::vector<DeviceBuffer<float>> best_;  // per own path: weights at its best validation bpb
+  std::vector<double> best_bpb_;
 };
 
 }  // namespace dipaco

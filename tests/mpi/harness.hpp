@@ -39,8 +39,8 @@ inline RunOut train_on(MPI_Comm comm, std::vector<std::string> overrides) {
   auto k = dipaco::make_cpu_kernels();
   int P = 1;
   for (int m : deck.dipaco.modules_per_level) P *= m;
-  auto train = dipaco::shard_by_rule(corpus().train, P, deck.data.shard_rule);
-  auto val = dipaco::shard_by_rule(corpus().val, P, deck.data.shard_rule);
+  auto train = dipaco::shard_by_rule(corpus().train, P, deck.route.method);
+  auto val = dipaco::shard_by_rule(corpus().val, P, deck.route.method);
   dipaco::Trainer t(deck, comm, *k, train, val, "", false);
   RunOut out;
   out.summary = t.run();

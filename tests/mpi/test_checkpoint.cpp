@@ -46,8 +46,8 @@ struct Session {
 Session session(const std::string& run_dir, std::vector<std::string> ov) {
   Deck deck = load_deck("", ov);
   auto k = make_cpu_kernels();
-  auto train = shard_by_rule(corpus().train, 4, deck.data.shard_rule);
-  auto val = shard_by_rule(corpus().val, 4, deck.data.shard_rule);
+  auto train = shard_by_rule(corpus().train, 4, deck.route.method);
+  auto val = shard_by_rule(corpus().val, 4, deck.route.method);
   Trainer t(deck, MPI_COMM_WORLD, *k, train, val, run_dir, false);
   Checkpointer c(deck, run_dir, MPI_COMM_WORLD);
   Session s;

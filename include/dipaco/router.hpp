@@ -1,0 +1,55 @@
+// The router: documents reach a path by the features of their first tokens.
+// k-means (k-means++ start, Lloyd iterations, empty clusters repaired) fits
+// centroids; product routing fits one k-means per level on that level's slice
+// of the features (a path is the tuple of nearest centroids), flat routing one
+// k-means with P centroids. Assignment turns per-path scores into shards,
+// with a cap on a shard's share and optional overlap (k nearest paths).
+#pragma once
+#include <cstddef>
+#include <cstdint>
+#include <string>
+#include <vector>
+
+namespace dipaco {
+
+struct KMeansResult {
+  std::vector<float> centroids;  // [k, dim]
+  std::vector<int> labels;       // [n]
+  int iterations = 0;
+  double inertia = 0;  // sum of squared distances to the assigned centroid
+};
+
+// x: [n, dim] row-major. Deterministic for a seed; k <= n required. The best
+// (lowest inertia) of kKMeansStarts k-means++ starts.
+constexpr int kKMeansStarts = 4;
+KMeansResult kmeans(const float* x, size_t n, int dim, int k, uint64_t seed, int max_iters);
+
+struct Router {
+  std::string mode;                       // "product" or "flat"
+  int dim = 0;                            // feature width
+  std::vector<int> modules_per_level;     // product: centroids per level
+  std::vector<std::vector<float>> centroids;  // product: per level [k_l, slice]; flat: one [P, dim]
+
+  int paths() const;
+  // Squared distance from feature f [dim] to every path (lower is nearer).
+  void path_scores(const float* f, double* out) const;
+  int nearest_path(const float* f) const;
+};
+
+// Fits a router on features [n, dim] for a topology's modules per level.
+Router fit_router(const std::vector<float>& features, int dim, const std::vector<int>& modules_per_level,
+                  const std::string& mode, uint64_t seed, int max_iters);
+// Nearest-centroid router refit to a given assignment (path per document):
+// a flat router whose centroid p is the mean feature of p's documents
+// (a path left without documents keeps the overall mean, so it is never chosen first).
+Router refit_router(const std::vector<float>& features, int dim, const std::vector<int>& path_of_doc, int paths);
+
+// scores: [n, P], lower is better. Each document goes to its `overlap` best
+// paths (one per choice round). In a round a path takes at most
+// max(1, ceil(max_fraction * n)) documents; overflow goes to the next-best
+// path with room. Documents with the clearest preference (largest margin
+// between their best and second-best path) are placed first.
+std::vector<std::vector<int>> assign_paths(const std::vector<double>& scores, size_t n, int P, double max_fraction,
+                                           int overlap);
+
+}  // namespace dipaco

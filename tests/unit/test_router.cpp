@@ -1,0 +1,165 @@
+// k-means, routers, balanced assignment and stage stamps.
+#include <gtest/gtest.h>
+
+#include <map>
+#include <random>
+#include <set>
+
+#include "dipaco/deck.hpp"
+#include "dipaco/pipeline.hpp"
+#include "dipaco/router.hpp"
+
+using namespace dipaco;
+
+namespace {
+
+// n points around each of the given centres, with Gaussian noise of width sigma.
+std::vector<float> blobs(const std::vector<std::vector<float>>& centres, int n, float sigma, uint64_t seed,
+                         std::vector<int>& truth) {
+  std::mt19937_64 rng(seed);
+  std::normal_distribution<float> noise(0, sigma);
+  std::vector<float> x;
+  truth.clear();
+  for (int i = 0; i < n; ++i)
+    for (size_t c = 0; c < centres.size(); ++c) {
+      for (float v : centres[c]) x.push_back(v + noise(rng));
+      truth.push_back(int(c));
+    }
+  return x;
+}
+
+// Every true cluster maps to exactly one label and vice versa.
+void expect_same_partition(const std::vector<int>& a, const std::vector<int>& b) {
+  ASSERT_EQ(a.size(), b.size());
+  std::map<int, int> ab, ba;
+  for (size_t i = 0; i < a.size(); ++i) {
+    auto [it, fresh] = ab.emplace(a[i], b[i]);
+    EXPECT_EQ(it->second, b[i]) << "point " << i;
+    auto [jt, fresh2] = ba.emplace(b[i], a[i]);
+    EXPECT_EQ(jt->second, a[i]) << "point " << i;
+  }
+}
+
+const std::vector<std::vector<float>> kCentres = {
+    {5, 0, 0, 0, 1, 0}, {0, 5, 0, 0, 0, 1}, {0, 0, 5, 0, 1, 1}, {0, 0, 0, 5, 0, 0}, {3, 3, 3, 3, 3, 3}};
+
+}  // namespace
+
+TEST(KMeans, RecoversSeparatedClusters) {
+  std::vector<int> truth;
+  auto x = blobs(kCentres, 60, 0.5f, 3, truth);
+  for (uint64_t seed : {1, 2, 3}) {
+    KMeansResult r = kmeans(x.data(), truth.size(), 6, 5, seed, 100);
+    expect_same_partition(truth, r.labels);
+    EXPECT_LT(r.iterations, 100);
+    // Each centroid sits near one true centre.
+    for (int j = 0; j < 5; ++j) {
+      double best = 1e9;
+      for (auto& c : kCentres) {
+        double d = 0;
+        for (int t = 0; t < 6; ++t) d += (r.centroids[j * 6 + t] - c[t]) * (r.centroids[j * 6 + t] - c[t]);
+        best = std::min(best, d);
+      }
+      EXPECT_LT(best, 0.1);
+    }
+  }
+}
+
+TEST(KMeans, DeterministicForASeed) {
+  std::vector<int> truth;
+  auto x = blobs(kCentres, 40, 2.5f, 9, truth);  // overlapping: the result depends on the start
+  KMeansResult a = kmeans(x.data(), truth.size(), 6, 7, 42, 50), b = kmeans(x.data(), truth.size(), 6, 7, 42, 50);
+  EXPECT_EQ(a.labels, b.labels);
+  EXPECT_EQ(a.centroids, b.centroids);
+}
+
+TEST(KMeans, EmptyClustersAreRepaired) {
+  // All points identical: k-means++ can only repeat a centroid, so a cluster
+  // starts empty; the repair gives it a point.
+  std::vector<float> x(8, 1.0f);
+  KMeansResult r = kmeans(x.data(), 4, 2, 2, 7, 5);
+  std::set<int> used(r.labels.begin(), r.labels.end());
+  EXPECT_EQ(used.size(), 2u);
+  EXPECT_THROW(kmeans(x.data(), 4, 2, 5, 7, 20), std::runtime_error);  // k > points
+}
+
+TEST(Router, ProductRoutingIsTheTupleOfNearestCentroids) {
+  // Level 0 decides on the first 2 features, level 1 on the last 2; 2x3 paths.
+  std::vector<float> f;
+  std::vector<int> want;
+  std::mt19937_64 rng(5);
+  std::normal_distribution<float> noise(0, 0.2f);
+  for (int rep = 0; rep < 30; ++rep)
+    for (int a = 0; a < 2; ++a)
+      for (int b = 0; b < 3; ++b) {
+        f.insert(f.end(), {10.0f * a + noise(rng), noise(rng), 10.0f * b + noise(rng), -10.0f * b + noise(rng)});
+        want.push_back(a * 3 + b);
+      }
+  Router r = fit_router(f, 4, {2, 3}, "product", 1, 100);
+  EXPECT_EQ(r.paths(), 6);
+  std::vector<int> got;
+  for (size_t i = 0; i < want.size(); ++i) got.push_back(r.nearest_path(&f[i * 4]));
+  expect_same_partition(want, got);
+  Router flat = fit_router(f, 4, {2, 3}, "flat", 1, 100);
+  std::vector<int> got_flat;
+  for (size_t i = 0; i < want.size(); ++i) got_flat.push_back(flat.nearest_path(&f[i * 4]));
+  expect_same_partition(want, got_flat);
+}
+
+TEST(Router, RefitToAnAssignment) {
+  std::vector<float> f = {0, 0, 0, 1, 10, 10, 10, 11};
+  Router r = refit_router(f, 2, {1, 1, 0, 0}, 3);
+  EXPECT_EQ(r.nearest_path(f.data()), 1);
+  EXPECT_EQ(r.nearest_path(&f[4]), 0);
+  EXPECT_FLOAT_EQ(r.centroids[0][2 * 0 + 1], 10.5f);
+}
+
+TEST(Assign, CapOverflowAndOverlap) {
+  // Ten documents that all prefer path 0, then 1, then 2.
+  const size_t n = 10;
+  const int P = 3;
+  std::vector<double> s;
+  for (size_t i = 0; i < n; ++i) s.insert(s.end(), {0.0 + 0.01 * double(i), 1.0, 2.0});
+  auto free = assign_paths(s, n, P, 1.0, 1);
+  std::vector<int> size(P, 0);
+  for (auto& p : free) ++size[p[0]];
+  EXPECT_EQ(size, (std::vector<int>{8, 1, 1}));  // the empty paths take the nearest documents
+  auto capped = assign_paths(s, n, P, 0.4, 1);
+  size.assign(P, 0);
+  for (auto& p : capped) ++size[p[0]];
+  EXPECT_EQ(size, (std::vector<int>{4, 4, 2}));
+  // The documents with the clearest preference keep path 0: margins fall with i.
+  for (size_t i = 0; i < 4; ++i) EXPECT_EQ(capped[i][0], 0);
+  auto two = assign_paths(s, n, P, 1.0, 2);
+  for (auto& p : two) {
+    ASSERT_EQ(p.size(), 2u);
+    EXPECT_NE(p[0], p[1]);
+  }
+  EXPECT_THROW(assign_paths(s, n, P, 0.2, 1), std::runtime_error);  // 3 x 2 < 10
+}
+
+TEST(Stages, AChangedValueTouchesExactlyTheStagesThatDependOnIt) {
+  auto stamps = [](const std::vector<std::string>& ov) {
+    Deck d = load_deck("", ov);
+    std::vector<std::string> s;
+    for (Stage st : {Stage::prepare, Stage::warm_start, Stage::route, Stage::train, Stage::evaluate})
+      s.push_back(stage_stamp(d, st));
+    return s;
+  };
+  auto base = stamps({});
+  auto changed = [&](const std::string& ov) {
+    auto s = stamps({ov});
+    std::vector<bool> out;
+    for (size_t i = 0; i < s.size(); ++i) out.push_back(s[i] != base[i]);
+    return out;
+  };
+  using V = std::vector<bool>;
+  EXPECT_EQ(changed("data.val_fraction=0.2"), (V{true, true, true, true, true}));
+  EXPECT_EQ(changed("route.warm_steps=50"), (V{false, true, true, true, true}));
+  EXPECT_EQ(changed("route.overlap=2"), (V{false, false, true, true, true}));
+  EXPECT_EQ(changed("train.steps=50"), (V{false, false, false, true, true}));
+  EXPECT_EQ(changed("route.em_rounds=1"), (V{false, false, false, true, true}));
+  EXPECT_EQ(changed("eval.reroute_every=64"), (V{false, false, false, false, true}));
+  EXPECT_EQ(changed("run.log_every=3"), (V{false, false, false, false, false}));
+  EXPECT_EQ(stamp_changes(base[3], stamps({"train.steps=50"})[3]), "train.steps: 400 -> 50");
+}
