@@ -59,5 +59,32 @@ check "exported path evaluates to its routed bpb ($want)" 0 "validation bits per
 check "generate samples text" 0 "^The " -- "$bin" generate "$tmp/p3.h5" --prompt "The " --tokens 20
 check "export of a path that does not exist" 2 "paths 0..3" -- "$bin" export "$ckpt" --path 9 "$tmp/p9.h5"
 
+# The routed pipeline: warm start, k-means routing, re-routing by loss, routed
+# evaluation; the same command skips finished stages, a changed value re-runs
+# exactly the stages that depend on it.
+routed=(env OMP_NUM_THREADS=1 "${mpirun[@]}" -np 2 "$bin" run inputs/dipaco-2x2.ini --route.method=kmeans
+  --route.warm_steps=10 --route.em_rounds=1 --train.steps=40 --dipaco.inner_steps=20 --model.d_model=32
+  --eval.every=20 --route.prefix_tokens=16 --eval.doc_bytes=256 --run.out_dir="$tmp/runs" --run.name=routed)
+check "routed pipeline re-routes by loss" 0 "re-routing round 1 at step 20" -- "${routed[@]}"
+cp "$tmp/out" "$tmp/last"
+check "routed pipeline evaluates per domain" 0 "^  scripture +[0-9.]+ bpb" -- cat "$tmp/last"
+# The stages of the last run and what each did, on one line.
+stages() { grep -oE "^stage [a-z ]+: (up to date|done|none|kmeans|[0-9]+ steps|the deck changed|a dense)" "$tmp/last" | tr '\n' '|'; }
+check "same command: every stage up to date" 0 "stage train: up to date" -- "${routed[@]}"
+cp "$tmp/out" "$tmp/last"
+check "  ... warm start, route and evaluate too" 0 "warm start: up to date\|stage route: up to date\|.*stage evaluate: up to date" -- stages
+check "changed eval.reroute_every re-runs only evaluate" 0 "stage evaluate: done" -- "${routed[@]}" --eval.reroute_every=32
+cp "$tmp/out" "$tmp/last"
+check "  ... the others are up to date" 0 "warm start: up to date\|stage route: up to date\|stage train: up to date" -- stages
+check "changed route.overlap re-routes and retrains, keeps the warm start" 0 "the deck changed \(route.overlap: 1 -> 2\)" -- \
+  "${routed[@]}" --route.overlap=2
+cp "$tmp/out" "$tmp/last"
+check "  ... stages run" 0 "warm start: up to date\|stage route: kmeans\|stage train: the deck changed" -- stages
+check "shard file readable with h5dump" 0 'DATASET "doc_index"' -- h5dump -H -g /train/P0 "$tmp/runs/routed/shards.h5"
+check "summary lists the files written" 0 '"files":\[.*shards-r1.h5' -- cat "$tmp/runs/routed/summary.json"
+check "export a routed path" 0 "exported path 1" -- "$bin" export "$tmp/runs/routed/checkpoints/ckpt-00000040.h5" --path 1 "$tmp/r1.h5"
+want=$(/usr/bin/python3 -c "import json,sys; print('%.6f' % json.load(open(sys.argv[1]))['path_val_bpb'][1])" "$tmp/runs/routed/summary.json")
+check "routed path evaluates on its re-routed shard ($want)" 0 "validation bits per byte $want" -- "$bin" evaluate "$tmp/r1.h5"
+
 echo "$pass passed, $fail failed"
 [[ $fail -eq 0 ]]

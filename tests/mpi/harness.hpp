@@ -3,6 +3,11 @@
 #pragma once
 #include <mpi.h>
 
+#include <gtest/gtest.h>
+#include <unistd.h>
+
+#include <cstdio>
+#include <filesystem>
 #include <string>
 #include <vector>
 
@@ -13,6 +18,21 @@
 #include "dipaco/trainer.hpp"
 
 namespace testing_mpi {
+
+// A temporary directory shared by all ranks (rank 0 picks the name).
+inline std::string shared_tmpdir(const std::string& tag) {
+  int rank;
+  MPI_Comm_rank(MPI_COMM_WORLD, &rank);
+  char buf[256] = {};
+  if (rank == 0) {
+    std::string d = ::testing::TempDir() + "/dipaco_" + tag + "_" + std::to_string(getpid());
+    std::filesystem::remove_all(d);
+    std::filesystem::create_directories(d);
+    std::snprintf(buf, sizeof buf, "%s", d.c_str());
+  }
+  MPI_Bcast(buf, sizeof buf, MPI_CHAR, 0, MPI_COMM_WORLD);
+  return buf;
+}
 
 inline const dipaco::Split& corpus() {
   static dipaco::Split s = dipaco::split_corpus(

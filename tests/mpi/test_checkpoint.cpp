@@ -22,19 +22,6 @@ int world_rank() {
   return r;
 }
 
-// A run directory shared by all ranks (rank 0 picks the name).
-std::string shared_tmpdir(const std::string& tag) {
-  char buf[256] = {};
-  if (world_rank() == 0) {
-    std::string d = ::testing::TempDir() + "/dipaco_ckpt_" + tag + "_" + std::to_string(getpid());
-    fs::remove_all(d);
-    fs::create_directories(d);
-    std::snprintf(buf, sizeof buf, "%s", d.c_str());
-  }
-  MPI_Bcast(buf, sizeof buf, MPI_CHAR, 0, MPI_COMM_WORLD);
-  return buf;
-}
-
 struct Session {
   std::vector<std::vector<float>> params, m, v;  // this rank's paths
   TrainSummary summary;

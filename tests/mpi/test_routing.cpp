@@ -1,0 +1,122 @@
+// Routing over real MPI ranks: shard files round-trip, routing features do not
+// depend on the rank count, and the routed evaluation of a one-path model is
+// the model's plain loss on each document after its prefix.
+#include <gtest/gtest.h>
+
+#include <cmath>
+
+#include "dipaco/checkpoint.hpp"
+#include "dipaco/features.hpp"
+#include "dipaco/routed_eval.hpp"
+#include "dipaco/router.hpp"
+#include "dipaco/shards.hpp"
+#include "harness.hpp"
+
+using namespace dipaco;
+using namespace testing_mpi;
+
+namespace {
+
+int rank_of_world() {
+  int r;
+  MPI_Comm_rank(MPI_COMM_WORLD, &r);
+  return r;
+}
+
+std::vector<std::string> one_path_deck() {
+  return {"model.d_model=32", "model.n_layers=2", "model.n_heads=2", "model.context=64", "train.batch_size=4",
+          "train.steps=4",    "train.warmup=1",   "eval.every=0",    "eval.batches=1",   "run.threads=1",
+          "run.log_every=1000", "route.prefix_tokens=8", "eval.doc_bytes=64"};
+}
+
+}  // namespace
+
+TEST(Routing, ShardFileRoundTrip) {
+  const Split& s = corpus();
+  std::vector<float> f(s.train.size() * 4);
+  for (size_t i = 0; i < f.size(); ++i) f[i] = float((i * 7919) % 13) - 6.0f;
+  ShardFile out;
+  out.stamp = "route.method = kmeans\n";
+  out.round = 2;
+  out.has_router = true;
+  out.router = fit_router(f, 4, {2, 2}, "product", 5, 50);
+  std::vector<double> scores(s.train.size() * 4);
+  for (size_t i = 0; i < s.train.size(); ++i) out.router.path_scores(&f[i * 4], &scores[i * 4]);
+  out.train = by_path(assign_paths(scores, s.train.size(), 4, 0.5, 2), 4);
+  out.val = assign_by_rule(s.val, 4, "hash");
+  const std::string file = shared_tmpdir("shards") + "/shards.h5";
+  if (rank_of_world() == 0) write_shard_file(file, out, s);
+  MPI_Barrier(MPI_COMM_WORLD);
+  ShardFile in = read_shard_file(file, s);
+  EXPECT_EQ(in.stamp, out.stamp);
+  EXPECT_EQ(in.round, 2);
+  EXPECT_EQ(in.train, out.train);
+  EXPECT_EQ(in.val, out.val);
+  ASSERT_TRUE(in.has_router);
+  EXPECT_EQ(in.router.mode, "product");
+  EXPECT_EQ(in.router.modules_per_level, (std::vector<int>{2, 2}));
+  EXPECT_EQ(in.router.centroids, out.router.centroids);
+  EXPECT_EQ(latest_shard_file(file.substr(0, file.rfind('/'))), file);
+  // A split that does not match the file is refused with the field named.
+  Split fewer = s;
+  fewer.train.resize(3);
+  try {
+    read_shard_file(file, fewer);
+    ADD_FAILURE() << "accepted indices past the end";
+  } catch (const CheckpointError& e) {
+    EXPECT_NE(std::string(e.what()).find("doc_index"), std::string::npos) << e.what();
+  }
+}
+
+TEST(Routing, FeaturesDoNotDependOnTheRankCount) {
+  Deck d = load_deck("", one_path_deck());
+  auto k = make_cpu_kernels();
+  const ModelShape shape = model_shape(d);
+  const auto params = init_params(shape, make_layout(shape), 11);
+  std::vector<FeatureWindow> w;
+  for (const auto& doc : corpus().val) w.push_back({&doc, 0}), w.push_back({&doc, 40});
+  FeatureModel fm(*k, shape, Precision::fp32, params, 4);
+  auto all = fm.features(w, 8, MPI_COMM_WORLD);
+  auto alone = fm.features(w, 8, MPI_COMM_SELF);
+  ASSERT_EQ(all.size(), w.size() * 32);
+  EXPECT_EQ(all, alone);
+}
+
+TEST(Routing, OnePathRoutedEvalIsThePlainLossAfterThePrefix) {
+  Deck d = load_deck("", one_path_deck());
+  auto k = make_cpu_kernels();
+  const Split& s = corpus();
+  Trainer t(d, MPI_COMM_WORLD, *k, shard_by_rule(s.train, 1, "hash"), shard_by_rule(s.val, 1, "hash"), "", false);
+  t.run();
+  const ModelShape shape = model_shape(d);
+  std::vector<float> params(t.layout().total);
+  k->to_host(params.data(), t.paths()[0].params.get(), params.size() * sizeof(float));
+  FeatureModel fm(*k, shape, Precision::fp32, params, 4);
+  RoutedEval r = routed_evaluate(t, s.val, std::vector<int>(s.val.size(), 0), nullptr, fm, d);
+
+  // Reference: one window per document from its start, scored after the prefix.
+  const int T = shape.T;
+  Model m(*k, shape, 1, Precision::fp32);
+  DeviceBuffer<float> dp(*k, params.size());
+  DeviceBuffer<int32_t> tok(*k, T), tgt(*k, T);
+  k->to_device(dp.get(), params.data(), params.size() * sizeof(float));
+  double loss = 0, bytes = 0;
+  std::vector<int32_t> ht(T), hg(T);
+  std::vector<float> l(T);
+  for (const auto& doc : s.val) {
+    for (int j = 0; j < T; ++j) ht[j] = doc_byte(doc, j), hg[j] = doc_byte(doc, j + 1);
+    k->to_device(tok.get(), ht.data(), T * sizeof(int32_t));
+    k->to_device(tgt.get(), hg.data(), T * sizeof(int32_t));
+    m.forward(dp.get(), tok.get(), tgt.get());
+    k->to_host(l.data(), m.token_losses(), T * sizeof(float));
+    const size_t end = std::min<size_t>(doc.text.size() + 1, 64);
+    for (size_t pos = 8; pos < end; ++pos) loss += l[pos - 1], bytes += 1;
+  }
+  EXPECT_EQ(r.bytes, bytes);
+  EXPECT_NEAR(r.bpb, loss / bytes / std::log(2.0), 1e-6);
+  EXPECT_NEAR(r.path_bpb[0], r.bpb, 1e-12);
+  double by_domain = 0, domain_bytes = 0;
+  for (size_t i = 0; i < r.domains.size(); ++i) by_domain += r.domain_bpb[i] * r.domain_bytes[i], domain_bytes += r.domain_bytes[i];
+  EXPECT_EQ(domain_bytes, bytes);
+  EXPECT_NEAR(by_domain / domain_bytes, r.bpb, 1e-9);
+}
