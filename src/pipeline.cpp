@@ -8,6 +8,7 @@
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
+#include <numeric>
 #include <set>
 #include <sstream>
 
@@ -34,7 +35,7 @@ std::string stage_stamp(const Deck& deck, Stage s, const std::string& extra) {
                                              "train.beta2", "train.eps", "train.grad_clip", "train.precision"};
   static const std::set<std::string> route = {"route.method", "route.routing", "route.prefix_tokens", "route.kmeans_iters",
                                               "route.max_shard_fraction", "route.overlap", "dipaco.modules_per_level"};
-  static const std::set<std::string> train = {"train.", "dipaco.", "route.em_rounds", "eval.every", "eval.batches", "fault."};
+  static const std::set<std::string> train = {"train.", "dipaco.", "route.em_rounds", "route.em_candidates", "eval.every", "eval.batches", "fault."};
   static const std::set<std::string> eval = {"eval.reroute_every", "eval.doc_bytes"};
   auto in = [](const std::set<std::string>& set, const std::string& key) {
     for (const auto& k : set)
@@ -232,15 +233,28 @@ ShardFile route_documents(const Deck& deck, const Split& split, FeatureModel& fm
 
 // Discriminative re-routing: each training document moves to the path with
 // the lowest loss on it; the router is refit to that assignment (nearest centroid).
-ShardFile reroute_by_loss(const Deck& deck, const Split& split, Trainer& t, FeatureModel& fm, int round) {
+// Only the route.em_candidates paths nearest by the current router are tried.
+ShardFile reroute_by_loss(const Deck& deck, const Split& split, Trainer& t, FeatureModel& fm, const Router& now,
+                          int round) {
   const int P = t.topology().paths, C = fm.dim();
-  std::vector<double> loss = document_losses(t, split.train);
+  const int c = deck.route.em_candidates > 0 ? std::min(deck.route.em_candidates, P) : P;
+  std::vector<float> ft = doc_features(fm, split.train, deck.route.prefix_tokens);
+  std::vector<std::vector<int>> candidates(split.train.size());
+  std::vector<double> score(P);
+  for (size_t i = 0; i < split.train.size(); ++i) {
+    now.path_scores(&ft[i * C], score.data());
+    std::vector<int> order(P);
+    std::iota(order.begin(), order.end(), 0);
+    std::stable_sort(order.begin(), order.end(), [&](int a, int b) { return score[a] < score[b]; });
+    candidates[i].assign(order.begin(), order.begin() + c);
+  }
+  std::vector<double> loss = document_losses(t, split.train, candidates);
   auto paths_of_doc = assign_paths(loss, split.train.size(), P, deck.route.max_shard_fraction, deck.route.overlap);
   std::vector<int> primary;
   for (auto& p : paths_of_doc) primary.push_back(p[0]);
   ShardFile s;
   s.round = round, s.has_router = true;
-  s.router = refit_router(doc_features(fm, split.train, deck.route.prefix_tokens), C, primary, P);
+  s.router = refit_router(ft, C, primary, P);
   s.train = by_path(paths_of_doc, P);
   s.val = by_path(single(nearest_paths(s.router, doc_features(fm, split.val, deck.route.prefix_tokens))), P);
   return s;
@@ -446,7 +460,7 @@ int run_pipeline(const Deck& deck, int rank, int size) {
       const std::string file = shard_file_name(run_dir, int(e)), stamp = train_stamp + "em_round = " + std::to_string(e) + "\n";
       if (!load_shards(file, stamp, split, shards)) {
         double t0 = MPI_Wtime();
-        ShardFile next = reroute_by_loss(deck, split, trainer, fm, int(e));
+        ShardFile next = reroute_by_loss(deck, split, trainer, fm, shards.router, int(e));
         long moved = 0;
         for (size_t p = 0; p < next.train.size(); ++p)
           for (int i : next.train[p]) moved += !std::count(shards.train[p].begin(), shards.train[p].end(), i);

@@ -103,14 +103,19 @@ RoutedEval routed_evaluate(Trainer& t, const std::vector<Document>& val, const s
   return r;
 }
 
-std::vector<double> document_losses(Trainer& t, const std::vector<Document>& docs) {
+std::vector<double> document_losses(Trainer& t, const std::vector<Document>& docs,
+                                    const std::vector<std::vector<int>>& candidates) {
   const int T = t.deck().model.context, P = t.topology().paths;
   std::vector<ScoreItem> items;
-  for (const auto& d : docs)
-    for (int p = 0; p < P; ++p) items.push_back({p, &d, 1, std::min(d.text.size() + 1, size_t(T))});
-  std::vector<double> loss = score_items(t, items);
-  for (size_t i = 0; i < items.size(); ++i) loss[i] /= double(std::max<size_t>(1, items[i].to - items[i].from));
-  return loss;  // items are [doc][path] in order
+  std::vector<size_t> cell;  // [doc, path] index of each item
+  for (size_t i = 0; i < docs.size(); ++i)
+    for (int p : candidates[i]) {
+      items.push_back({p, &docs[i], 1, std::min(docs[i].text.size() + 1, size_t(T))});
+      cell.push_back(i * P + p);
+    }
+  std::vector<double> loss = score_items(t, items), out(docs.size() * P, INFINITY);
+  for (size_t j = 0; j < items.size(); ++j) out[cell[j]] = loss[j] / double(std::max<size_t>(1, items[j].to - items[j].from));
+  return out;
 }
 
 }  // namespace dipaco

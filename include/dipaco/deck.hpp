@@ -39,7 +39,7 @@ struct Deck {
   } train;
   struct Route {
     std::string method, routing, warm_start;
-    int prefix_tokens, kmeans_iters, overlap, em_rounds;
+    int prefix_tokens, kmeans_iters, overlap, em_rounds, em_candidates;
     long warm_steps;
     double max_shard_fraction;
   } route;

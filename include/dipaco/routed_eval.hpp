@@ -37,8 +37,9 @@ struct RoutedEval {
 RoutedEval routed_evaluate(Trainer& t, const std::vector<Document>& val, const std::vector<int>& doc_path,
                            const Router* router, FeatureModel& features, const Deck& deck);
 
-// Collective: mean loss (nats per byte) of every path on the first window of each
-// document: [n, P] on every rank.
-std::vector<double> document_losses(Trainer& t, const std::vector<Document>& docs);
+// Collective: mean loss (nats per byte) on the first window of each document
+// for each of its candidate paths: [n, P] on every rank, infinity elsewhere.
+std::vector<double> document_losses(Trainer& t, const std::vector<Document>& docs,
+                                    const std::vector<std::vector<int>>& candidates);
 
 }  // namespace dipaco
