@@ -145,6 +145,8 @@ std::vector<DeckKey> make_keys() {
       K_INT("route.overlap", route.overlap, "1", 1, 4096, "each training document goes to its k nearest paths"),
       K_INT("route.em_rounds", route.em_rounds, "0", 0, 1000,
             "re-shardings during training: documents move to the path with the lowest loss, the router is refit"),
+      K_CHOICE("route.refit", route.refit, "centroid", "centroid|logistic",
+               "re-sharding: the router refit to the new shards (nearest centroid, or logistic regression on the features)"),
       K_INT("route.em_candidates", route.em_candidates, "4", 0, 4096,
             "re-sharding: paths whose loss is measured per document, the nearest by the router (0: all)"),
 

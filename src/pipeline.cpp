@@ -35,7 +35,7 @@ std::string stage_stamp(const Deck& deck, Stage s, const std::string& extra) {
                                              "train.beta2", "train.eps", "train.grad_clip", "train.precision"};
   static const std::set<std::string> route = {"route.method", "route.routing", "route.prefix_tokens", "route.kmeans_iters",
                                               "route.max_shard_fraction", "route.overlap", "dipaco.modules_per_level"};
-  static const std::set<std::string> train = {"train.", "dipaco.", "route.em_rounds", "route.em_candidates", "eval.every", "eval.batches", "fault."};
+  static const std::set<std::string> train = {"train.", "dipaco.", "route.em_rounds", "route.em_candidates", "route.refit", "eval.every", "eval.batches", "fault."};
   static const std::set<std::string> eval = {"eval.reroute_every", "eval.doc_bytes"};
   auto in = [](const std::set<std::string>& set, const std::string& key) {
     for (const auto& k : set)
@@ -155,20 +155,21 @@ void write_warm_start(const std::string& file, const std::string& stamp, const s
   fs::rename(tmp, file);
 }
 
-std::vector<float> warm_start(const Deck& deck, const Split& split, Kernels& k, const std::string& file,
-                              const std::string& stamp, int rank) {
-  std::vector<float> params(make_layout(model_shape(deck)).total);
+// Returns false when a stop request ended it early (nothing is written; the next run starts it again).
+bool warm_start(const Deck& deck, const Split& split, Kernels& k, const std::string& file, const std::string& stamp,
+                int rank, std::vector<float>& params) {
+  params.resize(make_layout(model_shape(deck)).total);
   if (deck.route.warm_steps == 0) {
     params = init_params(model_shape(deck), make_layout(model_shape(deck)), deck.run.seed);
     say(rank, "stage warm start: none (route.warm_steps = 0); paths start from the seed's initialisation%s%s");
-    return params;
+    return true;
   }
   int have = rank == 0 && read_warm_start(file, stamp, params);
   MPI_Bcast(&have, 1, MPI_INT, 0, MPI_COMM_WORLD);
   if (have) {
     MPI_Bcast(params.data(), int(params.size()), MPI_FLOAT, 0, MPI_COMM_WORLD);
     say(rank, "stage warm start: up to date (%s)%s", file);
-    return params;
+    return true;
   }
   say(rank, "stage warm start: a dense model on all training documents for %s steps%s",
       std::to_string(deck.route.warm_steps));
@@ -182,13 +183,14 @@ std::vector<float> warm_start(const Deck& deck, const Split& split, Kernels& k, 
   for (const auto& d : split.val) val[0].push_back(&d);
   Trainer t(wd, MPI_COMM_WORLD, k, train, val, "", rank == 0);
   TrainSummary s = t.run();
+  if (s.stopped) return false;
   k.to_host(params.data(), t.paths()[0].params.get(), params.size() * sizeof(float));
   if (rank == 0) write_warm_start(file, stamp, params);
   MPI_Barrier(MPI_COMM_WORLD);
   if (rank == 0)
     std::printf("stage warm start: done in %s, validation bpb %.4f -> %s\n", format_duration(s.wall_seconds).c_str(),
                 s.final_eval.bpb, file.c_str());
-  return params;
+  return true;
 }
 
 // ---- route: shards from a rule or from k-means on prefix features ----------
@@ -254,7 +256,7 @@ ShardFile reroute_by_loss(const Deck& deck, const Split& split, Trainer& t, Feat
   for (auto& p : paths_of_doc) primary.push_back(p[0]);
   ShardFile s;
   s.round = round, s.has_router = true;
-  s.router = refit_router(ft, C, primary, P);
+  s.router = deck.route.refit == "logistic" ? refit_router_logistic(ft, C, primary, P) : refit_router(ft, C, primary, P);
   s.train = by_path(paths_of_doc, P);
   s.val = by_path(single(nearest_paths(s.router, doc_features(fm, split.val, deck.route.prefix_tokens))), P);
   return s;
@@ -381,8 +383,11 @@ int run_pipeline(const Deck& deck, int rank, int size) {
 
   // warm start: the dense model every path starts from and whose features route.
   const std::string warm_file = warm_start_file(deck, run_dir);
-  std::vector<float> warm =
-      warm_start(deck, split, *kernels, warm_file, stage_stamp(deck, Stage::warm_start, corpus_line), rank);
+  std::vector<float> warm;
+  if (!warm_start(deck, split, *kernels, warm_file, stage_stamp(deck, Stage::warm_start, corpus_line), rank, warm)) {
+    if (rank == 0) std::printf("exit %d: stopped during the warm start; run the same command again to redo it\n", int(kExitRequeue));
+    return kExitRequeue;
+  }
   const ModelShape shape = model_shape(deck);
   const Precision precision = deck.train.precision == "bf16" ? Precision::bf16 : Precision::fp32;
   FeatureModel fm(*kernels, shape, precision, warm, deck.train.batch_size);

@@ -123,12 +123,23 @@ KMeansResult kmeans(const float* x, size_t n, int d, int k, uint64_t seed, int m
 
 int Router::paths() const {
   if (mode == "flat") return int(centroids[0].size() / dim);
+  if (mode == "logistic") return int(centroids[0].size() / (dim + 1));
   int p = 1;
   for (int m : modules_per_level) p *= m;
   return p;
 }
 
 void Router::path_scores(const float* f, double* out) const {
+  if (mode == "logistic") {  // rows [w_p, b_p]: the score is the negative logit
+    const int P = paths();
+    for (int p = 0; p < P; ++p) {
+      const float* w = &centroids[0][size_t(p) * (dim + 1)];
+      double z = w[dim];
+      for (int t = 0; t < dim; ++t) z += double(w[t]) * f[t];
+      out[p] = -z;
+    }
+    return;
+  }
   if (mode == "flat") {
     const int P = paths();
     for (int p = 0; p < P; ++p) out[p] = sqdist(f, &centroids[0][size_t(p) * dim], dim);
@@ -195,6 +206,44 @@ Router refit_router(const std::vector<float>& features, int dim, const std::vect
     for (int t = 0; t < dim; ++t)
       r.centroids[0][size_t(p) * dim + t] =
           float(count[p] ? sum[size_t(p) * dim + t] / double(count[p]) : all[t] / double(std::max<size_t>(n, 1)));
+  return r;
+}
+
+Router refit_router_logistic(const std::vector<float>& features, int dim, const std::vector<int>& path_of_doc, int paths,
+                             int iters) {
+  // Softmax regression, full batch, gradient descent with momentum and a little
+  // L2; deterministic (no sampling).
+  const size_t n = path_of_doc.size();
+  const int P = paths, D = dim + 1;
+  const double lr = 0.5, momentum = 0.9, l2 = 1e-4;
+  std::vector<double> w(size_t(P) * D, 0.0), vel(w.size(), 0.0), grad(w.size()), z(P);
+  for (int it = 0; it < iters; ++it) {
+    std::fill(grad.begin(), grad.end(), 0.0);
+    for (size_t i = 0; i < n; ++i) {
+      const float* f = &features[i * dim];
+      double top = -INFINITY, sum = 0;
+      for (int p = 0; p < P; ++p) {
+        const double* wp = &w[size_t(p) * D];
+        double v = wp[dim];
+        for (int t = 0; t < dim; ++t) v += wp[t] * f[t];
+        z[p] = v, top = std::max(top, v);
+      }
+      for (int p = 0; p < P; ++p) sum += (z[p] = std::exp(z[p] - top));
+      for (int p = 0; p < P; ++p) {
+        const double g = (z[p] / sum - (p == path_of_doc[i] ? 1.0 : 0.0)) / double(n);
+        double* gp = &grad[size_t(p) * D];
+        for (int t = 0; t < dim; ++t) gp[t] += g * f[t];
+        gp[dim] += g;
+      }
+    }
+    for (size_t j = 0; j < w.size(); ++j) {
+      vel[j] = momentum * vel[j] - lr * (grad[j] + l2 * w[j]);
+      w[j] += vel[j];
+    }
+  }
+  Router r;
+  r.mode = "logistic", r.dim = dim, r.modules_per_level = {paths};
+  r.centroids.assign(1, std::vector<float>(w.begin(), w.end()));
   return r;
 }
 

@@ -166,7 +166,7 @@ void write_shard_file(const std::string& path, const ShardFile& s, const Split& 
       for (size_t l = 0; l < s.router.modules_per_level.size(); ++l) mpl << (l ? "," : "") << s.router.modules_per_level[l];
       write_attr(g, "modules_per_level", mpl.str());
       for (size_t l = 0; l < s.router.centroids.size(); ++l) {
-        hsize_t k = s.router.mode == "flat" ? hsize_t(s.router.paths()) : hsize_t(s.router.modules_per_level[l]);
+        hsize_t k = s.router.mode == "product" ? hsize_t(s.router.modules_per_level[l]) : hsize_t(s.router.paths());
         hsize_t dims[2] = {k, s.router.centroids[l].size() / k};
         write_dataset(g, "centroids_" + std::to_string(l), H5T_NATIVE_FLOAT, 2, dims, s.router.centroids[l].data());
       }
@@ -220,14 +220,15 @@ ShardFile read_shard_file(const std::string& path, const Split& split) {
         for (std::string x; std::getline(mpl, x, ',');) r.modules_per_level.push_back(std::atoi(x.c_str()));
         long prod = 1;
         for (int m : r.modules_per_level) prod *= std::max(m, 0);
-        if ((r.mode != "flat" && r.mode != "product") || r.dim < 1 || r.dim > 1 << 20 || r.modules_per_level.empty() ||
+        if ((r.mode != "flat" && r.mode != "product" && r.mode != "logistic") || r.dim < 1 || r.dim > 1 << 20 || r.modules_per_level.empty() ||
             prod != paths)
           throw CheckpointError(path + ": /router attributes (mode, dim, modules_per_level) disagree with paths = " +
                                 std::to_string(paths));
-        const int levels = r.mode == "flat" ? 1 : int(r.modules_per_level.size());
+        const bool product = r.mode == "product";
+        const int levels = product ? int(r.modules_per_level.size()) : 1;
         for (int l = 0; l < levels; ++l) {
-          int width = r.mode == "flat" ? r.dim : r.dim * (l + 1) / levels - r.dim * l / levels;
-          hsize_t k = r.mode == "flat" ? hsize_t(paths) : hsize_t(r.modules_per_level[l]);
+          int width = !product ? r.dim + (r.mode == "logistic") : r.dim * (l + 1) / levels - r.dim * l / levels;
+          hsize_t k = product ? hsize_t(r.modules_per_level[l]) : hsize_t(paths);
           r.centroids.push_back(read_dataset<float>(g, "centroids_" + std::to_string(l), H5T_NATIVE_FLOAT,
                                                     {k, hsize_t(width)}, path + ": /router"));
         }

@@ -38,7 +38,7 @@ struct Deck {
     std::string precision, early_stop;
   } train;
   struct Route {
-    std::string method, routing, warm_start;
+    std::string method, routing, warm_start, refit;
     int prefix_tokens, kmeans_iters, overlap, em_rounds, em_candidates;
     long warm_steps;
     double max_shard_fraction;

@@ -25,10 +25,11 @@ constexpr int kKMeansStarts = 4;
 KMeansResult kmeans(const float* x, size_t n, int dim, int k, uint64_t seed, int max_iters);
 
 struct Router {
-  std::string mode;                       // "product" or "flat"
+  std::string mode;                       // "product", "flat" or "logistic"
   int dim = 0;                            // feature width
   std::vector<int> modules_per_level;     // product: centroids per level
-  std::vector<std::vector<float>> centroids;  // product: per level [k_l, slice]; flat: one [P, dim]
+  std::vector<std::vector<float>> centroids;  // product: per level [k_l, slice]; flat: one [P, dim];
+                                              // logistic: one [P, dim + 1] (weights and bias)
 
   int paths() const;
   // Squared distance from feature f [dim] to every path (lower is nearer).
@@ -43,6 +44,10 @@ Router fit_router(const std::vector<float>& features, int dim, const std::vector
 // a flat router whose centroid p is the mean feature of p's documents
 // (a path left without documents keeps the overall mean, so it is never chosen first).
 Router refit_router(const std::vector<float>& features, int dim, const std::vector<int>& path_of_doc, int paths);
+// A logistic-regression (softmax) router fit to the same assignment: mode
+// "logistic", centroids[0] holds one row [w_p, b_p] per path.
+Router refit_router_logistic(const std::vector<float>& features, int dim, const std::vector<int>& path_of_doc, int paths,
+                             int iters = 200);
 
 // scores: [n, P], lower is better. Each document goes to its `overlap` best
 // paths (one per choice round). In a round a path takes at most

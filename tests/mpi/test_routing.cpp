@@ -57,6 +57,15 @@ TEST(Routing, ShardFileRoundTrip) {
   EXPECT_EQ(in.router.modules_per_level, (std::vector<int>{2, 2}));
   EXPECT_EQ(in.router.centroids, out.router.centroids);
   EXPECT_EQ(latest_shard_file(file.substr(0, file.rfind('/'))), file);
+  // A logistic router round-trips too.
+  out.router = refit_router_logistic(f, 4, std::vector<int>(s.train.size(), 1), 4, 5);
+  const std::string file2 = file.substr(0, file.rfind('/')) + "/shards-r1.h5";
+  if (rank_of_world() == 0) write_shard_file(file2, out, s);
+  MPI_Barrier(MPI_COMM_WORLD);
+  ShardFile in2 = read_shard_file(file2, s);
+  EXPECT_EQ(in2.router.mode, "logistic");
+  EXPECT_EQ(in2.router.centroids, out.router.centroids);
+  EXPECT_EQ(latest_shard_file(file.substr(0, file.rfind('/'))), file2);
   // A split that does not match the file is refused with the field named.
   Split fewer = s;
   fewer.train.resize(3);

@@ -114,6 +114,21 @@ TEST(Router, RefitToAnAssignment) {
   EXPECT_FLOAT_EQ(r.centroids[0][2 * 0 + 1], 10.5f);
 }
 
+TEST(Router, LogisticRefitLearnsTheAssignment) {
+  std::vector<int> truth;
+  auto x = blobs(kCentres, 40, 0.7f, 4, truth);
+  // The assignment a loss-based re-sharding might produce: clusters 3 and 4 share path 3.
+  std::vector<int> assigned = truth;
+  for (int& a : assigned) a = std::min(a, 3);
+  Router r = refit_router_logistic(x, 6, assigned, 4);
+  EXPECT_EQ(r.mode, "logistic");
+  EXPECT_EQ(r.paths(), 4);
+  size_t right = 0;
+  for (size_t i = 0; i < assigned.size(); ++i) right += r.nearest_path(&x[i * 6]) == assigned[i];
+  EXPECT_GE(double(right) / double(assigned.size()), 0.99);
+  EXPECT_EQ(r.centroids[0], refit_router_logistic(x, 6, assigned, 4).centroids[0]);  // deterministic
+}
+
 TEST(Assign, CapOverflowAndOverlap) {
   // Ten documents that all prefer path 0, then 1, then 2.
   const size_t n = 10;
