@@ -222,6 +222,9 @@ const std::vector<DeckKey>& deck_keys() {
 }
 
 std::string closest_key(const std::string& name) {
+  // A match needs distance <= max(3, n/3), so names over 1.5x the longest key
+  // (24 characters) match nothing: skip the quadratic distance for long text.
+  if (name.size() > 64) return "";
   std::string best;
   size_t best_d = std::numeric_limits<size_t>::max();
   for (const auto& k : deck_keys()) {
