@@ -180,6 +180,10 @@ std::string Checkpointer::save(Trainer& t) {
   H5Eset_auto2(H5E_DEFAULT, nullptr, nullptr);
   hid_t fapl = H5Pcreate(H5P_FILE_ACCESS);
   H5Pset_fapl_mpio(fapl, world_, MPI_INFO_NULL);
+  // The 1.8 file format checksums HDF5's own metadata (superblock, object
+  // headers): a corrupt header is refused by the library rather than decoded,
+  // and libhdf5's decoders are not safe on corrupt input.
+  H5Pset_libver_bounds(fapl, H5F_LIBVER_V18, H5F_LIBVER_V18);
   hid_t f = H5Fcreate(tmp.c_str(), H5F_ACC_TRUNC, H5P_DEFAULT, fapl);
   H5Pclose(fapl);
   if (f < 0) throw CheckpointError("cannot create checkpoint '" + tmp + "' (is the directory writable, the disk full?)");

@@ -94,11 +94,13 @@ inline std::string read_attr_string(hid_t obj, const char* name) {
   H5Id a = open_attr(obj, name, H5T_STRING, "a fixed-length string");
   H5Id t(H5Aget_type(a), H5Tclose);
   size_t n = H5Tget_size(t);
-  if (n == 0 || n > (1u << 26))
+  if (n == 0 || n > (1u << 26) || n > h5_file_size(obj))
     throw CheckpointError(h5_attr_where(obj, name) + " claims " + std::to_string(n) + " bytes");
-  std::string s(n, '\0');
+  // One byte more than stored: converting a full-length null-padded string
+  // (as h5py writes them) to a null-terminated one of the same size drops its last character.
+  std::string s(n + 1, '\0');
   H5Id mt(H5Tcopy(H5T_C_S1), H5Tclose);
-  H5Tset_size(mt, n);
+  H5Tset_size(mt, n + 1);
   check(H5Aread(a, mt, s.data()), "read " + h5_attr_where(obj, name));
   s.resize(strnlen(s.c_str(), n));
   return s;

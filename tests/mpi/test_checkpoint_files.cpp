@@ -82,10 +82,12 @@ void replace_dataset(hid_t f, const char* path, std::vector<hsize_t> dims, hid_t
 
 // Replaces an attribute of the object at `obj` by `n` fixed-length strings (or
 // one variable-length string with n = 0).
-void replace_string_attr(hid_t f, const char* obj, const char* name, int n, const std::string& v) {
+void replace_string_attr(hid_t f, const char* obj, const char* name, int n, const std::string& v,
+                         H5T_str_t pad = H5T_STR_NULLTERM) {
   H5Adelete_by_name(f, obj, name, H5P_DEFAULT);
   hid_t t = H5Tcopy(H5T_C_S1);
   H5Tset_size(t, n ? v.size() : H5T_VARIABLE);
+  H5Tset_strpad(t, pad);
   hsize_t count = std::max(n, 1);
   hid_t sp = H5Screate_simple(1, &count, nullptr);
   hid_t a = H5Acreate_by_name(f, obj, name, t, sp, H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT);
@@ -176,6 +178,15 @@ TEST(CheckpointFiles, AttributesOfTheWrongKind) {
   EXPECT_HAS(read_error(file), file + ": /paths/P3 is at another step than the checkpoint");
   file = crafted("nochecksum", [](hid_t f) { H5Adelete_by_name(f, "/paths/P0/adam_v", "checksum", H5P_DEFAULT); });
   EXPECT_HAS(read_error(file), file + ": attribute checksum of /paths/P0/adam_v is missing");
+}
+
+// h5py writes fixed-length strings null-padded, without a terminator when
+// they fill their size: they must be read whole.
+TEST(CheckpointFiles, NullPaddedStringsReadWhole) {
+  std::string file = crafted("nullpad", [](hid_t f) { replace_string_attr(f, "/", "dipaco_version", 1, "9.8.7", H5T_STR_NULLPAD); });
+  testing::internal::CaptureStdout();
+  EXPECT_EQ(cmd_inspect({file, "--json"}), 0);
+  EXPECT_HAS(testing::internal::GetCapturedStdout(), "\"dipaco_version\":\"9.8.7\"");
 }
 
 TEST(CheckpointFiles, MissingGroupAndDisagreeingMetrics) {
