@@ -121,7 +121,7 @@ std::vector<std::string> incompatible_keys(const std::string& saved, const Deck&
                         "dipaco.modules_per_level", "dipaco.shared"}) {
     auto it = old.find(k);
     if (it == old.end() || it->second != now.values.at(k))
-      diff.push_back(std::string(k) + " (checkpoint: " + (it == old.end() ? "?" : it->second) + ", deck: " +
+      diff.push_back(std::string(k) + " (checkpoint: " + (it == old.end() ? "?" : it->second.substr(0, 80)) + ", deck: " +
                      now.values.at(k) + ")");
   }
   return diff;
@@ -180,6 +180,10 @@ std::string Checkpointer::save(Trainer& t) {
   H5Eset_auto2(H5E_DEFAULT, nullptr, nullptr);
   hid_t fapl = H5Pcreate(H5P_FILE_ACCESS);
   H5Pset_fapl_mpio(fapl, world_, MPI_INFO_NULL);
+  // The 1.8 file format checksums HDF5's own metadata (superblock, object
+  // headers): a corrupt header is refused by the library rather than decoded,
+  // and libhdf5's decoders are not safe on corrupt input.
+  H5Pset_libver_bounds(fapl, H5F_LIBVER_V18, H5F_LIBVER_V18);
   hid_t f = H5Fcreate(tmp.c_str(), H5F_ACC_TRUNC, H5P_DEFAULT, fapl);
   H5Pclose(fapl);
   if (f < 0) throw CheckpointError("cannot create checkpoint '" + tmp + "' (is the directory writable, the disk full?)");
@@ -307,6 +311,51 @@ std::string Checkpointer::save(Trainer& t) {
   return final_path;
 }
 
+Progress read_checkpoint(const std::string& file, MPI_Comm comm, const Deck& deck, int paths,
+                         const std::vector<CheckpointGroup>& groups, Kernels* kernels, bool force) {
+  H5Eset_auto2(H5E_DEFAULT, nullptr, nullptr);
+  H5Id fapl(H5Pcreate(H5P_FILE_ACCESS), H5Pclose);
+  H5Pset_fapl_mpio(fapl, comm, MPI_INFO_NULL);
+  H5Id f(H5Fopen(file.c_str(), H5F_ACC_RDONLY, fapl), H5Fclose);
+  if (!f.ok()) throw CheckpointError(file + ": not a readable HDF5 file (truncated or corrupt)");
+  long version = read_attr_scalar<long>(f, "format_version", H5T_NATIVE_LONG);
+  if (version != kFormatVersion) throw CheckpointError(file + ": format version " + std::to_string(version) + " unsupported");
+  auto diff = incompatible_keys(read_attr_string(f, "deck"), deck);
+  if (!diff.empty() && !force) {
+    std::string msg = "checkpoint " + file + " does not fit this deck; differing keys:";
+    for (auto& d : diff) msg += "\n  " + d;
+    throw DeckError(msg + "\n(use --run.restart=never to start fresh, or --run.restart_force=1)");
+  }
+  constexpr long kMaxStep = 1L << 40;  // the deck's limit on train.steps
+  Progress pr;
+  pr.step = read_attr_long(f, "inner_step", 0, kMaxStep);
+  pr.rounds = read_attr_long(f, "outer_round", 0, kMaxStep);
+  pr.elapsed = read_attr_scalar<double>(f, "wall_time", H5T_NATIVE_DOUBLE);
+  if (!(pr.elapsed >= 0 && pr.elapsed < 1e12)) throw CheckpointError(file + ": attribute wall_time is not a duration");
+
+  size_t largest = 0;
+  for (const auto& g : groups) largest = std::max(largest, g.size);
+  std::vector<float> host(largest);
+  for (const auto& g : groups) {
+    H5Id group = open_group(f, g.path);
+    for (const auto& [name, dst] : g.datasets) {
+      read_floats(group, name, g.size, host.data(), file);
+      if (kernels) kernels->to_device(dst, host.data(), g.size * sizeof(float));
+    }
+    if (g.is_path && read_attr_long(group, "step", 0, kMaxStep) != pr.step)
+      throw CheckpointError(file + ": " + g.path + " is at another step than the checkpoint");
+  }
+  // One evaluation per row: its step, its bits per byte, and one value per path.
+  H5Id metrics = open_group(f, "/metrics");
+  constexpr hsize_t kMaxEvals = 1 << 24;
+  pr.eval_step = read_doubles(metrics, "eval_step", kMaxEvals);
+  pr.eval_bpb = read_doubles(metrics, "eval_bpb", kMaxEvals);
+  pr.eval_path_bpb = read_doubles(metrics, "eval_path_bpb", kMaxEvals, hsize_t(paths));
+  if (pr.eval_bpb.size() != pr.eval_step.size() || pr.eval_path_bpb.size() != pr.eval_step.size() * size_t(paths))
+    throw CheckpointError(file + ": datasets /metrics/eval_step, eval_bpb and eval_path_bpb disagree on the number of evaluations");
+  return pr;
+}
+
 std::string Checkpointer::load(Trainer& t, const std::string& restart, bool force) {
   if (restart == "never") return "";
   std::vector<std::string> candidates;
@@ -325,98 +374,47 @@ std::string Checkpointer::load(Trainer& t, const std::string& restart, bool forc
     candidates = {restart};
   }
   const ParamLayout& layout = t.layout();
-  Kernels& k = t.kernels();
-  H5Eset_auto2(H5E_DEFAULT, nullptr, nullptr);
-  for (const auto& file : candidates) {
-    std::string error;
-    Progress pr;
-    hid_t fapl = H5Pcreate(H5P_FILE_ACCESS);
-    H5Pset_fapl_mpio(fapl, world_, MPI_INFO_NULL);
-    hid_t f = H5Fopen(file.c_str(), H5F_ACC_RDONLY, fapl);
-    H5Pclose(fapl);
-    try {
-      if (f < 0) throw CheckpointError(file + ": not a readable HDF5 file (truncated or corrupt)");
-      long version = read_attr_scalar<long>(f, "format_version", H5T_NATIVE_LONG);
-      if (version != kFormatVersion) throw CheckpointError(file + ": format version " + std::to_string(version) + " unsupported");
-      auto diff = incompatible_keys(read_attr_string(f, "deck"), t.deck());
-      if (!diff.empty() && !force) {
-        std::string msg = "checkpoint " + file + " does not fit this deck; differing keys:";
-        for (auto& d : diff) msg += "\n  " + d;
-        throw DeckError(msg + "\n(use --run.restart=never to start fresh, or --run.restart_force=1)");
-      }
-      pr.step = read_attr_scalar<long>(f, "inner_step", H5T_NATIVE_LONG);
-      pr.rounds = read_attr_scalar<long>(f, "outer_round", H5T_NATIVE_LONG);
-      pr.elapsed = read_attr_scalar<double>(f, "wall_time", H5T_NATIVE_DOUBLE);
-      std::vector<float> host(layout.total);
-      for (auto& ps : t.paths()) {
-        std::string g = "/paths/P" + std::to_string(ps.id);
-        hid_t pg = H5Gopen2(f, g.c_str(), H5P_DEFAULT);
-        if (pg < 0) throw CheckpointError(file + ": group " + g + " is missing");
-        try {
-          read_floats(pg, "params", layout.total, host.data(), file);
-          k.to_device(ps.params.get(), host.data(), layout.total * sizeof(float));
-          read_floats(pg, "adam_m", layout.total, host.data(), file);
-          k.to_device(ps.m.get(), host.data(), layout.total * sizeof(float));
-          read_floats(pg, "adam_v", layout.total, host.data(), file);
-          k.to_device(ps.v.get(), host.data(), layout.total * sizeof(float));
-          ps.step = read_attr_scalar<long>(pg, "step", H5T_NATIVE_LONG);
-        } catch (...) {
-          H5Gclose(pg);
-          throw;
-        }
-        H5Gclose(pg);
-        if (ps.step != pr.step) throw CheckpointError(file + ": path " + std::to_string(ps.id) + " is at another step");
-      }
-      for (auto& u : t.outer().units()) {
-        if (!u.mine) continue;
-        const size_t n = layout.groups[u.group].size;
-        hid_t ug = H5Gopen2(f, unit_path(u).c_str(), H5P_DEFAULT);
-        if (ug < 0) throw CheckpointError(file + ": group " + unit_path(u) + " is missing");
-        try {
-          read_floats(ug, "anchor", n, host.data(), file);
-          k.to_device(u.anchor.get(), host.data(), n * sizeof(float));
-          read_floats(ug, "momentum", n, host.data(), file);
-          k.to_device(u.momentum.get(), host.data(), n * sizeof(float));
-        } catch (...) {
-          H5Gclose(ug);
-          throw;
-        }
-        H5Gclose(ug);
-      }
-      for (auto [name, vec] : {std::pair{"/metrics/eval_step", &pr.eval_step}, std::pair{"/metrics/eval_bpb", &pr.eval_bpb},
-                               std::pair{"/metrics/eval_path_bpb", &pr.eval_path_bpb}}) {
-        hid_t d = H5Dopen2(f, name, H5P_DEFAULT);
-        if (d < 0) throw CheckpointError(file + ": dataset " + name + " is missing");
-        hid_t sp = H5Dget_space(d);
-        hssize_t n = H5Sget_simple_extent_npoints(sp);
-        H5Sclose(sp);
-        if (n < 0 || n > (1 << 24)) {
-          H5Dclose(d);
-          throw CheckpointError(file + ": dataset " + name + " has an impossible size");
-        }
-        vec->resize(n);
-        herr_t e = n ? H5Dread(d, H5T_NATIVE_DOUBLE, H5S_ALL, H5S_ALL, H5P_DEFAULT, vec->data()) : 0;
-        H5Dclose(d);
-        if (e < 0) throw CheckpointError(file + ": cannot read " + name);
-      }
-    } catch (const CheckpointError& e) {
-      error = e.what();
-    } catch (const DeckError&) {
-      if (f >= 0) H5Fclose(f);
-      throw;
-    }
-    if (f >= 0) H5Fclose(f);
-    // Every rank must accept the same checkpoint.
+  std::vector<CheckpointGroup> groups;
+  for (auto& ps : t.paths())
+    groups.push_back({"/paths/P" + std::to_string(ps.id), layout.total,
+                      {{"params", ps.params.get()}, {"adam_m", ps.m.get()}, {"adam_v", ps.v.get()}}, true});
+  for (auto& u : t.outer().units())
+    if (u.mine)
+      groups.push_back({unit_path(u), layout.groups[u.group].size, {{"anchor", u.anchor.get()}, {"momentum", u.momentum.get()}}});
+
+  // Every rank must accept the same checkpoint: true when all ranks got no error.
+  auto agree = [&](const std::string& error) {
     int ok = error.empty();
     MPI_Allreduce(MPI_IN_PLACE, &ok, 1, MPI_INT, MPI_MIN, world_);
-    if (ok) {
+    return ok != 0;
+  };
+  for (const auto& file : candidates) {
+    // Verify the whole file first, so that a checkpoint that fails half-way
+    // leaves the trainer's fresh state untouched.
+    std::string error;
+    try {
+      read_checkpoint(file, world_, t.deck(), t.topology().paths, groups, nullptr, force);
+    } catch (const CheckpointError& e) {
+      error = e.what();
+    }
+    if (agree(error)) {
+      Progress pr;
+      try {
+        pr = read_checkpoint(file, world_, t.deck(), t.topology().paths, groups, &t.kernels(), force);
+      } catch (const CheckpointError& e) {
+        error = e.what();
+      }
+      if (!agree(error))
+        throw CheckpointError("checkpoint " + file + " changed while it was read: " + (error.empty() ? "on another rank" : error));
+      for (auto& ps : t.paths()) ps.step = pr.step;
       t.progress() = pr;
       return file;
     }
     if (rank_ == 0)
       std::fprintf(stderr, "dipaco: warning: skipping checkpoint %s: %s\n", file.c_str(),
                    error.empty() ? "failed to verify on another rank" : error.c_str());
-    if (restart != "auto") throw CheckpointError("cannot restart from " + file + ": " + error);
+    if (restart != "auto")
+      throw CheckpointError("cannot restart from " + file + ": " + (error.empty() ? "it failed to verify on another rank" : error));
   }
   if (rank_ == 0) std::fprintf(stderr, "dipaco: warning: no usable checkpoint in %s; starting fresh\n", dir_.c_str());
   return "";

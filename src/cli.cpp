@@ -80,7 +80,7 @@ int cmd_topology(const Args& args) {
     } catch (...) {
       throw DeckError("--ranks needs a positive integer, got '" + v + "'");
     }
-    if (ranks < 1) throw DeckError("--ranks needs a positive integer, got '" + v + "'");
+    if (ranks < 1 || ranks > (1 << 20)) throw DeckError("--ranks needs an integer in [1, 1048576], got '" + v + "'");
   }
   Deck d = load_deck(file, ov);
   Topology t = make_topology(d.dipaco.modules_per_level, ranks);

@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <fstream>
 #include <map>
+#include <string_view>
 
 namespace dipaco {
 namespace {
@@ -87,10 +88,38 @@ struct JsonLine {
       }
     }
   }
-  void skip_scalar() {
+  // Skips a value of a field the corpus does not use: a scalar, a string, or
+  // a nested array or object (bounded depth, so the stack stays small).
+  void skip_value(int depth = 0) {
     ws();
+    if (i < s.size() && s[i] == '"') {
+      str();
+      return;
+    }
+    if (i < s.size() && (s[i] == '[' || s[i] == '{')) {
+      if (depth >= 32) fail("nesting deeper than 32 levels");
+      const bool object = s[i] == '{';
+      const char close = object ? '}' : ']';
+      ++i;
+      ws();
+      if (i < s.size() && s[i] == close) {
+        ++i;
+        return;
+      }
+      while (true) {
+        if (object) str(), expect(':');
+        skip_value(depth + 1);
+        ws();
+        if (i < s.size() && s[i] == ',') {
+          ++i;
+          continue;
+        }
+        expect(close);
+        return;
+      }
+    }
     size_t start = i;
-    while (i < s.size() && s[i] != ',' && s[i] != '}') ++i;
+    while (i < s.size() && std::string_view(",}] \t\r").find(s[i]) == std::string_view::npos) ++i;
     if (i == start) fail("expected a value");
   }
 };
@@ -115,7 +144,7 @@ Document parse_document(const std::string& line, const std::string& where) {
       else if (key == "text") d.text = std::move(v), has_text = true;
     } else {
       if (key == "id" || key == "domain" || key == "text") p.fail("field '" + key + "' must be a string");
-      p.skip_scalar();
+      p.skip_value();
     }
     p.ws();
     if (p.i < line.size() && line[p.i] == ',') {
@@ -133,21 +162,43 @@ Document parse_document(const std::string& line, const std::string& where) {
   return d;
 }
 
-std::vector<Document> read_corpus(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  if (!in) throw CorpusError("cannot open corpus file '" + path + "' (set data.corpus; scripts/get-corpus builds the full corpus)");
+namespace {
+// std::getline that refuses a line longer than max bytes instead of growing
+// without bound. False at the end of the input.
+bool read_line(std::istream& in, std::string& line, size_t max, const std::string& where) {
+  line.clear();
+  std::streambuf* sb = in.rdbuf();
+  bool any = false;
+  for (int c; (c = sb->sbumpc()) != std::char_traits<char>::eof();) {
+    any = true;
+    if (c == '\n') return true;
+    if (line.size() == max)
+      throw CorpusError(where + ": line longer than " + std::to_string(max >> 20) + " MB (one JSON document per line)");
+    line += char(c);
+  }
+  return any;
+}
+}  // namespace
+
+std::vector<Document> read_corpus(std::istream& in, const std::string& name) {
   std::vector<Document> docs;
   std::string line;
   long n = 0;
-  while (std::getline(in, line)) {
+  while (read_line(in, line, kMaxCorpusLine, name + ":" + std::to_string(n + 1))) {
     ++n;
     if (line.find_first_not_of(" \t\r") == std::string::npos) continue;
-    Document d = parse_document(line, path + ":" + std::to_string(n));
+    Document d = parse_document(line, name + ":" + std::to_string(n));
     if (d.text.empty()) continue;  // nothing to learn from
     docs.push_back(std::move(d));
   }
-  if (docs.empty()) throw CorpusError("corpus file '" + path + "' holds no documents");
+  if (docs.empty()) throw CorpusError("corpus file '" + name + "' holds no documents");
   return docs;
+}
+
+std::vector<Document> read_corpus(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in) throw CorpusError("cannot open corpus file '" + path + "' (set data.corpus; scripts/get-corpus builds the full corpus)");
+  return read_corpus(in, path);
 }
 
 uint64_t hash64(const std::string& s, uint64_t seed) {

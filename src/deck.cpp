@@ -61,6 +61,16 @@ std::string parse_choice(const std::string& key, const std::string& v, const std
   bad_value(key, v, "one of " + choices);
 }
 
+// Strings are written back into the resolved deck (deck.ini, checkpoints), so
+// they may not hold what the INI reader would cut or split there.
+std::string parse_string(const std::string& key, const std::string& v) {
+  if (v.find_first_of("#;\r\n") != std::string::npos || v.find('\0') != std::string::npos)
+    bad_value(key, v, "text without '#', ';' or line breaks");
+  return v;
+}
+
+constexpr size_t kMaxListItems = 1024;
+
 std::vector<int> parse_list(const std::string& key, const std::string& v, int lo, int hi) {
   std::vector<int> out;
   std::stringstream ss(v);
@@ -78,6 +88,7 @@ std::vector<int> parse_list(const std::string& key, const std::string& v, int lo
     if (item.empty() || pos != item.size() || x < lo || x > hi)
       bad_value(key, v, "a comma-separated list of integers in [" + std::to_string(lo) + ", " + std::to_string(hi) + "]");
     out.push_back(int(x));
+    if (out.size() > kMaxListItems) bad_value(key, v.substr(0, 40) + "...", "at most " + std::to_string(kMaxListItems) + " items");
   }
   if (out.empty()) bad_value(key, v, "a non-empty comma-separated list of integers");
   return out;
@@ -90,7 +101,7 @@ constexpr long long kBig = 1LL << 40;
 #define K_FLOAT(NAME, FIELD, DEF, LO, HI, HELP) \
   DeckKey{NAME, "float", DEF, HELP, [](Deck& d, const std::string& v) { d.FIELD = parse_float(NAME, v, LO, HI); }}
 #define K_STR(NAME, FIELD, DEF, HELP) \
-  DeckKey{NAME, "string", DEF, HELP, [](Deck& d, const std::string& v) { d.FIELD = v; }}
+  DeckKey{NAME, "string", DEF, HELP, [](Deck& d, const std::string& v) { d.FIELD = parse_string(NAME, v); }}
 #define K_CHOICE(NAME, FIELD, DEF, CHOICES, HELP) \
   DeckKey{NAME, CHOICES, DEF, HELP, [](Deck& d, const std::string& v) { d.FIELD = parse_choice(NAME, v, CHOICES); }}
 #define K_LIST(NAME, FIELD, DEF, LO, HI, HELP) \
@@ -231,6 +242,9 @@ const std::vector<DeckKey>& deck_keys() {
 }
 
 std::string closest_key(const std::string& name) {
+  // A match needs distance <= max(3, n/3), so names over 1.5x the longest key
+  // (24 characters) match nothing: skip the quadratic distance for long text.
+  if (name.size() > 64) return "";
   std::string best;
   size_t best_d = std::numeric_limits<size_t>::max();
   for (const auto& k : deck_keys()) {
@@ -307,8 +321,8 @@ Deck load_deck_source(const std::string& file, const std::string* text, const st
   }
   for (const auto& k : deck_keys()) {
     std::string v = vm.count(k.name) ? vm[k.name].as<std::string>() : k.deflt;
-    v.erase(0, v.find_first_not_of(" \t"));
-    v.erase(v.find_last_not_of(" \t") + 1);
+    v.erase(0, v.find_first_not_of(" \t\r"));  // \r: decks written on Windows
+    v.erase(v.find_last_not_of(" \t\r") + 1);
     k.set(deck, v);
     deck.values[k.name] = v;
   }
@@ -334,6 +348,11 @@ Deck load_deck_source(const std::string& file, const std::string* text, const st
                       deck.values["model.layers_per_level"] + " has " + std::to_string(m.layers_per_level.size()));
     deck.dipaco.modules_per_level.assign(m.layers_per_level.size(), 1);
   }
+  long paths = 1;
+  for (int x : deck.dipaco.modules_per_level)
+    if ((paths *= x) > kMaxPaths)
+      throw DeckError("dipaco.modules_per_level = " + deck.values["dipaco.modules_per_level"] + " gives more than " +
+                      std::to_string(kMaxPaths) + " paths");
   return deck;
 }
 

@@ -96,21 +96,19 @@ int cmd_export(const Args& args) {
   }
   if (ckpt.empty() || out.empty() || path < 0) throw DeckError("usage: dipaco export CKPT.h5 --path P OUT.h5");
   H5Eset_auto2(H5E_DEFAULT, nullptr, nullptr);
-  hid_t f = H5Fopen(ckpt.c_str(), H5F_ACC_RDONLY, H5P_DEFAULT);
-  if (f < 0) throw DeckError("cannot open checkpoint '" + ckpt + "'");
-  std::string deck_text = read_attr_string(f, "deck");
-  hid_t topo = H5Gopen2(f, "/topology", H5P_DEFAULT);
-  long paths = read_attr_scalar<long>(topo, "paths", H5T_NATIVE_LONG);
-  H5Gclose(topo);
-  if (path >= paths) {
-    H5Fclose(f);
-    throw DeckError("--path " + std::to_string(path) + ": the checkpoint has paths 0.." + std::to_string(paths - 1));
+  std::string deck_text;
+  std::vector<float> params;
+  {
+    H5Id f(H5Fopen(ckpt.c_str(), H5F_ACC_RDONLY, H5P_DEFAULT), H5Fclose);
+    if (!f.ok()) throw DeckError("cannot open checkpoint '" + ckpt + "'");
+    deck_text = read_attr_string(f, "deck");
+    long paths = read_attr_long(open_group(f, "/topology"), "paths", 1, kMaxPaths);
+    if (path >= paths)
+      throw DeckError("--path " + std::to_string(path) + ": the checkpoint has paths 0.." + std::to_string(paths - 1));
+    params.resize(make_layout(model_shape(dense_deck(deck_text))).total);
+    read_floats(open_group(f, "/paths/P" + std::to_string(path)), "params", params.size(), params.data(), ckpt);
   }
   Deck d = dense_deck(deck_text);
-  std::vector<float> params(make_layout(model_shape(d)).total);
-  hid_t pg = H5Gopen2(f, ("/paths/P" + std::to_string(path)).c_str(), H5P_DEFAULT);
-  read_floats(pg, "params", params.size(), params.data(), ckpt);
-  H5Gclose(pg), H5Fclose(f);
 
   hid_t o = H5Fcreate(out.c_str(), H5F_ACC_TRUNC, H5P_DEFAULT, H5P_DEFAULT);
   if (o < 0) throw CheckpointError("cannot create '" + out + "'");

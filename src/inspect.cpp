@@ -34,17 +34,29 @@ herr_t list_object(hid_t obj, const char* name, const H5O_info_t* info, void* ou
   if (info->type == H5O_TYPE_GROUP) {
     o << "  /" << name << "/\n";
   } else if (info->type == H5O_TYPE_DATASET) {
-    hid_t d = H5Dopen2(obj, name, H5P_DEFAULT);
-    hid_t sp = H5Dget_space(d);
-    hsize_t dims[8] = {};
-    int nd = H5Sget_simple_extent_ndims(sp);
-    H5Sget_simple_extent_dims(sp, dims, nullptr);
+    H5Id d(H5Dopen2(obj, name, H5P_DEFAULT));
+    H5Id sp(d.ok() ? H5Dget_space(d) : -1, H5Sclose);
+    hsize_t dims[H5S_MAX_RANK] = {};
+    int nd = sp.ok() ? H5Sget_simple_extent_dims(sp, dims, nullptr) : -1;
     o << "  /" << name << "  [";
     for (int i = 0; i < nd; ++i) o << (i ? " x " : "") << dims[i];
-    o << "]\n";
-    H5Sclose(sp), H5Dclose(d);
+    o << (nd < 0 ? "unreadable" : "") << "]\n";
   }
   return 0;
+}
+
+// A count or offset from a text attribute; `what` names the field in errors.
+size_t parse_count(const std::string& s, const std::string& what) {
+  size_t pos = 0;
+  unsigned long long v = 0;
+  try {
+    v = std::stoull(s, &pos);
+  } catch (const std::exception&) {
+    pos = 0;
+  }
+  if (s.empty() || pos != s.size() || s[0] == '-' || v > (1ULL << 40))
+    throw CheckpointError(what + ": '" + s.substr(0, 40) + "' is not a count");
+  return size_t(v);
 }
 
 }  // namespace
@@ -60,13 +72,12 @@ int cmd_inspect(const Args& args) {
   }
   if (file.empty()) throw DeckError("usage: dipaco inspect CKPT.h5 [--json] [--layout]");
   H5Eset_auto2(H5E_DEFAULT, nullptr, nullptr);
-  hid_t f = H5Fopen(file.c_str(), H5F_ACC_RDONLY, H5P_DEFAULT);
-  if (f < 0) throw DeckError("cannot open checkpoint '" + file + "' (not an HDF5 file, or truncated)");
+  H5Id f(H5Fopen(file.c_str(), H5F_ACC_RDONLY, H5P_DEFAULT), H5Fclose);
+  if (!f.ok()) throw DeckError("cannot open checkpoint '" + file + "' (not an HDF5 file, or truncated)");
   if (layout) {
     std::ostringstream o;
-    H5Ovisit(f, H5_INDEX_NAME, H5_ITER_INC, list_object, &o);
+    if (H5Ovisit(f, H5_INDEX_NAME, H5_ITER_INC, list_object, &o) < 0) throw CheckpointError(file + ": cannot list its objects");
     std::printf("checkpoint layout of %s (every float dataset has a 'checksum' attribute):\n%s", file.c_str(), o.str().c_str());
-    H5Fclose(f);
     return kExitOk;
   }
   long step = read_attr_scalar<long>(f, "inner_step", H5T_NATIVE_LONG);
@@ -75,39 +86,42 @@ int cmd_inspect(const Args& args) {
   double wall = read_attr_scalar<double>(f, "wall_time", H5T_NATIVE_DOUBLE);
   std::string deck = read_attr_string(f, "deck"), version = read_attr_string(f, "dipaco_version"),
               commit = read_attr_string(f, "git_commit");
-  hid_t topo = H5Gopen2(f, "/topology", H5P_DEFAULT);
-  long paths = read_attr_scalar<long>(topo, "paths", H5T_NATIVE_LONG);
-  long levels = read_attr_scalar<long>(topo, "levels", H5T_NATIVE_LONG);
-  H5Gclose(topo);
-  if (paths < 1 || paths > 1 << 20 || levels < 1 || levels > 64) throw CheckpointError(file + ": impossible topology");
+  long paths, levels;
+  {
+    H5Id topo = open_group(f, "/topology");
+    paths = read_attr_long(topo, "paths", 1, 1 << 20);
+    levels = read_attr_long(topo, "levels", 1, 64);
+  }
 
   // The arena's groups: "name:offset:size" per line.
-  hid_t pg = H5Gopen2(f, "/paths", H5P_DEFAULT);
+  H5Id pg = open_group(f, "/paths");
+  const std::string arena_field = file + ": attribute arena_groups of /paths";
   std::map<std::string, GroupSpan> spans;
   size_t total = 0;
   std::istringstream arena(read_attr_string(pg, "arena_groups"));
   std::string line;
   while (std::getline(arena, line)) {
     auto a = line.find(':'), b = line.rfind(':');
-    GroupSpan g{std::stoul(line.substr(a + 1, b - a - 1)), std::stoul(line.substr(b + 1))};
+    if (a == std::string::npos || a == b) throw CheckpointError(arena_field + ": expected name:offset:size, got '" + line.substr(0, 40) + "'");
+    GroupSpan g{parse_count(line.substr(a + 1, b - a - 1), arena_field), parse_count(line.substr(b + 1), arena_field)};
     spans[line.substr(0, a)] = g;
     total = std::max(total, g.offset + g.size);
   }
-  if (total > (size_t(1) << 34)) throw CheckpointError(file + ": arena of " + std::to_string(total) + " values is impossible");
+  // Each path stores its whole arena: a claim larger than the file is impossible.
+  if (double(total) * 4 * double(paths) > double(h5_file_size(f)))
+    throw CheckpointError(arena_field + " claims " + std::to_string(paths) + " path(s) of " + std::to_string(total) +
+                          " values, more than the file holds");
   std::vector<std::vector<float>> params(paths, std::vector<float>(total));
   std::vector<long> path_step(paths);
   std::vector<double> shard(paths);
   std::vector<std::string> path_modules(paths);
   for (long p = 0; p < paths; ++p) {
-    hid_t g = H5Gopen2(pg, ("P" + std::to_string(p)).c_str(), H5P_DEFAULT);
-    if (g < 0) throw CheckpointError(file + ": /paths/P" + std::to_string(p) + " is missing");
+    H5Id g = open_group(pg, "P" + std::to_string(p));
     read_floats(g, "params", total, params[p].data(), file);
     path_step[p] = read_attr_scalar<long>(g, "step", H5T_NATIVE_LONG);
     shard[p] = read_attr_scalar<double>(g, "shard_tokens", H5T_NATIVE_DOUBLE);
     path_modules[p] = read_attr_string(g, "modules");
-    H5Gclose(g);
   }
-  H5Gclose(pg);
 
   // Modules: anchor norm, and each holding path's drift from the anchor.
   JsonRecord out;
@@ -128,18 +142,22 @@ int cmd_inspect(const Args& args) {
     }
   for (size_t i = 0; i < units.size(); ++i) {
     const auto& [gname, arena_group] = units[i];
-    GroupSpan span = spans.at(arena_group);
-    hid_t g = H5Gopen2(f, gname.c_str(), H5P_DEFAULT);
+    auto it = spans.find(arena_group);
+    if (it == spans.end()) throw CheckpointError(arena_field + " has no group " + arena_group + " for " + gname);
+    GroupSpan span = it->second;
     std::vector<float> anchor(span.size);
-    read_floats(g, "anchor", span.size, anchor.data(), file);
-    std::string holders = read_attr_string(g, "paths");
-    H5Gclose(g);
+    std::string holders;
+    {
+      H5Id g = open_group(f, gname);
+      read_floats(g, "anchor", span.size, anchor.data(), file);
+      holders = read_attr_string(g, "paths");
+    }
     double drift = 0;
     std::istringstream hs(holders);
     std::string tok;
     while (std::getline(hs, tok, ',')) {
-      long p = std::stol(tok);
-      if (p < 0 || p >= paths) continue;
+      size_t p = parse_count(tok, file + ": attribute paths of " + gname);
+      if (p >= size_t(paths)) continue;
       double d = 0;
       for (size_t j = 0; j < span.size; ++j) {
         double x = params[p][span.offset + j] - anchor[j];
@@ -170,16 +188,12 @@ int cmd_inspect(const Args& args) {
   }
   paths_json << "]";
   std::vector<double> es, eb;
-  for (auto [name, vec] : {std::pair{"/metrics/eval_step", &es}, std::pair{"/metrics/eval_bpb", &eb}}) {
-    hid_t d = H5Dopen2(f, name, H5P_DEFAULT);
-    hid_t sp = H5Dget_space(d);
-    hssize_t n = H5Sget_simple_extent_npoints(sp);
-    H5Sclose(sp);
-    if (n > 0 && n < (1 << 24)) vec->resize(n), H5Dread(d, H5T_NATIVE_DOUBLE, H5S_ALL, H5S_ALL, H5P_DEFAULT, vec->data());
-    H5Dclose(d);
+  {
+    H5Id metrics = open_group(f, "/metrics");
+    es = read_doubles(metrics, "eval_step", 1 << 24), eb = read_doubles(metrics, "eval_bpb", 1 << 24);
   }
-  if (!eb.empty()) text << "\nlast validation: " << eb.back() << " bits per byte at step " << long(es.back()) << "\n";
-  H5Fclose(f);
+  if (es.size() != eb.size()) throw CheckpointError(file + ": datasets /metrics/eval_step and eval_bpb differ in length");
+  if (!eb.empty()) text << "\nlast validation: " << eb.back() << " bits per byte at step " << es.back() << "\n";
   if (json) {
     out.add_raw("modules", modules_json.str()).add_raw("path_table", paths_json.str()).add_raw("eval_step", json_array(es))
         .add_raw("eval_bpb", json_array(eb)).add("deck", deck);

@@ -79,7 +79,7 @@ void MetricsFile::write(const JsonRecord& r) {
 }
 
 std::string format_duration(double s) {
-  if (!std::isfinite(s) || s < 0) return "?";
+  if (!std::isfinite(s) || s < 0 || s > 1e12) return "?";  // also keeps long(s) defined
   char buf[32];
   long t = long(s + 0.5);
   if (t >= 3600) std::snprintf(buf, sizeof buf, "%ldh%02ldm", t / 3600, (t % 3600) / 60);

@@ -27,7 +27,9 @@
 
 namespace dipaco {
 
+class Kernels;
 class Trainer;
+struct Progress;
 
 struct CheckpointError : std::runtime_error {
   using std::runtime_error::runtime_error;
@@ -50,6 +52,23 @@ class Checkpointer {
   MPI_Comm world_;
   int rank_;
 };
+
+// One group of a checkpoint that a rank restores: float datasets of `size`
+// values each and where they go (device memory).
+struct CheckpointGroup {
+  std::string path;  // "/paths/P3", "/modules/L0/M1"
+  size_t size = 0;
+  std::vector<std::pair<std::string, float*>> datasets;  // name -> destination
+  bool is_path = false;  // a path's group: its "step" attribute must match the file's
+};
+
+// The reading half of Checkpointer::load, without a Trainer. Collective over
+// comm (parallel HDF5). Checks every attribute, shape and checksum against
+// the deck and `paths` before using it; with kernels null it only verifies,
+// else it copies into the destinations. Throws CheckpointError naming the
+// file and the field, or DeckError when the deck's shape keys differ (unless force).
+Progress read_checkpoint(const std::string& file, MPI_Comm comm, const Deck& deck, int paths,
+                         const std::vector<CheckpointGroup>& groups, Kernels* kernels, bool force);
 
 // Keys whose change makes a checkpoint unusable (shapes or topology).
 std::vector<std::string> incompatible_keys(const std::string& saved_deck_text, const Deck& now);

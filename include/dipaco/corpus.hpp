@@ -3,6 +3,7 @@
 // that paths sample training windows from.
 #pragma once
 #include <cstdint>
+#include <istream>
 #include <stdexcept>
 #include <string>
 #include <vector>
@@ -17,8 +18,11 @@ struct Document {
   std::string id, domain, text;
 };
 
-// Throws CorpusError naming the file and line on malformed input.
+// Throws CorpusError naming the file and line on malformed input, or on a
+// line longer than kMaxCorpusLine bytes.
+constexpr size_t kMaxCorpusLine = size_t(64) << 20;
 std::vector<Document> read_corpus(const std::string& path);
+std::vector<Document> read_corpus(std::istream& in, const std::string& name);
 // Parses one JSONL line; `where` prefixes error messages.
 Document parse_document(const std::string& line, const std::string& where);
 

@@ -15,6 +15,9 @@ struct DeckError : std::runtime_error {
   using std::runtime_error::runtime_error;
 };
 
+// The most paths (product of dipaco.modules_per_level) a deck may ask for.
+constexpr long kMaxPaths = 1 << 20;
+
 struct Deck {
   struct Run {
     std::string name, out_dir, device, restart;

@@ -4,6 +4,7 @@
 #include <fstream>
 #include <map>
 #include <set>
+#include <sstream>
 
 #include "dipaco/corpus.hpp"
 #include "dipaco/shards.hpp"
@@ -30,6 +31,43 @@ TEST(Corpus, ClearErrors) {
   EXPECT_NE(err(R"({"id":1,"domain":"x","text":"t"})").find("must be a string"), std::string::npos);
   EXPECT_NE(err("not json").find("f.jsonl:7"), std::string::npos);
   EXPECT_NE(err(R"({"id":"a","domain":"x","text":"t"} trailing)").find("trailing"), std::string::npos);
+}
+
+TEST(Corpus, SkipsNestedValuesOfOtherFields) {
+  Document d = parse_document(R"({"id":"a","meta":{"tags":["x,y",{"z":[1,2]}],"n":-1.5e3},"ok":true,"domain":"d","text":"t"})", "t");
+  EXPECT_EQ(d.id, "a");
+  EXPECT_EQ(d.domain, "d");
+  EXPECT_EQ(d.text, "t");
+  std::string deep = R"({"id":"a","x":)" + std::string(100, '[') + std::string(100, ']') + "}";
+  try {
+    parse_document(deep, "f.jsonl:3");
+    FAIL();
+  } catch (const CorpusError& e) {
+    EXPECT_NE(std::string(e.what()).find("f.jsonl:3: nesting deeper than 32 levels"), std::string::npos) << e.what();
+  }
+}
+
+// A corpus line is read whole: past kMaxCorpusLine the reader stops with an
+// error instead of growing the line until memory runs out.
+TEST(Corpus, OverlongLineRefusedWithFileAndLine) {
+  std::string text = R"({"id":"a","domain":"d","text":"ok"})" "\n";
+  text += R"({"id":"b","domain":"d","text":")" + std::string(kMaxCorpusLine, 'x') + "\"}\n";
+  std::istringstream in(text);
+  try {
+    read_corpus(in, "big.jsonl");
+    FAIL();
+  } catch (const CorpusError& e) {
+    EXPECT_NE(std::string(e.what()).find("big.jsonl:2: line longer than 64 MB"), std::string::npos) << e.what();
+  }
+}
+
+TEST(Corpus, EmptyDocumentsAndBlankLinesAreSkipped) {
+  std::istringstream in("\n  \r\n{\"id\":\"a\",\"domain\":\"d\",\"text\":\"\"}\n{\"id\":\"b\",\"domain\":\"d\",\"text\":\"x\"}");
+  auto docs = read_corpus(in, "c.jsonl");
+  ASSERT_EQ(docs.size(), 1u);
+  EXPECT_EQ(docs[0].id, "b");
+  std::istringstream none("{\"id\":\"a\",\"domain\":\"d\",\"text\":\"\"}\n");
+  EXPECT_THROW(read_corpus(none, "c.jsonl"), CorpusError);
 }
 
 TEST(Corpus, MissingFileSaysWhichPath) {

@@ -97,6 +97,32 @@ TEST(Deck, HeadsMustDivideWidth) {
   EXPECT_NE(error_of("", {"model.d_model=100", "model.n_heads=3"}).find("must divide"), std::string::npos);
 }
 
+// Strings are written back into deck.ini and checkpoints: what the INI reader
+// would cut (comments) or split (line breaks) is refused, so that every deck
+// that loads loads again from its resolved text.
+TEST(Deck, StringsThatWouldNotRoundTripAreRefused) {
+  EXPECT_NE(error_of("", {"run.name=a#b"}).find("invalid value 'a#b' for run.name"), std::string::npos);
+  EXPECT_NE(error_of("", {"data.corpus=x;y"}).find("data.corpus"), std::string::npos);
+  EXPECT_NE(error_of("", {"run.name=a\nb"}).find("line breaks"), std::string::npos);
+  Deck d = load_deck("", {"run.name=with spaces=and equals"});
+  EXPECT_EQ(load_deck_text(d.text(), "resolved").values, d.values);
+}
+
+TEST(Deck, WindowsLineEndingsLoad) {
+  Deck d = load_deck(write_deck("[train]\r\nsteps = 7\r\n[run]\r\nname = crlf\r\n"));
+  EXPECT_EQ(d.train.steps, 7);
+  EXPECT_EQ(d.run.name, "crlf");
+}
+
+TEST(Deck, TooManyPathsOrListItemsRefused) {
+  EXPECT_NE(error_of("", {"model.n_layers=3", "model.layers_per_level=1,1,1", "dipaco.modules_per_level=4096,4096,4096"})
+                .find("gives more than 1048576 paths"),
+            std::string::npos);
+  std::string many = "1";
+  for (int i = 0; i < 2000; ++i) many += ",1";
+  EXPECT_NE(error_of("", {"model.layers_per_level=" + many}).find("at most 1024 items"), std::string::npos);
+}
+
 TEST(Deck, HelpListsEveryKeyWithDefault) {
   std::string h = deck_help();
   for (const auto& k : deck_keys()) {
