@@ -31,14 +31,6 @@ uint64_t checksum(const void* data, size_t bytes) {
 namespace {
 
 // --- attributes (collective on create: every rank passes the same value) ---
-void attr_string(hid_t obj, const char* name, const std::string& v) {
-  hid_t t = H5Tcopy(H5T_C_S1);
-  H5Tset_size(t, std::max<size_t>(1, v.size()));
-  hid_t sp = H5Screate(H5S_SCALAR);
-  hid_t a = checked(H5Acreate2(obj, name, t, sp, H5P_DEFAULT, H5P_DEFAULT), std::string("create attribute ") + name);
-  check(H5Awrite(a, t, v.empty() ? "" : v.data()), std::string("write attribute ") + name);
-  H5Aclose(a), H5Sclose(sp), H5Tclose(t);
-}
 template <typename T>
 void attr_array(hid_t obj, const char* name, hid_t type, const std::vector<T>& v) {
   hsize_t n = v.size();
@@ -189,11 +181,11 @@ std::string Checkpointer::save(Trainer& t) {
   if (f < 0) throw CheckpointError("cannot create checkpoint '" + tmp + "' (is the directory writable, the disk full?)");
   try {
     attr_long(f, "format_version", kFormatVersion);
-    attr_string(f, "dipaco_version", DIPACO_VERSION);
-    attr_string(f, "git_commit", DIPACO_GIT);
-    attr_string(f, "deck", t.deck().text());
+    write_attr_string(f, "dipaco_version", DIPACO_VERSION);
+    write_attr_string(f, "git_commit", DIPACO_GIT);
+    write_attr_string(f, "deck", t.deck().text());
     attr_long(f, "world_size", world_size);
-    attr_string(f, "stage", "train");
+    write_attr_string(f, "stage", "train");
     attr_long(f, "outer_round", pr.rounds);
     attr_long(f, "inner_step", pr.step);
     attr_double(f, "wall_time", pr.elapsed);
@@ -235,10 +227,10 @@ std::string Checkpointer::save(Trainer& t) {
         shapes += sh + "\n";
         offsets.push_back(long(v.offset));
       }
-      attr_string(ug, "index_names", names);
-      attr_string(ug, "index_shapes", shapes);
+      write_attr_string(ug, "index_names", names);
+      write_attr_string(ug, "index_shapes", shapes);
       attr_array<long>(ug, "index_offsets", H5T_NATIVE_LONG, offsets);
-      attr_string(ug, "paths", [&] {
+      write_attr_string(ug, "paths", [&] {
         std::string s;
         for (int p : u.paths) s += (s.empty() ? "" : ",") + std::to_string(p);
         return s;
@@ -252,7 +244,7 @@ std::string Checkpointer::save(Trainer& t) {
     hid_t paths = make_group(f, "paths");
     std::string arena_names;
     for (const auto& grp : layout.groups) arena_names += grp.name + ":" + std::to_string(grp.offset) + ":" + std::to_string(grp.size) + "\n";
-    attr_string(paths, "arena_groups", arena_names);
+    write_attr_string(paths, "arena_groups", arena_names);
     std::vector<long> steps(topo.paths, 0);
     for (auto& p : t.paths()) steps[p.id] = p.step;
     MPI_Allreduce(MPI_IN_PLACE, steps.data(), topo.paths, MPI_LONG, MPI_MAX, world_);
@@ -274,7 +266,7 @@ std::string Checkpointer::save(Trainer& t) {
       attr_double(pg, "shard_tokens", t.shard_tokens()[p]);
       std::string mods_s;
       for (int mm : topo.path_modules(p)) mods_s += (mods_s.empty() ? "" : ",") + std::to_string(mm);
-      attr_string(pg, "modules", mods_s);
+      write_attr_string(pg, "modules", mods_s);
       H5Gclose(pg);
     }
     H5Gclose(paths);
@@ -320,7 +312,7 @@ Progress read_checkpoint(const std::string& file, MPI_Comm comm, const Deck& dec
   if (!f.ok()) throw CheckpointError(file + ": not a readable HDF5 file (truncated or corrupt)");
   long version = read_attr_scalar<long>(f, "format_version", H5T_NATIVE_LONG);
   if (version != kFormatVersion) throw CheckpointError(file + ": format version " + std::to_string(version) + " unsupported");
-  auto diff = incompatible_keys(read_attr_string(f, "deck"), deck);
+  auto diff = incompatible_keys(read_write_attr_string(f, "deck"), deck);
   if (!diff.empty() && !force) {
     std::string msg = "checkpoint " + file + " does not fit this deck; differing keys:";
     for (auto& d : diff) msg += "\n  " + d;

@@ -112,31 +112,18 @@ int cmd_export(const Args& args) {
 
   hid_t o = H5Fcreate(out.c_str(), H5F_ACC_TRUNC, H5P_DEFAULT, H5P_DEFAULT);
   if (o < 0) throw CheckpointError("cannot create '" + out + "'");
-  auto attr = [&](const char* name, const std::string& v) {
-    hid_t t = H5Tcopy(H5T_C_S1);
-    H5Tset_size(t, std::max<size_t>(1, v.size()));
-    hid_t sp = H5Screate(H5S_SCALAR);
-    hid_t a = H5Acreate2(o, name, t, sp, H5P_DEFAULT, H5P_DEFAULT);
-    H5Awrite(a, t, v.c_str());
-    H5Aclose(a), H5Sclose(sp), H5Tclose(t);
-  };
-  attr("format", "dipaco-model");
-  attr("deck", deck_text);
-  attr("source_checkpoint", ckpt);
-  attr("dense_deck", d.text());
-  hsize_t one = 1, n = params.size();
-  hid_t sp1 = H5Screate_simple(1, &one, nullptr);
-  hid_t a = H5Acreate2(o, "path", H5T_NATIVE_LONG, sp1, H5P_DEFAULT, H5P_DEFAULT);
-  H5Awrite(a, H5T_NATIVE_LONG, &path);
-  H5Aclose(a);
-  hid_t sp = H5Screate_simple(1, &n, nullptr);
-  hid_t ds = H5Dcreate2(o, "params", H5T_NATIVE_FLOAT, sp, H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT);
-  herr_t e = H5Dwrite(ds, H5T_NATIVE_FLOAT, H5S_ALL, H5S_ALL, H5P_DEFAULT, params.data());
-  uint64_t sum = checksum(params.data(), params.size() * sizeof(float));
-  hid_t ca = H5Acreate2(ds, "checksum", H5T_NATIVE_UINT64, sp1, H5P_DEFAULT, H5P_DEFAULT);
-  H5Awrite(ca, H5T_NATIVE_UINT64, &sum);
-  H5Aclose(ca), H5Dclose(ds), H5Sclose(sp), H5Sclose(sp1);
-  if (e < 0 || H5Fclose(o) < 0) throw CheckpointError("writing '" + out + "' failed (disk full?)");
+  try {
+    write_attr_string(o, "format", "dipaco-model");
+    write_attr_string(o, "deck", deck_text);
+    write_attr_string(o, "source_checkpoint", ckpt);
+    write_attr_string(o, "dense_deck", d.text());
+    write_attr_long(o, "path", path);
+    write_floats(o, "params", params.data(), params.size());
+  } catch (...) {
+    H5Fclose(o);
+    throw;
+  }
+  if (H5Fclose(o) < 0) throw CheckpointError("writing '" + out + "' failed (disk full?)");
   std::printf("exported path %ld of %s (%zu parameters) to %s\n", path, ckpt.c_str(), params.size(), out.c_str());
   return kExitOk;
 }

@@ -6,6 +6,7 @@
 #pragma once
 #include <hdf5.h>
 
+#include <algorithm>
 #include <cstring>
 #include <string>
 #include <vector>
@@ -88,6 +89,38 @@ inline H5Id open_attr(hid_t obj, const char* name, H5T_class_t want, const char*
   hssize_t n = space.ok() ? H5Sget_simple_extent_npoints(space) : -1;
   if (n != 1) throw CheckpointError(h5_attr_where(obj, name) + " should hold one value, holds " + std::to_string(n));
   return a;
+}
+
+// --- writers (from one rank, or collectively with the same values) ---
+inline void write_attr_string(hid_t obj, const char* name, const std::string& v) {
+  hid_t t = H5Tcopy(H5T_C_S1);
+  H5Tset_size(t, std::max<size_t>(1, v.size()));
+  hid_t sp = H5Screate(H5S_SCALAR);
+  hid_t a = checked(H5Acreate2(obj, name, t, sp, H5P_DEFAULT, H5P_DEFAULT), std::string("create attribute ") + name);
+  check(H5Awrite(a, t, v.empty() ? "" : v.data()), std::string("write attribute ") + name);
+  H5Aclose(a), H5Sclose(sp), H5Tclose(t);
+}
+inline void write_attr_long(hid_t obj, const char* name, long v) {
+  hid_t sp = H5Screate(H5S_SCALAR);
+  hid_t a = checked(H5Acreate2(obj, name, H5T_NATIVE_LONG, sp, H5P_DEFAULT, H5P_DEFAULT), std::string("create attribute ") + name);
+  check(H5Awrite(a, H5T_NATIVE_LONG, &v), std::string("write attribute ") + name);
+  H5Aclose(a), H5Sclose(sp);
+}
+// A 1-d float dataset with its "checksum" attribute (what read_floats verifies).
+inline void write_floats(hid_t loc, const std::string& name, const float* data, size_t n) {
+  hsize_t dims = n;
+  hid_t sp = H5Screate_simple(1, &dims, nullptr);
+  hid_t d = checked(H5Dcreate2(loc, name.c_str(), H5T_NATIVE_FLOAT, sp, H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT),
+                    "create dataset " + name);
+  H5Sclose(sp);
+  herr_t e = n ? H5Dwrite(d, H5T_NATIVE_FLOAT, H5S_ALL, H5S_ALL, H5P_DEFAULT, data) : 0;
+  uint64_t sum = checksum(data, n * sizeof(float));
+  hid_t one = H5Screate(H5S_SCALAR);
+  hid_t a = H5Acreate2(d, "checksum", H5T_NATIVE_UINT64, one, H5P_DEFAULT, H5P_DEFAULT);
+  herr_t e2 = a < 0 ? -1 : H5Awrite(a, H5T_NATIVE_UINT64, &sum);
+  if (a >= 0) H5Aclose(a);
+  H5Sclose(one), H5Dclose(d);
+  if (e < 0 || e2 < 0) throw CheckpointError("HDF5 failed to write dataset " + name + " (disk full?)");
 }
 
 inline std::string read_attr_string(hid_t obj, const char* name) {

@@ -137,21 +137,14 @@ void write_warm_start(const std::string& file, const std::string& stamp, const s
   const std::string tmp = file + ".tmp";
   hid_t f = H5Fcreate(tmp.c_str(), H5F_ACC_TRUNC, H5P_DEFAULT, H5P_DEFAULT);
   if (f < 0) throw CheckpointError("cannot create " + tmp);
-  hid_t t = H5Tcopy(H5T_C_S1);
-  H5Tset_size(t, std::max<size_t>(1, stamp.size()));
-  hid_t sc = H5Screate(H5S_SCALAR);
-  hid_t a = H5Acreate2(f, "stamp", t, sc, H5P_DEFAULT, H5P_DEFAULT);
-  H5Awrite(a, t, stamp.c_str());
-  H5Aclose(a), H5Tclose(t);
-  hsize_t n = params.size();
-  hid_t sp = H5Screate_simple(1, &n, nullptr);
-  hid_t d = H5Dcreate2(f, "params", H5T_NATIVE_FLOAT, sp, H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT);
-  herr_t e = H5Dwrite(d, H5T_NATIVE_FLOAT, H5S_ALL, H5S_ALL, H5P_DEFAULT, params.data());
-  uint64_t sum = checksum(params.data(), n * sizeof(float));
-  hid_t ca = H5Acreate2(d, "checksum", H5T_NATIVE_UINT64, sc, H5P_DEFAULT, H5P_DEFAULT);
-  H5Awrite(ca, H5T_NATIVE_UINT64, &sum);
-  H5Aclose(ca), H5Dclose(d), H5Sclose(sp), H5Sclose(sc);
-  if (e < 0 || H5Fclose(f) < 0) throw CheckpointError("writing " + tmp + " failed (disk full?)");
+  try {
+    write_attr_string(f, "stamp", stamp);
+    write_floats(f, "params", params.data(), params.size());
+  } catch (...) {
+    H5Fclose(f);
+    throw;
+  }
+  if (H5Fclose(f) < 0) throw CheckpointError("writing " + tmp + " failed (disk full?)");
   fs::rename(tmp, file);
 }
 

@@ -41,22 +41,6 @@ Assignment by_path(const std::vector<std::vector<int>>& paths_of_doc, int paths)
 
 namespace {
 
-void write_attr(hid_t obj, const char* name, const std::string& v) {
-  hid_t t = H5Tcopy(H5T_C_S1);
-  H5Tset_size(t, std::max<size_t>(1, v.size()));
-  hid_t sp = H5Screate(H5S_SCALAR);
-  hid_t a = checked(H5Acreate2(obj, name, t, sp, H5P_DEFAULT, H5P_DEFAULT), std::string("create attribute ") + name);
-  check(H5Awrite(a, t, v.c_str()), std::string("write attribute ") + name);
-  H5Aclose(a), H5Sclose(sp), H5Tclose(t);
-}
-
-void write_attr_long(hid_t obj, const char* name, long v) {
-  hid_t sp = H5Screate(H5S_SCALAR);
-  hid_t a = checked(H5Acreate2(obj, name, H5T_NATIVE_LONG, sp, H5P_DEFAULT, H5P_DEFAULT), std::string("create attribute ") + name);
-  check(H5Awrite(a, H5T_NATIVE_LONG, &v), std::string("write attribute ") + name);
-  H5Aclose(a), H5Sclose(sp);
-}
-
 void write_dataset(hid_t loc, const std::string& name, hid_t type, int rank, const hsize_t* dims, const void* data) {
   hid_t sp = H5Screate_simple(rank, dims, nullptr);
   hid_t d = checked(H5Dcreate2(loc, name.c_str(), type, sp, H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT), "create dataset " + name);
@@ -154,17 +138,17 @@ void write_shard_file(const std::string& path, const ShardFile& s, const Split& 
   hid_t f = H5Fcreate(tmp.c_str(), H5F_ACC_TRUNC, H5P_DEFAULT, H5P_DEFAULT);
   if (f < 0) throw CheckpointError("cannot create " + tmp);
   try {
-    write_attr(f, "format", "dipaco-shards");
-    write_attr(f, "stamp", s.stamp);
+    write_attr_string(f, "format", "dipaco-shards");
+    write_attr_string(f, "stamp", s.stamp);
     write_attr_long(f, "paths", long(s.train.size()));
     write_attr_long(f, "round", s.round);
     if (s.has_router) {
       hid_t g = checked(H5Gcreate2(f, "router", H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT), "create group router");
-      write_attr(g, "mode", s.router.mode);
+      write_attr_string(g, "mode", s.router.mode);
       write_attr_long(g, "dim", s.router.dim);
       std::ostringstream mpl;
       for (size_t l = 0; l < s.router.modules_per_level.size(); ++l) mpl << (l ? "," : "") << s.router.modules_per_level[l];
-      write_attr(g, "modules_per_level", mpl.str());
+      write_attr_string(g, "modules_per_level", mpl.str());
       for (size_t l = 0; l < s.router.centroids.size(); ++l) {
         hsize_t k = s.router.mode == "product" ? hsize_t(s.router.modules_per_level[l]) : hsize_t(s.router.paths());
         hsize_t dims[2] = {k, s.router.centroids[l].size() / k};

@@ -19,12 +19,21 @@
 
 namespace testing_mpi {
 
+inline int world_rank() {
+  int r;
+  MPI_Comm_rank(MPI_COMM_WORLD, &r);
+  return r;
+}
+inline int world_size() {
+  int n;
+  MPI_Comm_size(MPI_COMM_WORLD, &n);
+  return n;
+}
+
 // A temporary directory shared by all ranks (rank 0 picks the name).
 inline std::string shared_tmpdir(const std::string& tag) {
-  int rank;
-  MPI_Comm_rank(MPI_COMM_WORLD, &rank);
   char buf[256] = {};
-  if (rank == 0) {
+  if (world_rank() == 0) {
     std::string d = ::testing::TempDir() + "/dipaco_" + tag + "_" + std::to_string(getpid());
     std::filesystem::remove_all(d);
     std::filesystem::create_directories(d);

@@ -16,12 +16,6 @@ namespace fs = std::filesystem;
 
 namespace {
 
-int world_rank() {
-  int r;
-  MPI_Comm_rank(MPI_COMM_WORLD, &r);
-  return r;
-}
-
 struct Session {
   std::vector<std::vector<float>> params, m, v;  // this rank's paths
   TrainSummary summary;

@@ -14,17 +14,6 @@ using namespace testing_mpi;
 
 namespace {
 
-int world_size() {
-  int n;
-  MPI_Comm_size(MPI_COMM_WORLD, &n);
-  return n;
-}
-int world_rank() {
-  int r;
-  MPI_Comm_rank(MPI_COMM_WORLD, &r);
-  return r;
-}
-
 // The first n ranks of the world (MPI_COMM_NULL on the others).
 MPI_Comm first_ranks(int n) {
   MPI_Comm c;

@@ -17,12 +17,6 @@ using namespace testing_mpi;
 
 namespace {
 
-int rank_of_world() {
-  int r;
-  MPI_Comm_rank(MPI_COMM_WORLD, &r);
-  return r;
-}
-
 std::vector<std::string> one_path_deck() {
   return {"model.d_model=32", "model.n_layers=2", "model.n_heads=2", "model.context=64", "train.batch_size=4",
           "train.steps=4",    "train.warmup=1",   "eval.every=0",    "eval.batches=1",   "run.threads=1",
@@ -45,7 +39,7 @@ TEST(Routing, ShardFileRoundTrip) {
   out.train = by_path(assign_paths(scores, s.train.size(), 4, 0.5, 2), 4);
   out.val = assign_by_rule(s.val, 4, "hash");
   const std::string file = shared_tmpdir("shards") + "/shards.h5";
-  if (rank_of_world() == 0) write_shard_file(file, out, s);
+  if (world_rank() == 0) write_shard_file(file, out, s);
   MPI_Barrier(MPI_COMM_WORLD);
   ShardFile in = read_shard_file(file, s);
   EXPECT_EQ(in.stamp, out.stamp);
@@ -60,7 +54,7 @@ TEST(Routing, ShardFileRoundTrip) {
   // A logistic router round-trips too.
   out.router = refit_router_logistic(f, 4, std::vector<int>(s.train.size(), 1), 4, 5);
   const std::string file2 = file.substr(0, file.rfind('/')) + "/shards-r1.h5";
-  if (rank_of_world() == 0) write_shard_file(file2, out, s);
+  if (world_rank() == 0) write_shard_file(file2, out, s);
   MPI_Barrier(MPI_COMM_WORLD);
   ShardFile in2 = read_shard_file(file2, s);
   EXPECT_EQ(in2.router.mode, "logistic");
