@@ -312,7 +312,7 @@ Progress read_checkpoint(const std::string& file, MPI_Comm comm, const Deck& dec
   if (!f.ok()) throw CheckpointError(file + ": not a readable HDF5 file (truncated or corrupt)");
   long version = read_attr_scalar<long>(f, "format_version", H5T_NATIVE_LONG);
   if (version != kFormatVersion) throw CheckpointError(file + ": format version " + std::to_string(version) + " unsupported");
-  auto diff = incompatible_keys(read_write_attr_string(f, "deck"), deck);
+  auto diff = incompatible_keys(read_attr_string(f, "deck"), deck);
   if (!diff.empty() && !force) {
     std::string msg = "checkpoint " + file + " does not fit this deck; differing keys:";
     for (auto& d : diff) msg += "\n  " + d;
