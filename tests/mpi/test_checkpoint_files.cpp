@@ -37,8 +37,8 @@ const std::string& valid_checkpoint() {
     ov.push_back("run.out_dir=" + dir);
     Deck deck = load_deck("", ov);
     auto k = make_cpu_kernels();
-    auto train = shard_by_rule(corpus().train, 4, deck.data.shard_rule);
-    auto val = shard_by_rule(corpus().val, 4, deck.data.shard_rule);
+    auto train = shard_by_rule(corpus().train, 4, deck.route.method);
+    auto val = shard_by_rule(corpus().val, 4, deck.route.method);
     Trainer t(deck, MPI_COMM_SELF, *k, train, val, dir, false);
     Checkpointer c(deck, dir, MPI_COMM_SELF);
     t.set_checkpointer(&c);
@@ -226,8 +226,8 @@ TEST(CheckpointFiles, FailedLoadLeavesTrainerUntouched) {
   crafted("late/checkpoints/ckpt-00000002", [](hid_t f) { H5Ldelete(f, "/metrics/eval_bpb", H5P_DEFAULT); });
   Deck deck = load_deck("", small_deck());
   auto k = make_cpu_kernels();
-  auto train = shard_by_rule(corpus().train, 4, deck.data.shard_rule);
-  auto val = shard_by_rule(corpus().val, 4, deck.data.shard_rule);
+  auto train = shard_by_rule(corpus().train, 4, deck.route.method);
+  auto val = shard_by_rule(corpus().val, 4, deck.route.method);
   Trainer fresh(deck, MPI_COMM_SELF, *k, train, val, "", false), t(deck, MPI_COMM_SELF, *k, train, val, "", false);
   Checkpointer c(deck, fs::path(dir).string(), MPI_COMM_SELF);
   EXPECT_EQ(c.load(t, "auto", false), "");
