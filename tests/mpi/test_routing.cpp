@@ -54,6 +54,7 @@ TEST(Routing, ShardFileRoundTrip) {
   // A logistic router round-trips too.
   out.router = refit_router_logistic(f, 4, std::vector<int>(s.train.size(), 1), 4, 5);
   const std::string file2 = file.substr(0, file.rfind('/')) + "/shards-r1.h5";
+  MPI_Barrier(MPI_COMM_WORLD);  // every rank has looked for the newest file before a newer one appears
   if (world_rank() == 0) write_shard_file(file2, out, s);
   MPI_Barrier(MPI_COMM_WORLD);
   ShardFile in2 = read_shard_file(file2, s);
