@@ -340,9 +340,9 @@ void print_routed(const RoutedEval& r) {
 
 int run_pipeline(const Deck& deck, int rank, int size) {
   if (deck.run.threads > 0) omp_set_num_threads(deck.run.threads);
-  if (deck.route.prefix_tokens >= deck.model.context)
+  if (deck.route.prefix_tokens >= deck.eval.doc_bytes)
     throw DeckError("route.prefix_tokens = " + std::to_string(deck.route.prefix_tokens) +
-                    " must be smaller than model.context = " + std::to_string(deck.model.context));
+                    " leaves nothing to score: it must be smaller than eval.doc_bytes = " + std::to_string(deck.eval.doc_bytes));
   const std::string run_dir = (fs::path(deck.run.out_dir) / deck.run.name).string();
   if (rank == 0) {
     fs::create_directories(run_dir);
