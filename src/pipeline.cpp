@@ -101,10 +101,9 @@ void write_text_atomic(const std::string& path, const std::string& text) {
   fs::rename(path + ".tmp", path);
 }
 
-void say(int rank, const char* fmt, const std::string& a = "", const std::string& b = "") {
+void say(int rank, const std::string& line) {
   if (rank != 0) return;
-  std::printf(fmt, a.c_str(), b.c_str());
-  std::printf("\n");
+  std::printf("%s\n", line.c_str());
   std::fflush(stdout);
 }
 
@@ -154,18 +153,18 @@ bool warm_start(const Deck& deck, const Split& split, Kernels& k, const std::str
   params.resize(make_layout(model_shape(deck)).total);
   if (deck.route.warm_steps == 0) {
     params = init_params(model_shape(deck), make_layout(model_shape(deck)), deck.run.seed);
-    say(rank, "stage warm start: none (route.warm_steps = 0); paths start from the seed's initialisation%s%s");
+    say(rank, "stage warm start: none (route.warm_steps = 0); paths start from the seed's initialisation");
     return true;
   }
   int have = rank == 0 && read_warm_start(file, stamp, params);
   MPI_Bcast(&have, 1, MPI_INT, 0, MPI_COMM_WORLD);
   if (have) {
     MPI_Bcast(params.data(), int(params.size()), MPI_FLOAT, 0, MPI_COMM_WORLD);
-    say(rank, "stage warm start: up to date (%s)%s", file);
+    say(rank, "stage warm start: up to date (" + file + ")");
     return true;
   }
-  say(rank, "stage warm start: a dense model on all training documents for %s steps%s",
-      std::to_string(deck.route.warm_steps));
+  say(rank, "stage warm start: a dense model on all training documents for " + std::to_string(deck.route.warm_steps) +
+                " steps");
   Deck wd = deck;  // one path, no outer rounds, no checkpoints, no early stop
   wd.dipaco.modules_per_level.assign(deck.dipaco.modules_per_level.size(), 1);
   wd.dipaco.inner_steps = 0, wd.dipaco.replica_mode = "data";
@@ -302,10 +301,13 @@ std::string json_strings(const std::vector<std::string>& v) {
   return out + "]";
 }
 
+// Every file of the run directory, summary.json included (about to be written), and the
+// warm start when it lives elsewhere.
 std::vector<std::string> files_written(const std::string& run_dir, const std::string& warm_file) {
-  std::vector<std::string> out;
+  const std::string summary = (fs::path(run_dir) / "summary.json").string();
+  std::vector<std::string> out{summary};
   for (const auto& e : fs::recursive_directory_iterator(run_dir))
-    if (e.is_regular_file()) out.push_back(e.path().string());
+    if (e.is_regular_file() && e.path().string() != summary) out.push_back(e.path().string());
   if (!warm_file.empty() && fs::exists(warm_file) &&
       fs::weakly_canonical(warm_file).parent_path() != fs::weakly_canonical(run_dir))
     out.push_back(warm_file);
@@ -389,7 +391,7 @@ int run_pipeline(const Deck& deck, int rank, int size) {
   const std::string route_stamp = stage_stamp(deck, Stage::route, corpus_line);
   ShardFile shards;
   if (load_shards(shard_file_name(run_dir, 0), route_stamp, split, shards)) {
-    say(rank, "stage route: up to date (%s)%s", shard_file_name(run_dir, 0));
+    say(rank, "stage route: up to date (" + shard_file_name(run_dir, 0) + ")");
   } else {
     double t0 = MPI_Wtime();
     shards = route_documents(deck, split, fm, topo.paths);
@@ -496,7 +498,7 @@ int run_pipeline(const Deck& deck, int rank, int size) {
     if (rank == 0) std::printf("stage evaluate: up to date (%s): routed validation %.4f bits per byte\n", eval_file.c_str(), routed_bpb);
   } else {
     if (deck.eval.reroute_every > 0 && !shards.has_router)
-      say(rank, "note: eval.reroute_every needs route.method = kmeans; each document is routed once%s%s");
+      say(rank, "note: eval.reroute_every needs route.method = kmeans; each document is routed once");
     double t0 = MPI_Wtime();
     RoutedEval routed = routed_evaluate(trainer, split.val, path_of_val(shards, split.val.size()),
                                         shards.has_router ? &shards.router : nullptr, fm, deck);
@@ -531,9 +533,7 @@ int run_pipeline(const Deck& deck, int rank, int size) {
         .add("data_parallel_bytes_per_rank", sum.dp_bytes)
         .add("communication_saving",
              sum.sync_bytes + sum.path_bytes > 0 ? sum.dp_bytes / (sum.sync_bytes + sum.path_bytes) : 0.0);
-    std::ofstream(run_dir + "/summary.json.tmp") << r.str() << "\n";
-    fs::rename(run_dir + "/summary.json.tmp", run_dir + "/summary.json");
-    // The summary lists every file of the run (itself included), then is rewritten with the list.
+    // The summary lists every file of the run, itself included.
     r.add_raw("files", json_strings(files_written(run_dir, warm_file)));
     write_text_atomic(run_dir + "/summary.json", r.str() + "\n");
 

@@ -1,21 +1,15 @@
 // `dipaco run`: the pipeline (pipeline.hpp) under mpirun, with its exit codes.
 #include <mpi.h>
-#include <omp.h>
 
-#include <cmath>
 #include <cstdio>
-#include <filesystem>
-#include <fstream>
 
 #include "dipaco/app.hpp"
 #include "dipaco/checkpoint.hpp"
-#include "dipaco/signals.hpp"
 #include "dipaco/corpus.hpp"
 #include "dipaco/deck.hpp"
+#include "dipaco/signals.hpp"
 #include "dipaco/pipeline.hpp"
 #include "dipaco/watchdog.hpp"
-
-namespace fs = std::filesystem;
 
 namespace dipaco {
 
