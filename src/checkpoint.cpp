@@ -1,4 +1,5 @@
 #include "dipaco/checkpoint.hpp"
+#include "dipaco/fault.hpp"
 
 #include <fcntl.h>
 #include <sys/statvfs.h>
@@ -239,6 +240,7 @@ std::string Checkpointer::save(Trainer& t) {
     }
     for (hid_t lg : level_groups) H5Gclose(lg);
     H5Gclose(mods);
+    fault_point(deck_, "checkpoint");  // the modules are written, the paths not yet
 
     // Paths: the whole arena (private groups and local module copies), AdamW moments, step.
     hid_t paths = make_group(f, "paths");

@@ -181,6 +181,11 @@ std::vector<DeckKey> make_keys() {
       K_INT("eval.doc_bytes", eval.doc_bytes, "1024", 2, 1 << 30, "routed evaluation: leading bytes of each validation document it reads"),
 
       K_FLOAT("fault.drop_outer_prob", fault.drop_outer_prob, "0", 0, 1, "probability that a path's outer gradient is dropped from a round"),
+      K_STR("fault.kill_at", fault.kill_at, "",
+            "tests: PHASE:N kills rank fault.kill_rank the N-th time it reaches PHASE (warm_start|route|inner|outer_allreduce|checkpoint|eval)"),
+      K_INT("fault.kill_rank", fault.kill_rank, "0", 0, 1 << 30, "tests: the rank fault.kill_at kills"),
+      K_CHOICE("fault.kill_target", fault.kill_target, "rank", "rank|mpirun", "tests: fault.kill_at kills the rank, or mpirun and then the rank"),
+      K_FLOAT("fault.step_delay", fault.step_delay, "0", 0, 60, "tests: seconds every inner step sleeps (a run that lives long enough to be stopped)"),
   };
 }
 
@@ -353,6 +358,15 @@ Deck load_deck_source(const std::string& file, const std::string* text, const st
     if ((paths *= x) > kMaxPaths)
       throw DeckError("dipaco.modules_per_level = " + deck.values["dipaco.modules_per_level"] + " gives more than " +
                       std::to_string(kMaxPaths) + " paths");
+  if (const std::string& k = deck.fault.kill_at; !k.empty()) {
+    static const std::vector<std::string> phases = {"warm_start", "route", "inner", "outer_allreduce", "checkpoint", "eval"};
+    const std::string phase = k.substr(0, k.find(':'));
+    const std::string count = k.find(':') == std::string::npos ? "1" : k.substr(k.find(':') + 1);
+    if (std::find(phases.begin(), phases.end(), phase) == phases.end() || count.empty() ||
+        count.find_first_not_of("0123456789") != std::string::npos || std::atol(count.c_str()) < 1)
+      throw DeckError("fault.kill_at = " + k + ": expected PHASE or PHASE:N (N >= 1) with PHASE one of "
+                      "warm_start, route, inner, outer_allreduce, checkpoint, eval");
+  }
   return deck;
 }
 

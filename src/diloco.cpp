@@ -6,6 +6,7 @@
 
 #include "dipaco/bf16.hpp"
 #include "dipaco/corpus.hpp"
+#include "dipaco/fault.hpp"
 
 namespace dipaco {
 
@@ -95,6 +96,7 @@ RoundStats OuterOptimizer::round(long index, const std::vector<PathState*>& own,
           k_.weighted_difference(delta_dev_.get(), u.anchor.get(), p->params.get() + g.offset,
                                  float(share * scale * shard_tokens[p->id] / total), n);
     k_.to_host(delta_host_.data(), delta_dev_.get(), n * sizeof(float));
+    fault_point(deck_, "outer_allreduce");
 
     if (!bf16) {
       MPI_Allreduce(delta_host_.data(), sum_host_.data(), int(n), MPI_FLOAT, MPI_SUM, u.comm);

@@ -15,6 +15,7 @@
 #include "dipaco/app.hpp"
 #include "dipaco/checkpoint.hpp"
 #include "dipaco/corpus.hpp"
+#include "dipaco/fault.hpp"
 #include "dipaco/features.hpp"
 #include "dipaco/kernels.hpp"
 #include "dipaco/metrics.hpp"
@@ -35,7 +36,7 @@ std::string stage_stamp(const Deck& deck, Stage s, const std::string& extra) {
                                              "train.beta2", "train.eps", "train.grad_clip", "train.precision"};
   static const std::set<std::string> route = {"route.method", "route.routing", "route.prefix_tokens", "route.kmeans_iters",
                                               "route.max_shard_fraction", "route.overlap", "dipaco.modules_per_level"};
-  static const std::set<std::string> train = {"train.", "dipaco.", "route.em_rounds", "route.em_candidates", "route.refit", "eval.every", "eval.batches", "fault."};
+  static const std::set<std::string> train = {"train.", "dipaco.", "route.em_rounds", "route.em_candidates", "route.refit", "eval.every", "eval.batches", "fault.drop_outer_prob"};
   static const std::set<std::string> eval = {"eval.reroute_every", "eval.doc_bytes"};
   auto in = [](const std::set<std::string>& set, const std::string& key) {
     for (const auto& k : set)
@@ -214,6 +215,7 @@ ShardFile route_documents(const Deck& deck, const Split& split, FeatureModel& fm
   }
   const int prefix = deck.route.prefix_tokens, C = fm.dim();
   std::vector<float> ft = doc_features(fm, split.train, prefix), fv = doc_features(fm, split.val, prefix);
+  fault_point(deck, "route");
   if (split.train.size() < size_t(P))
     throw DeckError(std::to_string(split.train.size()) + " training documents cannot be routed to " + std::to_string(P) + " paths");
   s.has_router = true;

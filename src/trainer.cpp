@@ -5,6 +5,7 @@
 #include <cstdio>
 
 #include "dipaco/checkpoint.hpp"
+#include "dipaco/fault.hpp"
 #include "dipaco/optimizer.hpp"
 #include "dipaco/signals.hpp"
 #include "dipaco/watchdog.hpp"
@@ -101,13 +102,19 @@ void Trainer::set_shards(const std::vector<Shard>& train, const std::vector<Shar
     throw std::runtime_error("internal: need one training and one validation shard per path");
   shard_tokens_.clear();
   for (int p = 0; p < topo_.paths; ++p) shard_tokens_.push_back(shard_bytes(train[p]));
+  // Checked for every path on every rank, so that all ranks refuse together.
+  std::string empty;
+  int n_empty = 0;
+  for (int p = 0; p < topo_.paths; ++p)
+    if (shard_tokens_[p] < 2 && ++n_empty <= 8) empty += (empty.empty() ? "" : ", ") + std::to_string(p);
+  if (n_empty > 0)
+    throw DeckError(std::to_string(n_empty) + " of " + std::to_string(topo_.paths) + " paths received no training documents (path " +
+                    empty + (n_empty > 8 ? ", ..." : "") + "); use fewer paths, another route.method or a larger corpus");
   for (auto& ps : paths_) {
     ps.shard_tokens = shard_tokens_[ps.id];
     ps.train = make_stream(train[ps.id]);
     ps.val = make_stream(val[ps.id]);
     validation_windows(ps.val, shape_.T, deck_.eval.batches * deck_.train.batch_size, ps.val_starts);
-    if (ps.train.bytes.size() < 2)
-      throw DeckError("path " + std::to_string(ps.id) + " received no training documents; use fewer paths or a larger corpus");
   }
 }
 
@@ -151,6 +158,8 @@ Trainer::~Trainer() {
 void Trainer::inner_step(PathState& p, std::vector<double>& losses) {
   const auto& layout = model_->layout();
   const int T = shape_.T, rip = topo_.rank_in_path(rank_);
+  fault_step_delay(deck_);
+  fault_point(deck_, run_dir_.empty() ? "warm_start" : "inner");
   for (int b = 0; b < local_batch_; ++b)
     sample_window(p.train, T, deck_.run.seed, p.id, p.step, rip * local_batch_ + b, &tok_[size_t(b) * T], &tgt_[size_t(b) * T]);
   k_.to_device(tok_dev_.get(), tok_.data(), tok_.size() * sizeof(int32_t));
@@ -199,6 +208,7 @@ EvalResult Trainer::evaluate() {
       sums[P + p.id] += used * T;
     }
   }
+  fault_point(deck_, "eval");
   {
     CollectiveScope wait("the evaluation all-reduce");
     MPI_Allreduce(MPI_IN_PLACE, sums.data(), 2 * P, MPI_DOUBLE, MPI_SUM, world_);

@@ -59,7 +59,9 @@ struct Deck {
     int every, batches, reroute_every, doc_bytes;
   } eval;
   struct Fault {
-    double drop_outer_prob;
+    double drop_outer_prob, step_delay;
+    std::string kill_at, kill_target;
+    int kill_rank;
   } fault;
 
   // Resolved values as text, keyed "section.key", in the registry's order.

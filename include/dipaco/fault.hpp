@@ -1,0 +1,23 @@
+// Fault injection for tests that interrupt a run: the condition is explicit
+// (a named point reached a given number of times), never a race against the
+// machine's speed.
+//   fault.kill_at = PHASE:N   the N-th time rank fault.kill_rank reaches PHASE
+//                             in this session it dies by SIGKILL (fault.kill_target
+//                             = rank), or SIGKILLs its mpirun first (= mpirun)
+//   fault.step_delay = S      every inner step sleeps S seconds (keeps a run
+//                             alive long enough to be stopped from outside)
+// Phases: warm_start (an inner step of the warm start), route (features done,
+// router not yet fitted), inner (an inner step of training), outer_allreduce
+// (just before a module's all-reduce: the peers are inside it), checkpoint
+// (half-way through writing one), eval (an evaluation before its all-reduce).
+// None of these keys changes results, so none is part of a stage's stamp.
+#pragma once
+
+namespace dipaco {
+
+struct Deck;
+
+void fault_point(const Deck& deck, const char* phase);
+void fault_step_delay(const Deck& deck);
+
+}  // namespace dipaco
