@@ -34,7 +34,7 @@ export DIPACO_BIN=$bin DIPACO_OUT_DIR=$tmp/runs
 unset DIPACO_RUN_NAME OMP_NUM_THREADS
 mkdir -p "$tmp/out"
 sbatch_opts=(--parsable --time=10 --ntasks=1 --output="$tmp/out/%x-%j.out")
-# Small enough for a few seconds per run, long enough to be stopped mid-run.
+# Small enough for a few seconds per run.
 tiny=(--train.steps=200 --model.d_model=32 --model.n_layers=2 --eval.batches=1 --eval.every=50 --run.log_every=50)
 
 pass=0 fail=0
@@ -69,7 +69,10 @@ json_value() {  # json_value FILE KEY: a number as written
 # Two ranks: mpirun must take both slots from the allocation and pass the
 # stop signal to both.
 ref=$(sbatch "${sbatch_opts[@]}" --ntasks=2 -J ref slurm/train.sbatch inputs/quickstart.ini "${tiny[@]}")
-pre=$(sbatch "${sbatch_opts[@]}" --ntasks=2 -J pre slurm/train.sbatch inputs/quickstart.ini "${tiny[@]}")
+# The job to preempt sleeps 0.05 s a step (fault.step_delay, no effect on the
+# results): its 200 steps last at least 10 s on any machine, so the signal sent
+# at step 40 always lands mid-run.
+pre=$(sbatch "${sbatch_opts[@]}" --ntasks=2 -J pre slurm/train.sbatch inputs/quickstart.ini "${tiny[@]}" --fault.step_delay=0.05)
 { cat inputs/quickstart.ini; printf '\n[train]\nlrr = 0.1\n'; } >"$tmp/broken.ini"
 broken=$(sbatch "${sbatch_opts[@]}" -J broken slurm/train.sbatch "$tmp/broken.ini")
 broken_at=$SECONDS
