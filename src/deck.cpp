@@ -133,6 +133,9 @@ std::vector<DeckKey> make_keys() {
 
       K_INT("train.steps", train.steps, "400", 0, kBig, "inner steps per path"),
       K_INT("train.batch_size", train.batch_size, "16", 1, 1 << 20, "sequences per step per path (split over the path's ranks)"),
+      K_INT("train.micro_batch", train.micro_batch, "0", 0, 1 << 20,
+            "sequences per fixed micro-batch, summed exactly over a path's ranks: the same weights at any rank count "
+            "(0: the batch split over the path's ranks, summed in fp32)"),
       K_FLOAT("train.lr", train.lr, "3e-3", 0, 10, "peak AdamW learning rate"),
       K_FLOAT("train.min_lr_ratio", train.min_lr_ratio, "0.1", 0, 1, "final learning rate as a fraction of the peak (cosine decay)"),
       K_INT("train.warmup", train.warmup, "40", 0, kBig, "linear warm-up steps"),
@@ -353,6 +356,9 @@ Deck load_deck_source(const std::string& file, const std::string* text, const st
                       deck.values["model.layers_per_level"] + " has " + std::to_string(m.layers_per_level.size()));
     deck.dipaco.modules_per_level.assign(m.layers_per_level.size(), 1);
   }
+  if (deck.train.micro_batch > 0 && deck.train.batch_size % deck.train.micro_batch != 0)
+    throw DeckError("train.micro_batch = " + std::to_string(deck.train.micro_batch) + " must divide train.batch_size = " +
+                    std::to_string(deck.train.batch_size));
   long paths = 1;
   for (int x : deck.dipaco.modules_per_level)
     if ((paths *= x) > kMaxPaths)

@@ -61,7 +61,7 @@ bool OuterOptimizer::dropped(long index, int p) const {
 }
 
 double OuterOptimizer::bytes_per_round() const {
-  double b = 0, width = deck_.dipaco.outer_dtype == "bf16" ? 2 : 4;
+  double b = 0, width = deck_.dipaco.outer_dtype == "bf16" ? 2 : 8;  // fp32 outer gradients travel as int64 fixed point
   for (const auto& u : units_)
     if (u.mine) b += width * layout_.groups[u.group].size;
   return b;
@@ -89,19 +89,30 @@ RoundStats OuterOptimizer::round(long index, const std::vector<PathState*>& own,
       if (!dropped(index, p)) total += shard_tokens[p];
     double scale = deck_.dipaco.sharing_scale == "sqrt" ? std::sqrt(double(u.paths.size())) : 1.0;
 
-    k_.zero(delta_dev_.get(), n * sizeof(float));
+    // Each own path's weighted outer gradient, in path order.
+    std::vector<const float*> terms;
+    size_t t = 0;
     if (contributes && total > 0)
       for (auto* p : own)
-        if (std::count(u.paths.begin(), u.paths.end(), p->id) && !dropped(index, p->id))
+        if (std::count(u.paths.begin(), u.paths.end(), p->id) && !dropped(index, p->id)) {
+          k_.zero(delta_dev_.get(), n * sizeof(float));
           k_.weighted_difference(delta_dev_.get(), u.anchor.get(), p->params.get() + g.offset,
                                  float(share * scale * shard_tokens[p->id] / total), n);
-    k_.to_host(delta_host_.data(), delta_dev_.get(), n * sizeof(float));
+          if (terms_host_.size() <= t) terms_host_.emplace_back();
+          terms_host_[t].resize(n);
+          k_.to_host(terms_host_[t].data(), delta_dev_.get(), n * sizeof(float));
+          terms.push_back(terms_host_[t++].data());
+        }
     fault_point(deck_, "outer_allreduce");
 
     if (!bf16) {
-      MPI_Allreduce(delta_host_.data(), sum_host_.data(), int(n), MPI_FLOAT, MPI_SUM, u.comm);
-      st.bytes += 4.0 * n;
+      // Exact: the same anchor at any rank count and placement of paths on ranks.
+      const long max_terms = long(u.paths.size()) * (replicas ? topo_.ranks_per_path : 1);
+      st.bytes += exact_.sum(terms, n, max_terms, u.comm, sum_host_.data());
     } else {
+      std::fill(delta_host_.begin(), delta_host_.begin() + n, 0.0f);
+      for (const float* term : terms)
+        for (size_t i = 0; i < n; ++i) delta_host_[i] += term[i];
       // bf16 on the wire, summed in fp32 in rank order (the same on every rank).
       int size;
       MPI_Comm_size(u.comm, &size);

@@ -32,7 +32,7 @@ namespace dipaco {
 
 std::string stage_stamp(const Deck& deck, Stage s, const std::string& extra) {
   static const std::set<std::string> warm = {"model.", "run.seed", "route.warm_steps", "train.batch_size", "train.lr",
-                                             "train.min_lr_ratio", "train.warmup", "train.weight_decay", "train.beta1",
+                                             "train.min_lr_ratio", "train.warmup", "train.micro_batch", "train.weight_decay", "train.beta1",
                                              "train.beta2", "train.eps", "train.grad_clip", "train.precision"};
   static const std::set<std::string> route = {"route.method", "route.routing", "route.prefix_tokens", "route.kmeans_iters",
                                               "route.max_shard_fraction", "route.overlap", "dipaco.modules_per_level"};

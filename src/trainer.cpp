@@ -40,12 +40,14 @@ Trainer::Trainer(const Deck& deck, MPI_Comm world, Kernels& k, const std::vector
   replicas_ = deck.dipaco.replica_mode == "diloco";
   if (replicas_ && deck.dipaco.inner_steps == 0)
     throw DeckError("dipaco.replica_mode = diloco needs dipaco.inner_steps > 0 (the replicas meet only in outer rounds)");
-  if (!replicas_ && deck.train.batch_size % topo_.ranks_per_path != 0)
+  micro_ = replicas_ ? 0 : deck.train.micro_batch;
+  if (!replicas_ && micro_ == 0 && deck.train.batch_size % topo_.ranks_per_path != 0)
     throw DeckError("train.batch_size = " + std::to_string(deck.train.batch_size) + " must be divisible by the " +
-                    std::to_string(topo_.ranks_per_path) + " ranks of each path");
+                    std::to_string(topo_.ranks_per_path) + " ranks of each path (or set train.micro_batch)");
   precision_ = deck.train.precision == "bf16" ? Precision::bf16 : Precision::fp32;
-  // Data parallel: the path's batch is split over its ranks. DiLoCo replicas: each trains a whole batch of its own.
-  local_batch_ = replicas_ ? deck.train.batch_size : deck.train.batch_size / topo_.ranks_per_path;
+  // Data parallel: the path's batch is split over its ranks, or into fixed micro-batches dealt to them in
+  // turn (train.micro_batch). DiLoCo replicas: each trains a whole batch of its own.
+  local_batch_ = replicas_ ? deck.train.batch_size : micro_ > 0 ? micro_ : deck.train.batch_size / topo_.ranks_per_path;
   model_ = std::make_unique<Model>(k, shape_, local_batch_, precision_);
   const auto& layout = model_->layout();
 
@@ -155,11 +157,48 @@ Trainer::~Trainer() {
   if (path_comm_ != MPI_COMM_NULL) MPI_Comm_free(&path_comm_);
 }
 
+// train.micro_batch: the batch in fixed micro-batches, dealt to the path's
+// ranks in turn; their gradients summed exactly, so that the sum does not
+// depend on how many ranks share the path. Returns this rank's share of the loss.
+double Trainer::micro_batch_gradients(PathState& p) {
+  const auto& layout = model_->layout();
+  const int T = shape_.T, rip = topo_.rank_in_path(rank_), rpp = topo_.ranks_per_path;
+  const int G = deck_.train.batch_size / micro_;
+  std::vector<const float*> terms;
+  double loss = 0;
+  for (int g = rip, t = 0; g < G; g += rpp, ++t) {
+    for (int b = 0; b < micro_; ++b)
+      sample_window(p.train, T, deck_.run.seed, p.id, p.step, g * micro_ + b, &tok_[size_t(b) * T], &tgt_[size_t(b) * T]);
+    k_.to_device(tok_dev_.get(), tok_.data(), tok_.size() * sizeof(int32_t));
+    k_.to_device(tgt_dev_.get(), tgt_.data(), tgt_.size() * sizeof(int32_t));
+    k_.zero(grads_.get(), layout.total * sizeof(float));
+    loss += model_->forward(p.params.get(), tok_dev_.get(), tgt_dev_.get()) * rpp / G;
+    model_->backward(p.params.get(), grads_.get(), tok_dev_.get(), tgt_dev_.get(), 1.0f / float(deck_.train.batch_size * T));
+    if (micro_terms_.size() <= size_t(t)) micro_terms_.emplace_back();
+    micro_terms_[t].resize(layout.total);
+    k_.to_host(micro_terms_[t].data(), grads_.get(), layout.total * sizeof(float));
+    terms.push_back(micro_terms_[t].data());
+  }
+  grad_host_.resize(layout.total);
+  {
+    CollectiveScope wait("the gradient all-reduce of a path");
+    path_bytes_ += exact_.sum(terms, layout.total, G, path_comm_, grad_host_.data());
+  }
+  k_.to_device(grads_.get(), grad_host_.data(), layout.total * sizeof(float));
+  return loss;
+}
+
 void Trainer::inner_step(PathState& p, std::vector<double>& losses) {
   const auto& layout = model_->layout();
   const int T = shape_.T, rip = topo_.rank_in_path(rank_);
   fault_step_delay(deck_);
   fault_point(deck_, run_dir_.empty() ? "warm_start" : "inner");
+  if (micro_ > 0) {
+    const double loss = micro_batch_gradients(p);
+    finish_step(p);
+    losses.push_back(loss);
+    return;
+  }
   for (int b = 0; b < local_batch_; ++b)
     sample_window(p.train, T, deck_.run.seed, p.id, p.step, rip * local_batch_ + b, &tok_[size_t(b) * T], &tgt_[size_t(b) * T]);
   k_.to_device(tok_dev_.get(), tok_.data(), tok_.size() * sizeof(int32_t));
@@ -182,11 +221,17 @@ void Trainer::inner_step(PathState& p, std::vector<double>& losses) {
     if (g != grads_.get()) k_.to_device(grads_.get(), g, layout.total * sizeof(float));
     path_bytes_ += 4.0 * layout.total;
   }
+  finish_step(p);
+  losses.push_back(loss);
+}
+
+// Clipping and the AdamW step on the path's summed gradient.
+void Trainer::finish_step(PathState& p) {
+  const auto& layout = model_->layout();
   clip_gradients(k_, grads_.get(), layout.total, deck_.train.grad_clip);
   Schedule sched{deck_.train.lr, deck_.train.min_lr_ratio, deck_.train.warmup, deck_.train.steps};
   ++p.step;
   adamw_step(k_, layout, p.params.get(), grads_.get(), p.m.get(), p.v.get(), p.step, sched.at(p.step - 1), deck_.train);
-  losses.push_back(loss);
 }
 
 EvalResult Trainer::evaluate() {
@@ -225,15 +270,19 @@ EvalResult Trainer::evaluate() {
 }
 
 void Trainer::log_steps(long from, long to, const std::vector<std::vector<double>>& losses, double elapsed) {
-  // Mean loss over paths for each step of the chunk (each path counted once).
+  // Mean loss over paths for each step of the chunk, summed in path order
+  // (the same at any rank count when each path has one rank).
   const long n = to - from;
-  std::vector<double> mean(n, 0.0);
+  const int P = topo_.paths;
+  std::vector<double> per_path(size_t(n) * P, 0.0), mean(n, 0.0);
   for (size_t i = 0; i < paths_.size(); ++i)
-    for (long s = 0; s < n; ++s) mean[s] += losses[i][s] / double(topo_.ranks_per_path * topo_.paths);
+    for (long s = 0; s < n; ++s) per_path[size_t(s) * P + paths_[i].id] += losses[i][s] / topo_.ranks_per_path;
   {
     CollectiveScope wait("the loss all-reduce");
-    MPI_Allreduce(MPI_IN_PLACE, mean.data(), int(n), MPI_DOUBLE, MPI_SUM, world_);
+    MPI_Allreduce(MPI_IN_PLACE, per_path.data(), int(per_path.size()), MPI_DOUBLE, MPI_SUM, world_);
   }
+  for (long s = 0; s < n; ++s)
+    for (int p = 0; p < P; ++p) mean[s] += per_path[size_t(s) * P + p] / P;
   if (rank_ != 0) return;
   const double tokens_per_step = double(topo_.paths) * deck_.train.batch_size * shape_.T * (replicas_ ? topo_.ranks_per_path : 1);
   const double rate = tokens_per_step * to / std::max(elapsed, 1e-9);

@@ -36,7 +36,7 @@ struct Deck {
     std::vector<int> layers_per_level;
   } model;
   struct Train {
-    int steps, batch_size, warmup;
+    int steps, batch_size, warmup, micro_batch;
     double lr, min_lr_ratio, weight_decay, beta1, beta2, eps, grad_clip;
     std::string precision, early_stop;
   } train;

@@ -10,6 +10,7 @@
 #include <vector>
 
 #include "dipaco/deck.hpp"
+#include "dipaco/exact_sum.hpp"
 #include "dipaco/kernels.hpp"
 #include "dipaco/model.hpp"
 #include "dipaco/path_state.hpp"
@@ -59,6 +60,8 @@ class OuterOptimizer {
   std::vector<SyncUnit> units_;
   DeviceBuffer<float> delta_dev_;
   std::vector<float> delta_host_, sum_host_;
+  std::vector<std::vector<float>> terms_host_;  // per own path: its weighted outer gradient
+  ExactSum exact_;
   std::vector<uint16_t> send_bf16_, recv_bf16_;
 };
 

@@ -78,6 +78,8 @@ class Trainer {
 
  private:
   void inner_step(PathState& p, std::vector<double>& losses);
+  double micro_batch_gradients(PathState& p);
+  void finish_step(PathState& p);
   void open_metrics();
   void log_steps(long from, long to, const std::vector<std::vector<double>>& losses, double elapsed);
   void keep_best(const EvalResult& e);  // train.early_stop = path
@@ -92,6 +94,9 @@ class Trainer {
   Precision precision_;
   int local_batch_;
   bool replicas_ = false;  // dipaco.replica_mode = diloco
+  int micro_ = 0;          // train.micro_batch (data mode only)
+  std::vector<std::vector<float>> micro_terms_;
+  ExactSum exact_;
   std::unique_ptr<Model> model_;
   std::vector<PathState> paths_;
   std::vector<double> shard_tokens_;
