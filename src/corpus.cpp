@@ -227,6 +227,7 @@ Split split_corpus(std::vector<Document> docs, double val_fraction, int min_val_
     // Keep at least one training document per domain.
     for (size_t j = 0; val_count[domain] < min_val_docs && j + 1 < train.size(); ++j, ++val_count[domain])
       is_val[train[j] - docs.data()] = true;
+    if (val_count[domain] == 0) out.unvalidated.push_back(domain);
   }
   for (size_t i = 0; i < docs.size(); ++i) (is_val[i] ? out.val : out.train).push_back(std::move(docs[i]));
   return out;

@@ -6,9 +6,12 @@
 #include <algorithm>
 #include <boost/program_options.hpp>
 #include <cmath>
+#include <filesystem>
 #include <fstream>
 #include <limits>
+#include <set>
 #include <sstream>
+#include <utility>
 
 namespace po = boost::program_options;
 
@@ -69,6 +72,16 @@ std::string parse_string(const std::string& key, const std::string& v) {
   return v;
 }
 
+// A run writes into <run.out_dir>/<run.name>: a name that is not one path
+// component ("../x", "/abs", "a/b", ".", "..", "") would write outside that
+// directory or straight into it.
+std::string parse_run_name(const std::string& key, const std::string& v) {
+  parse_string(key, v);
+  if (v.empty() || v == "." || v == ".." || v.find('/') != std::string::npos)
+    bad_value(key, v, "one path component (a non-empty directory name without '/', not '.' or '..')");
+  return v;
+}
+
 constexpr size_t kMaxListItems = 1024;
 
 std::vector<int> parse_list(const std::string& key, const std::string& v, int lo, int hi) {
@@ -96,8 +109,18 @@ std::vector<int> parse_list(const std::string& key, const std::string& v, int lo
 
 constexpr long long kBig = 1LL << 40;
 
-#define K_INT(NAME, FIELD, DEF, LO, HI, HELP) \
-  DeckKey{NAME, "int", DEF, HELP, [](Deck& d, const std::string& v) { d.FIELD = decltype(d.FIELD)(parse_int(NAME, v, LO, HI)); }}
+// The upper bound is at most what the field holds: a larger value is refused
+// instead of being cut to the field's width (2^32 + 20 steps would train 20).
+template <typename T>
+constexpr long long field_max(long long hi) {
+  return std::cmp_less(std::numeric_limits<T>::max(), hi) ? static_cast<long long>(std::numeric_limits<T>::max()) : hi;
+}
+
+#define K_INT(NAME, FIELD, DEF, LO, HI, HELP)                                                 \
+  DeckKey{NAME, "int", DEF, HELP, [](Deck& d, const std::string& v) {                         \
+            using T = decltype(d.FIELD);                                                      \
+            d.FIELD = T(parse_int(NAME, v, LO, field_max<T>(HI)));                            \
+          }}
 #define K_FLOAT(NAME, FIELD, DEF, LO, HI, HELP) \
   DeckKey{NAME, "float", DEF, HELP, [](Deck& d, const std::string& v) { d.FIELD = parse_float(NAME, v, LO, HI); }}
 #define K_STR(NAME, FIELD, DEF, HELP) \
@@ -109,7 +132,8 @@ constexpr long long kBig = 1LL << 40;
 
 std::vector<DeckKey> make_keys() {
   return {
-      K_STR("run.name", run.name, "quickstart", "run name; output goes to <out_dir>/<name>"),
+      DeckKey{"run.name", "string", "quickstart", "run name; output goes to <out_dir>/<name>",
+              [](Deck& d, const std::string& v) { d.run.name = parse_run_name("run.name", v); }},
       K_STR("run.out_dir", run.out_dir, "runs", "directory that holds run directories"),
       K_CHOICE("run.device", run.device, "cpu", "cpu|cuda", "where kernels run (cuda: one GPU per rank)"),
       K_INT("run.seed", run.seed, "1234", 0, kBig, "seed for initialisation, data order and faults"),
@@ -288,6 +312,17 @@ Deck load_deck_source(const std::string& file, const std::string* text, const st
     if (slot.count(key)) args[slot[key]] = a;
     else slot[key] = args.size(), args.push_back(a);
   }
+  // Boost refuses "--key=" (an empty value), yet "" is a text key's documented
+  // default (route.warm_start): empty values are set here, past Boost.
+  std::set<std::string> empty;
+  std::erase_if(args, [&](const std::string& a) {
+    if (a.size() < 3 || a.back() != '=' || a.find('=') != a.size() - 1) return false;
+    std::string key = a.substr(2, a.size() - 3);
+    bool known = std::any_of(deck_keys().begin(), deck_keys().end(), [&](const DeckKey& k) { return k.name == key; });
+    if (!known) throw DeckError(unknown_key_message("command line: ", key));
+    empty.insert(key);
+    return true;
+  });
   try {
     auto parsed = po::command_line_parser(args).options(desc).allow_unregistered().run();
     for (const auto& o : parsed.options)
@@ -305,8 +340,13 @@ Deck load_deck_source(const std::string& file, const std::string* text, const st
   std::ifstream file_in;
   std::istringstream text_in(text ? *text : std::string());
   if (!file.empty() && !text) {
+    // A directory opens as a stream and reads as an empty deck: refuse it, and
+    // anything else that is not a regular file (the reader rewinds the file).
+    std::error_code ec;
+    if (std::filesystem::is_directory(file, ec)) throw DeckError("deck '" + file + "' is a directory, not a deck file");
     file_in.open(file);
     if (!file_in) throw DeckError("cannot open deck file '" + file + "'");
+    if (!std::filesystem::is_regular_file(file, ec)) throw DeckError("deck '" + file + "' is not a regular file");
   }
   std::istream& in = text ? static_cast<std::istream&>(text_in) : file_in;
   if (!file.empty() || text) {
@@ -328,7 +368,7 @@ Deck load_deck_source(const std::string& file, const std::string* text, const st
     }
   }
   for (const auto& k : deck_keys()) {
-    std::string v = vm.count(k.name) ? vm[k.name].as<std::string>() : k.deflt;
+    std::string v = empty.count(k.name) ? "" : vm.count(k.name) ? vm[k.name].as<std::string>() : k.deflt;
     v.erase(0, v.find_first_not_of(" \t\r"));  // \r: decks written on Windows
     v.erase(v.find_last_not_of(" \t\r") + 1);
     k.set(deck, v);

@@ -8,8 +8,9 @@
 #include <mpi.h>
 
 #include <cmath>
-#include <filesystem>
 #include <cstdio>
+#include <filesystem>
+#include <limits>
 #include <random>
 
 #include "dipaco/app.hpp"
@@ -84,13 +85,42 @@ std::string option(const Args& args, size_t& i, const std::string& name) {
   return args[++i];
 }
 
+// Numeric flags: bad text or a value out of range names the flag (std::stod
+// alone would report only "stod").
+long int_option(const std::string& name, const std::string& v, long lo, long hi) {
+  size_t pos = 0;
+  long x = 0;
+  try {
+    x = std::stol(v, &pos);
+  } catch (const std::exception&) {
+    pos = 0;
+  }
+  if (v.empty() || pos != v.size() || x < lo || x > hi)
+    throw DeckError(name + " needs an integer in [" + std::to_string(lo) + ", " + std::to_string(hi) + "], got '" + v + "'");
+  return x;
+}
+
+// `allowed` says the range in words, e.g. "[0, 100]".
+double number_option(const std::string& name, const std::string& v, double lo, double hi, const std::string& allowed) {
+  size_t pos = 0;
+  double x = 0;
+  try {
+    x = std::stod(v, &pos);
+  } catch (const std::exception&) {
+    pos = 0;
+  }
+  if (v.empty() || pos != v.size() || !std::isfinite(x) || x < lo || x > hi)
+    throw DeckError(name + " needs a number in " + allowed + ", got '" + v + "'");
+  return x;
+}
+
 }  // namespace
 
 int cmd_export(const Args& args) {
   std::string ckpt, out;
   long path = -1;
   for (size_t i = 0; i < args.size(); ++i) {
-    if (args[i].rfind("--path", 0) == 0) path = std::stol(option(args, i, "--path"));
+    if (args[i].rfind("--path", 0) == 0) path = int_option("--path", option(args, i, "--path"), 0, kMaxPaths - 1);
     else if (args[i].rfind("--", 0) == 0) throw DeckError("unknown option '" + args[i] + "' (export takes --path P)");
     else (ckpt.empty() ? ckpt : out) = args[i];
   }
@@ -167,9 +197,10 @@ int cmd_generate(const Args& args) {
   for (size_t i = 0; i < args.size(); ++i) {
     const std::string& a = args[i];
     if (a.rfind("--prompt", 0) == 0) prompt = option(args, i, "--prompt");
-    else if (a.rfind("--tokens", 0) == 0) tokens = std::stoi(option(args, i, "--tokens"));
-    else if (a.rfind("--temperature", 0) == 0) temperature = std::stod(option(args, i, "--temperature"));
-    else if (a.rfind("--seed", 0) == 0) seed = std::stol(option(args, i, "--seed"));
+    else if (a.rfind("--tokens", 0) == 0) tokens = int(int_option("--tokens", option(args, i, "--tokens"), 0, 1 << 20));
+    else if (a.rfind("--temperature", 0) == 0)
+      temperature = number_option("--temperature", option(args, i, "--temperature"), 0, 100, "[0, 100] (0: always the likeliest byte)");
+    else if (a.rfind("--seed", 0) == 0) seed = int_option("--seed", option(args, i, "--seed"), 0, std::numeric_limits<long>::max());
     else if (a.rfind("--", 0) == 0) throw DeckError("unknown option '" + a + "' (generate takes --prompt, --tokens, --temperature, --seed)");
     else file = a;
   }
@@ -196,10 +227,20 @@ int cmd_generate(const Args& args) {
     k->to_device(tgt.get(), window.data(), window.size() * sizeof(int32_t));
     model.forward(p.get(), tok.get(), tgt.get());
     k->to_host(probs.data(), model.probabilities() + (len - 1) * s.V, s.V * sizeof(float));
-    std::vector<double> w(s.V);
-    for (int v = 0; v < s.V; ++v) w[v] = std::pow(std::max(double(probs[v]), 1e-30), 1.0 / std::max(temperature, 1e-3));
-    w[0] = 0;  // 0 ends a document in training data; never emit it mid-text
-    int next = std::discrete_distribution<int>(w.begin(), w.end())(rng);
+    // Byte 0 ends a document in training data: never emit it mid-text. Scaling
+    // works on log-probabilities less their maximum, so the likeliest byte
+    // keeps weight 1 at any temperature (powers of probabilities underflow to
+    // all zeros at a low one); temperature 0 takes the likeliest byte.
+    int best = 1;
+    for (int v = 2; v < s.V; ++v)
+      if (probs[v] > probs[best]) best = v;
+    int next = best;
+    if (temperature > 0) {
+      const double top = std::log(std::max(double(probs[best]), 1e-30));
+      std::vector<double> w(s.V, 0.0);
+      for (int v = 1; v < s.V; ++v) w[v] = std::exp((std::log(std::max(double(probs[v]), 1e-30)) - top) / temperature);
+      next = std::discrete_distribution<int>(w.begin(), w.end())(rng);
+    }
     text += char(next);
     std::putchar(next);
   }

@@ -6,6 +6,7 @@
 
 #include <cmath>
 #include <cstdio>
+#include <filesystem>
 #include <map>
 #include <sstream>
 
@@ -17,6 +18,8 @@
 
 namespace dipaco {
 namespace {
+
+const std::string kCheckpointFiles = "<run dir>/checkpoints/ckpt-*.h5";
 
 struct GroupSpan {
   size_t offset, size;
@@ -71,9 +74,22 @@ int cmd_inspect(const Args& args) {
     else file = a;
   }
   if (file.empty()) throw DeckError("usage: dipaco inspect CKPT.h5 [--json] [--layout]");
+  std::error_code ec;
+  if (!std::filesystem::exists(file, ec)) throw DeckError("cannot open checkpoint '" + file + "': no such file");
+  if (std::filesystem::is_directory(file, ec))
+    throw DeckError("cannot open checkpoint '" + file + "': it is a directory (checkpoints are " + kCheckpointFiles + ")");
   H5Eset_auto2(H5E_DEFAULT, nullptr, nullptr);
   H5Id f(H5Fopen(file.c_str(), H5F_ACC_RDONLY, H5P_DEFAULT), H5Fclose);
   if (!f.ok()) throw DeckError("cannot open checkpoint '" + file + "' (not an HDF5 file, or truncated)");
+  // The other HDF5 files dipaco writes carry a "format" attribute (a checkpoint
+  // has "format_version" instead): name them rather than a missing attribute.
+  if (H5Aexists(f, "format") > 0) {
+    const std::string format = read_attr_string(f, "format");
+    const std::string what = format == "dipaco-shards" ? "a dipaco shard file"
+                             : format == "dipaco-model" ? "an exported path model"
+                                                        : "a '" + format.substr(0, 40) + "' file";
+    throw DeckError(file + " is " + what + ", not a checkpoint; inspect reads training checkpoints (" + kCheckpointFiles + ")");
+  }
   if (layout) {
     std::ostringstream o;
     if (H5Ovisit(f, H5_INDEX_NAME, H5_ITER_INC, list_object, &o) < 0) throw CheckpointError(file + ": cannot list its objects");

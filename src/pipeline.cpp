@@ -357,6 +357,15 @@ int run_pipeline(const Deck& deck, int rank, int size) {
 
   // prepare: the corpus, split into training and validation documents.
   Split split = split_corpus(read_corpus(deck.data.corpus), deck.data.val_fraction, deck.data.min_val_docs);
+  // Without validation documents every bits-per-byte figure would be NaN.
+  if (split.val.empty())
+    throw CorpusError("corpus '" + deck.data.corpus + "' leaves no validation documents (data.val_fraction = " +
+                      deck.values.at("data.val_fraction") + ", data.min_val_docs = " + deck.values.at("data.min_val_docs") +
+                      "; each domain keeps one document for training): raise either, or add documents");
+  if (rank == 0)
+    for (const auto& domain : split.unvalidated)
+      std::fprintf(stderr, "dipaco: warning: domain '%s' has no validation document; it is trained on but not validated\n",
+                   domain.c_str());
   uint64_t h = 0;
   for (const auto& d : split.train) h = hash64(d.id + '\n' + d.text, h);
   for (const auto& d : split.val) h = hash64(d.id + '\n' + d.text, h);

@@ -31,9 +31,11 @@ double unit_hash(const std::string& s);  // in [0, 1)
 
 struct Split {
   std::vector<Document> train, val;
+  std::vector<std::string> unvalidated;  // domains left without a validation document
 };
 // A document is held out when unit_hash(id) < val_fraction; domains with fewer
-// than min_val_docs held-out documents take their lowest-hash training ones.
+// than min_val_docs held-out documents take their lowest-hash training ones,
+// keeping one for training (so a one-document domain is not validated).
 Split split_corpus(std::vector<Document> docs, double val_fraction, int min_val_docs);
 
 // Documents concatenated into one byte stream, each followed by a 0 byte

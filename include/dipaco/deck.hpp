@@ -43,7 +43,7 @@ struct Deck {
   struct Route {
     std::string method, routing, warm_start, refit;
     int prefix_tokens, kmeans_iters, overlap, em_rounds, em_candidates;
-    long warm_steps;
+    int warm_steps;  // the warm-start model's train.steps
     double max_shard_fraction;
   } route;
   struct Dipaco {

@@ -98,6 +98,16 @@ TEST(Corpus, EmbeddedCorpusSplitIsStableAndCoversEveryDomain) {
   for (auto& id : va) EXPECT_TRUE(vb.count(id)) << id;
 }
 
+// A domain keeps one document for training, so a one-document domain has no
+// validation document: the split names it (the run warns).
+TEST(Corpus, SplitNamesDomainsWithoutValidation) {
+  std::vector<Document> docs = {{"a1", "two", "x"}, {"a2", "two", "y"}, {"b1", "one", "z"}};
+  Split s = split_corpus(docs, 0.0, 2);
+  EXPECT_EQ(s.unvalidated, std::vector<std::string>{"one"});
+  EXPECT_EQ(s.val.size(), 1u);
+  EXPECT_TRUE(split_corpus(docs, 0.0, 0).val.empty());
+}
+
 TEST(Corpus, WindowsAreDeterministicAndInRange) {
   std::vector<Document> docs = {{"a", "x", std::string(500, 'a')}, {"b", "y", std::string(300, 'b')}};
   std::vector<const Document*> ptrs = {&docs[0], &docs[1]};

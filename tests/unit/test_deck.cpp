@@ -27,6 +27,15 @@ std::string error_of(const std::string& text, std::vector<std::string> ov = {}) 
   return "";
 }
 
+std::string error_of_file(const std::string& file) {
+  try {
+    load_deck(file);
+  } catch (const DeckError& e) {
+    return e.what();
+  }
+  return "";
+}
+
 TEST(Deck, DefaultsAndOverrides) {
   Deck d = load_deck(write_deck("[train]\nlr = 0.01\nsteps = 7\n"), {"--train.steps=9", "model.d_model=64"});
   EXPECT_DOUBLE_EQ(d.train.lr, 0.01);
@@ -121,6 +130,46 @@ TEST(Deck, TooManyPathsOrListItemsRefused) {
   std::string many = "1";
   for (int i = 0; i < 2000; ++i) many += ",1";
   EXPECT_NE(error_of("", {"model.layers_per_level=" + many}).find("at most 1024 items"), std::string::npos);
+}
+
+// Integer keys are refused above what their field holds, not cut to it
+// (2^32 + 20 steps used to train 20; 2^31 steps, -2^31).
+TEST(Deck, IntegersBeyondTheFieldAreRefused) {
+  for (std::string key : {"train.steps", "checkpoint.every", "eval.every", "run.log_every", "dipaco.inner_steps",
+                          "route.warm_steps"})
+    for (std::string v : {"2147483648", "4294967316"}) {
+      std::string e = error_of("", {key + "=" + v});
+      EXPECT_NE(e.find("invalid value '" + v + "' for " + key + ": expected an integer in ["), std::string::npos) << e;
+      EXPECT_NE(e.find(", 2147483647]"), std::string::npos) << e;
+    }
+  EXPECT_EQ(load_deck("", {"train.steps=2147483647"}).train.steps, 2147483647);
+  EXPECT_EQ(load_deck("", {"run.stop_after=1099511627776"}).run.stop_after, 1L << 40);  // a long field
+}
+
+// "--key=" sets a text key to the empty string (route.warm_start's default).
+TEST(Deck, EmptyOverrideSetsEmptyText) {
+  Deck d = load_deck(write_deck("[route]\nwarm_start = shared.h5\n"), {"--route.warm_start="});
+  EXPECT_EQ(d.route.warm_start, "");
+  EXPECT_EQ(load_deck("", {"route.warm_start=a.h5", "route.warm_start="}).route.warm_start, "");  // the last one wins
+  EXPECT_NE(error_of("", {"--train.steps="}).find("invalid value '' for train.steps: expected an integer"), std::string::npos);
+  EXPECT_NE(error_of("", {"--train.stpes="}).find("did you mean train.steps?"), std::string::npos);
+}
+
+TEST(Deck, DirectoryOrNonRegularFileIsNotADeck) {
+  std::string e = error_of_file(::testing::TempDir());
+  EXPECT_NE(e.find("is a directory"), std::string::npos) << e;
+  e = error_of_file("/dev/null");
+  EXPECT_NE(e.find("is not a regular file"), std::string::npos) << e;
+}
+
+// The run directory is <out_dir>/<name>: a name must be one path component.
+TEST(Deck, RunNameIsOnePathComponent) {
+  for (std::string v : {"../../escape", "/abs", ".", "..", "", "x/y", "x/"}) {
+    std::string e = error_of("", {"--run.name=" + v});
+    EXPECT_NE(e.find("invalid value '" + v + "' for run.name: expected one path component"), std::string::npos) << v << ": " << e;
+  }
+  EXPECT_NE(error_of("[run]\nname = a/b\n").find("for run.name"), std::string::npos);
+  EXPECT_EQ(load_deck("", {"run.name=..x"}).run.name, "..x");
 }
 
 TEST(Deck, HelpListsEveryKeyWithDefault) {
