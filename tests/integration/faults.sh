@@ -72,5 +72,30 @@ if start killed; then
 else
   bad "killed rank: no checkpoint appeared"
 fi
+# 3. How users stop a job: SIGUSR1 to mpirun is passed on to the ranks: exit 3.
+#    SIGTERM (kill) and SIGINT (Ctrl-C) make mpirun end the job: it sends SIGTERM
+#    to the ranks, which write a checkpoint and exit 3, but mpirun itself
+#    reports 1 (the README documents both; slurm/train.sbatch turns a SIGTERM
+#    into SIGUSR1, so scancel gives 3). mpirun sends SIGKILL
+#    odls_base_sigkill_timeout seconds after that SIGTERM (1 by default): 30
+#    here, so that the checkpoint always has the time to finish.
+export OMPI_MCA_odls_base_sigkill_timeout=30
+for sig in USR1 TERM INT; do
+  name=sig-$sig
+  want=$([[ $sig == USR1 ]] && echo 3 || echo 1)
+  if start "$name"; then
+    kill -"$sig" "$job"
+    wait "$job"; code=$?
+    stop=$(grep -oE "stopped at step [0-9]+ \(signal received\)" "$tmp/out" | grep -oE "[0-9]+")
+    ckpt=$(printf 'ckpt-%08d.h5' "${stop:-0}")
+    if [[ $code -eq $want && -n $stop && $(cat "$tmp/$name/checkpoints/latest") == "$ckpt" ]]; then
+      ok "SIG$sig to mpirun: checkpoint at step $stop, exit $code"
+    else
+      bad "SIG$sig to mpirun: exit $code (wanted $want), stopped at '${stop}', latest $(cat "$tmp/$name/checkpoints/latest" 2>/dev/null)"
+    fi
+  else
+    bad "SIG$sig: no checkpoint appeared"
+  fi
+done
 echo "$pass passed, $fail failed"
 [[ $fail -eq 0 ]]
