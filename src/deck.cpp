@@ -211,7 +211,8 @@ std::vector<DeckKey> make_keys() {
       K_STR("fault.kill_at", fault.kill_at, "",
             "tests: PHASE:N kills rank fault.kill_rank the N-th time it reaches PHASE (warm_start|route|inner|outer_allreduce|checkpoint|eval)"),
       K_INT("fault.kill_rank", fault.kill_rank, "0", 0, 1 << 30, "tests: the rank fault.kill_at kills"),
-      K_CHOICE("fault.kill_target", fault.kill_target, "rank", "rank|mpirun", "tests: fault.kill_at kills the rank, or mpirun and then the rank"),
+      K_CHOICE("fault.kill_target", fault.kill_target, "rank", "rank|mpirun|stop",
+               "tests: fault.kill_at kills the rank, or mpirun and then the rank, or stops the rank (SIGSTOP: a hung peer)"),
       K_FLOAT("fault.step_delay", fault.step_delay, "0", 0, 60, "tests: seconds every inner step sleeps (a run that lives long enough to be stopped)"),
   };
 }

@@ -7,6 +7,7 @@
 #include "dipaco/bf16.hpp"
 #include "dipaco/corpus.hpp"
 #include "dipaco/fault.hpp"
+#include "dipaco/watchdog.hpp"
 
 namespace dipaco {
 
@@ -27,7 +28,7 @@ OuterOptimizer::OuterOptimizer(const Deck& deck, const Topology& topo, const Par
   size_t largest = 0;
   for (auto& u : units_) {
     // Collective over the world, once at start-up: one communicator per unit.
-    MPI_Comm_split(world, u.mine ? 1 : MPI_UNDEFINED, rank_, &u.comm);
+    watched("creating a module communicator", [&] { MPI_Comm_split(world, u.mine ? 1 : MPI_UNDEFINED, rank_, &u.comm); });
     size_t n = layout.groups[u.group].size;
     largest = std::max(largest, n);
     if (u.mine) u.anchor = DeviceBuffer<float>(k, n), u.momentum = DeviceBuffer<float>(k, n);
@@ -118,7 +119,9 @@ RoundStats OuterOptimizer::round(long index, const std::vector<PathState*>& own,
       MPI_Comm_size(u.comm, &size);
       send_bf16_.resize(n), recv_bf16_.resize(n * size);
       for (size_t i = 0; i < n; ++i) send_bf16_[i] = to_bf16(delta_host_[i]);
-      MPI_Allgather(send_bf16_.data(), int(n), MPI_UINT16_T, recv_bf16_.data(), int(n), MPI_UINT16_T, u.comm);
+      watched("an outer round's bf16 all-gather", [&] {
+        MPI_Allgather(send_bf16_.data(), int(n), MPI_UINT16_T, recv_bf16_.data(), int(n), MPI_UINT16_T, u.comm);
+      });
       std::fill(sum_host_.begin(), sum_host_.begin() + n, 0.0f);
       for (int r = 0; r < size; ++r)
         for (size_t i = 0; i < n; ++i) sum_host_[i] += from_bf16(recv_bf16_[size_t(r) * n + i]);

@@ -3,6 +3,8 @@
 #include <algorithm>
 #include <cmath>
 
+#include "dipaco/watchdog.hpp"
+
 namespace dipaco {
 
 double ExactSum::sum(const std::vector<const float*>& terms, size_t n, long max_terms, MPI_Comm comm, float* out) {
@@ -14,7 +16,9 @@ double ExactSum::sum(const std::vector<const float*>& terms, size_t n, long max_
       for (size_t i = b * kBlock, e = std::min(n, i + kBlock); i < e; ++i) m = std::max(m, std::fabs(t[i]));
       block_max_[b] = m;
     }
-  MPI_Allreduce(MPI_IN_PLACE, block_max_.data(), int(blocks), MPI_FLOAT, MPI_MAX, comm);
+  watched("an exact sum's block scales", [&] {
+    MPI_Allreduce(MPI_IN_PLACE, block_max_.data(), int(blocks), MPI_FLOAT, MPI_MAX, comm);
+  });
 
   // Scale 2^shift per block: |value| * 2^shift * max_terms stays below 2^62.
   int headroom = 1;
@@ -28,7 +32,7 @@ double ExactSum::sum(const std::vector<const float*>& terms, size_t n, long max_
   acc_.assign(n, 0);
   for (const float* t : terms)
     for (size_t i = 0; i < n; ++i) acc_[i] += std::llrint(std::ldexp(double(t[i]), shift_[i / kBlock]));
-  MPI_Allreduce(MPI_IN_PLACE, acc_.data(), int(n), MPI_INT64_T, MPI_SUM, comm);
+  watched("an exact sum's all-reduce", [&] { MPI_Allreduce(MPI_IN_PLACE, acc_.data(), int(n), MPI_INT64_T, MPI_SUM, comm); });
   for (size_t i = 0; i < n; ++i) out[i] = float(std::ldexp(double(acc_[i]), -shift_[i / kBlock]));
   return 8.0 * n + 4.0 * blocks;
 }

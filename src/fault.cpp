@@ -26,9 +26,14 @@ void fault_point(const Deck& deck, const char* phase) {
   int rank = 0;
   MPI_Comm_rank(MPI_COMM_WORLD, &rank);
   if (rank != deck.fault.kill_rank) return;
-  const bool launcher = deck.fault.kill_target == "mpirun";
-  std::fprintf(stderr, "fault: rank %d at %s #%ld: SIGKILL to %s\n", rank, phase, n, launcher ? "mpirun and this rank" : "this rank");
+  const bool launcher = deck.fault.kill_target == "mpirun", hang = deck.fault.kill_target == "stop";
+  std::fprintf(stderr, "fault: rank %d at %s #%ld: %s\n", rank, phase, n,
+               hang ? "SIGSTOP to this rank" : launcher ? "SIGKILL to mpirun and this rank" : "SIGKILL to this rank");
   std::fflush(stderr);
+  if (hang) {
+    raise(SIGSTOP);
+    return;
+  }
   if (launcher) {
     std::this_thread::sleep_for(std::chrono::milliseconds(300));  // mpirun forwards the line above first
     kill(getppid(), SIGKILL);

@@ -91,6 +91,7 @@ std::string read_text_everywhere(const std::string& path) {
   MPI_Comm_rank(MPI_COMM_WORLD, &rank);
   std::string s = rank == 0 && fs::exists(path) ? read_text(path) : std::string();
   long n = long(s.size());
+  CollectiveScope wait("a broadcast of a file rank 0 read");
   MPI_Bcast(&n, 1, MPI_LONG, 0, MPI_COMM_WORLD);
   s.resize(n);
   MPI_Bcast(s.data(), int(n), MPI_CHAR, 0, MPI_COMM_WORLD);
@@ -158,9 +159,9 @@ bool warm_start(const Deck& deck, const Split& split, Kernels& k, const std::str
     return true;
   }
   int have = rank == 0 && read_warm_start(file, stamp, params);
-  MPI_Bcast(&have, 1, MPI_INT, 0, MPI_COMM_WORLD);
+  watched("the warm-start broadcast", [&] { MPI_Bcast(&have, 1, MPI_INT, 0, MPI_COMM_WORLD); });
   if (have) {
-    MPI_Bcast(params.data(), int(params.size()), MPI_FLOAT, 0, MPI_COMM_WORLD);
+    watched("the warm-start broadcast", [&] { MPI_Bcast(params.data(), int(params.size()), MPI_FLOAT, 0, MPI_COMM_WORLD); });
     say(rank, "stage warm start: up to date (" + file + ")");
     return true;
   }
@@ -179,7 +180,7 @@ bool warm_start(const Deck& deck, const Split& split, Kernels& k, const std::str
   if (s.stopped) return false;
   k.to_host(params.data(), t.paths()[0].params.get(), params.size() * sizeof(float));
   if (rank == 0) write_warm_start(file, stamp, params);
-  MPI_Barrier(MPI_COMM_WORLD);
+  watched("the barrier after writing the warm start", [] { MPI_Barrier(MPI_COMM_WORLD); });
   if (rank == 0)
     std::printf("stage warm start: done in %s, validation bpb %.4f -> %s\n", format_duration(s.wall_seconds).c_str(),
                 s.final_eval.bpb, file.c_str());
@@ -269,14 +270,14 @@ bool load_shards(const std::string& file, const std::string& stamp, const Split&
   } catch (const CheckpointError&) {
     ok = 0;
   }
-  MPI_Allreduce(MPI_IN_PLACE, &ok, 1, MPI_INT, MPI_MIN, MPI_COMM_WORLD);
+  watched("agreeing on the shard file", [&] { MPI_Allreduce(MPI_IN_PLACE, &ok, 1, MPI_INT, MPI_MIN, MPI_COMM_WORLD); });
   return ok;
 }
 
 void save_shards(const std::string& file, ShardFile& s, const std::string& stamp, const Split& split, int rank) {
   s.stamp = stamp;
   if (rank == 0) write_shard_file(file, s, split);
-  MPI_Barrier(MPI_COMM_WORLD);
+  watched("the barrier after writing the shard file", [] { MPI_Barrier(MPI_COMM_WORLD); });
 }
 
 std::string shard_sizes(const Assignment& a) {
@@ -344,6 +345,7 @@ void print_routed(const RoutedEval& r) {
 
 int run_pipeline(const Deck& deck, int rank, int size) {
   if (deck.run.threads > 0) omp_set_num_threads(deck.run.threads);
+  start_watchdog(deck.run.collective_timeout, rank);  // every blocking collective from here on is watched
   if (deck.route.prefix_tokens >= deck.eval.doc_bytes)
     throw DeckError("route.prefix_tokens = " + std::to_string(deck.route.prefix_tokens) +
                     " leaves nothing to score: it must be smaller than eval.doc_bytes = " + std::to_string(deck.eval.doc_bytes));
@@ -353,7 +355,7 @@ int run_pipeline(const Deck& deck, int rank, int size) {
     std::ofstream(run_dir + "/deck.ini") << "# resolved deck" << (deck.source.empty() ? "" : " from " + deck.source)
                                          << "\n" << deck.text();
   }
-  MPI_Barrier(MPI_COMM_WORLD);
+  watched("a barrier after rank 0 wrote a file", [] { MPI_Barrier(MPI_COMM_WORLD); });
 
   // prepare: the corpus, split into training and validation documents.
   Split split = split_corpus(read_corpus(deck.data.corpus), deck.data.val_fraction, deck.data.min_val_docs);
@@ -385,7 +387,6 @@ int run_pipeline(const Deck& deck, int rank, int size) {
                 size, topo.paths, omp_get_max_threads(), kernels->name().c_str(), deck.train.precision.c_str());
     std::fflush(stdout);
   }
-  start_watchdog(deck.run.collective_timeout, rank);
 
   // warm start: the dense model every path starts from and whose features route.
   const std::string warm_file = warm_start_file(deck, run_dir);
@@ -431,7 +432,7 @@ int run_pipeline(const Deck& deck, int rank, int size) {
     d.run.restart = "never";
   }
   if (rank == 0) write_text_atomic(stamp_file, train_stamp);
-  MPI_Barrier(MPI_COMM_WORLD);
+  watched("a barrier after rank 0 wrote a file", [] { MPI_Barrier(MPI_COMM_WORLD); });
 
   Trainer trainer(d, MPI_COMM_WORLD, *kernels, shards_of(split.train, shards.train), shards_of(split.val, shards.val), run_dir);
   trainer.set_initial_params(warm);

@@ -53,7 +53,9 @@ Trainer::Trainer(const Deck& deck, MPI_Comm world, Kernels& k, const std::vector
 
   // Path communicator: the ranks that train the same path (data parallel).
   std::vector<int> mine = topo_.paths_of_rank(rank_);
-  MPI_Comm_split(world, topo_.ranks >= topo_.paths ? mine[0] : rank_, rank_, &path_comm_);
+  watched("creating the path communicator", [&] {
+    MPI_Comm_split(world, topo_.ranks >= topo_.paths ? mine[0] : rank_, rank_, &path_comm_);
+  });
 
   // Every path starts from bitwise the same weights (a common seed).
   std::vector<float> init = init_params(shape_, layout, deck.run.seed);
@@ -355,11 +357,7 @@ TrainSummary Trainer::run(long until) {
       for (long s = step; s < next; ++s) inner_step(paths_[i], losses[i]);
     // An outer round every H steps, and a last one at the end so shared modules agree.
     if (H > 0 && (next % H == 0 || next == steps)) {
-      RoundStats rs;
-      {
-        CollectiveScope wait("an outer round");
-        rs = outer_->round(progress_.rounds, own, shard_tokens_);
-      }
+      RoundStats rs = outer_->round(progress_.rounds, own, shard_tokens_);  // its collectives are watched one by one
       sum.sync_seconds += rs.seconds, sum.sync_bytes += rs.bytes, sum.dropped += long(rs.dropped.size());
       if (rank_ == 0) {
         for (int p : rs.dropped)

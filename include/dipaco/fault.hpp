@@ -3,7 +3,8 @@
 // machine's speed.
 //   fault.kill_at = PHASE:N   the N-th time rank fault.kill_rank reaches PHASE
 //                             in this session it dies by SIGKILL (fault.kill_target
-//                             = rank), or SIGKILLs its mpirun first (= mpirun)
+//                             = rank), or SIGKILLs its mpirun first (= mpirun),
+//                             or stops itself with SIGSTOP (= stop: a hung peer)
 //   fault.step_delay = S      every inner step sleeps S seconds (keeps a run
 //                             alive long enough to be stopped from outside)
 // Phases: warm_start (an inner step of the warm start), route (features done,

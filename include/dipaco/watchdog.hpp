@@ -11,6 +11,10 @@ namespace dipaco {
 void start_watchdog(double timeout_seconds, int rank);
 void stop_watchdog();
 
+// Runs one blocking collective under a CollectiveScope.
+template <class F>
+void watched(const char* what, F&& collective);
+
 class CollectiveScope {
  public:
   explicit CollectiveScope(const char* what);
@@ -21,5 +25,11 @@ class CollectiveScope {
  private:
   bool outer_;
 };
+
+template <class F>
+void watched(const char* what, F&& collective) {
+  CollectiveScope scope(what);
+  collective();
+}
 
 }  // namespace dipaco

@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# The kill matrix: SIGKILL of one rank, and of mpirun, at each phase of a run
+# The kill matrix: SIGKILL of one rank, and of mpirun, and SIGSTOP of a rank
+# (a hung peer: the job must end with exit 4), at each phase of a run
 # (warm start, routing, the middle of an outer round, an outer round's
 # all-reduce, a checkpoint write, an evaluation). Each time the same command
 # (without the fault.* keys) resumes and finishes with weights, optimizer
@@ -33,7 +34,7 @@ final=checkpoints/ckpt-00000040.h5
 run reference
 [[ $? -eq 0 && -f $tmp/reference/$final ]] && ok "uninterrupted run" || { bad "uninterrupted run"; exit 1; }
 
-for target in rank mpirun; do
+for target in rank mpirun stop; do
   for at in warm_start:5 route:1 inner:15 outer_allreduce:3 checkpoint:2 eval:4; do
     name=${target}-${at%%:*}
     run "$name" --fault.kill_at="$at" --fault.kill_rank=1 --fault.kill_target="$target"
@@ -42,13 +43,18 @@ for target in rank mpirun; do
     pkill -KILL -f "run.name=$name" 2>/dev/null
     grep -q "fault: rank 1 at ${at%%:*}" "$tmp/out" || { bad "$name: the fault did not fire (exit $code)"; continue; }
     [[ $code -ne 0 ]] || { bad "$name: exit 0 after a kill"; continue; }
+    # A stopped rank: its peer's watchdog ends the job with exit 4 (every blocking collective is watched).
+    if [[ $target == stop ]] && ! { [[ $code -eq 4 ]] && grep -q "a peer rank died or stopped responding" "$tmp/out"; }; then
+      bad "$name: exit $code, wanted 4 with the watchdog's message"; continue
+    fi
     run "$name"
     code=$?
     if [[ $code -ne 0 ]]; then bad "$name: resume exited $code"; continue; fi
     if cmp=$(tests/integration/same-weights.py "$tmp/reference/$final" "$tmp/$name/$final" 2>&1); then
-      ok "kill of $target at $at: resumed ($(grep -oE 'resumed from [^ ]+ at step [0-9]+|stage train: [0-9]+ steps' "$tmp/out" | head -1 | sed 's|.*/||')), $cmp"
+      what=$([[ $target == stop ]] && echo "SIGSTOP of rank 1" || echo "SIGKILL of $target")
+      ok "$what at $at: resumed ($(grep -oE 'resumed from [^ ]+ at step [0-9]+|stage train: [0-9]+ steps' "$tmp/out" | head -1 | sed 's|.*/||')), $cmp"
     else
-      bad "kill of $target at $at: final weights $cmp"
+      bad "$target at $at: final weights $cmp"
     fi
   done
 done
