@@ -149,9 +149,9 @@ void write_warm_start(const std::string& file, const std::string& stamp, const s
   fs::rename(tmp, file);
 }
 
-// Returns false when a stop request ended it early (nothing is written; the next run starts it again).
+// Returns false when a stop request ended it early (with a checkpoint: the next run resumes it).
 bool warm_start(const Deck& deck, const Split& split, Kernels& k, const std::string& file, const std::string& stamp,
-                int rank, std::vector<float>& params) {
+                const std::string& run_dir, int rank, std::vector<float>& params) {
   params.resize(make_layout(model_shape(deck)).total);
   if (deck.route.warm_steps == 0) {
     params = init_params(model_shape(deck), make_layout(model_shape(deck)), deck.run.seed);
@@ -165,22 +165,35 @@ bool warm_start(const Deck& deck, const Split& split, Kernels& k, const std::str
     say(rank, "stage warm start: up to date (" + file + ")");
     return true;
   }
-  say(rank, "stage warm start: a dense model on all training documents for " + std::to_string(deck.route.warm_steps) +
-                " steps");
-  Deck wd = deck;  // one path, no outer rounds, no checkpoints, no early stop
-  wd.dipaco.modules_per_level.assign(deck.dipaco.modules_per_level.size(), 1);
-  wd.dipaco.inner_steps = 0, wd.dipaco.replica_mode = "data";
-  wd.train.steps = int(deck.route.warm_steps), wd.train.early_stop = "none";
-  wd.checkpoint.every = 0, wd.run.stop_after = 0;
+  Deck warm_deck = deck;  // one path, no outer rounds, no early stop; checkpointed like training
+  warm_deck.dipaco.modules_per_level.assign(deck.dipaco.modules_per_level.size(), 1);
+  warm_deck.dipaco.inner_steps = 0;
+  warm_deck.dipaco.replica_mode = "data";
+  warm_deck.train.steps = int(deck.route.warm_steps);
+  warm_deck.train.early_stop = "none";
+  warm_deck.run.stop_after = 0;
   std::vector<Shard> train(1), val(1);
   for (const auto& d : split.train) train[0].push_back(&d);
   for (const auto& d : split.val) val[0].push_back(&d);
-  Trainer t(wd, MPI_COMM_WORLD, k, train, val, "", rank == 0);
+  Trainer t(warm_deck, MPI_COMM_WORLD, k, train, val, "", rank == 0);
+  // Its checkpoints live in <run dir>/warmstart/checkpoints, under the warm start's stamp.
+  const std::string ckpt_dir = run_dir + "/warmstart", stamp_file = ckpt_dir + "/stamp";
+  if (read_text_everywhere(stamp_file) != stamp && rank == 0) {
+    fs::remove_all(ckpt_dir);
+    fs::create_directories(ckpt_dir);
+    write_text_atomic(stamp_file, stamp);
+  }
+  Checkpointer ckpt(warm_deck, ckpt_dir, MPI_COMM_WORLD);
+  const std::string resumed = ckpt.load(t, "auto", false);
+  t.set_checkpointer(&ckpt);
+  say(rank, "stage warm start: a dense model on all training documents for " + std::to_string(deck.route.warm_steps) +
+                " steps" + (resumed.empty() ? "" : ", resumed from " + resumed + " at step " + std::to_string(t.progress().step)));
   TrainSummary s = t.run();
   if (s.stopped) return false;
   k.to_host(params.data(), t.paths()[0].params.get(), params.size() * sizeof(float));
   if (rank == 0) write_warm_start(file, stamp, params);
   watched("the barrier after writing the warm start", [] { MPI_Barrier(MPI_COMM_WORLD); });
+  if (rank == 0) fs::remove_all(ckpt_dir);  // warmstart.h5 replaces its checkpoints
   if (rank == 0)
     std::printf("stage warm start: done in %s, validation bpb %.4f -> %s\n", format_duration(s.wall_seconds).c_str(),
                 s.final_eval.bpb, file.c_str());
@@ -391,8 +404,8 @@ int run_pipeline(const Deck& deck, int rank, int size) {
   // warm start: the dense model every path starts from and whose features route.
   const std::string warm_file = warm_start_file(deck, run_dir);
   std::vector<float> warm;
-  if (!warm_start(deck, split, *kernels, warm_file, stage_stamp(deck, Stage::warm_start, corpus_line), rank, warm)) {
-    if (rank == 0) std::printf("exit %d: stopped during the warm start; run the same command again to redo it\n", int(kExitRequeue));
+  if (!warm_start(deck, split, *kernels, warm_file, stage_stamp(deck, Stage::warm_start, corpus_line), run_dir, rank, warm)) {
+    if (rank == 0) std::printf("exit %d: stopped during the warm start with a checkpoint; run the same command again to resume\n", int(kExitRequeue));
     return kExitRequeue;
   }
   const ModelShape shape = model_shape(deck);

@@ -1,5 +1,6 @@
 #include "dipaco/signals.hpp"
 
+#include <chrono>
 #include <csignal>
 
 namespace dipaco {
@@ -13,6 +14,11 @@ void install_stop_handlers() {
   std::signal(SIGUSR1, on_stop);
 }
 int stop_signal() { return g_stop; }
+
+namespace {
+const auto g_session_start = std::chrono::steady_clock::now();  // process start: the whole session counts
+}
+double session_seconds() { return std::chrono::duration<double>(std::chrono::steady_clock::now() - g_session_start).count(); }
 void request_stop(int sig) { g_stop = sig; }
 
 }  // namespace dipaco

@@ -314,7 +314,7 @@ TrainSummary Trainer::run(long until) {
   const long end = until < 0 ? steps : std::min(until, steps);
   std::vector<PathState*> own;
   for (auto& p : paths_) own.push_back(&p);
-  double t0 = MPI_Wtime() - progress_.elapsed, session_start = MPI_Wtime();
+  double t0 = MPI_Wtime() - progress_.elapsed;
   auto eval_and_log = [&](long step) {
     EvalResult e = evaluate();
     last_val_bpb_ = e.bpb;
@@ -388,7 +388,7 @@ TrainSummary Trainer::run(long until) {
 
     // Stop on a signal or before the wall-clock limit: every rank agrees, then checkpoints.
     int stop = stop_signal();
-    if (deck_.run.max_hours > 0 && MPI_Wtime() - session_start > deck_.run.max_hours * 3600) stop = std::max(stop, 1);
+    if (deck_.run.max_hours > 0 && session_seconds() > deck_.run.max_hours * 3600) stop = std::max(stop, 1);
     if (deck_.run.stop_after > 0 && step - session_first_step >= deck_.run.stop_after) stop = std::max(stop, 1);
     {
       CollectiveScope wait("the stop-flag all-reduce");

@@ -21,7 +21,7 @@ trap cleanup EXIT
 # Two paths on two ranks: a warm start, k-means routing, outer rounds every 10
 # steps, checkpoints every 10, evaluations every 20.
 deck=(inputs/quickstart.ini --model.d_model=32 --model.n_layers=2 --model.context=64 --train.steps=40
-      --dipaco.modules_per_level=2 --dipaco.inner_steps=10 --route.method=kmeans --route.warm_steps=10
+      --dipaco.modules_per_level=2 --dipaco.inner_steps=10 --route.method=kmeans --route.warm_steps=20
       --checkpoint.every=10 --eval.every=20 --eval.batches=1 --run.log_every=10 --run.collective_timeout=5)
 run() {  # run NAME [extra keys...]: the 2-rank job in the foreground
   local name=$1
@@ -35,7 +35,7 @@ run reference
 [[ $? -eq 0 && -f $tmp/reference/$final ]] && ok "uninterrupted run" || { bad "uninterrupted run"; exit 1; }
 
 for target in rank mpirun stop; do
-  for at in warm_start:5 route:1 inner:15 outer_allreduce:3 checkpoint:2 eval:4; do
+  for at in warm_start:15 route:1 inner:15 outer_allreduce:3 checkpoint:2 eval:4; do
     name=${target}-${at%%:*}
     run "$name" --fault.kill_at="$at" --fault.kill_rank=1 --fault.kill_target="$target"
     code=$?
@@ -58,5 +58,22 @@ for target in rank mpirun stop; do
     fi
   done
 done
+# A job time limit shorter than the whole run (run.max_hours = 0.3 s, steps
+# that last 0.05 s each): every session stops with a checkpoint after at least
+# one chunk of 10 steps (exit 3), in the warm start too, and the same command
+# run again until it exits 0 ends on the uninterrupted run's weights.
+sessions=0 codes= warm_resumed=0
+while ((sessions < 12)); do
+  run requeued --run.max_hours=0.0000833 --fault.step_delay=0.05
+  code=$?
+  sessions=$((sessions + 1)) codes+="$code "
+  grep -q "stage warm start: .*resumed from .*warmstart/checkpoints/ckpt-" "$tmp/out" && warm_resumed=1
+  [[ $code -eq 3 ]] || break
+done
+if [[ $code -eq 0 ]] && ((sessions > 2 && warm_resumed)) && cmp=$(tests/integration/same-weights.py "$tmp/reference/$final" "$tmp/requeued/$final" 2>&1); then
+  ok "a time limit shorter than the run: $sessions sessions (exits $codes), the warm start resumed, $cmp"
+else
+  bad "time limit: $sessions sessions, exits $codes, ${cmp:-}"
+fi
 echo "$pass passed, $fail failed"
 [[ $fail -eq 0 ]]
