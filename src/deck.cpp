@@ -137,7 +137,7 @@ std::vector<DeckKey> make_keys() {
       K_STR("run.out_dir", run.out_dir, "runs", "directory that holds run directories"),
       K_CHOICE("run.device", run.device, "cpu", "cpu|cuda", "where kernels run (cuda: one GPU per rank)"),
       K_INT("run.seed", run.seed, "1234", 0, kBig, "seed for initialisation, data order and faults"),
-      K_INT("run.threads", run.threads, "0", 0, 1024, "OpenMP threads per rank (0: OMP_NUM_THREADS or all cores)"),
+      K_INT("run.threads", run.threads, "0", 0, 1024, "OpenMP threads per rank (0: OMP_NUM_THREADS, else the node's cores shared by its ranks)"),
       K_INT("run.log_every", run.log_every, "10", 1, kBig, "inner steps between progress lines"),
       K_STR("run.restart", run.restart, "auto", "auto (resume from the run directory's latest checkpoint), never, or a checkpoint path"),
       K_INT("run.restart_force", run.restart_force, "0", 0, 1, "1: resume even when shape or topology keys differ from the checkpoint's deck"),

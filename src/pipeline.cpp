@@ -109,9 +109,22 @@ void say(int rank, const std::string& line) {
   std::fflush(stdout);
 }
 
-int local_rank() {
-  const char* v = std::getenv("OMPI_COMM_WORLD_LOCAL_RANK");
-  return v ? std::atoi(v) : 0;
+// This rank's index among the ranks on its node, and their number (any launcher: mpirun, srun).
+std::pair<int, int> node_local_rank() {
+  MPI_Comm node;
+  watched("splitting the world by node", [&] { MPI_Comm_split_type(MPI_COMM_WORLD, MPI_COMM_TYPE_SHARED, 0, MPI_INFO_NULL, &node); });
+  int r, n;
+  MPI_Comm_rank(node, &r);
+  MPI_Comm_size(node, &n);
+  MPI_Comm_free(&node);
+  return {r, n};
+}
+
+// run.threads = 0: OMP_NUM_THREADS when set, else the node's cores shared by its ranks
+// (every rank taking all cores would oversubscribe them).
+void set_threads(const Deck& deck, int local_ranks) {
+  if (deck.run.threads > 0) omp_set_num_threads(deck.run.threads);
+  else if (!std::getenv("OMP_NUM_THREADS")) omp_set_num_threads(std::max(1, omp_get_num_procs() / local_ranks));
 }
 
 // ---- warm start: a dense model (one path) on all training documents --------
@@ -357,8 +370,9 @@ void print_routed(const RoutedEval& r) {
 }  // namespace
 
 int run_pipeline(const Deck& deck, int rank, int size) {
-  if (deck.run.threads > 0) omp_set_num_threads(deck.run.threads);
   start_watchdog(deck.run.collective_timeout, rank);  // every blocking collective from here on is watched
+  const auto [local_rank, local_ranks] = node_local_rank();
+  set_threads(deck, local_ranks);
   if (deck.route.prefix_tokens >= deck.eval.doc_bytes)
     throw DeckError("route.prefix_tokens = " + std::to_string(deck.route.prefix_tokens) +
                     " leaves nothing to score: it must be smaller than eval.doc_bytes = " + std::to_string(deck.eval.doc_bytes));
@@ -394,7 +408,7 @@ int run_pipeline(const Deck& deck, int rank, int size) {
                   split.train.size(), split.val.size(), same ? "up to date, " : "", file.c_str());
   }
   Topology topo = make_topology(deck.dipaco.modules_per_level, size);
-  auto kernels = make_kernels(deck.run.device, local_rank());
+  auto kernels = make_kernels(deck.run.device, local_rank);
   if (rank == 0) {
     std::printf("dipaco %s: %d rank(s), %d path(s), %d thread(s) per rank, device %s, precision %s\n", DIPACO_VERSION,
                 size, topo.paths, omp_get_max_threads(), kernels->name().c_str(), deck.train.precision.c_str());
