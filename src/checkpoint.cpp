@@ -54,9 +54,9 @@ H5Id make_group(hid_t parent, const std::string& name) {
 }
 
 // A failed data write (a full disk, a file-size limit) is agreed on by all
-// ranks right after the write, and the file is then abandoned, not closed:
-// HDF5 cannot flush metadata collectively once one rank's write failed (the
-// ranks end up in different collectives and wait forever).
+// ranks right after the write, and the job then ends without closing the
+// file: HDF5 cannot flush metadata collectively once one rank's write failed
+// (the ranks end up in different collectives and wait forever).
 bool g_data_write_failed = false;
 int g_write_errno = 0;
 struct AbandonFile : CheckpointError {
