@@ -105,10 +105,10 @@ void write_small(hid_t loc, const std::string& name, hid_t type, const std::vect
 // Collective, before the metadata flush: every rank may write the whole file
 // (its own ulimit -f) and rank 0 reserves its space, so that the flush and
 // close, which no rank may leave half-way, cannot fail for lack of room.
-void reserve_room(hid_t f, const std::string& tmp, int rank, MPI_Comm comm) {
-  hsize_t eoa = 0;
-  H5Fget_filesize(f, &eoa);
-  const off_t want = off_t(eoa) + (64 << 10);  // what closing may still allocate
+// `bytes` is the space preflight's estimate (a little above the real size;
+// HDF5 does not report a parallel file's size before it is closed).
+void reserve_room(double bytes, const std::string& tmp, int rank, MPI_Comm comm) {
+  const off_t want = off_t(bytes);
   struct rlimit rl;
   if (getrlimit(RLIMIT_FSIZE, &rl) == 0 && rl.rlim_cur != RLIM_INFINITY && off_t(rl.rlim_cur) < want)
     g_data_write_failed = true, g_write_errno = EFBIG;
@@ -316,7 +316,7 @@ std::string Checkpointer::save(Trainer& t) {
     write_small(mg, "eval_bpb", H5T_NATIVE_DOUBLE, {hsize_t(pr.eval_bpb.size())}, pr.eval_bpb.data(), rank_, world_);
     write_small(mg, "eval_path_bpb", H5T_NATIVE_DOUBLE, {hsize_t(pr.eval_bpb.size()), hsize_t(topo.paths)},
                 pr.eval_path_bpb.data(), rank_, world_);
-    reserve_room(f, tmp, rank_, world_);
+    reserve_room(need, tmp, rank_, world_);
     check(H5Fflush(f, H5F_SCOPE_GLOBAL), "flush the checkpoint");
   } catch (const AbandonFile& e) {
     // HDF5 can neither close this file (its collective flush fails on some
