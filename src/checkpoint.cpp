@@ -2,17 +2,22 @@
 #include "dipaco/fault.hpp"
 
 #include <fcntl.h>
+#include <sys/resource.h>
 #include <sys/statvfs.h>
 #include <hdf5.h>
 #include <unistd.h>
 
 #include <algorithm>
+#include <cerrno>
 #include <cstdio>
+#include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <map>
 #include <sstream>
 
+#include "dipaco/app.hpp"
+#include "dipaco/files.hpp"
 #include "dipaco/trainer.hpp"
 #include "h5io.hpp"
 
@@ -35,22 +40,42 @@ namespace {
 template <typename T>
 void attr_array(hid_t obj, const char* name, hid_t type, const std::vector<T>& v) {
   hsize_t n = v.size();
-  hid_t sp = H5Screate_simple(1, &n, nullptr);
-  hid_t a = checked(H5Acreate2(obj, name, type, sp, H5P_DEFAULT, H5P_DEFAULT), std::string("create attribute ") + name);
+  H5Id sp(H5Screate_simple(1, &n, nullptr), H5Sclose);
+  H5Id a(checked(H5Acreate2(obj, name, type, sp, H5P_DEFAULT, H5P_DEFAULT), std::string("create attribute ") + name), H5Aclose);
   check(H5Awrite(a, type, v.data()), std::string("write attribute ") + name);
-  H5Aclose(a), H5Sclose(sp);
 }
 void attr_long(hid_t obj, const char* name, long v) { attr_array<long>(obj, name, H5T_NATIVE_LONG, {v}); }
 void attr_double(hid_t obj, const char* name, double v) { attr_array<double>(obj, name, H5T_NATIVE_DOUBLE, {v}); }
 void attr_u64(hid_t obj, const char* name, uint64_t v) { attr_array<uint64_t>(obj, name, H5T_NATIVE_UINT64, {v}); }
 
-hid_t make_group(hid_t parent, const std::string& name) {
-  return checked(H5Gcreate2(parent, name.c_str(), H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT), "create group " + name);
+// Closed on scope exit, also when an error is thrown: a handle left open
+// would keep the file open until HDF5's own shutdown, which can then crash.
+H5Id make_group(hid_t parent, const std::string& name) {
+  return H5Id(checked(H5Gcreate2(parent, name.c_str(), H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT), "create group " + name));
 }
 
-// Data writes only record a failure (a full disk): the writing rank must
-// still take part in every later collective call, or the others would hang.
+// A failed data write (a full disk, a file-size limit) is agreed on by all
+// ranks right after the write, and the job then ends without closing the
+// file: HDF5 cannot flush metadata collectively once one rank's write failed
+// (the ranks end up in different collectives and wait forever).
 bool g_data_write_failed = false;
+int g_write_errno = 0;
+struct AbandonFile : CheckpointError {
+  using CheckpointError::CheckpointError;
+};
+
+void note_write(herr_t e) {
+  if (e < 0 && !g_data_write_failed) g_data_write_failed = true, g_write_errno = errno ? errno : EIO;
+}
+
+// Collective: throws AbandonFile on every rank when a write failed on any.
+void agree_written(int rank, MPI_Comm comm) {
+  int who = g_data_write_failed ? rank + 1 : 0, err = g_write_errno;
+  MPI_Allreduce(MPI_IN_PLACE, &who, 1, MPI_INT, MPI_MAX, comm);
+  if (!who) return;
+  MPI_Bcast(&err, 1, MPI_INT, who - 1, comm);
+  throw AbandonFile("a write failed on rank " + std::to_string(who - 1) + " (" + std::strerror(err) + ")");
+}
 
 // A 1-D float dataset created by every rank, written by `owner` alone, with
 // its checksum attribute (broadcast from the owner).
@@ -58,21 +83,43 @@ void write_floats(hid_t loc, const std::string& name, size_t n, const float* dat
   uint64_t sum = rank == owner ? checksum(data, n * sizeof(float)) : 0;
   MPI_Bcast(&sum, 1, MPI_UINT64_T, owner, comm);
   hsize_t dims = n;
-  hid_t sp = H5Screate_simple(1, &dims, nullptr);
-  hid_t d = checked(H5Dcreate2(loc, name.c_str(), H5T_NATIVE_FLOAT, sp, H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT),
-                    "create dataset " + name);
+  H5Id sp(H5Screate_simple(1, &dims, nullptr), H5Sclose);
+  H5Id d(checked(H5Dcreate2(loc, name.c_str(), H5T_NATIVE_FLOAT, sp, H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT),
+                 "create dataset " + name));
   attr_u64(d, "checksum", sum);
-  if (rank == owner && H5Dwrite(d, H5T_NATIVE_FLOAT, H5S_ALL, H5S_ALL, H5P_DEFAULT, data) < 0) g_data_write_failed = true;
-  H5Dclose(d), H5Sclose(sp);
+  errno = 0;
+  if (rank == owner) note_write(H5Dwrite(d, H5T_NATIVE_FLOAT, H5S_ALL, H5S_ALL, H5P_DEFAULT, data));
+  agree_written(rank, comm);
 }
 
 // Small metadata datasets, the same on every rank, written by rank 0.
 template <typename T>
-void write_small(hid_t loc, const std::string& name, hid_t type, const std::vector<hsize_t>& dims, const T* data, int rank) {
-  hid_t sp = H5Screate_simple(int(dims.size()), dims.data(), nullptr);
-  hid_t d = checked(H5Dcreate2(loc, name.c_str(), type, sp, H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT), "create dataset " + name);
-  if (rank == 0 && H5Dwrite(d, type, H5S_ALL, H5S_ALL, H5P_DEFAULT, data) < 0) g_data_write_failed = true;
-  H5Dclose(d), H5Sclose(sp);
+void write_small(hid_t loc, const std::string& name, hid_t type, const std::vector<hsize_t>& dims, const T* data, int rank,
+                 MPI_Comm comm) {
+  H5Id sp(H5Screate_simple(int(dims.size()), dims.data(), nullptr), H5Sclose);
+  H5Id d(checked(H5Dcreate2(loc, name.c_str(), type, sp, H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT), "create dataset " + name));
+  errno = 0;
+  if (rank == 0) note_write(H5Dwrite(d, type, H5S_ALL, H5S_ALL, H5P_DEFAULT, data));
+  agree_written(rank, comm);
+}
+
+// Collective, before the metadata flush: every rank may write the whole file
+// (its own ulimit -f) and rank 0 reserves its space, so that the flush and
+// close, which no rank may leave half-way, cannot fail for lack of room.
+// `bytes` is the space preflight's estimate (a little above the real size;
+// HDF5 does not report a parallel file's size before it is closed).
+void reserve_room(double bytes, const std::string& tmp, int rank, MPI_Comm comm) {
+  const off_t want = off_t(bytes);
+  struct rlimit rl;
+  if (getrlimit(RLIMIT_FSIZE, &rl) == 0 && rl.rlim_cur != RLIM_INFINITY && off_t(rl.rlim_cur) < want)
+    g_data_write_failed = true, g_write_errno = EFBIG;
+  if (rank == 0 && !g_data_write_failed) {
+    int fd = ::open(tmp.c_str(), O_WRONLY);
+    int e = fd < 0 ? errno : ::fallocate(fd, 0, 0, want) == 0 ? 0 : errno;  // no emulation where unsupported
+    if (fd >= 0) ::close(fd);
+    if (e && e != EOPNOTSUPP && e != EINVAL) g_data_write_failed = true, g_write_errno = e;
+  }
+  agree_written(rank, comm);
 }
 
 std::string unit_path(const SyncUnit& u) {
@@ -152,8 +199,7 @@ std::string Checkpointer::save(Trainer& t) {
   // Preflight: refuse before touching the file system when the checkpoint
   // cannot fit. (A write that fails half-way inside collective MPI-IO calls
   // can leave ranks waiting on each other.)
-  double need = 3.0 * 4 * layout.total * topo.paths + (1 << 20);
-  for (auto& u : t.outer().units()) need += 2.0 * 4 * layout.groups[u.group].size;
+  const double need = checkpoint_bytes(t);
   double avail = 0;
   if (rank_ == 0) {
     struct statvfs sv;
@@ -162,14 +208,14 @@ std::string Checkpointer::save(Trainer& t) {
   MPI_Bcast(&avail, 1, MPI_DOUBLE, 0, world_);
   if (avail < need * 1.05) {
     char msg[256];
-    std::snprintf(msg, sizeof msg, "not enough space for checkpoint %s: needs %.1f MB, %.1f MB free", final_path.c_str(),
+    std::snprintf(msg, sizeof msg, "not enough space for checkpoint %s: needs %.2f MB, %.2f MB free", final_path.c_str(),
                   need / 1e6, avail / 1e6);
-    throw CheckpointError(std::string(msg) + "; the previous checkpoint is intact");
+    throw CheckpointError(std::string(msg) + "; " + checkpoint_status(dir_));
   }
 
   bool ok = true;
   std::string error;
-  g_data_write_failed = false;
+  g_data_write_failed = false, g_write_errno = 0;
   H5Eset_auto2(H5E_DEFAULT, nullptr, nullptr);
   hid_t fapl = H5Pcreate(H5P_FILE_ACCESS);
   H5Pset_fapl_mpio(fapl, world_, MPI_INFO_NULL);
@@ -191,24 +237,23 @@ std::string Checkpointer::save(Trainer& t) {
     attr_long(f, "inner_step", pr.step);
     attr_double(f, "wall_time", pr.elapsed);
 
-    hid_t g = make_group(f, "topology");
+    H5Id g = make_group(f, "topology");
     attr_long(g, "levels", topo.levels());
     attr_long(g, "paths", topo.paths);
     attr_array<int>(g, "modules_per_level", H5T_NATIVE_INT, topo.modules_per_level);
     std::vector<int> table;
     for (int p = 0; p < topo.paths; ++p)
       for (int m : topo.path_modules(p)) table.push_back(m);
-    write_small(g, "path_table", H5T_NATIVE_INT, {hsize_t(topo.paths), hsize_t(topo.levels())}, table.data(), rank_);
-    H5Gclose(g);
+    write_small(g, "path_table", H5T_NATIVE_INT, {hsize_t(topo.paths), hsize_t(topo.levels())}, table.data(), rank_, world_);
 
     // Modules: anchor and outer momentum, owned by the lowest rank holding them.
-    hid_t mods = make_group(f, "modules");
-    std::vector<hid_t> level_groups;
+    H5Id mods = make_group(f, "modules");
+    std::vector<H5Id> level_groups;
     for (int l = 0; l < topo.levels(); ++l) level_groups.push_back(make_group(mods, "L" + std::to_string(l)));
     std::vector<float> host;
     for (auto& u : t.outer().units()) {
       const auto& grp = layout.groups[u.group];
-      hid_t ug = u.level < 0 ? make_group(mods, "embeddings") : make_group(level_groups[u.level], "M" + std::to_string(u.module));
+      H5Id ug = u.level < 0 ? make_group(mods, "embeddings") : make_group(level_groups[u.level], "M" + std::to_string(u.module));
       int owner = unit_owner(topo, u);
       host.assign(grp.size, 0.0f);
       std::vector<float> mom(grp.size, 0.0f);
@@ -236,14 +281,11 @@ std::string Checkpointer::save(Trainer& t) {
         for (int p : u.paths) s += (s.empty() ? "" : ",") + std::to_string(p);
         return s;
       }());
-      H5Gclose(ug);
     }
-    for (hid_t lg : level_groups) H5Gclose(lg);
-    H5Gclose(mods);
     fault_point(deck_, "checkpoint");  // the modules are written, the paths not yet
 
     // Paths: the whole arena (private groups and local module copies), AdamW moments, step.
-    hid_t paths = make_group(f, "paths");
+    H5Id paths = make_group(f, "paths");
     std::string arena_names;
     for (const auto& grp : layout.groups) arena_names += grp.name + ":" + std::to_string(grp.offset) + ":" + std::to_string(grp.size) + "\n";
     write_attr_string(paths, "arena_groups", arena_names);
@@ -253,7 +295,7 @@ std::string Checkpointer::save(Trainer& t) {
     std::vector<float> a(layout.total), m(layout.total), v(layout.total);
     for (int p = 0; p < topo.paths; ++p) {
       int owner = topo.ranks_of_path(p)[0];
-      hid_t pg = make_group(paths, "P" + std::to_string(p));
+      H5Id pg = make_group(paths, "P" + std::to_string(p));
       if (rank_ == owner)
         for (auto& ps : t.paths())
           if (ps.id == p) {
@@ -269,18 +311,28 @@ std::string Checkpointer::save(Trainer& t) {
       std::string mods_s;
       for (int mm : topo.path_modules(p)) mods_s += (mods_s.empty() ? "" : ",") + std::to_string(mm);
       write_attr_string(pg, "modules", mods_s);
-      H5Gclose(pg);
     }
-    H5Gclose(paths);
 
-    hid_t mg = make_group(f, "metrics");
-    write_small(mg, "eval_step", H5T_NATIVE_DOUBLE, {hsize_t(pr.eval_step.size())}, pr.eval_step.data(), rank_);
-    write_small(mg, "eval_bpb", H5T_NATIVE_DOUBLE, {hsize_t(pr.eval_bpb.size())}, pr.eval_bpb.data(), rank_);
+    H5Id mg = make_group(f, "metrics");
+    write_small(mg, "eval_step", H5T_NATIVE_DOUBLE, {hsize_t(pr.eval_step.size())}, pr.eval_step.data(), rank_, world_);
+    write_small(mg, "eval_bpb", H5T_NATIVE_DOUBLE, {hsize_t(pr.eval_bpb.size())}, pr.eval_bpb.data(), rank_, world_);
     write_small(mg, "eval_path_bpb", H5T_NATIVE_DOUBLE, {hsize_t(pr.eval_bpb.size()), hsize_t(topo.paths)},
-                pr.eval_path_bpb.data(), rank_);
-    H5Gclose(mg);
+                pr.eval_path_bpb.data(), rank_, world_);
+    reserve_room(need, tmp, rank_, world_);
     check(H5Fflush(f, H5F_SCOPE_GLOBAL), "flush the checkpoint");
-    if (g_data_write_failed) ok = false, error = "a data write failed";
+  } catch (const AbandonFile& e) {
+    // HDF5 can neither close this file (its collective flush fails on some
+    // ranks only) nor shut down with it open (a crash in MPI_Finalize): every
+    // rank, agreed here, leaves without either, as the watchdog does.
+    std::error_code ec;
+    if (rank_ == 0) {
+      fs::remove(tmp, ec);
+      std::fprintf(stderr, "dipaco: error: writing checkpoint '%s' failed: %s (disk full or a file-size limit?); %s\n",
+                   final_path.c_str(), e.what(), checkpoint_status(dir_).c_str());
+    }
+    std::fflush(stdout), std::fflush(stderr);
+    MPI_Barrier(world_);
+    _exit(kExitFailure);
   } catch (const CheckpointError& e) {
     ok = false, error = e.what();
   }
@@ -288,20 +340,31 @@ std::string Checkpointer::save(Trainer& t) {
   int all_ok = ok;
   MPI_Allreduce(MPI_IN_PLACE, &all_ok, 1, MPI_INT, MPI_MIN, world_);
   if (!all_ok) {
-    if (rank_ == 0) fs::remove(tmp);
+    std::error_code ec;
+    if (rank_ == 0) fs::remove(tmp, ec);
+    MPI_Barrier(world_);
     throw CheckpointError("writing checkpoint '" + final_path + "' failed" + (error.empty() ? " on another rank" : ": " + error) +
-                          " (disk full?); the previous checkpoint is intact");
+                          " (disk full or a file-size limit?); " + checkpoint_status(dir_));
   }
+  // Rank 0 publishes the file; every rank learns whether that worked, so a
+  // failure ends the job on all of them with one message.
+  std::string publish_error;
   if (rank_ == 0) {
-    fsync_path(tmp);
-    fs::rename(tmp, final_path);
-    std::ofstream(dir_ + "/latest.tmp") << name << "\n";
-    fs::rename(dir_ + "/latest.tmp", dir_ + "/latest");
-    fsync_path(dir_);
-    auto all = list_checkpoints(dir_);
-    for (size_t i = deck_.checkpoint.keep; i < all.size(); ++i) fs::remove(all[i]);
+    try {
+      fsync_path(tmp);
+      fs::rename(tmp, final_path);
+      write_file_atomic(dir_ + "/latest", std::string(name) + "\n");
+      fsync_path(dir_);
+      rotate_checkpoints(dir_, final_path, deck_.checkpoint.keep);
+    } catch (const std::exception& e) {
+      publish_error = e.what();
+    }
   }
-  MPI_Barrier(world_);
+  int published = publish_error.empty();
+  MPI_Bcast(&published, 1, MPI_INT, 0, world_);
+  if (!published)
+    throw CheckpointError("checkpoint '" + final_path + "' was written but could not be made the latest: " +
+                          (rank_ == 0 ? publish_error : std::string("on rank 0")) + "; " + checkpoint_status(dir_));
   return final_path;
 }
 
@@ -350,8 +413,20 @@ Progress read_checkpoint(const std::string& file, MPI_Comm comm, const Deck& dec
   return pr;
 }
 
+std::string Checkpointer::start_fresh(const std::string& why) {
+  // Earlier checkpoints would outlive this run's own (higher step numbers,
+  // `latest`, fallback order): keep them aside, as a changed deck does.
+  if (rank_ == 0) {
+    std::string aside = move_checkpoints_aside(dir_);
+    if (!aside.empty()) std::printf("%s: earlier checkpoints moved to %s, training starts over\n", why.c_str(), aside.c_str());
+    std::fflush(stdout);
+  }
+  MPI_Barrier(world_);
+  return "";
+}
+
 std::string Checkpointer::load(Trainer& t, const std::string& restart, bool force) {
-  if (restart == "never") return "";
+  if (restart == "never") return start_fresh("run.restart = never");
   std::vector<std::string> candidates;
   if (restart == "auto") {
     candidates = list_checkpoints(dir_);
@@ -362,7 +437,7 @@ std::string Checkpointer::load(Trainer& t, const std::string& restart, bool forc
       auto it = std::find(candidates.begin(), candidates.end(), dir_ + "/" + latest);
       if (it != candidates.end()) std::rotate(candidates.begin(), it, it + 1);
     }
-    if (candidates.empty()) return "";
+    if (candidates.empty()) return start_fresh("no checkpoint to resume from");
   } else {
     if (!fs::exists(restart)) throw DeckError("run.restart = " + restart + ": no such checkpoint");
     candidates = {restart};
@@ -411,7 +486,7 @@ std::string Checkpointer::load(Trainer& t, const std::string& restart, bool forc
       throw CheckpointError("cannot restart from " + file + ": " + (error.empty() ? "it failed to verify on another rank" : error));
   }
   if (rank_ == 0) std::fprintf(stderr, "dipaco: warning: no usable checkpoint in %s; starting fresh\n", dir_.c_str());
-  return "";
+  return start_fresh("no usable checkpoint");
 }
 
 }  // namespace dipaco

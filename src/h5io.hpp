@@ -93,18 +93,17 @@ inline H5Id open_attr(hid_t obj, const char* name, H5T_class_t want, const char*
 
 // --- writers (from one rank, or collectively with the same values) ---
 inline void write_attr_string(hid_t obj, const char* name, const std::string& v) {
-  hid_t t = H5Tcopy(H5T_C_S1);
+  H5Id t(H5Tcopy(H5T_C_S1), H5Tclose);
   H5Tset_size(t, std::max<size_t>(1, v.size()));
-  hid_t sp = H5Screate(H5S_SCALAR);
-  hid_t a = checked(H5Acreate2(obj, name, t, sp, H5P_DEFAULT, H5P_DEFAULT), std::string("create attribute ") + name);
+  H5Id sp(H5Screate(H5S_SCALAR), H5Sclose);
+  H5Id a(checked(H5Acreate2(obj, name, t, sp, H5P_DEFAULT, H5P_DEFAULT), std::string("create attribute ") + name), H5Aclose);
   check(H5Awrite(a, t, v.empty() ? "" : v.data()), std::string("write attribute ") + name);
-  H5Aclose(a), H5Sclose(sp), H5Tclose(t);
 }
 inline void write_attr_long(hid_t obj, const char* name, long v) {
-  hid_t sp = H5Screate(H5S_SCALAR);
-  hid_t a = checked(H5Acreate2(obj, name, H5T_NATIVE_LONG, sp, H5P_DEFAULT, H5P_DEFAULT), std::string("create attribute ") + name);
+  H5Id sp(H5Screate(H5S_SCALAR), H5Sclose);
+  H5Id a(checked(H5Acreate2(obj, name, H5T_NATIVE_LONG, sp, H5P_DEFAULT, H5P_DEFAULT), std::string("create attribute ") + name),
+         H5Aclose);
   check(H5Awrite(a, H5T_NATIVE_LONG, &v), std::string("write attribute ") + name);
-  H5Aclose(a), H5Sclose(sp);
 }
 // A 1-d float dataset with its "checksum" attribute (what read_floats verifies).
 inline void write_floats(hid_t loc, const std::string& name, const float* data, size_t n) {

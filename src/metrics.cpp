@@ -1,7 +1,9 @@
 #include "dipaco/metrics.hpp"
 
+#include <cerrno>
 #include <cmath>
-#include <stdexcept>
+
+#include "dipaco/files.hpp"
 
 namespace dipaco {
 
@@ -65,17 +67,21 @@ JsonRecord& JsonRecord::add_raw(const std::string& k, const std::string& json) {
   return *this;
 }
 
-MetricsFile::MetricsFile(const std::string& path, bool append) {
+MetricsFile::MetricsFile(const std::string& path, bool append) : path_(path) {
+  errno = 0;
   f_ = std::fopen(path.c_str(), append ? "a" : "w");
-  if (!f_) throw std::runtime_error("cannot write metrics file '" + path + "'");
+  if (!f_) throw WriteError(write_failure("metrics file " + path, errno));
 }
 MetricsFile::~MetricsFile() {
   if (f_) std::fclose(f_);
 }
 void MetricsFile::write(const JsonRecord& r) {
   if (!f_) return;
-  std::fputs((r.str() + "\n").c_str(), f_);
-  std::fflush(f_);
+  // Flushed per record and checked: a full disk stops the run here, not
+  // thousands of steps later with a truncated file.
+  errno = 0;
+  if (std::fputs((r.str() + "\n").c_str(), f_) < 0 || std::fflush(f_) != 0)
+    throw WriteError(write_failure("metrics file " + path_, errno ? errno : EIO));
 }
 
 std::string format_duration(double s) {

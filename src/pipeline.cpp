@@ -17,6 +17,7 @@
 #include "dipaco/corpus.hpp"
 #include "dipaco/fault.hpp"
 #include "dipaco/features.hpp"
+#include "dipaco/files.hpp"
 #include "dipaco/kernels.hpp"
 #include "dipaco/metrics.hpp"
 #include "dipaco/routed_eval.hpp"
@@ -98,10 +99,7 @@ std::string read_text_everywhere(const std::string& path) {
   return s;
 }
 
-void write_text_atomic(const std::string& path, const std::string& text) {
-  std::ofstream(path + ".tmp") << text;
-  fs::rename(path + ".tmp", path);
-}
+void write_text_atomic(const std::string& path, const std::string& text) { write_file_atomic(path, text); }
 
 void say(int rank, const std::string& line) {
   if (rank != 0) return;
@@ -367,9 +365,7 @@ void print_routed(const RoutedEval& r) {
   std::fflush(stdout);
 }
 
-}  // namespace
-
-int run_pipeline(const Deck& deck, int rank, int size) {
+int run_stages(const Deck& deck, int rank, int size) {
   start_watchdog(deck.run.collective_timeout, rank);  // every blocking collective from here on is watched
   const auto [local_rank, local_ranks] = node_local_rank();
   set_threads(deck, local_ranks);
@@ -379,8 +375,8 @@ int run_pipeline(const Deck& deck, int rank, int size) {
   const std::string run_dir = (fs::path(deck.run.out_dir) / deck.run.name).string();
   if (rank == 0) {
     fs::create_directories(run_dir);
-    std::ofstream(run_dir + "/deck.ini") << "# resolved deck" << (deck.source.empty() ? "" : " from " + deck.source)
-                                         << "\n" << deck.text();
+    write_text_atomic(run_dir + "/deck.ini",
+                      "# resolved deck" + (deck.source.empty() ? "" : " from " + deck.source) + "\n" + deck.text());
   }
   watched("a barrier after rank 0 wrote a file", [] { MPI_Barrier(MPI_COMM_WORLD); });
 
@@ -451,8 +447,7 @@ int run_pipeline(const Deck& deck, int rank, int size) {
     // The deck changed under existing checkpoints: keep them aside, train afresh.
     if (rank == 0) {
       const std::string aside = run_dir + "/checkpoints.stale";
-      fs::remove_all(aside);
-      if (fs::exists(run_dir + "/checkpoints")) fs::rename(run_dir + "/checkpoints", aside);
+      move_checkpoints_aside(run_dir + "/checkpoints");
       std::printf("stage train: the deck changed (%s); earlier checkpoints moved to %s, training starts over\n",
                   stamp_changes(before, train_stamp).c_str(), aside.c_str());
     }
@@ -588,6 +583,17 @@ int run_pipeline(const Deck& deck, int rank, int size) {
     std::printf("results: %s/{metrics.jsonl,summary.json,eval.json,deck.ini}\n", run_dir.c_str());
   }
   return kExitOk;
+}
+
+}  // namespace
+
+int run_pipeline(const Deck& deck, int rank, int size) {
+  try {
+    return run_stages(deck, rank, size);
+  } catch (const WriteError& e) {  // on the writing rank: say what survives on disk
+    const std::string dir = (fs::path(deck.run.out_dir) / deck.run.name / "checkpoints").string();
+    throw WriteError(std::string(e.what()) + "; the run stops; " + checkpoint_status(dir));
+  }
 }
 
 }  // namespace dipaco

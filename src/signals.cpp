@@ -12,6 +12,9 @@ extern "C" void on_stop(int sig) { g_stop = sig; }
 void install_stop_handlers() {
   std::signal(SIGTERM, on_stop);
   std::signal(SIGUSR1, on_stop);
+  // A file-size limit (ulimit -f) then fails the write with EFBIG, which is
+  // reported like a full disk, instead of killing the rank mid-checkpoint.
+  std::signal(SIGXFSZ, SIG_IGN);
 }
 int stop_signal() { return g_stop; }
 

@@ -14,8 +14,9 @@
 // verified on load.
 //
 // Safety: written as <name>.tmp, flushed, closed, then renamed; `latest` names
-// the newest; the last checkpoint.keep are kept. A checkpoint that fails to
-// open or verify is skipped with a warning for the previous one.
+// the newest; the checkpoint.keep last written are kept. A checkpoint that fails to
+// open or verify is skipped with a warning for the previous one. A fresh start
+// moves earlier checkpoints to checkpoints.stale/.
 #pragma once
 #include <mpi.h>
 
@@ -42,11 +43,14 @@ class Checkpointer {
   // checkpoint is untouched).
   std::string save(Trainer& t);
   // Collective. restart: "auto" (newest valid in the run directory), "never",
-  // or a checkpoint path. Returns the path loaded, or "" when starting fresh.
+  // or a checkpoint path. Returns the path loaded, or "" when starting fresh
+  // (earlier checkpoints then moved aside).
   std::string load(Trainer& t, const std::string& restart, bool force);
   std::string dir() const { return dir_; }
 
  private:
+  std::string start_fresh(const std::string& why);  // collective; returns ""
+
   const Deck& deck_;
   std::string dir_;
   MPI_Comm world_;
@@ -74,6 +78,18 @@ Progress read_checkpoint(const std::string& file, MPI_Comm comm, const Deck& dec
 std::vector<std::string> incompatible_keys(const std::string& saved_deck_text, const Deck& now);
 // Newest first: checkpoints in dir (ckpt-<step>.h5).
 std::vector<std::string> list_checkpoints(const std::string& dir);
+
+// src/checkpoint_dir.cpp
+// "the previous checkpoint DIR/ckpt-….h5 is intact" (the one `latest` names,
+// else the newest), or "no checkpoint exists yet": for error messages.
+std::string checkpoint_status(const std::string& dir);
+// Removes all but the `keep` last written checkpoints; never `written`.
+void rotate_checkpoints(const std::string& dir, const std::string& written, int keep);
+// Renames a non-empty dir to dir.stale (replacing an older one) and recreates
+// it empty; returns the new name, or "" when there was nothing to move.
+std::string move_checkpoints_aside(const std::string& dir);
+// Bytes a checkpoint of this trainer takes on disk (the space preflight).
+double checkpoint_bytes(Trainer& t);
 uint64_t checksum(const void* data, size_t bytes);
 
 }  // namespace dipaco

@@ -30,6 +30,7 @@ std::string json_array(const std::vector<double>& v);
 class MetricsFile {
  public:
   MetricsFile() = default;
+  // Both throw WriteError when the file cannot be written.
   explicit MetricsFile(const std::string& path, bool append);
   ~MetricsFile();
   MetricsFile(const MetricsFile&) = delete;
@@ -38,6 +39,7 @@ class MetricsFile {
 
  private:
   FILE* f_ = nullptr;
+  std::string path_;
 };
 
 // "1h02m", "3m05s", "12s"

@@ -164,12 +164,42 @@ TEST(Checkpoint, FullDiskKeepsPreviousCheckpoint) {
   };
   if (mounted) {
     attempt(small);
-    EXPECT_NE(err.find("previous checkpoint is intact"), std::string::npos) << err;
+    EXPECT_NE(err.find("the previous checkpoint " + small + "/checkpoints/ckpt-00000002.h5 is intact"), std::string::npos) << err;
     expect_intact(small);
     MPI_Barrier(MPI_COMM_WORLD);
     if (world_rank() == 0) std::system(("umount " + small).c_str());
   }
   if (!mounted) GTEST_SKIP() << "no small file system: mounting a tmpfs needs root";
+}
+
+// The space preflight's estimate follows the real file: the datasets written
+// plus the measured metadata, for a dense and a 2x2 deck and a tiny model.
+TEST(Checkpoint, SpaceEstimateNearTheRealSize) {
+  const std::string src = DIPACO_SOURCE_DIR;
+  struct Case {
+    std::string deck;
+    std::vector<std::string> ov;
+  };
+  for (const Case& c : {Case{"quickstart.ini", {}}, Case{"dipaco-2x2.ini", {}},
+                        Case{"quickstart.ini", {"model.d_model=32", "model.n_layers=2", "model.context=64"}}}) {
+    std::string dir = shared_tmpdir("estimate");
+    auto ov = c.ov;
+    ov.insert(ov.end(), {"train.steps=1", "eval.every=0", "eval.batches=1", "run.threads=1", "run.out_dir=" + dir});
+    Deck deck = load_deck(src + "/inputs/" + c.deck, ov);
+    Topology topo = make_topology(deck.dipaco.modules_per_level, world_size());
+    auto k = make_cpu_kernels();
+    Trainer t(deck, MPI_COMM_WORLD, *k, shard_by_rule(corpus().train, topo.paths, deck.route.method),
+              shard_by_rule(corpus().val, topo.paths, deck.route.method), dir, false);
+    Checkpointer ckpt(deck, dir, MPI_COMM_WORLD);
+    const double estimate = checkpoint_bytes(t);
+    std::string file = ckpt.save(t);
+    double real = double(fs::file_size(file));
+    if (world_rank() == 0)
+      std::printf("checkpoint of %s %s: estimate %.0f bytes, file %.0f bytes (%+.1f%%)\n", c.deck.c_str(),
+                  c.ov.empty() ? "" : "(tiny)", estimate, real, 100 * (estimate - real) / real);
+    EXPECT_NEAR(estimate / real, 1.0, 0.3) << c.deck;
+    EXPECT_GE(estimate, real) << "the preflight must not let a checkpoint through that cannot fit";
+  }
 }
 
 TEST(Checkpoint, ShapeChangeRefusedWithKeysNamed) {

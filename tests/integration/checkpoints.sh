@@ -1,0 +1,101 @@
+#!/usr/bin/env bash
+# Checkpoints end to end: a fresh start moves earlier checkpoints aside and
+# rotation never deletes the one just written; a full disk or a file-size
+# limit stops the run at once with what survives named.
+# Usage: checkpoints.sh BUILD_DIR SOURCE_DIR (file systems: root for tmpfs mounts)
+set -u
+build=$1 src=$2
+bin=$build/dipaco
+tmp=$(mktemp -d)
+small=$tmp/small
+cleanup() { umount "$small" 2>/dev/null; rm -rf "$tmp"; }
+trap cleanup EXIT
+cd "$src"
+# A bound on every run, so that a run that hangs or never stops fails its check.
+mpirun=(timeout -k 5 120 mpirun --allow-run-as-root --oversubscribe --bind-to none)
+pass=0 fail=0
+check() {  # check NAME EXPECTED_CODE PATTERN -- command...
+  local name=$1 want=$2 pattern=$3
+  shift 4
+  "$@" >"$tmp/out" 2>&1
+  local code=$?
+  if [[ $code -eq $want ]] && grep -qE -- "$pattern" "$tmp/out"; then
+    pass=$((pass + 1)); echo "ok   $name"
+  else
+    fail=$((fail + 1)); echo "FAIL $name (exit $code, wanted $want; pattern '$pattern')"; sed 's/^/     | /' "$tmp/out" | tail -15
+  fi
+}
+tiny=(inputs/quickstart.ini --model.d_model=32 --model.n_layers=2 --model.context=64 --eval.every=0 --eval.batches=1
+      --run.log_every=10)
+run() {  # run NP OUT_DIR NAME [overrides...]
+  local np=$1 out=$2 name=$3
+  shift 3
+  env OMP_NUM_THREADS=1 "${mpirun[@]}" -np "$np" "$bin" run "${tiny[@]}" --run.out_dir="$out" --run.name="$name" "$@"
+}
+latest() { local f; f=$(cat "$1/latest") && [[ -f $1/$f ]] && echo "latest: $f"; }  # latest CKPT_DIR: what it names, if it exists
+
+# 1. A fresh start below higher-numbered checkpoints (restart=never in a
+# finished run): they move aside, and the new run's own checkpoints survive.
+r=$tmp/runs/rot
+check "a run to step 40" 0 "checkpoint step 40" -- run 1 "$tmp/runs" rot --train.steps=40 --checkpoint.every=20
+check "restart=never moves the old checkpoints aside" 0 "run.restart = never: earlier checkpoints moved to $r/checkpoints.stale" -- \
+  run 1 "$tmp/runs" rot --train.steps=30 --checkpoint.every=10 --checkpoint.keep=1 --run.restart=never
+check "  ... latest names its final checkpoint, which exists" 0 "^latest: ckpt-00000030.h5$" -- latest "$r/checkpoints"
+check "  ... only that one is left" 0 "^ckpt-00000030.h5 latest $" -- bash -c "ls '$r/checkpoints' | tr '\n' ' '"
+check "  ... the old ones are in checkpoints.stale/" 0 "ckpt-00000020.h5 ckpt-00000040.h5" -- bash -c "ls '$r/checkpoints.stale' | tr '\n' ' '"
+check "a plain run is up to date at the new step" 0 "stage train: up to date \(.*ckpt-00000030.h5 at step 30\)" -- \
+  run 1 "$tmp/runs" rot --train.steps=30 --checkpoint.every=10 --checkpoint.keep=1
+
+# Every checkpoint corrupt: the run starts fresh, and what it writes is what the next one resumes from.
+r=$tmp/runs/corrupt
+check "a run with two checkpoints" 0 "checkpoint step 40" -- run 1 "$tmp/runs" corrupt --train.steps=40 --checkpoint.every=20
+truncate -s 1000 "$r"/checkpoints/ckpt-*.h5
+check "every checkpoint corrupt: starts fresh, moves them aside" 3 "no usable checkpoint: earlier checkpoints moved to $r/checkpoints.stale" -- \
+  run 1 "$tmp/runs" corrupt --train.steps=40 --checkpoint.every=20 --checkpoint.keep=1 --run.stop_after=20
+check "  ... its checkpoint is the latest" 0 "^latest: ckpt-00000020.h5$" -- latest "$r/checkpoints"
+check "the next run resumes from it" 0 "resumed from .*ckpt-00000020.h5 at step 20 of 40" -- \
+  run 1 "$tmp/runs" corrupt --train.steps=40 --checkpoint.every=20 --checkpoint.keep=1
+
+# 2. A full disk (a real small file system, filled to a few KB).
+mkdir -p "$small"
+if mount -t tmpfs -o size=3m tmpfs "$small" 2>/dev/null; then
+  fill() {  # fill KB: leave about KB kilobytes free
+    rm -f "$small/filler"
+    local free; free=$(df -k --output=avail "$small" | tail -1)
+    dd if=/dev/zero of="$small/filler" bs=1k count=$((free - $1)) status=none
+  }
+  fill 48
+  check "a full disk while training stops at once" 1 "cannot write metrics file .*No space left on device.*no checkpoint exists yet" -- \
+    run 1 "$small" full --train.steps=1000000
+  rm -rf "$small/full"
+  fill 200
+  check "a checkpoint that does not fit: the space check names what exists" 1 \
+    "not enough space for checkpoint .*no checkpoint exists yet" -- run 1 "$small" nofit --train.steps=20
+  umount "$small"
+else
+  echo "skip full-disk checks: mounting a tmpfs needs root"
+fi
+
+# 3. A write that fails inside a parallel checkpoint (a file-size limit on
+# each rank, below the checkpoint's size; the space check passes): exit 1,
+# the previous checkpoint intact, no .tmp left, and the next run resumes.
+r=$tmp/runs/fsize
+two=(inputs/dipaco-2x2.ini --model.d_model=32 --model.context=64 --eval.every=0 --eval.batches=1 --dipaco.inner_steps=10
+     --train.steps=40 --run.out_dir="$tmp/runs" --run.name=fsize)
+limited() {  # limited KB: a 2-rank run, each rank under ulimit -f KB (mpirun itself is not limited)
+  env OMP_NUM_THREADS=1 "${mpirun[@]}" -np 2 bash -c 'ulimit -f $0; exec "$@"' "$1" "$bin" run "${two[@]}"
+}
+check "a 2x2 run on 2 ranks stops at step 20" 3 "checkpoint step 20" -- \
+  env OMP_NUM_THREADS=1 "${mpirun[@]}" -np 2 "$bin" run "${two[@]}" --run.stop_after=20
+kb=$(( $(stat -c %s "$r/checkpoints/ckpt-00000020.h5") / 1024 ))
+for limit in $((kb / 2)) $((kb + 4)); do  # a data write fails; the data fits, the room for the whole file does not
+  check "ulimit -f $limit KB: the checkpoint at step 40 fails cleanly" 1 \
+    "error: writing checkpoint '.*ckpt-00000040.h5' failed: .*the previous checkpoint $r/checkpoints/ckpt-00000020.h5 is intact" -- \
+    limited "$limit"
+  check "  ... no .tmp left, latest unchanged" 0 "^ckpt-00000020.h5 latest $" -- bash -c "ls '$r/checkpoints' | tr '\n' ' '"
+done
+check "  ... and the next run resumes from it" 0 "resumed from .*ckpt-00000020.h5 at step 20 of 40" -- \
+  env OMP_NUM_THREADS=1 "${mpirun[@]}" -np 2 "$bin" run "${two[@]}"
+
+echo "$pass passed, $fail failed"
+[[ $fail -eq 0 ]]
