@@ -18,6 +18,7 @@
 #include "dipaco/fault.hpp"
 #include "dipaco/features.hpp"
 #include "dipaco/kernels.hpp"
+#include "dipaco/memory_estimate.hpp"
 #include "dipaco/metrics.hpp"
 #include "dipaco/routed_eval.hpp"
 #include "dipaco/run_lock.hpp"
@@ -352,6 +353,7 @@ int run_pipeline(const Deck& deck, int rank, int size) {
   if (rank == 0) fs::create_directories(run_dir);
   const RunLock lock(run_dir, rank, MPI_COMM_WORLD);  // one run at a time here; held until return or unwinding
   Topology topo = make_topology(deck.dipaco.modules_per_level, size);
+  const MemoryEstimate memory = check_memory(deck, topo, rank);  // before anything large is allocated
   if (rank == 0) {
     std::ofstream(run_dir + "/deck.ini") << "# resolved deck" << (deck.source.empty() ? "" : " from " + deck.source)
                                          << "\n" << deck.text();
@@ -383,8 +385,9 @@ int run_pipeline(const Deck& deck, int rank, int size) {
   }
   auto kernels = make_kernels(deck.run.device, local_rank());
   if (rank == 0) {
-    std::printf("dipaco %s: %d rank(s), %d path(s), %d thread(s) per rank, device %s, precision %s\n", DIPACO_VERSION,
-                size, topo.paths, omp_get_max_threads(), kernels->name().c_str(), deck.train.precision.c_str());
+    std::printf("dipaco %s: %d rank(s), %d path(s), %d thread(s) per rank, device %s, precision %s, memory per rank: %s\n",
+                DIPACO_VERSION, size, topo.paths, omp_get_max_threads(), kernels->name().c_str(),
+                deck.train.precision.c_str(), memory.describe().c_str());
     std::fflush(stdout);
   }
   start_watchdog(deck.run.collective_timeout, rank);
