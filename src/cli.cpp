@@ -4,6 +4,7 @@
 
 #include "dipaco/app.hpp"
 #include "dipaco/deck.hpp"
+#include "dipaco/memory_estimate.hpp"
 #include "dipaco/model.hpp"
 #include "dipaco/topology.hpp"
 #include "dipaco/trainer.hpp"
@@ -134,7 +135,8 @@ int cmd_topology(const Args& args) {
   if (d.dipaco.inner_steps > 0)
     o << "\nper inner step on average (H = " << d.dipaco.inner_steps << "): " << bytes_round / d.dipaco.inner_steps / 1e6
       << " MB; a data-parallel step would all-reduce " << 4.0 * layout.total * t.paths / 1e6 << " MB";
-  o << "\n";
+  // Rank 0 stands for all: every rank holds as many paths, and its units are as large.
+  o << "\nmemory per rank: " << estimate_memory(d, t, 0, corpus_file_bytes(d)).describe() << "\n";
   std::printf("%s", o.str().c_str());
   return kExitOk;
 }

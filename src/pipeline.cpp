@@ -19,8 +19,10 @@
 #include "dipaco/features.hpp"
 #include "dipaco/files.hpp"
 #include "dipaco/kernels.hpp"
+#include "dipaco/memory_estimate.hpp"
 #include "dipaco/metrics.hpp"
 #include "dipaco/routed_eval.hpp"
+#include "dipaco/run_lock.hpp"
 #include "dipaco/router.hpp"
 #include "dipaco/shards.hpp"
 #include "dipaco/trainer.hpp"
@@ -334,7 +336,7 @@ std::vector<std::string> files_written(const std::string& run_dir, const std::st
   const std::string summary = (fs::path(run_dir) / "summary.json").string();
   std::vector<std::string> out{summary};
   for (const auto& e : fs::recursive_directory_iterator(run_dir))
-    if (e.is_regular_file() && e.path().string() != summary) out.push_back(e.path().string());
+    if (e.is_regular_file() && e.path().string() != summary && e.path().filename() != "lock") out.push_back(e.path().string());
   if (!warm_file.empty() && fs::exists(warm_file) &&
       fs::weakly_canonical(warm_file).parent_path() != fs::weakly_canonical(run_dir))
     out.push_back(warm_file);
@@ -373,8 +375,11 @@ int run_stages(const Deck& deck, int rank, int size) {
     throw DeckError("route.prefix_tokens = " + std::to_string(deck.route.prefix_tokens) +
                     " leaves nothing to score: it must be smaller than eval.doc_bytes = " + std::to_string(deck.eval.doc_bytes));
   const std::string run_dir = (fs::path(deck.run.out_dir) / deck.run.name).string();
+  if (rank == 0) fs::create_directories(run_dir);
+  const RunLock lock(run_dir, rank, MPI_COMM_WORLD);  // one run at a time here; held until return or unwinding
+  Topology topo = make_topology(deck.dipaco.modules_per_level, size);
+  const MemoryEstimate memory = check_memory(deck, topo, rank);  // before anything large is allocated
   if (rank == 0) {
-    fs::create_directories(run_dir);
     write_text_atomic(run_dir + "/deck.ini",
                       "# resolved deck" + (deck.source.empty() ? "" : " from " + deck.source) + "\n" + deck.text());
   }
@@ -403,11 +408,11 @@ int run_stages(const Deck& deck, int rank, int size) {
       std::printf("stage prepare: %s: %zu training and %zu validation documents (%s%s)\n", deck.data.corpus.c_str(),
                   split.train.size(), split.val.size(), same ? "up to date, " : "", file.c_str());
   }
-  Topology topo = make_topology(deck.dipaco.modules_per_level, size);
   auto kernels = make_kernels(deck.run.device, local_rank);
   if (rank == 0) {
-    std::printf("dipaco %s: %d rank(s), %d path(s), %d thread(s) per rank, device %s, precision %s\n", DIPACO_VERSION,
-                size, topo.paths, omp_get_max_threads(), kernels->name().c_str(), deck.train.precision.c_str());
+    std::printf("dipaco %s: %d rank(s), %d path(s), %d thread(s) per rank, device %s, precision %s, memory per rank: %s\n",
+                DIPACO_VERSION, size, topo.paths, omp_get_max_threads(), kernels->name().c_str(),
+                deck.train.precision.c_str(), memory.describe().c_str());
     std::fflush(stdout);
   }
 

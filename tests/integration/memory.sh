@@ -1,0 +1,59 @@
+#!/usr/bin/env bash
+# The memory estimate per rank: printed by `dipaco topology` and at the start
+# of `dipaco run`; within 30% of the peak resident memory a real run adds over
+# the process itself; a deck far too large is refused at once with the figure.
+# Usage: memory.sh BUILD_DIR SOURCE_DIR
+set -u
+build=$1 src=$2
+bin=$build/dipaco
+tmp=$(mktemp -d)
+cd "$src"
+pass=0 fail=0
+ok() { pass=$((pass + 1)); echo "ok   $1"; }
+bad() { fail=$((fail + 1)); echo "FAIL $1"; [[ -f ${2:-} ]] && sed 's/^/     | /' "$2" | tail -12; }
+trap 'rm -rf "$tmp"' EXIT
+mpi=(mpirun --allow-run-as-root --oversubscribe --bind-to none -np 1)
+quick=(--train.steps=2 --eval.every=0 --eval.batches=1 --checkpoint.every=0 --run.out_dir="$tmp")
+
+"$bin" topology inputs/dipaco-2x2.ini --ranks 4 >"$tmp/out" 2>&1
+grep -qE '^memory per rank: about [0-9]+ MB \(params\+optimizer [0-9]+, activations [0-9]+, data [0-9]+' "$tmp/out" \
+  && ok "topology prints the memory per rank" || bad "topology: no memory line" "$tmp/out"
+
+# A model of about 3.3e12 weights: refused before anything is allocated or read.
+t0=$(date +%s)
+OMP_NUM_THREADS=1 timeout 300 "${mpi[@]}" "$bin" run inputs/quickstart.ini --model.d_model=65536 --model.n_layers=64 \
+  "${quick[@]}" --run.name=huge >"$tmp/out" 2>&1
+code=$? dt=$(($(date +%s) - t0))
+if [[ $code -eq 2 ]] && grep -q "memory per rank: about [0-9]* MB (params+optimizer .* does not fit: 1 rank(s) on a node need" "$tmp/out" && ((dt < 60)); then
+  ok "far too large deck: exit 2 after ${dt}s with the figure"
+else
+  bad "far too large deck: exit $code after ${dt}s" "$tmp/out"
+fi
+
+# Peak resident memory (VmHWM of the rank) of real runs against the printed estimate. The
+# process's own memory (libraries, MPI, thread pools) is taken from a tiny run and subtracted.
+measure() {  # measure NAME OVERRIDES...: sets est (MB) and peak (MB)
+  local name=$1
+  shift
+  OMP_NUM_THREADS=1 timeout 600 "${mpi[@]}" /usr/bin/time -v "$bin" run inputs/quickstart.ini "${quick[@]}" \
+    --run.name="$name" "$@" >"$tmp/$name.out" 2>&1 || { bad "$name: run failed" "$tmp/$name.out"; return 1; }
+  est=$(sed -nE 's/.*memory per rank: about ([0-9]+) MB.*/\1/p' "$tmp/$name.out" | head -1)
+  peak=$(($(sed -nE 's/.*Maximum resident set size \(kbytes\): ([0-9]+).*/\1/p' "$tmp/$name.out") / 1000))
+  [[ -n $est && $peak -gt 0 ]] || { bad "$name: no estimate or peak" "$tmp/$name.out"; return 1; }
+}
+if measure tiny --model.d_model=16 --model.n_layers=1 --model.context=16 --train.batch_size=2; then
+  base=$((peak - est))
+  echo "     process itself: $base MB (tiny run: peak $peak MB, estimate $est MB)"
+  for deck in "small --model.d_model=128 --model.n_layers=4" "medium --model.d_model=256 --model.n_layers=4 --model.context=256"; do
+    # shellcheck disable=SC2086
+    measure $deck || continue
+    added=$((peak - base))
+    if ((added * 10 >= est * 7 && added * 10 <= est * 13)); then
+      ok "${deck%% *}: estimate $est MB, measured $added MB above the process itself (peak $peak MB)"
+    else
+      bad "${deck%% *}: estimate $est MB, measured $added MB above the process itself (peak $peak MB): off by more than 30%" "$tmp/${deck%% *}.out"
+    fi
+  done
+fi
+echo "$pass passed, $fail failed"
+[[ $fail -eq 0 ]]
