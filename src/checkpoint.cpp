@@ -1,5 +1,6 @@
 #include "dipaco/checkpoint.hpp"
 #include "dipaco/fault.hpp"
+#include "dipaco/watchdog.hpp"
 
 #include <fcntl.h>
 #include <sys/resource.h>
@@ -51,6 +52,7 @@ void attr_u64(hid_t obj, const char* name, uint64_t v) { attr_array<uint64_t>(ob
 // Closed on scope exit, also when an error is thrown: a handle left open
 // would keep the file open until HDF5's own shutdown, which can then crash.
 H5Id make_group(hid_t parent, const std::string& name) {
+  CollectiveScope wait("creating a checkpoint group");
   return H5Id(checked(H5Gcreate2(parent, name.c_str(), H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT), "create group " + name));
 }
 
@@ -70,6 +72,7 @@ void note_write(herr_t e) {
 
 // Collective: throws AbandonFile on every rank when a write failed on any.
 void agree_written(int rank, MPI_Comm comm) {
+  CollectiveScope wait("agreeing on a checkpoint write");
   int who = g_data_write_failed ? rank + 1 : 0, err = g_write_errno;
   MPI_Allreduce(MPI_IN_PLACE, &who, 1, MPI_INT, MPI_MAX, comm);
   if (!who) return;
@@ -80,6 +83,7 @@ void agree_written(int rank, MPI_Comm comm) {
 // A 1-D float dataset created by every rank, written by `owner` alone, with
 // its checksum attribute (broadcast from the owner).
 void write_floats(hid_t loc, const std::string& name, size_t n, const float* data, int owner, int rank, MPI_Comm comm) {
+  CollectiveScope wait("writing a checkpoint dataset");  // one dataset: the wait for a peer, not the whole file
   uint64_t sum = rank == owner ? checksum(data, n * sizeof(float)) : 0;
   MPI_Bcast(&sum, 1, MPI_UINT64_T, owner, comm);
   hsize_t dims = n;
@@ -122,13 +126,45 @@ void reserve_room(double bytes, const std::string& tmp, int rank, MPI_Comm comm)
   agree_written(rank, comm);
 }
 
+// A path's private embeddings averaged among its DiLoCo replicas are unit
+// (level -1, module p): /modules/path_embeddings/P<p>.
 std::string unit_path(const SyncUnit& u) {
-  return u.level < 0 ? "/modules/embeddings" : "/modules/L" + std::to_string(u.level) + "/M" + std::to_string(u.module);
+  if (u.level < 0) return u.module < 0 ? "/modules/embeddings" : "/modules/path_embeddings/P" + std::to_string(u.module);
+  return "/modules/L" + std::to_string(u.level) + "/M" + std::to_string(u.module);
 }
 
 int unit_owner(const Topology& t, const SyncUnit& u) {
-  if (u.level < 0) return 0;
+  if (u.level < 0) return u.module < 0 ? 0 : t.ranks_of_path(u.module)[0];
   return t.module_ranks(u.level, u.module)[0];
+}
+
+// Replicas per path stored in a checkpoint (attribute /paths replicas; 1 when absent
+// or unreadable: verification reports a broken file). Read by rank 0, broadcast.
+long stored_replicas(const std::string& file, MPI_Comm comm) {
+  int rank;
+  MPI_Comm_rank(comm, &rank);
+  long n = 1;
+  if (rank == 0) {
+    H5Id f(H5Fopen(file.c_str(), H5F_ACC_RDONLY, H5P_DEFAULT), H5Fclose);
+    if (f.ok() && H5Lexists(f, "paths", H5P_DEFAULT) > 0) {
+      H5Id g(H5Gopen2(f, "paths", H5P_DEFAULT), H5Gclose);
+      if (g.ok() && H5Aexists(g, "replicas") > 0) {
+        try {
+          n = read_attr_long(g, "replicas", 1, 1L << 20);
+        } catch (const CheckpointError&) {
+          n = 1;
+        }
+      }
+    }
+  }
+  watched("agreeing on a checkpoint's replicas", [&] { MPI_Bcast(&n, 1, MPI_LONG, 0, comm); });
+  return n;
+}
+
+// The group of replica r of path p: replica 0 is the path's own group (what
+// inspect and export read); DiLoCo replicas r > 0 below it as replica<r>.
+std::string replica_path(int p, int r) {
+  return "/paths/P" + std::to_string(p) + (r == 0 ? "" : "/replica" + std::to_string(r));
 }
 
 std::map<std::string, std::string> parse_deck_text(const std::string& text) {
@@ -205,7 +241,7 @@ std::string Checkpointer::save(Trainer& t) {
     struct statvfs sv;
     avail = statvfs(dir_.c_str(), &sv) == 0 ? double(sv.f_bavail) * sv.f_frsize : 1e300;
   }
-  MPI_Bcast(&avail, 1, MPI_DOUBLE, 0, world_);
+  watched("the checkpoint's space check", [&] { MPI_Bcast(&avail, 1, MPI_DOUBLE, 0, world_); });
   if (avail < need * 1.05) {
     char msg[256];
     std::snprintf(msg, sizeof msg, "not enough space for checkpoint %s: needs %.2f MB, %.2f MB free", final_path.c_str(),
@@ -223,7 +259,8 @@ std::string Checkpointer::save(Trainer& t) {
   // headers): a corrupt header is refused by the library rather than decoded,
   // and libhdf5's decoders are not safe on corrupt input.
   H5Pset_libver_bounds(fapl, H5F_LIBVER_V18, H5F_LIBVER_V18);
-  hid_t f = H5Fcreate(tmp.c_str(), H5F_ACC_TRUNC, H5P_DEFAULT, fapl);
+  hid_t f = -1;
+  watched("creating a checkpoint file", [&] { f = H5Fcreate(tmp.c_str(), H5F_ACC_TRUNC, H5P_DEFAULT, fapl); });
   H5Pclose(fapl);
   if (f < 0) throw CheckpointError("cannot create checkpoint '" + tmp + "' (is the directory writable, the disk full?)");
   try {
@@ -250,10 +287,15 @@ std::string Checkpointer::save(Trainer& t) {
     H5Id mods = make_group(f, "modules");
     std::vector<H5Id> level_groups;
     for (int l = 0; l < topo.levels(); ++l) level_groups.push_back(make_group(mods, "L" + std::to_string(l)));
+    std::vector<H5Id> path_embeddings;
+    for (auto& u : t.outer().units())
+      if (u.level < 0 && u.module >= 0 && path_embeddings.empty()) path_embeddings.push_back(make_group(mods, "path_embeddings"));
     std::vector<float> host;
     for (auto& u : t.outer().units()) {
       const auto& grp = layout.groups[u.group];
-      H5Id ug = u.level < 0 ? make_group(mods, "embeddings") : make_group(level_groups[u.level], "M" + std::to_string(u.module));
+      H5Id ug = u.level >= 0  ? make_group(level_groups[u.level], "M" + std::to_string(u.module))
+                : u.module < 0 ? make_group(mods, "embeddings")
+                               : make_group(path_embeddings[0], "P" + std::to_string(u.module));
       int owner = unit_owner(topo, u);
       host.assign(grp.size, 0.0f);
       std::vector<float> mom(grp.size, 0.0f);
@@ -291,21 +333,28 @@ std::string Checkpointer::save(Trainer& t) {
     write_attr_string(paths, "arena_groups", arena_names);
     std::vector<long> steps(topo.paths, 0);
     for (auto& p : t.paths()) steps[p.id] = p.step;
-    MPI_Allreduce(MPI_IN_PLACE, steps.data(), topo.paths, MPI_LONG, MPI_MAX, world_);
+    watched("agreeing on the paths' steps", [&] { MPI_Allreduce(MPI_IN_PLACE, steps.data(), topo.paths, MPI_LONG, MPI_MAX, world_); });
+    // DiLoCo replicas differ: each is stored (written by its own rank).
+    const int replicas = t.deck().dipaco.replica_mode == "diloco" ? topo.ranks_per_path : 1;
+    attr_long(paths, "replicas", replicas);
     std::vector<float> a(layout.total), m(layout.total), v(layout.total);
     for (int p = 0; p < topo.paths; ++p) {
-      int owner = topo.ranks_of_path(p)[0];
       H5Id pg = make_group(paths, "P" + std::to_string(p));
-      if (rank_ == owner)
-        for (auto& ps : t.paths())
-          if (ps.id == p) {
-            k.to_host(a.data(), ps.params.get(), layout.total * sizeof(float));
-            k.to_host(m.data(), ps.m.get(), layout.total * sizeof(float));
-            k.to_host(v.data(), ps.v.get(), layout.total * sizeof(float));
-          }
-      write_floats(pg, "params", layout.total, a.data(), owner, rank_, world_);
-      write_floats(pg, "adam_m", layout.total, m.data(), owner, rank_, world_);
-      write_floats(pg, "adam_v", layout.total, v.data(), owner, rank_, world_);
+      for (int r = 0; r < replicas; ++r) {
+        const int owner = topo.ranks_of_path(p)[r];
+        H5Id rg = r == 0 ? H5Id(H5Gopen2(pg, ".", H5P_DEFAULT), H5Gclose) : make_group(pg, "replica" + std::to_string(r));
+        if (rank_ == owner)
+          for (auto& ps : t.paths())
+            if (ps.id == p) {
+              k.to_host(a.data(), ps.params.get(), layout.total * sizeof(float));
+              k.to_host(m.data(), ps.m.get(), layout.total * sizeof(float));
+              k.to_host(v.data(), ps.v.get(), layout.total * sizeof(float));
+            }
+        write_floats(rg, "params", layout.total, a.data(), owner, rank_, world_);
+        write_floats(rg, "adam_m", layout.total, m.data(), owner, rank_, world_);
+        write_floats(rg, "adam_v", layout.total, v.data(), owner, rank_, world_);
+        if (r > 0) attr_long(rg, "step", steps[p]);
+      }
       attr_long(pg, "step", steps[p]);
       attr_double(pg, "shard_tokens", t.shard_tokens()[p]);
       std::string mods_s;
@@ -318,8 +367,10 @@ std::string Checkpointer::save(Trainer& t) {
     write_small(mg, "eval_bpb", H5T_NATIVE_DOUBLE, {hsize_t(pr.eval_bpb.size())}, pr.eval_bpb.data(), rank_, world_);
     write_small(mg, "eval_path_bpb", H5T_NATIVE_DOUBLE, {hsize_t(pr.eval_bpb.size()), hsize_t(topo.paths)},
                 pr.eval_path_bpb.data(), rank_, world_);
-    reserve_room(need, tmp, rank_, world_);
-    check(H5Fflush(f, H5F_SCOPE_GLOBAL), "flush the checkpoint");
+    watched("flushing a checkpoint", [&] {
+      reserve_room(need, tmp, rank_, world_);
+      check(H5Fflush(f, H5F_SCOPE_GLOBAL), "flush the checkpoint");
+    });
   } catch (const AbandonFile& e) {
     // HDF5 can neither close this file (its collective flush fails on some
     // ranks only) nor shut down with it open (a crash in MPI_Finalize): every
@@ -336,9 +387,12 @@ std::string Checkpointer::save(Trainer& t) {
   } catch (const CheckpointError& e) {
     ok = false, error = e.what();
   }
-  if (H5Fclose(f) < 0) ok = false, error = error.empty() ? "HDF5 failed to close the checkpoint" : error;
-  int all_ok = ok;
-  MPI_Allreduce(MPI_IN_PLACE, &all_ok, 1, MPI_INT, MPI_MIN, world_);
+  int all_ok = 0;
+  watched("closing a checkpoint", [&] {
+    if (H5Fclose(f) < 0) ok = false, error = error.empty() ? "HDF5 failed to close the checkpoint" : error;
+    all_ok = ok;
+    MPI_Allreduce(MPI_IN_PLACE, &all_ok, 1, MPI_INT, MPI_MIN, world_);
+  });
   if (!all_ok) {
     std::error_code ec;
     if (rank_ == 0) fs::remove(tmp, ec);
@@ -361,7 +415,7 @@ std::string Checkpointer::save(Trainer& t) {
     }
   }
   int published = publish_error.empty();
-  MPI_Bcast(&published, 1, MPI_INT, 0, world_);
+  watched("publishing a checkpoint", [&] { MPI_Bcast(&published, 1, MPI_INT, 0, world_); });
   if (!published)
     throw CheckpointError("checkpoint '" + final_path + "' was written but could not be made the latest: " +
                           (rank_ == 0 ? publish_error : std::string("on rank 0")) + "; " + checkpoint_status(dir_));
@@ -373,7 +427,8 @@ Progress read_checkpoint(const std::string& file, MPI_Comm comm, const Deck& dec
   H5Eset_auto2(H5E_DEFAULT, nullptr, nullptr);
   H5Id fapl(H5Pcreate(H5P_FILE_ACCESS), H5Pclose);
   H5Pset_fapl_mpio(fapl, comm, MPI_INFO_NULL);
-  H5Id f(H5Fopen(file.c_str(), H5F_ACC_RDONLY, fapl), H5Fclose);
+  H5Id f;
+  watched("opening a checkpoint", [&] { f = H5Id(H5Fopen(file.c_str(), H5F_ACC_RDONLY, fapl), H5Fclose); });
   if (!f.ok()) throw CheckpointError(file + ": not a readable HDF5 file (truncated or corrupt)");
   long version = read_attr_scalar<long>(f, "format_version", H5T_NATIVE_LONG);
   if (version != kFormatVersion) throw CheckpointError(file + ": format version " + std::to_string(version) + " unsupported");
@@ -443,21 +498,33 @@ std::string Checkpointer::load(Trainer& t, const std::string& restart, bool forc
     candidates = {restart};
   }
   const ParamLayout& layout = t.layout();
-  std::vector<CheckpointGroup> groups;
-  for (auto& ps : t.paths())
-    groups.push_back({"/paths/P" + std::to_string(ps.id), layout.total,
-                      {{"params", ps.params.get()}, {"adam_m", ps.m.get()}, {"adam_v", ps.v.get()}}, true});
-  for (auto& u : t.outer().units())
-    if (u.mine)
-      groups.push_back({unit_path(u), layout.groups[u.group].size, {{"anchor", u.anchor.get()}, {"momentum", u.momentum.get()}}});
+  const int replicas = t.deck().dipaco.replica_mode == "diloco" ? t.topology().ranks_per_path : 1;
+  // What this rank restores from a file written with `stored` replicas per path: its own
+  // replica when the file has it, else replica 0 (another rank count: a warning says so).
+  auto groups_for = [&](long stored) {
+    std::vector<CheckpointGroup> groups;
+    const int r = stored == replicas ? t.topology().rank_in_path(rank_) : 0;
+    for (auto& ps : t.paths())
+      groups.push_back({replica_path(ps.id, replicas > 1 ? r : 0), layout.total,
+                        {{"params", ps.params.get()}, {"adam_m", ps.m.get()}, {"adam_v", ps.v.get()}}, true});
+    for (auto& u : t.outer().units())
+      if (u.mine)
+        groups.push_back({unit_path(u), layout.groups[u.group].size, {{"anchor", u.anchor.get()}, {"momentum", u.momentum.get()}}});
+    return groups;
+  };
 
   // Every rank must accept the same checkpoint: true when all ranks got no error.
   auto agree = [&](const std::string& error) {
     int ok = error.empty();
-    MPI_Allreduce(MPI_IN_PLACE, &ok, 1, MPI_INT, MPI_MIN, world_);
+    watched("agreeing on a checkpoint", [&] { MPI_Allreduce(MPI_IN_PLACE, &ok, 1, MPI_INT, MPI_MIN, world_); });
     return ok != 0;
   };
   for (const auto& file : candidates) {
+    const long stored = stored_replicas(file, world_);
+    if (replicas > 1 && stored != replicas && rank_ == 0)
+      std::fprintf(stderr, "dipaco: warning: %s holds %ld DiLoCo replica(s) per path, this run %d: every replica resumes from replica 0\n",
+                   file.c_str(), stored, replicas);
+    const std::vector<CheckpointGroup> groups = groups_for(stored);
     // Verify the whole file first, so that a checkpoint that fails half-way
     // leaves the trainer's fresh state untouched.
     std::string error;

@@ -47,9 +47,10 @@ std::string move_checkpoints_aside(const std::string& dir) {
 double checkpoint_bytes(Trainer& t) {
   const ParamLayout& layout = t.layout();
   // The float datasets: every path's arena three times (params, adam_m,
-  // adam_v), every sync unit's anchor and momentum.
+  // adam_v) for each stored replica, every sync unit's anchor and momentum.
   const int paths = t.topology().paths;
-  double data = 3.0 * 4 * double(layout.total) * paths, meta = 0;
+  const int replicas = t.deck().dipaco.replica_mode == "diloco" ? t.topology().ranks_per_path : 1;
+  double data = 3.0 * 4 * double(layout.total) * paths * replicas, meta = 0;
   for (auto& u : t.outer().units()) {
     data += 2.0 * 4 * double(layout.groups[u.group].size);
     for (const auto& v : layout.groups[u.group].views) meta += 2.0 * v.name.size() + 32;  // index attributes
@@ -57,7 +58,7 @@ double checkpoint_bytes(Trainer& t) {
   // The rest of the metadata, measured on real files (11 to 16 KB for the
   // quickstart and 2x2 decks): the deck text, object headers of each group
   // and dataset, the evaluation history; rounded up.
-  meta += double(t.deck().text().size()) + (16 << 10) + 2048.0 * (paths + t.outer().units().size());
+  meta += double(t.deck().text().size()) + (16 << 10) + 2048.0 * (paths * replicas + t.outer().units().size());
   meta += 8.0 * double(t.progress().eval_step.size()) * (2 + paths);
   return data + meta;
 }

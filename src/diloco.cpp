@@ -18,6 +18,14 @@ OuterOptimizer::OuterOptimizer(const Deck& deck, const Topology& topo, const Par
   std::vector<int> all(topo.paths);
   for (int p = 0; p < topo.paths; ++p) all[p] = p;
   if (deck.dipaco.shared == "embeddings") units_.push_back({"embeddings", 0, -1, -1, all, true, MPI_COMM_NULL, {}, {}});
+  // Private embeddings of DiLoCo replicas: averaged among the replicas of their
+  // path (otherwise they would drift apart for good). Level -1, module = the path.
+  else if (deck.dipaco.replica_mode == "diloco" && topo.ranks_per_path > 1)
+    for (int p = 0; p < topo.paths; ++p) {
+      auto ranks = topo.ranks_of_path(p);
+      bool mine = std::binary_search(ranks.begin(), ranks.end(), rank_);
+      units_.push_back({"embeddings.P" + std::to_string(p), 0, -1, p, {p}, mine, MPI_COMM_NULL, {}, {}});
+    }
   for (int l = 0; l < topo.levels(); ++l)
     for (int m = 0; m < topo.modules_per_level[l]; ++m) {
       auto ranks = topo.module_ranks(l, m);

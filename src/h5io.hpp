@@ -4,6 +4,7 @@
 // they allocate for it or copy it: a crafted file gets an error, never a
 // huge allocation or a write past a buffer.
 #pragma once
+#include <utility>
 #include <hdf5.h>
 
 #include <algorithm>
@@ -32,6 +33,11 @@ class H5Id {
   H5Id(H5Id&& o) noexcept : id_(o.id_), close_(o.close_) { o.id_ = -1; }
   H5Id(const H5Id&) = delete;
   H5Id& operator=(const H5Id&) = delete;
+  H5Id& operator=(H5Id&& o) noexcept {
+    std::swap(id_, o.id_);
+    std::swap(close_, o.close_);
+    return *this;
+  }
   ~H5Id() {
     if (id_ >= 0) close_(id_);
   }

@@ -465,10 +465,7 @@ int run_stages(const Deck& deck, int rank, int size) {
   trainer.set_initial_params(warm);
   Checkpointer ckpt(d, run_dir, MPI_COMM_WORLD);
   std::string resumed;
-  {
-    CollectiveScope wait("loading a checkpoint");
-    resumed = ckpt.load(trainer, d.run.restart, d.run.restart_force);
-  }
+  resumed = ckpt.load(trainer, d.run.restart, d.run.restart_force);  // its collectives are watched one by one
   trainer.set_checkpointer(&ckpt);
   const long steps = deck.train.steps, H = deck.dipaco.inner_steps;
   std::vector<long> boundary;  // step at which re-sharding round e (1-based) happens
