@@ -6,6 +6,7 @@
 
 #include "dipaco/checkpoint.hpp"
 #include "dipaco/fault.hpp"
+#include "dipaco/files.hpp"
 #include "dipaco/optimizer.hpp"
 #include "dipaco/signals.hpp"
 #include "dipaco/watchdog.hpp"
@@ -97,7 +98,7 @@ void Trainer::open_metrics() {
     if (at != std::string::npos && std::atol(line.c_str() + at + 7) > progress_.step) continue;
     kept << line << "\n";
   }
-  std::ofstream(path) << kept.str();
+  write_file_atomic(path, kept.str());  // checked: a full disk stops the run here, not later
   metrics_ = std::make_unique<MetricsFile>(path, true);
 }
 

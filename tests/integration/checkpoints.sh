@@ -6,25 +6,12 @@
 set -u
 build=$1 src=$2
 bin=$build/dipaco
-tmp=$(mktemp -d)
-small=$tmp/small
-cleanup() { umount "$small" 2>/dev/null; rm -rf "$tmp"; }
-trap cleanup EXIT
 cd "$src"
+source tests/integration/lib.sh
+small=$tmp/small
+at_exit() { umount "$small" 2>/dev/null; }
 # A bound on every run, so that a run that hangs or never stops fails its check.
 mpirun=(timeout -k 5 120 mpirun --allow-run-as-root --oversubscribe --bind-to none)
-pass=0 fail=0
-check() {  # check NAME EXPECTED_CODE PATTERN -- command...
-  local name=$1 want=$2 pattern=$3
-  shift 4
-  "$@" >"$tmp/out" 2>&1
-  local code=$?
-  if [[ $code -eq $want ]] && grep -qE -- "$pattern" "$tmp/out"; then
-    pass=$((pass + 1)); echo "ok   $name"
-  else
-    fail=$((fail + 1)); echo "FAIL $name (exit $code, wanted $want; pattern '$pattern')"; sed 's/^/     | /' "$tmp/out" | tail -15
-  fi
-}
 tiny=(inputs/quickstart.ini --model.d_model=32 --model.n_layers=2 --model.context=64 --eval.every=0 --eval.batches=1
       --run.log_every=10)
 run() {  # run NP OUT_DIR NAME [overrides...]
@@ -97,5 +84,4 @@ done
 check "  ... and the next run resumes from it" 0 "resumed from .*ckpt-00000020.h5 at step 20 of 40" -- \
   env OMP_NUM_THREADS=1 "${mpirun[@]}" -np 2 "$bin" run "${two[@]}"
 
-echo "$pass passed, $fail failed"
-[[ $fail -eq 0 ]]
+finish

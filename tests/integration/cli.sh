@@ -4,22 +4,9 @@
 set -u
 build=$1 src=$2
 bin=$build/dipaco
-tmp=$(mktemp -d)
-trap 'rm -rf "$tmp"' EXIT
 cd "$src"
+source tests/integration/lib.sh
 mpirun=(mpirun --allow-run-as-root --oversubscribe --bind-to none)
-pass=0 fail=0
-check() {  # check NAME EXPECTED_CODE PATTERN -- command...
-  local name=$1 want=$2 pattern=$3
-  shift 4
-  "$@" >"$tmp/out" 2>&1
-  local code=$?
-  if [[ $code -eq $want ]] && grep -qE -- "$pattern" "$tmp/out"; then
-    pass=$((pass + 1)); echo "ok   $name"
-  else
-    fail=$((fail + 1)); echo "FAIL $name (exit $code, wanted $want; pattern '$pattern')"; sed 's/^/     | /' "$tmp/out" | tail -15
-  fi
-}
 
 printf '[train]\nlrr = 0.1\n' >"$tmp/typo.ini"
 printf '[train]\nsteps = lots\n' >"$tmp/type.ini"
@@ -86,5 +73,4 @@ check "export a routed path" 0 "exported path 1" -- "$bin" export "$tmp/runs/rou
 want=$(/usr/bin/python3 -c "import json,sys; print('%.6f' % json.load(open(sys.argv[1]))['path_val_bpb'][1])" "$tmp/runs/routed/summary.json")
 check "routed path evaluates on its re-routed shard ($want)" 0 "validation bits per byte $want" -- "$bin" evaluate "$tmp/r1.h5"
 
-echo "$pass passed, $fail failed"
-[[ $fail -eq 0 ]]
+finish

@@ -8,13 +8,8 @@
 set -u
 build=$1 src=$2
 bin=$build/dipaco
-tmp=$(mktemp -d)
 cd "$src"
-pass=0 fail=0
-ok() { pass=$((pass + 1)); echo "ok   $1"; }
-bad() { fail=$((fail + 1)); echo "FAIL $1"; [[ -f $tmp/out ]] && sed 's/^/     | /' "$tmp/out" | tail -12; }
-cleanup() { pkill -KILL -f "run.out_dir=$tmp" 2>/dev/null; rm -rf "$tmp"; }
-trap cleanup EXIT
+source tests/integration/lib.sh
 deck=(inputs/quickstart.ini --model.d_model=32 --model.n_layers=2 --model.context=64 --train.steps=100
       --fault.step_delay=0.05 --checkpoint.every=20 --run.log_every=5 --eval.every=0 --eval.batches=1 --run.collective_timeout=4)
 
@@ -101,5 +96,4 @@ for sig in USR1 TERM INT; do
     bad "SIG$sig: no checkpoint appeared"
   fi
 done
-echo "$pass passed, $fail failed"
-[[ $fail -eq 0 ]]
+finish

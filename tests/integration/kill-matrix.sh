@@ -11,13 +11,8 @@
 set -u
 build=$1 src=$2
 bin=$build/dipaco
-tmp=$(mktemp -d)
 cd "$src"
-pass=0 fail=0
-ok() { pass=$((pass + 1)); echo "ok   $1"; }
-bad() { fail=$((fail + 1)); echo "FAIL $1"; [[ -f $tmp/out ]] && sed 's/^/     | /' "$tmp/out" | tail -12; }
-cleanup() { pkill -KILL -f "run.out_dir=$tmp" 2>/dev/null; rm -rf "$tmp"; }
-trap cleanup EXIT
+source tests/integration/lib.sh
 # Two paths on two ranks: a warm start, k-means routing, outer rounds every 10
 # steps, checkpoints every 10, evaluations every 20.
 deck=(inputs/quickstart.ini --model.d_model=32 --model.n_layers=2 --model.context=64 --train.steps=40
@@ -75,5 +70,4 @@ if [[ $code -eq 0 ]] && ((sessions > 2 && warm_resumed)) && cmp=$(tests/integrat
 else
   bad "time limit: $sessions sessions, exits $codes, ${cmp:-}"
 fi
-echo "$pass passed, $fail failed"
-[[ $fail -eq 0 ]]
+finish

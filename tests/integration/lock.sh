@@ -7,13 +7,8 @@
 set -u
 build=$1 src=$2
 bin=$build/dipaco
-tmp=$(mktemp -d)
 cd "$src"
-pass=0 fail=0
-ok() { pass=$((pass + 1)); echo "ok   $1"; }
-bad() { fail=$((fail + 1)); echo "FAIL $1"; [[ -f ${2:-} ]] && sed 's/^/     | /' "$2" | tail -12; }
-cleanup() { pkill -KILL -f "run.out_dir=$tmp" 2>/dev/null; rm -rf "$tmp"; }
-trap cleanup EXIT
+source tests/integration/lib.sh
 deck=(inputs/quickstart.ini --model.d_model=32 --model.n_layers=2 --model.context=64 --eval.every=0 --eval.batches=1
       --checkpoint.every=20 --train.steps=200 --fault.step_delay=0.05 --run.log_every=20)
 run() {  # run OUTPUT: a 2-rank run into $tmp/shared
@@ -70,5 +65,4 @@ else
   bad "metrics.jsonl: $(echo "$steps" | wc -l) train records, $(echo "$steps" | sort -n | uniq | wc -l) distinct" "$dir/metrics.jsonl"
 fi
 [[ ! -f $dir/lock ]] && ok "the lock is removed at the end" || bad "lock left after a finished run" "$dir/lock"
-echo "$pass passed, $fail failed"
-[[ $fail -eq 0 ]]
+finish

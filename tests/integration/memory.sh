@@ -6,12 +6,8 @@
 set -u
 build=$1 src=$2
 bin=$build/dipaco
-tmp=$(mktemp -d)
 cd "$src"
-pass=0 fail=0
-ok() { pass=$((pass + 1)); echo "ok   $1"; }
-bad() { fail=$((fail + 1)); echo "FAIL $1"; [[ -f ${2:-} ]] && sed 's/^/     | /' "$2" | tail -12; }
-trap 'rm -rf "$tmp"' EXIT
+source tests/integration/lib.sh
 mpi=(mpirun --allow-run-as-root --oversubscribe --bind-to none -np 1)
 quick=(--train.steps=2 --eval.every=0 --eval.batches=1 --checkpoint.every=0 --run.out_dir="$tmp")
 
@@ -55,5 +51,4 @@ if measure tiny --model.d_model=16 --model.n_layers=1 --model.context=16 --train
     fi
   done
 fi
-echo "$pass passed, $fail failed"
-[[ $fail -eq 0 ]]
+finish

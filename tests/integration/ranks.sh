@@ -7,12 +7,8 @@
 set -u
 build=$1 src=$2
 bin=$build/dipaco
-tmp=$(mktemp -d)
-trap 'rm -rf "$tmp"' EXIT
 cd "$src"
-pass=0 fail=0
-ok() { pass=$((pass + 1)); echo "ok   $1"; }
-bad() { fail=$((fail + 1)); echo "FAIL $1"; [[ -f $tmp/out ]] && sed 's/^/     | /' "$tmp/out" | tail -12; }
+source tests/integration/lib.sh
 deck=(inputs/dipaco-2x2.ini --model.d_model=32 --model.context=64 --train.steps=30 --dipaco.inner_steps=10
       --route.method=kmeans --route.warm_steps=10 --train.micro_batch=4 --eval.every=10 --eval.batches=1
       --checkpoint.every=10 --run.log_every=10)
@@ -76,5 +72,4 @@ sys.exit(0 if np.array_equal(a, b) and differ_inside and "path_embeddings" in f[
 PY
 then ok "DiLoCo replicas with private embeddings: both stored, embeddings equal after the last round"
 else bad "DiLoCo replicas: embeddings of the two replicas differ, or replica 1 not stored"; fi
-echo "$pass passed, $fail failed"
-[[ $fail -eq 0 ]]
+finish

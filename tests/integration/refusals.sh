@@ -4,22 +4,9 @@
 set -u
 build=$1 src=$2
 bin=$build/dipaco
-tmp=$(mktemp -d)
-trap 'rm -rf "$tmp"' EXIT
 cd "$src"
+source tests/integration/lib.sh
 mpirun=(env OMP_NUM_THREADS=1 mpirun --allow-run-as-root --oversubscribe --bind-to none -np 1)
-pass=0 fail=0
-check() {  # check NAME EXPECTED_CODE PATTERN -- command...
-  local name=$1 want=$2 pattern=$3
-  shift 4
-  "$@" >"$tmp/out" 2>&1
-  local code=$?
-  if [[ $code -eq $want ]] && grep -qE -- "$pattern" "$tmp/out"; then
-    pass=$((pass + 1)); echo "ok   $name"
-  else
-    fail=$((fail + 1)); echo "FAIL $name (exit $code, wanted $want; pattern '$pattern')"; sed 's/^/     | /' "$tmp/out" | tail -15
-  fi
-}
 
 # Integers beyond what the field holds were cut to 32 bits (2^32 + 20 steps trained 20).
 for key in train.steps checkpoint.every eval.every run.log_every dipaco.inner_steps; do
@@ -91,5 +78,4 @@ check "inspect a shard file" 2 "shards.h5 is a dipaco shard file, not a checkpoi
 check "inspect an exported model" 2 "model.h5 is an exported path model, not a checkpoint" -- "$bin" inspect "$tmp/model.h5"
 check "inspect --layout of an exported model" 2 "is an exported path model" -- "$bin" inspect --layout "$tmp/model.h5"
 
-echo "$pass passed, $fail failed"
-[[ $fail -eq 0 ]]
+finish
