@@ -36,8 +36,8 @@ void fault_point(const Deck& deck, const char* phase) {
   }
   if (launcher) {
     std::this_thread::sleep_for(std::chrono::milliseconds(300));  // mpirun forwards the line above first
-    kill(getppid(), SIGKILL);
-  }  // under mpirun on one node, the launcher is the parent
+    kill(getppid(), SIGKILL);  // under mpirun on one node, the launcher is the parent
+  }
   raise(SIGKILL);
 }
 

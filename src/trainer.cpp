@@ -160,23 +160,31 @@ Trainer::~Trainer() {
   if (path_comm_ != MPI_COMM_NULL) MPI_Comm_free(&path_comm_);
 }
 
+// Gradients (into grads_) and mean loss of local_batch_ sequences of the
+// path's batch for this step, the first of them sequence `first`.
+double Trainer::local_gradients(PathState& p, int first) {
+  const int T = shape_.T;
+  for (int b = 0; b < local_batch_; ++b)
+    sample_window(p.train, T, deck_.run.seed, p.id, p.step, first + b, &tok_[size_t(b) * T], &tgt_[size_t(b) * T]);
+  k_.to_device(tok_dev_.get(), tok_.data(), tok_.size() * sizeof(int32_t));
+  k_.to_device(tgt_dev_.get(), tgt_.data(), tgt_.size() * sizeof(int32_t));
+  k_.zero(grads_.get(), model_->layout().total * sizeof(float));
+  const double loss = model_->forward(p.params.get(), tok_dev_.get(), tgt_dev_.get());
+  model_->backward(p.params.get(), grads_.get(), tok_dev_.get(), tgt_dev_.get(), 1.0f / float(deck_.train.batch_size * T));
+  return loss;
+}
+
 // train.micro_batch: the batch in fixed micro-batches, dealt to the path's
 // ranks in turn; their gradients summed exactly, so that the sum does not
 // depend on how many ranks share the path. Returns this rank's share of the loss.
 double Trainer::micro_batch_gradients(PathState& p) {
   const auto& layout = model_->layout();
-  const int T = shape_.T, rip = topo_.rank_in_path(rank_), rpp = topo_.ranks_per_path;
+  const int rip = topo_.rank_in_path(rank_), rpp = topo_.ranks_per_path;
   const int G = deck_.train.batch_size / micro_;
   std::vector<const float*> terms;
   double loss = 0;
   for (int g = rip, t = 0; g < G; g += rpp, ++t) {
-    for (int b = 0; b < micro_; ++b)
-      sample_window(p.train, T, deck_.run.seed, p.id, p.step, g * micro_ + b, &tok_[size_t(b) * T], &tgt_[size_t(b) * T]);
-    k_.to_device(tok_dev_.get(), tok_.data(), tok_.size() * sizeof(int32_t));
-    k_.to_device(tgt_dev_.get(), tgt_.data(), tgt_.size() * sizeof(int32_t));
-    k_.zero(grads_.get(), layout.total * sizeof(float));
-    loss += model_->forward(p.params.get(), tok_dev_.get(), tgt_dev_.get()) * rpp / G;
-    model_->backward(p.params.get(), grads_.get(), tok_dev_.get(), tgt_dev_.get(), 1.0f / float(deck_.train.batch_size * T));
+    loss += local_gradients(p, g * micro_) * rpp / G;
     if (micro_terms_.size() <= size_t(t)) micro_terms_.emplace_back();
     micro_terms_[t].resize(layout.total);
     k_.to_host(micro_terms_[t].data(), grads_.get(), layout.total * sizeof(float));
@@ -193,7 +201,7 @@ double Trainer::micro_batch_gradients(PathState& p) {
 
 void Trainer::inner_step(PathState& p, std::vector<double>& losses) {
   const auto& layout = model_->layout();
-  const int T = shape_.T, rip = topo_.rank_in_path(rank_);
+  const int rip = topo_.rank_in_path(rank_);
   fault_step_delay(deck_);
   fault_point(deck_, run_dir_.empty() ? "warm_start" : "inner");
   if (micro_ > 0) {
@@ -202,14 +210,7 @@ void Trainer::inner_step(PathState& p, std::vector<double>& losses) {
     losses.push_back(loss);
     return;
   }
-  for (int b = 0; b < local_batch_; ++b)
-    sample_window(p.train, T, deck_.run.seed, p.id, p.step, rip * local_batch_ + b, &tok_[size_t(b) * T], &tgt_[size_t(b) * T]);
-  k_.to_device(tok_dev_.get(), tok_.data(), tok_.size() * sizeof(int32_t));
-  k_.to_device(tgt_dev_.get(), tgt_.data(), tgt_.size() * sizeof(int32_t));
-  k_.zero(grads_.get(), layout.total * sizeof(float));
-  double loss = model_->forward(p.params.get(), tok_dev_.get(), tgt_dev_.get());
-  model_->backward(p.params.get(), grads_.get(), tok_dev_.get(), tgt_dev_.get(),
-                   1.0f / float(deck_.train.batch_size * T));
+  const double loss = local_gradients(p, rip * local_batch_);
   if (topo_.ranks_per_path > 1 && !replicas_) {
     float* g = grads_.get();
     if (k_.name() != "cpu") {  // stage through host memory

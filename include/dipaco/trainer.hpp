@@ -78,6 +78,7 @@ class Trainer {
 
  private:
   void inner_step(PathState& p, std::vector<double>& losses);
+  double local_gradients(PathState& p, int first);
   double micro_batch_gradients(PathState& p);
   void finish_step(PathState& p);
   void open_metrics();
