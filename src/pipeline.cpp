@@ -101,7 +101,6 @@ std::string read_text_everywhere(const std::string& path) {
   return s;
 }
 
-void write_text_atomic(const std::string& path, const std::string& text) { write_file_atomic(path, text); }
 
 void say(int rank, const std::string& line) {
   if (rank != 0) return;
@@ -194,7 +193,7 @@ bool warm_start(const Deck& deck, const Split& split, Kernels& k, const std::str
   if (read_text_everywhere(stamp_file) != stamp && rank == 0) {
     fs::remove_all(ckpt_dir);
     fs::create_directories(ckpt_dir);
-    write_text_atomic(stamp_file, stamp);
+    write_file_atomic(stamp_file, stamp);
   }
   Checkpointer ckpt(warm_deck, ckpt_dir, MPI_COMM_WORLD);
   const std::string resumed = ckpt.load(t, "auto", false);
@@ -380,7 +379,7 @@ int run_stages(const Deck& deck, int rank, int size) {
   Topology topo = make_topology(deck.dipaco.modules_per_level, size);
   const MemoryEstimate memory = check_memory(deck, topo, rank);  // before anything large is allocated
   if (rank == 0) {
-    write_text_atomic(run_dir + "/deck.ini",
+    write_file_atomic(run_dir + "/deck.ini",
                       "# resolved deck" + (deck.source.empty() ? "" : " from " + deck.source) + "\n" + deck.text());
   }
   watched("a barrier after rank 0 wrote a file", [] { MPI_Barrier(MPI_COMM_WORLD); });
@@ -403,7 +402,7 @@ int run_stages(const Deck& deck, int rank, int size) {
   {
     const std::string stamp = stage_stamp(deck, Stage::prepare, corpus_line), file = run_dir + "/prepare.txt";
     const bool same = read_text_everywhere(file) == stamp;
-    if (rank == 0 && !same) write_text_atomic(file, stamp);
+    if (rank == 0 && !same) write_file_atomic(file, stamp);
     if (rank == 0)
       std::printf("stage prepare: %s: %zu training and %zu validation documents (%s%s)\n", deck.data.corpus.c_str(),
                   split.train.size(), split.val.size(), same ? "up to date, " : "", file.c_str());
@@ -458,7 +457,7 @@ int run_stages(const Deck& deck, int rank, int size) {
     }
     d.run.restart = "never";
   }
-  if (rank == 0) write_text_atomic(stamp_file, train_stamp);
+  if (rank == 0) write_file_atomic(stamp_file, train_stamp);
   watched("a barrier after rank 0 wrote a file", [] { MPI_Barrier(MPI_COMM_WORLD); });
 
   Trainer trainer(d, MPI_COMM_WORLD, *kernels, shards_of(split.train, shards.train), shards_of(split.val, shards.val), run_dir);
@@ -540,8 +539,8 @@ int run_stages(const Deck& deck, int rank, int size) {
                                         shards.has_router ? &shards.router : nullptr, fm, deck);
     routed_text = routed_json(routed, deck), routed_bpb = routed.bpb;
     if (rank == 0) {
-      write_text_atomic(eval_file, routed_text + "\n");
-      write_text_atomic(eval_stamp_file, eval_stamp);
+      write_file_atomic(eval_file, routed_text + "\n");
+      write_file_atomic(eval_stamp_file, eval_stamp);
       std::printf("stage evaluate: done in %s -> %s\n", format_duration(MPI_Wtime() - t0).c_str(), eval_file.c_str());
       print_routed(routed);
     }
@@ -571,7 +570,7 @@ int run_stages(const Deck& deck, int rank, int size) {
              sum.sync_bytes + sum.path_bytes > 0 ? sum.dp_bytes / (sum.sync_bytes + sum.path_bytes) : 0.0);
     // The summary lists every file of the run, itself included.
     r.add_raw("files", json_strings(files_written(run_dir, warm_file)));
-    write_text_atomic(run_dir + "/summary.json", r.str() + "\n");
+    write_file_atomic(run_dir + "/summary.json", r.str() + "\n");
 
     std::printf("\ndone: %ld steps, %.0f tokens in %s (%.1fk tok/s)\n", long(deck.train.steps), double(sum.tokens),
                 format_duration(sum.wall_seconds).c_str(), sum.tokens / std::max(sum.wall_seconds, 1e-9) / 1000);
