@@ -12,9 +12,9 @@
 #include <random>
 #include <string>
 
-#include "dipaco/deck.hpp"
-#include "dipaco/model.hpp"
-#include "dipaco/optimizer.hpp"
+#include "dipaco/io/deck.hpp"
+#include "dipaco/model/model.hpp"
+#include "dipaco/model/optimizer.hpp"
 
 using namespace dipaco;
 using Clock = std::chrono::steady_clock;

@@ -13,11 +13,11 @@
 #include <string>
 #include <vector>
 
-#include "dipaco/app.hpp"
-#include "dipaco/checkpoint.hpp"
-#include "dipaco/deck.hpp"
-#include "dipaco/model.hpp"
-#include "dipaco/trainer.hpp"
+#include "dipaco/cmd/app.hpp"
+#include "dipaco/io/checkpoint.hpp"
+#include "dipaco/io/deck.hpp"
+#include "dipaco/model/model.hpp"
+#include "dipaco/train/trainer.hpp"
 
 using namespace dipaco;
 

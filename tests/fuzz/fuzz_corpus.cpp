@@ -4,7 +4,7 @@
 #include <sstream>
 #include <string>
 
-#include "dipaco/corpus.hpp"
+#include "dipaco/data/corpus.hpp"
 
 using namespace dipaco;
 

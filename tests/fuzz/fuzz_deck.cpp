@@ -7,8 +7,8 @@
 #include <string>
 #include <vector>
 
-#include "dipaco/deck.hpp"
-#include "dipaco/topology.hpp"
+#include "dipaco/io/deck.hpp"
+#include "dipaco/dist/topology.hpp"
 
 using namespace dipaco;
 

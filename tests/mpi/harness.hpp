@@ -11,11 +11,11 @@
 #include <string>
 #include <vector>
 
-#include "dipaco/corpus.hpp"
-#include "dipaco/deck.hpp"
-#include "dipaco/kernels.hpp"
-#include "dipaco/shards.hpp"
-#include "dipaco/trainer.hpp"
+#include "dipaco/data/corpus.hpp"
+#include "dipaco/io/deck.hpp"
+#include "dipaco/model/kernels.hpp"
+#include "dipaco/data/shards.hpp"
+#include "dipaco/train/trainer.hpp"
 
 namespace testing_mpi {
 

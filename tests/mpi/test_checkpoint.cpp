@@ -7,7 +7,7 @@
 #include <filesystem>
 #include <fstream>
 
-#include "dipaco/checkpoint.hpp"
+#include "dipaco/io/checkpoint.hpp"
 #include "harness.hpp"
 
 using namespace dipaco;

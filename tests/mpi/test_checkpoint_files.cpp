@@ -10,8 +10,8 @@
 #include <filesystem>
 #include <functional>
 
-#include "dipaco/app.hpp"
-#include "dipaco/checkpoint.hpp"
+#include "dipaco/cmd/app.hpp"
+#include "dipaco/io/checkpoint.hpp"
 #include "harness.hpp"
 
 using namespace dipaco;

@@ -6,8 +6,8 @@
 #include <cmath>
 #include <cstring>
 
-#include "dipaco/diloco.hpp"
-#include "dipaco/exact_sum.hpp"
+#include "dipaco/train/diloco.hpp"
+#include "dipaco/train/exact_sum.hpp"
 #include "harness.hpp"
 
 using namespace dipaco;

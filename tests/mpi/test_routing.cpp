@@ -5,11 +5,11 @@
 
 #include <cmath>
 
-#include "dipaco/checkpoint.hpp"
-#include "dipaco/features.hpp"
-#include "dipaco/routed_eval.hpp"
-#include "dipaco/router.hpp"
-#include "dipaco/shards.hpp"
+#include "dipaco/io/checkpoint.hpp"
+#include "dipaco/data/features.hpp"
+#include "dipaco/data/routed_eval.hpp"
+#include "dipaco/data/router.hpp"
+#include "dipaco/data/shards.hpp"
 #include "harness.hpp"
 
 using namespace dipaco;

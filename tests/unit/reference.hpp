@@ -6,7 +6,7 @@
 #include <cstdint>
 #include <vector>
 
-#include "dipaco/model.hpp"
+#include "dipaco/model/model.hpp"
 
 namespace ref {
 using Vec = std::vector<double>;

@@ -6,8 +6,8 @@
 #include <set>
 #include <sstream>
 
-#include "dipaco/corpus.hpp"
-#include "dipaco/shards.hpp"
+#include "dipaco/data/corpus.hpp"
+#include "dipaco/data/shards.hpp"
 
 using namespace dipaco;
 

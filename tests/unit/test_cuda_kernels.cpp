@@ -9,8 +9,8 @@
 #include <cstring>
 #include <random>
 
-#include "dipaco/kernels.hpp"
-#include "dipaco/model.hpp"
+#include "dipaco/model/kernels.hpp"
+#include "dipaco/model/model.hpp"
 
 using namespace dipaco;
 

@@ -4,8 +4,8 @@
 #include <cstdio>
 #include <fstream>
 
-#include "dipaco/deck.hpp"
-#include "dipaco/topology.hpp"
+#include "dipaco/io/deck.hpp"
+#include "dipaco/dist/topology.hpp"
 
 using namespace dipaco;
 

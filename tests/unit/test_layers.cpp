@@ -4,8 +4,8 @@
 
 #include <random>
 
-#include "dipaco/kernels.hpp"
-#include "dipaco/layers.hpp"
+#include "dipaco/model/kernels.hpp"
+#include "dipaco/model/layers.hpp"
 #include "reference.hpp"
 
 using namespace dipaco;

@@ -7,12 +7,12 @@
 #include <fstream>
 #include <string>
 
-#include "dipaco/deck.hpp"
-#include "dipaco/kernels.hpp"
-#include "dipaco/memory_estimate.hpp"
-#include "dipaco/model.hpp"
-#include "dipaco/topology.hpp"
-#include "dipaco/trainer.hpp"
+#include "dipaco/io/deck.hpp"
+#include "dipaco/model/kernels.hpp"
+#include "dipaco/dist/memory_estimate.hpp"
+#include "dipaco/model/model.hpp"
+#include "dipaco/dist/topology.hpp"
+#include "dipaco/train/trainer.hpp"
 
 using namespace dipaco;
 

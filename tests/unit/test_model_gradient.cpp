@@ -4,7 +4,7 @@
 
 #include <random>
 
-#include "dipaco/model.hpp"
+#include "dipaco/model/model.hpp"
 #include "reference.hpp"
 
 using namespace dipaco;

@@ -5,9 +5,9 @@
 #include <random>
 #include <set>
 
-#include "dipaco/deck.hpp"
-#include "dipaco/pipeline.hpp"
-#include "dipaco/router.hpp"
+#include "dipaco/io/deck.hpp"
+#include "dipaco/cmd/pipeline.hpp"
+#include "dipaco/data/router.hpp"
 
 using namespace dipaco;
 

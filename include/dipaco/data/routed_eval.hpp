@@ -1,0 +1,45 @@
+// Routed evaluation: each validation document is read by the one path its
+// prefix routes it to (the prefix itself is not scored), optionally re-routed
+// every N tokens by the window before; bits per byte per path, per domain and
+// overall. Also the per-document losses that discriminative re-routing uses.
+#pragma once
+#include <string>
+#include <vector>
+
+#include "dipaco/data/corpus.hpp"
+#include "dipaco/data/features.hpp"
+#include "dipaco/data/router.hpp"
+#include "dipaco/train/trainer.hpp"
+
+namespace dipaco {
+
+// Targets [from, to) of a document scored by a path, one model window.
+struct ScoreItem {
+  int path;
+  const Document* doc;
+  size_t from, to;  // to - from <= T - 1 when from > 0
+};
+// Collective: sum of the losses (nats) of every item, each computed on a rank of its path.
+std::vector<double> score_items(Trainer& t, const std::vector<ScoreItem>& items);
+// Cuts targets [from, to) of a document into items that fit the model window.
+void add_items(std::vector<ScoreItem>& items, int path, const Document* doc, size_t from, size_t to, int T);
+
+struct RoutedEval {
+  double bpb = 0, bytes = 0;
+  std::vector<double> path_bpb, path_bytes;
+  std::vector<std::string> domains;
+  std::vector<double> domain_bpb, domain_bytes;
+  long segments = 0;  // routing decisions made
+};
+
+// doc_path: the path of each validation document by its prefix (from the shard file).
+// With eval.reroute_every > 0 and a router, later segments are re-routed by features.
+RoutedEval routed_evaluate(Trainer& t, const std::vector<Document>& val, const std::vector<int>& doc_path,
+                           const Router* router, FeatureModel& features, const Deck& deck);
+
+// Collective: mean loss (nats per byte) on the first window of each document
+// for each of its candidate paths: [n, P] on every rank, infinity elsewhere.
+std::vector<double> document_losses(Trainer& t, const std::vector<Document>& docs,
+                                    const std::vector<std::vector<int>>& candidates);
+
+}  // namespace dipaco

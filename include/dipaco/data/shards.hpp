@@ -1,0 +1,46 @@
+// Shards: which documents each path trains on and is evaluated on. A rule
+// (hash of the id, or the domain label) or the router decides; a shard file
+// keeps the decision (HDF5, written once per routing round):
+//   /                 attrs: format = "dipaco-shards", stamp, paths, round
+//   /router           attrs: mode, dim, modules_per_level; datasets centroids_<l> [k, width]
+//   /train/P<p>       doc_index, tokens [n] int64; ids [n] strings
+//   /val/P<p>         the same for validation documents
+// doc_index counts documents of the split in corpus order; tokens are bytes + 1
+// (end of document), the shard size that weights DiLoCo's outer gradients.
+#pragma once
+#include <string>
+#include <vector>
+
+#include "dipaco/data/corpus.hpp"
+#include "dipaco/data/router.hpp"
+
+namespace dipaco {
+
+using Shard = std::vector<const Document*>;
+using Assignment = std::vector<std::vector<int>>;  // per path: indices into the split's documents
+
+// rule: "hash" (hash of id mod P) or "domain" (sorted domain labels, round-robin over paths).
+Assignment assign_by_rule(const std::vector<Document>& docs, int paths, const std::string& rule);
+std::vector<Shard> shards_of(const std::vector<Document>& docs, const Assignment& a);
+inline std::vector<Shard> shard_by_rule(const std::vector<Document>& docs, int paths, const std::string& rule) {
+  return shards_of(docs, assign_by_rule(docs, paths, rule));
+}
+// Per document, the paths it is in -> per path, its documents.
+Assignment by_path(const std::vector<std::vector<int>>& paths_of_doc, int paths);
+
+struct ShardFile {
+  std::string stamp;
+  int round = 0;
+  bool has_router = false;
+  Router router;
+  Assignment train, val;
+};
+
+// Written from one rank; throws CheckpointError on failure (the previous file stays).
+void write_shard_file(const std::string& path, const ShardFile& s, const Split& split);
+// The newest shard file of a run directory (shards-r<N>.h5 with the largest N, else shards.h5; "" if none).
+std::string latest_shard_file(const std::string& run_dir);
+// Validates every index against the split; throws CheckpointError naming the file and field.
+ShardFile read_shard_file(const std::string& path, const Split& split);
+
+}  // namespace dipaco

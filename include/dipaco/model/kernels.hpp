@@ -1,0 +1,130 @@
+// The Kernels interface: every numeric primitive the model and the optimizers
+// need, over raw device pointers with explicit shapes. One implementation per
+// device (src/model/kernels/cpu: oneDNN + OpenMP; src/model/kernels/cuda: cuBLAS + CUDA).
+// Layers (layers.hpp) compose these; the model never touches memory directly.
+//
+// Conventions: row-major; N rows of C channels; "+=" in a comment means the
+// kernel accumulates into its output, otherwise it overwrites.
+#pragma once
+#include <cstddef>
+#include <cstdint>
+#include <memory>
+#include <string>
+
+namespace dipaco {
+
+enum class Precision { fp32, bf16 };
+
+// C[b] = op(A[b]) * op(B[b]) (+ bias broadcast over rows) (+ C[b] when accumulate).
+// A is [M,K] ([K,M] when trans_a), B is [K,N] ([N,K] when trans_b), C is [M,N].
+struct GemmShape {
+  int batch = 1, M = 0, N = 0, K = 0;
+  bool trans_a = false, trans_b = false;
+  long stride_a = 0, stride_b = 0, stride_c = 0;  // elements between batches
+  bool accumulate = false;
+  Precision precision = Precision::fp32;
+};
+
+class Kernels {
+ public:
+  virtual ~Kernels() = default;
+  virtual std::string name() const = 0;
+
+  // Device memory (host memory on the CPU). alloc returns zeroed memory.
+  virtual void* alloc_bytes(size_t bytes) = 0;
+  virtual void release(void* p) = 0;
+  virtual void to_device(void* dst, const void* host_src, size_t bytes) = 0;
+  virtual void to_host(void* host_dst, const void* src, size_t bytes) = 0;
+  virtual void copy(void* dst, const void* src, size_t bytes) = 0;
+  virtual void zero(void* dst, size_t bytes) = 0;
+  virtual void synchronize() {}
+  float* alloc(size_t n) { return static_cast<float*>(alloc_bytes(n * sizeof(float))); }
+
+  virtual void gemm(const GemmShape& s, const float* A, const float* B, float* C, const float* bias) = 0;
+
+  // out[n,:] = wte[tok[n],:] + wpe[n % T,:]
+  virtual void encoder_forward(float* out, const int32_t* tok, const float* wte, const float* wpe, int N, int T, int C) = 0;
+  // dwte += scatter(dout), dwpe += sum over the batch
+  virtual void encoder_backward(float* dwte, float* dwpe, const float* dout, const int32_t* tok, int N, int T, int C) = 0;
+
+  // out = (x - mean) * rstd * w + b; saves mean and rstd per row.
+  virtual void layernorm_forward(float* out, float* mean, float* rstd, const float* x, const float* w, const float* b, int N, int C) = 0;
+  // dx +=, dw +=, db +=
+  virtual void layernorm_backward(float* dx, float* dw, float* db, const float* dout, const float* x, const float* w,
+                                  const float* mean, const float* rstd, int N, int C) = 0;
+
+  // tanh-approximated GELU; dx = dout * gelu'(x)
+  virtual void gelu_forward(float* out, const float* x, size_t n) = 0;
+  virtual void gelu_backward(float* dx, const float* x, const float* dout, size_t n) = 0;
+
+  // out = a + b
+  virtual void add(float* out, const float* a, const float* b, size_t n) = 0;
+  // dbias += column sums of dout [M,N]
+  virtual void bias_backward(float* dbias, const float* dout, int M, int N) = 0;
+
+  // qkv [B,T,3,H,D] -> q, k, v each [B,H,T,D]; and the reverse for gradients.
+  virtual void split_heads(float* q, float* k, float* v, const float* qkv, int B, int T, int H, int D) = 0;
+  virtual void split_heads_backward(float* dqkv, const float* dq, const float* dk, const float* dv, int B, int T, int H, int D) = 0;
+  // y [B,H,T,D] -> out [B,T,H*D]; and the reverse.
+  virtual void merge_heads(float* out, const float* y, int B, int T, int H, int D) = 0;
+  virtual void merge_heads_backward(float* dy, const float* dout, int B, int T, int H, int D) = 0;
+
+  // att = causal softmax(scale * scores) over [BH,T,T] (upper triangle -> 0).
+  virtual void causal_softmax_forward(float* att, const float* scores, int BH, int T, float scale) = 0;
+  // dscores = scale * att * (datt - rowsum(att * datt))
+  virtual void causal_softmax_backward(float* dscores, const float* datt, const float* att, int BH, int T, float scale) = 0;
+
+  // logits [N,V] -> probabilities in place; loss[n] = -log p[target[n]].
+  virtual void softmax_crossentropy_forward(float* probs, float* loss, const int32_t* target, int N, int V) = 0;
+  // dlogits = scale * (probs - onehot(target)), in place over probs.
+  virtual void softmax_crossentropy_backward(float* probs, const int32_t* target, int N, int V, float scale) = 0;
+
+  // Reductions return to the host in double.
+  virtual double sum(const float* x, size_t n) = 0;
+  virtual double sum_squares(const float* x, size_t n) = 0;
+  virtual void scale(float* x, float s, size_t n) = 0;
+
+  // AdamW with decoupled weight decay; t is the 1-based step.
+  virtual void adamw(float* p, const float* g, float* m, float* v, size_t n, float lr, float beta1, float beta2,
+                     float eps, float weight_decay, long t) = 0;
+  // out += w * (anchor - x): one path's weighted share of an outer gradient.
+  virtual void weighted_difference(float* out, const float* anchor, const float* x, float w, size_t n) = 0;
+  // Outer Nesterov step: mom = mu*mom + delta; anchor -= lr * (delta + mu*mom).
+  virtual void outer_nesterov(float* anchor, float* mom, const float* delta, size_t n, float lr, float mu) = 0;
+};
+
+// device: "cpu" or "cuda". Throws std::runtime_error when unavailable.
+std::unique_ptr<Kernels> make_kernels(const std::string& device, int local_rank = 0);
+std::unique_ptr<Kernels> make_cpu_kernels();
+#ifdef DIPACO_HAVE_CUDA
+std::unique_ptr<Kernels> make_cuda_kernels(int device_index);
+#endif
+
+// A device buffer owned RAII-style.
+template <typename T>
+class DeviceBuffer {
+ public:
+  DeviceBuffer() = default;
+  DeviceBuffer(Kernels& k, size_t n) : k_(&k), n_(n), p_(static_cast<T*>(k.alloc_bytes(n * sizeof(T)))) {}
+  DeviceBuffer(DeviceBuffer&& o) noexcept { *this = std::move(o); }
+  DeviceBuffer& operator=(DeviceBuffer&& o) noexcept {
+    reset();
+    k_ = o.k_, n_ = o.n_, p_ = o.p_;
+    o.p_ = nullptr, o.n_ = 0;
+    return *this;
+  }
+  ~DeviceBuffer() { reset(); }
+  void reset() {
+    if (p_) k_->release(p_);
+    p_ = nullptr, n_ = 0;
+  }
+  T* get() const { return p_; }
+  size_t size() const { return n_; }
+
+ private:
+  Kernels* k_ = nullptr;
+  size_t n_ = 0;
+  T* p_ = nullptr;
+};
+
+}  // namespace dipaco

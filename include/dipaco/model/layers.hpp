@@ -1,0 +1,27 @@
+// Layers as forward/backward pairs over raw device pointers, composed from
+// the Kernels primitives. Backward functions accumulate (+=) into weight and
+// bias gradients and overwrite the input gradient.
+#pragma once
+#include "dipaco/model/kernels.hpp"
+
+namespace dipaco {
+
+// out[N,O] (+)= inp[N,I] * W[I,O] + b   (accumulate: add into out, e.g. a residual)
+void linear_forward(Kernels& k, float* out, const float* inp, const float* W, const float* b, int N, int I, int O,
+                    Precision p, bool accumulate = false);
+// dinp = dout * W^T (skipped when dinp is null); dW += inp^T * dout; db += colsum(dout)
+void linear_backward(Kernels& k, float* dinp, float* dW, float* db, const float* dout, const float* inp, const float* W,
+                     int N, int I, int O, Precision p);
+
+// Causal multi-head self-attention core: qkv [B*T, 3C] -> out [B*T, C].
+// Saves q, k, v [B,H,T,D], att [B,H,T,T] and y [B,H,T,D] for the backward pass.
+struct AttentionSaved {
+  float *q, *k, *v, *att, *y;
+};
+void attention_forward(Kernels& k, float* out, const AttentionSaved& s, const float* qkv, int B, int T, int H, int D,
+                       Precision p);
+// Scratch must hold dq, dk, dv (3*B*T*C) and datt, dscores (2*B*H*T*T) floats.
+void attention_backward(Kernels& k, float* dqkv, const float* dout, const AttentionSaved& s, float* scratch, int B,
+                        int T, int H, int D, Precision p);
+
+}  // namespace dipaco

@@ -1,0 +1,68 @@
+// DiLoCo outer rounds, per module. A sync unit is a parameter group shared by
+// several paths: the embedding group (when shared by all paths) or a module
+// (level l, index m). Each unit has ONE communicator holding exactly the ranks
+// whose paths contain it, an anchor (the weights every path starts the round
+// from) and an outer Nesterov momentum, replicated on those ranks.
+#pragma once
+#include <mpi.h>
+
+#include <string>
+#include <vector>
+
+#include "dipaco/io/deck.hpp"
+#include "dipaco/train/exact_sum.hpp"
+#include "dipaco/model/kernels.hpp"
+#include "dipaco/model/model.hpp"
+#include "dipaco/train/path_state.hpp"
+#include "dipaco/dist/topology.hpp"
+
+namespace dipaco {
+
+struct SyncUnit {
+  std::string name;        // "embeddings" or "L1.M0"
+  int group = 0;           // index into ParamLayout::groups
+  int level = -1, module = -1;
+  std::vector<int> paths;  // every path that contains it
+  bool mine = false;       // this rank holds a path that contains it
+  MPI_Comm comm = MPI_COMM_NULL;
+  DeviceBuffer<float> anchor, momentum;
+};
+
+struct RoundStats {
+  double seconds = 0, bytes = 0;
+  std::vector<int> dropped;  // paths whose outer gradient was left out
+};
+
+class OuterOptimizer {
+ public:
+  OuterOptimizer(const Deck& deck, const Topology& topo, const ParamLayout& layout, Kernels& k, MPI_Comm world);
+  ~OuterOptimizer();
+  OuterOptimizer(const OuterOptimizer&) = delete;
+  OuterOptimizer& operator=(const OuterOptimizer&) = delete;
+
+  // Anchors start as the paths' (identical) initial weights.
+  void init_anchors(const std::vector<PathState*>& own);
+  // One outer round. shard_tokens holds every path's shard size (all P).
+  RoundStats round(long index, const std::vector<PathState*>& own, const std::vector<double>& shard_tokens);
+  // Whether path p's contribution is dropped in round `index` (same on every rank).
+  bool dropped(long index, int p) const;
+
+  std::vector<SyncUnit>& units() { return units_; }
+  // Payload bytes one rank sends per round, and per data-parallel step.
+  double bytes_per_round() const;
+
+ private:
+  const Deck& deck_;
+  const Topology& topo_;
+  const ParamLayout& layout_;
+  Kernels& k_;
+  int rank_;
+  std::vector<SyncUnit> units_;
+  DeviceBuffer<float> delta_dev_;
+  std::vector<float> delta_host_, sum_host_;
+  std::vector<std::vector<float>> terms_host_;  // per own path: its weighted outer gradient
+  ExactSum exact_;
+  std::vector<uint16_t> send_bf16_, recv_bf16_;
+};
+
+}  // namespace dipaco

@@ -1,0 +1,21 @@
+// What one path owns on a rank: its parameter arena (all groups, including its
+// local copies of shared modules), AdamW moments, step, and its data shard.
+#pragma once
+#include <vector>
+
+#include "dipaco/data/corpus.hpp"
+#include "dipaco/model/kernels.hpp"
+
+namespace dipaco {
+
+struct PathState {
+  int id = 0;
+  std::vector<int> modules;  // module index per level
+  DeviceBuffer<float> params, m, v;
+  long step = 0;             // inner steps done (also the data cursor)
+  double shard_tokens = 0;   // size of its training shard, the DiLoCo weight
+  TokenStream train, val;
+  std::vector<size_t> val_starts;
+};
+
+}  // namespace dipaco

@@ -1,0 +1,119 @@
+// The training loop: each rank trains its paths for H inner steps (data
+// parallel inside a path over the path communicator), then the outer round
+// syncs every shared module. Evaluates validation bits per byte, logs
+// progress and metrics, and reports communication.
+#pragma once
+#include <mpi.h>
+
+#include <cmath>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "dipaco/io/deck.hpp"
+#include "dipaco/train/diloco.hpp"
+#include "dipaco/model/kernels.hpp"
+#include "dipaco/train/metrics.hpp"
+#include "dipaco/model/model.hpp"
+#include "dipaco/train/path_state.hpp"
+#include "dipaco/data/shards.hpp"
+#include "dipaco/dist/topology.hpp"
+
+namespace dipaco {
+
+struct EvalResult {
+  double bpb = 0;                 // overall, weighted by tokens
+  std::vector<double> path_bpb;   // per path (NaN where a path has no validation data)
+  std::vector<double> path_tokens;
+};
+
+struct TrainSummary {
+  EvalResult final_eval;
+  bool stopped = false;  // ended early on a stop request or run.max_hours (checkpoint written)
+  int stop_signal = 0;
+  double wall_seconds = 0, sync_seconds = 0, sync_bytes = 0, dp_bytes = 0, path_bytes = 0;
+  long tokens = 0, rounds = 0, dropped = 0;
+};
+
+ModelShape model_shape(const Deck& deck);
+
+class Checkpointer;
+
+// Where training stands: saved in checkpoints, restored on resume.
+struct Progress {
+  long step = 0, rounds = 0;
+  double elapsed = 0;
+  std::vector<double> eval_step, eval_bpb;
+  std::vector<double> eval_path_bpb;  // [evaluations x paths], row-major
+};
+
+class Trainer {
+ public:
+  // train/val: one shard per path (all P, on every rank). run_dir "" writes no files.
+  Trainer(const Deck& deck, MPI_Comm world, Kernels& k, const std::vector<Shard>& train, const std::vector<Shard>& val,
+          const std::string& run_dir, bool verbose = true);
+  ~Trainer();
+  // Trains up to step `until` (-1: train.steps), with a checkpoint there.
+  TrainSummary run(long until = -1);
+  EvalResult evaluate();
+  // New shards for every path (re-routing); the DiLoCo weights follow their sizes.
+  void set_shards(const std::vector<Shard>& train, const std::vector<Shard>& val);
+  // Starts every path (and every anchor) from these weights, e.g. a warm start.
+  void set_initial_params(const std::vector<float>& params);
+  // Per-token losses of path p on local_batch() windows of T tokens: tok, tgt
+  // and out hold local_batch() * T values (host memory).
+  void window_losses(PathState& p, const std::vector<int32_t>& tok, const std::vector<int32_t>& tgt, std::vector<float>& out);
+  int local_batch() const { return local_batch_; }
+
+  const Topology& topology() const { return topo_; }
+  const ParamLayout& layout() const { return model_->layout(); }
+  std::vector<PathState>& paths() { return paths_; }
+  OuterOptimizer& outer() { return *outer_; }
+  const std::vector<double>& shard_tokens() const { return shard_tokens_; }
+  Progress& progress() { return progress_; }
+  const Deck& deck() const { return deck_; }
+  Kernels& kernels() { return k_; }
+  MPI_Comm world() const { return world_; }
+  void set_checkpointer(Checkpointer* c) { checkpointer_ = c; }
+
+ private:
+  void inner_step(PathState& p, std::vector<double>& losses);
+  double local_gradients(PathState& p, int first);
+  double micro_batch_gradients(PathState& p);
+  void finish_step(PathState& p);
+  void open_metrics();
+  void log_steps(long from, long to, const std::vector<std::vector<double>>& losses, double elapsed);
+  void keep_best(const EvalResult& e);  // train.early_stop = path
+  void restore_best();
+
+  const Deck& deck_;
+  MPI_Comm world_, path_comm_ = MPI_COMM_NULL;
+  int rank_ = 0, world_size_ = 1;
+  Kernels& k_;
+  Topology topo_;
+  ModelShape shape_;
+  Precision precision_;
+  int local_batch_;
+  bool replicas_ = false;  // dipaco.replica_mode = diloco
+  int micro_ = 0;          // train.micro_batch (data mode only)
+  std::vector<std::vector<float>> micro_terms_;
+  ExactSum exact_;
+  std::unique_ptr<Model> model_;
+  std::vector<PathState> paths_;
+  std::vector<double> shard_tokens_;
+  std::unique_ptr<OuterOptimizer> outer_;
+  DeviceBuffer<float> grads_;
+  DeviceBuffer<int32_t> tok_dev_, tgt_dev_;
+  std::vector<int32_t> tok_, tgt_;
+  std::vector<float> grad_host_;
+  std::unique_ptr<MetricsFile> metrics_;
+  bool verbose_;
+  Progress progress_;
+  Checkpointer* checkpointer_ = nullptr;
+  std::string run_dir_;
+  double path_bytes_ = 0, last_val_bpb_ = NAN;
+  std::vector<DeviceBuffer<float>> best_;  // per own path: weights at its best validation bpb
+  std::vector<double> best_bpb_;
+};
+
+}  // namespace dipaco

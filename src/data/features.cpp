@@ -1,0 +1,51 @@
+#include "dipaco/data/features.hpp"
+
+#include <algorithm>
+
+#include "dipaco/dist/watchdog.hpp"
+
+namespace dipaco {
+
+FeatureModel::FeatureModel(Kernels& k, const ModelShape& s, Precision p, const std::vector<float>& params, int batch)
+    : k_(k), shape_(s), model_(k, s, batch, p), params_(k, params.size()), tok_(k, size_t(batch) * s.T),
+      tgt_(k, size_t(batch) * s.T) {
+  k.to_device(params_.get(), params.data(), params.size() * sizeof(float));
+}
+
+std::vector<float> FeatureModel::features(const std::vector<FeatureWindow>& windows, int prefix, MPI_Comm comm) {
+  int rank, size;
+  MPI_Comm_rank(comm, &rank);
+  MPI_Comm_size(comm, &size);
+  const int T = shape_.T, C = shape_.C, B = model_.batch();
+  const int m = std::min(prefix, T);  // positions pooled
+  std::vector<float> out(windows.size() * C, 0.0f);
+  std::vector<size_t> mine;
+  for (size_t i = rank; i < windows.size(); i += size) mine.push_back(i);
+  std::vector<int32_t> tok(size_t(B) * T, 0), tgt(size_t(B) * T, 0);
+  std::vector<float> hidden(size_t(B) * T * C);
+  for (size_t first = 0; first < mine.size(); first += B) {
+    const size_t used = std::min<size_t>(B, mine.size() - first);
+    for (size_t b = 0; b < size_t(B); ++b) {
+      const FeatureWindow& w = windows[mine[first + std::min(b, used - 1)]];
+      for (int t = 0; t < T; ++t) tok[b * T + t] = doc_byte(*w.doc, w.begin + t);
+    }
+    k_.to_device(tok_.get(), tok.data(), tok.size() * sizeof(int32_t));
+    k_.to_device(tgt_.get(), tgt.data(), tgt.size() * sizeof(int32_t));
+    model_.forward(params_.get(), tok_.get(), tgt_.get());
+    k_.to_host(hidden.data(), model_.hidden(), hidden.size() * sizeof(float));
+    for (size_t b = 0; b < used; ++b) {
+      const FeatureWindow& w = windows[mine[first + b]];
+      // A document shorter than the prefix is pooled over what it has (its end byte included).
+      const size_t left = w.doc->text.size() + 1 > w.begin ? w.doc->text.size() + 1 - w.begin : 1;
+      const int n = int(std::min<size_t>(m, left));
+      float* f = &out[mine[first + b] * C];
+      for (int t = 0; t < n; ++t)
+        for (int c = 0; c < C; ++c) f[c] += hidden[(b * T + t) * C + c] / float(n);
+    }
+  }
+  CollectiveScope wait("the routing-feature all-reduce");
+  MPI_Allreduce(MPI_IN_PLACE, out.data(), int(out.size()), MPI_FLOAT, MPI_SUM, comm);
+  return out;
+}
+
+}  // namespace dipaco

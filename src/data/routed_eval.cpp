@@ -1,0 +1,121 @@
+#include "dipaco/data/routed_eval.hpp"
+
+#include <algorithm>
+#include <cmath>
+#include <map>
+
+#include "dipaco/dist/watchdog.hpp"
+
+namespace dipaco {
+
+void add_items(std::vector<ScoreItem>& items, int path, const Document* doc, size_t from, size_t to, int T) {
+  // A window starting at a scores targets a+1..a+T (score_items ends it at the piece's end).
+  for (size_t f = std::max<size_t>(from, 1); f < to;) {
+    size_t g = std::min(to, f + size_t(T) - 1);
+    items.push_back({path, doc, f, g});
+    f = g;
+  }
+}
+
+std::vector<double> score_items(Trainer& t, const std::vector<ScoreItem>& items) {
+  const Topology& topo = t.topology();
+  int rank;
+  MPI_Comm_rank(t.world(), &rank);
+  const int T = t.deck().model.context, B = t.local_batch();
+  const int rip = topo.rank_in_path(rank), rpp = topo.ranks_per_path;
+  std::vector<double> loss(items.size(), 0.0);
+  std::vector<int32_t> tok(size_t(B) * T), tgt(size_t(B) * T);
+  std::vector<float> out;
+  for (auto& p : t.paths()) {
+    std::vector<size_t> mine;
+    for (size_t i = 0, n = 0; i < items.size(); ++i)
+      if (items[i].path == p.id && int(n++ % rpp) == rip) mine.push_back(i);
+    for (size_t first = 0; first < mine.size(); first += B) {
+      const size_t used = std::min<size_t>(B, mine.size() - first);
+      std::vector<size_t> start(B);
+      for (size_t b = 0; b < size_t(B); ++b) {
+        const ScoreItem& it = items[mine[first + std::min(b, used - 1)]];
+        size_t a = it.to > size_t(T) ? it.to - T : 0;
+        start[b] = a;
+        for (int j = 0; j < T; ++j) tok[b * T + j] = doc_byte(*it.doc, a + j), tgt[b * T + j] = doc_byte(*it.doc, a + j + 1);
+      }
+      t.window_losses(p, tok, tgt, out);
+      for (size_t b = 0; b < used; ++b) {
+        const ScoreItem& it = items[mine[first + b]];
+        double s = 0;
+        for (size_t pos = it.from; pos < it.to; ++pos) s += out[b * T + (pos - 1 - start[b])];
+        loss[mine[first + b]] = s;
+      }
+    }
+  }
+  CollectiveScope wait("the scoring all-reduce");
+  MPI_Allreduce(MPI_IN_PLACE, loss.data(), int(loss.size()), MPI_DOUBLE, MPI_SUM, t.world());
+  return loss;
+}
+
+RoutedEval routed_evaluate(Trainer& t, const std::vector<Document>& val, const std::vector<int>& doc_path,
+                           const Router* router, FeatureModel& features, const Deck& deck) {
+  const int T = deck.model.context, P = t.topology().paths;
+  const size_t prefix = size_t(deck.route.prefix_tokens);
+  const size_t every = router ? size_t(deck.eval.reroute_every) : 0;
+  // Segments [s, e) of each document, and the window that routes each re-routed one.
+  struct Segment {
+    size_t doc, from, to;
+  };
+  std::vector<Segment> segs;
+  std::vector<FeatureWindow> windows;
+  for (size_t d = 0; d < val.size(); ++d) {
+    const size_t end = std::min(val[d].text.size() + 1, size_t(deck.eval.doc_bytes));
+    for (size_t s = prefix; s < end; s += every ? every : end) {
+      segs.push_back({d, s, every ? std::min(end, s + every) : end});
+      if (s > prefix) windows.push_back({&val[d], s - prefix});
+    }
+  }
+  std::vector<float> f = features.features(windows, int(prefix), t.world());
+  std::vector<ScoreItem> items;
+  size_t w = 0;
+  for (size_t i = 0; i < segs.size(); ++i) {
+    const Segment& s = segs[i];
+    int path = s.from == prefix ? doc_path[s.doc] : router->nearest_path(&f[(w++) * features.dim()]);
+    add_items(items, path, &val[s.doc], s.from, s.to, T);
+  }
+  std::vector<double> loss = score_items(t, items);
+
+  RoutedEval r;
+  std::map<std::string, int> domain_index;
+  for (const auto& d : val) domain_index.emplace(d.domain, 0);
+  for (auto& [name, idx] : domain_index) idx = int(r.domains.size()), r.domains.push_back(name);
+  std::vector<double> pl(P, 0), dl(r.domains.size(), 0);
+  r.path_bytes.assign(P, 0), r.domain_bytes.assign(r.domains.size(), 0);
+  double total = 0;
+  for (size_t i = 0; i < items.size(); ++i) {
+    const double n = double(items[i].to - items[i].from);
+    const int di = domain_index[items[i].doc->domain];
+    pl[items[i].path] += loss[i], r.path_bytes[items[i].path] += n;
+    dl[di] += loss[i], r.domain_bytes[di] += n;
+    total += loss[i], r.bytes += n;
+  }
+  const double ln2 = std::log(2.0);
+  for (int p = 0; p < P; ++p) r.path_bpb.push_back(r.path_bytes[p] > 0 ? pl[p] / r.path_bytes[p] / ln2 : NAN);
+  for (size_t d = 0; d < dl.size(); ++d) r.domain_bpb.push_back(r.domain_bytes[d] > 0 ? dl[d] / r.domain_bytes[d] / ln2 : NAN);
+  r.bpb = r.bytes > 0 ? total / r.bytes / ln2 : NAN;
+  r.segments = long(segs.size());
+  return r;
+}
+
+std::vector<double> document_losses(Trainer& t, const std::vector<Document>& docs,
+                                    const std::vector<std::vector<int>>& candidates) {
+  const int T = t.deck().model.context, P = t.topology().paths;
+  std::vector<ScoreItem> items;
+  std::vector<size_t> cell;  // [doc, path] index of each item
+  for (size_t i = 0; i < docs.size(); ++i)
+    for (int p : candidates[i]) {
+      items.push_back({p, &docs[i], 1, std::min(docs[i].text.size() + 1, size_t(T))});
+      cell.push_back(i * P + p);
+    }
+  std::vector<double> loss = score_items(t, items), out(docs.size() * P, INFINITY);
+  for (size_t j = 0; j < items.size(); ++j) out[cell[j]] = loss[j] / double(std::max<size_t>(1, items[j].to - items[j].from));
+  return out;
+}
+
+}  // namespace dipaco

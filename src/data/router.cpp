@@ -1,0 +1,301 @@
+#include "dipaco/data/router.hpp"
+
+#include <algorithm>
+#include <cmath>
+#include <limits>
+#include <numeric>
+#include <random>
+#include <stdexcept>
+
+namespace dipaco {
+namespace {
+
+double sqdist(const float* a, const float* b, int d) {
+  double s = 0;
+  for (int i = 0; i < d; ++i) {
+    double t = double(a[i]) - double(b[i]);
+    s += t * t;
+  }
+  return s;
+}
+
+// Index of the nearest of k centroids [k, d] to x, and its squared distance.
+int nearest(const float* x, const float* c, int k, int d, double* dist) {
+  int best = 0;
+  double bd = std::numeric_limits<double>::infinity();
+  for (int j = 0; j < k; ++j) {
+    double t = sqdist(x, c + size_t(j) * d, d);
+    if (t < bd) bd = t, best = j;
+  }
+  if (dist) *dist = bd;
+  return best;
+}
+
+// Copies columns [from, from+width) of x [n, dim].
+std::vector<float> slice(const std::vector<float>& x, int dim, int from, int width) {
+  size_t n = x.size() / dim;
+  std::vector<float> out(n * width);
+  for (size_t i = 0; i < n; ++i) std::copy_n(&x[i * dim + from], width, &out[i * width]);
+  return out;
+}
+
+// Level l of a product router routes on its own contiguous slice of the features.
+void level_slice(int dim, int levels, int l, int& from, int& width) {
+  from = dim * l / levels;
+  width = dim * (l + 1) / levels - from;
+}
+
+}  // namespace
+
+namespace {
+
+// One k-means++ start followed by Lloyd iterations.
+KMeansResult kmeans_once(const float* x, size_t n, int d, int k, uint64_t seed, int max_iters) {
+  KMeansResult r;
+  r.centroids.resize(size_t(k) * d);
+  std::mt19937_64 rng(seed);
+  // k-means++: each next centroid is drawn with probability proportional to D^2.
+  std::vector<double> d2(n, std::numeric_limits<double>::infinity());
+  size_t first = size_t(rng() % n);
+  std::copy_n(x + first * d, d, r.centroids.data());
+  for (int j = 1; j < k; ++j) {
+    double total = 0;
+    const float* prev = &r.centroids[size_t(j - 1) * d];
+    for (size_t i = 0; i < n; ++i) total += (d2[i] = std::min(d2[i], sqdist(x + i * d, prev, d)));
+    size_t pick = 0;
+    if (total > 0) {
+      double u = std::uniform_real_distribution<double>(0, total)(rng), acc = 0;
+      for (pick = 0; pick + 1 < n; ++pick)
+        if ((acc += d2[pick]) > u) break;
+    } else {
+      pick = size_t(rng() % n);  // all points coincide with a centroid
+    }
+    std::copy_n(x + pick * d, d, &r.centroids[size_t(j) * d]);
+  }
+
+  r.labels.assign(n, -1);
+  std::vector<double> dist(n), sum(size_t(k) * d);
+  std::vector<size_t> count(k);
+  for (r.iterations = 0; r.iterations < std::max(1, max_iters); ++r.iterations) {
+    bool changed = false;
+    for (size_t i = 0; i < n; ++i) {
+      int j = nearest(x + i * d, r.centroids.data(), k, d, &dist[i]);
+      changed |= j != r.labels[i];
+      r.labels[i] = j;
+    }
+    if (!changed && r.iterations > 0) break;
+    std::fill(sum.begin(), sum.end(), 0.0);
+    std::fill(count.begin(), count.end(), 0);
+    for (size_t i = 0; i < n; ++i) {
+      ++count[r.labels[i]];
+      for (int t = 0; t < d; ++t) sum[size_t(r.labels[i]) * d + t] += x[i * d + t];
+    }
+    // Repair empty clusters: each takes the point farthest from its centroid.
+    for (int j = 0; j < k; ++j) {
+      if (count[j] > 0) continue;
+      size_t far = size_t(std::max_element(dist.begin(), dist.end()) - dist.begin());
+      int from = r.labels[far];
+      --count[from], ++count[j];
+      for (int t = 0; t < d; ++t) sum[size_t(from) * d + t] -= x[far * d + t], sum[size_t(j) * d + t] += x[far * d + t];
+      r.labels[far] = j, dist[far] = 0;
+    }
+    for (int j = 0; j < k; ++j)
+      for (int t = 0; t < d; ++t) r.centroids[size_t(j) * d + t] = float(sum[size_t(j) * d + t] / double(count[j]));
+  }
+  r.inertia = 0;
+  for (size_t i = 0; i < n; ++i) r.inertia += sqdist(x + i * d, &r.centroids[size_t(r.labels[i]) * d], d);
+  return r;
+}
+
+}  // namespace
+
+KMeansResult kmeans(const float* x, size_t n, int d, int k, uint64_t seed, int max_iters) {
+  if (k < 1 || size_t(k) > n)
+    throw std::runtime_error("k-means needs 1 <= k <= points (k = " + std::to_string(k) + ", points = " + std::to_string(n) + ")");
+  // k-means++ can still start two centroids in one cluster; the best of a few starts rarely does.
+  KMeansResult best;
+  for (int start = 0; start < kKMeansStarts; ++start) {
+    KMeansResult r = kmeans_once(x, n, d, k, seed * 0x9E3779B97F4A7C15ULL + uint64_t(start), max_iters);
+    if (start == 0 || r.inertia < best.inertia) best = std::move(r);
+  }
+  return best;
+}
+
+int Router::paths() const {
+  if (mode == "flat") return int(centroids[0].size() / dim);
+  if (mode == "logistic") return int(centroids[0].size() / (dim + 1));
+  int p = 1;
+  for (int m : modules_per_level) p *= m;
+  return p;
+}
+
+void Router::path_scores(const float* f, double* out) const {
+  if (mode == "logistic") {  // rows [w_p, b_p]: the score is the negative logit
+    const int P = paths();
+    for (int p = 0; p < P; ++p) {
+      const float* w = &centroids[0][size_t(p) * (dim + 1)];
+      double z = w[dim];
+      for (int t = 0; t < dim; ++t) z += double(w[t]) * f[t];
+      out[p] = -z;
+    }
+    return;
+  }
+  if (mode == "flat") {
+    const int P = paths();
+    for (int p = 0; p < P; ++p) out[p] = sqdist(f, &centroids[0][size_t(p) * dim], dim);
+    return;
+  }
+  // Product: a path's score is the sum of its modules' distances, level by level
+  // (level 0 most significant in the path index, as in the topology).
+  const int levels = int(modules_per_level.size());
+  std::vector<std::vector<double>> per_level(levels);
+  for (int l = 0; l < levels; ++l) {
+    int from, width;
+    level_slice(dim, levels, l, from, width);
+    for (int m = 0; m < modules_per_level[l]; ++m)
+      per_level[l].push_back(sqdist(f + from, &centroids[l][size_t(m) * width], width));
+  }
+  const int P = paths();
+  for (int p = 0; p < P; ++p) {
+    double s = 0;
+    for (int l = levels - 1, q = p; l >= 0; --l) s += per_level[l][q % modules_per_level[l]], q /= modules_per_level[l];
+    out[p] = s;
+  }
+}
+
+int Router::nearest_path(const float* f) const {
+  std::vector<double> s(paths());
+  path_scores(f, s.data());
+  return int(std::min_element(s.begin(), s.end()) - s.begin());
+}
+
+Router fit_router(const std::vector<float>& features, int dim, const std::vector<int>& modules_per_level,
+                  const std::string& mode, uint64_t seed, int max_iters) {
+  Router r;
+  r.mode = mode, r.dim = dim, r.modules_per_level = modules_per_level;
+  const size_t n = features.size() / dim;
+  int P = 1;
+  for (int m : modules_per_level) P *= m;
+  if (mode == "flat") {
+    r.centroids.push_back(kmeans(features.data(), n, dim, P, seed, max_iters).centroids);
+    return r;
+  }
+  const int levels = int(modules_per_level.size());
+  if (dim < levels) throw std::runtime_error("product routing needs at least one feature per level");
+  for (int l = 0; l < levels; ++l) {
+    int from, width;
+    level_slice(dim, levels, l, from, width);
+    auto part = slice(features, dim, from, width);
+    r.centroids.push_back(kmeans(part.data(), n, width, modules_per_level[l], seed + 7919 * uint64_t(l), max_iters).centroids);
+  }
+  return r;
+}
+
+Router refit_router(const std::vector<float>& features, int dim, const std::vector<int>& path_of_doc, int paths) {
+  Router r;
+  r.mode = "flat", r.dim = dim, r.modules_per_level = {paths};
+  const size_t n = path_of_doc.size();
+  std::vector<double> sum(size_t(paths) * dim, 0.0), all(dim, 0.0);
+  std::vector<size_t> count(paths, 0);
+  for (size_t i = 0; i < n; ++i) {
+    ++count[path_of_doc[i]];
+    for (int t = 0; t < dim; ++t) sum[size_t(path_of_doc[i]) * dim + t] += features[i * dim + t], all[t] += features[i * dim + t];
+  }
+  r.centroids.assign(1, std::vector<float>(size_t(paths) * dim));
+  for (int p = 0; p < paths; ++p)
+    for (int t = 0; t < dim; ++t)
+      r.centroids[0][size_t(p) * dim + t] =
+          float(count[p] ? sum[size_t(p) * dim + t] / double(count[p]) : all[t] / double(std::max<size_t>(n, 1)));
+  return r;
+}
+
+Router refit_router_logistic(const std::vector<float>& features, int dim, const std::vector<int>& path_of_doc, int paths,
+                             int iters) {
+  // Softmax regression, full batch, gradient descent with momentum and a little
+  // L2; deterministic (no sampling).
+  const size_t n = path_of_doc.size();
+  const int P = paths, D = dim + 1;
+  const double lr = 0.5, momentum = 0.9, l2 = 1e-4;
+  std::vector<double> w(size_t(P) * D, 0.0), vel(w.size(), 0.0), grad(w.size()), z(P);
+  for (int it = 0; it < iters; ++it) {
+    std::fill(grad.begin(), grad.end(), 0.0);
+    for (size_t i = 0; i < n; ++i) {
+      const float* f = &features[i * dim];
+      double top = -INFINITY, sum = 0;
+      for (int p = 0; p < P; ++p) {
+        const double* wp = &w[size_t(p) * D];
+        double v = wp[dim];
+        for (int t = 0; t < dim; ++t) v += wp[t] * f[t];
+        z[p] = v, top = std::max(top, v);
+      }
+      for (int p = 0; p < P; ++p) sum += (z[p] = std::exp(z[p] - top));
+      for (int p = 0; p < P; ++p) {
+        const double g = (z[p] / sum - (p == path_of_doc[i] ? 1.0 : 0.0)) / double(n);
+        double* gp = &grad[size_t(p) * D];
+        for (int t = 0; t < dim; ++t) gp[t] += g * f[t];
+        gp[dim] += g;
+      }
+    }
+    for (size_t j = 0; j < w.size(); ++j) {
+      vel[j] = momentum * vel[j] - lr * (grad[j] + l2 * w[j]);
+      w[j] += vel[j];
+    }
+  }
+  Router r;
+  r.mode = "logistic", r.dim = dim, r.modules_per_level = {paths};
+  r.centroids.assign(1, std::vector<float>(w.begin(), w.end()));
+  return r;
+}
+
+std::vector<std::vector<int>> assign_paths(const std::vector<double>& scores, size_t n, int P, double max_fraction,
+                                           int overlap) {
+  overlap = std::clamp(overlap, 1, P);
+  const size_t cap = std::max<size_t>(1, size_t(std::ceil(max_fraction * double(n) - 1e-9)));
+  if (cap * size_t(P) < n)
+    throw std::runtime_error("route.max_shard_fraction = " + std::to_string(max_fraction) + " cannot hold " +
+                             std::to_string(n) + " documents in " + std::to_string(P) + " paths (needs >= 1/P)");
+  // Each document's paths from best to worst (ties: lower path index).
+  std::vector<std::vector<int>> order(n, std::vector<int>(P));
+  std::vector<double> margin(n, 0.0);
+  for (size_t i = 0; i < n; ++i) {
+    const double* s = &scores[i * P];
+    std::iota(order[i].begin(), order[i].end(), 0);
+    std::stable_sort(order[i].begin(), order[i].end(), [&](int a, int b) { return s[a] < s[b]; });
+    margin[i] = P > 1 ? s[order[i][1]] - s[order[i][0]] : 0.0;
+  }
+  std::vector<size_t> by_margin(n);
+  std::iota(by_margin.begin(), by_margin.end(), size_t(0));
+  std::stable_sort(by_margin.begin(), by_margin.end(), [&](size_t a, size_t b) { return margin[a] > margin[b]; });
+  std::vector<std::vector<int>> out(n);
+  for (int round = 0; round < overlap; ++round) {
+    std::vector<size_t> load(P, 0);
+    for (size_t i : by_margin)
+      for (int p : order[i]) {
+        if (load[p] >= cap || std::find(out[i].begin(), out[i].end(), p) != out[i].end()) continue;
+        out[i].push_back(p), ++load[p];
+        break;
+      }
+  }
+  // A path no document chose (possible with product routing: an unused pair of
+  // modules) takes the documents nearest to it from the largest shards, so that
+  // it has something to train on.
+  std::vector<size_t> size(P, 0);
+  for (auto& o : out)
+    if (!o.empty()) ++size[o[0]];
+  const size_t want = std::max<size_t>(1, n / (4 * size_t(P)));
+  for (int p = 0; p < P; ++p) {
+    if (size[p] > 0) continue;
+    std::vector<size_t> near(n);
+    std::iota(near.begin(), near.end(), size_t(0));
+    std::stable_sort(near.begin(), near.end(), [&](size_t a, size_t b) { return scores[a * P + p] < scores[b * P + p]; });
+    for (size_t i : near) {
+      if (size[p] >= want) break;
+      if (out[i].empty() || size[out[i][0]] <= want || std::find(out[i].begin(), out[i].end(), p) != out[i].end()) continue;
+      --size[out[i][0]], ++size[p];
+      out[i][0] = p;
+    }
+  }
+  return out;
+}
+
+}  // namespace dipaco

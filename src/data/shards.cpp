@@ -1,0 +1,235 @@
+#include "dipaco/data/shards.hpp"
+
+#include <hdf5.h>
+
+#include <cstdio>
+#include <filesystem>
+#include <map>
+#include <sstream>
+
+#include "dipaco/io/h5io.hpp"
+
+namespace dipaco {
+
+Assignment assign_by_rule(const std::vector<Document>& docs, int paths, const std::string& rule) {
+  Assignment a(paths);
+  std::map<std::string, int> domain_index;
+  for (const auto& d : docs) domain_index.emplace(d.domain, 0);
+  int i = 0;
+  for (auto& [name, idx] : domain_index) idx = i++;
+  for (size_t j = 0; j < docs.size(); ++j) {
+    const auto& d = docs[j];
+    int p = rule == "domain" ? domain_index[d.domain] % paths : int(hash64(d.id, 17) % uint64_t(paths));
+    a[p].push_back(int(j));
+  }
+  return a;
+}
+
+std::vector<Shard> shards_of(const std::vector<Document>& docs, const Assignment& a) {
+  std::vector<Shard> out(a.size());
+  for (size_t p = 0; p < a.size(); ++p)
+    for (int i : a[p]) out[p].push_back(&docs[i]);
+  return out;
+}
+
+Assignment by_path(const std::vector<std::vector<int>>& paths_of_doc, int paths) {
+  Assignment a(paths);
+  for (size_t i = 0; i < paths_of_doc.size(); ++i)
+    for (int p : paths_of_doc[i]) a[p].push_back(int(i));
+  return a;
+}
+
+namespace {
+
+void write_dataset(hid_t loc, const std::string& name, hid_t type, int rank, const hsize_t* dims, const void* data) {
+  hid_t sp = H5Screate_simple(rank, dims, nullptr);
+  hid_t d = checked(H5Dcreate2(loc, name.c_str(), type, sp, H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT), "create dataset " + name);
+  bool empty = false;
+  for (int i = 0; i < rank; ++i) empty |= dims[i] == 0;
+  if (!empty) check(H5Dwrite(d, type, H5S_ALL, H5S_ALL, H5P_DEFAULT, data), "write dataset " + name);
+  H5Dclose(d), H5Sclose(sp);
+}
+
+void write_split(hid_t f, const char* group, const Assignment& a, const std::vector<Document>& docs) {
+  hid_t g = checked(H5Gcreate2(f, group, H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT), std::string("create group ") + group);
+  for (size_t p = 0; p < a.size(); ++p) {
+    hid_t pg = checked(H5Gcreate2(g, ("P" + std::to_string(p)).c_str(), H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT), "create shard group");
+    std::vector<long long> index(a[p].begin(), a[p].end()), tokens;
+    size_t width = 1;
+    for (int i : a[p]) tokens.push_back((long long)docs[i].text.size() + 1), width = std::max(width, docs[i].id.size());
+    std::string ids(width * a[p].size(), '\0');
+    for (size_t j = 0; j < a[p].size(); ++j) docs[a[p][j]].id.copy(&ids[j * width], width);
+    hsize_t n = a[p].size();
+    write_dataset(pg, "doc_index", H5T_NATIVE_LLONG, 1, &n, index.data());
+    write_dataset(pg, "tokens", H5T_NATIVE_LLONG, 1, &n, tokens.data());
+    hid_t st = H5Tcopy(H5T_C_S1);
+    H5Tset_size(st, width);
+    write_dataset(pg, "ids", st, 1, &n, ids.data());
+    H5Tclose(st), H5Gclose(pg);
+  }
+  H5Gclose(g);
+}
+
+// Reads a dataset of `type`, checking its rank and shape before allocating.
+template <typename T>
+std::vector<T> read_dataset(hid_t loc, const std::string& name, hid_t type, const std::vector<hsize_t>& want,
+                            const std::string& where) {
+  hid_t d = H5Dopen2(loc, name.c_str(), H5P_DEFAULT);
+  if (d < 0) throw CheckpointError(where + ": dataset " + name + " is missing");
+  hid_t sp = H5Dget_space(d);
+  int rank = H5Sget_simple_extent_ndims(sp);
+  std::vector<hsize_t> dims(std::max(rank, 0));
+  if (rank > 0) H5Sget_simple_extent_dims(sp, dims.data(), nullptr);
+  H5Sclose(sp);
+  bool ok = rank == int(want.size());
+  for (size_t i = 0; ok && i < want.size(); ++i) ok = dims[i] == want[i];
+  if (!ok) {
+    H5Dclose(d);
+    throw CheckpointError(where + ": dataset " + name + " has the wrong shape");
+  }
+  size_t n = 1;
+  for (auto x : want) n *= x;
+  std::vector<T> out(n);
+  herr_t e = n ? H5Dread(d, type, H5S_ALL, H5S_ALL, H5P_DEFAULT, out.data()) : 0;
+  H5Dclose(d);
+  if (e < 0) throw CheckpointError(where + ": cannot read dataset " + name);
+  return out;
+}
+
+hsize_t dataset_length(hid_t loc, const std::string& name, hsize_t max, const std::string& where) {
+  hid_t d = H5Dopen2(loc, name.c_str(), H5P_DEFAULT);
+  if (d < 0) throw CheckpointError(where + ": dataset " + name + " is missing");
+  hid_t sp = H5Dget_space(d);
+  hssize_t n = H5Sget_simple_extent_ndims(sp) == 1 ? H5Sget_simple_extent_npoints(sp) : -1;
+  H5Sclose(sp), H5Dclose(d);
+  if (n < 0 || hsize_t(n) > max)
+    throw CheckpointError(where + ": dataset " + name + " claims " + std::to_string(n) + " entries (at most " +
+                          std::to_string(max) + " possible)");
+  return hsize_t(n);
+}
+
+Assignment read_split(hid_t f, const char* group, int paths, const std::vector<Document>& docs, const std::string& file) {
+  Assignment a(paths);
+  for (int p = 0; p < paths; ++p) {
+    const std::string where = file + ": /" + group + "/P" + std::to_string(p);
+    hid_t g = H5Gopen2(f, (std::string("/") + group + "/P" + std::to_string(p)).c_str(), H5P_DEFAULT);
+    if (g < 0) throw CheckpointError(where + " is missing");
+    try {
+      hsize_t n = dataset_length(g, "doc_index", docs.size() * size_t(paths), where);
+      for (long long i : read_dataset<long long>(g, "doc_index", H5T_NATIVE_LLONG, {n}, where)) {
+        if (i < 0 || size_t(i) >= docs.size())
+          throw CheckpointError(where + "/doc_index: index " + std::to_string(i) + " outside the split's " +
+                                std::to_string(docs.size()) + " documents (was the corpus changed?)");
+        a[p].push_back(int(i));
+      }
+    } catch (...) {
+      H5Gclose(g);
+      throw;
+    }
+    H5Gclose(g);
+  }
+  return a;
+}
+
+}  // namespace
+
+void write_shard_file(const std::string& path, const ShardFile& s, const Split& split) {
+  const std::string tmp = path + ".tmp";
+  hid_t f = H5Fcreate(tmp.c_str(), H5F_ACC_TRUNC, H5P_DEFAULT, H5P_DEFAULT);
+  if (f < 0) throw CheckpointError("cannot create " + tmp);
+  try {
+    write_attr_string(f, "format", "dipaco-shards");
+    write_attr_string(f, "stamp", s.stamp);
+    write_attr_long(f, "paths", long(s.train.size()));
+    write_attr_long(f, "round", s.round);
+    if (s.has_router) {
+      hid_t g = checked(H5Gcreate2(f, "router", H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT), "create group router");
+      write_attr_string(g, "mode", s.router.mode);
+      write_attr_long(g, "dim", s.router.dim);
+      std::ostringstream mpl;
+      for (size_t l = 0; l < s.router.modules_per_level.size(); ++l) mpl << (l ? "," : "") << s.router.modules_per_level[l];
+      write_attr_string(g, "modules_per_level", mpl.str());
+      for (size_t l = 0; l < s.router.centroids.size(); ++l) {
+        hsize_t k = s.router.mode == "product" ? hsize_t(s.router.modules_per_level[l]) : hsize_t(s.router.paths());
+        hsize_t dims[2] = {k, s.router.centroids[l].size() / k};
+        write_dataset(g, "centroids_" + std::to_string(l), H5T_NATIVE_FLOAT, 2, dims, s.router.centroids[l].data());
+      }
+      H5Gclose(g);
+    }
+    write_split(f, "train", s.train, split.train);
+    write_split(f, "val", s.val, split.val);
+  } catch (...) {
+    H5Fclose(f);
+    std::remove(tmp.c_str());
+    throw;
+  }
+  if (H5Fclose(f) < 0) throw CheckpointError("writing " + tmp + " failed (disk full?)");
+  std::filesystem::rename(tmp, path);
+}
+
+std::string latest_shard_file(const std::string& run_dir) {
+  std::string best;
+  int best_round = -1;
+  std::error_code ec;
+  for (const auto& e : std::filesystem::directory_iterator(run_dir, ec)) {
+    const std::string name = e.path().filename().string();
+    int round = -1;
+    if (name == "shards.h5") round = 0;
+    else if (name.rfind("shards-r", 0) == 0 && name.size() > 11 && name.substr(name.size() - 3) == ".h5")
+      round = std::atoi(name.c_str() + 8);
+    if (round > best_round) best_round = round, best = e.path().string();
+  }
+  return best;
+}
+
+ShardFile read_shard_file(const std::string& path, const Split& split) {
+  H5Eset_auto2(H5E_DEFAULT, nullptr, nullptr);
+  hid_t f = H5Fopen(path.c_str(), H5F_ACC_RDONLY, H5P_DEFAULT);
+  if (f < 0) throw CheckpointError("cannot open shard file " + path);
+  ShardFile s;
+  try {
+    if (read_attr_string(f, "format") != "dipaco-shards") throw CheckpointError(path + " is not a dipaco shard file");
+    s.stamp = read_attr_string(f, "stamp");
+    long paths = read_attr_scalar<long>(f, "paths", H5T_NATIVE_LONG);
+    s.round = int(read_attr_scalar<long>(f, "round", H5T_NATIVE_LONG));
+    if (paths < 1 || paths > 1 << 20) throw CheckpointError(path + ": attribute paths = " + std::to_string(paths) + " is impossible");
+    if (H5Lexists(f, "router", H5P_DEFAULT) > 0) {
+      s.has_router = true;
+      hid_t g = H5Gopen2(f, "router", H5P_DEFAULT);
+      try {
+        Router& r = s.router;
+        r.mode = read_attr_string(g, "mode");
+        r.dim = int(read_attr_scalar<long>(g, "dim", H5T_NATIVE_LONG));
+        std::stringstream mpl(read_attr_string(g, "modules_per_level"));
+        for (std::string x; std::getline(mpl, x, ',');) r.modules_per_level.push_back(std::atoi(x.c_str()));
+        long prod = 1;
+        for (int m : r.modules_per_level) prod *= std::max(m, 0);
+        if ((r.mode != "flat" && r.mode != "product" && r.mode != "logistic") || r.dim < 1 || r.dim > 1 << 20 || r.modules_per_level.empty() ||
+            prod != paths)
+          throw CheckpointError(path + ": /router attributes (mode, dim, modules_per_level) disagree with paths = " +
+                                std::to_string(paths));
+        const bool product = r.mode == "product";
+        const int levels = product ? int(r.modules_per_level.size()) : 1;
+        for (int l = 0; l < levels; ++l) {
+          int width = !product ? r.dim + (r.mode == "logistic") : r.dim * (l + 1) / levels - r.dim * l / levels;
+          hsize_t k = product ? hsize_t(r.modules_per_level[l]) : hsize_t(paths);
+          r.centroids.push_back(read_dataset<float>(g, "centroids_" + std::to_string(l), H5T_NATIVE_FLOAT,
+                                                    {k, hsize_t(width)}, path + ": /router"));
+        }
+      } catch (...) {
+        H5Gclose(g);
+        throw;
+      }
+      H5Gclose(g);
+    }
+    s.train = read_split(f, "train", int(paths), split.train, path);
+    s.val = read_split(f, "val", int(paths), split.val, path);
+  } catch (...) {
+    H5Fclose(f);
+    throw;
+  }
+  H5Fclose(f);
+  return s;
+}
+
+}  // namespace dipaco

@@ -1,0 +1,48 @@
+#include "dipaco/dist/fault.hpp"
+
+#include <mpi.h>
+#include <signal.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <cstdio>
+#include <map>
+#include <string>
+#include <thread>
+
+#include "dipaco/io/deck.hpp"
+
+namespace dipaco {
+
+void fault_point(const Deck& deck, const char* phase) {
+  const std::string& at = deck.fault.kill_at;
+  if (at.empty()) return;
+  const auto colon = at.find(':');
+  const std::string want = at.substr(0, colon);
+  if (want != phase) return;
+  const long n = colon == std::string::npos ? 1 : std::atol(at.c_str() + colon + 1);
+  static std::map<std::string, long> hits;  // per phase, this session
+  if (++hits[want] != n) return;
+  int rank = 0;
+  MPI_Comm_rank(MPI_COMM_WORLD, &rank);
+  if (rank != deck.fault.kill_rank) return;
+  const bool launcher = deck.fault.kill_target == "mpirun", hang = deck.fault.kill_target == "stop";
+  std::fprintf(stderr, "fault: rank %d at %s #%ld: %s\n", rank, phase, n,
+               hang ? "SIGSTOP to this rank" : launcher ? "SIGKILL to mpirun and this rank" : "SIGKILL to this rank");
+  std::fflush(stderr);
+  if (hang) {
+    raise(SIGSTOP);
+    return;
+  }
+  if (launcher) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(300));  // mpirun forwards the line above first
+    kill(getppid(), SIGKILL);  // under mpirun on one node, the launcher is the parent
+  }
+  raise(SIGKILL);
+}
+
+void fault_step_delay(const Deck& deck) {
+  if (deck.fault.step_delay > 0) std::this_thread::sleep_for(std::chrono::duration<double>(deck.fault.step_delay));
+}
+
+}  // namespace dipaco

@@ -1,0 +1,143 @@
+#include "dipaco/dist/memory_estimate.hpp"
+
+#include <algorithm>
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+#include <sstream>
+
+#include "dipaco/train/trainer.hpp"
+
+namespace dipaco {
+
+namespace {
+// Floats of one layer's saved activations, as Model::layer_floats lays them out.
+double layer_floats(const ModelShape& s, int B) {
+  const double N = double(B) * s.T, C = s.C;
+  return N * 16 * C + 4 * N * C + double(B) * s.H * s.T * s.T + 4 * N;
+}
+}  // namespace
+
+double model_activation_bytes(const ModelShape& s, int B) {
+  const double N = double(B) * s.T, C = s.C, att = double(B) * s.H * s.T * s.T;
+  // acts, encoded, lnf + 2 row stats, logits, losses, dres, dbuf_a/b/c, dqkv, attention scratch
+  return 4 * (layer_floats(s, B) * s.L + N * C + N * C + 2 * N + N * s.V + N + N * C + 4 * N * C + 4 * N * C + N * C +
+              3 * N * C + 3 * N * C + 2 * att);
+}
+
+MemoryEstimate estimate_memory(const Deck& deck, const Topology& topo, int rank, double corpus_bytes) {
+  const ModelShape shape = model_shape(deck);
+  const ParamLayout layout = make_layout(shape);
+  const double A = 4.0 * double(layout.total);  // one full arena in bytes
+  const double own = double(topo.paths_of_rank(rank).size());
+  const bool replicas = deck.dipaco.replica_mode == "diloco";
+  const int micro = replicas ? 0 : deck.train.micro_batch;
+  const int local_batch = replicas ? deck.train.batch_size : micro > 0 ? micro : deck.train.batch_size / topo.ranks_per_path;
+  MemoryEstimate e;
+
+  // Sync units: the embeddings when shared (every rank), each module whose communicator holds this rank.
+  double units = 0, largest = 0, largest_comm = 1;
+  auto unit = [&](size_t floats, const std::vector<int>& ranks, bool mine) {
+    largest = std::max(largest, 4.0 * double(floats));
+    if (!mine) return;
+    units += 4.0 * double(floats);
+    largest_comm = std::max(largest_comm, double(ranks.size()));
+  };
+  if (deck.dipaco.shared == "embeddings") unit(layout.groups[0].size, std::vector<int>(topo.ranks), true);
+  for (int l = 0; l < topo.levels(); ++l)
+    for (int m = 0; m < topo.modules_per_level[l]; ++m) {
+      const auto ranks = topo.module_ranks(l, m);
+      unit(layout.groups[1 + l].size, ranks, std::binary_search(ranks.begin(), ranks.end(), rank));
+    }
+
+  e.params = own * 3 * A + A + 2 * units + (deck.train.early_stop == "path" ? own * A : 0);
+  // The training Model, and the routing features' Model of a whole batch (allocated, hence written: the
+  // CPU backend zeroes what it allocates).
+  e.activations = model_activation_bytes(shape, local_batch) + model_activation_bytes(shape, deck.train.batch_size);
+  // Documents stay in memory; the warm start streams all of them, then each own path its shard.
+  const double shards = own / topo.paths * std::min(deck.route.overlap, topo.paths);
+  e.data = corpus_bytes * (1 + std::max(deck.route.warm_steps > 0 ? 1.0 : 0.0, shards));
+
+  // Warm-start weights and the routing model's copy; a checkpoint's host copies (one path's arena
+  // and moments, a module's anchor and momentum); the outer round's delta and host sums (three float, one int64).
+  e.buffers = 2 * A + 3 * A + 2 * largest + 5 * largest;
+  if (deck.dipaco.inner_steps > 0) {
+    e.buffers += own * largest;  // each own path's outer gradient
+    if (deck.dipaco.outer_dtype == "bf16") e.buffers += largest / 2 * (1 + largest_comm);
+    else if (largest_comm > 1) e.buffers += 2 * largest;  // MPI's scratch for the int64 all-reduce
+  }
+  if (micro > 0) {
+    const int terms = (deck.train.batch_size / micro + topo.ranks_per_path - 1) / topo.ranks_per_path;
+    e.buffers += terms * A + A + 2 * A + (topo.ranks_per_path > 1 ? 2 * A : 0);  // terms, sum, int64 sum, MPI scratch
+  } else if (topo.ranks_per_path > 1 && !replicas) {
+    e.buffers += A;  // MPI's scratch for the in-place gradient all-reduce
+  }
+  return e;
+}
+
+std::string MemoryEstimate::describe() const {
+  char s[256];
+  std::snprintf(s, sizeof s, "about %.0f MB (params+optimizer %.0f, activations %.0f, data %.0f, buffers %.0f)",
+                total() / 1e6, params / 1e6, activations / 1e6, data / 1e6, buffers / 1e6);
+  return s;
+}
+
+double corpus_file_bytes(const Deck& deck) {
+  std::error_code ec;
+  const auto n = std::filesystem::file_size(deck.data.corpus, ec);
+  return ec ? 0.0 : double(n);
+}
+
+double available_memory_bytes() {
+  double avail = 0;
+  std::ifstream meminfo("/proc/meminfo");
+  for (std::string key; meminfo >> key;) {
+    double kb = 0;
+    meminfo >> kb;
+    if (key == "MemAvailable:") avail = kb * 1024;
+    meminfo.ignore(1 << 10, '\n');
+  }
+  // cgroup v2: the limit ("max" when none) less what the group already uses.
+  std::ifstream max_file("/sys/fs/cgroup/memory.max"), cur_file("/sys/fs/cgroup/memory.current");
+  std::string max;
+  double cur = 0;
+  if (max_file >> max && max != "max" && cur_file >> cur) {
+    const double left = std::max(0.0, std::stod(max) - cur);
+    if (avail == 0 || left < avail) avail = left;
+  }
+  return avail;
+}
+
+MemoryEstimate check_memory(const Deck& deck, const Topology& topo, int rank, MPI_Comm comm) {
+  const MemoryEstimate e = estimate_memory(deck, topo, rank, corpus_file_bytes(deck));
+  // On a GPU the model's buffers are device memory, which MemAvailable does not describe: printed, not enforced.
+  if (deck.run.device != "cpu") return e;
+  // Ranks on one node share its memory.
+  MPI_Comm node;
+  MPI_Comm_split_type(comm, MPI_COMM_TYPE_SHARED, rank, MPI_INFO_NULL, &node);
+  int node_ranks;
+  MPI_Comm_size(node, &node_ranks);
+  double need = e.total();
+  MPI_Allreduce(MPI_IN_PLACE, &need, 1, MPI_DOUBLE, MPI_SUM, node);
+  MPI_Comm_free(&node);
+  const double avail = available_memory_bytes();
+  struct {
+    double ratio;
+    int rank;
+  } mine{avail > 0 ? need / avail : 0.0, rank}, worst;
+  MPI_Allreduce(&mine, &worst, 1, MPI_DOUBLE_INT, MPI_MAXLOC, comm);
+  if (worst.ratio <= 1) return e;
+  // The figures of the fullest node, the same message on every rank.
+  double f[7] = {e.params, e.activations, e.data, e.buffers, need, avail, double(node_ranks)};
+  MPI_Bcast(f, 7, MPI_DOUBLE, worst.rank, comm);
+  const MemoryEstimate w{f[0], f[1], f[2], f[3]};
+  char tail[512];
+  std::snprintf(tail, sizeof tail,
+                ": %.0f rank(s) on a node need about %.0f MB together and it has %.0f MB available (MemAvailable, or the "
+                "cgroup's memory.max); use a smaller model (model.d_model, model.n_layers, model.context), a smaller "
+                "train.batch_size or train.micro_batch, or fewer ranks per node",
+                f[6], f[4] / 1e6, f[5] / 1e6);
+  throw DeckError("memory per rank: " + w.describe() + " does not fit" + tail);
+}
+
+}  // namespace dipaco

@@ -1,0 +1,447 @@
+// Input decks through Boost.Program_options. All values are read as text and
+// converted here, so that every error can name the key, the value and what is
+// allowed (Boost's own messages do not say what is allowed).
+#include "dipaco/io/deck.hpp"
+
+#include <algorithm>
+#include <boost/program_options.hpp>
+#include <cmath>
+#include <filesystem>
+#include <fstream>
+#include <limits>
+#include <set>
+#include <sstream>
+#include <utility>
+
+namespace po = boost::program_options;
+
+namespace dipaco {
+namespace {
+
+[[noreturn]] void bad_value(const std::string& key, const std::string& v, const std::string& allowed) {
+  throw DeckError("invalid value '" + v + "' for " + key + ": expected " + allowed);
+}
+
+long long parse_int(const std::string& key, const std::string& v, long long lo, long long hi) {
+  size_t pos = 0;
+  long long x = 0;
+  try {
+    x = std::stoll(v, &pos);
+  } catch (...) {
+    pos = 0;
+  }
+  if (v.empty() || pos != v.size())
+    bad_value(key, v, "an integer in [" + std::to_string(lo) + ", " + std::to_string(hi) + "]");
+  if (x < lo || x > hi)
+    bad_value(key, v, "an integer in [" + std::to_string(lo) + ", " + std::to_string(hi) + "]");
+  return x;
+}
+
+std::string fmt(double x) {
+  std::ostringstream s;
+  s << x;
+  return s.str();
+}
+
+double parse_float(const std::string& key, const std::string& v, double lo, double hi) {
+  size_t pos = 0;
+  double x = 0;
+  try {
+    x = std::stod(v, &pos);
+  } catch (...) {
+    pos = 0;
+  }
+  if (v.empty() || pos != v.size() || !std::isfinite(x) || x < lo || x > hi)
+    bad_value(key, v, "a number in [" + fmt(lo) + ", " + fmt(hi) + "]");
+  return x;
+}
+
+std::string parse_choice(const std::string& key, const std::string& v, const std::string& choices) {
+  std::stringstream ss(choices);
+  std::string c;
+  while (std::getline(ss, c, '|'))
+    if (c == v) return v;
+  bad_value(key, v, "one of " + choices);
+}
+
+// Strings are written back into the resolved deck (deck.ini, checkpoints), so
+// they may not hold what the INI reader would cut or split there.
+std::string parse_string(const std::string& key, const std::string& v) {
+  if (v.find_first_of("#;\r\n") != std::string::npos || v.find('\0') != std::string::npos)
+    bad_value(key, v, "text without '#', ';' or line breaks");
+  return v;
+}
+
+// A run writes into <run.out_dir>/<run.name>: a name that is not one path
+// component ("../x", "/abs", "a/b", ".", "..", "") would write outside that
+// directory or straight into it.
+std::string parse_run_name(const std::string& key, const std::string& v) {
+  parse_string(key, v);
+  if (v.empty() || v == "." || v == ".." || v.find('/') != std::string::npos)
+    bad_value(key, v, "one path component (a non-empty directory name without '/', not '.' or '..')");
+  return v;
+}
+
+constexpr size_t kMaxListItems = 1024;
+
+std::vector<int> parse_list(const std::string& key, const std::string& v, int lo, int hi) {
+  std::vector<int> out;
+  std::stringstream ss(v);
+  std::string item;
+  while (std::getline(ss, item, ',')) {
+    item.erase(0, item.find_first_not_of(" \t"));
+    item.erase(item.find_last_not_of(" \t") + 1);
+    size_t pos = 0;
+    long x = 0;
+    try {
+      x = std::stol(item, &pos);
+    } catch (...) {
+      pos = 0;
+    }
+    if (item.empty() || pos != item.size() || x < lo || x > hi)
+      bad_value(key, v, "a comma-separated list of integers in [" + std::to_string(lo) + ", " + std::to_string(hi) + "]");
+    out.push_back(int(x));
+    if (out.size() > kMaxListItems) bad_value(key, v.substr(0, 40) + "...", "at most " + std::to_string(kMaxListItems) + " items");
+  }
+  if (out.empty()) bad_value(key, v, "a non-empty comma-separated list of integers");
+  return out;
+}
+
+constexpr long long kBig = 1LL << 40;
+
+// The upper bound is at most what the field holds: a larger value is refused
+// instead of being cut to the field's width (2^32 + 20 steps would train 20).
+template <typename T>
+constexpr long long field_max(long long hi) {
+  return std::cmp_less(std::numeric_limits<T>::max(), hi) ? static_cast<long long>(std::numeric_limits<T>::max()) : hi;
+}
+
+#define K_INT(NAME, FIELD, DEF, LO, HI, HELP)                                                 \
+  DeckKey{NAME, "int", DEF, HELP, [](Deck& d, const std::string& v) {                         \
+            using T = decltype(d.FIELD);                                                      \
+            d.FIELD = T(parse_int(NAME, v, LO, field_max<T>(HI)));                            \
+          }}
+#define K_FLOAT(NAME, FIELD, DEF, LO, HI, HELP) \
+  DeckKey{NAME, "float", DEF, HELP, [](Deck& d, const std::string& v) { d.FIELD = parse_float(NAME, v, LO, HI); }}
+#define K_STR(NAME, FIELD, DEF, HELP) \
+  DeckKey{NAME, "string", DEF, HELP, [](Deck& d, const std::string& v) { d.FIELD = parse_string(NAME, v); }}
+#define K_CHOICE(NAME, FIELD, DEF, CHOICES, HELP) \
+  DeckKey{NAME, CHOICES, DEF, HELP, [](Deck& d, const std::string& v) { d.FIELD = parse_choice(NAME, v, CHOICES); }}
+#define K_LIST(NAME, FIELD, DEF, LO, HI, HELP) \
+  DeckKey{NAME, "list", DEF, HELP, [](Deck& d, const std::string& v) { d.FIELD = parse_list(NAME, v, LO, HI); }}
+
+std::vector<DeckKey> make_keys() {
+  return {
+      DeckKey{"run.name", "string", "quickstart", "run name; output goes to <out_dir>/<name>",
+              [](Deck& d, const std::string& v) { d.run.name = parse_run_name("run.name", v); }},
+      K_STR("run.out_dir", run.out_dir, "runs", "directory that holds run directories"),
+      K_CHOICE("run.device", run.device, "cpu", "cpu|cuda", "where kernels run (cuda: one GPU per rank)"),
+      K_INT("run.seed", run.seed, "1234", 0, kBig, "seed for initialisation, data order and faults"),
+      K_INT("run.threads", run.threads, "0", 0, 1024, "OpenMP threads per rank (0: OMP_NUM_THREADS, else the node's cores shared by its ranks)"),
+      K_INT("run.log_every", run.log_every, "10", 1, kBig, "inner steps between progress lines"),
+      K_STR("run.restart", run.restart, "auto", "auto (resume from the run directory's latest checkpoint), never, or a checkpoint path"),
+      K_INT("run.restart_force", run.restart_force, "0", 0, 1, "1: resume even when shape or topology keys differ from the checkpoint's deck"),
+      K_INT("run.stop_after", run.stop_after, "0", 0, kBig, "stop cleanly with a checkpoint after this many inner steps in this session (0: no limit)"),
+      K_FLOAT("run.max_hours", run.max_hours, "0", 0, 1e6, "stop cleanly with a checkpoint after this many hours (0: no limit)"),
+      K_FLOAT("run.collective_timeout", run.collective_timeout, "300", 1, 1e6, "seconds a collective may wait for a peer before the job aborts"),
+
+      K_STR("data.corpus", data.corpus, "inputs/corpus/embedded.jsonl", "corpus file: JSONL with id, domain, text per line"),
+      K_FLOAT("data.val_fraction", data.val_fraction, "0.1", 0.0, 0.9, "share of documents held out for validation (by hash of id)"),
+      K_INT("data.min_val_docs", data.min_val_docs, "2", 0, kBig, "minimum validation documents per domain"),
+
+      K_INT("model.d_model", model.d_model, "128", 8, 65536, "width of the residual stream"),
+      K_INT("model.n_layers", model.n_layers, "4", 1, 1024, "transformer blocks"),
+      K_INT("model.n_heads", model.n_heads, "4", 1, 1024, "attention heads (must divide d_model)"),
+      K_INT("model.context", model.context, "128", 2, 65536, "sequence length T in bytes"),
+      K_LIST("model.layers_per_level", model.layers_per_level, "0", 0, 1024, "blocks per level, summing to n_layers (0: one level with all blocks)"),
+
+      K_INT("train.steps", train.steps, "400", 0, kBig, "inner steps per path"),
+      K_INT("train.batch_size", train.batch_size, "16", 1, 1 << 20, "sequences per step per path (split over the path's ranks)"),
+      K_INT("train.micro_batch", train.micro_batch, "0", 0, 1 << 20,
+            "sequences per fixed micro-batch, summed exactly over a path's ranks: the same weights at any rank count "
+            "(0: the batch split over the path's ranks, summed in fp32)"),
+      K_FLOAT("train.lr", train.lr, "3e-3", 0, 10, "peak AdamW learning rate"),
+      K_FLOAT("train.min_lr_ratio", train.min_lr_ratio, "0.1", 0, 1, "final learning rate as a fraction of the peak (cosine decay)"),
+      K_INT("train.warmup", train.warmup, "40", 0, kBig, "linear warm-up steps"),
+      K_FLOAT("train.weight_decay", train.weight_decay, "0.1", 0, 10, "decoupled weight decay (not on gains and biases)"),
+      K_FLOAT("train.beta1", train.beta1, "0.9", 0, 0.999999, "AdamW beta1"),
+      K_FLOAT("train.beta2", train.beta2, "0.95", 0, 0.999999, "AdamW beta2"),
+      K_FLOAT("train.eps", train.eps, "1e-8", 1e-30, 1, "AdamW epsilon"),
+      K_FLOAT("train.grad_clip", train.grad_clip, "1.0", 0, 1e9, "global gradient-norm clip (0: off)"),
+      K_CHOICE("train.precision", train.precision, "fp32", "fp32|bf16", "matmul precision (bf16: bf16 inputs, fp32 accumulation; weights stay fp32)"),
+      K_CHOICE("train.early_stop", train.early_stop, "none", "none|path", "path: each path ends on its weights with the best bpb on its own validation shard"),
+
+      K_CHOICE("route.method", route.method, "hash", "hash|domain|kmeans",
+               "how documents reach paths: hash of the id, domain label, or k-means on prefix features"),
+      K_CHOICE("route.routing", route.routing, "product", "product|flat",
+               "kmeans: one k-means per level on its slice of the features (product) or one with P centroids (flat)"),
+      K_INT("route.prefix_tokens", route.prefix_tokens, "32", 1, 65536, "leading tokens of a document whose features route it (not scored in evaluation)"),
+      K_INT("route.warm_steps", route.warm_steps, "0", 0, kBig, "steps of the dense warm-start model that every path starts from and whose features route (0: none)"),
+      K_STR("route.warm_start", route.warm_start, "", "file of the warm-start weights, shareable between runs (\"\": <run dir>/warmstart.h5)"),
+      K_INT("route.kmeans_iters", route.kmeans_iters, "100", 1, 100000, "cap on Lloyd iterations"),
+      K_FLOAT("route.max_shard_fraction", route.max_shard_fraction, "1", 0, 1, "largest share of the training documents one shard may take (overflow: next-nearest path)"),
+      K_INT("route.overlap", route.overlap, "1", 1, 4096, "each training document goes to its k nearest paths"),
+      K_INT("route.em_rounds", route.em_rounds, "0", 0, 1000,
+            "re-shardings during training: documents move to the path with the lowest loss, the router is refit"),
+      K_CHOICE("route.refit", route.refit, "centroid", "centroid|logistic",
+               "re-sharding: the router refit to the new shards (nearest centroid, or logistic regression on the features)"),
+      K_INT("route.em_candidates", route.em_candidates, "4", 0, 4096,
+            "re-sharding: paths whose loss is measured per document, the nearest by the router (0: all)"),
+
+      K_LIST("dipaco.modules_per_level", dipaco.modules_per_level, "1", 1, 4096, "modules per level; paths = their product (1: dense)"),
+      K_INT("dipaco.inner_steps", dipaco.inner_steps, "0", 0, kBig, "H, inner steps per outer round (0: no outer rounds, plain training)"),
+      K_FLOAT("dipaco.outer_lr", dipaco.outer_lr, "0.7", 0, 10, "outer SGD learning rate"),
+      K_FLOAT("dipaco.outer_momentum", dipaco.outer_momentum, "0.9", 0, 0.999999, "outer Nesterov momentum"),
+      K_CHOICE("dipaco.shared", dipaco.shared, "embeddings", "embeddings|none", "groups shared by all paths: embeddings (tokens, positions, final norm) or none (private)"),
+      K_CHOICE("dipaco.sharing_scale", dipaco.sharing_scale, "none", "none|sqrt", "multiply a module's outer gradient by sqrt(paths sharing it)"),
+      K_CHOICE("dipaco.replica_mode", dipaco.replica_mode, "data", "data|diloco",
+               "the R/P ranks of a path: data (gradient all-reduce every step) or diloco (independent workers, averaged every H steps)"),
+      K_CHOICE("dipaco.outer_dtype", dipaco.outer_dtype, "fp32", "fp32|bf16", "type outer gradients travel in (always summed in fp32)"),
+
+      K_INT("checkpoint.every", checkpoint.every, "0", 0, kBig, "inner steps between checkpoints (0: only at the end)"),
+      K_INT("checkpoint.keep", checkpoint.keep, "2", 1, 1000, "checkpoints kept in the run directory"),
+
+      K_INT("eval.every", eval.every, "100", 0, kBig, "inner steps between validation evaluations (0: only at the end)"),
+      K_INT("eval.batches", eval.batches, "8", 1, 1 << 20, "validation batches of train.batch_size sequences per evaluation"),
+      K_INT("eval.reroute_every", eval.reroute_every, "0", 0, 1 << 20,
+            "routed evaluation: re-route every N tokens by the preceding prefix_tokens (0: once per document)"),
+      K_INT("eval.doc_bytes", eval.doc_bytes, "1024", 2, 1 << 30, "routed evaluation: leading bytes of each validation document it reads"),
+
+      K_FLOAT("fault.drop_outer_prob", fault.drop_outer_prob, "0", 0, 1, "probability that a path's outer gradient is dropped from a round"),
+      K_STR("fault.kill_at", fault.kill_at, "",
+            "tests: PHASE:N kills rank fault.kill_rank the N-th time it reaches PHASE (warm_start|route|inner|outer_allreduce|checkpoint|eval)"),
+      K_INT("fault.kill_rank", fault.kill_rank, "0", 0, 1 << 30, "tests: the rank fault.kill_at kills"),
+      K_CHOICE("fault.kill_target", fault.kill_target, "rank", "rank|mpirun|stop",
+               "tests: fault.kill_at kills the rank, or mpirun and then the rank, or stops the rank (SIGSTOP: a hung peer)"),
+      K_FLOAT("fault.step_delay", fault.step_delay, "0", 0, 60, "tests: seconds every inner step sleeps (a run that lives long enough to be stopped)"),
+  };
+}
+
+// Line of each "section.key" in an INI file, and keys found outside a section.
+struct IniScan {
+  std::map<std::string, int> line_of;
+};
+
+IniScan scan_ini(const std::string& file, std::istream& in) {
+  IniScan scan;
+  std::string line, section;
+  int n = 0;
+  while (std::getline(in, line)) {
+    ++n;
+    auto hash = line.find_first_of("#;");
+    if (hash != std::string::npos) line.resize(hash);
+    line.erase(0, line.find_first_not_of(" \t\r"));
+    line.erase(line.find_last_not_of(" \t\r") + 1);
+    if (line.empty()) continue;
+    if (line.front() == '[') {
+      if (line.back() != ']') throw DeckError(file + ":" + std::to_string(n) + ": malformed section header '" + line + "'");
+      section = line.substr(1, line.size() - 2);
+      continue;
+    }
+    auto eq = line.find('=');
+    if (eq == std::string::npos)
+      throw DeckError(file + ":" + std::to_string(n) + ": expected 'key = value', got '" + line + "'");
+    std::string key = line.substr(0, eq);
+    key.erase(key.find_last_not_of(" \t") + 1);
+    scan.line_of[section.empty() ? key : section + "." + key] = n;
+  }
+  return scan;
+}
+
+size_t edit_distance(const std::string& a, const std::string& b) {
+  std::vector<size_t> prev(b.size() + 1), cur(b.size() + 1);
+  for (size_t j = 0; j <= b.size(); ++j) prev[j] = j;
+  for (size_t i = 1; i <= a.size(); ++i) {
+    cur[0] = i;
+    for (size_t j = 1; j <= b.size(); ++j)
+      cur[j] = std::min({prev[j] + 1, cur[j - 1] + 1, prev[j - 1] + (a[i - 1] != b[j - 1])});
+    std::swap(prev, cur);
+  }
+  return prev[b.size()];
+}
+
+std::string unknown_key_message(const std::string& where, const std::string& key) {
+  std::string msg = where + "unknown key '" + key + "'";
+  std::string close = closest_key(key);
+  if (!close.empty()) msg += " (did you mean " + close + "?)";
+  return msg + "; see 'dipaco --help' for all keys";
+}
+
+}  // namespace
+
+const std::vector<DeckKey>& deck_keys() {
+  static const std::vector<DeckKey> keys = make_keys();
+  return keys;
+}
+
+std::string closest_key(const std::string& name) {
+  // A match needs distance <= max(3, n/3), so names over 1.5x the longest key
+  // (24 characters) match nothing: skip the quadratic distance for long text.
+  if (name.size() > 64) return "";
+  std::string best;
+  size_t best_d = std::numeric_limits<size_t>::max();
+  for (const auto& k : deck_keys()) {
+    size_t d = edit_distance(name, k.name);
+    // A key whose part after the section matches is close too ("lr" -> "train.lr").
+    auto dot = k.name.find('.');
+    d = std::min(d, edit_distance(name, k.name.substr(dot + 1)) + 1);
+    if (d < best_d) best_d = d, best = k.name;
+  }
+  return best_d <= std::max<size_t>(3, name.size() / 3) ? best : "";
+}
+
+Deck load_deck(const std::string& file, const std::vector<std::string>& overrides) {
+  return load_deck_source(file, nullptr, overrides);
+}
+
+Deck load_deck_text(const std::string& text, const std::string& name, const std::vector<std::string>& overrides) {
+  return load_deck_source(name, &text, overrides);
+}
+
+Deck load_deck_source(const std::string& file, const std::string* text, const std::vector<std::string>& overrides) {
+  po::options_description desc;
+  for (const auto& k : deck_keys()) desc.add_options()(k.name.c_str(), po::value<std::string>());
+
+  po::variables_map vm;
+  // Command-line overrides first: Boost keeps the first value stored for a key.
+  // The last override of a key wins, as users of command lines expect.
+  std::vector<std::string> args;
+  std::map<std::string, size_t> slot;
+  for (auto a : overrides) {
+    if (a.rfind("--", 0) != 0) a = "--" + a;
+    std::string key = a.substr(0, a.find('='));
+    if (slot.count(key)) args[slot[key]] = a;
+    else slot[key] = args.size(), args.push_back(a);
+  }
+  // Boost refuses "--key=" (an empty value), yet "" is a text key's documented
+  // default (route.warm_start): empty values are set here, past Boost.
+  std::set<std::string> empty;
+  std::erase_if(args, [&](const std::string& a) {
+    if (a.size() < 3 || a.back() != '=' || a.find('=') != a.size() - 1) return false;
+    std::string key = a.substr(2, a.size() - 3);
+    bool known = std::any_of(deck_keys().begin(), deck_keys().end(), [&](const DeckKey& k) { return k.name == key; });
+    if (!known) throw DeckError(unknown_key_message("command line: ", key));
+    empty.insert(key);
+    return true;
+  });
+  try {
+    auto parsed = po::command_line_parser(args).options(desc).allow_unregistered().run();
+    for (const auto& o : parsed.options)
+      if (o.unregistered) {
+        std::string key = o.string_key.empty() && !o.original_tokens.empty() ? o.original_tokens[0] : o.string_key;
+        throw DeckError(unknown_key_message("command line: ", key));
+      }
+    po::store(parsed, vm);
+  } catch (const po::error& e) {
+    throw DeckError(std::string("command line: ") + e.what());
+  }
+
+  Deck deck;
+  deck.source = file;
+  std::ifstream file_in;
+  std::istringstream text_in(text ? *text : std::string());
+  if (!file.empty() && !text) {
+    // A directory opens as a stream and reads as an empty deck: refuse it, and
+    // anything else that is not a regular file (the reader rewinds the file).
+    std::error_code ec;
+    if (std::filesystem::is_directory(file, ec)) throw DeckError("deck '" + file + "' is a directory, not a deck file");
+    file_in.open(file);
+    if (!file_in) throw DeckError("cannot open deck file '" + file + "'");
+    if (!std::filesystem::is_regular_file(file, ec)) throw DeckError("deck '" + file + "' is not a regular file");
+  }
+  std::istream& in = text ? static_cast<std::istream&>(text_in) : file_in;
+  if (!file.empty() || text) {
+    IniScan scan = scan_ini(file, in);
+    in.clear();
+    in.seekg(0);
+    try {
+      auto parsed = po::parse_config_file(in, desc, true);
+      for (const auto& o : parsed.options)
+        if (o.unregistered) {
+          int line = scan.line_of.count(o.string_key) ? scan.line_of[o.string_key] : 0;
+          throw DeckError(unknown_key_message(file + ":" + std::to_string(line) + ": ", o.string_key));
+        }
+      po::store(parsed, vm);
+    } catch (const po::multiple_occurrences& e) {
+      throw DeckError(file + ": a key is given twice: " + e.get_option_name());
+    } catch (const po::error& e) {
+      throw DeckError(file + ": " + e.what());
+    }
+  }
+  for (const auto& k : deck_keys()) {
+    std::string v = empty.count(k.name) ? "" : vm.count(k.name) ? vm[k.name].as<std::string>() : k.deflt;
+    v.erase(0, v.find_first_not_of(" \t\r"));  // \r: decks written on Windows
+    v.erase(v.find_last_not_of(" \t\r") + 1);
+    k.set(deck, v);
+    deck.values[k.name] = v;
+  }
+
+  // Cross-key checks.
+  auto& m = deck.model;
+  if (m.d_model % m.n_heads != 0)
+    throw DeckError("model.n_heads = " + std::to_string(m.n_heads) + " must divide model.d_model = " + std::to_string(m.d_model));
+  if (m.layers_per_level.size() == 1 && m.layers_per_level[0] == 0) m.layers_per_level = {m.n_layers};
+  int sum = 0;
+  for (int x : m.layers_per_level) {
+    if (x <= 0) throw DeckError("model.layers_per_level = " + deck.values["model.layers_per_level"] + ": every level needs at least one block");
+    sum += x;
+  }
+  if (sum != m.n_layers)
+    throw DeckError("model.layers_per_level = " + deck.values["model.layers_per_level"] + " sums to " + std::to_string(sum) +
+                    " blocks, but model.n_layers = " + std::to_string(m.n_layers));
+  if (deck.dipaco.modules_per_level.size() != m.layers_per_level.size()) {
+    bool dense = deck.dipaco.modules_per_level == std::vector<int>{1};
+    if (!dense)
+      throw DeckError("dipaco.modules_per_level = " + deck.values["dipaco.modules_per_level"] + " has " +
+                      std::to_string(deck.dipaco.modules_per_level.size()) + " levels but model.layers_per_level = " +
+                      deck.values["model.layers_per_level"] + " has " + std::to_string(m.layers_per_level.size()));
+    deck.dipaco.modules_per_level.assign(m.layers_per_level.size(), 1);
+  }
+  if (deck.train.micro_batch > 0 && deck.train.batch_size % deck.train.micro_batch != 0)
+    throw DeckError("train.micro_batch = " + std::to_string(deck.train.micro_batch) + " must divide train.batch_size = " +
+                    std::to_string(deck.train.batch_size));
+  long paths = 1;
+  for (int x : deck.dipaco.modules_per_level)
+    if ((paths *= x) > kMaxPaths)
+      throw DeckError("dipaco.modules_per_level = " + deck.values["dipaco.modules_per_level"] + " gives more than " +
+                      std::to_string(kMaxPaths) + " paths");
+  if (const std::string& k = deck.fault.kill_at; !k.empty()) {
+    static const std::vector<std::string> phases = {"warm_start", "route", "inner", "outer_allreduce", "checkpoint", "eval"};
+    const std::string phase = k.substr(0, k.find(':'));
+    const std::string count = k.find(':') == std::string::npos ? "1" : k.substr(k.find(':') + 1);
+    if (std::find(phases.begin(), phases.end(), phase) == phases.end() || count.empty() ||
+        count.find_first_not_of("0123456789") != std::string::npos || std::atol(count.c_str()) < 1)
+      throw DeckError("fault.kill_at = " + k + ": expected PHASE or PHASE:N (N >= 1) with PHASE one of "
+                      "warm_start, route, inner, outer_allreduce, checkpoint, eval");
+  }
+  return deck;
+}
+
+std::string Deck::text() const {
+  std::ostringstream out;
+  std::string section;
+  for (const auto& k : deck_keys()) {
+    auto dot = k.name.find('.');
+    std::string s = k.name.substr(0, dot);
+    if (s != section) {
+      out << (section.empty() ? "" : "\n") << "[" << s << "]\n";
+      section = s;
+    }
+    out << k.name.substr(dot + 1) << " = " << values.at(k.name) << "\n";
+  }
+  return out.str();
+}
+
+std::string deck_help() {
+  std::ostringstream out;
+  std::string section;
+  for (const auto& k : deck_keys()) {
+    std::string s = k.name.substr(0, k.name.find('.'));
+    if (s != section) out << "\n  [" << s << "]\n", section = s;
+    std::string head = "  --" + k.name + " <" + k.type + ">";
+    out << head << std::string(head.size() < 44 ? 44 - head.size() : 1, ' ') << k.help << " (default: " << k.deflt << ")\n";
+  }
+  return out.str();
+}
+
+}  // namespace dipaco

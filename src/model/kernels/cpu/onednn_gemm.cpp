@@ -1,0 +1,114 @@
+#include "onednn_gemm.hpp"
+
+#include "dipaco/model/bf16.hpp"
+
+#include <cstdio>
+#include <cstring>
+#include <omp.h>
+
+namespace dipaco {
+namespace {
+
+using dt = dnnl::memory::data_type;
+using dims = dnnl::memory::dims;
+
+void convert_to_bf16(uint16_t* out, const float* in, size_t n) {
+#pragma omp parallel for simd schedule(static)
+  for (size_t i = 0; i < n; ++i) out[i] = to_bf16(in[i]);
+}
+
+// A [rows, cols] operand, possibly stored transposed, possibly batched.
+dnnl::memory::desc operand(int batch, long stride, int rows, int cols, bool trans, dt type) {
+  dims d = {rows, cols};
+  dims st = trans ? dims{1, rows} : dims{cols, 1};
+  if (batch > 1) {
+    d.insert(d.begin(), batch);
+    st.insert(st.begin(), stride);
+  }
+  return dnnl::memory::desc(d, type, st);
+}
+
+// fp32 -> bf16 -> fp32: the value a bf16 operand carries.
+void round_bf16(float* out, const float* in, size_t n) {
+#pragma omp parallel for simd schedule(static)
+  for (size_t i = 0; i < n; ++i) out[i] = from_bf16(to_bf16(in[i]));
+}
+
+// Converts n values of src into buf (grown as needed); returns buf's data.
+template <typename T>
+T* staged(std::vector<T>& buf, const float* src, size_t n, void (*convert)(T*, const float*, size_t)) {
+  if (buf.size() < n) buf.resize(n);
+  convert(buf.data(), src, n);
+  return buf.data();
+}
+
+size_t extent(int batch, long stride, int rows, int cols) { return size_t(batch - 1) * stride + size_t(rows) * cols; }
+
+}  // namespace
+
+OnednnGemm::OnednnGemm() : engine_(dnnl::engine::kind::cpu, 0), stream_(engine_) {}
+
+OnednnGemm::Entry& OnednnGemm::entry(const GemmShape& s, bool has_bias) {
+  char key[256];
+  std::snprintf(key, sizeof key, "%d.%d.%d.%d.%d%d.%ld.%ld.%ld.%d%d%d", s.batch, s.M, s.N, s.K, s.trans_a, s.trans_b,
+                s.stride_a, s.stride_b, s.stride_c, s.accumulate, int(s.precision), has_bias);
+  auto it = cache_.find(key);
+  if (it != cache_.end()) return it->second;
+
+  dt in = s.precision == Precision::bf16 ? dt::bf16 : dt::f32;
+  Entry e;
+  e.a = operand(s.batch, s.stride_a, s.M, s.K, s.trans_a, in);
+  e.b = operand(s.batch, s.stride_b, s.K, s.N, s.trans_b, in);
+  e.c = operand(s.batch, s.stride_c, s.M, s.N, false, dt::f32);
+  if (has_bias) e.bias = s.batch > 1 ? dnnl::memory::desc({1, 1, s.N}, dt::f32, dims{s.N, s.N, 1})
+                                     : dnnl::memory::desc({1, s.N}, dt::f32, dims{s.N, 1});
+  dnnl::primitive_attr attr;
+  if (s.accumulate) {
+    dnnl::post_ops po;
+    po.append_sum(1.0f);
+    attr.set_post_ops(po);
+  }
+  auto make = [&] {
+    return has_bias ? dnnl::matmul::primitive_desc(dnnl::matmul::desc(e.a, e.b, e.bias, e.c), attr, engine_)
+                    : dnnl::matmul::primitive_desc(dnnl::matmul::desc(e.a, e.b, e.c), attr, engine_);
+  };
+  dnnl::matmul::primitive_desc pd;
+  try {
+    pd = make();
+  } catch (const dnnl::error&) {
+    if (in != dt::bf16) throw;
+    e.emulated_bf16 = true;
+    e.a = operand(s.batch, s.stride_a, s.M, s.K, s.trans_a, dt::f32);
+    e.b = operand(s.batch, s.stride_b, s.K, s.N, s.trans_b, dt::f32);
+    pd = make();
+  }
+  std::string impl = pd.impl_info_str();
+  // The reference implementation is ~1000x slower: say so loudly, once per shape.
+  if (impl.find("ref") != std::string::npos)
+    std::fprintf(stderr, "dipaco: warning: oneDNN chose the slow reference matmul '%s' for shape %s\n", impl.c_str(), key);
+  e.prim = dnnl::matmul(pd);
+  return cache_.emplace(key, std::move(e)).first->second;
+}
+
+void OnednnGemm::run(const GemmShape& s, const float* A, const float* B, float* C, const float* bias) {
+  Entry& e = entry(s, bias != nullptr);
+  void* a = const_cast<float*>(A);
+  void* b = const_cast<float*>(B);
+  if (s.precision == Precision::bf16) {
+    size_t na = extent(s.batch, s.stride_a, s.M, s.K), nb = extent(s.batch, s.stride_b, s.K, s.N);
+    if (e.emulated_bf16)
+      a = staged(a_round_, A, na, round_bf16), b = staged(b_round_, B, nb, round_bf16);
+    else
+      a = staged(a_bf16_, A, na, convert_to_bf16), b = staged(b_bf16_, B, nb, convert_to_bf16);
+  }
+  std::unordered_map<int, dnnl::memory> args = {
+      {DNNL_ARG_SRC, dnnl::memory(e.a, engine_, a)},
+      {DNNL_ARG_WEIGHTS, dnnl::memory(e.b, engine_, b)},
+      {DNNL_ARG_DST, dnnl::memory(e.c, engine_, C)},
+  };
+  if (bias) args.emplace(DNNL_ARG_BIAS, dnnl::memory(e.bias, engine_, const_cast<float*>(bias)));
+  e.prim.execute(stream_, args);
+  stream_.wait();
+}
+
+}  // namespace dipaco

@@ -1,0 +1,230 @@
+// CUDA Kernels: matmuls through cuBLAS, everything else in cuda_ops.cu.
+//
+// All work goes to the legacy default stream, so the blocking cudaMemcpy of
+// to_device/to_host is ordered after the kernels queued before it and the
+// host never reads a result early. The fp32 matmuls use plain fp32 compute
+// (no TF32) so results match the CPU backend; bf16 rounds both operands to
+// bf16 (tensor cores) and accumulates and stores in fp32.
+#include <algorithm>
+#include <cmath>
+#include <cstdio>
+#include <cstdlib>
+#include <memory>
+#include <string>
+
+#include "cuda_check.cuh"
+#include "cuda_ops.cuh"
+#include "dipaco/model/kernels.hpp"
+
+namespace dipaco {
+namespace {
+
+constexpr cudaStream_t kStream = nullptr;       // legacy default stream, see above
+constexpr size_t kBlasWorkspace = 32u << 20;    // cuBLAS's advice for Hopper
+
+// Elements an operand spans: batch matrices of rows x cols, stride apart.
+size_t extent(int batch, long stride, int rows, int cols) {
+  return size_t(batch - 1) * size_t(stride) + size_t(rows) * size_t(cols);
+}
+
+// A device buffer that only grows; its contents do not survive growing.
+template <typename T>
+class Scratch {
+ public:
+  ~Scratch() { cudaFree(p_); }
+  T* get(size_t n) {
+    if (n > n_) {
+      DIPACO_CUDA(cudaFree(p_));
+      p_ = nullptr, n_ = 0;
+      DIPACO_CUDA(cudaMalloc(&p_, n * sizeof(T)));
+      n_ = n;
+    }
+    return p_;
+  }
+
+ private:
+  T* p_ = nullptr;
+  size_t n_ = 0;
+};
+
+class CudaKernels final : public Kernels {
+ public:
+  explicit CudaKernels(int device) : device_(device) {
+    DIPACO_CUDA(cudaSetDevice(device));
+    DIPACO_CUDA(cudaGetDeviceProperties(&props_, device));
+    DIPACO_CUBLAS(cublasCreate(&blas_));
+    DIPACO_CUBLAS(cublasSetStream(blas_, kStream));
+    DIPACO_CUBLAS(cublasSetMathMode(blas_, CUBLAS_DEFAULT_MATH));  // no TF32 for fp32 inputs
+    DIPACO_CUBLAS(cublasSetWorkspace(blas_, workspace_.get(kBlasWorkspace), kBlasWorkspace));
+    reduce_.get(cuda::kReduceScratch);
+  }
+  ~CudaKernels() override { cublasDestroy(blas_); }
+
+  std::string name() const override { return "cuda"; }
+
+  void* alloc_bytes(size_t bytes) override {
+    void* p = nullptr;
+    cudaError_t e = cudaMalloc(&p, std::max<size_t>(bytes, 256));
+    if (e != cudaSuccess) {
+      size_t free_b = 0, total_b = 0;
+      cudaGetLastError();
+      cudaMemGetInfo(&free_b, &total_b);
+      throw std::runtime_error("cudaMalloc of " + std::to_string(bytes >> 20) + " MiB on GPU " + std::to_string(device_) +
+                               " (" + props_.name + ", " + std::to_string(free_b >> 20) + " MiB free of " +
+                               std::to_string(total_b >> 20) + "): " + cudaGetErrorString(e));
+    }
+    DIPACO_CUDA(cudaMemset(p, 0, bytes));
+    return p;
+  }
+  // Called from destructors (DeviceBuffer), so it reports instead of throwing:
+  // a throw there would terminate and hide the error that started the unwinding.
+  void release(void* p) override {
+    cudaError_t e = cudaFree(p);
+    if (e != cudaSuccess) std::fprintf(stderr, "dipaco: cudaFree failed: %s\n", cudaGetErrorString(e));
+  }
+  void to_device(void* dst, const void* src, size_t bytes) override {
+    if (bytes) DIPACO_CUDA(cudaMemcpy(dst, src, bytes, cudaMemcpyHostToDevice));
+  }
+  void to_host(void* dst, const void* src, size_t bytes) override {
+    if (bytes) DIPACO_CUDA(cudaMemcpy(dst, src, bytes, cudaMemcpyDeviceToHost));
+  }
+  void copy(void* dst, const void* src, size_t bytes) override {
+    if (bytes) DIPACO_CUDA(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyDefault, kStream));
+  }
+  void zero(void* dst, size_t bytes) override {
+    if (bytes) DIPACO_CUDA(cudaMemsetAsync(dst, 0, bytes, kStream));
+  }
+  void synchronize() override { DIPACO_CUDA(cudaDeviceSynchronize()); }
+
+  void gemm(const GemmShape& s, const float* A, const float* B, float* C, const float* bias) override {
+    if (s.M <= 0 || s.N <= 0 || s.batch <= 0) return;
+    float alpha = 1.0f, beta = s.accumulate ? 1.0f : 0.0f;
+    if (bias) {  // C = bias (or C += bias), then the product accumulates onto it
+      cuda::broadcast_bias(C, bias, s.batch, s.M, s.N, s.stride_c, !s.accumulate, kStream);
+      beta = 1.0f;
+    }
+    if (s.K <= 0) {  // an empty product: only the bias and the old C remain
+      if (beta == 0.0f)
+        for (int b = 0; b < s.batch; ++b) zero(C + size_t(b) * s.stride_c, sizeof(float) * s.M * s.N);
+      return;
+    }
+    const void *a = A, *b = B;
+    cudaDataType_t type = CUDA_R_32F;
+    if (s.precision == Precision::bf16) {
+      size_t na = extent(s.batch, s.stride_a, s.M, s.K), nb = extent(s.batch, s.stride_b, s.K, s.N);
+      __nv_bfloat16* a16 = a_bf16_.get(na);
+      __nv_bfloat16* b16 = b_bf16_.get(nb);
+      cuda::to_bf16(a16, A, na, kStream);
+      cuda::to_bf16(b16, B, nb, kStream);
+      a = a16, b = b16, type = CUDA_R_16BF;
+    }
+    // cuBLAS is column-major: row-major C = op(A) op(B) is column-major
+    // C^T = op(B)^T op(A)^T, so B goes first and the transposes carry over.
+    const cublasOperation_t op_b = s.trans_b ? CUBLAS_OP_T : CUBLAS_OP_N;
+    const cublasOperation_t op_a = s.trans_a ? CUBLAS_OP_T : CUBLAS_OP_N;
+    const int ld_b = s.trans_b ? s.K : s.N, ld_a = s.trans_a ? s.M : s.K;
+    DIPACO_CUBLAS(cublasGemmStridedBatchedEx(blas_, op_b, op_a, s.N, s.M, s.K, &alpha, b, type, ld_b, s.stride_b, a,
+                                             type, ld_a, s.stride_a, &beta, C, CUDA_R_32F, s.N, s.stride_c, s.batch,
+                                             CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT));
+    if (cuda::sync_after_launch()) DIPACO_CUDA(cudaDeviceSynchronize());
+  }
+
+  void encoder_forward(float* out, const int32_t* tok, const float* wte, const float* wpe, int N, int T, int C) override {
+    cuda::encoder_forward(out, tok, wte, wpe, N, T, C, kStream);
+  }
+  void encoder_backward(float* dwte, float* dwpe, const float* dout, const int32_t* tok, int N, int T, int C) override {
+    cuda::encoder_backward(dwte, dwpe, dout, tok, N, T, C, kStream);
+  }
+
+  void layernorm_forward(float* out, float* mean, float* rstd, const float* x, const float* w, const float* b, int N,
+                         int C) override {
+    cuda::layernorm_forward(out, mean, rstd, x, w, b, N, C, kStream);
+  }
+  void layernorm_backward(float* dx, float* dw, float* db, const float* dout, const float* x, const float* w,
+                          const float* mean, const float* rstd, int N, int C) override {
+    float* partial = partial_.get(2 * size_t(cuda::column_chunks(N)) * C);
+    cuda::layernorm_backward(dx, dw, db, dout, x, w, mean, rstd, N, C, partial, kStream);
+  }
+
+  void gelu_forward(float* out, const float* x, size_t n) override { cuda::gelu_forward(out, x, n, kStream); }
+  void gelu_backward(float* dx, const float* x, const float* dout, size_t n) override {
+    cuda::gelu_backward(dx, x, dout, n, kStream);
+  }
+  void add(float* out, const float* a, const float* b, size_t n) override { cuda::add(out, a, b, n, kStream); }
+  void bias_backward(float* dbias, const float* dout, int M, int N) override {
+    float* partial = partial_.get(size_t(cuda::column_chunks(M)) * N);
+    cuda::bias_backward(dbias, dout, M, N, partial, kStream);
+  }
+
+  void split_heads(float* q, float* k, float* v, const float* qkv, int B, int T, int H, int D) override {
+    cuda::split_heads(q, k, v, const_cast<float*>(qkv), B, T, H, D, true, kStream);
+  }
+  void split_heads_backward(float* dqkv, const float* dq, const float* dk, const float* dv, int B, int T, int H,
+                            int D) override {
+    cuda::split_heads(const_cast<float*>(dq), const_cast<float*>(dk), const_cast<float*>(dv), dqkv, B, T, H, D, false,
+                      kStream);
+  }
+  void merge_heads(float* out, const float* y, int B, int T, int H, int D) override {
+    cuda::merge_heads(out, const_cast<float*>(y), B, T, H, D, true, kStream);
+  }
+  void merge_heads_backward(float* dy, const float* dout, int B, int T, int H, int D) override {
+    cuda::merge_heads(const_cast<float*>(dout), dy, B, T, H, D, false, kStream);
+  }
+
+  void causal_softmax_forward(float* att, const float* scores, int BH, int T, float scale) override {
+    cuda::causal_softmax_forward(att, scores, BH, T, scale, kStream);
+  }
+  void causal_softmax_backward(float* dscores, const float* datt, const float* att, int BH, int T, float scale) override {
+    cuda::causal_softmax_backward(dscores, datt, att, BH, T, scale, kStream);
+  }
+  void softmax_crossentropy_forward(float* probs, float* loss, const int32_t* target, int N, int V) override {
+    cuda::softmax_crossentropy_forward(probs, loss, target, N, V, kStream);
+  }
+  void softmax_crossentropy_backward(float* probs, const int32_t* target, int N, int V, float scale) override {
+    cuda::softmax_crossentropy_backward(probs, target, N, V, scale, kStream);
+  }
+
+  double sum(const float* x, size_t n) override { return cuda::sum(x, n, false, reduce_.get(0), kStream); }
+  double sum_squares(const float* x, size_t n) override { return cuda::sum(x, n, true, reduce_.get(0), kStream); }
+  void scale(float* x, float s, size_t n) override { cuda::scale(x, s, n, kStream); }
+
+  void adamw(float* p, const float* g, float* m, float* v, size_t n, float lr, float beta1, float beta2, float eps,
+             float weight_decay, long t) override {
+    // Bias corrections exactly as the CPU backend computes them.
+    float c1 = 1.0f / (1.0f - std::pow(beta1, float(t))), c2 = 1.0f / (1.0f - std::pow(beta2, float(t)));
+    cuda::adamw(p, g, m, v, n, lr, beta1, beta2, eps, weight_decay, c1, c2, kStream);
+  }
+  void weighted_difference(float* out, const float* anchor, const float* x, float w, size_t n) override {
+    cuda::weighted_difference(out, anchor, x, w, n, kStream);
+  }
+  void outer_nesterov(float* anchor, float* mom, const float* delta, size_t n, float lr, float mu) override {
+    cuda::outer_nesterov(anchor, mom, delta, n, lr, mu, kStream);
+  }
+
+ private:
+  int device_;
+  cudaDeviceProp props_{};
+  cublasHandle_t blas_ = nullptr;
+  Scratch<char> workspace_;
+  Scratch<__nv_bfloat16> a_bf16_, b_bf16_;
+  Scratch<float> partial_;
+  Scratch<double> reduce_;
+};
+
+}  // namespace
+
+std::unique_ptr<Kernels> make_cuda_kernels(int local_rank) {
+  int count = 0;
+  cudaError_t e = cudaGetDeviceCount(&count);
+  if (e != cudaSuccess || count == 0) {
+    cudaGetLastError();  // clear the error so later runtime calls do not see it
+    const char* visible = std::getenv("CUDA_VISIBLE_DEVICES");
+    throw std::runtime_error(std::string("run.device = cuda but no CUDA device is visible: ") +
+                             (e != cudaSuccess ? cudaGetErrorString(e) : "the driver reports 0 devices") +
+                             (visible ? std::string(" (CUDA_VISIBLE_DEVICES=") + visible + ")" : std::string()));
+  }
+  // One GPU per rank: ranks of a node take the node's GPUs in turn.
+  return std::make_unique<CudaKernels>(((local_rank % count) + count) % count);
+}
+
+}  // namespace dipaco

@@ -1,0 +1,417 @@
+#include "dipaco/train/trainer.hpp"
+
+#include <algorithm>
+#include <cmath>
+#include <cstdio>
+
+#include "dipaco/io/checkpoint.hpp"
+#include "dipaco/dist/fault.hpp"
+#include "dipaco/io/files.hpp"
+#include "dipaco/model/optimizer.hpp"
+#include "dipaco/dist/signals.hpp"
+#include "dipaco/dist/watchdog.hpp"
+
+#include <fstream>
+#include <sstream>
+
+namespace dipaco {
+
+ModelShape model_shape(const Deck& deck) {
+  ModelShape s;
+  s.C = deck.model.d_model, s.L = deck.model.n_layers, s.H = deck.model.n_heads, s.T = deck.model.context;
+  s.layers_per_level = deck.model.layers_per_level;
+  return s;
+}
+
+namespace {
+double shard_bytes(const Shard& s) {
+  double n = 0;
+  for (auto* d : s) n += double(d->text.size() + 1);
+  return n;
+}
+long next_multiple(long step, long every) { return every > 0 ? (step / every + 1) * every : -1; }
+}  // namespace
+
+Trainer::Trainer(const Deck& deck, MPI_Comm world, Kernels& k, const std::vector<Shard>& train,
+                 const std::vector<Shard>& val, const std::string& run_dir, bool verbose)
+    : deck_(deck), world_(world), k_(k), shape_(model_shape(deck)), verbose_(verbose) {
+  MPI_Comm_rank(world, &rank_);
+  MPI_Comm_size(world, &world_size_);
+  topo_ = make_topology(deck.dipaco.modules_per_level, world_size_);
+  replicas_ = deck.dipaco.replica_mode == "diloco";
+  if (replicas_ && deck.dipaco.inner_steps == 0)
+    throw DeckError("dipaco.replica_mode = diloco needs dipaco.inner_steps > 0 (the replicas meet only in outer rounds)");
+  micro_ = replicas_ ? 0 : deck.train.micro_batch;
+  if (!replicas_ && micro_ == 0 && deck.train.batch_size % topo_.ranks_per_path != 0)
+    throw DeckError("train.batch_size = " + std::to_string(deck.train.batch_size) + " must be divisible by the " +
+                    std::to_string(topo_.ranks_per_path) + " ranks of each path (or set train.micro_batch)");
+  precision_ = deck.train.precision == "bf16" ? Precision::bf16 : Precision::fp32;
+  // Data parallel: the path's batch is split over its ranks, or into fixed micro-batches dealt to them in
+  // turn (train.micro_batch). DiLoCo replicas: each trains a whole batch of its own.
+  local_batch_ = replicas_ ? deck.train.batch_size : micro_ > 0 ? micro_ : deck.train.batch_size / topo_.ranks_per_path;
+  model_ = std::make_unique<Model>(k, shape_, local_batch_, precision_);
+  const auto& layout = model_->layout();
+
+  // Path communicator: the ranks that train the same path (data parallel).
+  std::vector<int> mine = topo_.paths_of_rank(rank_);
+  watched("creating the path communicator", [&] {
+    MPI_Comm_split(world, topo_.ranks >= topo_.paths ? mine[0] : rank_, rank_, &path_comm_);
+  });
+
+  // Every path starts from bitwise the same weights (a common seed).
+  std::vector<float> init = init_params(shape_, layout, deck.run.seed);
+  paths_.resize(mine.size());
+  for (size_t i = 0; i < mine.size(); ++i) {
+    PathState& ps = paths_[i];
+    ps.id = mine[i];
+    ps.modules = topo_.path_modules(ps.id);
+    ps.params = DeviceBuffer<float>(k, layout.total);
+    ps.m = DeviceBuffer<float>(k, layout.total);
+    ps.v = DeviceBuffer<float>(k, layout.total);
+    k.to_device(ps.params.get(), init.data(), init.size() * sizeof(float));
+  }
+  set_shards(train, val);
+  grads_ = DeviceBuffer<float>(k, layout.total);
+  const size_t N = size_t(local_batch_) * shape_.T;
+  tok_dev_ = DeviceBuffer<int32_t>(k, N), tgt_dev_ = DeviceBuffer<int32_t>(k, N);
+  tok_.resize(N), tgt_.resize(N);
+  outer_ = std::make_unique<OuterOptimizer>(deck, topo_, layout, k, world);
+  std::vector<PathState*> own;
+  for (auto& p : paths_) own.push_back(&p);
+  outer_->init_anchors(own);
+  run_dir_ = run_dir;
+}
+
+void Trainer::open_metrics() {
+  if (rank_ != 0 || run_dir_.empty()) return;
+  const std::string path = run_dir_ + "/metrics.jsonl";
+  if (progress_.step == 0) {
+    metrics_ = std::make_unique<MetricsFile>(path, false);
+    return;
+  }
+  // Resumed: keep the records up to the restored step, then append.
+  std::ifstream in(path);
+  std::ostringstream kept;
+  std::string line;
+  while (std::getline(in, line)) {
+    auto at = line.find("\"step\":");
+    if (at != std::string::npos && std::atol(line.c_str() + at + 7) > progress_.step) continue;
+    kept << line << "\n";
+  }
+  write_file_atomic(path, kept.str());  // checked: a full disk stops the run here, not later
+  metrics_ = std::make_unique<MetricsFile>(path, true);
+}
+
+void Trainer::set_shards(const std::vector<Shard>& train, const std::vector<Shard>& val) {
+  if (int(train.size()) != topo_.paths || int(val.size()) != topo_.paths)
+    throw std::runtime_error("internal: need one training and one validation shard per path");
+  shard_tokens_.clear();
+  for (int p = 0; p < topo_.paths; ++p) shard_tokens_.push_back(shard_bytes(train[p]));
+  // Checked for every path on every rank, so that all ranks refuse together.
+  std::string empty;
+  int n_empty = 0;
+  for (int p = 0; p < topo_.paths; ++p)
+    if (shard_tokens_[p] < 2 && ++n_empty <= 8) empty += (empty.empty() ? "" : ", ") + std::to_string(p);
+  if (n_empty > 0)
+    throw DeckError(std::to_string(n_empty) + " of " + std::to_string(topo_.paths) + " paths received no training documents (path " +
+                    empty + (n_empty > 8 ? ", ..." : "") + "); use fewer paths, another route.method or a larger corpus");
+  for (auto& ps : paths_) {
+    ps.shard_tokens = shard_tokens_[ps.id];
+    ps.train = make_stream(train[ps.id]);
+    ps.val = make_stream(val[ps.id]);
+    validation_windows(ps.val, shape_.T, deck_.eval.batches * deck_.train.batch_size, ps.val_starts);
+  }
+}
+
+void Trainer::set_initial_params(const std::vector<float>& params) {
+  if (params.size() != model_->layout().total) throw std::runtime_error("internal: initial weights of the wrong size");
+  std::vector<PathState*> own;
+  for (auto& p : paths_) k_.to_device(p.params.get(), params.data(), params.size() * sizeof(float)), own.push_back(&p);
+  outer_->init_anchors(own);
+}
+
+void Trainer::window_losses(PathState& p, const std::vector<int32_t>& tok, const std::vector<int32_t>& tgt,
+                            std::vector<float>& out) {
+  k_.to_device(tok_dev_.get(), tok.data(), tok.size() * sizeof(int32_t));
+  k_.to_device(tgt_dev_.get(), tgt.data(), tgt.size() * sizeof(int32_t));
+  model_->forward(p.params.get(), tok_dev_.get(), tgt_dev_.get());
+  out.resize(tok.size());
+  k_.to_host(out.data(), model_->token_losses(), out.size() * sizeof(float));
+}
+
+void Trainer::keep_best(const EvalResult& e) {
+  if (deck_.train.early_stop != "path") return;
+  if (best_.empty())
+    for (size_t i = 0; i < paths_.size(); ++i) best_.emplace_back(k_, model_->layout().total), best_bpb_.push_back(INFINITY);
+  for (size_t i = 0; i < paths_.size(); ++i) {
+    double b = e.path_bpb[paths_[i].id];
+    if (!(b < best_bpb_[i])) continue;
+    best_bpb_[i] = b;
+    k_.copy(best_[i].get(), paths_[i].params.get(), model_->layout().total * sizeof(float));
+  }
+}
+
+void Trainer::restore_best() {
+  for (size_t i = 0; i < best_.size(); ++i)
+    if (std::isfinite(best_bpb_[i])) k_.copy(paths_[i].params.get(), best_[i].get(), model_->layout().total * sizeof(float));
+}
+
+Trainer::~Trainer() {
+  if (path_comm_ != MPI_COMM_NULL) MPI_Comm_free(&path_comm_);
+}
+
+// Gradients (into grads_) and mean loss of local_batch_ sequences of the
+// path's batch for this step, the first of them sequence `first`.
+double Trainer::local_gradients(PathState& p, int first) {
+  const int T = shape_.T;
+  for (int b = 0; b < local_batch_; ++b)
+    sample_window(p.train, T, deck_.run.seed, p.id, p.step, first + b, &tok_[size_t(b) * T], &tgt_[size_t(b) * T]);
+  k_.to_device(tok_dev_.get(), tok_.data(), tok_.size() * sizeof(int32_t));
+  k_.to_device(tgt_dev_.get(), tgt_.data(), tgt_.size() * sizeof(int32_t));
+  k_.zero(grads_.get(), model_->layout().total * sizeof(float));
+  const double loss = model_->forward(p.params.get(), tok_dev_.get(), tgt_dev_.get());
+  model_->backward(p.params.get(), grads_.get(), tok_dev_.get(), tgt_dev_.get(), 1.0f / float(deck_.train.batch_size * T));
+  return loss;
+}
+
+// train.micro_batch: the batch in fixed micro-batches, dealt to the path's
+// ranks in turn; their gradients summed exactly, so that the sum does not
+// depend on how many ranks share the path. Returns this rank's share of the loss.
+double Trainer::micro_batch_gradients(PathState& p) {
+  const auto& layout = model_->layout();
+  const int rip = topo_.rank_in_path(rank_), rpp = topo_.ranks_per_path;
+  const int G = deck_.train.batch_size / micro_;
+  std::vector<const float*> terms;
+  double loss = 0;
+  for (int g = rip, t = 0; g < G; g += rpp, ++t) {
+    loss += local_gradients(p, g * micro_) * rpp / G;
+    if (micro_terms_.size() <= size_t(t)) micro_terms_.emplace_back();
+    micro_terms_[t].resize(layout.total);
+    k_.to_host(micro_terms_[t].data(), grads_.get(), layout.total * sizeof(float));
+    terms.push_back(micro_terms_[t].data());
+  }
+  grad_host_.resize(layout.total);
+  {
+    CollectiveScope wait("the gradient all-reduce of a path");
+    path_bytes_ += exact_.sum(terms, layout.total, G, path_comm_, grad_host_.data());
+  }
+  k_.to_device(grads_.get(), grad_host_.data(), layout.total * sizeof(float));
+  return loss;
+}
+
+void Trainer::inner_step(PathState& p, std::vector<double>& losses) {
+  const auto& layout = model_->layout();
+  const int rip = topo_.rank_in_path(rank_);
+  fault_step_delay(deck_);
+  fault_point(deck_, run_dir_.empty() ? "warm_start" : "inner");
+  if (micro_ > 0) {
+    const double loss = micro_batch_gradients(p);
+    finish_step(p);
+    losses.push_back(loss);
+    return;
+  }
+  const double loss = local_gradients(p, rip * local_batch_);
+  if (topo_.ranks_per_path > 1 && !replicas_) {
+    float* g = grads_.get();
+    if (k_.name() != "cpu") {  // stage through host memory
+      grad_host_.resize(layout.total);
+      k_.to_host(grad_host_.data(), g, layout.total * sizeof(float));
+      g = grad_host_.data();
+    }
+    {
+      CollectiveScope wait("the gradient all-reduce of a path");
+      MPI_Allreduce(MPI_IN_PLACE, g, int(layout.total), MPI_FLOAT, MPI_SUM, path_comm_);
+    }
+    if (g != grads_.get()) k_.to_device(grads_.get(), g, layout.total * sizeof(float));
+    path_bytes_ += 4.0 * layout.total;
+  }
+  finish_step(p);
+  losses.push_back(loss);
+}
+
+// Clipping and the AdamW step on the path's summed gradient.
+void Trainer::finish_step(PathState& p) {
+  const auto& layout = model_->layout();
+  clip_gradients(k_, grads_.get(), layout.total, deck_.train.grad_clip);
+  Schedule sched{deck_.train.lr, deck_.train.min_lr_ratio, deck_.train.warmup, deck_.train.steps};
+  ++p.step;
+  adamw_step(k_, layout, p.params.get(), grads_.get(), p.m.get(), p.v.get(), p.step, sched.at(p.step - 1), deck_.train);
+}
+
+EvalResult Trainer::evaluate() {
+  const int T = shape_.T, P = topo_.paths, rip = topo_.rank_in_path(rank_);
+  std::vector<double> sums(2 * P, 0.0), host_losses(size_t(local_batch_) * T);
+  std::vector<float> fl(size_t(local_batch_) * T);
+  for (auto& p : paths_) {
+    // Windows of this path split over its ranks, local_batch_ at a time.
+    std::vector<size_t> mine;
+    for (size_t i = rip; i < p.val_starts.size(); i += topo_.ranks_per_path) mine.push_back(p.val_starts[i]);
+    for (size_t first = 0; first < mine.size(); first += local_batch_) {
+      int used = int(std::min<size_t>(local_batch_, mine.size() - first));
+      for (int b = 0; b < local_batch_; ++b) {
+        size_t s = mine[first + std::min(b, used - 1)];
+        for (int t = 0; t < T; ++t) tok_[size_t(b) * T + t] = p.val.bytes[s + t], tgt_[size_t(b) * T + t] = p.val.bytes[s + t + 1];
+      }
+      window_losses(p, tok_, tgt_, fl);
+      for (int i = 0; i < used * T; ++i) sums[p.id] += fl[i];
+      sums[P + p.id] += used * T;
+    }
+  }
+  fault_point(deck_, "eval");
+  {
+    CollectiveScope wait("the evaluation all-reduce");
+    MPI_Allreduce(MPI_IN_PLACE, sums.data(), 2 * P, MPI_DOUBLE, MPI_SUM, world_);
+  }
+  EvalResult r;
+  double loss = 0, tokens = 0;
+  for (int p = 0; p < P; ++p) {
+    r.path_bpb.push_back(sums[P + p] > 0 ? sums[p] / sums[P + p] / std::log(2.0) : NAN);
+    r.path_tokens.push_back(sums[P + p]);
+    loss += sums[p], tokens += sums[P + p];
+  }
+  r.bpb = tokens > 0 ? loss / tokens / std::log(2.0) : NAN;
+  return r;
+}
+
+void Trainer::log_steps(long from, long to, const std::vector<std::vector<double>>& losses, double elapsed) {
+  // Mean loss over paths for each step of the chunk, summed in path order
+  // (the same at any rank count when each path has one rank).
+  const long n = to - from;
+  const int P = topo_.paths;
+  std::vector<double> per_path(size_t(n) * P, 0.0), mean(n, 0.0);
+  for (size_t i = 0; i < paths_.size(); ++i)
+    for (long s = 0; s < n; ++s) per_path[size_t(s) * P + paths_[i].id] += losses[i][s] / topo_.ranks_per_path;
+  {
+    CollectiveScope wait("the loss all-reduce");
+    MPI_Allreduce(MPI_IN_PLACE, per_path.data(), int(per_path.size()), MPI_DOUBLE, MPI_SUM, world_);
+  }
+  for (long s = 0; s < n; ++s)
+    for (int p = 0; p < P; ++p) mean[s] += per_path[size_t(s) * P + p] / P;
+  if (rank_ != 0) return;
+  const double tokens_per_step = double(topo_.paths) * deck_.train.batch_size * shape_.T * (replicas_ ? topo_.ranks_per_path : 1);
+  const double rate = tokens_per_step * to / std::max(elapsed, 1e-9);
+  Schedule sched{deck_.train.lr, deck_.train.min_lr_ratio, deck_.train.warmup, deck_.train.steps};
+  if (metrics_)
+    for (long s = 0; s < n; ++s)
+      metrics_->write(JsonRecord()
+                          .add("type", "train")
+                          .add("step", from + s + 1)
+                          .add("loss", mean[s])
+                          .add("lr", sched.at(from + s))
+                          .add("tokens", long(tokens_per_step * (from + s + 1))));
+  if (verbose_ && (to % deck_.run.log_every == 0 || to == deck_.train.steps)) {
+    double eta = (deck_.train.steps - to) * tokens_per_step / std::max(rate, 1e-9);
+    char val[32] = "-";
+    if (std::isfinite(last_val_bpb_)) std::snprintf(val, sizeof val, "%.4f", last_val_bpb_);
+    std::printf("step %6ld/%ld | loss %.4f | val bpb %s | %.1fk tok/s | elapsed %s | ETA %s\n", to,
+                long(deck_.train.steps), mean[n - 1], val, rate / 1000, format_duration(elapsed).c_str(),
+                format_duration(eta).c_str());
+    std::fflush(stdout);
+  }
+}
+
+TrainSummary Trainer::run(long until) {
+  TrainSummary sum;
+  const long steps = deck_.train.steps, H = deck_.dipaco.inner_steps;
+  const long end = until < 0 ? steps : std::min(until, steps);
+  std::vector<PathState*> own;
+  for (auto& p : paths_) own.push_back(&p);
+  double t0 = MPI_Wtime() - progress_.elapsed;
+  auto eval_and_log = [&](long step) {
+    EvalResult e = evaluate();
+    last_val_bpb_ = e.bpb;
+    progress_.eval_step.push_back(double(step));
+    progress_.eval_bpb.push_back(e.bpb);
+    progress_.eval_path_bpb.insert(progress_.eval_path_bpb.end(), e.path_bpb.begin(), e.path_bpb.end());
+    keep_best(e);
+    if (rank_ == 0 && metrics_)
+      metrics_->write(JsonRecord()
+                          .add("type", "eval")
+                          .add("step", step)
+                          .add("val_bpb", e.bpb)
+                          .add("elapsed", MPI_Wtime() - t0)
+                          .add_raw("path_val_bpb", json_array(e.path_bpb)));
+    if (rank_ == 0 && verbose_) std::printf("eval  step %6ld | val bpb %.4f\n", step, e.bpb), std::fflush(stdout);
+    return e;
+  };
+  auto checkpoint = [&] {
+    if (!checkpointer_) return;
+    progress_.elapsed = MPI_Wtime() - t0;
+    std::string path;
+    path = checkpointer_->save(*this);  // its collectives are watched one by one
+    if (rank_ == 0 && verbose_) std::printf("checkpoint step %ld: %s\n", progress_.step, path.c_str()), std::fflush(stdout);
+  };
+  open_metrics();
+  long step = progress_.step;
+  const long session_first_step = step;
+  if (step == 0 && steps > 0) eval_and_log(0);
+  if (!progress_.eval_bpb.empty()) last_val_bpb_ = progress_.eval_bpb.back();
+  while (step < end) {
+    long next = end;
+    for (long every : {long(deck_.run.log_every), long(deck_.eval.every), H, long(deck_.checkpoint.every)})
+      if (every > 0) next = std::min(next, next_multiple(step, every));
+    if (deck_.run.stop_after > 0) next = std::min(next, session_first_step + deck_.run.stop_after);
+    std::vector<std::vector<double>> losses(paths_.size());
+    for (size_t i = 0; i < paths_.size(); ++i)
+      for (long s = step; s < next; ++s) inner_step(paths_[i], losses[i]);
+    // An outer round every H steps, and a last one at the end so shared modules agree.
+    if (H > 0 && (next % H == 0 || next == steps)) {
+      RoundStats rs = outer_->round(progress_.rounds, own, shard_tokens_);  // its collectives are watched one by one
+      sum.sync_seconds += rs.seconds, sum.sync_bytes += rs.bytes, sum.dropped += long(rs.dropped.size());
+      if (rank_ == 0) {
+        for (int p : rs.dropped)
+          std::printf("outer round %ld: path %d's outer gradient dropped (fault.drop_outer_prob)\n", progress_.rounds, p);
+        if (metrics_)
+          metrics_->write(JsonRecord()
+                              .add("type", "round")
+                              .add("round", progress_.rounds)
+                              .add("step", next)
+                              .add("sync_seconds", rs.seconds)
+                              .add("bytes", rs.bytes)
+                              .add("dropped", long(rs.dropped.size())));
+      }
+      ++progress_.rounds;
+    }
+    if (next == steps) {
+      sum.final_eval = eval_and_log(next);
+      if (!best_.empty()) {  // train.early_stop = path: each path ends on its best weights
+        restore_best();
+        sum.final_eval = evaluate();
+        if (rank_ == 0 && verbose_)
+          std::printf("early stop: every path back to its best validation weights: val bpb %.4f\n", sum.final_eval.bpb);
+      }
+    }
+    else if (deck_.eval.every > 0 && next % deck_.eval.every == 0) eval_and_log(next);
+    log_steps(step, next, losses, MPI_Wtime() - t0);
+    step = progress_.step = next;
+
+    // Stop on a signal or before the wall-clock limit: every rank agrees, then checkpoints.
+    int stop = stop_signal();
+    if (deck_.run.max_hours > 0 && session_seconds() > deck_.run.max_hours * 3600) stop = std::max(stop, 1);
+    if (deck_.run.stop_after > 0 && step - session_first_step >= deck_.run.stop_after) stop = std::max(stop, 1);
+    {
+      CollectiveScope wait("the stop-flag all-reduce");
+      MPI_Allreduce(MPI_IN_PLACE, &stop, 1, MPI_INT, MPI_MAX, world_);
+    }
+    bool at_interval = deck_.checkpoint.every > 0 && step % deck_.checkpoint.every == 0;
+    if (stop || at_interval || step == end) checkpoint();
+    if (stop && step < steps) {
+      sum.stopped = true, sum.stop_signal = stop;
+      if (rank_ == 0) std::printf("stopped at step %ld (%s); resubmit the same command to resume\n", step,
+                                  stop == 1 ? "run.max_hours or run.stop_after reached" : "signal received"), std::fflush(stdout);
+      break;
+    }
+  }
+  if (steps == 0) sum.final_eval = eval_and_log(0);
+  else if (progress_.step >= steps && sum.final_eval.path_bpb.empty()) sum.final_eval = evaluate();  // resumed a finished run
+  sum.wall_seconds = progress_.elapsed = MPI_Wtime() - t0;
+  sum.rounds = progress_.rounds;
+  sum.tokens = long(double(topo_.paths) * deck_.train.batch_size * shape_.T * step * (replicas_ ? topo_.ranks_per_path : 1));
+  sum.path_bytes = path_bytes_;
+  // What a fully synchronous data-parallel run of the same steps would all-reduce
+  // per rank: every path's gradients, every step.
+  sum.dp_bytes = 4.0 * model_->layout().total * step * double(topo_.paths_per_rank);
+  return sum;
+}
+
+}  // namespace dipaco
