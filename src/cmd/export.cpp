@@ -164,8 +164,7 @@ int cmd_evaluate(const Args& args) {
   return with_mpi([&] {
     Deck src = load_deck_text(m.source_deck, "the model's deck");
     Deck d = dense_deck(m.source_deck);
-    int P = 1;
-    for (int x : src.dipaco.modules_per_level) P *= x;
+    const int P = path_count(src.dipaco.modules_per_level);
     // The path's own shards: the run's newest shard file (next to its checkpoints), else the rule.
     Split split = split_corpus(read_corpus(src.data.corpus), src.data.val_fraction, src.data.min_val_docs);
     const std::string shard_file = latest_shard_file(fs::path(m.source).parent_path().parent_path().string());

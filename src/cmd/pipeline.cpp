@@ -28,6 +28,7 @@
 #include "dipaco/train/trainer.hpp"
 #include "dipaco/dist/watchdog.hpp"
 #include "dipaco/io/h5io.hpp"
+#include "dipaco/io/key_lines.hpp"
 
 namespace fs = std::filesystem;
 
@@ -59,16 +60,7 @@ std::string stage_stamp(const Deck& deck, Stage s, const std::string& extra) {
 }
 
 std::string stamp_changes(const std::string& before, const std::string& now) {
-  auto parse = [](const std::string& s) {
-    std::map<std::string, std::string> m;
-    std::istringstream in(s);
-    for (std::string line; std::getline(in, line);) {
-      auto eq = line.find(" = ");
-      if (eq != std::string::npos) m[line.substr(0, eq)] = line.substr(eq + 3);
-    }
-    return m;
-  };
-  auto a = parse(before), b = parse(now);
+  auto a = parse_key_lines(before), b = parse_key_lines(now);
   std::vector<std::string> changes;
   for (const auto& [k, v] : b)
     if (!a.count(k) || a[k] != v) changes.push_back(k + ": " + (a.count(k) ? a[k] : std::string("(none)")) + " -> " + v);

@@ -2,6 +2,7 @@
 
 #include <algorithm>
 
+#include "dipaco/data/padded_batches.hpp"
 #include "dipaco/dist/watchdog.hpp"
 
 namespace dipaco {
@@ -23,12 +24,11 @@ std::vector<float> FeatureModel::features(const std::vector<FeatureWindow>& wind
   for (size_t i = rank; i < windows.size(); i += size) mine.push_back(i);
   std::vector<int32_t> tok(size_t(B) * T, 0), tgt(size_t(B) * T, 0);
   std::vector<float> hidden(size_t(B) * T * C);
-  for (size_t first = 0; first < mine.size(); first += B) {
-    const size_t used = std::min<size_t>(B, mine.size() - first);
-    for (size_t b = 0; b < size_t(B); ++b) {
-      const FeatureWindow& w = windows[mine[first + std::min(b, used - 1)]];
-      for (int t = 0; t < T; ++t) tok[b * T + t] = doc_byte(*w.doc, w.begin + t);
-    }
+  auto fill = [&](size_t b, size_t item) {
+    const FeatureWindow& w = windows[mine[item]];
+    for (int t = 0; t < T; ++t) tok[b * T + t] = doc_byte(*w.doc, w.begin + t);
+  };
+  padded_batches(mine.size(), B, fill, [&](size_t first, size_t used) {
     k_.to_device(tok_.get(), tok.data(), tok.size() * sizeof(int32_t));
     k_.to_device(tgt_.get(), tgt.data(), tgt.size() * sizeof(int32_t));
     model_.forward(params_.get(), tok_.get(), tgt_.get());
@@ -42,7 +42,7 @@ std::vector<float> FeatureModel::features(const std::vector<FeatureWindow>& wind
       for (int t = 0; t < n; ++t)
         for (int c = 0; c < C; ++c) f[c] += hidden[(b * T + t) * C + c] / float(n);
     }
-  }
+  });
   CollectiveScope wait("the routing-feature all-reduce");
   MPI_Allreduce(MPI_IN_PLACE, out.data(), int(out.size()), MPI_FLOAT, MPI_SUM, comm);
   return out;

@@ -4,6 +4,7 @@
 #include <cmath>
 #include <map>
 
+#include "dipaco/data/padded_batches.hpp"
 #include "dipaco/dist/watchdog.hpp"
 
 namespace dipaco {
@@ -30,15 +31,17 @@ std::vector<double> score_items(Trainer& t, const std::vector<ScoreItem>& items)
     std::vector<size_t> mine;
     for (size_t i = 0, n = 0; i < items.size(); ++i)
       if (items[i].path == p.id && int(n++ % rpp) == rip) mine.push_back(i);
-    for (size_t first = 0; first < mine.size(); first += B) {
-      const size_t used = std::min<size_t>(B, mine.size() - first);
-      std::vector<size_t> start(B);
-      for (size_t b = 0; b < size_t(B); ++b) {
-        const ScoreItem& it = items[mine[first + std::min(b, used - 1)]];
-        size_t a = it.to > size_t(T) ? it.to - T : 0;
-        start[b] = a;
-        for (int j = 0; j < T; ++j) tok[b * T + j] = doc_byte(*it.doc, a + j), tgt[b * T + j] = doc_byte(*it.doc, a + j + 1);
+    std::vector<size_t> start(B);
+    auto fill = [&](size_t b, size_t item) {
+      const ScoreItem& it = items[mine[item]];
+      const size_t a = it.to > size_t(T) ? it.to - T : 0;
+      start[b] = a;
+      for (int j = 0; j < T; ++j) {
+        tok[b * T + j] = doc_byte(*it.doc, a + j);
+        tgt[b * T + j] = doc_byte(*it.doc, a + j + 1);
       }
+    };
+    padded_batches(mine.size(), B, fill, [&](size_t first, size_t used) {
       t.window_losses(p, tok, tgt, out);
       for (size_t b = 0; b < used; ++b) {
         const ScoreItem& it = items[mine[first + b]];
@@ -46,7 +49,7 @@ std::vector<double> score_items(Trainer& t, const std::vector<ScoreItem>& items)
         for (size_t pos = it.from; pos < it.to; ++pos) s += out[b * T + (pos - 1 - start[b])];
         loss[mine[first + b]] = s;
       }
-    }
+    });
   }
   CollectiveScope wait("the scoring all-reduce");
   MPI_Allreduce(MPI_IN_PLACE, loss.data(), int(loss.size()), MPI_DOUBLE, MPI_SUM, t.world());

@@ -7,6 +7,8 @@
 #include <random>
 #include <stdexcept>
 
+#include "dipaco/dist/topology.hpp"
+
 namespace dipaco {
 namespace {
 
@@ -124,9 +126,7 @@ KMeansResult kmeans(const float* x, size_t n, int d, int k, uint64_t seed, int m
 int Router::paths() const {
   if (mode == "flat") return int(centroids[0].size() / dim);
   if (mode == "logistic") return int(centroids[0].size() / (dim + 1));
-  int p = 1;
-  for (int m : modules_per_level) p *= m;
-  return p;
+  return path_count(modules_per_level);
 }
 
 void Router::path_scores(const float* f, double* out) const {
@@ -174,8 +174,7 @@ Router fit_router(const std::vector<float>& features, int dim, const std::vector
   Router r;
   r.mode = mode, r.dim = dim, r.modules_per_level = modules_per_level;
   const size_t n = features.size() / dim;
-  int P = 1;
-  for (int m : modules_per_level) P *= m;
+  const int P = path_count(modules_per_level);
   if (mode == "flat") {
     r.centroids.push_back(kmeans(features.data(), n, dim, P, seed, max_iters).centroids);
     return r;

@@ -70,63 +70,17 @@ void write_split(hid_t f, const char* group, const Assignment& a, const std::vec
   H5Gclose(g);
 }
 
-// Reads a dataset of `type`, checking its rank and shape before allocating.
-template <typename T>
-std::vector<T> read_dataset(hid_t loc, const std::string& name, hid_t type, const std::vector<hsize_t>& want,
-                            const std::string& where) {
-  hid_t d = H5Dopen2(loc, name.c_str(), H5P_DEFAULT);
-  if (d < 0) throw CheckpointError(where + ": dataset " + name + " is missing");
-  hid_t sp = H5Dget_space(d);
-  int rank = H5Sget_simple_extent_ndims(sp);
-  std::vector<hsize_t> dims(std::max(rank, 0));
-  if (rank > 0) H5Sget_simple_extent_dims(sp, dims.data(), nullptr);
-  H5Sclose(sp);
-  bool ok = rank == int(want.size());
-  for (size_t i = 0; ok && i < want.size(); ++i) ok = dims[i] == want[i];
-  if (!ok) {
-    H5Dclose(d);
-    throw CheckpointError(where + ": dataset " + name + " has the wrong shape");
-  }
-  size_t n = 1;
-  for (auto x : want) n *= x;
-  std::vector<T> out(n);
-  herr_t e = n ? H5Dread(d, type, H5S_ALL, H5S_ALL, H5P_DEFAULT, out.data()) : 0;
-  H5Dclose(d);
-  if (e < 0) throw CheckpointError(where + ": cannot read dataset " + name);
-  return out;
-}
-
-hsize_t dataset_length(hid_t loc, const std::string& name, hsize_t max, const std::string& where) {
-  hid_t d = H5Dopen2(loc, name.c_str(), H5P_DEFAULT);
-  if (d < 0) throw CheckpointError(where + ": dataset " + name + " is missing");
-  hid_t sp = H5Dget_space(d);
-  hssize_t n = H5Sget_simple_extent_ndims(sp) == 1 ? H5Sget_simple_extent_npoints(sp) : -1;
-  H5Sclose(sp), H5Dclose(d);
-  if (n < 0 || hsize_t(n) > max)
-    throw CheckpointError(where + ": dataset " + name + " claims " + std::to_string(n) + " entries (at most " +
-                          std::to_string(max) + " possible)");
-  return hsize_t(n);
-}
-
 Assignment read_split(hid_t f, const char* group, int paths, const std::vector<Document>& docs, const std::string& file) {
   Assignment a(paths);
   for (int p = 0; p < paths; ++p) {
-    const std::string where = file + ": /" + group + "/P" + std::to_string(p);
-    hid_t g = H5Gopen2(f, (std::string("/") + group + "/P" + std::to_string(p)).c_str(), H5P_DEFAULT);
-    if (g < 0) throw CheckpointError(where + " is missing");
-    try {
-      hsize_t n = dataset_length(g, "doc_index", docs.size() * size_t(paths), where);
-      for (long long i : read_dataset<long long>(g, "doc_index", H5T_NATIVE_LLONG, {n}, where)) {
-        if (i < 0 || size_t(i) >= docs.size())
-          throw CheckpointError(where + "/doc_index: index " + std::to_string(i) + " outside the split's " +
-                                std::to_string(docs.size()) + " documents (was the corpus changed?)");
-        a[p].push_back(int(i));
-      }
-    } catch (...) {
-      H5Gclose(g);
-      throw;
+    const std::string name = std::string("/") + group + "/P" + std::to_string(p);
+    H5Id g = open_group(f, name);
+    for (long long i : read_numbers<long long>(g, "doc_index", H5T_NATIVE_LLONG, docs.size() * size_t(paths))) {
+      if (i < 0 || size_t(i) >= docs.size())
+        throw CheckpointError(file + ": " + name + "/doc_index: index " + std::to_string(i) + " outside the split's " +
+                              std::to_string(docs.size()) + " documents (was the corpus changed?)");
+      a[p].push_back(int(i));
     }
-    H5Gclose(g);
   }
   return a;
 }
@@ -182,53 +136,51 @@ std::string latest_shard_file(const std::string& run_dir) {
   return best;
 }
 
+namespace {
+// The /router group, checked against the file's path count.
+Router read_router(hid_t g, long paths, const std::string& path) {
+  Router r;
+  r.mode = read_attr_string(g, "mode");
+  r.dim = int(read_attr_scalar<long>(g, "dim", H5T_NATIVE_LONG));
+  std::stringstream mpl(read_attr_string(g, "modules_per_level"));
+  for (std::string x; std::getline(mpl, x, ',');) r.modules_per_level.push_back(std::atoi(x.c_str()));
+  long prod = 1;  // not path_count(): crafted counts must not overflow or go negative
+  for (int m : r.modules_per_level) prod *= std::max(m, 0);
+  const bool known = r.mode == "flat" || r.mode == "product" || r.mode == "logistic";
+  if (!known || r.dim < 1 || r.dim > 1 << 20 || r.modules_per_level.empty() || prod != paths)
+    throw CheckpointError(path + ": /router attributes (mode, dim, modules_per_level) disagree with paths = " +
+                          std::to_string(paths));
+  const bool product = r.mode == "product";
+  const int levels = product ? int(r.modules_per_level.size()) : 1;
+  for (int l = 0; l < levels; ++l) {
+    const int width = !product ? r.dim + (r.mode == "logistic") : r.dim * (l + 1) / levels - r.dim * l / levels;
+    const hsize_t k = product ? hsize_t(r.modules_per_level[l]) : hsize_t(paths);
+    const std::string name = "centroids_" + std::to_string(l);
+    r.centroids.push_back(read_numbers<float>(g, name, H5T_NATIVE_FLOAT, k, hsize_t(width)));
+    if (r.centroids.back().size() != k * width)
+      throw CheckpointError(path + ": /router/" + name + " holds " + std::to_string(r.centroids.back().size() / width) +
+                            " centroids, expected " + std::to_string(k));
+  }
+  return r;
+}
+}  // namespace
+
 ShardFile read_shard_file(const std::string& path, const Split& split) {
   H5Eset_auto2(H5E_DEFAULT, nullptr, nullptr);
-  hid_t f = H5Fopen(path.c_str(), H5F_ACC_RDONLY, H5P_DEFAULT);
-  if (f < 0) throw CheckpointError("cannot open shard file " + path);
+  H5Id f(H5Fopen(path.c_str(), H5F_ACC_RDONLY, H5P_DEFAULT), H5Fclose);
+  if (!f.ok()) throw CheckpointError("cannot open shard file " + path);
   ShardFile s;
-  try {
-    if (read_attr_string(f, "format") != "dipaco-shards") throw CheckpointError(path + " is not a dipaco shard file");
-    s.stamp = read_attr_string(f, "stamp");
-    long paths = read_attr_scalar<long>(f, "paths", H5T_NATIVE_LONG);
-    s.round = int(read_attr_scalar<long>(f, "round", H5T_NATIVE_LONG));
-    if (paths < 1 || paths > 1 << 20) throw CheckpointError(path + ": attribute paths = " + std::to_string(paths) + " is impossible");
-    if (H5Lexists(f, "router", H5P_DEFAULT) > 0) {
-      s.has_router = true;
-      hid_t g = H5Gopen2(f, "router", H5P_DEFAULT);
-      try {
-        Router& r = s.router;
-        r.mode = read_attr_string(g, "mode");
-        r.dim = int(read_attr_scalar<long>(g, "dim", H5T_NATIVE_LONG));
-        std::stringstream mpl(read_attr_string(g, "modules_per_level"));
-        for (std::string x; std::getline(mpl, x, ',');) r.modules_per_level.push_back(std::atoi(x.c_str()));
-        long prod = 1;
-        for (int m : r.modules_per_level) prod *= std::max(m, 0);
-        if ((r.mode != "flat" && r.mode != "product" && r.mode != "logistic") || r.dim < 1 || r.dim > 1 << 20 || r.modules_per_level.empty() ||
-            prod != paths)
-          throw CheckpointError(path + ": /router attributes (mode, dim, modules_per_level) disagree with paths = " +
-                                std::to_string(paths));
-        const bool product = r.mode == "product";
-        const int levels = product ? int(r.modules_per_level.size()) : 1;
-        for (int l = 0; l < levels; ++l) {
-          int width = !product ? r.dim + (r.mode == "logistic") : r.dim * (l + 1) / levels - r.dim * l / levels;
-          hsize_t k = product ? hsize_t(r.modules_per_level[l]) : hsize_t(paths);
-          r.centroids.push_back(read_dataset<float>(g, "centroids_" + std::to_string(l), H5T_NATIVE_FLOAT,
-                                                    {k, hsize_t(width)}, path + ": /router"));
-        }
-      } catch (...) {
-        H5Gclose(g);
-        throw;
-      }
-      H5Gclose(g);
-    }
-    s.train = read_split(f, "train", int(paths), split.train, path);
-    s.val = read_split(f, "val", int(paths), split.val, path);
-  } catch (...) {
-    H5Fclose(f);
-    throw;
+  if (read_attr_string(f, "format") != "dipaco-shards") throw CheckpointError(path + " is not a dipaco shard file");
+  s.stamp = read_attr_string(f, "stamp");
+  const long paths = read_attr_scalar<long>(f, "paths", H5T_NATIVE_LONG);
+  s.round = int(read_attr_scalar<long>(f, "round", H5T_NATIVE_LONG));
+  if (paths < 1 || paths > 1 << 20) throw CheckpointError(path + ": attribute paths = " + std::to_string(paths) + " is impossible");
+  if (H5Lexists(f, "router", H5P_DEFAULT) > 0) {
+    s.has_router = true;
+    s.router = read_router(open_group(f, "router"), paths, path);
   }
-  H5Fclose(f);
+  s.train = read_split(f, "train", int(paths), split.train, path);
+  s.val = read_split(f, "val", int(paths), split.val, path);
   return s;
 }
 

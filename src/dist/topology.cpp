@@ -49,14 +49,19 @@ std::vector<int> valid_rank_counts(int paths, int up_to) {
   return out;
 }
 
+int path_count(const std::vector<int>& modules_per_level) {
+  int p = 1;
+  for (int m : modules_per_level) p *= m;
+  return p;
+}
+
 Topology make_topology(const std::vector<int>& modules_per_level, int ranks) {
   Topology t;
   t.modules_per_level = modules_per_level;
   t.ranks = ranks;
-  for (int m : modules_per_level) {
+  for (int m : modules_per_level)
     if (m < 1) throw DeckError("dipaco.modules_per_level: every level needs at least one module");
-    t.paths *= m;
-  }
+  t.paths = path_count(modules_per_level);
   if (ranks >= t.paths && ranks % t.paths == 0) {
     t.ranks_per_path = ranks / t.paths;
   } else if (ranks < t.paths && t.paths % ranks == 0) {

@@ -17,6 +17,7 @@
 #include <thread>
 
 #include "dipaco/io/deck.hpp"
+#include "dipaco/io/key_lines.hpp"
 
 namespace dipaco {
 namespace {
@@ -39,13 +40,7 @@ std::map<std::string, std::string> read_holder(int fd) {
   std::string text(4096, '\0');
   const ssize_t n = pread(fd, text.data(), text.size(), 0);
   text.resize(n > 0 ? size_t(n) : 0);
-  std::map<std::string, std::string> m;
-  std::istringstream in(text);
-  for (std::string line; std::getline(in, line);) {
-    const auto eq = line.find(" = ");
-    if (eq != std::string::npos) m[line.substr(0, eq)] = line.substr(eq + 3);
-  }
-  return m;
+  return parse_key_lines(text);
 }
 
 std::string holder_text(const std::map<std::string, std::string>& h) {

@@ -76,7 +76,7 @@ double OuterOptimizer::bytes_per_round() const {
   return b;
 }
 
-RoundStats OuterOptimizer::round(long index, const std::vector<PathState*>& own, const std::vector<double>& shard_tokens) {
+RoundStats OuterOptimizer::round(long index, const std::vector<PathState*>& own, const std::vector<double>& shard_bytes) {
   RoundStats st;
   double t0 = MPI_Wtime();
   for (int p = 0; p < topo_.paths; ++p)
@@ -95,7 +95,7 @@ RoundStats OuterOptimizer::round(long index, const std::vector<PathState*>& own,
     // Weights: shard sizes, renormalised over the paths present this round.
     double total = 0;
     for (int p : u.paths)
-      if (!dropped(index, p)) total += shard_tokens[p];
+      if (!dropped(index, p)) total += shard_bytes[p];
     double scale = deck_.dipaco.sharing_scale == "sqrt" ? std::sqrt(double(u.paths.size())) : 1.0;
 
     // Each own path's weighted outer gradient, in path order.
@@ -106,7 +106,7 @@ RoundStats OuterOptimizer::round(long index, const std::vector<PathState*>& own,
         if (std::count(u.paths.begin(), u.paths.end(), p->id) && !dropped(index, p->id)) {
           k_.zero(delta_dev_.get(), n * sizeof(float));
           k_.weighted_difference(delta_dev_.get(), u.anchor.get(), p->params.get() + g.offset,
-                                 float(share * scale * shard_tokens[p->id] / total), n);
+                                 float(share * scale * shard_bytes[p->id] / total), n);
           if (terms_host_.size() <= t) terms_host_.emplace_back();
           terms_host_[t].resize(n);
           k_.to_host(terms_host_[t].data(), delta_dev_.get(), n * sizeof(float));

@@ -4,6 +4,7 @@
 #include <cmath>
 #include <cstdio>
 
+#include "dipaco/data/padded_batches.hpp"
 #include "dipaco/io/checkpoint.hpp"
 #include "dipaco/dist/fault.hpp"
 #include "dipaco/io/files.hpp"
@@ -24,7 +25,7 @@ ModelShape model_shape(const Deck& deck) {
 }
 
 namespace {
-double shard_bytes(const Shard& s) {
+double text_bytes(const Shard& s) {
   double n = 0;
   for (auto* d : s) n += double(d->text.size() + 1);
   return n;
@@ -105,18 +106,18 @@ void Trainer::open_metrics() {
 void Trainer::set_shards(const std::vector<Shard>& train, const std::vector<Shard>& val) {
   if (int(train.size()) != topo_.paths || int(val.size()) != topo_.paths)
     throw std::runtime_error("internal: need one training and one validation shard per path");
-  shard_tokens_.clear();
-  for (int p = 0; p < topo_.paths; ++p) shard_tokens_.push_back(shard_bytes(train[p]));
+  shard_bytes_.clear();
+  for (int p = 0; p < topo_.paths; ++p) shard_bytes_.push_back(text_bytes(train[p]));
   // Checked for every path on every rank, so that all ranks refuse together.
   std::string empty;
   int n_empty = 0;
   for (int p = 0; p < topo_.paths; ++p)
-    if (shard_tokens_[p] < 2 && ++n_empty <= 8) empty += (empty.empty() ? "" : ", ") + std::to_string(p);
+    if (shard_bytes_[p] < 2 && ++n_empty <= 8) empty += (empty.empty() ? "" : ", ") + std::to_string(p);
   if (n_empty > 0)
     throw DeckError(std::to_string(n_empty) + " of " + std::to_string(topo_.paths) + " paths received no training documents (path " +
                     empty + (n_empty > 8 ? ", ..." : "") + "); use fewer paths, another route.method or a larger corpus");
   for (auto& ps : paths_) {
-    ps.shard_tokens = shard_tokens_[ps.id];
+    ps.shard_bytes = shard_bytes_[ps.id];
     ps.train = make_stream(train[ps.id]);
     ps.val = make_stream(val[ps.id]);
     validation_windows(ps.val, shape_.T, deck_.eval.batches * deck_.train.batch_size, ps.val_starts);
@@ -246,16 +247,18 @@ EvalResult Trainer::evaluate() {
     // Windows of this path split over its ranks, local_batch_ at a time.
     std::vector<size_t> mine;
     for (size_t i = rip; i < p.val_starts.size(); i += topo_.ranks_per_path) mine.push_back(p.val_starts[i]);
-    for (size_t first = 0; first < mine.size(); first += local_batch_) {
-      int used = int(std::min<size_t>(local_batch_, mine.size() - first));
-      for (int b = 0; b < local_batch_; ++b) {
-        size_t s = mine[first + std::min(b, used - 1)];
-        for (int t = 0; t < T; ++t) tok_[size_t(b) * T + t] = p.val.bytes[s + t], tgt_[size_t(b) * T + t] = p.val.bytes[s + t + 1];
+    auto fill = [&](size_t b, size_t item) {
+      const size_t s = mine[item];
+      for (int t = 0; t < T; ++t) {
+        tok_[b * T + t] = p.val.bytes[s + t];
+        tgt_[b * T + t] = p.val.bytes[s + t + 1];
       }
+    };
+    padded_batches(mine.size(), local_batch_, fill, [&](size_t, size_t used) {
       window_losses(p, tok_, tgt_, fl);
-      for (int i = 0; i < used * T; ++i) sums[p.id] += fl[i];
-      sums[P + p.id] += used * T;
-    }
+      for (size_t i = 0; i < used * T; ++i) sums[p.id] += fl[i];
+      sums[P + p.id] += double(used * T);
+    });
   }
   fault_point(deck_, "eval");
   {
@@ -310,107 +313,144 @@ void Trainer::log_steps(long from, long to, const std::vector<std::vector<double
   }
 }
 
-TrainSummary Trainer::run(long until) {
-  TrainSummary sum;
-  const long steps = deck_.train.steps, H = deck_.dipaco.inner_steps;
-  const long end = until < 0 ? steps : std::min(until, steps);
+// One validation pass, recorded in the progress, the metrics and the log.
+EvalResult Trainer::evaluate_and_record(long step) {
+  EvalResult e = evaluate();
+  last_val_bpb_ = e.bpb;
+  progress_.eval_step.push_back(double(step));
+  progress_.eval_bpb.push_back(e.bpb);
+  progress_.eval_path_bpb.insert(progress_.eval_path_bpb.end(), e.path_bpb.begin(), e.path_bpb.end());
+  keep_best(e);
+  if (rank_ == 0 && metrics_)
+    metrics_->write(JsonRecord()
+                        .add("type", "eval")
+                        .add("step", step)
+                        .add("val_bpb", e.bpb)
+                        .add("elapsed", MPI_Wtime() - t0_)
+                        .add_raw("path_val_bpb", json_array(e.path_bpb)));
+  if (rank_ == 0 && verbose_) {
+    std::printf("eval  step %6ld | val bpb %.4f\n", step, e.bpb);
+    std::fflush(stdout);
+  }
+  return e;
+}
+
+void Trainer::save_checkpoint() {
+  if (!checkpointer_) return;
+  progress_.elapsed = MPI_Wtime() - t0_;
+  const std::string path = checkpointer_->save(*this);  // its collectives are watched one by one
+  if (rank_ == 0 && verbose_) {
+    std::printf("checkpoint step %ld: %s\n", progress_.step, path.c_str());
+    std::fflush(stdout);
+  }
+}
+
+// The end of the chunk that starts at `step`: the next step at which
+// something happens (a log line, an evaluation, an outer round, a checkpoint,
+// run.stop_after) or `end`.
+long Trainer::chunk_end(long step, long end, long session_first_step) const {
+  long next = end;
+  for (long every : {long(deck_.run.log_every), long(deck_.eval.every), long(deck_.dipaco.inner_steps),
+                     long(deck_.checkpoint.every)})
+    if (every > 0) next = std::min(next, next_multiple(step, every));
+  if (deck_.run.stop_after > 0) next = std::min(next, session_first_step + deck_.run.stop_after);
+  return next;
+}
+
+void Trainer::outer_round(long step, TrainSummary& sum) {
   std::vector<PathState*> own;
   for (auto& p : paths_) own.push_back(&p);
-  double t0 = MPI_Wtime() - progress_.elapsed;
-  auto eval_and_log = [&](long step) {
-    EvalResult e = evaluate();
-    last_val_bpb_ = e.bpb;
-    progress_.eval_step.push_back(double(step));
-    progress_.eval_bpb.push_back(e.bpb);
-    progress_.eval_path_bpb.insert(progress_.eval_path_bpb.end(), e.path_bpb.begin(), e.path_bpb.end());
-    keep_best(e);
-    if (rank_ == 0 && metrics_)
+  RoundStats rs = outer_->round(progress_.rounds, own, shard_bytes_);  // its collectives are watched one by one
+  sum.sync_seconds += rs.seconds;
+  sum.sync_bytes += rs.bytes;
+  sum.dropped += long(rs.dropped.size());
+  if (rank_ == 0) {
+    for (int p : rs.dropped)
+      std::printf("outer round %ld: path %d's outer gradient dropped (fault.drop_outer_prob)\n", progress_.rounds, p);
+    if (metrics_)
       metrics_->write(JsonRecord()
-                          .add("type", "eval")
+                          .add("type", "round")
+                          .add("round", progress_.rounds)
                           .add("step", step)
-                          .add("val_bpb", e.bpb)
-                          .add("elapsed", MPI_Wtime() - t0)
-                          .add_raw("path_val_bpb", json_array(e.path_bpb)));
-    if (rank_ == 0 && verbose_) std::printf("eval  step %6ld | val bpb %.4f\n", step, e.bpb), std::fflush(stdout);
-    return e;
-  };
-  auto checkpoint = [&] {
-    if (!checkpointer_) return;
-    progress_.elapsed = MPI_Wtime() - t0;
-    std::string path;
-    path = checkpointer_->save(*this);  // its collectives are watched one by one
-    if (rank_ == 0 && verbose_) std::printf("checkpoint step %ld: %s\n", progress_.step, path.c_str()), std::fflush(stdout);
-  };
-  open_metrics();
-  long step = progress_.step;
-  const long session_first_step = step;
-  if (step == 0 && steps > 0) eval_and_log(0);
-  if (!progress_.eval_bpb.empty()) last_val_bpb_ = progress_.eval_bpb.back();
-  while (step < end) {
-    long next = end;
-    for (long every : {long(deck_.run.log_every), long(deck_.eval.every), H, long(deck_.checkpoint.every)})
-      if (every > 0) next = std::min(next, next_multiple(step, every));
-    if (deck_.run.stop_after > 0) next = std::min(next, session_first_step + deck_.run.stop_after);
-    std::vector<std::vector<double>> losses(paths_.size());
-    for (size_t i = 0; i < paths_.size(); ++i)
-      for (long s = step; s < next; ++s) inner_step(paths_[i], losses[i]);
-    // An outer round every H steps, and a last one at the end so shared modules agree.
-    if (H > 0 && (next % H == 0 || next == steps)) {
-      RoundStats rs = outer_->round(progress_.rounds, own, shard_tokens_);  // its collectives are watched one by one
-      sum.sync_seconds += rs.seconds, sum.sync_bytes += rs.bytes, sum.dropped += long(rs.dropped.size());
-      if (rank_ == 0) {
-        for (int p : rs.dropped)
-          std::printf("outer round %ld: path %d's outer gradient dropped (fault.drop_outer_prob)\n", progress_.rounds, p);
-        if (metrics_)
-          metrics_->write(JsonRecord()
-                              .add("type", "round")
-                              .add("round", progress_.rounds)
-                              .add("step", next)
-                              .add("sync_seconds", rs.seconds)
-                              .add("bytes", rs.bytes)
-                              .add("dropped", long(rs.dropped.size())));
-      }
-      ++progress_.rounds;
-    }
-    if (next == steps) {
-      sum.final_eval = eval_and_log(next);
-      if (!best_.empty()) {  // train.early_stop = path: each path ends on its best weights
-        restore_best();
-        sum.final_eval = evaluate();
-        if (rank_ == 0 && verbose_)
-          std::printf("early stop: every path back to its best validation weights: val bpb %.4f\n", sum.final_eval.bpb);
-      }
-    }
-    else if (deck_.eval.every > 0 && next % deck_.eval.every == 0) eval_and_log(next);
-    log_steps(step, next, losses, MPI_Wtime() - t0);
-    step = progress_.step = next;
-
-    // Stop on a signal or before the wall-clock limit: every rank agrees, then checkpoints.
-    int stop = stop_signal();
-    if (deck_.run.max_hours > 0 && session_seconds() > deck_.run.max_hours * 3600) stop = std::max(stop, 1);
-    if (deck_.run.stop_after > 0 && step - session_first_step >= deck_.run.stop_after) stop = std::max(stop, 1);
-    {
-      CollectiveScope wait("the stop-flag all-reduce");
-      MPI_Allreduce(MPI_IN_PLACE, &stop, 1, MPI_INT, MPI_MAX, world_);
-    }
-    bool at_interval = deck_.checkpoint.every > 0 && step % deck_.checkpoint.every == 0;
-    if (stop || at_interval || step == end) checkpoint();
-    if (stop && step < steps) {
-      sum.stopped = true, sum.stop_signal = stop;
-      if (rank_ == 0) std::printf("stopped at step %ld (%s); resubmit the same command to resume\n", step,
-                                  stop == 1 ? "run.max_hours or run.stop_after reached" : "signal received"), std::fflush(stdout);
-      break;
-    }
+                          .add("sync_seconds", rs.seconds)
+                          .add("bytes", rs.bytes)
+                          .add("dropped", long(rs.dropped.size())));
   }
-  if (steps == 0) sum.final_eval = eval_and_log(0);
-  else if (progress_.step >= steps && sum.final_eval.path_bpb.empty()) sum.final_eval = evaluate();  // resumed a finished run
-  sum.wall_seconds = progress_.elapsed = MPI_Wtime() - t0;
+  ++progress_.rounds;
+}
+
+// The last evaluation; with train.early_stop = path each path ends on its best weights.
+EvalResult Trainer::final_evaluation(long step) {
+  EvalResult e = evaluate_and_record(step);
+  if (best_.empty()) return e;
+  restore_best();
+  e = evaluate();
+  if (rank_ == 0 && verbose_)
+    std::printf("early stop: every path back to its best validation weights: val bpb %.4f\n", e.bpb);
+  return e;
+}
+
+// A stop on a signal, at run.max_hours or at run.stop_after, agreed by every
+// rank (the largest request wins): 0 = go on, 1 = a limit, else the signal.
+int Trainer::agree_stop(long step, long session_first_step) {
+  int stop = stop_signal();
+  if (deck_.run.max_hours > 0 && session_seconds() > deck_.run.max_hours * 3600) stop = std::max(stop, 1);
+  if (deck_.run.stop_after > 0 && step - session_first_step >= deck_.run.stop_after) stop = std::max(stop, 1);
+  CollectiveScope wait("the stop-flag all-reduce");
+  MPI_Allreduce(MPI_IN_PLACE, &stop, 1, MPI_INT, MPI_MAX, world_);
+  return stop;
+}
+
+void Trainer::summarize(TrainSummary& sum, long step) {
+  sum.wall_seconds = progress_.elapsed = MPI_Wtime() - t0_;
   sum.rounds = progress_.rounds;
-  sum.tokens = long(double(topo_.paths) * deck_.train.batch_size * shape_.T * step * (replicas_ ? topo_.ranks_per_path : 1));
+  const double replicas = replicas_ ? topo_.ranks_per_path : 1;
+  sum.tokens = long(double(topo_.paths) * deck_.train.batch_size * shape_.T * step * replicas);
   sum.path_bytes = path_bytes_;
   // What a fully synchronous data-parallel run of the same steps would all-reduce
   // per rank: every path's gradients, every step.
   sum.dp_bytes = 4.0 * model_->layout().total * step * double(topo_.paths_per_rank);
+}
+
+TrainSummary Trainer::run(long until) {
+  TrainSummary sum;
+  const long steps = deck_.train.steps, H = deck_.dipaco.inner_steps;
+  const long end = until < 0 ? steps : std::min(until, steps);
+  t0_ = MPI_Wtime() - progress_.elapsed;
+  open_metrics();
+  long step = progress_.step;
+  const long session_first_step = step;
+  if (step == 0 && steps > 0) evaluate_and_record(0);
+  if (!progress_.eval_bpb.empty()) last_val_bpb_ = progress_.eval_bpb.back();
+  while (step < end) {
+    const long next = chunk_end(step, end, session_first_step);
+    std::vector<std::vector<double>> losses(paths_.size());
+    for (size_t i = 0; i < paths_.size(); ++i)
+      for (long s = step; s < next; ++s) inner_step(paths_[i], losses[i]);
+    // An outer round every H steps, and a last one at the end so shared modules agree.
+    if (H > 0 && (next % H == 0 || next == steps)) outer_round(next, sum);
+    if (next == steps) sum.final_eval = final_evaluation(next);
+    else if (deck_.eval.every > 0 && next % deck_.eval.every == 0) evaluate_and_record(next);
+    log_steps(step, next, losses, MPI_Wtime() - t0_);
+    step = progress_.step = next;
+
+    const int stop = agree_stop(step, session_first_step);
+    const bool at_interval = deck_.checkpoint.every > 0 && step % deck_.checkpoint.every == 0;
+    if (stop || at_interval || step == end) save_checkpoint();
+    if (stop && step < steps) {
+      sum.stopped = true;
+      sum.stop_signal = stop;
+      if (rank_ == 0) {
+        std::printf("stopped at step %ld (%s); resubmit the same command to resume\n", step,
+                    stop == 1 ? "run.max_hours or run.stop_after reached" : "signal received");
+        std::fflush(stdout);
+      }
+      break;
+    }
+  }
+  if (steps == 0) sum.final_eval = evaluate_and_record(0);
+  else if (progress_.step >= steps && sum.final_eval.path_bpb.empty()) sum.final_eval = evaluate();  // resumed a finished run
+  summarize(sum, step);
   return sum;
 }
 

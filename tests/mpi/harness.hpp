@@ -66,8 +66,7 @@ struct RunOut {
 inline RunOut train_on(MPI_Comm comm, std::vector<std::string> overrides) {
   dipaco::Deck deck = dipaco::load_deck("", overrides);
   auto k = dipaco::make_cpu_kernels();
-  int P = 1;
-  for (int m : deck.dipaco.modules_per_level) P *= m;
+  const int P = dipaco::path_count(deck.dipaco.modules_per_level);
   auto train = dipaco::shard_by_rule(corpus().train, P, deck.route.method);
   auto val = dipaco::shard_by_rule(corpus().val, P, deck.route.method);
   dipaco::Trainer t(deck, comm, *k, train, val, "", false);

@@ -26,6 +26,8 @@ struct Topology {
   int rank_in_path(int r) const { return ranks >= paths ? r % ranks_per_path : 0; }
 };
 
+// P: the product of the module counts (every combination of one module per level).
+int path_count(const std::vector<int>& modules_per_level);
 // Throws DeckError with the rank counts that work when R fits neither rule.
 Topology make_topology(const std::vector<int>& modules_per_level, int ranks);
 std::vector<int> valid_rank_counts(int paths, int up_to);

@@ -36,6 +36,9 @@ struct CheckpointError : std::runtime_error {
   using std::runtime_error::runtime_error;
 };
 
+// The format_version attribute this build writes and reads.
+constexpr long kCheckpointFormat = 1;
+
 class Checkpointer {
  public:
   Checkpointer(const Deck& deck, const std::string& run_dir, MPI_Comm world);

@@ -200,17 +200,23 @@ inline void read_floats(hid_t loc, const std::string& name, size_t n, float* out
   if (checksum(out, n * sizeof(float)) != want) throw CheckpointError(where + ": checksum mismatch");
 }
 
-// A small dataset of doubles (metrics) of at most max_rows rows of `cols` values.
-inline std::vector<double> read_doubles(hid_t loc, const std::string& name, hsize_t max_rows, hsize_t cols = 0) {
+// A dataset of at most max_rows rows of `cols` values (1-D with cols = 0),
+// read as `mem_type` (H5T_NATIVE_DOUBLE for T = double, ...).
+template <typename T>
+std::vector<T> read_numbers(hid_t loc, const std::string& name, hid_t mem_type, hsize_t max_rows, hsize_t cols = 0) {
   hsize_t rows = 0;
   H5Id d = open_numbers(loc, name, rows, cols);
   if (rows > max_rows)
     throw CheckpointError(h5_file_name(loc) + ": dataset " + h5_child_name(loc, name) + " holds " + std::to_string(rows) + " rows, at most " +
                           std::to_string(max_rows) + " are possible");
-  std::vector<double> v(rows * (cols ? cols : 1));
-  if (!v.empty() && H5Dread(d, H5T_NATIVE_DOUBLE, H5S_ALL, H5S_ALL, H5P_DEFAULT, v.data()) < 0)
+  std::vector<T> v(rows * (cols ? cols : 1));
+  if (!v.empty() && H5Dread(d, mem_type, H5S_ALL, H5S_ALL, H5P_DEFAULT, v.data()) < 0)
     throw CheckpointError(h5_file_name(loc) + ": dataset " + h5_child_name(loc, name) + " cannot be read (truncated file?)");
   return v;
+}
+// A small dataset of doubles (metrics).
+inline std::vector<double> read_doubles(hid_t loc, const std::string& name, hsize_t max_rows, hsize_t cols = 0) {
+  return read_numbers<double>(loc, name, H5T_NATIVE_DOUBLE, max_rows, cols);
 }
 
 }  // namespace dipaco

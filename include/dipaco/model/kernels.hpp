@@ -23,6 +23,14 @@ struct GemmShape {
   long stride_a = 0, stride_b = 0, stride_c = 0;  // elements between batches
   bool accumulate = false;
   Precision precision = Precision::fp32;
+  // Elements operands A and B span: batch matrices, stride apart (bf16 staging buffers).
+  size_t extent_a() const { return extent(stride_a, M, K); }
+  size_t extent_b() const { return extent(stride_b, K, N); }
+
+ private:
+  size_t extent(long stride, int rows, int cols) const {
+    return size_t(batch - 1) * size_t(stride) + size_t(rows) * size_t(cols);
+  }
 };
 
 class Kernels {

@@ -42,8 +42,8 @@ class OuterOptimizer {
 
   // Anchors start as the paths' (identical) initial weights.
   void init_anchors(const std::vector<PathState*>& own);
-  // One outer round. shard_tokens holds every path's shard size (all P).
-  RoundStats round(long index, const std::vector<PathState*>& own, const std::vector<double>& shard_tokens);
+  // One outer round. shard_bytes holds every path's shard size (all P).
+  RoundStats round(long index, const std::vector<PathState*>& own, const std::vector<double>& shard_bytes);
   // Whether path p's contribution is dropped in round `index` (same on every rank).
   bool dropped(long index, int p) const;
 

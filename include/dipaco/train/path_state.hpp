@@ -13,7 +13,7 @@ struct PathState {
   std::vector<int> modules;  // module index per level
   DeviceBuffer<float> params, m, v;
   long step = 0;             // inner steps done (also the data cursor)
-  double shard_tokens = 0;   // size of its training shard, the DiLoCo weight
+  double shard_bytes = 0;    // size of its training shard in bytes (tokens), the DiLoCo weight
   TokenStream train, val;
   std::vector<size_t> val_starts;
 };

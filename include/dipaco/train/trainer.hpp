@@ -69,7 +69,7 @@ class Trainer {
   const ParamLayout& layout() const { return model_->layout(); }
   std::vector<PathState>& paths() { return paths_; }
   OuterOptimizer& outer() { return *outer_; }
-  const std::vector<double>& shard_tokens() const { return shard_tokens_; }
+  const std::vector<double>& shard_bytes() const { return shard_bytes_; }
   Progress& progress() { return progress_; }
   const Deck& deck() const { return deck_; }
   Kernels& kernels() { return k_; }
@@ -83,6 +83,14 @@ class Trainer {
   void finish_step(PathState& p);
   void open_metrics();
   void log_steps(long from, long to, const std::vector<std::vector<double>>& losses, double elapsed);
+  // The named steps of run().
+  EvalResult evaluate_and_record(long step);
+  EvalResult final_evaluation(long step);
+  void save_checkpoint();
+  long chunk_end(long step, long end, long session_first_step) const;
+  void outer_round(long step, TrainSummary& sum);
+  int agree_stop(long step, long session_first_step);
+  void summarize(TrainSummary& sum, long step);
   void keep_best(const EvalResult& e);  // train.early_stop = path
   void restore_best();
 
@@ -100,7 +108,7 @@ class Trainer {
   ExactSum exact_;
   std::unique_ptr<Model> model_;
   std::vector<PathState> paths_;
-  std::vector<double> shard_tokens_;
+  std::vector<double> shard_bytes_;
   std::unique_ptr<OuterOptimizer> outer_;
   DeviceBuffer<float> grads_;
   DeviceBuffer<int32_t> tok_dev_, tgt_dev_;
@@ -112,6 +120,7 @@ class Trainer {
   Checkpointer* checkpointer_ = nullptr;
   std::string run_dir_;
   double path_bytes_ = 0, last_val_bpb_ = NAN;
+  double t0_ = 0;  // MPI_Wtime() at step 0 of the run (the restored elapsed time subtracted)
   std::vector<DeviceBuffer<float>> best_;  // per own path: weights at its best validation bpb
   std::vector<double> best_bpb_;
 };

@@ -42,8 +42,6 @@ T* staged(std::vector<T>& buf, const float* src, size_t n, void (*convert)(T*, c
   return buf.data();
 }
 
-size_t extent(int batch, long stride, int rows, int cols) { return size_t(batch - 1) * stride + size_t(rows) * cols; }
-
 }  // namespace
 
 OnednnGemm::OnednnGemm() : engine_(dnnl::engine::kind::cpu, 0), stream_(engine_) {}
@@ -95,7 +93,7 @@ void OnednnGemm::run(const GemmShape& s, const float* A, const float* B, float* 
   void* a = const_cast<float*>(A);
   void* b = const_cast<float*>(B);
   if (s.precision == Precision::bf16) {
-    size_t na = extent(s.batch, s.stride_a, s.M, s.K), nb = extent(s.batch, s.stride_b, s.K, s.N);
+    const size_t na = s.extent_a(), nb = s.extent_b();
     if (e.emulated_bf16)
       a = staged(a_round_, A, na, round_bf16), b = staged(b_round_, B, nb, round_bf16);
     else

@@ -22,11 +22,6 @@ namespace {
 constexpr cudaStream_t kStream = nullptr;       // legacy default stream, see above
 constexpr size_t kBlasWorkspace = 32u << 20;    // cuBLAS's advice for Hopper
 
-// Elements an operand spans: batch matrices of rows x cols, stride apart.
-size_t extent(int batch, long stride, int rows, int cols) {
-  return size_t(batch - 1) * size_t(stride) + size_t(rows) * size_t(cols);
-}
-
 // A device buffer that only grows; its contents do not survive growing.
 template <typename T>
 class Scratch {
@@ -111,7 +106,7 @@ class CudaKernels final : public Kernels {
     const void *a = A, *b = B;
     cudaDataType_t type = CUDA_R_32F;
     if (s.precision == Precision::bf16) {
-      size_t na = extent(s.batch, s.stride_a, s.M, s.K), nb = extent(s.batch, s.stride_b, s.K, s.N);
+      const size_t na = s.extent_a(), nb = s.extent_b();
       __nv_bfloat16* a16 = a_bf16_.get(na);
       __nv_bfloat16* b16 = b_bf16_.get(nb);
       cuda::to_bf16(a16, A, na, kStream);
