@@ -1,0 +1,79 @@
+// What the stages of `dipaco run` share: the inputs every stage reads and the
+// outputs each one leaves for the next. One per run, on every rank.
+#pragma once
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "dipaco/data/corpus.hpp"
+#include "dipaco/data/features.hpp"
+#include "dipaco/data/shards.hpp"
+#include "dipaco/dist/topology.hpp"
+#include "dipaco/io/checkpoint.hpp"
+#include "dipaco/io/deck.hpp"
+#include "dipaco/model/kernels.hpp"
+#include "dipaco/train/trainer.hpp"
+
+namespace dipaco {
+
+struct RunContext {
+  RunContext(const Deck& d, int r, int s) : deck(d), rank(r), size(s) {}
+  // Inputs.
+  const Deck& deck;
+  int rank, size;
+  std::string run_dir;
+  Topology topo;
+  std::unique_ptr<Kernels> kernels;
+  Split split;
+  std::string corpus_line;  // "corpus.content_hash = ...", in every stamp
+  // warm start -> the weights every path starts from, whose features route.
+  std::string warm_file;
+  std::vector<float> warm;
+  // route (and the train stage's re-sharding) -> the shards.
+  ShardFile shards;
+  // train -> the trained paths and their summary.
+  Deck train_deck{};  // the deck the trainer runs (run.restart = never after a deck change)
+  std::unique_ptr<Trainer> trainer;
+  std::unique_ptr<Checkpointer> checkpointer;
+  std::string resumed;  // the checkpoint the trainer resumed from ("" when fresh)
+  TrainSummary summary;
+  // evaluate -> the routed evaluation.
+  std::string routed_text;  // eval.json's record
+  double routed_bpb = 0;
+
+  // The warm-start model as a feature extractor, made on first use.
+  FeatureModel& features();
+
+ private:
+  std::unique_ptr<FeatureModel> features_;
+};
+
+// Helpers the stages share (pipeline.cpp).
+void say(int rank, const std::string& line);                  // a line from rank 0
+std::string read_text(const std::string& path);               // "" when missing
+std::string read_text_everywhere(const std::string& path);    // rank 0 reads, every rank gets it
+std::string shard_file_name(const std::string& run_dir, int round);
+bool load_shards(const std::string& file, const std::string& stamp, const Split& split, ShardFile& out);
+void save_shards(const std::string& file, ShardFile& s, const std::string& stamp, const Split& split, int rank);
+std::string shard_sizes(const Assignment& a);
+// Re-sharding by loss (stage_route.cpp), for the train stage's em_rounds.
+ShardFile reroute_by_loss(const Deck& deck, const Split& split, Trainer& t, FeatureModel& fm, const Router& now, int round);
+// The evaluate stamp's lines beyond the deck: the checkpoint and shards it scored.
+std::string evaluate_stamp_lines(const RunContext& c);
+
+// The stages. load_X: the stage's output exists with this stamp (read back
+// into the context); returns what the "up to date" line adds, or false.
+// make_X: runs the stage and writes its output; returns an exit code
+// (kExitOk: go on). The pipeline's stage table (pipeline.cpp) lists them.
+bool load_prepare(RunContext& c, const std::string& stamp, std::string& note);
+int make_prepare(RunContext& c, const std::string& stamp);
+bool load_warm_start(RunContext& c, const std::string& stamp, std::string& note);
+int make_warm_start(RunContext& c, const std::string& stamp);
+bool load_route(RunContext& c, const std::string& stamp, std::string& note);
+int make_route(RunContext& c, const std::string& stamp);
+bool load_train(RunContext& c, const std::string& stamp, std::string& note);
+int make_train(RunContext& c, const std::string& stamp);
+bool load_evaluate(RunContext& c, const std::string& stamp, std::string& note);
+int make_evaluate(RunContext& c, const std::string& stamp);
+
+}  // namespace dipaco

@@ -1,0 +1,91 @@
+// Stage evaluate: each validation document scored by the path its prefix
+// routes it to (re-routed every eval.reroute_every bytes with a router).
+// Output: eval.json (and eval.stamp).
+#include <mpi.h>
+
+#include <cmath>
+#include <cstdio>
+#include <cstdlib>
+#include <filesystem>
+
+#include "dipaco/cmd/app.hpp"
+#include "dipaco/cmd/run_context.hpp"
+#include "dipaco/data/routed_eval.hpp"
+#include "dipaco/io/files.hpp"
+#include "dipaco/train/metrics.hpp"
+
+namespace fs = std::filesystem;
+
+namespace dipaco {
+
+namespace {
+
+std::vector<int> path_of_val(const ShardFile& s, size_t n) {
+  std::vector<int> out(n, 0);
+  for (size_t p = 0; p < s.val.size(); ++p)
+    for (int i : s.val[p]) out[i] = int(p);
+  return out;
+}
+
+std::string routed_json(const RoutedEval& r, const Deck& deck) {
+  JsonRecord dom;
+  for (size_t d = 0; d < r.domains.size(); ++d) dom.add(r.domains[d], r.domain_bpb[d]);
+  return JsonRecord()
+      .add("val_bpb", r.bpb)
+      .add("scored_bytes", r.bytes)
+      .add("reroute_every", long(deck.eval.reroute_every))
+      .add("routing_decisions", r.segments)
+      .add_raw("path_val_bpb", json_array(r.path_bpb))
+      .add_raw("path_scored_bytes", json_array(r.path_bytes))
+      .add_raw("domain_val_bpb", dom.str())
+      .add_raw("domain_scored_bytes", json_array(r.domain_bytes))
+      .str();
+}
+
+void print_routed(const RoutedEval& r) {
+  std::printf("routed validation: %.4f bits per byte over %.0f scored bytes (%ld routing decisions)\n", r.bpb, r.bytes,
+              r.segments);
+  for (size_t d = 0; d < r.domains.size(); ++d)
+    std::printf("  %-14s %.4f bpb (%.0f bytes)\n", r.domains[d].c_str(), r.domain_bpb[d], r.domain_bytes[d]);
+  std::fflush(stdout);
+}
+
+}  // namespace
+
+std::string evaluate_stamp_lines(const RunContext& c) {
+  return "checkpoint_step = " + std::to_string(c.trainer->progress().step) + "\nshard_round = " +
+         std::to_string(c.shards.round) + "\n";
+}
+
+bool load_evaluate(RunContext& c, const std::string& stamp, std::string& note) {
+  const std::string file = c.run_dir + "/eval.json";
+  if (read_text_everywhere(c.run_dir + "/eval.stamp") != stamp || !fs::exists(file)) return false;
+  c.routed_text = read_text(file);
+  const auto at = c.routed_text.find("\"val_bpb\":");
+  c.routed_bpb = at == std::string::npos ? NAN : std::atof(c.routed_text.c_str() + at + 10);
+  while (!c.routed_text.empty() && c.routed_text.back() == '\n') c.routed_text.pop_back();
+  char line[96];
+  std::snprintf(line, sizeof line, ": routed validation %.4f bits per byte", c.routed_bpb);
+  note = line;
+  return true;
+}
+
+int make_evaluate(RunContext& c, const std::string& stamp) {
+  if (c.deck.eval.reroute_every > 0 && !c.shards.has_router)
+    say(c.rank, "note: eval.reroute_every needs route.method = kmeans; each document is routed once");
+  const double t0 = MPI_Wtime();
+  const RoutedEval routed = routed_evaluate(*c.trainer, c.split.val, path_of_val(c.shards, c.split.val.size()),
+                                            c.shards.has_router ? &c.shards.router : nullptr, c.features(), c.deck);
+  c.routed_text = routed_json(routed, c.deck);
+  c.routed_bpb = routed.bpb;
+  if (c.rank == 0) {
+    const std::string file = c.run_dir + "/eval.json";
+    write_file_atomic(file, c.routed_text + "\n");
+    write_file_atomic(c.run_dir + "/eval.stamp", stamp);
+    std::printf("stage evaluate: done in %s -> %s\n", format_duration(MPI_Wtime() - t0).c_str(), file.c_str());
+    print_routed(routed);
+  }
+  return kExitOk;
+}
+
+}  // namespace dipaco

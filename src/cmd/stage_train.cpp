@@ -1,0 +1,128 @@
+// Stage train: every path's inner steps and the outer rounds, from the warm
+// start, resumed from the newest checkpoint; with route.em_rounds the shards
+// are re-made by loss at evenly spaced steps inside the stage. Output: the
+// checkpoints (and train.stamp, the deck values they were trained with).
+#include <mpi.h>
+
+#include <algorithm>
+#include <cstdio>
+
+#include "dipaco/cmd/app.hpp"
+#include "dipaco/cmd/pipeline.hpp"
+#include "dipaco/cmd/run_context.hpp"
+#include "dipaco/dist/watchdog.hpp"
+#include "dipaco/io/files.hpp"
+#include "dipaco/train/metrics.hpp"
+
+namespace dipaco {
+
+namespace {
+
+// Steps at which re-sharding round e (1-based) happens (multiples of H when H > 0).
+std::vector<long> resharding_steps(const Deck& deck) {
+  const long steps = deck.train.steps, H = deck.dipaco.inner_steps;
+  std::vector<long> boundary;
+  for (int e = 1; e <= deck.route.em_rounds; ++e) {
+    long b = steps * e / (deck.route.em_rounds + 1);
+    if (H > 0) b = std::max(H, b / H * H);
+    if (b > 0 && b < steps && (boundary.empty() || b > boundary.back())) boundary.push_back(b);
+  }
+  return boundary;
+}
+
+// Re-sharding round e at step `at`: the file of this round, or made from the current weights.
+void reshard(RunContext& c, size_t e, long at, const std::string& train_stamp) {
+  const std::string file = shard_file_name(c.run_dir, int(e)), stamp = train_stamp + "em_round = " + std::to_string(e) + "\n";
+  if (!load_shards(file, stamp, c.split, c.shards)) {
+    const double t0 = MPI_Wtime();
+    ShardFile next = reroute_by_loss(c.deck, c.split, *c.trainer, c.features(), c.shards.router, int(e));
+    long moved = 0;
+    for (size_t p = 0; p < next.train.size(); ++p)
+      for (int i : next.train[p]) moved += !std::count(c.shards.train[p].begin(), c.shards.train[p].end(), i);
+    c.shards = std::move(next);
+    save_shards(file, c.shards, stamp, c.split, c.rank);
+    if (c.rank == 0)
+      std::printf("re-routing round %zu at step %ld: %ld document placements changed by loss in %s; per path: %s -> %s\n", e,
+                  at, moved, format_duration(MPI_Wtime() - t0).c_str(), shard_sizes(c.shards.train).c_str(), file.c_str());
+  }
+  c.trainer->set_shards(shards_of(c.split.train, c.shards.train), shards_of(c.split.val, c.shards.val));
+}
+
+// Trains to train.steps, re-sharding at each boundary passed; a finished run
+// only reads its last shards back. Returns kExitRequeue when a stop request ended it.
+int train_rounds(RunContext& c, const std::string& train_stamp) {
+  const long steps = c.deck.train.steps;
+  const std::vector<long> boundary = resharding_steps(c.deck);
+  long step = c.trainer->progress().step;
+  double sync_seconds = 0, sync_bytes = 0;
+  long dropped = 0;
+  for (size_t e = 0; e <= boundary.size(); ++e) {
+    const long until = e < boundary.size() ? boundary[e] : steps;
+    if (e > 0 && step >= boundary[e - 1]) reshard(c, e, boundary[e - 1], train_stamp);
+    if (step >= until && until < steps) continue;
+    c.summary = c.trainer->run(until);
+    sync_seconds += c.summary.sync_seconds;
+    sync_bytes += c.summary.sync_bytes;
+    dropped += c.summary.dropped;
+    step = c.trainer->progress().step;
+    if (c.summary.stopped) {
+      say(c.rank, "exit " + std::to_string(int(kExitRequeue)) + ": checkpoint written; run the same command again to resume");
+      return kExitRequeue;
+    }
+  }
+  c.summary.sync_seconds = sync_seconds;
+  c.summary.sync_bytes = sync_bytes;
+  c.summary.dropped = dropped;
+  return kExitOk;
+}
+
+// The deck changed under existing checkpoints: they are kept aside and training starts over.
+void set_train_deck(RunContext& c, const std::string& stamp) {
+  const std::string stamp_file = c.run_dir + "/train.stamp";
+  const std::string before = read_text_everywhere(stamp_file);
+  c.train_deck = c.deck;
+  if (!before.empty() && before != stamp && c.deck.run.restart == "auto") {
+    if (c.rank == 0) {
+      const std::string aside = c.run_dir + "/checkpoints.stale";
+      move_checkpoints_aside(c.run_dir + "/checkpoints");
+      std::printf("stage train: the deck changed (%s); earlier checkpoints moved to %s, training starts over\n",
+                  stamp_changes(before, stamp).c_str(), aside.c_str());
+    }
+    c.train_deck.run.restart = "never";
+  }
+  if (c.rank == 0) write_file_atomic(stamp_file, stamp);
+  watched("a barrier after rank 0 wrote a file", [] { MPI_Barrier(MPI_COMM_WORLD); });
+}
+
+}  // namespace
+
+// Up to date when the newest checkpoint is at train.steps (then only read back).
+bool load_train(RunContext& c, const std::string& stamp, std::string&) {
+  set_train_deck(c, stamp);
+  const Deck& d = c.train_deck;
+  c.trainer = std::make_unique<Trainer>(d, MPI_COMM_WORLD, *c.kernels, shards_of(c.split.train, c.shards.train),
+                                        shards_of(c.split.val, c.shards.val), c.run_dir);
+  c.trainer->set_initial_params(c.warm);
+  c.checkpointer = std::make_unique<Checkpointer>(d, c.run_dir, MPI_COMM_WORLD);
+  c.resumed = c.checkpointer->load(*c.trainer, d.run.restart, d.run.restart_force);  // its collectives are watched one by one
+  c.trainer->set_checkpointer(c.checkpointer.get());
+  if (c.deck.route.em_rounds > 0 && c.deck.route.method != "kmeans")
+    throw DeckError("route.em_rounds needs route.method = kmeans (re-routing refits the router)");
+  const long step = c.trainer->progress().step;
+  if (c.resumed.empty() || step < c.deck.train.steps) return false;
+  return train_rounds(c, stamp) == kExitOk;
+}
+
+int make_train(RunContext& c, const std::string& stamp) {
+  const long step = c.trainer->progress().step, steps = c.deck.train.steps;
+  if (c.rank == 0) {
+    if (!c.resumed.empty())
+      std::printf("stage train: resumed from %s at step %ld of %ld (outer round %ld)\n", c.resumed.c_str(), step, steps,
+                  c.trainer->progress().rounds);
+    else std::printf("stage train: %ld steps per path on %d path(s)\n", steps, c.topo.paths);
+    std::fflush(stdout);
+  }
+  return train_rounds(c, stamp);
+}
+
+}  // namespace dipaco

@@ -1,0 +1,116 @@
+// Stage warm start: a dense model (one path) trained on all training
+// documents; every path starts from it and its features route the documents.
+// Output: warmstart.h5 (or route.warm_start), with the stage's stamp.
+#include <hdf5.h>
+#include <mpi.h>
+
+#include <cstdio>
+#include <filesystem>
+
+#include "dipaco/cmd/app.hpp"
+#include "dipaco/cmd/run_context.hpp"
+#include "dipaco/dist/watchdog.hpp"
+#include "dipaco/io/files.hpp"
+#include "dipaco/io/h5io.hpp"
+#include "dipaco/train/metrics.hpp"
+
+namespace fs = std::filesystem;
+
+namespace dipaco {
+
+namespace {
+
+bool read_warm_start(const std::string& file, const std::string& stamp, std::vector<float>& params) {
+  H5Eset_auto2(H5E_DEFAULT, nullptr, nullptr);
+  H5Id f(H5Fopen(file.c_str(), H5F_ACC_RDONLY, H5P_DEFAULT), H5Fclose);
+  if (!f.ok()) return false;
+  try {
+    if (read_attr_string(f, "stamp") != stamp) return false;
+    read_floats(f, "params", params.size(), params.data(), file);
+    return true;
+  } catch (const CheckpointError&) {
+    return false;
+  }
+}
+
+void write_warm_start(const std::string& file, const std::string& stamp, const std::vector<float>& params) {
+  const std::string tmp = file + ".tmp";
+  hid_t f = H5Fcreate(tmp.c_str(), H5F_ACC_TRUNC, H5P_DEFAULT, H5P_DEFAULT);
+  if (f < 0) throw CheckpointError("cannot create " + tmp);
+  try {
+    write_attr_string(f, "stamp", stamp);
+    write_floats(f, "params", params.data(), params.size());
+  } catch (...) {
+    H5Fclose(f);
+    throw;
+  }
+  if (H5Fclose(f) < 0) throw CheckpointError("writing " + tmp + " failed (disk full?)");
+  fs::rename(tmp, file);
+}
+
+// One path, no outer rounds, no early stop; checkpointed like training.
+Deck warm_start_deck(const Deck& deck) {
+  Deck warm = deck;
+  warm.dipaco.modules_per_level.assign(deck.dipaco.modules_per_level.size(), 1);
+  warm.dipaco.inner_steps = 0;
+  warm.dipaco.replica_mode = "data";
+  warm.train.steps = int(deck.route.warm_steps);
+  warm.train.early_stop = "none";
+  warm.run.stop_after = 0;
+  return warm;
+}
+
+}  // namespace
+
+bool load_warm_start(RunContext& c, const std::string& stamp, std::string&) {
+  c.warm.resize(make_layout(model_shape(c.deck)).total);
+  if (c.deck.route.warm_steps == 0) return false;  // make_warm_start says "none"
+  int have = c.rank == 0 && read_warm_start(c.warm_file, stamp, c.warm);
+  watched("the warm-start broadcast", [&] { MPI_Bcast(&have, 1, MPI_INT, 0, MPI_COMM_WORLD); });
+  if (have)
+    watched("the warm-start broadcast", [&] { MPI_Bcast(c.warm.data(), int(c.warm.size()), MPI_FLOAT, 0, MPI_COMM_WORLD); });
+  return have;
+}
+
+int make_warm_start(RunContext& c, const std::string& stamp) {
+  const Deck& deck = c.deck;
+  if (deck.route.warm_steps == 0) {
+    c.warm = init_params(model_shape(deck), make_layout(model_shape(deck)), deck.run.seed);
+    say(c.rank, "stage warm start: none (route.warm_steps = 0); paths start from the seed's initialisation");
+    return kExitOk;
+  }
+  const Deck warm_deck = warm_start_deck(deck);
+  std::vector<Shard> train(1), val(1);
+  for (const auto& d : c.split.train) train[0].push_back(&d);
+  for (const auto& d : c.split.val) val[0].push_back(&d);
+  Trainer t(warm_deck, MPI_COMM_WORLD, *c.kernels, train, val, "", c.rank == 0);
+  // Its checkpoints live in <run dir>/warmstart/checkpoints, under the warm start's stamp.
+  const std::string ckpt_dir = c.run_dir + "/warmstart", stamp_file = ckpt_dir + "/stamp";
+  if (read_text_everywhere(stamp_file) != stamp && c.rank == 0) {
+    fs::remove_all(ckpt_dir);
+    fs::create_directories(ckpt_dir);
+    write_file_atomic(stamp_file, stamp);
+  }
+  Checkpointer ckpt(warm_deck, ckpt_dir, MPI_COMM_WORLD);
+  const std::string resumed = ckpt.load(t, "auto", false);
+  t.set_checkpointer(&ckpt);
+  say(c.rank, "stage warm start: a dense model on all training documents for " + std::to_string(deck.route.warm_steps) +
+                  " steps" + (resumed.empty() ? "" : ", resumed from " + resumed + " at step " + std::to_string(t.progress().step)));
+  const TrainSummary s = t.run();
+  if (s.stopped) {
+    say(c.rank, "exit " + std::to_string(int(kExitRequeue)) +
+                    ": stopped during the warm start with a checkpoint; run the same command again to resume");
+    return kExitRequeue;
+  }
+  c.kernels->to_host(c.warm.data(), t.paths()[0].params.get(), c.warm.size() * sizeof(float));
+  if (c.rank == 0) write_warm_start(c.warm_file, stamp, c.warm);
+  watched("the barrier after writing the warm start", [] { MPI_Barrier(MPI_COMM_WORLD); });
+  if (c.rank == 0) {
+    fs::remove_all(ckpt_dir);  // warmstart.h5 replaces its checkpoints
+    std::printf("stage warm start: done in %s, validation bpb %.4f -> %s\n", format_duration(s.wall_seconds).c_str(),
+                s.final_eval.bpb, c.warm_file.c_str());
+  }
+  return kExitOk;
+}
+
+}  // namespace dipaco
