@@ -62,18 +62,25 @@ size_t parse_count(const std::string& s, const std::string& what) {
   return size_t(v);
 }
 
-}  // namespace
-
-int cmd_inspect(const Args& args) {
+struct InspectArgs {
   std::string file;
   bool json = false, layout = false;
+};
+
+InspectArgs parse_args(const Args& args) {
+  InspectArgs in;
   for (const auto& a : args) {
-    if (a == "--json") json = true;
-    else if (a == "--layout") layout = true;
+    if (a == "--json") in.json = true;
+    else if (a == "--layout") in.layout = true;
     else if (a.rfind("--", 0) == 0) throw DeckError("unknown option '" + a + "' (inspect takes --json, --layout)");
-    else file = a;
+    else in.file = a;
   }
-  if (file.empty()) throw DeckError("usage: dipaco inspect CKPT.h5 [--json] [--layout]");
+  if (in.file.empty()) throw DeckError("usage: dipaco inspect CKPT.h5 [--json] [--layout]");
+  return in;
+}
+
+// Opens a checkpoint, naming what a file is when it is not one.
+H5Id open_checkpoint(const std::string& file) {
   std::error_code ec;
   if (!std::filesystem::exists(file, ec)) throw DeckError("cannot open checkpoint '" + file + "': no such file");
   if (std::filesystem::is_directory(file, ec))
@@ -90,133 +97,183 @@ int cmd_inspect(const Args& args) {
                                                         : "a '" + format.substr(0, 40) + "' file";
     throw DeckError(file + " is " + what + ", not a checkpoint; inspect reads training checkpoints (" + kCheckpointFiles + ")");
   }
-  if (layout) {
+  return f;
+}
+
+// What inspect reports of a checkpoint, read and checked.
+struct Contents {
+  long step = 0, round = 0, world = 0, paths = 0, levels = 0;
+  double wall = 0;
+  std::string deck, version, commit;
+  std::string arena_field;  // names the arena attribute in errors
+  std::map<std::string, GroupSpan> spans;  // the arena's groups
+  size_t total = 0;                        // arena size
+  std::vector<std::vector<float>> params;  // per path
+  std::vector<long> path_step;
+  std::vector<double> shard;
+  std::vector<std::string> path_modules;
+  std::vector<double> eval_step, eval_bpb;
+};
+
+void read_header(hid_t f, Contents& c) {
+  c.step = read_attr_scalar<long>(f, "inner_step", H5T_NATIVE_LONG);
+  c.round = read_attr_scalar<long>(f, "outer_round", H5T_NATIVE_LONG);
+  c.world = read_attr_scalar<long>(f, "world_size", H5T_NATIVE_LONG);
+  c.wall = read_attr_scalar<double>(f, "wall_time", H5T_NATIVE_DOUBLE);
+  c.deck = read_attr_string(f, "deck");
+  c.version = read_attr_string(f, "dipaco_version");
+  c.commit = read_attr_string(f, "git_commit");
+  H5Id topo = open_group(f, "/topology");
+  c.paths = read_attr_long(topo, "paths", 1, 1 << 20);
+  c.levels = read_attr_long(topo, "levels", 1, 64);
+}
+
+// The arena's groups ("name:offset:size" per line) and every path's weights.
+void read_paths(hid_t f, const std::string& file, Contents& c) {
+  H5Id pg = open_group(f, "/paths");
+  c.arena_field = file + ": attribute arena_groups of /paths";
+  std::istringstream arena(read_attr_string(pg, "arena_groups"));
+  for (std::string line; std::getline(arena, line);) {
+    const auto a = line.find(':'), b = line.rfind(':');
+    if (a == std::string::npos || a == b)
+      throw CheckpointError(c.arena_field + ": expected name:offset:size, got '" + line.substr(0, 40) + "'");
+    GroupSpan g{parse_count(line.substr(a + 1, b - a - 1), c.arena_field), parse_count(line.substr(b + 1), c.arena_field)};
+    c.spans[line.substr(0, a)] = g;
+    c.total = std::max(c.total, g.offset + g.size);
+  }
+  // Each path stores its whole arena: a claim larger than the file is impossible.
+  if (double(c.total) * 4 * double(c.paths) > double(h5_file_size(f)))
+    throw CheckpointError(c.arena_field + " claims " + std::to_string(c.paths) + " path(s) of " + std::to_string(c.total) +
+                          " values, more than the file holds");
+  c.params.assign(c.paths, std::vector<float>(c.total));
+  c.path_step.resize(c.paths);
+  c.shard.resize(c.paths);
+  c.path_modules.resize(c.paths);
+  for (long p = 0; p < c.paths; ++p) {
+    H5Id g = open_group(pg, "P" + std::to_string(p));
+    read_floats(g, "params", c.total, c.params[p].data(), file);
+    c.path_step[p] = read_attr_scalar<long>(g, "step", H5T_NATIVE_LONG);
+    c.shard[p] = read_attr_scalar<double>(g, "shard_tokens", H5T_NATIVE_DOUBLE);
+    c.path_modules[p] = read_attr_string(g, "modules");
+  }
+}
+
+void read_metrics(hid_t f, const std::string& file, Contents& c) {
+  H5Id metrics = open_group(f, "/metrics");
+  c.eval_step = read_doubles(metrics, "eval_step", 1 << 24);
+  c.eval_bpb = read_doubles(metrics, "eval_bpb", 1 << 24);
+  if (c.eval_step.size() != c.eval_bpb.size())
+    throw CheckpointError(file + ": datasets /metrics/eval_step and eval_bpb differ in length");
+}
+
+// The checkpoint's shared modules: (HDF5 group, arena group) of each.
+std::vector<std::pair<std::string, std::string>> module_units(hid_t f, long levels) {
+  std::vector<std::pair<std::string, std::string>> units;
+  if (H5Lexists(f, "/modules/embeddings", H5P_DEFAULT) > 0) units.push_back({"/modules/embeddings", "embeddings"});
+  for (long l = 0; l < levels; ++l) {
+    const std::string level = "/modules/L" + std::to_string(l);
+    for (long m = 0;; ++m) {
+      const std::string g = level + "/M" + std::to_string(m);
+      if (H5Lexists(f, level.c_str(), H5P_DEFAULT) <= 0 || H5Lexists(f, g.c_str(), H5P_DEFAULT) <= 0) break;
+      units.push_back({g, "L" + std::to_string(l)});
+    }
+  }
+  return units;
+}
+
+// The largest distance of a holding path's copy of a module from its anchor.
+double max_drift(const Contents& c, const std::vector<float>& anchor, GroupSpan span, const std::string& holders,
+                 const std::string& where) {
+  double drift = 0;
+  std::istringstream hs(holders);
+  for (std::string tok; std::getline(hs, tok, ',');) {
+    const size_t p = parse_count(tok, where);
+    if (p >= size_t(c.paths)) continue;
+    double d = 0;
+    for (size_t j = 0; j < span.size; ++j) {
+      const double x = c.params[p][span.offset + j] - anchor[j];
+      d += x * x;
+    }
+    drift = std::max(drift, std::sqrt(d));
+  }
+  return drift;
+}
+
+// Module rows: anchor norm, and each holding path's drift from the anchor.
+void module_rows(hid_t f, const std::string& file, const Contents& c, std::ostringstream& text, std::ostringstream& json) {
+  json << "[";
+  const auto units = module_units(f, c.levels);
+  for (size_t i = 0; i < units.size(); ++i) {
+    const auto& [gname, arena_group] = units[i];
+    auto it = c.spans.find(arena_group);
+    if (it == c.spans.end()) throw CheckpointError(c.arena_field + " has no group " + arena_group + " for " + gname);
+    const GroupSpan span = it->second;
+    std::vector<float> anchor(span.size);
+    H5Id g = open_group(f, gname);
+    read_floats(g, "anchor", span.size, anchor.data(), file);
+    const std::string holders = read_attr_string(g, "paths");
+    const double drift = max_drift(c, anchor, span, holders, file + ": attribute paths of " + gname);
+    const double an = norm(anchor, 0, span.size);
+    char row[160];
+    std::snprintf(row, sizeof row, "%-16s %9zu   %11.4f   %.3g\n", gname.substr(9).c_str(), span.size, an, drift);
+    text << row;
+    json << (i ? "," : "")
+         << JsonRecord().add("module", gname.substr(9)).add("params", long(span.size)).add("anchor_norm", an)
+                .add("drift", drift).add("paths", holders).str();
+  }
+  json << "]";
+}
+
+void path_rows(const Contents& c, std::ostringstream& text, std::ostringstream& json) {
+  json << "[";
+  for (long p = 0; p < c.paths; ++p) {
+    char row[160];
+    const double n = norm(c.params[p], 0, c.total);
+    std::snprintf(row, sizeof row, "P%-4ld %-11s %6ld   %12.0f   %11.4f\n", p, c.path_modules[p].c_str(), c.path_step[p],
+                  c.shard[p], n);
+    text << row;
+    json << (p ? "," : "")
+         << JsonRecord().add("path", p).add("modules", c.path_modules[p]).add("step", c.path_step[p])
+                .add("shard_tokens", c.shard[p]).add("weight_norm", n).str();
+  }
+  json << "]";
+}
+
+}  // namespace
+
+int cmd_inspect(const Args& args) {
+  const InspectArgs in = parse_args(args);
+  const std::string& file = in.file;
+  H5Id f = open_checkpoint(file);
+  if (in.layout) {
     std::ostringstream o;
     if (H5Ovisit(f, H5_INDEX_NAME, H5_ITER_INC, list_object, &o) < 0) throw CheckpointError(file + ": cannot list its objects");
     std::printf("checkpoint layout of %s (every float dataset has a 'checksum' attribute):\n%s", file.c_str(), o.str().c_str());
     return kExitOk;
   }
-  long step = read_attr_scalar<long>(f, "inner_step", H5T_NATIVE_LONG);
-  long round = read_attr_scalar<long>(f, "outer_round", H5T_NATIVE_LONG);
-  long world = read_attr_scalar<long>(f, "world_size", H5T_NATIVE_LONG);
-  double wall = read_attr_scalar<double>(f, "wall_time", H5T_NATIVE_DOUBLE);
-  std::string deck = read_attr_string(f, "deck"), version = read_attr_string(f, "dipaco_version"),
-              commit = read_attr_string(f, "git_commit");
-  long paths, levels;
-  {
-    H5Id topo = open_group(f, "/topology");
-    paths = read_attr_long(topo, "paths", 1, 1 << 20);
-    levels = read_attr_long(topo, "levels", 1, 64);
-  }
-
-  // The arena's groups: "name:offset:size" per line.
-  H5Id pg = open_group(f, "/paths");
-  const std::string arena_field = file + ": attribute arena_groups of /paths";
-  std::map<std::string, GroupSpan> spans;
-  size_t total = 0;
-  std::istringstream arena(read_attr_string(pg, "arena_groups"));
-  std::string line;
-  while (std::getline(arena, line)) {
-    auto a = line.find(':'), b = line.rfind(':');
-    if (a == std::string::npos || a == b) throw CheckpointError(arena_field + ": expected name:offset:size, got '" + line.substr(0, 40) + "'");
-    GroupSpan g{parse_count(line.substr(a + 1, b - a - 1), arena_field), parse_count(line.substr(b + 1), arena_field)};
-    spans[line.substr(0, a)] = g;
-    total = std::max(total, g.offset + g.size);
-  }
-  // Each path stores its whole arena: a claim larger than the file is impossible.
-  if (double(total) * 4 * double(paths) > double(h5_file_size(f)))
-    throw CheckpointError(arena_field + " claims " + std::to_string(paths) + " path(s) of " + std::to_string(total) +
-                          " values, more than the file holds");
-  std::vector<std::vector<float>> params(paths, std::vector<float>(total));
-  std::vector<long> path_step(paths);
-  std::vector<double> shard(paths);
-  std::vector<std::string> path_modules(paths);
-  for (long p = 0; p < paths; ++p) {
-    H5Id g = open_group(pg, "P" + std::to_string(p));
-    read_floats(g, "params", total, params[p].data(), file);
-    path_step[p] = read_attr_scalar<long>(g, "step", H5T_NATIVE_LONG);
-    shard[p] = read_attr_scalar<double>(g, "shard_tokens", H5T_NATIVE_DOUBLE);
-    path_modules[p] = read_attr_string(g, "modules");
-  }
-
-  // Modules: anchor norm, and each holding path's drift from the anchor.
-  JsonRecord out;
-  out.add("file", file).add("dipaco_version", version).add("git_commit", commit).add("inner_step", step)
-      .add("outer_round", round).add("world_size", world).add("wall_time", wall).add("paths", paths).add("levels", levels);
-  std::ostringstream text, modules_json;
-  text << "checkpoint " << file << "\n  dipaco " << version << " (" << commit << "), written by " << world
-       << " rank(s) after " << format_duration(wall) << "\n  inner step " << step << ", outer round " << round << ", "
-       << paths << " path(s), " << levels << " level(s)\n\nmodule            params   anchor norm   drift (max over paths)\n";
-  modules_json << "[";
-  std::vector<std::pair<std::string, std::string>> units;  // (hdf5 group, arena group)
-  if (H5Lexists(f, "/modules/embeddings", H5P_DEFAULT) > 0) units.push_back({"/modules/embeddings", "embeddings"});
-  for (long l = 0; l < levels; ++l)
-    for (long m = 0;; ++m) {
-      std::string g = "/modules/L" + std::to_string(l) + "/M" + std::to_string(m);
-      if (H5Lexists(f, ("/modules/L" + std::to_string(l)).c_str(), H5P_DEFAULT) <= 0 || H5Lexists(f, g.c_str(), H5P_DEFAULT) <= 0) break;
-      units.push_back({g, "L" + std::to_string(l)});
-    }
-  for (size_t i = 0; i < units.size(); ++i) {
-    const auto& [gname, arena_group] = units[i];
-    auto it = spans.find(arena_group);
-    if (it == spans.end()) throw CheckpointError(arena_field + " has no group " + arena_group + " for " + gname);
-    GroupSpan span = it->second;
-    std::vector<float> anchor(span.size);
-    std::string holders;
-    {
-      H5Id g = open_group(f, gname);
-      read_floats(g, "anchor", span.size, anchor.data(), file);
-      holders = read_attr_string(g, "paths");
-    }
-    double drift = 0;
-    std::istringstream hs(holders);
-    std::string tok;
-    while (std::getline(hs, tok, ',')) {
-      size_t p = parse_count(tok, file + ": attribute paths of " + gname);
-      if (p >= size_t(paths)) continue;
-      double d = 0;
-      for (size_t j = 0; j < span.size; ++j) {
-        double x = params[p][span.offset + j] - anchor[j];
-        d += x * x;
-      }
-      drift = std::max(drift, std::sqrt(d));
-    }
-    double an = norm(anchor, 0, span.size);
-    char row[160];
-    std::snprintf(row, sizeof row, "%-16s %9zu   %11.4f   %.3g\n", gname.substr(9).c_str(), span.size, an, drift);
-    text << row;
-    modules_json << (i ? "," : "")
-                 << JsonRecord().add("module", gname.substr(9)).add("params", long(span.size)).add("anchor_norm", an)
-                        .add("drift", drift).add("paths", holders).str();
-  }
-  modules_json << "]";
+  Contents c;
+  read_header(f, c);
+  read_paths(f, file, c);
+  std::ostringstream text, modules_json, paths_json;
+  text << "checkpoint " << file << "\n  dipaco " << c.version << " (" << c.commit << "), written by " << c.world
+       << " rank(s) after " << format_duration(c.wall) << "\n  inner step " << c.step << ", outer round " << c.round << ", "
+       << c.paths << " path(s), " << c.levels << " level(s)\n\nmodule            params   anchor norm   drift (max over paths)\n";
+  module_rows(f, file, c, text, modules_json);
   text << "\npath  modules      step   shard tokens   weight norm\n";
-  std::ostringstream paths_json;
-  paths_json << "[";
-  for (long p = 0; p < paths; ++p) {
-    char row[160];
-    double n = norm(params[p], 0, total);
-    std::snprintf(row, sizeof row, "P%-4ld %-11s %6ld   %12.0f   %11.4f\n", p, path_modules[p].c_str(), path_step[p], shard[p], n);
-    text << row;
-    paths_json << (p ? "," : "")
-               << JsonRecord().add("path", p).add("modules", path_modules[p]).add("step", path_step[p])
-                      .add("shard_tokens", shard[p]).add("weight_norm", n).str();
+  path_rows(c, text, paths_json);
+  read_metrics(f, file, c);
+  if (!c.eval_bpb.empty()) text << "\nlast validation: " << c.eval_bpb.back() << " bits per byte at step " << c.eval_step.back() << "\n";
+  if (!in.json) {
+    std::printf("%s\ndeck:\n%s", text.str().c_str(), c.deck.c_str());
+    return kExitOk;
   }
-  paths_json << "]";
-  std::vector<double> es, eb;
-  {
-    H5Id metrics = open_group(f, "/metrics");
-    es = read_doubles(metrics, "eval_step", 1 << 24), eb = read_doubles(metrics, "eval_bpb", 1 << 24);
-  }
-  if (es.size() != eb.size()) throw CheckpointError(file + ": datasets /metrics/eval_step and eval_bpb differ in length");
-  if (!eb.empty()) text << "\nlast validation: " << eb.back() << " bits per byte at step " << es.back() << "\n";
-  if (json) {
-    out.add_raw("modules", modules_json.str()).add_raw("path_table", paths_json.str()).add_raw("eval_step", json_array(es))
-        .add_raw("eval_bpb", json_array(eb)).add("deck", deck);
-    std::printf("%s\n", out.str().c_str());
-  } else {
-    std::printf("%s\ndeck:\n%s", text.str().c_str(), deck.c_str());
-  }
+  JsonRecord out;
+  out.add("file", file).add("dipaco_version", c.version).add("git_commit", c.commit).add("inner_step", c.step)
+      .add("outer_round", c.round).add("world_size", c.world).add("wall_time", c.wall).add("paths", c.paths)
+      .add("levels", c.levels);
+  out.add_raw("modules", modules_json.str()).add_raw("path_table", paths_json.str()).add_raw("eval_step", json_array(c.eval_step))
+      .add_raw("eval_bpb", json_array(c.eval_bpb)).add("deck", c.deck);
+  std::printf("%s\n", out.str().c_str());
   return kExitOk;
 }
 

@@ -298,24 +298,26 @@ Deck load_deck_text(const std::string& text, const std::string& name, const std:
   return load_deck_source(name, &text, overrides);
 }
 
-Deck load_deck_source(const std::string& file, const std::string* text, const std::vector<std::string>& overrides) {
-  po::options_description desc;
-  for (const auto& k : deck_keys()) desc.add_options()(k.name.c_str(), po::value<std::string>());
+namespace {
 
-  po::variables_map vm;
-  // Command-line overrides first: Boost keeps the first value stored for a key.
-  // The last override of a key wins, as users of command lines expect.
+// Command-line overrides as Boost arguments. Boost keeps the first value
+// stored for a key, so the last override of a key replaces earlier ones (as
+// users of command lines expect). Boost refuses "--key=" (an empty value), yet
+// "" is a text key's documented default (route.warm_start): keys given empty
+// go to `empty`, set past Boost.
+std::vector<std::string> override_args(const std::vector<std::string>& overrides, std::set<std::string>& empty) {
   std::vector<std::string> args;
   std::map<std::string, size_t> slot;
   for (auto a : overrides) {
     if (a.rfind("--", 0) != 0) a = "--" + a;
-    std::string key = a.substr(0, a.find('='));
-    if (slot.count(key)) args[slot[key]] = a;
-    else slot[key] = args.size(), args.push_back(a);
+    const std::string key = a.substr(0, a.find('='));
+    if (slot.count(key)) {
+      args[slot[key]] = a;
+    } else {
+      slot[key] = args.size();
+      args.push_back(a);
+    }
   }
-  // Boost refuses "--key=" (an empty value), yet "" is a text key's documented
-  // default (route.warm_start): empty values are set here, past Boost.
-  std::set<std::string> empty;
   std::erase_if(args, [&](const std::string& a) {
     if (a.size() < 3 || a.back() != '=' || a.find('=') != a.size() - 1) return false;
     std::string key = a.substr(2, a.size() - 3);
@@ -324,6 +326,10 @@ Deck load_deck_source(const std::string& file, const std::string* text, const st
     empty.insert(key);
     return true;
   });
+  return args;
+}
+
+void store_overrides(const std::vector<std::string>& args, const po::options_description& desc, po::variables_map& vm) {
   try {
     auto parsed = po::command_line_parser(args).options(desc).allow_unregistered().run();
     for (const auto& o : parsed.options)
@@ -335,12 +341,14 @@ Deck load_deck_source(const std::string& file, const std::string* text, const st
   } catch (const po::error& e) {
     throw DeckError(std::string("command line: ") + e.what());
   }
+}
 
-  Deck deck;
-  deck.source = file;
+// The deck file (or text): unknown keys named with their line.
+void store_deck_file(const std::string& file, const std::string* text, const po::options_description& desc,
+                     po::variables_map& vm) {
   std::ifstream file_in;
   std::istringstream text_in(text ? *text : std::string());
-  if (!file.empty() && !text) {
+  if (!text) {
     // A directory opens as a stream and reads as an empty deck: refuse it, and
     // anything else that is not a regular file (the reader rewinds the file).
     std::error_code ec;
@@ -350,36 +358,27 @@ Deck load_deck_source(const std::string& file, const std::string* text, const st
     if (!std::filesystem::is_regular_file(file, ec)) throw DeckError("deck '" + file + "' is not a regular file");
   }
   std::istream& in = text ? static_cast<std::istream&>(text_in) : file_in;
-  if (!file.empty() || text) {
-    IniScan scan = scan_ini(file, in);
-    in.clear();
-    in.seekg(0);
-    try {
-      auto parsed = po::parse_config_file(in, desc, true);
-      for (const auto& o : parsed.options)
-        if (o.unregistered) {
-          int line = scan.line_of.count(o.string_key) ? scan.line_of[o.string_key] : 0;
-          throw DeckError(unknown_key_message(file + ":" + std::to_string(line) + ": ", o.string_key));
-        }
-      po::store(parsed, vm);
-    } catch (const po::multiple_occurrences& e) {
-      throw DeckError(file + ": a key is given twice: " + e.get_option_name());
-    } catch (const po::error& e) {
-      throw DeckError(file + ": " + e.what());
-    }
+  IniScan scan = scan_ini(file, in);
+  in.clear();
+  in.seekg(0);
+  try {
+    auto parsed = po::parse_config_file(in, desc, true);
+    for (const auto& o : parsed.options)
+      if (o.unregistered) {
+        const int line = scan.line_of.count(o.string_key) ? scan.line_of[o.string_key] : 0;
+        throw DeckError(unknown_key_message(file + ":" + std::to_string(line) + ": ", o.string_key));
+      }
+    po::store(parsed, vm);
+  } catch (const po::multiple_occurrences& e) {
+    throw DeckError(file + ": a key is given twice: " + e.get_option_name());
+  } catch (const po::error& e) {
+    throw DeckError(file + ": " + e.what());
   }
-  for (const auto& k : deck_keys()) {
-    std::string v = empty.count(k.name) ? "" : vm.count(k.name) ? vm[k.name].as<std::string>() : k.deflt;
-    v.erase(0, v.find_first_not_of(" \t\r"));  // \r: decks written on Windows
-    v.erase(v.find_last_not_of(" \t\r") + 1);
-    k.set(deck, v);
-    deck.values[k.name] = v;
-  }
+}
 
-  // Cross-key checks.
+// model.layers_per_level against model.n_layers and dipaco.modules_per_level.
+void check_levels(Deck& deck) {
   auto& m = deck.model;
-  if (m.d_model % m.n_heads != 0)
-    throw DeckError("model.n_heads = " + std::to_string(m.n_heads) + " must divide model.d_model = " + std::to_string(m.d_model));
   if (m.layers_per_level.size() == 1 && m.layers_per_level[0] == 0) m.layers_per_level = {m.n_layers};
   int sum = 0;
   for (int x : m.layers_per_level) {
@@ -390,21 +389,29 @@ Deck load_deck_source(const std::string& file, const std::string* text, const st
     throw DeckError("model.layers_per_level = " + deck.values["model.layers_per_level"] + " sums to " + std::to_string(sum) +
                     " blocks, but model.n_layers = " + std::to_string(m.n_layers));
   if (deck.dipaco.modules_per_level.size() != m.layers_per_level.size()) {
-    bool dense = deck.dipaco.modules_per_level == std::vector<int>{1};
+    const bool dense = deck.dipaco.modules_per_level == std::vector<int>{1};
     if (!dense)
       throw DeckError("dipaco.modules_per_level = " + deck.values["dipaco.modules_per_level"] + " has " +
                       std::to_string(deck.dipaco.modules_per_level.size()) + " levels but model.layers_per_level = " +
                       deck.values["model.layers_per_level"] + " has " + std::to_string(m.layers_per_level.size()));
     deck.dipaco.modules_per_level.assign(m.layers_per_level.size(), 1);
   }
-  if (deck.train.micro_batch > 0 && deck.train.batch_size % deck.train.micro_batch != 0)
-    throw DeckError("train.micro_batch = " + std::to_string(deck.train.micro_batch) + " must divide train.batch_size = " +
-                    std::to_string(deck.train.batch_size));
   long paths = 1;
   for (int x : deck.dipaco.modules_per_level)
     if ((paths *= x) > kMaxPaths)
       throw DeckError("dipaco.modules_per_level = " + deck.values["dipaco.modules_per_level"] + " gives more than " +
                       std::to_string(kMaxPaths) + " paths");
+}
+
+// Checks that involve more than one key.
+void check_cross_keys(Deck& deck) {
+  const auto& m = deck.model;
+  if (m.d_model % m.n_heads != 0)
+    throw DeckError("model.n_heads = " + std::to_string(m.n_heads) + " must divide model.d_model = " + std::to_string(m.d_model));
+  check_levels(deck);
+  if (deck.train.micro_batch > 0 && deck.train.batch_size % deck.train.micro_batch != 0)
+    throw DeckError("train.micro_batch = " + std::to_string(deck.train.micro_batch) + " must divide train.batch_size = " +
+                    std::to_string(deck.train.batch_size));
   if (const std::string& k = deck.fault.kill_at; !k.empty()) {
     static const std::vector<std::string> phases = {"warm_start", "route", "inner", "outer_allreduce", "checkpoint", "eval"};
     const std::string phase = k.substr(0, k.find(':'));
@@ -414,6 +421,28 @@ Deck load_deck_source(const std::string& file, const std::string* text, const st
       throw DeckError("fault.kill_at = " + k + ": expected PHASE or PHASE:N (N >= 1) with PHASE one of "
                       "warm_start, route, inner, outer_allreduce, checkpoint, eval");
   }
+}
+
+}  // namespace
+
+Deck load_deck_source(const std::string& file, const std::string* text, const std::vector<std::string>& overrides) {
+  po::options_description desc;
+  for (const auto& k : deck_keys()) desc.add_options()(k.name.c_str(), po::value<std::string>());
+  po::variables_map vm;
+  std::set<std::string> empty;
+  store_overrides(override_args(overrides, empty), desc, vm);  // first: Boost keeps the first value of a key
+  if (!file.empty() || text) store_deck_file(file, text, desc, vm);
+
+  Deck deck;
+  deck.source = file;
+  for (const auto& k : deck_keys()) {
+    std::string v = empty.count(k.name) ? "" : vm.count(k.name) ? vm[k.name].as<std::string>() : k.deflt;
+    v.erase(0, v.find_first_not_of(" \t\r"));  // \r: decks written on Windows
+    v.erase(v.find_last_not_of(" \t\r") + 1);
+    k.set(deck, v);
+    deck.values[k.name] = v;
+  }
+  check_cross_keys(deck);
   return deck;
 }
 
@@ -437,7 +466,10 @@ std::string deck_help() {
   std::string section;
   for (const auto& k : deck_keys()) {
     std::string s = k.name.substr(0, k.name.find('.'));
-    if (s != section) out << "\n  [" << s << "]\n", section = s;
+    if (s != section) {
+      out << "\n  [" << s << "]\n";
+      section = s;
+    }
     std::string head = "  --" + k.name + " <" + k.type + ">";
     out << head << std::string(head.size() < 44 ? 44 - head.size() : 1, ' ') << k.help << " (default: " << k.deflt << ")\n";
   }
