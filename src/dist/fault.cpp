@@ -45,4 +45,9 @@ void fault_step_delay(const Deck& deck) {
   if (deck.fault.step_delay > 0) std::this_thread::sleep_for(std::chrono::duration<double>(deck.fault.step_delay));
 }
 
+void fault_slow_path(const Deck& deck, int path, double seconds) {
+  if (path != deck.fault.slow_path || deck.fault.slow_factor <= 1) return;
+  std::this_thread::sleep_for(std::chrono::duration<double>((deck.fault.slow_factor - 1) * seconds));
+}
+
 }  // namespace dipaco

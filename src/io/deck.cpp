@@ -214,6 +214,9 @@ std::vector<DeckKey> make_keys() {
       K_CHOICE("fault.kill_target", fault.kill_target, "rank", "rank|mpirun|stop",
                "tests: fault.kill_at kills the rank, or mpirun and then the rank, or stops the rank (SIGSTOP: a hung peer)"),
       K_FLOAT("fault.step_delay", fault.step_delay, "0", 0, 60, "tests: seconds every inner step sleeps (a run that lives long enough to be stopped)"),
+      K_INT("fault.slow_path", fault.slow_path, "-1", -1, kMaxPaths, "benchmarks: this path is a straggler (-1: none)"),
+      K_FLOAT("fault.slow_factor", fault.slow_factor, "2", 1, 100,
+              "benchmarks: the straggler's inner steps take this many times as long (it sleeps in proportion)"),
   };
 }
 

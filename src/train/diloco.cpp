@@ -37,6 +37,7 @@ OuterOptimizer::OuterOptimizer(const Deck& deck, const Topology& topo, const Par
   for (auto& u : units_) {
     // Collective over the world, once at start-up: one communicator per unit.
     watched("creating a module communicator", [&] { MPI_Comm_split(world, u.mine ? 1 : MPI_UNDEFINED, rank_, &u.comm); });
+    if (u.comm != MPI_COMM_NULL) MPI_Comm_set_name(u.comm, "dipaco module");
     size_t n = layout.groups[u.group].size;
     largest = std::max(largest, n);
     if (u.mine) u.anchor = DeviceBuffer<float>(k, n), u.momentum = DeviceBuffer<float>(k, n);

@@ -58,6 +58,7 @@ Trainer::Trainer(const Deck& deck, MPI_Comm world, Kernels& k, const std::vector
   watched("creating the path communicator", [&] {
     MPI_Comm_split(world, topo_.ranks >= topo_.paths ? mine[0] : rank_, rank_, &path_comm_);
   });
+  MPI_Comm_set_name(path_comm_, "dipaco path");  // named for profiling tools (tests/integration/collectives.sh)
 
   // Every path starts from bitwise the same weights (a common seed).
   std::vector<float> init = init_params(shape_, layout, deck.run.seed);
@@ -72,6 +73,7 @@ Trainer::Trainer(const Deck& deck, MPI_Comm world, Kernels& k, const std::vector
     k.to_device(ps.params.get(), init.data(), init.size() * sizeof(float));
   }
   set_shards(train, val);
+  path_seconds_.assign(topo_.paths, 0.0);
   grads_ = DeviceBuffer<float>(k, layout.total);
   const size_t N = size_t(local_batch_) * shape_.T;
   tok_dev_ = DeviceBuffer<int32_t>(k, N), tgt_dev_ = DeviceBuffer<int32_t>(k, N);
@@ -205,10 +207,12 @@ void Trainer::inner_step(PathState& p, std::vector<double>& losses) {
   const int rip = topo_.rank_in_path(rank_);
   fault_step_delay(deck_);
   fault_point(deck_, run_dir_.empty() ? "warm_start" : "inner");
+  const double t0 = MPI_Wtime();
   if (micro_ > 0) {
     const double loss = micro_batch_gradients(p);
     finish_step(p);
     losses.push_back(loss);
+    if (!run_dir_.empty()) fault_slow_path(deck_, p.id, MPI_Wtime() - t0);  // not in the warm start
     return;
   }
   const double loss = local_gradients(p, rip * local_batch_);
@@ -228,6 +232,7 @@ void Trainer::inner_step(PathState& p, std::vector<double>& losses) {
   }
   finish_step(p);
   losses.push_back(loss);
+  if (!run_dir_.empty()) fault_slow_path(deck_, p.id, MPI_Wtime() - t0);  // not in the warm start
 }
 
 // Clipping and the AdamW step on the path's summed gradient.
@@ -237,102 +242,6 @@ void Trainer::finish_step(PathState& p) {
   Schedule sched{deck_.train.lr, deck_.train.min_lr_ratio, deck_.train.warmup, deck_.train.steps};
   ++p.step;
   adamw_step(k_, layout, p.params.get(), grads_.get(), p.m.get(), p.v.get(), p.step, sched.at(p.step - 1), deck_.train);
-}
-
-EvalResult Trainer::evaluate() {
-  const int T = shape_.T, P = topo_.paths, rip = topo_.rank_in_path(rank_);
-  std::vector<double> sums(2 * P, 0.0), host_losses(size_t(local_batch_) * T);
-  std::vector<float> fl(size_t(local_batch_) * T);
-  for (auto& p : paths_) {
-    // Windows of this path split over its ranks, local_batch_ at a time.
-    std::vector<size_t> mine;
-    for (size_t i = rip; i < p.val_starts.size(); i += topo_.ranks_per_path) mine.push_back(p.val_starts[i]);
-    auto fill = [&](size_t b, size_t item) {
-      const size_t s = mine[item];
-      for (int t = 0; t < T; ++t) {
-        tok_[b * T + t] = p.val.bytes[s + t];
-        tgt_[b * T + t] = p.val.bytes[s + t + 1];
-      }
-    };
-    padded_batches(mine.size(), local_batch_, fill, [&](size_t, size_t used) {
-      window_losses(p, tok_, tgt_, fl);
-      for (size_t i = 0; i < used * T; ++i) sums[p.id] += fl[i];
-      sums[P + p.id] += double(used * T);
-    });
-  }
-  fault_point(deck_, "eval");
-  {
-    CollectiveScope wait("the evaluation all-reduce");
-    MPI_Allreduce(MPI_IN_PLACE, sums.data(), 2 * P, MPI_DOUBLE, MPI_SUM, world_);
-  }
-  EvalResult r;
-  double loss = 0, tokens = 0;
-  for (int p = 0; p < P; ++p) {
-    r.path_bpb.push_back(sums[P + p] > 0 ? sums[p] / sums[P + p] / std::log(2.0) : NAN);
-    r.path_tokens.push_back(sums[P + p]);
-    loss += sums[p], tokens += sums[P + p];
-  }
-  r.bpb = tokens > 0 ? loss / tokens / std::log(2.0) : NAN;
-  return r;
-}
-
-void Trainer::log_steps(long from, long to, const std::vector<std::vector<double>>& losses, double elapsed) {
-  // Mean loss over paths for each step of the chunk, summed in path order
-  // (the same at any rank count when each path has one rank).
-  const long n = to - from;
-  const int P = topo_.paths;
-  std::vector<double> per_path(size_t(n) * P, 0.0), mean(n, 0.0);
-  for (size_t i = 0; i < paths_.size(); ++i)
-    for (long s = 0; s < n; ++s) per_path[size_t(s) * P + paths_[i].id] += losses[i][s] / topo_.ranks_per_path;
-  {
-    CollectiveScope wait("the loss all-reduce");
-    MPI_Allreduce(MPI_IN_PLACE, per_path.data(), int(per_path.size()), MPI_DOUBLE, MPI_SUM, world_);
-  }
-  for (long s = 0; s < n; ++s)
-    for (int p = 0; p < P; ++p) mean[s] += per_path[size_t(s) * P + p] / P;
-  if (rank_ != 0) return;
-  const double tokens_per_step = double(topo_.paths) * deck_.train.batch_size * shape_.T * (replicas_ ? topo_.ranks_per_path : 1);
-  const double rate = tokens_per_step * to / std::max(elapsed, 1e-9);
-  Schedule sched{deck_.train.lr, deck_.train.min_lr_ratio, deck_.train.warmup, deck_.train.steps};
-  if (metrics_)
-    for (long s = 0; s < n; ++s)
-      metrics_->write(JsonRecord()
-                          .add("type", "train")
-                          .add("step", from + s + 1)
-                          .add("loss", mean[s])
-                          .add("lr", sched.at(from + s))
-                          .add("tokens", long(tokens_per_step * (from + s + 1))));
-  if (verbose_ && (to % deck_.run.log_every == 0 || to == deck_.train.steps)) {
-    double eta = (deck_.train.steps - to) * tokens_per_step / std::max(rate, 1e-9);
-    char val[32] = "-";
-    if (std::isfinite(last_val_bpb_)) std::snprintf(val, sizeof val, "%.4f", last_val_bpb_);
-    std::printf("step %6ld/%ld | loss %.4f | val bpb %s | %.1fk tok/s | elapsed %s | ETA %s\n", to,
-                long(deck_.train.steps), mean[n - 1], val, rate / 1000, format_duration(elapsed).c_str(),
-                format_duration(eta).c_str());
-    std::fflush(stdout);
-  }
-}
-
-// One validation pass, recorded in the progress, the metrics and the log.
-EvalResult Trainer::evaluate_and_record(long step) {
-  EvalResult e = evaluate();
-  last_val_bpb_ = e.bpb;
-  progress_.eval_step.push_back(double(step));
-  progress_.eval_bpb.push_back(e.bpb);
-  progress_.eval_path_bpb.insert(progress_.eval_path_bpb.end(), e.path_bpb.begin(), e.path_bpb.end());
-  keep_best(e);
-  if (rank_ == 0 && metrics_)
-    metrics_->write(JsonRecord()
-                        .add("type", "eval")
-                        .add("step", step)
-                        .add("val_bpb", e.bpb)
-                        .add("elapsed", MPI_Wtime() - t0_)
-                        .add_raw("path_val_bpb", json_array(e.path_bpb)));
-  if (rank_ == 0 && verbose_) {
-    std::printf("eval  step %6ld | val bpb %.4f\n", step, e.bpb);
-    std::fflush(stdout);
-  }
-  return e;
 }
 
 void Trainer::save_checkpoint() {
@@ -364,41 +273,24 @@ void Trainer::outer_round(long step, TrainSummary& sum) {
   sum.sync_seconds += rs.seconds;
   sum.sync_bytes += rs.bytes;
   sum.dropped += long(rs.dropped.size());
-  if (rank_ == 0) {
+  if (rank_ == 0)
     for (int p : rs.dropped)
       std::printf("outer round %ld: path %d's outer gradient dropped (fault.drop_outer_prob)\n", progress_.rounds, p);
-    if (metrics_)
-      metrics_->write(JsonRecord()
-                          .add("type", "round")
-                          .add("round", progress_.rounds)
-                          .add("step", step)
-                          .add("sync_seconds", rs.seconds)
-                          .add("bytes", rs.bytes)
-                          .add("dropped", long(rs.dropped.size())));
-  }
+  pending_round_ = PendingRound{progress_.rounds, step, rs.seconds, rs.bytes, long(rs.dropped.size())};
   ++progress_.rounds;
 }
 
-// The last evaluation; with train.early_stop = path each path ends on its best weights.
-EvalResult Trainer::final_evaluation(long step) {
-  EvalResult e = evaluate_and_record(step);
+// The last evaluation, at the last boundary; with train.early_stop = path each
+// path ends on its best weights.
+EvalResult Trainer::final_evaluation(long step, long session_first_step, int& stop) {
+  evaluate_between_rounds(step);
+  EvalResult e = round_boundary(step, session_first_step, stop);
   if (best_.empty()) return e;
   restore_best();
   e = evaluate();
   if (rank_ == 0 && verbose_)
     std::printf("early stop: every path back to its best validation weights: val bpb %.4f\n", e.bpb);
   return e;
-}
-
-// A stop on a signal, at run.max_hours or at run.stop_after, agreed by every
-// rank (the largest request wins): 0 = go on, 1 = a limit, else the signal.
-int Trainer::agree_stop(long step, long session_first_step) {
-  int stop = stop_signal();
-  if (deck_.run.max_hours > 0 && session_seconds() > deck_.run.max_hours * 3600) stop = std::max(stop, 1);
-  if (deck_.run.stop_after > 0 && step - session_first_step >= deck_.run.stop_after) stop = std::max(stop, 1);
-  CollectiveScope wait("the stop-flag all-reduce");
-  MPI_Allreduce(MPI_IN_PLACE, &stop, 1, MPI_INT, MPI_MAX, world_);
-  return stop;
 }
 
 void Trainer::summarize(TrainSummary& sum, long step) {
@@ -412,6 +304,9 @@ void Trainer::summarize(TrainSummary& sum, long step) {
   sum.dp_bytes = 4.0 * model_->layout().total * step * double(topo_.paths_per_rank);
 }
 
+// Between two round boundaries a rank talks only to the ranks of its own
+// path: losses and evaluations wait for the next boundary (round_boundary.cpp),
+// where they are reduced over the world and the ranks agree on stopping.
 TrainSummary Trainer::run(long until) {
   TrainSummary sum;
   const long steps = deck_.train.steps, H = deck_.dipaco.inner_steps;
@@ -420,21 +315,33 @@ TrainSummary Trainer::run(long until) {
   open_metrics();
   long step = progress_.step;
   const long session_first_step = step;
-  if (step == 0 && steps > 0) evaluate_and_record(0);
+  int stop = 0;
+  pending_from_ = step;
+  if (step == 0 && steps > 0) {
+    evaluate_between_rounds(0);
+    round_boundary(0, session_first_step, stop);
+  }
   if (!progress_.eval_bpb.empty()) last_val_bpb_ = progress_.eval_bpb.back();
+  MPI_Pcontrol(kBetweenRounds);
   while (step < end) {
     const long next = chunk_end(step, end, session_first_step);
     std::vector<std::vector<double>> losses(paths_.size());
-    for (size_t i = 0; i < paths_.size(); ++i)
+    for (size_t i = 0; i < paths_.size(); ++i) {
+      const double t = MPI_Wtime();
       for (long s = step; s < next; ++s) inner_step(paths_[i], losses[i]);
-    // An outer round every H steps, and a last one at the end so shared modules agree.
-    if (H > 0 && (next % H == 0 || next == steps)) outer_round(next, sum);
-    if (next == steps) sum.final_eval = final_evaluation(next);
-    else if (deck_.eval.every > 0 && next % deck_.eval.every == 0) evaluate_and_record(next);
-    log_steps(step, next, losses, MPI_Wtime() - t0_);
+      path_seconds_[paths_[i].id] += MPI_Wtime() - t;
+    }
+    note_losses(step, next, losses);
     step = progress_.step = next;
-
-    const int stop = agree_stop(step, session_first_step);
+    print_progress(step);
+    const bool boundary = at_boundary(step, end, session_first_step);
+    if (boundary) MPI_Pcontrol(kAtRoundBoundary);
+    // An outer round every H steps, and a last one at the end so shared modules agree.
+    if (H > 0 && (step % H == 0 || step == steps)) outer_round(step, sum);
+    if (step == steps) sum.final_eval = final_evaluation(step, session_first_step, stop);
+    else if (deck_.eval.every > 0 && step % deck_.eval.every == 0) evaluate_between_rounds(step);
+    if (!boundary) continue;
+    if (step != steps) round_boundary(step, session_first_step, stop);
     const bool at_interval = deck_.checkpoint.every > 0 && step % deck_.checkpoint.every == 0;
     if (stop || at_interval || step == end) save_checkpoint();
     if (stop && step < steps) {
@@ -447,9 +354,15 @@ TrainSummary Trainer::run(long until) {
       }
       break;
     }
+    MPI_Pcontrol(kBetweenRounds);
   }
-  if (steps == 0) sum.final_eval = evaluate_and_record(0);
-  else if (progress_.step >= steps && sum.final_eval.path_bpb.empty()) sum.final_eval = evaluate();  // resumed a finished run
+  MPI_Pcontrol(kAtRoundBoundary);
+  if (steps == 0) {
+    evaluate_between_rounds(0);
+    sum.final_eval = round_boundary(0, session_first_step, stop);
+  } else if (progress_.step >= steps && sum.final_eval.path_bpb.empty()) {
+    sum.final_eval = evaluate();  // resumed a finished run
+  }
   summarize(sum, step);
   return sum;
 }

@@ -20,5 +20,7 @@ struct Deck;
 
 void fault_point(const Deck& deck, const char* phase);
 void fault_step_delay(const Deck& deck);
+// fault.slow_path: path `path` sleeps (fault.slow_factor - 1) x the `seconds` its step took.
+void fault_slow_path(const Deck& deck, int path, double seconds);
 
 }  // namespace dipaco

@@ -59,9 +59,9 @@ struct Deck {
     int every, batches, reroute_every, doc_bytes;
   } eval;
   struct Fault {
-    double drop_outer_prob, step_delay;
+    double drop_outer_prob, step_delay, slow_factor;
     std::string kill_at, kill_target;
-    int kill_rank;
+    int kill_rank, slow_path;
   } fault;
 
   // Resolved values as text, keyed "section.key", in the registry's order.

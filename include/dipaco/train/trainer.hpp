@@ -7,6 +7,7 @@
 
 #include <cmath>
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -20,6 +21,11 @@
 #include "dipaco/dist/topology.hpp"
 
 namespace dipaco {
+
+// MPI_Pcontrol levels around the stretch between two round boundaries, for a
+// profiling library that counts collectives (tests/integration/collectives.sh):
+// inside it a rank may only talk to the ranks of its own path.
+constexpr int kBetweenRounds = 10, kAtRoundBoundary = 11;
 
 struct EvalResult {
   double bpb = 0;                 // overall, weighted by tokens
@@ -82,13 +88,19 @@ class Trainer {
   double micro_batch_gradients(PathState& p);
   void finish_step(PathState& p);
   void open_metrics();
-  void log_steps(long from, long to, const std::vector<std::vector<double>>& losses, double elapsed);
   // The named steps of run().
-  EvalResult evaluate_and_record(long step);
-  EvalResult final_evaluation(long step);
+  EvalResult final_evaluation(long step, long session_first_step, int& stop);
   void save_checkpoint();
   long chunk_end(long step, long end, long session_first_step) const;
   void outer_round(long step, TrainSummary& sum);
+  // Between rounds and at their boundaries (round_boundary.cpp).
+  std::vector<double> local_eval_sums();  // [2P]: loss and token sums of this rank's windows
+  EvalResult eval_result(const std::vector<double>& sums) const;
+  void evaluate_between_rounds(long step);
+  void note_losses(long from, long to, const std::vector<std::vector<double>>& losses);
+  void print_progress(long step);
+  bool at_boundary(long step, long end, long session_first_step) const;
+  EvalResult round_boundary(long step, long session_first_step, int& stop);
   int agree_stop(long step, long session_first_step);
   void summarize(TrainSummary& sum, long step);
   void keep_best(const EvalResult& e);  // train.early_stop = path
@@ -120,7 +132,24 @@ class Trainer {
   Checkpointer* checkpointer_ = nullptr;
   std::string run_dir_;
   double path_bytes_ = 0, last_val_bpb_ = NAN;
-  double t0_ = 0;  // MPI_Wtime() at step 0 of the run (the restored elapsed time subtracted)
+  double t0_ = 0;
+  // Kept until the next round boundary, where the world reduces them.
+  struct PendingEval {
+    long step;
+    double elapsed;
+    std::vector<double> sums;  // this rank's share of [loss sums | token counts] per path
+  };
+  struct PendingRound {
+    long round, step;
+    double seconds, bytes;
+    long dropped;
+  };
+  long pending_from_ = 0;             // first step of pending_loss_
+  std::vector<double> pending_loss_;  // [steps x P]: this rank's share of each path's loss
+  std::vector<PendingEval> pending_evals_;
+  std::optional<PendingRound> pending_round_;
+  std::vector<double> path_seconds_;  // [P] seconds of inner steps since the last boundary (own paths)
+  long known_step_ = 0;               // the last boundary: what rank 0 knows of every path  // MPI_Wtime() at step 0 of the run (the restored elapsed time subtracted)
   std::vector<DeviceBuffer<float>> best_;  // per own path: weights at its best validation bpb
   std::vector<double> best_bpb_;
 };

@@ -1,0 +1,191 @@
+// What the trainer does between outer rounds and at their boundaries.
+// Between two boundaries a rank talks only to the ranks of its own path (the
+// gradient all-reduce of replica_mode = data): losses and evaluations are kept
+// and reduced over the world at the next boundary, where the ranks also agree
+// on stopping. So a slow path delays the others only at the round boundary,
+// where the outer round has to wait for it anyway. Boundaries: every H inner
+// steps (every run.log_every without outer rounds), at checkpoints, at
+// run.stop_after and at the end.
+#include <algorithm>
+#include <cmath>
+#include <cstdio>
+
+#include "dipaco/data/padded_batches.hpp"
+#include "dipaco/dist/fault.hpp"
+#include "dipaco/dist/signals.hpp"
+#include "dipaco/dist/watchdog.hpp"
+#include "dipaco/model/optimizer.hpp"
+#include "dipaco/train/trainer.hpp"
+
+namespace dipaco {
+
+std::vector<double> Trainer::local_eval_sums() {
+  const int T = shape_.T, P = topo_.paths, rip = topo_.rank_in_path(rank_);
+  std::vector<double> sums(2 * P, 0.0);
+  std::vector<float> fl(size_t(local_batch_) * T);
+  for (auto& p : paths_) {
+    // Windows of this path split over its ranks, local_batch_ at a time.
+    std::vector<size_t> mine;
+    for (size_t i = rip; i < p.val_starts.size(); i += topo_.ranks_per_path) mine.push_back(p.val_starts[i]);
+    auto fill = [&](size_t b, size_t item) {
+      const size_t s = mine[item];
+      for (int t = 0; t < T; ++t) {
+        tok_[b * T + t] = p.val.bytes[s + t];
+        tgt_[b * T + t] = p.val.bytes[s + t + 1];
+      }
+    };
+    padded_batches(mine.size(), local_batch_, fill, [&](size_t, size_t used) {
+      window_losses(p, tok_, tgt_, fl);
+      for (size_t i = 0; i < used * T; ++i) sums[p.id] += fl[i];
+      sums[P + p.id] += double(used * T);
+    });
+  }
+  fault_point(deck_, "eval");
+  return sums;
+}
+
+EvalResult Trainer::eval_result(const std::vector<double>& sums) const {
+  const int P = topo_.paths;
+  EvalResult r;
+  double loss = 0, tokens = 0;
+  for (int p = 0; p < P; ++p) {
+    r.path_bpb.push_back(sums[P + p] > 0 ? sums[p] / sums[P + p] / std::log(2.0) : NAN);
+    r.path_tokens.push_back(sums[P + p]);
+    loss += sums[p];
+    tokens += sums[P + p];
+  }
+  r.bpb = tokens > 0 ? loss / tokens / std::log(2.0) : NAN;
+  return r;
+}
+
+// Collective over the world: for commands (export, evaluate) and the end of a run.
+EvalResult Trainer::evaluate() {
+  std::vector<double> sums = local_eval_sums();
+  {
+    CollectiveScope wait("the evaluation all-reduce");
+    MPI_Allreduce(MPI_IN_PLACE, sums.data(), int(sums.size()), MPI_DOUBLE, MPI_SUM, world_);
+  }
+  return eval_result(sums);
+}
+
+// An evaluation of this rank's paths, reduced at the next boundary. With
+// train.early_stop = path a path's ranks sum their windows at once (its own
+// communicator), since each path keeps its best weights now.
+void Trainer::evaluate_between_rounds(long step) {
+  std::vector<double> sums = local_eval_sums();
+  if (deck_.train.early_stop == "path") {
+    if (topo_.ranks_per_path > 1) {
+      CollectiveScope wait("the evaluation all-reduce of a path");
+      MPI_Allreduce(MPI_IN_PLACE, sums.data(), int(sums.size()), MPI_DOUBLE, MPI_SUM, path_comm_);
+    }
+    keep_best(eval_result(sums));
+    if (topo_.rank_in_path(rank_) != 0) std::fill(sums.begin(), sums.end(), 0.0);  // counted once in the world sum
+  }
+  pending_evals_.push_back({step, MPI_Wtime() - t0_, std::move(sums)});
+}
+
+void Trainer::note_losses(long from, long to, const std::vector<std::vector<double>>& losses) {
+  const int P = topo_.paths;
+  pending_loss_.resize(size_t(to - pending_from_) * P, 0.0);
+  for (size_t i = 0; i < paths_.size(); ++i)
+    for (long s = from; s < to; ++s)
+      pending_loss_[size_t(s - pending_from_) * P + paths_[i].id] += losses[i][s - from] / topo_.ranks_per_path;
+}
+
+// Rank 0's progress line from the paths it trains; the others' losses are
+// known as of the last boundary.
+void Trainer::print_progress(long step) {
+  if (rank_ != 0 || !verbose_ || (step % deck_.run.log_every != 0 && step != deck_.train.steps)) return;
+  const int P = topo_.paths;
+  const size_t row = size_t(step - 1 - pending_from_) * P;
+  double loss = 0;
+  for (auto& p : paths_) loss += pending_loss_[row + p.id] * topo_.ranks_per_path / double(paths_.size());
+  const double elapsed = MPI_Wtime() - t0_;
+  const double tokens_per_step = double(P) * deck_.train.batch_size * shape_.T * (replicas_ ? topo_.ranks_per_path : 1);
+  const double rate = tokens_per_step * step / std::max(elapsed, 1e-9);
+  const double eta = (deck_.train.steps - step) * tokens_per_step / std::max(rate, 1e-9);
+  char val[32] = "-", which[96] = "";
+  if (std::isfinite(last_val_bpb_)) std::snprintf(val, sizeof val, "%.4f", last_val_bpb_);
+  if (int(paths_.size()) < P)
+    std::snprintf(which, sizeof which, " (%zu of %d paths; all as of step %ld)", paths_.size(), P, known_step_);
+  std::printf("step %6ld/%ld | loss %.4f%s | val bpb %s | %.1fk tok/s | elapsed %s | ETA %s\n", step,
+              long(deck_.train.steps), loss, which, val, rate / 1000, format_duration(elapsed).c_str(),
+              format_duration(eta).c_str());
+  std::fflush(stdout);
+}
+
+bool Trainer::at_boundary(long step, long end, long session_first_step) const {
+  const long H = deck_.dipaco.inner_steps, every = H > 0 ? H : long(deck_.run.log_every);
+  if (step == end || step == deck_.train.steps || step % every == 0) return true;
+  if (deck_.checkpoint.every > 0 && step % deck_.checkpoint.every == 0) return true;  // a checkpoint is collective
+  return deck_.run.stop_after > 0 && step - session_first_step >= deck_.run.stop_after;
+}
+
+// A stop on a signal, at run.max_hours or at run.stop_after, agreed by every
+// rank (the largest request wins): 0 = go on, 1 = a limit, else the signal.
+int Trainer::agree_stop(long step, long session_first_step) {
+  int stop = stop_signal();
+  if (deck_.run.max_hours > 0 && session_seconds() > deck_.run.max_hours * 3600) stop = std::max(stop, 1);
+  if (deck_.run.stop_after > 0 && step - session_first_step >= deck_.run.stop_after) stop = std::max(stop, 1);
+  CollectiveScope wait("the stop-flag all-reduce");
+  MPI_Allreduce(MPI_IN_PLACE, &stop, 1, MPI_INT, MPI_MAX, world_);
+  return stop;
+}
+
+// The boundary's world meeting: every pending loss, per-path time and
+// evaluation in one all-reduce (losses summed in path order: the same at any
+// rank count), their metrics records, and the stop agreement. Returns the
+// last pending evaluation (empty when there was none).
+EvalResult Trainer::round_boundary(long step, long session_first_step, int& stop) {
+  const int P = topo_.paths;
+  const size_t n_loss = pending_loss_.size(), n_eval = pending_evals_.size();
+  std::vector<double> all(n_loss + P + n_eval * 2 * P);
+  std::copy(pending_loss_.begin(), pending_loss_.end(), all.begin());
+  for (int p = 0; p < P; ++p) all[n_loss + p] = path_seconds_[p] / topo_.ranks_per_path;
+  for (size_t e = 0; e < n_eval; ++e) std::copy(pending_evals_[e].sums.begin(), pending_evals_[e].sums.end(), all.begin() + n_loss + P + e * 2 * P);
+  {
+    CollectiveScope wait("the round-boundary all-reduce");
+    MPI_Allreduce(MPI_IN_PLACE, all.data(), int(all.size()), MPI_DOUBLE, MPI_SUM, world_);
+  }
+  stop = step > 0 ? agree_stop(step, session_first_step) : 0;
+  const Schedule sched{deck_.train.lr, deck_.train.min_lr_ratio, deck_.train.warmup, deck_.train.steps};
+  const double tokens_per_step = double(P) * deck_.train.batch_size * shape_.T * (replicas_ ? topo_.ranks_per_path : 1);
+  for (size_t s = 0; s < n_loss / P; ++s) {
+    double mean = 0;
+    for (int p = 0; p < P; ++p) mean += all[s * P + p] / P;
+    const long at = pending_from_ + long(s) + 1;
+    if (rank_ == 0 && metrics_)
+      metrics_->write(JsonRecord().add("type", "train").add("step", at).add("loss", mean).add("lr", sched.at(at - 1))
+                          .add("tokens", long(tokens_per_step * at)));
+  }
+  if (pending_round_ && rank_ == 0 && metrics_) {
+    const std::vector<double> seconds(all.begin() + n_loss, all.begin() + n_loss + P);
+    metrics_->write(JsonRecord().add("type", "round").add("round", pending_round_->round).add("step", pending_round_->step)
+                        .add("sync_seconds", pending_round_->seconds).add("bytes", pending_round_->bytes)
+                        .add("dropped", pending_round_->dropped).add_raw("path_seconds", json_array(seconds)));
+  }
+  EvalResult last;
+  for (size_t e = 0; e < n_eval; ++e) {
+    const std::vector<double> sums(all.begin() + n_loss + P + e * 2 * P, all.begin() + n_loss + P + (e + 1) * 2 * P);
+    last = eval_result(sums);
+    last_val_bpb_ = last.bpb;
+    progress_.eval_step.push_back(double(pending_evals_[e].step));
+    progress_.eval_bpb.push_back(last.bpb);
+    progress_.eval_path_bpb.insert(progress_.eval_path_bpb.end(), last.path_bpb.begin(), last.path_bpb.end());
+    if (rank_ == 0 && metrics_)
+      metrics_->write(JsonRecord().add("type", "eval").add("step", pending_evals_[e].step).add("val_bpb", last.bpb)
+                          .add("elapsed", pending_evals_[e].elapsed).add_raw("path_val_bpb", json_array(last.path_bpb)));
+    if (rank_ == 0 && verbose_) {
+      std::printf("eval  step %6ld | val bpb %.4f\n", pending_evals_[e].step, last.bpb);
+      std::fflush(stdout);
+    }
+  }
+  pending_loss_.clear();
+  pending_evals_.clear();
+  pending_round_.reset();
+  std::fill(path_seconds_.begin(), path_seconds_.end(), 0.0);
+  pending_from_ = known_step_ = step;
+  return last;
+}
+
+}  // namespace dipaco

@@ -1,0 +1,42 @@
+#!/usr/bin/env bash
+# Between two outer rounds a rank talks only to the ranks of its own path: no
+# world and no module collective, counted through the MPI profiling interface
+# (collective_count.c, preloaded) at np 2 and 4, replica modes data and diloco.
+# Evaluations (every 5 steps) and progress lines (every 2) fall inside rounds of 10.
+# Usage: collectives.sh BUILD_DIR SOURCE_DIR
+set -u
+build=$(realpath "$1") src=$(realpath "$2")
+. "$src/tests/integration/lib.sh"
+export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 OMP_NUM_THREADS=1
+lib=$build/tests/libdipaco_collective_count.so
+[[ -f $lib ]] || { echo "FAIL $lib is not built"; exit 1; }
+cd "$src"
+
+tiny=(--model.d_model=32 --model.n_layers=2 --model.n_heads=2 --model.context=32 --model.layers_per_level=1,1
+      --train.batch_size=4 --train.steps=40 --dipaco.inner_steps=10 --run.log_every=2 --eval.every=5
+      --eval.batches=1 --eval.doc_bytes=256 --route.warm_steps=0 --route.method=hash --checkpoint.every=20)
+
+count() {  # count NAME NP MODULES REPLICA_MODE: run, then sum the ranks' counts into $tmp/$name.sum
+  local name=$1 np=$2 modules=$3 mode=$4
+  mkdir -p "$tmp/$name"
+  mpirun -np "$np" --oversubscribe --bind-to none -x LD_PRELOAD="$lib" -x DIPACO_COLLECTIVES_DIR="$tmp/$name" \
+    "$build/dipaco" run inputs/dipaco-2x2.ini "${tiny[@]}" --dipaco.modules_per_level="$modules" \
+    --dipaco.replica_mode="$mode" --run.out_dir="$tmp" --run.name="$name" >"$tmp/out" 2>&1 || { bad "$name: the run failed"; return 1; }
+  cat "$tmp/$name"/rank-*.txt | awk '{ if ($1 == "stretches") s += $2; else n[$1 " " $2] += $3 }
+    END { print "stretches", s; for (k in n) print k, n[k] }' >"$tmp/$name.sum"
+}
+get() { awk -v k="$2" '$0 ~ "^"k" " { print $NF }' "$tmp/$1.sum"; }
+
+for c in "np2-4paths 2 2,2 data" "np4-4paths 4 2,2 data" "np4-2paths-data 4 2,1 data" "np4-2paths-diloco 4 2,1 diloco"; do
+  set -- $c
+  count "$1" "$2" "$3" "$4" || continue
+  w=$(get "$1" "between world") m=$(get "$1" "between module") s=$(get "$1" "stretches") bw=$(get "$1" "boundary world")
+  if [[ $w == 0 && $m == 0 && ${s:-0} -ge 4 && ${bw:-0} -gt 0 ]]; then
+    ok "$1: 0 world and 0 module collectives in $s stretches between rounds ($bw world collectives at boundaries)"
+  else bad "$1: between rounds world $w, module $m; stretches $s; at boundaries world $bw" "$tmp/$1.sum"; fi
+done
+# Data-parallel paths all-reduce their gradients every step, inside the round: the counter sees them.
+p=$(get np4-2paths-data "between path")
+if [[ ${p:-0} -ge 30 ]]; then ok "data mode: $p path all-reduces between rounds (one per step and rank)"
+else bad "data mode: $p path collectives between rounds, expected one per inner step" "$tmp/np4-2paths-data.sum"; fi
+finish
