@@ -122,10 +122,16 @@ bool Trainer::at_boundary(long step, long end, long session_first_step) const {
 }
 
 // A stop on a signal, at run.max_hours or at run.stop_after, agreed by every
-// rank (the largest request wins): 0 = go on, 1 = a limit, else the signal.
-int Trainer::agree_stop(long step, long session_first_step) {
+// rank at a boundary (the largest request wins): 0 = go on, 1 = a limit, else
+// the signal. Between boundaries StopAgreement brings the boundary forward.
+int Trainer::stop_request() const {
   int stop = stop_signal();
   if (deck_.run.max_hours > 0 && session_seconds() > deck_.run.max_hours * 3600) stop = std::max(stop, 1);
+  return stop;
+}
+
+int Trainer::agree_stop(long step, long session_first_step) {
+  int stop = std::max(stop_request(), stop_->code());
   if (deck_.run.stop_after > 0 && step - session_first_step >= deck_.run.stop_after) stop = std::max(stop, 1);
   CollectiveScope wait("the stop-flag all-reduce");
   MPI_Allreduce(MPI_IN_PLACE, &stop, 1, MPI_INT, MPI_MAX, world_);

@@ -74,6 +74,7 @@ Trainer::Trainer(const Deck& deck, MPI_Comm world, Kernels& k, const std::vector
   }
   set_shards(train, val);
   path_seconds_.assign(topo_.paths, 0.0);
+  stop_ = std::make_unique<StopAgreement>(world);
   grads_ = DeviceBuffer<float>(k, layout.total);
   const size_t N = size_t(local_batch_) * shape_.T;
   tok_dev_ = DeviceBuffer<int32_t>(k, N), tgt_dev_ = DeviceBuffer<int32_t>(k, N);
@@ -263,6 +264,7 @@ long Trainer::chunk_end(long step, long end, long session_first_step) const {
                      long(deck_.checkpoint.every)})
     if (every > 0) next = std::min(next, next_multiple(step, every));
   if (deck_.run.stop_after > 0) next = std::min(next, session_first_step + deck_.run.stop_after);
+  if (stop_step_ > step) next = std::min(next, stop_step_);
   return next;
 }
 
@@ -334,7 +336,9 @@ TrainSummary Trainer::run(long until) {
     note_losses(step, next, losses);
     step = progress_.step = next;
     print_progress(step);
-    const bool boundary = at_boundary(step, end, session_first_step);
+    const bool scheduled = at_boundary(step, end, session_first_step);
+    if (stop_step_ < 0) stop_step_ = scheduled ? stop_->drain(step) : stop_->poll(stop_request(), step);
+    const bool boundary = scheduled || step == stop_step_;
     if (boundary) MPI_Pcontrol(kAtRoundBoundary);
     // An outer round every H steps, and a last one at the end so shared modules agree.
     if (H > 0 && (step % H == 0 || step == steps)) outer_round(step, sum);

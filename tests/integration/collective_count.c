@@ -1,7 +1,8 @@
 /* Counts the collectives each rank calls, per communicator (by the name dipaco
  * gives it: "dipaco path", "dipaco module", MPI_COMM_WORLD, else "other") and
  * per stretch: between two outer-round boundaries or at one, as dipaco marks
- * them with MPI_Pcontrol(10) and MPI_Pcontrol(11). A profiling library of the
+ * them with MPI_Pcontrol(10) and MPI_Pcontrol(11); "dipaco stop" is the
+ * non-blocking stop agreement (dist/stop_agreement.hpp). A profiling library of the
  * MPI standard's kind (LD_PRELOAD; the program is not rebuilt). At MPI_Finalize
  * each rank writes $DIPACO_COLLECTIVES_DIR/rank-<r>.txt: lines of
  * "<between|boundary> <world|module|path|other> <calls>" and "stretches <n>". */
@@ -10,8 +11,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-enum { WORLD, MODULE, PATH, OTHER, NCLASS };
-static const char* class_names[NCLASS] = {"world", "module", "path", "other"};
+enum { WORLD, MODULE, PATH, STOP, OTHER, NCLASS };
+static const char* class_names[NCLASS] = {"world", "module", "path", "stop", "other"};
 static long calls[2][NCLASS];
 static int between = 0; /* 1 between MPI_Pcontrol(10) and MPI_Pcontrol(11) */
 static long stretches = 0; /* MPI_Pcontrol(10) calls */
@@ -25,6 +26,7 @@ static int comm_class(MPI_Comm c) {
   PMPI_Comm_get_name(c, name, &len);
   if (strcmp(name, "dipaco module") == 0) return MODULE;
   if (strcmp(name, "dipaco path") == 0) return PATH;
+  if (strcmp(name, "dipaco stop") == 0) return STOP;
   return OTHER;
 }
 static void note(MPI_Comm c) { calls[between][comm_class(c)]++; }

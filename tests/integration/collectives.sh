@@ -39,4 +39,18 @@ done
 p=$(get np4-2paths-data "between path")
 if [[ ${p:-0} -ge 30 ]]; then ok "data mode: $p path all-reduces between rounds (one per step and rank)"
 else bad "data mode: $p path collectives between rounds, expected one per inner step" "$tmp/np4-2paths-data.sum"; fi
+
+# A stop between rounds does not wait for the round boundary (step 1000 here): the
+# ranks agree without blocking (dist/stop_agreement.hpp) and stop within a few steps.
+mpirun -np 2 --oversubscribe --bind-to none "$build/dipaco" run inputs/dipaco-2x2.ini "${tiny[@]}" \
+  --train.steps=3000 --dipaco.inner_steps=1000 --checkpoint.every=0 --eval.every=0 --fault.step_delay=0.02 \
+  --run.out_dir="$tmp" --run.name=stop >"$tmp/out" 2>&1 &
+job=$!
+for _ in $(seq 1200); do grep -q "^step *1[0-9]/" "$tmp/out" 2>/dev/null && break; sleep 0.1; done
+kill -USR1 $job
+wait $job; code=$?
+at=$(grep -oE "stopped at step [0-9]+" "$tmp/out" | grep -oE "[0-9]+$")
+if [[ $code -eq 3 && -n $at && $at -lt 1000 && -f $tmp/stop/checkpoints/latest ]]; then
+  ok "SIGUSR1 mid-round: stopped at step $at with a checkpoint (the round boundary is step 1000), exit 3"
+else bad "SIGUSR1 mid-round: exit $code, stopped at step '${at}'"; fi
 finish

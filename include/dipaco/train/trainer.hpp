@@ -18,6 +18,7 @@
 #include "dipaco/model/model.hpp"
 #include "dipaco/train/path_state.hpp"
 #include "dipaco/data/shards.hpp"
+#include "dipaco/dist/stop_agreement.hpp"
 #include "dipaco/dist/topology.hpp"
 
 namespace dipaco {
@@ -102,6 +103,7 @@ class Trainer {
   bool at_boundary(long step, long end, long session_first_step) const;
   EvalResult round_boundary(long step, long session_first_step, int& stop);
   int agree_stop(long step, long session_first_step);
+  int stop_request() const;  // this rank's: a signal, or run.max_hours passed
   void summarize(TrainSummary& sum, long step);
   void keep_best(const EvalResult& e);  // train.early_stop = path
   void restore_best();
@@ -149,7 +151,9 @@ class Trainer {
   std::vector<PendingEval> pending_evals_;
   std::optional<PendingRound> pending_round_;
   std::vector<double> path_seconds_;  // [P] seconds of inner steps since the last boundary (own paths)
-  long known_step_ = 0;               // the last boundary: what rank 0 knows of every path  // MPI_Wtime() at step 0 of the run (the restored elapsed time subtracted)
+  long known_step_ = 0;               // the last boundary: what rank 0 knows of every path
+  std::unique_ptr<StopAgreement> stop_;
+  long stop_step_ = -1;  // the step every rank stops at, once agreed  // MPI_Wtime() at step 0 of the run (the restored elapsed time subtracted)
   std::vector<DeviceBuffer<float>> best_;  // per own path: weights at its best validation bpb
   std::vector<double> best_bpb_;
 };
