@@ -1,117 +1,151 @@
-// One path as a standalone dense model, and what a user does with it:
-//   dipaco export CKPT.h5 --path P OUT.h5     write path P's weights + deck
-//   dipaco evaluate MODEL.h5                  its validation bits per byte on its own shard
-//   dipaco generate MODEL.h5 --prompt "..."   sample bytes from it
-// A path's arena already is a dense model's arena (embeddings, then its
-// blocks level by level), so exporting copies one buffer.
+// Exports anyone can load, and the bits per byte of an export:
+//   dipaco export CKPT.h5 --path P OUT.h5   one path as a dense model
+//   dipaco export CKPT.h5 --all OUT.h5      every module once, the path table, the router
+//   dipaco evaluate MODEL.h5 [--path P] [--text FILE]
+// Tensors are datasets by name with their shapes (named_tensors.hpp); the
+// hyperparameters are attributes of the file's root. A path's arena is a
+// dense model's arena (embeddings, then its blocks level by level).
 #include <hdf5.h>
 #include <mpi.h>
 
 #include <cmath>
 #include <cstdio>
 #include <filesystem>
-#include <limits>
-#include <random>
+#include <fstream>
+#include <sstream>
 
 #include "dipaco/cmd/app.hpp"
-#include "dipaco/io/checkpoint.hpp"
+#include "dipaco/cmd/options.hpp"
+#include "dipaco/cmd/trained_model.hpp"
 #include "dipaco/data/corpus.hpp"
-#include "dipaco/io/deck.hpp"
-#include "dipaco/model/kernels.hpp"
 #include "dipaco/data/shards.hpp"
-#include "dipaco/train/trainer.hpp"
+#include "dipaco/dist/topology.hpp"
+#include "dipaco/io/checkpoint.hpp"
+#include "dipaco/io/deck.hpp"
 #include "dipaco/io/h5io.hpp"
+#include "dipaco/io/named_tensors.hpp"
+#include "dipaco/model/kernels.hpp"
+#include "dipaco/train/trainer.hpp"
 
 namespace fs = std::filesystem;
 
 namespace dipaco {
 namespace {
 
-struct ExportedModel {
-  std::string source_deck, source;
-  long path = 0;
-  std::vector<float> params;
-};
-
-// The dense deck of one path: the source deck with a single level and module.
-Deck dense_deck(const std::string& source_deck, const Args& overrides = {}) {
-  Args ov = {"dipaco.modules_per_level=1", "model.layers_per_level=0", "dipaco.inner_steps=0"};
-  ov.insert(ov.end(), overrides.begin(), overrides.end());
-  return load_deck_text(source_deck, "the model's deck", ov);
+std::string join(const std::vector<int>& v) {
+  std::string s;
+  for (size_t i = 0; i < v.size(); ++i) s += (i ? "," : "") + std::to_string(v[i]);
+  return s;
 }
 
-ExportedModel read_model(const std::string& file) {
-  H5Eset_auto2(H5E_DEFAULT, nullptr, nullptr);
-  hid_t f = H5Fopen(file.c_str(), H5F_ACC_RDONLY, H5P_DEFAULT);
-  if (f < 0) throw DeckError("cannot open model '" + file + "' (write one with dipaco export)");
-  ExportedModel m;
-  try {
-    if (read_attr_string(f, "format") != "dipaco-model") throw CheckpointError(file + " is not an exported dipaco model");
-    m.source_deck = read_attr_string(f, "deck");
-    m.source = read_attr_string(f, "source_checkpoint");
-    m.path = read_attr_scalar<long>(f, "path", H5T_NATIVE_LONG);
-    Deck d = dense_deck(m.source_deck);
-    m.params.resize(make_layout(model_shape(d)).total);
-    read_floats(f, "params", m.params.size(), m.params.data(), file);
-  } catch (...) {
-    H5Fclose(f);
-    throw;
+// What a loader needs without parsing the deck.
+void write_hyperparameters(hid_t o, const TrainedModel& m) {
+  const ModelShape& s = m.shape;
+  write_attr_long(o, "vocab_size", s.V);
+  write_attr_long(o, "d_model", s.C);
+  write_attr_long(o, "n_layers", s.L);
+  write_attr_long(o, "n_heads", s.H);
+  write_attr_long(o, "context", s.T);
+  write_attr_long(o, "paths", m.paths);
+  write_attr_long(o, "prefix_tokens", m.deck.route.prefix_tokens);
+  write_attr_string(o, "layers_per_level", join(model_shape(m.deck).layers_per_level));
+  write_attr_string(o, "modules_per_level", join(m.deck.dipaco.modules_per_level));
+  write_attr_string(o, "shared", m.deck.dipaco.shared);
+  write_attr_string(o, "architecture",
+                    "pre-LayerNorm GPT: x = wte[tok] + wpe[pos]; per block x += attn.proj(attn(ln1(x))), "
+                    "x += mlp.proj(gelu_tanh(mlp.fc(ln2(x)))); logits = lnf(x) wte^T; LayerNorm eps 1e-5; "
+                    "causal softmax attention scaled by 1/sqrt(C/H); bytes are tokens, byte 0 ends a document");
+  write_attr_string(o, "layout", tensor_layout("x.weight") + "; see each dataset's layout attribute");
+  write_attr_string(o, "deck", m.deck_text);
+  write_attr_string(o, "dense_deck", dense_deck(m.deck_text).text());
+  write_attr_string(o, "source_checkpoint", m.source);
+}
+
+H5Id make_group(hid_t loc, const std::string& name) {
+  H5Id g(H5Gcreate2(loc, name.c_str(), H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT), H5Gclose);
+  if (!g.ok()) throw CheckpointError("cannot create group " + name);
+  return g;
+}
+
+void write_ints(hid_t loc, const std::string& name, const std::vector<long>& v, std::vector<hsize_t> dims) {
+  H5Id space(H5Screate_simple(int(dims.size()), dims.data(), nullptr), H5Sclose);
+  H5Id d(H5Dcreate2(loc, name.c_str(), H5T_STD_I64LE, space, H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT), H5Dclose);
+  check(d.ok() && v.size() ? H5Dwrite(d, H5T_NATIVE_LONG, H5S_ALL, H5S_ALL, H5P_DEFAULT, v.data()) : herr_t(d.ok() ? 0 : -1),
+        "writing " + name);
+}
+
+void write_plain_floats(hid_t loc, const std::string& name, const std::vector<float>& v, std::vector<hsize_t> dims) {
+  H5Id space(H5Screate_simple(int(dims.size()), dims.data(), nullptr), H5Sclose);
+  H5Id d(H5Dcreate2(loc, name.c_str(), H5T_IEEE_F32LE, space, H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT), H5Dclose);
+  check(d.ok() ? H5Dwrite(d, H5T_NATIVE_FLOAT, H5S_ALL, H5S_ALL, H5P_DEFAULT, v.data()) : herr_t(-1), "writing " + name);
+}
+
+// /router: the centroids (or logistic weights) and the warm-start model whose
+// features they read, as named tensors; omitted for a run routed by a rule.
+void write_router(hid_t o, const TrainedModel& m) {
+  if (m.deck.route.method != "kmeans") return;
+  RunRouter r = load_run_router(m, "");
+  H5Id g = make_group(o, "router");
+  write_attr_string(g, "mode", r.router.mode);
+  write_attr_long(g, "dim", r.router.dim);
+  write_attr_long(g, "prefix_tokens", r.prefix);
+  write_attr_string(g, "scores",
+                    r.router.mode == "logistic" ? "rows [w, b]: score_p = -(w_p . f + b_p), lowest wins"
+                    : r.router.mode == "flat"   ? "centroids_0 [P, dim]: score_p = |f - c_p|^2, lowest wins"
+                                                : "centroids_<l> [modules, dim slice of level l]: score = sum over "
+                                                  "levels of |f_l - c_l,m_l|^2, lowest wins (level l takes features "
+                                                  "[l*dim/levels, (l+1)*dim/levels), the last one the rest)");
+  write_attr_string(g, "features",
+                    "f = mean over the first prefix_tokens positions of lnf(x) of the model in features/, "
+                    "the text's bytes from the window start");
+  write_attr_string(g, "source", r.shard_file);
+  for (size_t l = 0; l < r.router.centroids.size(); ++l) {
+    const auto& c = r.router.centroids[l];
+    hsize_t width = r.router.mode == "logistic" ? r.router.dim + 1 : hsize_t(0);
+    if (!width) width = r.router.mode == "flat" ? r.router.dim : c.size() / r.router.modules_per_level[l];
+    write_plain_floats(g, "centroids_" + std::to_string(l), c, {c.size() / width, width});
   }
-  H5Fclose(f);
-  return m;
+  H5Id f = make_group(g, "features");
+  write_tensors(f, make_layout(m.shape), r.features_params.data(), TensorSet::all);
 }
 
-// Runs `body` inside MPI (a singleton job without mpirun is fine).
-template <typename F>
-int with_mpi(F&& body) {
-  int inited = 0;
-  MPI_Initialized(&inited);
-  if (!inited) MPI_Init(nullptr, nullptr);
-  int code = kExitOk;
-  try {
-    code = body();
-  } catch (...) {
-    MPI_Finalize();
-    throw;
+// Every module once, taken from the first path that holds it; paths that
+// share a module hold the same weights after an outer round (the largest
+// difference is printed when the run ended elsewhere).
+void write_whole(hid_t o, const TrainedModel& m) {
+  const Topology topo = make_topology(m.deck.dipaco.modules_per_level, 1);
+  const ParamLayout lay = make_layout(model_shape(m.deck));
+  std::vector<long> table;
+  for (int p = 0; p < topo.paths; ++p)
+    for (int x : topo.path_modules(p)) table.push_back(x);
+  H5Id t = make_group(o, "topology");
+  write_ints(t, "path_table", table, {hsize_t(topo.paths), hsize_t(topo.levels())});
+  write_attr_string(t, "path_table_layout", "[paths, levels]: the module of each level a path takes");
+  double diff = 0;
+  for (int l = 0; l < topo.levels(); ++l)
+    for (int mod = 0; mod < topo.modules_per_level[l]; ++mod) {
+      const auto holders = topo.paths_with_module(l, mod);
+      const auto& g = lay.groups[1 + l];
+      for (int p : holders)
+        for (size_t i = 0; i < g.size; ++i)
+          diff = std::max(diff, double(std::fabs(m.params(p)[g.offset + i] - m.params(holders[0])[g.offset + i])));
+      H5Id mg = make_group(o, "modules/L" + std::to_string(l) + ".M" + std::to_string(mod));
+      write_attr_long(mg, "from_path", holders[0]);
+      write_tensors(mg, lay, m.params(holders[0]).data(), TensorSet::blocks, l);
+    }
+  if (m.deck.dipaco.shared == "embeddings") {
+    H5Id e = make_group(o, "embeddings");
+    write_tensors(e, lay, m.params(0).data(), TensorSet::embeddings);
+  } else {
+    for (int p = 0; p < topo.paths; ++p) {
+      H5Id e = make_group(o, "paths/P" + std::to_string(p) + "/embeddings");
+      write_tensors(e, lay, m.params(p).data(), TensorSet::embeddings);
+    }
   }
-  MPI_Finalize();
-  return code;
-}
-
-std::string option(const Args& args, size_t& i, const std::string& name) {
-  const std::string& a = args[i];
-  if (a.rfind(name + "=", 0) == 0) return a.substr(name.size() + 1);
-  if (i + 1 >= args.size()) throw DeckError(name + " needs a value");
-  return args[++i];
-}
-
-// Numeric flags: bad text or a value out of range names the flag (std::stod
-// alone would report only "stod").
-long int_option(const std::string& name, const std::string& v, long lo, long hi) {
-  size_t pos = 0;
-  long x = 0;
-  try {
-    x = std::stol(v, &pos);
-  } catch (const std::exception&) {
-    pos = 0;
-  }
-  if (v.empty() || pos != v.size() || x < lo || x > hi)
-    throw DeckError(name + " needs an integer in [" + std::to_string(lo) + ", " + std::to_string(hi) + "], got '" + v + "'");
-  return x;
-}
-
-// `allowed` says the range in words, e.g. "[0, 100]".
-double number_option(const std::string& name, const std::string& v, double lo, double hi, const std::string& allowed) {
-  size_t pos = 0;
-  double x = 0;
-  try {
-    x = std::stod(v, &pos);
-  } catch (const std::exception&) {
-    pos = 0;
-  }
-  if (v.empty() || pos != v.size() || !std::isfinite(x) || x < lo || x > hi)
-    throw DeckError(name + " needs a number in " + allowed + ", got '" + v + "'");
-  return x;
+  if (diff > 0)
+    std::printf("note: paths sharing a module differ by up to %.3g (the run did not end on an outer round); each module "
+                "is taken from the first path that holds it\n",
+                diff);
 }
 
 }  // namespace
@@ -119,53 +153,95 @@ double number_option(const std::string& name, const std::string& v, double lo, d
 int cmd_export(const Args& args) {
   std::string ckpt, out;
   long path = -1;
+  bool all = false;
   for (size_t i = 0; i < args.size(); ++i) {
-    if (args[i].rfind("--path", 0) == 0) path = int_option("--path", option(args, i, "--path"), 0, kMaxPaths - 1);
-    else if (args[i].rfind("--", 0) == 0) throw DeckError("unknown option '" + args[i] + "' (export takes --path P)");
+    if (is_flag(args[i], "--path")) path = int_option("--path", option(args, i, "--path"), 0, kMaxPaths - 1);
+    else if (args[i] == "--all") all = true;
+    else if (args[i].rfind("--", 0) == 0) throw DeckError("unknown option '" + args[i] + "' (export takes --path P or --all)");
     else (ckpt.empty() ? ckpt : out) = args[i];
   }
-  if (ckpt.empty() || out.empty() || path < 0) throw DeckError("usage: dipaco export CKPT.h5 --path P OUT.h5");
+  if (ckpt.empty() || out.empty() || (path < 0) == !all)
+    throw DeckError("usage: dipaco export CKPT.h5 (--path P | --all) OUT.h5");
+  const TrainedModel m = open_trained_model(ckpt);
+  if (m.kind != "checkpoint") throw DeckError("'" + ckpt + "' is a " + m.kind + "; export reads a training checkpoint");
+  if (path >= m.paths)
+    throw DeckError("--path " + std::to_string(path) + ": the checkpoint has paths 0.." + std::to_string(m.paths - 1));
   H5Eset_auto2(H5E_DEFAULT, nullptr, nullptr);
-  std::string deck_text;
-  std::vector<float> params;
-  {
-    H5Id f(H5Fopen(ckpt.c_str(), H5F_ACC_RDONLY, H5P_DEFAULT), H5Fclose);
-    if (!f.ok()) throw DeckError("cannot open checkpoint '" + ckpt + "'");
-    deck_text = read_attr_string(f, "deck");
-    long paths = read_attr_long(open_group(f, "/topology"), "paths", 1, kMaxPaths);
-    if (path >= paths)
-      throw DeckError("--path " + std::to_string(path) + ": the checkpoint has paths 0.." + std::to_string(paths - 1));
-    params.resize(make_layout(model_shape(dense_deck(deck_text))).total);
-    read_floats(open_group(f, "/paths/P" + std::to_string(path)), "params", params.size(), params.data(), ckpt);
-  }
-  Deck d = dense_deck(deck_text);
-
-  hid_t o = H5Fcreate(out.c_str(), H5F_ACC_TRUNC, H5P_DEFAULT, H5P_DEFAULT);
-  if (o < 0) throw CheckpointError("cannot create '" + out + "'");
+  const std::string tmp = out + ".tmp";
+  hid_t o = H5Fcreate(tmp.c_str(), H5F_ACC_TRUNC, H5P_DEFAULT, H5P_DEFAULT);
+  if (o < 0) throw CheckpointError("cannot create '" + tmp + "'");
   try {
-    write_attr_string(o, "format", "dipaco-model");
-    write_attr_string(o, "deck", deck_text);
-    write_attr_string(o, "source_checkpoint", ckpt);
-    write_attr_string(o, "dense_deck", d.text());
-    write_attr_long(o, "path", path);
-    write_floats(o, "params", params.data(), params.size());
+    write_attr_string(o, "format", all ? "dipaco-model-all" : "dipaco-model");
+    write_hyperparameters(o, m);
+    if (all) {
+      write_whole(o, m);
+      write_router(o, m);
+    } else {
+      write_attr_long(o, "path", path);
+      H5Id g = make_group(o, "tensors");
+      write_tensors(g, make_layout(m.shape), m.params(int(path)).data(), TensorSet::all);
+    }
   } catch (...) {
     H5Fclose(o);
+    fs::remove(tmp);
     throw;
   }
-  if (H5Fclose(o) < 0) throw CheckpointError("writing '" + out + "' failed (disk full?)");
-  std::printf("exported path %ld of %s (%zu parameters) to %s\n", path, ckpt.c_str(), params.size(), out.c_str());
+  if (H5Fclose(o) < 0) throw CheckpointError("writing '" + tmp + "' failed (disk full?)");
+  fs::rename(tmp, out);
+  const size_t n = make_layout(m.shape).total;
+  if (all) std::printf("exported %d paths of %s (every module once, the path table, the router) to %s\n", m.paths, ckpt.c_str(), out.c_str());
+  else std::printf("exported path %ld of %s (%zu parameters) to %s\n", path, ckpt.c_str(), n, out.c_str());
   return kExitOk;
 }
 
-int cmd_evaluate(const Args& args) {
-  if (args.size() != 1) throw DeckError("usage: dipaco evaluate MODEL.h5");
-  ExportedModel m = read_model(args[0]);
+namespace {
+
+// Bits per byte of a text read as one byte stream in consecutive windows of T
+// targets: window w feeds bytes [wT, wT + T) and predicts bytes [wT + 1, wT + T + 1),
+// so every byte after the first is scored once, with the context of its window.
+double text_bits_per_byte(const TrainedModel& m, int path, const std::string& text, double& scored) {
+  const ModelShape& s = m.shape;
+  auto k = make_kernels("cpu");
+  Model model(*k, s, 1, Precision::fp32);
+  DeviceBuffer<float> p(*k, m.params(path).size());
+  k->to_device(p.get(), m.params(path).data(), m.params(path).size() * sizeof(float));
+  DeviceBuffer<int32_t> tok(*k, s.T), tgt(*k, s.T);
+  std::vector<int32_t> x(s.T), y(s.T);
+  std::vector<float> loss(s.T);
+  double nats = 0;
+  scored = 0;
+  for (size_t w = 0; w + 1 < text.size(); w += s.T) {
+    const size_t n = std::min<size_t>(s.T, text.size() - 1 - w);
+    for (size_t t = 0; t < size_t(s.T); ++t) {
+      x[t] = t < n ? uint8_t(text[w + t]) : 0;
+      y[t] = t < n ? uint8_t(text[w + t + 1]) : 0;
+    }
+    k->to_device(tok.get(), x.data(), x.size() * sizeof(int32_t));
+    k->to_device(tgt.get(), y.data(), y.size() * sizeof(int32_t));
+    model.forward(p.get(), tok.get(), tgt.get());
+    k->to_host(loss.data(), model.token_losses(), loss.size() * sizeof(float));
+    for (size_t t = 0; t < n; ++t) nats += loss[t];  // padding past the text is not scored (causal)
+    scored += double(n);
+  }
+  return nats / std::log(2.0) / scored;
+}
+
+std::string read_text_file(const std::string& file) {
+  std::ifstream in(file, std::ios::binary);
+  if (!in) throw DeckError("--text: cannot read '" + file + "'");
+  std::ostringstream ss;
+  ss << in.rdbuf();
+  if (ss.str().size() < 2) throw DeckError("--text: '" + file + "' needs at least 2 bytes (one to predict)");
+  return ss.str();
+}
+
+// The path's own validation shard, as the run evaluated it.
+int evaluate_on_shard(const TrainedModel& m, int path, const std::string& file) {
   return with_mpi([&] {
-    Deck src = load_deck_text(m.source_deck, "the model's deck");
-    Deck d = dense_deck(m.source_deck);
-    const int P = path_count(src.dipaco.modules_per_level);
-    // The path's own shards: the run's newest shard file (next to its checkpoints), else the rule.
+    const Deck& src = m.deck;
+    Deck d = dense_deck(m.deck_text);
+    const int P = m.paths;
+    // The run's newest shard file (next to its checkpoints), else the rule.
     Split split = split_corpus(read_corpus(src.data.corpus), src.data.val_fraction, src.data.min_val_docs);
     const std::string shard_file = latest_shard_file(fs::path(m.source).parent_path().parent_path().string());
     Assignment ta, va;
@@ -175,75 +251,44 @@ int cmd_evaluate(const Args& args) {
     } else if (src.route.method != "kmeans") {
       ta = assign_by_rule(split.train, P, src.route.method), va = assign_by_rule(split.val, P, src.route.method);
     } else {
-      throw DeckError("the shard file of the run that trained " + args[0] + " is missing (expected next to " + m.source + ")");
+      throw DeckError("the shard file of the run that trained " + file + " is missing (expected next to " + m.source + ")");
     }
-    if (int(ta.size()) != P) throw CheckpointError(shard_file + " holds " + std::to_string(ta.size()) + " paths, the model's run had " + std::to_string(P));
+    if (int(ta.size()) != P)
+      throw CheckpointError(shard_file + " holds " + std::to_string(ta.size()) + " paths, the model's run had " + std::to_string(P));
     auto train = shards_of(split.train, ta), val = shards_of(split.val, va);
     auto k = make_kernels(d.run.device);
-    Trainer t(d, MPI_COMM_WORLD, *k, {train[m.path]}, {val[m.path]}, "", false);
-    k->to_device(t.paths()[0].params.get(), m.params.data(), m.params.size() * sizeof(float));
+    Trainer t(d, MPI_COMM_WORLD, *k, {train[path]}, {val[path]}, "", false);
+    k->to_device(t.paths()[0].params.get(), m.params(path).data(), m.params(path).size() * sizeof(float));
     EvalResult e = t.evaluate();
-    std::printf("path %ld: validation bits per byte %.6f on its own shard (%.0f tokens)\n", m.path, e.bpb, e.path_tokens[0]);
+    std::printf("path %d: validation bits per byte %.6f on its own shard (%.0f tokens)\n", path, e.bpb, e.path_tokens[0]);
     return kExitOk;
   });
 }
 
-int cmd_generate(const Args& args) {
-  std::string file, prompt = "\n";
-  int tokens = 200;
-  double temperature = 0.8;
-  long seed = 1;
+}  // namespace
+
+int cmd_evaluate(const Args& args) {
+  std::string file, text_file;
+  long path = -1;
   for (size_t i = 0; i < args.size(); ++i) {
-    const std::string& a = args[i];
-    if (a.rfind("--prompt", 0) == 0) prompt = option(args, i, "--prompt");
-    else if (a.rfind("--tokens", 0) == 0) tokens = int(int_option("--tokens", option(args, i, "--tokens"), 0, 1 << 20));
-    else if (a.rfind("--temperature", 0) == 0)
-      temperature = number_option("--temperature", option(args, i, "--temperature"), 0, 100, "[0, 100] (0: always the likeliest byte)");
-    else if (a.rfind("--seed", 0) == 0) seed = int_option("--seed", option(args, i, "--seed"), 0, std::numeric_limits<long>::max());
-    else if (a.rfind("--", 0) == 0) throw DeckError("unknown option '" + a + "' (generate takes --prompt, --tokens, --temperature, --seed)");
-    else file = a;
+    if (is_flag(args[i], "--path")) path = int_option("--path", option(args, i, "--path"), 0, kMaxPaths - 1);
+    else if (is_flag(args[i], "--text")) text_file = option(args, i, "--text");
+    else if (args[i].rfind("--", 0) == 0) throw DeckError("unknown option '" + args[i] + "' (evaluate takes --path P, --text FILE)");
+    else if (file.empty()) file = args[i];
+    else throw DeckError("usage: dipaco evaluate MODEL.h5 [--path P] [--text FILE]");
   }
-  if (file.empty()) throw DeckError("usage: dipaco generate MODEL.h5 --prompt \"...\" [--tokens N] [--temperature T] [--seed S]");
-  if (prompt.empty()) prompt = "\n";
-  ExportedModel m = read_model(file);
-  Deck d = dense_deck(m.source_deck);
-  ModelShape s = model_shape(d);
-  auto k = make_kernels(d.run.device);
-  Model model(*k, s, 1, Precision::fp32);
-  DeviceBuffer<float> p(*k, m.params.size());
-  k->to_device(p.get(), m.params.data(), m.params.size() * sizeof(float));
-  DeviceBuffer<int32_t> tok(*k, s.T), tgt(*k, s.T);
-  std::vector<int32_t> window(s.T, 0);
-  std::vector<float> probs(s.V);
-  std::string text(prompt);
-  std::mt19937_64 rng(seed);
-  std::printf("%s", prompt.c_str());
-  for (int i = 0; i < tokens; ++i) {
-    // The last T bytes, left-aligned: causal attention ignores what follows.
-    size_t start = text.size() > size_t(s.T) ? text.size() - s.T : 0, len = text.size() - start;
-    for (size_t j = 0; j < size_t(s.T); ++j) window[j] = j < len ? uint8_t(text[start + j]) : 0;
-    k->to_device(tok.get(), window.data(), window.size() * sizeof(int32_t));
-    k->to_device(tgt.get(), window.data(), window.size() * sizeof(int32_t));
-    model.forward(p.get(), tok.get(), tgt.get());
-    k->to_host(probs.data(), model.probabilities() + (len - 1) * s.V, s.V * sizeof(float));
-    // Byte 0 ends a document in training data: never emit it mid-text. Scaling
-    // works on log-probabilities less their maximum, so the likeliest byte
-    // keeps weight 1 at any temperature (powers of probabilities underflow to
-    // all zeros at a low one); temperature 0 takes the likeliest byte.
-    int best = 1;
-    for (int v = 2; v < s.V; ++v)
-      if (probs[v] > probs[best]) best = v;
-    int next = best;
-    if (temperature > 0) {
-      const double top = std::log(std::max(double(probs[best]), 1e-30));
-      std::vector<double> w(s.V, 0.0);
-      for (int v = 1; v < s.V; ++v) w[v] = std::exp((std::log(std::max(double(probs[v]), 1e-30)) - top) / temperature);
-      next = std::discrete_distribution<int>(w.begin(), w.end())(rng);
-    }
-    text += char(next);
-    std::putchar(next);
-  }
-  std::printf("\n");
+  if (file.empty()) throw DeckError("usage: dipaco evaluate MODEL.h5 [--path P] [--text FILE]");
+  const TrainedModel m = open_trained_model(file);
+  if (m.only_path >= 0 && path >= 0 && path != m.only_path)
+    throw DeckError("--path " + std::to_string(path) + ": " + file + " holds only path " + std::to_string(m.only_path));
+  if (m.only_path < 0 && path < 0 && m.paths > 1)
+    throw DeckError(file + " holds " + std::to_string(m.paths) + " paths: choose one with --path (0.." + std::to_string(m.paths - 1) + ")");
+  if (path >= m.paths) throw DeckError("--path " + std::to_string(path) + ": the model has paths 0.." + std::to_string(m.paths - 1));
+  const int p = m.only_path >= 0 ? int(m.only_path) : int(std::max(0L, path));
+  if (text_file.empty()) return evaluate_on_shard(m, p, file);
+  double scored = 0;
+  const double bpb = text_bits_per_byte(m, p, read_text_file(text_file), scored);
+  std::printf("path %d: %.8f bits per byte on %s (%.0f bytes scored, windows of %d)\n", p, bpb, text_file.c_str(), scored, m.shape.T);
   return kExitOk;
 }
 

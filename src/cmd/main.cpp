@@ -26,6 +26,7 @@ int main(int argc, char** argv) {
     if (cmd == "export") return cmd_export(args);
     if (cmd == "evaluate") return cmd_evaluate(args);
     if (cmd == "generate") return cmd_generate(args);
+    if (cmd == "route") return cmd_route(args);
   } catch (const DeckError& e) {
     std::fprintf(stderr, "dipaco: error: %s\n", e.what());
     return kExitBadInput;

@@ -23,6 +23,7 @@ int cmd_inspect(const Args& args);
 int cmd_export(const Args& args);
 int cmd_evaluate(const Args& args);
 int cmd_generate(const Args& args);
+int cmd_route(const Args& args);
 std::string usage();
 
 // Splits "DECK.ini --a.b=c ..." into the deck path and overrides.

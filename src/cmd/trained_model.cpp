@@ -1,0 +1,179 @@
+// Opening what training or export wrote, for the inference commands.
+#include "dipaco/cmd/trained_model.hpp"
+
+#include <hdf5.h>
+
+#include <cmath>
+#include <cstdio>
+#include <filesystem>
+
+#include "dipaco/data/corpus.hpp"
+#include "dipaco/data/features.hpp"
+#include "dipaco/data/shards.hpp"
+#include "dipaco/io/checkpoint.hpp"
+#include "dipaco/io/h5io.hpp"
+#include "dipaco/io/named_tensors.hpp"
+#include "dipaco/train/trainer.hpp"
+
+namespace fs = std::filesystem;
+
+namespace dipaco {
+
+Deck dense_deck(const std::string& source_deck, const Args& overrides) {
+  Args ov = {"dipaco.modules_per_level=1", "model.layers_per_level=0", "dipaco.inner_steps=0"};
+  ov.insert(ov.end(), overrides.begin(), overrides.end());
+  return load_deck_text(source_deck, "the model's deck", ov);
+}
+
+const std::vector<float>& TrainedModel::params(int path) const {
+  if (only_path >= 0) return path_params.at(0);
+  return path_params.at(size_t(path));
+}
+
+namespace {
+
+void read_checkpoint_paths(hid_t f, TrainedModel& m) {
+  m.paths = int(read_attr_long(open_group(f, "/topology"), "paths", 1, kMaxPaths));
+  const size_t n = make_layout(m.shape).total;
+  for (int p = 0; p < m.paths; ++p) {
+    m.path_params.emplace_back(n);
+    read_floats(open_group(f, "/paths/P" + std::to_string(p)), "params", n, m.path_params.back().data(), m.file);
+  }
+}
+
+// A whole-model export: /embeddings (or /paths/P<p>/embeddings when private),
+// /modules/L<l>.M<m>, /topology/path_table; a path is assembled from its modules.
+void read_whole_export(hid_t f, TrainedModel& m) {
+  m.paths = int(read_attr_long(f, "paths", 1, kMaxPaths));
+  const int levels = int(m.deck.dipaco.modules_per_level.size());
+  hsize_t rows = 0;
+  H5Id t = open_numbers(f, "/topology/path_table", rows, hsize_t(levels));
+  if (rows != hsize_t(m.paths)) throw CheckpointError(m.file + ": /topology/path_table has " + std::to_string(rows) + " rows");
+  std::vector<long> table(rows * levels);
+  check(H5Dread(t, H5T_NATIVE_LONG, H5S_ALL, H5S_ALL, H5P_DEFAULT, table.data()), "reading the path table");
+  // The path's layout by level: the whole-model block numbers of each level.
+  ModelShape ps = model_shape(m.deck);
+  ParamLayout lay = make_layout(ps);
+  const bool shared = m.deck.dipaco.shared == "embeddings";
+  for (int p = 0; p < m.paths; ++p) {
+    std::vector<float> arena(lay.total);
+    read_tensors(open_group(f, shared ? "/embeddings" : "/paths/P" + std::to_string(p) + "/embeddings"), lay, arena.data(),
+                 TensorSet::embeddings);
+    for (int l = 0; l < levels; ++l) {
+      const long mod = table[size_t(p) * levels + l];
+      read_tensors(open_group(f, "/modules/L" + std::to_string(l) + ".M" + std::to_string(mod)), lay, arena.data(),
+                   TensorSet::blocks, l);
+    }
+    m.path_params.push_back(std::move(arena));  // the leveled layout is the dense one, block by block
+  }
+}
+
+}  // namespace
+
+TrainedModel open_trained_model(const std::string& file) {
+  H5Eset_auto2(H5E_DEFAULT, nullptr, nullptr);
+  if (!fs::is_regular_file(file)) throw DeckError("cannot open '" + file + "': no such file (a checkpoint or an export)");
+  H5Id f(H5Fopen(file.c_str(), H5F_ACC_RDONLY, H5P_DEFAULT), H5Fclose);
+  if (!f.ok()) throw DeckError("'" + file + "' is not an HDF5 file (give a checkpoint ckpt-*.h5 or an export)");
+  TrainedModel m;
+  m.file = file;
+  std::string format;
+  if (H5Aexists(f, "format") > 0) format = read_attr_string(f, "format");
+  if (format.empty() && H5Aexists(f, "format_version") <= 0)
+    throw DeckError("'" + file + "' is neither a checkpoint nor an exported model (a shard file or warm start?)");
+  m.deck_text = read_attr_string(f, "deck");
+  m.deck = load_deck_text(m.deck_text, "the model's deck");
+  m.shape = model_shape(dense_deck(m.deck_text));
+  if (format.empty()) {
+    m.kind = "checkpoint", m.source = file;
+    read_checkpoint_paths(f, m);
+  } else if (format == "dipaco-model") {
+    m.kind = "path export";
+    m.source = read_attr_string(f, "source_checkpoint");
+    m.only_path = read_attr_scalar<long>(f, "path", H5T_NATIVE_LONG);
+    m.paths = int(read_attr_long(f, "paths", 1, kMaxPaths));
+    m.path_params.emplace_back(make_layout(m.shape).total);
+    read_tensors(open_group(f, "/tensors"), make_layout(m.shape), m.path_params[0].data(), TensorSet::all);
+  } else if (format == "dipaco-model-all") {
+    m.kind = "whole-model export";
+    m.source = read_attr_string(f, "source_checkpoint");
+    read_whole_export(f, m);
+  } else {
+    throw DeckError("'" + file + "' has format '" + format + "' (expected a checkpoint, dipaco-model or dipaco-model-all)");
+  }
+  return m;
+}
+
+RunRouter load_run_router(const TrainedModel& m, const std::string& shards) {
+  RunRouter r;
+  r.prefix = m.deck.route.prefix_tokens;
+  if (m.deck.route.method != "kmeans")
+    throw DeckError("the run routed by route.method = " + m.deck.route.method +
+                    ", not by features: there is no router (choose a path with --path)");
+  const std::string run_dir = fs::path(m.source).parent_path().parent_path().string();
+  r.shard_file = shards.empty() ? latest_shard_file(run_dir) : shards;
+  if (r.shard_file.empty())
+    throw DeckError("no shard file in " + run_dir + " (the run directory of " + m.source + "); give one with --shards FILE");
+  const Deck& d = m.deck;
+  Split split = split_corpus(read_corpus(d.data.corpus), d.data.val_fraction, d.data.min_val_docs);
+  ShardFile sf = read_shard_file(r.shard_file, split);
+  if (!sf.has_router) throw DeckError(r.shard_file + " holds no router");
+  r.router = sf.router;
+  if (r.router.paths() != m.paths)
+    throw DeckError(r.shard_file + " routes to " + std::to_string(r.router.paths()) + " paths, the model has " + std::to_string(m.paths));
+  const ModelShape s = model_shape(d);
+  r.features_params.resize(make_layout(s).total);
+  if (d.route.warm_steps == 0) {
+    r.features_params = init_params(s, make_layout(s), d.run.seed);
+    r.warm_file = "(the initialisation of run.seed)";
+    return r;
+  }
+  r.warm_file = d.route.warm_start.empty() ? run_dir + "/warmstart.h5" : d.route.warm_start;
+  H5Id f(fs::is_regular_file(r.warm_file) ? H5Fopen(r.warm_file.c_str(), H5F_ACC_RDONLY, H5P_DEFAULT) : -1, H5Fclose);
+  if (!f.ok()) throw DeckError("the warm start " + r.warm_file + " whose features route is missing");
+  read_floats(f, "params", r.features_params.size(), r.features_params.data(), r.warm_file);
+  return r;
+}
+
+TextRouter::TextRouter(const RunRouter& r, const ModelShape& s)
+    : r_(r), s_(s), k_(make_cpu_kernels()), model_(std::make_unique<Model>(*k_, s, 1, Precision::fp32)) {}
+
+// The routing features of the run (features.cpp): the warm-start model's
+// final hidden state mean-pooled over the prefix's positions.
+RouteChoice TextRouter::route(const std::string& text, size_t begin) const {
+  Model& model = *model_;
+  std::vector<int32_t> tok(s_.T, 0);
+  Document doc{"", "", text};
+  for (int t = 0; t < s_.T; ++t) tok[t] = doc_byte(doc, begin + t);
+  model.forward(r_.features_params.data(), tok.data(), tok.data());
+  const int C = s_.C, m = std::min(r_.prefix, s_.T);
+  const size_t left = text.size() + 1 > begin ? text.size() + 1 - begin : 1;
+  const int n = int(std::min<size_t>(m, left));
+  std::vector<float> f(C, 0.0f);
+  for (int t = 0; t < n; ++t)
+    for (int c = 0; c < C; ++c) f[c] += model.hidden()[size_t(t) * C + c] / float(n);
+  RouteChoice out;
+  out.mode = r_.router.mode;
+  out.scores.resize(r_.router.paths());
+  r_.router.path_scores(f.data(), out.scores.data());
+  out.path = int(std::min_element(out.scores.begin(), out.scores.end()) - out.scores.begin());
+  return out;
+}
+
+std::string RouteChoice::why() const {
+  char buf[160];
+  if (mode == "logistic") {
+    double top = -scores[path], z = 0;
+    for (double s : scores) z += std::exp(-s - top);
+    std::snprintf(buf, sizeof buf, "probability %.3f", 1.0 / z);
+    return buf;
+  }
+  int next = -1;
+  for (int p = 0; p < int(scores.size()); ++p)
+    if (p != path && (next < 0 || scores[p] < scores[next])) next = p;
+  if (next < 0) std::snprintf(buf, sizeof buf, "squared distance %.4g (the only path)", scores[path]);
+  else std::snprintf(buf, sizeof buf, "squared distance %.4g (next P%d at %.4g)", scores[path], next, scores[next]);
+  return buf;
+}
+
+}  // namespace dipaco
