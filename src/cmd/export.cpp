@@ -62,7 +62,9 @@ void write_hyperparameters(hid_t o, const TrainedModel& m) {
 }
 
 H5Id make_group(hid_t loc, const std::string& name) {
-  H5Id g(H5Gcreate2(loc, name.c_str(), H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT), H5Gclose);
+  H5Id lcpl(H5Pcreate(H5P_LINK_CREATE), H5Pclose);  // "modules/L0.M1" creates "modules" too
+  H5Pset_create_intermediate_group(lcpl, 1);
+  H5Id g(H5Gcreate2(loc, name.c_str(), lcpl, H5P_DEFAULT, H5P_DEFAULT), H5Gclose);
   if (!g.ok()) throw CheckpointError("cannot create group " + name);
   return g;
 }
@@ -259,6 +261,9 @@ int evaluate_on_shard(const TrainedModel& m, int path, const std::string& file) 
     auto k = make_kernels(d.run.device);
     Trainer t(d, MPI_COMM_WORLD, *k, {train[path]}, {val[path]}, "", false);
     k->to_device(t.paths()[0].params.get(), m.params(path).data(), m.params(path).size() * sizeof(float));
+    if (val[path].empty())
+      throw DeckError("path " + std::to_string(path) + " has no validation documents in " + shard_file +
+                      " (the router sent none there); use --text FILE");
     EvalResult e = t.evaluate();
     std::printf("path %d: validation bits per byte %.6f on its own shard (%.0f tokens)\n", path, e.bpb, e.path_tokens[0]);
     return kExitOk;

@@ -104,12 +104,42 @@ TrainedModel open_trained_model(const std::string& file) {
   return m;
 }
 
-RunRouter load_run_router(const TrainedModel& m, const std::string& shards) {
+namespace {
+
+// The router an --all export carries (/router: centroids and the features model).
+RunRouter router_of_export(const TrainedModel& m) {
   RunRouter r;
-  r.prefix = m.deck.route.prefix_tokens;
+  H5Id f(H5Fopen(m.file.c_str(), H5F_ACC_RDONLY, H5P_DEFAULT), H5Fclose);
+  H5Id g = open_group(f, "/router");
+  r.shard_file = m.file + ":/router", r.warm_file = m.file + ":/router/features";
+  r.prefix = int(read_attr_long(g, "prefix_tokens", 1, 1 << 30));
+  r.router.mode = read_attr_string(g, "mode");
+  r.router.dim = int(read_attr_long(g, "dim", 1, 1 << 20));
+  r.router.modules_per_level = m.deck.dipaco.modules_per_level;
+  const size_t levels = r.router.mode == "product" ? r.router.modules_per_level.size() : 1;
+  for (size_t l = 0; l < levels; ++l) {
+    const std::string name = "centroids_" + std::to_string(l);
+    H5Id d(H5Lexists(g, name.c_str(), H5P_DEFAULT) > 0 ? H5Dopen2(g, name.c_str(), H5P_DEFAULT) : -1, H5Dclose);
+    if (!d.ok()) throw CheckpointError(m.file + ": /router/" + name + " is missing");
+    H5Id space(H5Dget_space(d), H5Sclose);
+    const hssize_t n = H5Sget_simple_extent_npoints(space);
+    r.router.centroids.emplace_back(size_t(n));
+    check(H5Dread(d, H5T_NATIVE_FLOAT, H5S_ALL, H5S_ALL, H5P_DEFAULT, r.router.centroids.back().data()), "reading " + name);
+  }
+  r.features_params.resize(make_layout(m.shape).total);
+  read_tensors(open_group(g, "features"), make_layout(m.shape), r.features_params.data(), TensorSet::all);
+  return r;
+}
+
+}  // namespace
+
+RunRouter load_run_router(const TrainedModel& m, const std::string& shards) {
   if (m.deck.route.method != "kmeans")
     throw DeckError("the run routed by route.method = " + m.deck.route.method +
                     ", not by features: there is no router (choose a path with --path)");
+  if (m.kind == "whole-model export" && shards.empty()) return router_of_export(m);
+  RunRouter r;
+  r.prefix = m.deck.route.prefix_tokens;
   const std::string run_dir = fs::path(m.source).parent_path().parent_path().string();
   r.shard_file = shards.empty() ? latest_shard_file(run_dir) : shards;
   if (r.shard_file.empty())

@@ -12,7 +12,7 @@ small=$tmp/small
 at_exit() { umount "$small" 2>/dev/null; }
 # A bound on every run, so that a run that hangs or never stops fails its check.
 mpirun=(timeout -k 5 120 mpirun --allow-run-as-root --oversubscribe --bind-to none)
-tiny=(inputs/quickstart.ini --model.d_model=32 --model.n_layers=2 --model.context=64 --eval.every=0 --eval.batches=1
+tiny=(inputs/dense.ini --model.d_model=32 --model.n_layers=2 --model.context=64 --eval.every=0 --eval.batches=1
       --run.log_every=10)
 run() {  # run NP OUT_DIR NAME [overrides...]
   local np=$1 out=$2 name=$3

@@ -13,10 +13,10 @@ printf '[train]\nsteps = lots\n' >"$tmp/type.ini"
 printf '[data]\ncorpus = %s/missing.jsonl\n' "$tmp" >"$tmp/nocorpus.ini"
 
 check "help lists keys with defaults" 0 "train.lr <float> .*default: 3e-3" -- "$bin" --help
-check "deck prints the resolved deck" 0 "^steps = 500" -- "$bin" deck inputs/quickstart.ini
-check "override shows in resolved deck" 0 "^lr = 0.01" -- "$bin" deck inputs/quickstart.ini --train.lr=0.01
+check "deck prints the resolved deck" 0 "^steps = 500" -- "$bin" deck inputs/dense.ini
+check "override shows in resolved deck" 0 "^lr = 0.01" -- "$bin" deck inputs/dense.ini --train.lr=0.01
 check "unknown key: file, line, suggestion" 2 "typo.ini:2: unknown key 'train.lrr' \(did you mean train.lr\?\)" -- "$bin" deck "$tmp/typo.ini"
-check "unknown override key" 2 "did you mean train.steps\?" -- "$bin" deck inputs/quickstart.ini --train.stpes=3
+check "unknown override key" 2 "did you mean train.steps\?" -- "$bin" deck inputs/dense.ini --train.stpes=3
 check "wrong type" 2 "invalid value 'lots' for train.steps: expected an integer" -- "$bin" deck "$tmp/type.ini"
 check "missing deck" 2 "cannot open deck file 'nope.ini'" -- "$bin" deck nope.ini
 check "missing corpus under mpirun" 2 "cannot open corpus file '$tmp/missing.jsonl'" -- "${mpirun[@]}" -np 2 "$bin" run "$tmp/nocorpus.ini" --run.out_dir="$tmp/runs"
@@ -26,9 +26,9 @@ check "unknown command" 2 "unknown command" -- "$bin" frobnicate
 
 # The quickstart deck learns: validation bits per byte from 8 to below 3.5.
 check "quickstart learns" 0 "validation bits per byte: (1|2|3\.[0-4])" -- \
-  env OMP_NUM_THREADS=2 "${mpirun[@]}" -np 1 "$bin" run inputs/quickstart.ini --run.out_dir="$tmp/runs"
-check "quickstart wrote its results" 0 '"type":"eval","step":500' -- cat "$tmp/runs/quickstart/metrics.jsonl"
-check "summary" 0 '"val_bpb":' -- cat "$tmp/runs/quickstart/summary.json"
+  env OMP_NUM_THREADS=2 "${mpirun[@]}" -np 1 "$bin" run inputs/dense.ini --run.out_dir="$tmp/runs"
+check "quickstart wrote its results" 0 '"type":"eval","step":500' -- cat "$tmp/runs/dense/metrics.jsonl"
+check "summary" 0 '"val_bpb":' -- cat "$tmp/runs/dense/summary.json"
 
 # A small DiPaCo run: inspect its checkpoint, export one path, and check that
 # evaluating the exported path gives exactly the routed evaluation of that path.

@@ -10,7 +10,7 @@ build=$1 src=$2
 bin=$build/dipaco
 cd "$src"
 source tests/integration/lib.sh
-deck=(inputs/quickstart.ini --model.d_model=32 --model.n_layers=2 --model.context=64 --train.steps=100
+deck=(inputs/dense.ini --model.d_model=32 --model.n_layers=2 --model.context=64 --train.steps=100
       --fault.step_delay=0.05 --checkpoint.every=20 --run.log_every=5 --eval.every=0 --eval.batches=1 --run.collective_timeout=4)
 
 # Starts a 2-rank run in the background; waits for its first checkpoint.

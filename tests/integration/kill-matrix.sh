@@ -15,7 +15,7 @@ cd "$src"
 source tests/integration/lib.sh
 # Two paths on two ranks: a warm start, k-means routing, outer rounds every 10
 # steps, checkpoints every 10, evaluations every 20.
-deck=(inputs/quickstart.ini --model.d_model=32 --model.n_layers=2 --model.context=64 --train.steps=40
+deck=(inputs/dense.ini --model.d_model=32 --model.n_layers=2 --model.context=64 --train.steps=40
       --dipaco.modules_per_level=2 --dipaco.inner_steps=10 --route.method=kmeans --route.warm_steps=20
       --checkpoint.every=10 --eval.every=20 --eval.batches=1 --run.log_every=10 --run.collective_timeout=5)
 run() {  # run NAME [extra keys...]: the 2-rank job in the foreground

@@ -9,7 +9,7 @@ build=$1 src=$2
 bin=$build/dipaco
 cd "$src"
 source tests/integration/lib.sh
-deck=(inputs/quickstart.ini --model.d_model=32 --model.n_layers=2 --model.context=64 --eval.every=0 --eval.batches=1
+deck=(inputs/dense.ini --model.d_model=32 --model.n_layers=2 --model.context=64 --eval.every=0 --eval.batches=1
       --checkpoint.every=20 --train.steps=200 --fault.step_delay=0.05 --run.log_every=20)
 run() {  # run OUTPUT: a 2-rank run into $tmp/shared
   OMP_NUM_THREADS=1 timeout 600 mpirun --allow-run-as-root --oversubscribe --bind-to none -np 2 "$bin" run "${deck[@]}" \

@@ -17,7 +17,7 @@ grep -qE '^memory per rank: about [0-9]+ MB \(params\+optimizer [0-9]+, activati
 
 # A model of about 3.3e12 weights: refused before anything is allocated or read.
 t0=$(date +%s)
-OMP_NUM_THREADS=1 timeout 300 "${mpi[@]}" "$bin" run inputs/quickstart.ini --model.d_model=65536 --model.n_layers=64 \
+OMP_NUM_THREADS=1 timeout 300 "${mpi[@]}" "$bin" run inputs/dense.ini --model.d_model=65536 --model.n_layers=64 \
   "${quick[@]}" --run.name=huge >"$tmp/out" 2>&1
 code=$? dt=$(($(date +%s) - t0))
 if [[ $code -eq 2 ]] && grep -q "memory per rank: about [0-9]* MB (params+optimizer .* does not fit: 1 rank(s) on a node need" "$tmp/out" && ((dt < 60)); then
@@ -31,7 +31,7 @@ fi
 measure() {  # measure NAME OVERRIDES...: sets est (MB) and peak (MB)
   local name=$1
   shift
-  OMP_NUM_THREADS=1 timeout 600 "${mpi[@]}" /usr/bin/time -v "$bin" run inputs/quickstart.ini "${quick[@]}" \
+  OMP_NUM_THREADS=1 timeout 600 "${mpi[@]}" /usr/bin/time -v "$bin" run inputs/dense.ini "${quick[@]}" \
     --run.name="$name" "$@" >"$tmp/$name.out" 2>&1 || { bad "$name: run failed" "$tmp/$name.out"; return 1; }
   est=$(sed -nE 's/.*memory per rank: about ([0-9]+) MB.*/\1/p' "$tmp/$name.out" | head -1)
   peak=$(($(sed -nE 's/.*Maximum resident set size \(kbytes\): ([0-9]+).*/\1/p' "$tmp/$name.out") / 1000))

@@ -40,7 +40,7 @@ g1=$(grep -o '"routed_val_bpb":[^,]*' "$tmp/np1/summary.json") g4=$(grep -o '"ro
 # resumed ends bitwise where an uninterrupted one does (each replica is stored
 # and restored), and with private embeddings the replicas' embeddings agree
 # after the last round (they are averaged among the replicas of the path).
-replicas=(inputs/quickstart.ini --model.d_model=32 --model.n_layers=2 --model.context=64 --train.steps=8
+replicas=(inputs/dense.ini --model.d_model=32 --model.n_layers=2 --model.context=64 --train.steps=8
           --dipaco.inner_steps=4 --dipaco.replica_mode=diloco --dipaco.shared=none --eval.every=0 --eval.batches=1
           --checkpoint.every=2 --run.log_every=2)
 rrun() { OMP_NUM_THREADS=1 timeout 300 mpirun --allow-run-as-root --oversubscribe --bind-to none -np 2 "$bin" run "${replicas[@]}" \

@@ -12,17 +12,17 @@ mpirun=(env OMP_NUM_THREADS=1 mpirun --allow-run-as-root --oversubscribe --bind-
 for key in train.steps checkpoint.every eval.every run.log_every dipaco.inner_steps; do
   for v in 2147483648 4294967316; do
     check "$key=$v refused" 2 "invalid value '$v' for $key: expected an integer in \[[01], 2147483647\]" -- \
-      "$bin" deck inputs/quickstart.ini --$key=$v
+      "$bin" deck inputs/dense.ini --$key=$v
   done
 done
 check "run with 2^32 + 20 steps refused" 2 "invalid value '4294967316' for train.steps" -- \
-  "${mpirun[@]}" "$bin" run inputs/quickstart.ini --train.steps=4294967316 --run.out_dir="$tmp/runs"
+  "${mpirun[@]}" "$bin" run inputs/dense.ini --train.steps=4294967316 --run.out_dir="$tmp/runs"
 
 # "--key=" sets a text key to "" (route.warm_start's documented default).
 printf '[route]\nwarm_start = shared.h5\n' >"$tmp/warm.ini"
 check "--route.warm_start= sets the empty default" 0 "^warm_start = $" -- "$bin" deck "$tmp/warm.ini" --route.warm_start=
 check "--train.steps= is not an integer" 2 "invalid value '' for train.steps: expected an integer" -- \
-  "$bin" deck inputs/quickstart.ini --train.steps=
+  "$bin" deck inputs/dense.ini --train.steps=
 
 # A directory is not a deck (it read as an empty one: the defaults ran).
 check "deck: a directory" 2 "deck 'inputs' is a directory" -- "$bin" deck inputs
@@ -32,18 +32,18 @@ check "deck: a missing file" 2 "cannot open deck file '$tmp/none.ini'" -- "$bin"
 # run.name is one directory under run.out_dir.
 for name in ../../escape /abs . .. "" x/y; do
   check "run.name '$name' refused" 2 "invalid value '$name' for run.name: expected one path component" -- \
-    "$bin" deck inputs/quickstart.ini --run.name="$name"
+    "$bin" deck inputs/dense.ini --run.name="$name"
 done
 mkdir -p "$tmp/a/b"
 check "run with run.name ../../escape refused" 2 "for run.name: expected one path component" -- \
-  "${mpirun[@]}" "$bin" run inputs/quickstart.ini --run.out_dir="$tmp/a/b" --run.name=../../escape
+  "${mpirun[@]}" "$bin" run inputs/dense.ini --run.out_dir="$tmp/a/b" --run.name=../../escape
 absent() { [[ ! -e $1 ]] && echo absent; }
 check "  ... and nothing written outside run.out_dir" 0 "^absent$" -- absent "$tmp/escape"
 
 # A corpus without validation documents gave NaN; a one-document domain is named.
 head -3 inputs/corpus/embedded.jsonl | sed 's/"domain": *"[^"]*"/"domain":"many"/' >"$tmp/corpus.jsonl"
 sed -n 200p inputs/corpus/embedded.jsonl | sed 's/"domain": *"[^"]*"/"domain":"single"/' >>"$tmp/corpus.jsonl"
-tiny=("${mpirun[@]}" "$bin" run inputs/quickstart.ini --data.corpus="$tmp/corpus.jsonl" --model.d_model=32
+tiny=("${mpirun[@]}" "$bin" run inputs/dense.ini --data.corpus="$tmp/corpus.jsonl" --model.d_model=32
   --model.n_layers=2 --model.context=64 --train.steps=20 --eval.every=0 --eval.batches=1 --data.val_fraction=0 --run.out_dir="$tmp/runs" --run.name=t)
 check "no validation documents refused" 2 "leaves no validation documents \(data.val_fraction = 0, data.min_val_docs = 0" -- \
   "${tiny[@]}" --data.min_val_docs=0

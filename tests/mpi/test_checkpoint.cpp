@@ -180,8 +180,8 @@ TEST(Checkpoint, SpaceEstimateNearTheRealSize) {
     std::string deck;
     std::vector<std::string> ov;
   };
-  for (const Case& c : {Case{"quickstart.ini", {}}, Case{"dipaco-2x2.ini", {}},
-                        Case{"quickstart.ini", {"model.d_model=32", "model.n_layers=2", "model.context=64"}}}) {
+  for (const Case& c : {Case{"dense.ini", {}}, Case{"dipaco-2x2.ini", {}},
+                        Case{"dense.ini", {"model.d_model=32", "model.n_layers=2", "model.context=64"}}}) {
     std::string dir = shared_tmpdir("estimate");
     auto ov = c.ov;
     ov.insert(ov.end(), {"train.steps=1", "eval.every=0", "eval.batches=1", "run.threads=1", "run.out_dir=" + dir});

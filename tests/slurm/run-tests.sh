@@ -68,12 +68,12 @@ json_value() {  # json_value FILE KEY: a number as written
 # --- submit what can run side by side --------------------------------------
 # Two ranks: mpirun must take both slots from the allocation and pass the
 # stop signal to both.
-ref=$(sbatch "${sbatch_opts[@]}" --ntasks=2 -J ref slurm/train.sbatch inputs/quickstart.ini "${tiny[@]}")
+ref=$(sbatch "${sbatch_opts[@]}" --ntasks=2 -J ref slurm/train.sbatch inputs/dense.ini "${tiny[@]}")
 # The job to preempt sleeps 0.05 s a step (fault.step_delay, no effect on the
 # results): its 200 steps last at least 10 s on any machine, so the signal sent
 # at step 40 always lands mid-run.
-pre=$(sbatch "${sbatch_opts[@]}" --ntasks=2 -J pre slurm/train.sbatch inputs/quickstart.ini "${tiny[@]}" --fault.step_delay=0.05)
-{ cat inputs/quickstart.ini; printf '\n[train]\nlrr = 0.1\n'; } >"$tmp/broken.ini"
+pre=$(sbatch "${sbatch_opts[@]}" --ntasks=2 -J pre slurm/train.sbatch inputs/dense.ini "${tiny[@]}" --fault.step_delay=0.05)
+{ cat inputs/dense.ini; printf '\n[train]\nlrr = 0.1\n'; } >"$tmp/broken.ini"
 broken=$(sbatch "${sbatch_opts[@]}" -J broken slurm/train.sbatch "$tmp/broken.ini")
 broken_at=$SECONDS
 
@@ -148,7 +148,7 @@ fi
 
 # A sweep point that fails is listed with its reason; one never run, too.
 bad_sweep=$tmp/sweep-bad
-if scripts/make-sweep inputs/quickstart.ini --grid data.corpus=inputs/corpus/embedded.jsonl,missing.jsonl \
+if scripts/make-sweep inputs/dense.ini --grid data.corpus=inputs/corpus/embedded.jsonl,missing.jsonl \
     -o "$bad_sweep" >"$tmp/make-sweep.txt" 2>&1; then
   arr=$(sbatch --parsable --time=10 --array=1 --output="$bad_sweep/slurm-%A_%a.out" slurm/sweep.sbatch "$bad_sweep")
   rc=$(wait_job "$arr" 60)
