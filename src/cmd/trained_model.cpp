@@ -79,8 +79,10 @@ TrainedModel open_trained_model(const std::string& file) {
   m.file = file;
   std::string format;
   if (H5Aexists(f, "format") > 0) format = read_attr_string(f, "format");
-  if (format.empty() && H5Aexists(f, "format_version") <= 0)
-    throw DeckError("'" + file + "' is neither a checkpoint nor an exported model (a shard file or warm start?)");
+  const bool ours = format == "dipaco-model" || format == "dipaco-model-all";
+  if ((format.empty() && H5Aexists(f, "format_version") <= 0) || (!format.empty() && !ours))
+    throw DeckError("'" + file + "' is neither a checkpoint nor an exported model" +
+                    (format.empty() ? std::string(" (a warm start?)") : " (its format is " + format + ")"));
   m.deck_text = read_attr_string(f, "deck");
   m.deck = load_deck_text(m.deck_text, "the model's deck");
   m.shape = model_shape(dense_deck(m.deck_text));
@@ -94,12 +96,10 @@ TrainedModel open_trained_model(const std::string& file) {
     m.paths = int(read_attr_long(f, "paths", 1, kMaxPaths));
     m.path_params.emplace_back(make_layout(m.shape).total);
     read_tensors(open_group(f, "/tensors"), make_layout(m.shape), m.path_params[0].data(), TensorSet::all);
-  } else if (format == "dipaco-model-all") {
+  } else {
     m.kind = "whole-model export";
     m.source = read_attr_string(f, "source_checkpoint");
     read_whole_export(f, m);
-  } else {
-    throw DeckError("'" + file + "' has format '" + format + "' (expected a checkpoint, dipaco-model or dipaco-model-all)");
   }
   return m;
 }

@@ -1,0 +1,118 @@
+#!/usr/bin/env bash
+# Inference from a trained DiPaCo model: routed generation with a KV cache,
+# dipaco route, named exports, and scripts/load-export against dipaco
+# evaluate. Usage: inference.sh BUILD_DIR SOURCE_DIR
+set -u
+build=$1 src=$2
+bin=$build/dipaco
+cd "$src"
+source tests/integration/lib.sh
+mpirun=(mpirun --allow-run-as-root --oversubscribe --bind-to none)
+py=/usr/bin/python3
+
+# A small routed 2x2 run: warm start, k-means routing, two outer rounds.
+check "routed 2x2 run" 0 "outer rounds: 2" -- env OMP_NUM_THREADS=1 "${mpirun[@]}" -np 1 "$bin" run inputs/quickstart.ini \
+  --model.d_model=32 --model.context=64 --route.warm_steps=20 --route.prefix_tokens=16 --train.steps=20 \
+  --dipaco.inner_steps=10 --eval.every=10 --eval.batches=1 --eval.doc_bytes=128 --run.out_dir="$tmp/runs" --run.name=r
+run=$tmp/runs/r
+ckpt=$run/checkpoints/ckpt-00000020.h5
+gen() { "$bin" generate "$ckpt" --tokens 100 "$@"; }
+
+# generate: routed by the prompt's prefix, deterministic for a seed.
+check "generate routes the prompt" 0 "^\[route: P[0-3], squared distance .* from the first 16 bytes of the prompt" -- \
+  gen --prompt "def main():"
+cp "$tmp/out" "$tmp/gen.txt"
+check "  ... and prints its speed" 0 "^\[100 bytes in .* tokens/s, KV cache" -- cat "$tmp/gen.txt"
+text() { "$@" --json | $py -c "import json,sys; print(json.load(sys.stdin)['text'])"; }
+same() { text "$@" >"$tmp/g1" && text "$@" >"$tmp/g2" && cmp -s "$tmp/g1" "$tmp/g2" && echo same; }
+check "the same seed gives the same text" 0 "^same$" -- same gen --prompt "The " --seed 5 --temperature 1
+differs() { text gen --prompt "The " --seed 5 --temperature 1 >"$tmp/g1" && text gen --prompt "The " --seed 6 --temperature 1 >"$tmp/g2" &&
+  ! cmp -s "$tmp/g1" "$tmp/g2" && echo differs; }
+check "another seed gives another text" 0 "^differs$" -- differs
+# The cache changes the cost, not the numbers: the text with and without it is the same,
+# also across refills of the context (a 300-byte prompt and 300 bytes for a context of 64).
+long=$(head -c 300 inputs/corpus/embedded.jsonl)
+nocache() { text gen --prompt "$long" --tokens 300 --seed 3 >"$tmp/g1" && text gen --prompt "$long" --tokens 300 --seed 3 --no-cache >"$tmp/g2" &&
+  cmp -s "$tmp/g1" "$tmp/g2" && echo same; }
+check "KV cache and full windows give the same text (prompt longer than the context)" 0 "^same$" -- nocache
+check "--json has tokens/s and the route" 0 '"routes":\[\{"at":0,"path":[0-3],"why":"squared distance.*"tokens_per_second":[0-9]' -- \
+  gen --prompt "The " --json
+check "--reroute-every re-routes while generating" 0 '"reroute_every":8' -- gen --prompt "The " --reroute-every 8 --json
+check "--path forces a path" 0 '^\[path: P2, forced by --path\]' -- gen --prompt "The " --path 2
+greedy() { text gen --prompt "The " --temperature 0 --seed 1 >"$tmp/g1" && text gen --prompt "The " --temperature 0 --seed 2 >"$tmp/g2" &&
+  cmp -s "$tmp/g1" "$tmp/g2" && echo same; }
+check "temperature 0 is greedy: the same for any seed" 0 "^same$" -- greedy
+
+# Refusals, exit code 2, the flag named.
+check "--path beyond the paths" 2 "--path 9: the model has paths 0..3" -- gen --path 9
+check "--path with --reroute-every" 2 "--path forces one path; --reroute-every needs the router" -- gen --path 1 --reroute-every 8
+check "--top-p 0" 2 "--top-p needs a number in \(0, 1\]" -- gen --top-p 0
+check "--top-k 300" 2 "--top-k needs an integer in \[0, 256\], got '300'" -- gen --top-k 300
+check "--reroute-every 0" 2 "--reroute-every needs an integer in \[1, " -- gen --reroute-every 0
+check "unknown flag" 2 "unknown option '--topk'" -- gen --topk 3
+check "missing model" 2 "no such file" -- "$bin" generate "$tmp/none.h5"
+check "a shard file is no model" 2 "neither a checkpoint nor an exported model" -- "$bin" generate "$run/shards.h5"
+
+# route: every validation document goes where the run's routing sent it.
+check "route a corpus" 0 "^all +[0-9]+ +[0-9]+ +[0-9]+ +[0-9]+ +215$" -- "$bin" route "$ckpt" inputs/corpus/embedded.jsonl
+cp "$tmp/out" "$tmp/route.txt"
+check "  ... with a row per domain" 0 "^scripture +[0-9]+ " -- cat "$tmp/route.txt"
+check "route --text" 0 "^text +- +P[0-3]  squared distance" -- "$bin" route "$ckpt" --text "package main"
+"$bin" route "$ckpt" inputs/corpus/embedded.jsonl --json >"$tmp/routes.jsonl"
+agree() { $py - "$run/shards.h5" "$tmp/routes.jsonl" <<'PY'
+import h5py, json, sys
+got = {r["id"]: r["path"] for r in map(json.loads, open(sys.argv[2]))}
+with h5py.File(sys.argv[1]) as f:
+    want = {i.decode(): int(p[1:]) for p in f["val"] for i in f["val"][p]["ids"][:]}
+bad = [i for i in want if got[i] != want[i]]
+print(f"{len(want) - len(bad)} of {len(want)} agree")
+PY
+}
+check "route sends validation documents to their shard file's path" 0 "^([0-9]+) of \1 agree$" -- agree
+check "route needs a router" 2 "holds one path" -- sh -c "'$bin' export '$ckpt' --path 1 '$tmp/p1.h5' >/dev/null && '$bin' route '$tmp/p1.h5' --text x"
+
+# Exports: one dataset per tensor, shapes and layouts, hyperparameters; --all with the router.
+check "export a path" 0 "exported path 1" -- "$bin" export "$ckpt" --path 1 "$tmp/p1.h5"
+check "  ... named tensors with shapes" 0 'DATASET "blocks.3.attn.qkv.weight".*\( 32, 96 \)' -- \
+  sh -c "h5dump -H '$tmp/p1.h5' | tr -d '\n'"
+check "  ... their layout" 0 '"\[in C, out 3C\]: y = x W \+ b' -- h5dump -a /tensors/blocks.0.attn.qkv.weight/layout "$tmp/p1.h5"
+check "  ... hyperparameters" 0 "ATTRIBUTE \"d_model\"" -- h5dump -A -g / "$tmp/p1.h5"
+check "export --all" 0 "exported 4 paths" -- "$bin" export "$ckpt" --all "$tmp/all.h5"
+check "  ... every module once, the path table, the router" 0 \
+  'GROUP "L1.M1".*DATASET "blocks.2.ln1.weight".*GROUP "router".*DATASET "centroids_1".*DATASET "path_table"' -- \
+  sh -c "h5dump -H '$tmp/all.h5' | tr -d '\n'"
+check "export needs --path or --all" 2 "usage: dipaco export" -- "$bin" export "$ckpt" "$tmp/x.h5"
+
+# scripts/load-export (h5py + numpy) against dipaco evaluate on the same text: 1e-5 relative.
+$py -c "import json; print(json.loads(open('inputs/corpus/embedded.jsonl').readlines()[7])['text'][:3000], end='')" >"$tmp/text.txt"
+close() {  # close A B: two "N bits per byte" outputs within 1e-5 relative
+  $py - "$1" "$2" <<'PY'
+import re, sys
+a, b = (float(re.search(r"([0-9.]+) bits per byte", open(f).read()).group(1)) for f in sys.argv[1:])
+print(f"{a:.8f} {b:.8f} rel {abs(a - b) / b:.2e}", "close" if abs(a - b) <= 1e-5 * b else "far")
+PY
+}
+compare() {  # compare MODEL [--path N]
+  "$bin" evaluate "$@" --text "$tmp/text.txt" >"$tmp/e1" && scripts/load-export "$1" "$tmp/text.txt" "${@:2}" >"$tmp/e2" &&
+    close "$tmp/e1" "$tmp/e2"
+}
+check "load-export equals evaluate on a path export" 0 " close$" -- compare "$tmp/p1.h5"
+check "load-export equals evaluate on path 2 of an --all export" 0 " close$" -- compare "$tmp/all.h5" --path 2
+ckpt_vs_export() {
+  "$bin" evaluate "$ckpt" --path 1 --text "$tmp/text.txt" >"$tmp/e3" && "$bin" evaluate "$tmp/p1.h5" --text "$tmp/text.txt" >"$tmp/e4" &&
+    close "$tmp/e3" "$tmp/e4"
+}
+check "evaluate a checkpoint's path on text: the same as its export" 0 " close$" -- ckpt_vs_export
+routes_same() {
+  a=$("$bin" route "$ckpt" --text "$(cat "$tmp/text.txt")" | grep -oE "^text +- +P[0-3]" | grep -oE "P[0-3]")
+  b=$(scripts/load-export "$tmp/all.h5" "$tmp/text.txt" --route | grep -oE "^route: P[0-3]" | cut -c8-)
+  [[ -n "$a" && "$a" == "$b" ]] && echo "same path $a"
+}
+check "load-export --route picks the path dipaco route picks" 0 "^same path P[0-3]" -- routes_same
+if ! $py -c "import torch" 2>/dev/null; then
+  check "--state-dict without PyTorch says what it needs" 1 "--state-dict needs PyTorch" -- \
+    scripts/load-export "$tmp/p1.h5" "$tmp/text.txt" --state-dict "$tmp/sd.pt"
+fi
+check "load-export refuses a checkpoint" 1 "is not a dipaco export" -- scripts/load-export "$ckpt" "$tmp/text.txt"
+
+finish
