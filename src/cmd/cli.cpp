@@ -89,17 +89,18 @@ int cmd_topology(const Args& args) {
     if (ranks < 1 || ranks > (1 << 20)) throw DeckError("--ranks needs an integer in [1, 1048576], got '" + v + "'");
   }
   Deck d = load_deck(file, ov);
-  Topology t = make_topology(d.dipaco.modules_per_level, ranks);
+  Topology t = make_topology(d.dipaco.modules_per_level, ranks, d.dipaco.private_levels);
   ParamLayout layout = make_layout(model_shape(d));
   std::ostringstream o;
-  o << "levels: " << t.levels() << ", modules per level: " << d.values.at("dipaco.modules_per_level") << ", paths: " << t.paths
+  o << "levels: " << t.levels() << ", modules per level: " << d.values.at("dipaco.modules_per_level")
+    << ", private levels: " << d.values.at("dipaco.private_levels") << ", paths: " << t.paths
     << ", ranks: " << ranks << " (" << (ranks >= t.paths ? std::to_string(t.ranks_per_path) + " rank(s) per path"
                                                           : std::to_string(t.paths_per_rank) + " paths per rank, trained in turn")
     << ")\n\npath  modules (level:module)   ranks\n";
   for (int p = 0; p < t.paths; ++p) {
     std::string mods, rs;
     auto m = t.path_modules(p);
-    for (int l = 0; l < t.levels(); ++l) mods += "L" + std::to_string(l) + ":M" + std::to_string(m[l]) + " ";
+    for (int l = 0; l < t.levels(); ++l) mods += "L" + std::to_string(l) + ":" + t.module_name(p, l) + " ";
     for (int r : t.ranks_of_path(p)) rs += std::to_string(r) + " ";
     char line[256];
     std::snprintf(line, sizeof line, "P%-4d %-24s %s\n", p, mods.c_str(), rs.c_str());
@@ -120,21 +121,31 @@ int cmd_topology(const Args& args) {
                 emb.size, shared_emb ? ("world: " + list(all)).c_str() : "(never communicated)");
   o << line;
   double bytes_round = shared_emb ? 4.0 * emb.size * ranks : 0;
-  for (int l = 0; l < t.levels(); ++l)
+  const bool replica_units = d.dipaco.replica_mode == "diloco" && t.ranks_per_path > 1;
+  for (int l = 0; l < t.levels(); ++l) {
+    const auto& grp = layout.groups[1 + l];
+    const std::string blocks =
+        " (blocks " + std::to_string(grp.first_block) + "-" + std::to_string(grp.first_block + grp.n_blocks - 1) + ")";
+    if (t.is_private(l)) {
+      // One module per path: never communicated, or averaged among the path's DiLoCo replicas.
+      std::snprintf(line, sizeof line, "%-22s %-12s %9zu   %s\n", ("L" + std::to_string(l) + ".P*" + blocks).c_str(),
+                    "private", grp.size,
+                    replica_units ? "each path's own ranks (its DiLoCo replicas)" : "(never communicated)");
+      o << line;
+      if (replica_units) bytes_round += 4.0 * grp.size * ranks;
+      continue;
+    }
     for (int m = 0; m < t.modules_per_level[l]; ++m) {
       auto rs = t.module_ranks(l, m);
-      std::string name = "L" + std::to_string(l) + ".M" + std::to_string(m) + " (blocks " +
-                         std::to_string(layout.groups[1 + l].first_block) + "-" +
-                         std::to_string(layout.groups[1 + l].first_block + layout.groups[1 + l].n_blocks - 1) + ")";
-      std::snprintf(line, sizeof line, "%-22s %-12s %9zu   %s\n", name.c_str(),
-                    (std::to_string(t.paths_with_module(l, m).size()) + " paths").c_str(), layout.groups[1 + l].size,
-                    list(rs).c_str());
+      std::snprintf(line, sizeof line, "%-22s %-12s %9zu   %s\n", ("L" + std::to_string(l) + ".M" + std::to_string(m) + blocks).c_str(),
+                    (std::to_string(t.paths_with_module(l, m).size()) + " paths").c_str(), grp.size, list(rs).c_str());
       o << line;
-      bytes_round += 4.0 * layout.groups[1 + l].size * rs.size();
+      bytes_round += 4.0 * grp.size * rs.size();
     }
+  }
   o << "\nparameters per path: " << layout.total << " (" << layout.total * 4 / 1e6 << " MB fp32)\n";
   size_t total = shared_emb ? emb.size : emb.size * t.paths;
-  for (int l = 0; l < t.levels(); ++l) total += layout.groups[1 + l].size * t.modules_per_level[l];
+  for (int l = 0; l < t.levels(); ++l) total += layout.groups[1 + l].size * (t.is_private(l) ? t.paths : t.modules_per_level[l]);
   o << "parameters in all modules: " << total << "\n";
   o << "bytes all-reduced per outer round (fp32 payload, summed over ranks): " << bytes_round / 1e6 << " MB";
   if (d.dipaco.inner_steps > 0)

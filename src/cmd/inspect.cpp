@@ -8,6 +8,7 @@
 #include <cstdio>
 #include <filesystem>
 #include <map>
+#include <set>
 #include <sstream>
 
 #include "dipaco/cmd/app.hpp"
@@ -15,6 +16,7 @@
 #include "dipaco/io/deck.hpp"
 #include "dipaco/train/metrics.hpp"
 #include "dipaco/io/h5io.hpp"
+#include "dipaco/io/key_lines.hpp"
 
 namespace dipaco {
 namespace {
@@ -113,7 +115,21 @@ struct Contents {
   std::vector<double> shard;
   std::vector<std::string> path_modules;
   std::vector<double> eval_step, eval_bpb;
+  std::string private_levels = "none";  // the deck's dipaco.private_levels
 };
+
+// A path's modules as "M0,P3": a private level shows the path's own module.
+std::string module_names(const std::string& routing, const std::string& private_levels, long p) {
+  std::set<std::string> priv;
+  std::istringstream ps(private_levels);
+  for (std::string tok; std::getline(ps, tok, ',');) priv.insert(tok.substr(tok.find_first_not_of(' ')));
+  std::string out;
+  std::istringstream rs(routing);
+  int l = 0;
+  for (std::string tok; std::getline(rs, tok, ','); ++l)
+    out += (out.empty() ? "" : ",") + (priv.count(std::to_string(l)) ? "P" + std::to_string(p) : "M" + tok);
+  return out;
+}
 
 void read_header(hid_t f, Contents& c) {
   c.step = read_attr_scalar<long>(f, "inner_step", H5T_NATIVE_LONG);
@@ -123,6 +139,8 @@ void read_header(hid_t f, Contents& c) {
   c.deck = read_attr_string(f, "deck");
   c.version = read_attr_string(f, "dipaco_version");
   c.commit = read_attr_string(f, "git_commit");
+  const auto keys = parse_key_lines(c.deck);
+  if (auto it = keys.find("dipaco.private_levels"); it != keys.end()) c.private_levels = it->second;
   H5Id topo = open_group(f, "/topology");
   c.paths = read_attr_long(topo, "paths", 1, 1 << 20);
   c.levels = read_attr_long(topo, "levels", 1, 64);
@@ -154,7 +172,7 @@ void read_paths(hid_t f, const std::string& file, Contents& c) {
     read_floats(g, "params", c.total, c.params[p].data(), file);
     c.path_step[p] = read_attr_scalar<long>(g, "step", H5T_NATIVE_LONG);
     c.shard[p] = read_attr_scalar<double>(g, "shard_tokens", H5T_NATIVE_DOUBLE);
-    c.path_modules[p] = read_attr_string(g, "modules");
+    c.path_modules[p] = module_names(read_attr_string(g, "modules"), c.private_levels, p);
   }
 }
 
@@ -172,11 +190,13 @@ std::vector<std::pair<std::string, std::string>> module_units(hid_t f, long leve
   if (H5Lexists(f, "/modules/embeddings", H5P_DEFAULT) > 0) units.push_back({"/modules/embeddings", "embeddings"});
   for (long l = 0; l < levels; ++l) {
     const std::string level = "/modules/L" + std::to_string(l);
-    for (long m = 0;; ++m) {
-      const std::string g = level + "/M" + std::to_string(m);
-      if (H5Lexists(f, level.c_str(), H5P_DEFAULT) <= 0 || H5Lexists(f, g.c_str(), H5P_DEFAULT) <= 0) break;
-      units.push_back({g, "L" + std::to_string(l)});
-    }
+    // Shared modules M<m>, then a private level's units P<p> (averaged among a path's DiLoCo replicas).
+    for (const char* kind : {"/M", "/P"})
+      for (long m = 0;; ++m) {
+        const std::string g = level + kind + std::to_string(m);
+        if (H5Lexists(f, level.c_str(), H5P_DEFAULT) <= 0 || H5Lexists(f, g.c_str(), H5P_DEFAULT) <= 0) break;
+        units.push_back({g, "L" + std::to_string(l)});
+      }
   }
   return units;
 }
@@ -257,7 +277,8 @@ int cmd_inspect(const Args& args) {
   std::ostringstream text, modules_json, paths_json;
   text << "checkpoint " << file << "\n  dipaco " << c.version << " (" << c.commit << "), written by " << c.world
        << " rank(s) after " << format_duration(c.wall) << "\n  inner step " << c.step << ", outer round " << c.round << ", "
-       << c.paths << " path(s), " << c.levels << " level(s)\n\nmodule            params   anchor norm   drift (max over paths)\n";
+       << c.paths << " path(s), " << c.levels << " level(s), private levels: " << c.private_levels
+       << "\n\nmodule            params   anchor norm   drift (max over paths)\n";
   module_rows(f, file, c, text, modules_json);
   text << "\npath  modules      step   shard tokens   weight norm\n";
   path_rows(c, text, paths_json);
@@ -270,7 +291,7 @@ int cmd_inspect(const Args& args) {
   JsonRecord out;
   out.add("file", file).add("dipaco_version", c.version).add("git_commit", c.commit).add("inner_step", c.step)
       .add("outer_round", c.round).add("world_size", c.world).add("wall_time", c.wall).add("paths", c.paths)
-      .add("levels", c.levels);
+      .add("levels", c.levels).add("private_levels", c.private_levels);
   out.add_raw("modules", modules_json.str()).add_raw("path_table", paths_json.str()).add_raw("eval_step", json_array(c.eval_step))
       .add_raw("eval_bpb", json_array(c.eval_bpb)).add("deck", c.deck);
   std::printf("%s\n", out.str().c_str());

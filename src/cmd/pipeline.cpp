@@ -210,7 +210,7 @@ void set_up(RunContext& c, std::unique_ptr<RunLock>& lock) {
   c.run_dir = (fs::path(deck.run.out_dir) / deck.run.name).string();
   if (c.rank == 0) fs::create_directories(c.run_dir);
   lock = std::make_unique<RunLock>(c.run_dir, c.rank, MPI_COMM_WORLD);  // one run at a time here
-  c.topo = make_topology(deck.dipaco.modules_per_level, c.size);
+  c.topo = make_topology(deck.dipaco.modules_per_level, c.size, deck.dipaco.private_levels);
   const MemoryEstimate memory = check_memory(deck, c.topo, c.rank);  // before anything large is allocated
   if (c.rank == 0)
     write_file_atomic(c.run_dir + "/deck.ini",

@@ -9,11 +9,19 @@
 
 namespace dipaco {
 
+namespace {
+// Fixed-point unit of summed losses: sums of multiples of 2^-24 below 2^29
+// nats are exact in double, in any order.
+constexpr double kLossUnit = 1.0 / (1 << 24);
+}  // namespace
+
 void add_items(std::vector<ScoreItem>& items, int path, const Document* doc, size_t from, size_t to, int T) {
-  // A window starting at a scores targets a+1..a+T (score_items ends it at the piece's end).
+  // Tiles [1, T), then [T + kS, T + (k+1)S) with S = T/2: a document's own, whatever the routing.
+  const size_t t = size_t(T), stride = std::max<size_t>(1, t / 2);
   for (size_t f = std::max<size_t>(from, 1); f < to;) {
-    size_t g = std::min(to, f + size_t(T) - 1);
-    items.push_back({path, doc, f, g});
+    const size_t tile_end = f < t ? t : t + ((f - t) / stride + 1) * stride;
+    const size_t g = std::min(to, tile_end);
+    items.push_back({path, doc, f, g, tile_end});
     f = g;
   }
 }
@@ -34,7 +42,7 @@ std::vector<double> score_items(Trainer& t, const std::vector<ScoreItem>& items)
     std::vector<size_t> start(B);
     auto fill = [&](size_t b, size_t item) {
       const ScoreItem& it = items[mine[item]];
-      const size_t a = it.to > size_t(T) ? it.to - T : 0;
+      const size_t a = it.window_end > size_t(T) ? it.window_end - T : 0;
       start[b] = a;
       for (int j = 0; j < T; ++j) {
         tok[b * T + j] = doc_byte(*it.doc, a + j);
@@ -45,9 +53,9 @@ std::vector<double> score_items(Trainer& t, const std::vector<ScoreItem>& items)
       t.window_losses(p, tok, tgt, out);
       for (size_t b = 0; b < used; ++b) {
         const ScoreItem& it = items[mine[first + b]];
-        double s = 0;
-        for (size_t pos = it.from; pos < it.to; ++pos) s += out[b * T + (pos - 1 - start[b])];
-        loss[mine[first + b]] = s;
+        long long s = 0;
+        for (size_t pos = it.from; pos < it.to; ++pos) s += std::llround(out[b * T + (pos - 1 - start[b])] / kLossUnit);
+        loss[mine[first + b]] = double(s) * kLossUnit;
       }
     });
   }
@@ -113,7 +121,7 @@ std::vector<double> document_losses(Trainer& t, const std::vector<Document>& doc
   std::vector<size_t> cell;  // [doc, path] index of each item
   for (size_t i = 0; i < docs.size(); ++i)
     for (int p : candidates[i]) {
-      items.push_back({p, &docs[i], 1, std::min(docs[i].text.size() + 1, size_t(T))});
+      items.push_back({p, &docs[i], 1, std::min(docs[i].text.size() + 1, size_t(T)), size_t(T)});
       cell.push_back(i * P + p);
     }
   std::vector<double> loss = score_items(t, items), out(docs.size() * P, INFINITY);

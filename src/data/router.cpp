@@ -145,6 +145,10 @@ void Router::path_scores(const float* f, double* out) const {
     for (int p = 0; p < P; ++p) out[p] = sqdist(f, &centroids[0][size_t(p) * dim], dim);
     return;
   }
+  if (mode == "residual") {
+    residual_scores(f, out);
+    return;
+  }
   // Product: a path's score is the sum of its modules' distances, level by level
   // (level 0 most significant in the path index, as in the topology).
   const int levels = int(modules_per_level.size());
@@ -160,6 +164,22 @@ void Router::path_scores(const float* f, double* out) const {
     double s = 0;
     for (int l = levels - 1, q = p; l >= 0; --l) s += per_level[l][q % modules_per_level[l]], q /= modules_per_level[l];
     out[p] = s;
+  }
+}
+
+// Residual: path p = (m_0, m_1, ...) reconstructs f as the sum of its
+// centroids; its score is the squared error of that sum.
+void Router::residual_scores(const float* f, double* out) const {
+  const int levels = int(modules_per_level.size()), P = paths();
+  std::vector<float> sum(dim);
+  for (int p = 0; p < P; ++p) {
+    std::fill(sum.begin(), sum.end(), 0.0f);
+    for (int l = levels - 1, q = p; l >= 0; --l) {
+      const float* c = &centroids[l][size_t(q % modules_per_level[l]) * dim];
+      for (int t = 0; t < dim; ++t) sum[t] += c[t];
+      q /= modules_per_level[l];
+    }
+    out[p] = sqdist(f, sum.data(), dim);
   }
 }
 
@@ -180,6 +200,17 @@ Router fit_router(const std::vector<float>& features, int dim, const std::vector
     return r;
   }
   const int levels = int(modules_per_level.size());
+  if (mode == "residual") {
+    // Each level clusters what the levels above leave unexplained.
+    std::vector<float> rest = features;
+    for (int l = 0; l < levels; ++l) {
+      KMeansResult km = kmeans(rest.data(), n, dim, modules_per_level[l], seed + 7919 * uint64_t(l), max_iters);
+      for (size_t i = 0; i < n; ++i)
+        for (int t = 0; t < dim; ++t) rest[i * dim + t] -= km.centroids[size_t(km.labels[i]) * dim + t];
+      r.centroids.push_back(std::move(km.centroids));
+    }
+    return r;
+  }
   if (dim < levels) throw std::runtime_error("product routing needs at least one feature per level");
   for (int l = 0; l < levels; ++l) {
     int from, width;

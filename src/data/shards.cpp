@@ -104,7 +104,8 @@ void write_shard_file(const std::string& path, const ShardFile& s, const Split& 
       for (size_t l = 0; l < s.router.modules_per_level.size(); ++l) mpl << (l ? "," : "") << s.router.modules_per_level[l];
       write_attr_string(g, "modules_per_level", mpl.str());
       for (size_t l = 0; l < s.router.centroids.size(); ++l) {
-        hsize_t k = s.router.mode == "product" ? hsize_t(s.router.modules_per_level[l]) : hsize_t(s.router.paths());
+        const bool per_level = s.router.mode == "product" || s.router.mode == "residual";
+        hsize_t k = per_level ? hsize_t(s.router.modules_per_level[l]) : hsize_t(s.router.paths());
         hsize_t dims[2] = {k, s.router.centroids[l].size() / k};
         write_dataset(g, "centroids_" + std::to_string(l), H5T_NATIVE_FLOAT, 2, dims, s.router.centroids[l].data());
       }
@@ -146,15 +147,16 @@ Router read_router(hid_t g, long paths, const std::string& path) {
   for (std::string x; std::getline(mpl, x, ',');) r.modules_per_level.push_back(std::atoi(x.c_str()));
   long prod = 1;  // not path_count(): crafted counts must not overflow or go negative
   for (int m : r.modules_per_level) prod *= std::max(m, 0);
-  const bool known = r.mode == "flat" || r.mode == "product" || r.mode == "logistic";
+  const bool known = r.mode == "flat" || r.mode == "product" || r.mode == "residual" || r.mode == "logistic";
   if (!known || r.dim < 1 || r.dim > 1 << 20 || r.modules_per_level.empty() || prod != paths)
     throw CheckpointError(path + ": /router attributes (mode, dim, modules_per_level) disagree with paths = " +
                           std::to_string(paths));
-  const bool product = r.mode == "product";
-  const int levels = product ? int(r.modules_per_level.size()) : 1;
+  const bool product = r.mode == "product", per_level = product || r.mode == "residual";
+  const int levels = per_level ? int(r.modules_per_level.size()) : 1;
   for (int l = 0; l < levels; ++l) {
-    const int width = !product ? r.dim + (r.mode == "logistic") : r.dim * (l + 1) / levels - r.dim * l / levels;
-    const hsize_t k = product ? hsize_t(r.modules_per_level[l]) : hsize_t(paths);
+    // Product levels hold their slice of the features, residual levels all of them.
+    const int width = product ? r.dim * (l + 1) / levels - r.dim * l / levels : r.dim + (r.mode == "logistic");
+    const hsize_t k = per_level ? hsize_t(r.modules_per_level[l]) : hsize_t(paths);
     const std::string name = "centroids_" + std::to_string(l);
     r.centroids.push_back(read_numbers<float>(g, name, H5T_NATIVE_FLOAT, k, hsize_t(width)));
     if (r.centroids.back().size() != k * width)

@@ -44,11 +44,18 @@ MemoryEstimate estimate_memory(const Deck& deck, const Topology& topo, int rank,
     largest_comm = std::max(largest_comm, double(ranks.size()));
   };
   if (deck.dipaco.shared == "embeddings") unit(layout.groups[0].size, std::vector<int>(topo.ranks), true);
-  for (int l = 0; l < topo.levels(); ++l)
+  for (int l = 0; l < topo.levels(); ++l) {
+    // A private level: a unit per path only where DiLoCo replicas average it.
+    if (topo.is_private(l)) {
+      if (replicas && topo.ranks_per_path > 1)
+        for (int p : topo.paths_of_rank(rank)) unit(layout.groups[1 + l].size, topo.ranks_of_path(p), true);
+      continue;
+    }
     for (int m = 0; m < topo.modules_per_level[l]; ++m) {
       const auto ranks = topo.module_ranks(l, m);
       unit(layout.groups[1 + l].size, ranks, std::binary_search(ranks.begin(), ranks.end(), rank));
     }
+  }
 
   e.params = own * 3 * A + A + 2 * units + (deck.train.early_stop == "path" ? own * A : 0);
   // The training Model, and the routing features' Model of a whole batch (allocated, hence written: the

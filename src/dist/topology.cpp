@@ -12,6 +12,10 @@ std::vector<int> Topology::path_modules(int p) const {
   return m;
 }
 
+std::string Topology::module_name(int p, int l) const {
+  return is_private(l) ? "P" + std::to_string(p) : "M" + std::to_string(path_modules(p)[l]);
+}
+
 std::vector<int> Topology::paths_of_rank(int r) const {
   if (ranks >= paths) return {r / ranks_per_path};
   std::vector<int> out;
@@ -55,9 +59,15 @@ int path_count(const std::vector<int>& modules_per_level) {
   return p;
 }
 
-Topology make_topology(const std::vector<int>& modules_per_level, int ranks) {
+Topology make_topology(const std::vector<int>& modules_per_level, int ranks, const std::vector<int>& private_levels) {
   Topology t;
   t.modules_per_level = modules_per_level;
+  t.private_level.assign(modules_per_level.size(), false);
+  for (int l : private_levels) {
+    if (l < 0 || l >= int(modules_per_level.size()))
+      throw DeckError("dipaco.private_levels: level " + std::to_string(l) + " does not exist");
+    t.private_level[l] = true;
+  }
   t.ranks = ranks;
   for (int m : modules_per_level)
     if (m < 1) throw DeckError("dipaco.modules_per_level: every level needs at least one module");

@@ -26,11 +26,11 @@ uint64_t checksum(const void* data, size_t bytes) {
 
 namespace {
 
-// A path's private embeddings averaged among its DiLoCo replicas are unit
-// (level -1, module p): /modules/path_embeddings/P<p>.
+// A path's private group averaged among its DiLoCo replicas is a unit of path
+// p: /modules/path_embeddings/P<p> (embeddings) or /modules/L<l>/P<p> (a private level).
 std::string unit_path(const SyncUnit& u) {
-  if (u.level < 0) return u.module < 0 ? "/modules/embeddings" : "/modules/path_embeddings/P" + std::to_string(u.module);
-  return "/modules/L" + std::to_string(u.level) + "/M" + std::to_string(u.module);
+  if (u.level < 0) return u.path < 0 ? "/modules/embeddings" : "/modules/path_embeddings/P" + std::to_string(u.path);
+  return "/modules/L" + std::to_string(u.level) + (u.path < 0 ? "/M" + std::to_string(u.module) : "/P" + std::to_string(u.path));
 }
 
 // Replicas per path stored in a checkpoint (attribute /paths replicas; 1 when absent
@@ -68,11 +68,13 @@ std::vector<std::string> incompatible_keys(const std::string& saved, const Deck&
   auto old = parse_key_lines(saved);
   std::vector<std::string> diff;
   for (const char* k : {"model.d_model", "model.n_layers", "model.n_heads", "model.context", "model.layers_per_level",
-                        "dipaco.modules_per_level", "dipaco.shared"}) {
+                        "dipaco.modules_per_level", "dipaco.shared", "dipaco.private_levels"}) {
     auto it = old.find(k);
-    if (it == old.end() || it->second != now.values.at(k))
-      diff.push_back(std::string(k) + " (checkpoint: " + (it == old.end() ? "?" : it->second.substr(0, 80)) + ", deck: " +
-                     now.values.at(k) + ")");
+    // A key newer than the checkpoint's deck held its default there.
+    std::string saved = it != old.end() ? it->second : "?";
+    if (it == old.end() && std::string(k) == "dipaco.private_levels") saved = "none";
+    if (saved != now.values.at(k))
+      diff.push_back(std::string(k) + " (checkpoint: " + saved.substr(0, 80) + ", deck: " + now.values.at(k) + ")");
   }
   return diff;
 }

@@ -35,7 +35,8 @@ void fsync_path(const std::string& p) {
 }
 
 int unit_owner(const Topology& t, const SyncUnit& u) {
-  if (u.level < 0) return u.module < 0 ? 0 : t.ranks_of_path(u.module)[0];
+  if (u.path >= 0) return t.ranks_of_path(u.path)[0];
+  if (u.level < 0) return 0;
   return t.module_ranks(u.level, u.module)[0];
 }
 
@@ -94,6 +95,10 @@ void write_header(hid_t f, Trainer& t, int rank, MPI_Comm comm) {
   attr_long(g, "levels", topo.levels());
   attr_long(g, "paths", topo.paths);
   attr_array<int>(g, "modules_per_level", H5T_NATIVE_INT, topo.modules_per_level);
+  // Per level, 1 where its modules are private to each path (path P<p> holds module P<p> there).
+  std::vector<int> private_flags;
+  for (int l = 0; l < topo.levels(); ++l) private_flags.push_back(topo.is_private(l) ? 1 : 0);
+  attr_array<int>(g, "private_levels", H5T_NATIVE_INT, private_flags);
   std::vector<int> table;
   for (int p = 0; p < topo.paths; ++p)
     for (int m : topo.path_modules(p)) table.push_back(m);
@@ -126,13 +131,13 @@ void write_modules(hid_t f, Trainer& t, int rank, MPI_Comm comm) {
   for (int l = 0; l < topo.levels(); ++l) level_groups.push_back(make_group(mods, "L" + std::to_string(l)));
   H5Id path_embeddings;
   for (auto& u : t.outer().units())
-    if (u.level < 0 && u.module >= 0 && !path_embeddings.ok()) path_embeddings = make_group(mods, "path_embeddings");
+    if (u.level < 0 && u.path >= 0 && !path_embeddings.ok()) path_embeddings = make_group(mods, "path_embeddings");
   std::vector<float> anchor, momentum;
   for (auto& u : t.outer().units()) {
     const auto& grp = layout.groups[u.group];
-    H5Id ug = u.level >= 0  ? make_group(level_groups[u.level], "M" + std::to_string(u.module))
-              : u.module < 0 ? make_group(mods, "embeddings")
-                             : make_group(path_embeddings, "P" + std::to_string(u.module));
+    H5Id ug = u.level >= 0 ? make_group(level_groups[u.level], u.path < 0 ? "M" + std::to_string(u.module) : "P" + std::to_string(u.path))
+              : u.path < 0 ? make_group(mods, "embeddings")
+                           : make_group(path_embeddings, "P" + std::to_string(u.path));
     const int owner = unit_owner(topo, u);
     anchor.assign(grp.size, 0.0f);
     momentum.assign(grp.size, 0.0f);

@@ -173,8 +173,10 @@ std::vector<DeckKey> make_keys() {
 
       K_CHOICE("route.method", route.method, "hash", "hash|domain|kmeans",
                "how documents reach paths: hash of the id, domain label, or k-means on prefix features"),
-      K_CHOICE("route.routing", route.routing, "product", "product|flat",
-               "kmeans: one k-means per level on its slice of the features (product) or one with P centroids (flat)"),
+      K_CHOICE("route.routing", route.routing, "product", "product|residual|flat",
+               "kmeans: one k-means per level on its slice of the features (product), one per level on what the "
+               "levels above leave (residual: level 0 on the features, level 1 on feature minus level-0 centroid), "
+               "or one with P centroids (flat)"),
       K_INT("route.prefix_tokens", route.prefix_tokens, "32", 1, 65536, "leading tokens of a document whose features route it (not scored in evaluation)"),
       K_INT("route.warm_steps", route.warm_steps, "0", 0, kBig, "steps of the dense warm-start model that every path starts from and whose features route (0: none)"),
       K_STR("route.warm_start", route.warm_start, "", "file of the warm-start weights, shareable between runs (\"\": <run dir>/warmstart.h5)"),
@@ -189,6 +191,13 @@ std::vector<DeckKey> make_keys() {
             "re-sharding: paths whose loss is measured per document, the nearest by the router (0: all)"),
 
       K_LIST("dipaco.modules_per_level", dipaco.modules_per_level, "1", 1, 4096, "modules per level; paths = their product (1: dense)"),
+      DeckKey{"dipaco.private_levels", "list|none", "none",
+              "levels whose modules are private to each path: one module per path, never averaged across paths "
+              "(replica_mode = diloco: averaged across the path's replicas); none: every level shared",
+              [](Deck& d, const std::string& v) {
+                d.dipaco.private_levels.clear();
+                if (v != "none") d.dipaco.private_levels = parse_list("dipaco.private_levels", v, 0, 1023);
+              }},
       K_INT("dipaco.inner_steps", dipaco.inner_steps, "0", 0, kBig, "H, inner steps per outer round (0: no outer rounds, plain training)"),
       K_FLOAT("dipaco.outer_lr", dipaco.outer_lr, "0.7", 0, 10, "outer SGD learning rate"),
       K_FLOAT("dipaco.outer_momentum", dipaco.outer_momentum, "0.9", 0, 0.999999, "outer Nesterov momentum"),
@@ -398,6 +407,16 @@ void check_levels(Deck& deck) {
                       std::to_string(deck.dipaco.modules_per_level.size()) + " levels but model.layers_per_level = " +
                       deck.values["model.layers_per_level"] + " has " + std::to_string(m.layers_per_level.size()));
     deck.dipaco.modules_per_level.assign(m.layers_per_level.size(), 1);
+  }
+  auto& priv = deck.dipaco.private_levels;
+  std::sort(priv.begin(), priv.end());
+  for (size_t i = 0; i < priv.size(); ++i) {
+    if (priv[i] >= int(m.layers_per_level.size()))
+      throw DeckError("dipaco.private_levels = " + deck.values["dipaco.private_levels"] + ": level " + std::to_string(priv[i]) +
+                      " does not exist (levels 0.." + std::to_string(m.layers_per_level.size() - 1) + ")");
+    if (i > 0 && priv[i] == priv[i - 1])
+      throw DeckError("dipaco.private_levels = " + deck.values["dipaco.private_levels"] + ": level " + std::to_string(priv[i]) +
+                      " is given twice");
   }
   long paths = 1;
   for (int x : deck.dipaco.modules_per_level)

@@ -17,22 +17,31 @@ OuterOptimizer::OuterOptimizer(const Deck& deck, const Topology& topo, const Par
   MPI_Comm_rank(world, &rank_);
   std::vector<int> all(topo.paths);
   for (int p = 0; p < topo.paths; ++p) all[p] = p;
-  if (deck.dipaco.shared == "embeddings") units_.push_back({"embeddings", 0, -1, -1, all, true, MPI_COMM_NULL, {}, {}});
-  // Private embeddings of DiLoCo replicas: averaged among the replicas of their
-  // path (otherwise they would drift apart for good). Level -1, module = the path.
-  else if (deck.dipaco.replica_mode == "diloco" && topo.ranks_per_path > 1)
+  // Private groups of DiLoCo replicas: averaged among the replicas of their
+  // path (otherwise they would drift apart for good); never across paths.
+  const bool replica_units = deck.dipaco.replica_mode == "diloco" && topo.ranks_per_path > 1;
+  auto add_path_units = [&](const std::string& name, int group, int level) {
     for (int p = 0; p < topo.paths; ++p) {
       auto ranks = topo.ranks_of_path(p);
       bool mine = std::binary_search(ranks.begin(), ranks.end(), rank_);
-      units_.push_back({"embeddings.P" + std::to_string(p), 0, -1, p, {p}, mine, MPI_COMM_NULL, {}, {}});
+      units_.push_back({name + ".P" + std::to_string(p), group, level, -1, p, {p}, mine, MPI_COMM_NULL, {}, {}});
     }
-  for (int l = 0; l < topo.levels(); ++l)
+  };
+  if (deck.dipaco.shared == "embeddings") units_.push_back({"embeddings", 0, -1, -1, -1, all, true, MPI_COMM_NULL, {}, {}});
+  else if (replica_units) add_path_units("embeddings", 0, -1);
+  for (int l = 0; l < topo.levels(); ++l) {
+    const std::string level = "L" + std::to_string(l);
+    if (topo.is_private(l)) {
+      if (replica_units) add_path_units(level, 1 + l, l);
+      continue;
+    }
     for (int m = 0; m < topo.modules_per_level[l]; ++m) {
       auto ranks = topo.module_ranks(l, m);
       bool mine = std::binary_search(ranks.begin(), ranks.end(), rank_);
-      units_.push_back({"L" + std::to_string(l) + ".M" + std::to_string(m), 1 + l, l, m, topo.paths_with_module(l, m),
-                        mine, MPI_COMM_NULL, {}, {}});
+      units_.push_back({level + ".M" + std::to_string(m), 1 + l, l, m, -1, topo.paths_with_module(l, m), mine,
+                        MPI_COMM_NULL, {}, {}});
     }
+  }
   size_t largest = 0;
   for (auto& u : units_) {
     // Collective over the world, once at start-up: one communicator per unit.

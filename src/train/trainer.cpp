@@ -38,7 +38,7 @@ Trainer::Trainer(const Deck& deck, MPI_Comm world, Kernels& k, const std::vector
     : deck_(deck), world_(world), k_(k), shape_(model_shape(deck)), verbose_(verbose) {
   MPI_Comm_rank(world, &rank_);
   MPI_Comm_size(world, &world_size_);
-  topo_ = make_topology(deck.dipaco.modules_per_level, world_size_);
+  topo_ = make_topology(deck.dipaco.modules_per_level, world_size_, deck.dipaco.private_levels);
   replicas_ = deck.dipaco.replica_mode == "diloco";
   if (replicas_ && deck.dipaco.inner_steps == 0)
     throw DeckError("dipaco.replica_mode = diloco needs dipaco.inner_steps > 0 (the replicas meet only in outer rounds)");

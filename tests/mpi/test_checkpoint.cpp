@@ -84,6 +84,35 @@ TEST(Checkpoint, ResumeIsBitExactIncludingMidRound) {
   }
 }
 
+// A private level lives only in each path's weights: resumed bit-exactly too,
+// and its deck key is one a checkpoint must match.
+TEST(Checkpoint, PrivateLevelResumesBitExact) {
+  std::string dir = shared_tmpdir("private");
+  auto with_private = [&](const std::string& run) {
+    auto d = deck_for(run);
+    d.push_back("dipaco.private_levels=1");
+    return d;
+  };
+  Session whole = session(dir + "/a", with_private(dir + "/a"));
+  auto d = with_private(dir + "/b");
+  d.push_back("run.stop_after=4");
+  Session first = session(dir + "/b", d);
+  ASSERT_TRUE(first.summary.stopped);
+  Session second = session(dir + "/b", d);
+  EXPECT_NE(second.loaded.find("ckpt-00000004.h5"), std::string::npos) << second.loaded;
+  for (size_t i = 0; i < whole.params.size(); ++i) {
+    size_t bytes = whole.params[i].size() * sizeof(float);
+    EXPECT_EQ(0, std::memcmp(whole.params[i].data(), second.params[i].data(), bytes)) << "weights, path slot " << i;
+    EXPECT_EQ(0, std::memcmp(whole.m[i].data(), second.m[i].data(), bytes)) << "adam m";
+  }
+  EXPECT_EQ(whole.summary.final_eval.bpb, second.summary.final_eval.bpb);
+  // The same checkpoint with every level shared does not fit.
+  Deck shared = load_deck("", deck_for(dir + "/b"));
+  auto diff = incompatible_keys(load_deck("", d).text(), shared);
+  ASSERT_EQ(diff.size(), 1u);
+  EXPECT_NE(diff[0].find("dipaco.private_levels"), std::string::npos) << diff[0];
+}
+
 TEST(Checkpoint, CorruptLatestFallsBackToPrevious) {
   std::string dir = shared_tmpdir("corrupt");
   auto d = deck_for(dir);

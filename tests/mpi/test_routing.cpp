@@ -61,6 +61,16 @@ TEST(Routing, ShardFileRoundTrip) {
   EXPECT_EQ(in2.router.mode, "logistic");
   EXPECT_EQ(in2.router.centroids, out.router.centroids);
   EXPECT_EQ(latest_shard_file(file.substr(0, file.rfind('/'))), file2);
+  // So does a residual router (every level's centroids as wide as the features).
+  out.router = fit_router(f, 4, {2, 2}, "residual", 5, 50);
+  const std::string file3 = file.substr(0, file.rfind('/')) + "/shards-r2.h5";
+  MPI_Barrier(MPI_COMM_WORLD);
+  if (world_rank() == 0) write_shard_file(file3, out, s);
+  MPI_Barrier(MPI_COMM_WORLD);
+  ShardFile in3 = read_shard_file(file3, s);
+  EXPECT_EQ(in3.router.mode, "residual");
+  EXPECT_EQ(in3.router.centroids, out.router.centroids);
+  for (size_t i = 0; i < s.train.size(); i += 17) EXPECT_EQ(in3.router.nearest_path(&f[i * 4]), out.router.nearest_path(&f[i * 4]));
   // A split that does not match the file is refused with the field named.
   Split fewer = s;
   fewer.train.resize(3);
@@ -123,4 +133,31 @@ TEST(Routing, OnePathRoutedEvalIsThePlainLossAfterThePrefix) {
   for (size_t i = 0; i < r.domains.size(); ++i) by_domain += r.domain_bpb[i] * r.domain_bytes[i], domain_bytes += r.domain_bytes[i];
   EXPECT_EQ(domain_bytes, bytes);
   EXPECT_NEAR(by_domain / domain_bytes, r.bpb, 1e-9);
+}
+
+// Re-routing only chooses the path: with one path, re-routing every 20 bytes
+// scores every target with the same context as routing once, to the bit.
+TEST(Routing, OnePathReroutedScoresExactlyAsRoutedOnce) {
+  auto ov = one_path_deck();
+  ov.insert(ov.end(), {"model.context=32", "eval.doc_bytes=300"});
+  Deck once = load_deck("", ov);
+  ov.push_back("eval.reroute_every=20");
+  Deck rerouted = load_deck("", ov);
+  auto k = make_cpu_kernels();
+  const Split& s = corpus();
+  Trainer t(once, MPI_COMM_WORLD, *k, shard_by_rule(s.train, 1, "hash"), shard_by_rule(s.val, 1, "hash"), "", false);
+  t.run();
+  std::vector<float> params(t.layout().total);
+  k->to_host(params.data(), t.paths()[0].params.get(), params.size() * sizeof(float));
+  FeatureModel fm(*k, model_shape(once), Precision::fp32, params, 4);
+  Router one;  // a router with one path: every re-routing decision picks path 0
+  one.mode = "flat", one.dim = fm.dim(), one.modules_per_level = {1};
+  one.centroids = {std::vector<float>(size_t(fm.dim()), 0.0f)};
+  const std::vector<int> doc_path(s.val.size(), 0);
+  RoutedEval a = routed_evaluate(t, s.val, doc_path, &one, fm, once);
+  RoutedEval b = routed_evaluate(t, s.val, doc_path, &one, fm, rerouted);
+  EXPECT_GT(b.segments, a.segments);  // re-routing did cut the documents
+  EXPECT_EQ(a.bytes, b.bytes);
+  EXPECT_EQ(a.bpb, b.bpb);
+  EXPECT_EQ(a.domain_bpb, b.domain_bpb);
 }

@@ -180,6 +180,29 @@ TEST(Deck, HelpListsEveryKeyWithDefault) {
   }
 }
 
+TEST(Deck, PrivateLevelsNamedAndChecked) {
+  EXPECT_TRUE(load_deck("", {}).dipaco.private_levels.empty());
+  Deck d = load_deck("", {"dipaco.modules_per_level=2,2", "model.layers_per_level=2,2", "dipaco.private_levels=1, 0"});
+  EXPECT_EQ(d.dipaco.private_levels, (std::vector<int>{0, 1}));
+  for (const char* bad : {"dipaco.private_levels=2", "dipaco.private_levels=1,1", "dipaco.private_levels=x"}) {
+    try {
+      load_deck("", {"dipaco.modules_per_level=2,2", "model.layers_per_level=2,2", bad});
+      ADD_FAILURE() << bad;
+    } catch (const DeckError& e) {
+      EXPECT_NE(std::string(e.what()).find("dipaco.private_levels"), std::string::npos) << e.what();
+    }
+  }
+}
+
+TEST(Topology, PrivateLevelHasAModulePerPath) {
+  Topology t = make_topology({2, 2}, 4, {1});
+  EXPECT_FALSE(t.is_private(0));
+  EXPECT_TRUE(t.is_private(1));
+  EXPECT_EQ(t.module_name(3, 0), "M1");
+  EXPECT_EQ(t.module_name(3, 1), "P3");
+  EXPECT_EQ(t.path_modules(3), (std::vector<int>{1, 1}));  // routing still uses both indices
+}
+
 TEST(Topology, ImpossibleRankCountListsThoseThatWork) {
   try {
     make_topology({2, 2}, 3);

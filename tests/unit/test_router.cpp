@@ -106,6 +106,36 @@ TEST(Router, ProductRoutingIsTheTupleOfNearestCentroids) {
   expect_same_partition(want, got_flat);
 }
 
+// Two factors in the same features (not in separate halves): the larger one
+// (a) is what level 0 finds, the smaller (b) what level 0's centroid leaves.
+TEST(Router, ResidualRoutingFindsTheFactorLevelZeroLeaves) {
+  const std::vector<std::vector<float>> A = {{10, 10, 10, 10}, {-10, -10, -10, -10}};
+  const std::vector<std::vector<float>> B = {{4, -4, 0, 0}, {0, 0, 4, -4}, {-4, 4, -4, 4}};
+  std::vector<float> f;
+  std::vector<int> want;
+  std::mt19937_64 rng(3);
+  std::normal_distribution<float> noise(0, 0.2f);
+  for (int rep = 0; rep < 30; ++rep)
+    for (int a = 0; a < 2; ++a)
+      for (int b = 0; b < 3; ++b) {
+        for (int t = 0; t < 4; ++t) f.push_back(A[a][t] + B[b][t] + noise(rng));
+        want.push_back(a * 3 + b);
+      }
+  Router r = fit_router(f, 4, {2, 3}, "residual", 1, 100);
+  EXPECT_EQ(r.paths(), 6);
+  ASSERT_EQ(r.centroids.size(), 2u);
+  EXPECT_EQ(r.centroids[1].size(), 3u * 4);  // level 1 centroids span all features
+  std::vector<int> got;
+  for (size_t i = 0; i < want.size(); ++i) got.push_back(r.nearest_path(&f[i * 4]));
+  expect_same_partition(want, got);
+  // The level-0 module of a path is the large factor: paths 0-2 hold a = 0 or all hold a = 1.
+  for (size_t i = 0; i < want.size(); ++i) EXPECT_EQ(got[i] / 3, got[want[i] % 3] / 3 == got[0] / 3 ? got[i] / 3 : got[i] / 3);
+  std::set<int> level0_of_a0;
+  for (size_t i = 0; i < want.size(); ++i)
+    if (want[i] / 3 == 0) level0_of_a0.insert(got[i] / 3);
+  EXPECT_EQ(level0_of_a0.size(), 1u);
+}
+
 TEST(Router, RefitToAnAssignment) {
   std::vector<float> f = {0, 0, 0, 1, 10, 10, 10, 11};
   Router r = refit_router(f, 2, {1, 1, 0, 0}, 3);

@@ -2,6 +2,13 @@
 // prefix routes it to (the prefix itself is not scored), optionally re-routed
 // every N tokens by the window before; bits per byte per path, per domain and
 // overall. Also the per-document losses that discriminative re-routing uses.
+//
+// Every target is scored with the same context whatever the routing: a
+// document's targets are cut into fixed tiles (1..T-1, then T/2 at a time),
+// each read by the window of T bytes that ends with it, so a target past the
+// first tile sees at least T - T/2 bytes; re-routing only chooses the path
+// that scores a piece of a tile. Losses are summed in fixed point (2^-24 nats),
+// so the totals do not depend on how the targets were grouped.
 #pragma once
 #include <string>
 #include <vector>
@@ -13,15 +20,17 @@
 
 namespace dipaco {
 
-// Targets [from, to) of a document scored by a path, one model window.
+// Targets [from, to) of a document scored by a path in the window of T bytes
+// that ends at window_end (the end of the tile they belong to).
 struct ScoreItem {
   int path;
   const Document* doc;
-  size_t from, to;  // to - from <= T - 1 when from > 0
+  size_t from, to;
+  size_t window_end;  // to <= window_end, window_end - from <= T - 1 when from > 0
 };
 // Collective: sum of the losses (nats) of every item, each computed on a rank of its path.
 std::vector<double> score_items(Trainer& t, const std::vector<ScoreItem>& items);
-// Cuts targets [from, to) of a document into items that fit the model window.
+// Cuts targets [from, to) of a document along its fixed tiles into items.
 void add_items(std::vector<ScoreItem>& items, int path, const Document* doc, size_t from, size_t to, int T);
 
 struct RoutedEval {

@@ -2,7 +2,10 @@
 // k-means (k-means++ start, Lloyd iterations, empty clusters repaired) fits
 // centroids; product routing fits one k-means per level on that level's slice
 // of the features (a path is the tuple of nearest centroids), flat routing one
-// k-means with P centroids. Assignment turns per-path scores into shards,
+// k-means with P centroids, residual routing one k-means per level on what
+// the levels above leave (level 0 on the features, level 1 on the feature
+// minus its level-0 centroid, ...: a path is a sum of one centroid per level,
+// scored by how well that sum reconstructs the feature). Assignment turns per-path scores into shards,
 // with a cap on a shard's share and optional overlap (k nearest paths).
 #pragma once
 #include <cstddef>
@@ -25,16 +28,20 @@ constexpr int kKMeansStarts = 4;
 KMeansResult kmeans(const float* x, size_t n, int dim, int k, uint64_t seed, int max_iters);
 
 struct Router {
-  std::string mode;                       // "product", "flat" or "logistic"
+  std::string mode;                       // "product", "residual", "flat" or "logistic"
   int dim = 0;                            // feature width
-  std::vector<int> modules_per_level;     // product: centroids per level
-  std::vector<std::vector<float>> centroids;  // product: per level [k_l, slice]; flat: one [P, dim];
+  std::vector<int> modules_per_level;     // product, residual: centroids per level
+  std::vector<std::vector<float>> centroids;  // product: per level [k_l, slice]; residual: per level [k_l, dim];
+                                              // flat: one [P, dim];
                                               // logistic: one [P, dim + 1] (weights and bias)
 
   int paths() const;
   // Squared distance from feature f [dim] to every path (lower is nearer).
   void path_scores(const float* f, double* out) const;
   int nearest_path(const float* f) const;
+
+ private:
+  void residual_scores(const float* f, double* out) const;
 };
 
 // Fits a router on features [n, dim] for a topology's modules per level.

@@ -6,8 +6,12 @@
 // Layout (dipaco inspect --layout prints it):
 //   /                 attrs: format_version, dipaco_version, git_commit, deck, world_size,
 //                            stage, outer_round, inner_step, wall_time
-//   /topology         attrs: levels, modules_per_level, paths; dataset path_table [P, levels]
-//   /modules/<unit>/  anchor, momentum [n] float; index: names, offsets, shapes
+//   /topology         attrs: levels, modules_per_level, private_levels (a 0/1 flag per level),
+//                            paths; dataset path_table [P, levels] (routing index per level)
+//   /modules/<unit>/  anchor, momentum [n] float; index: names, offsets, shapes. Units:
+//                     embeddings, L<l>/M<m> (shared), and with DiLoCo replicas a path's own
+//                     path_embeddings/P<p> and L<l>/P<p> (a private level); a private level
+//                     without replicas has no unit: its weights live only in /paths/P<p>
 //   /paths/P<p>/      params, adam_m, adam_v [arena] float; attrs: step, shard_tokens
 //   /metrics/         eval_step, eval_bpb
 // Each float dataset carries a "checksum" attribute (FNV-1a 64 of its bytes),

@@ -1,6 +1,9 @@
 // DiLoCo outer rounds, per module. A sync unit is a parameter group shared by
 // several paths: the embedding group (when shared by all paths) or a module
-// (level l, index m). Each unit has ONE communicator holding exactly the ranks
+// (level l, index m); a private group averaged among the DiLoCo replicas of
+// one path is a unit of that path alone (`path` >= 0). A private level
+// (dipaco.private_levels) has no unit otherwise: it is never communicated.
+// Each unit has ONE communicator holding exactly the ranks
 // whose paths contain it, an anchor (the weights every path starts the round
 // from) and an outer Nesterov momentum, replicated on those ranks.
 #pragma once
@@ -19,9 +22,10 @@
 namespace dipaco {
 
 struct SyncUnit {
-  std::string name;        // "embeddings" or "L1.M0"
+  std::string name;        // "embeddings", "L1.M0", or a path's own "embeddings.P3" / "L1.P3"
   int group = 0;           // index into ParamLayout::groups
   int level = -1, module = -1;
+  int path = -1;           // the one path whose private group this is (-1: shared)
   std::vector<int> paths;  // every path that contains it
   bool mine = false;       // this rank holds a path that contains it
   MPI_Comm comm = MPI_COMM_NULL;
