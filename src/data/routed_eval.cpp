@@ -35,28 +35,44 @@ std::vector<double> score_items(Trainer& t, const std::vector<ScoreItem>& items)
   std::vector<double> loss(items.size(), 0.0);
   std::vector<int32_t> tok(size_t(B) * T), tgt(size_t(B) * T);
   std::vector<float> out;
+  using Window = std::pair<const Document*, size_t>;  // document, window end
   for (auto& p : t.paths()) {
-    std::vector<size_t> mine;
-    for (size_t i = 0, n = 0; i < items.size(); ++i)
-      if (items[i].path == p.id && int(n++ % rpp) == rip) mine.push_back(i);
+    // The distinct windows of p's items in order of first appearance, each computed once: items
+    // cut differently from the same windows (another routing) are then scored from the same numbers.
+    std::map<Window, size_t> index;
+    std::vector<Window> windows;
+    std::vector<std::vector<size_t>> readers;  // items scored from each window
+    for (size_t i = 0; i < items.size(); ++i) {
+      if (items[i].path != p.id) continue;
+      auto [it, fresh] = index.emplace(Window{items[i].doc, items[i].window_end}, windows.size());
+      if (fresh) {
+        windows.push_back(it->first);
+        readers.emplace_back();
+      }
+      readers[it->second].push_back(i);
+    }
+    std::vector<size_t> mine;  // this rank's share of the windows
+    for (size_t w = 0; w < windows.size(); ++w)
+      if (int(w % rpp) == rip) mine.push_back(w);
     std::vector<size_t> start(B);
-    auto fill = [&](size_t b, size_t item) {
-      const ScoreItem& it = items[mine[item]];
-      const size_t a = it.window_end > size_t(T) ? it.window_end - T : 0;
+    auto fill = [&](size_t b, size_t k) {
+      const auto& [doc, end] = windows[mine[k]];
+      const size_t a = end > size_t(T) ? end - T : 0;
       start[b] = a;
       for (int j = 0; j < T; ++j) {
-        tok[b * T + j] = doc_byte(*it.doc, a + j);
-        tgt[b * T + j] = doc_byte(*it.doc, a + j + 1);
+        tok[b * T + j] = doc_byte(*doc, a + j);
+        tgt[b * T + j] = doc_byte(*doc, a + j + 1);
       }
     };
     padded_batches(mine.size(), B, fill, [&](size_t first, size_t used) {
       t.window_losses(p, tok, tgt, out);
-      for (size_t b = 0; b < used; ++b) {
-        const ScoreItem& it = items[mine[first + b]];
-        long long s = 0;
-        for (size_t pos = it.from; pos < it.to; ++pos) s += std::llround(out[b * T + (pos - 1 - start[b])] / kLossUnit);
-        loss[mine[first + b]] = double(s) * kLossUnit;
-      }
+      for (size_t b = 0; b < used; ++b)
+        for (size_t i : readers[mine[first + b]]) {
+          long long s = 0;
+          for (size_t pos = items[i].from; pos < items[i].to; ++pos)
+            s += std::llround(out[b * T + (pos - 1 - start[b])] / kLossUnit);
+          loss[i] = double(s) * kLossUnit;
+        }
     });
   }
   CollectiveScope wait("the scoring all-reduce");

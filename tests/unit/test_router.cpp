@@ -128,12 +128,12 @@ TEST(Router, ResidualRoutingFindsTheFactorLevelZeroLeaves) {
   std::vector<int> got;
   for (size_t i = 0; i < want.size(); ++i) got.push_back(r.nearest_path(&f[i * 4]));
   expect_same_partition(want, got);
-  // The level-0 module of a path is the large factor: paths 0-2 hold a = 0 or all hold a = 1.
-  for (size_t i = 0; i < want.size(); ++i) EXPECT_EQ(got[i] / 3, got[want[i] % 3] / 3 == got[0] / 3 ? got[i] / 3 : got[i] / 3);
-  std::set<int> level0_of_a0;
-  for (size_t i = 0; i < want.size(); ++i)
-    if (want[i] / 3 == 0) level0_of_a0.insert(got[i] / 3);
-  EXPECT_EQ(level0_of_a0.size(), 1u);
+  // A path's level-0 module is the large factor: one level-0 module per value of a.
+  std::set<int> level0[2];
+  for (size_t i = 0; i < want.size(); ++i) level0[want[i] / 3].insert(got[i] / 3);
+  EXPECT_EQ(level0[0].size(), 1u);
+  EXPECT_EQ(level0[1].size(), 1u);
+  EXPECT_NE(*level0[0].begin(), *level0[1].begin());
 }
 
 TEST(Router, RefitToAnAssignment) {
