@@ -22,6 +22,7 @@ check "missing deck" 2 "cannot open deck file 'nope.ini'" -- "$bin" deck nope.in
 check "missing corpus under mpirun" 2 "cannot open corpus file '$tmp/missing.jsonl'" -- "${mpirun[@]}" -np 2 "$bin" run "$tmp/nocorpus.ini" --run.out_dir="$tmp/runs"
 check "impossible rank count lists those that work" 2 "rank counts that work: 1, 2, 4, 8" -- "${mpirun[@]}" -np 3 "$bin" run inputs/dipaco-2x2.ini --run.out_dir="$tmp/runs"
 check "topology printout" 0 "L1.M1 .*2 paths" -- "$bin" topology inputs/dipaco-2x2.ini --ranks 4
+check "topology printout, a private level" 0 "L1\\.P\\* \\(blocks 2-3\\) +private +[0-9]+   \\(never communicated\\)" -- "$bin" topology inputs/dipaco-2x2.ini --ranks 4 --dipaco.private_levels=1
 check "unknown command" 2 "unknown command" -- "$bin" frobnicate
 
 # The quickstart deck learns: validation bits per byte from 8 to below 3.5.
