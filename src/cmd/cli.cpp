@@ -72,6 +72,41 @@ int cmd_deck(const Args& args) {
   return kExitOk;
 }
 
+namespace {
+
+// The topology's rows of level modules (shared, or one private row per level);
+// returns their fp32 bytes all-reduced per outer round, summed over ranks.
+double level_rows(const Deck& d, const Topology& t, const ParamLayout& layout, std::ostringstream& o) {
+  const bool replica_units = d.dipaco.replica_mode == "diloco" && t.ranks_per_path > 1;
+  double bytes = 0;
+  char line[256];
+  for (int l = 0; l < t.levels(); ++l) {
+    const auto& grp = layout.groups[1 + l];
+    const std::string level = "L" + std::to_string(l);
+    const std::string blocks =
+        " (blocks " + std::to_string(grp.first_block) + "-" + std::to_string(grp.first_block + grp.n_blocks - 1) + ")";
+    if (t.is_private(l)) {
+      // One module per path: never communicated, or averaged among the path's DiLoCo replicas.
+      std::snprintf(line, sizeof line, "%-22s %-12s %9zu   %s\n", (level + ".P*" + blocks).c_str(), "private", grp.size,
+                    replica_units ? "each path's own ranks (its DiLoCo replicas)" : "(never communicated)");
+      o << line;
+      if (replica_units) bytes += 4.0 * grp.size * t.ranks;
+      continue;
+    }
+    for (int m = 0; m < t.modules_per_level[l]; ++m) {
+      std::string rs;
+      for (int r : t.module_ranks(l, m)) rs += std::to_string(r) + " ";
+      std::snprintf(line, sizeof line, "%-22s %-12s %9zu   %s\n", (level + ".M" + std::to_string(m) + blocks).c_str(),
+                    (std::to_string(t.paths_with_module(l, m).size()) + " paths").c_str(), grp.size, rs.c_str());
+      o << line;
+      bytes += 4.0 * grp.size * t.module_ranks(l, m).size();
+    }
+  }
+  return bytes;
+}
+
+}  // namespace
+
 int cmd_topology(const Args& args) {
   std::string file;
   Args ov, extra;
@@ -121,28 +156,7 @@ int cmd_topology(const Args& args) {
                 emb.size, shared_emb ? ("world: " + list(all)).c_str() : "(never communicated)");
   o << line;
   double bytes_round = shared_emb ? 4.0 * emb.size * ranks : 0;
-  const bool replica_units = d.dipaco.replica_mode == "diloco" && t.ranks_per_path > 1;
-  for (int l = 0; l < t.levels(); ++l) {
-    const auto& grp = layout.groups[1 + l];
-    const std::string blocks =
-        " (blocks " + std::to_string(grp.first_block) + "-" + std::to_string(grp.first_block + grp.n_blocks - 1) + ")";
-    if (t.is_private(l)) {
-      // One module per path: never communicated, or averaged among the path's DiLoCo replicas.
-      std::snprintf(line, sizeof line, "%-22s %-12s %9zu   %s\n", ("L" + std::to_string(l) + ".P*" + blocks).c_str(),
-                    "private", grp.size,
-                    replica_units ? "each path's own ranks (its DiLoCo replicas)" : "(never communicated)");
-      o << line;
-      if (replica_units) bytes_round += 4.0 * grp.size * ranks;
-      continue;
-    }
-    for (int m = 0; m < t.modules_per_level[l]; ++m) {
-      auto rs = t.module_ranks(l, m);
-      std::snprintf(line, sizeof line, "%-22s %-12s %9zu   %s\n", ("L" + std::to_string(l) + ".M" + std::to_string(m) + blocks).c_str(),
-                    (std::to_string(t.paths_with_module(l, m).size()) + " paths").c_str(), grp.size, list(rs).c_str());
-      o << line;
-      bytes_round += 4.0 * grp.size * rs.size();
-    }
-  }
+  bytes_round += level_rows(d, t, layout, o);
   o << "\nparameters per path: " << layout.total << " (" << layout.total * 4 / 1e6 << " MB fp32)\n";
   size_t total = shared_emb ? emb.size : emb.size * t.paths;
   for (int l = 0; l < t.levels(); ++l) total += layout.groups[1 + l].size * (t.is_private(l) ? t.paths : t.modules_per_level[l]);
