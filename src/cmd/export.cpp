@@ -115,6 +115,10 @@ void write_router(hid_t o, const TrainedModel& m) {
 // share a module hold the same weights after an outer round (the largest
 // difference is printed when the run ended elsewhere).
 void write_whole(hid_t o, const TrainedModel& m) {
+  // The whole-model layout names one module per (level, index); a private level has one per path.
+  if (!m.deck.dipaco.private_levels.empty())
+    throw DeckError("export --all: the run has dipaco.private_levels = " + m.deck.values.at("dipaco.private_levels") +
+                    " (a module per path there), which the whole-model layout does not hold; export paths with --path P");
   const Topology topo = make_topology(m.deck.dipaco.modules_per_level, 1);
   const ParamLayout lay = make_layout(model_shape(m.deck));
   std::vector<long> table;

@@ -116,7 +116,7 @@ RunRouter router_of_export(const TrainedModel& m) {
   r.router.mode = read_attr_string(g, "mode");
   r.router.dim = int(read_attr_long(g, "dim", 1, 1 << 20));
   r.router.modules_per_level = m.deck.dipaco.modules_per_level;
-  const size_t levels = r.router.mode == "product" ? r.router.modules_per_level.size() : 1;
+  const size_t levels = r.router.mode == "product" || r.router.mode == "residual" ? r.router.modules_per_level.size() : 1;
   for (size_t l = 0; l < levels; ++l) {
     const std::string name = "centroids_" + std::to_string(l);
     H5Id d(H5Lexists(g, name.c_str(), H5P_DEFAULT) > 0 ? H5Dopen2(g, name.c_str(), H5P_DEFAULT) : -1, H5Dclose);
