@@ -27,7 +27,7 @@ void causal_softmax_backward(float* ds, const float* d, const float* a, int len,
 // Logits row -> probabilities in place; returns -log p[target].
 float softmax_crossentropy(float* p, int target, int V);
 
-// acc[0..w) += column sums of rows [M, stride] starting at col.
+// acc[0..w) += column sums of w columns over M rows, stride apart (x points at the first column).
 void column_sums(float* acc, const float* x, int M, size_t stride, int w);
 
 void adamw(float* p, const float* g, float* m, float* v, size_t n, float lr, float b1, float b2, float eps, float wd,
