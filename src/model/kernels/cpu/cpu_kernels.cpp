@@ -4,7 +4,6 @@
 #include <omp.h>
 
 #include <algorithm>
-#include <bit>
 #include <cmath>
 #include <cstdlib>
 #include <cstring>
@@ -14,32 +13,14 @@
 
 #include "dipaco/model/kernels.hpp"
 #include "onednn_gemm.hpp"
+#include "row_kernels.hpp"
 
 namespace dipaco {
 namespace {
 
-constexpr float kGeluC = 0.7978845608028654f;  // sqrt(2/pi)
-
-// exp(x) for x in about [-87, 88] to ~2 ulp, written so that loops vectorise
-// (libm's expf/tanhf do not without -ffast-math; the clamps need -fno-trapping-math): x = n ln2 + r, a degree-6
-// polynomial for exp(r), 2^n built in the exponent bits.
-inline float fast_exp(float x) {
-  x = x < -87.0f ? -87.0f : (x > 88.0f ? 88.0f : x);
-  const float shifter = 12582912.0f;  // 1.5 * 2^23: adding it rounds to an integer
-  float n = (x * 1.44269504088896341f + shifter) - shifter;
-  float r = x - n * 0.693359375f + n * 2.12194440e-4f;
-  float p = 1.9875691500e-4f;
-  p = p * r + 1.3981999507e-3f;
-  p = p * r + 8.3334519073e-3f;
-  p = p * r + 4.1665795894e-2f;
-  p = p * r + 1.6666665459e-1f;
-  p = p * r + 5.0000001201e-1f;
-  p = p * r * r + r + 1.0f;
-  return p * std::bit_cast<float>((int32_t(n) + 127) << 23);
-}
-
-// tanh(u) = 1 - 2 / (exp(2u) + 1)
-inline float fast_tanh(float u) { return 1.0f - 2.0f / (fast_exp(2.0f * u) + 1.0f); }
+// Flat arrays go to the row kernels in chunks of this many elements, one chunk per
+// loop iteration, so each thread runs long vector loops.
+constexpr size_t kChunk = 4096;
 
 class CpuKernels final : public Kernels {
  public:
@@ -89,18 +70,8 @@ class CpuKernels final : public Kernels {
   void layernorm_forward(float* out, float* mean, float* rstd, const float* x, const float* w, const float* b, int N,
                          int C) override {
 #pragma omp parallel for schedule(static)
-    for (int n = 0; n < N; ++n) {
-      const float* xr = x + size_t(n) * C;
-      float m = 0;
-      for (int c = 0; c < C; ++c) m += xr[c];
-      m /= C;
-      float v = 0;
-      for (int c = 0; c < C; ++c) v += (xr[c] - m) * (xr[c] - m);
-      float r = 1.0f / std::sqrt(v / C + 1e-5f);
-      float* o = out + size_t(n) * C;
-      for (int c = 0; c < C; ++c) o[c] = (xr[c] - m) * r * w[c] + b[c];
-      mean[n] = m, rstd[n] = r;
-    }
+    for (int n = 0; n < N; ++n)
+      rows::layernorm_forward(out + size_t(n) * C, mean + n, rstd + n, x + size_t(n) * C, w, b, C);
   }
 
   void layernorm_backward(float* dx, float* dw, float* db, const float* dout, const float* x, const float* w,
@@ -112,44 +83,21 @@ class CpuKernels final : public Kernels {
       float* pw = part.data() + size_t(omp_get_thread_num()) * 2 * C;
       float* pb = pw + C;
 #pragma omp for schedule(static)
-      for (int n = 0; n < N; ++n) {
-        const float* xr = x + size_t(n) * C;
-        const float* dr = dout + size_t(n) * C;
-        float* dxr = dx + size_t(n) * C;
-        float m = mean[n], r = rstd[n];
-        float dnorm_mean = 0, dnorm_norm_mean = 0;
-        for (int c = 0; c < C; ++c) {
-          float norm = (xr[c] - m) * r, dnorm = w[c] * dr[c];
-          dnorm_mean += dnorm, dnorm_norm_mean += dnorm * norm;
-          pw[c] += norm * dr[c], pb[c] += dr[c];
-        }
-        dnorm_mean /= C, dnorm_norm_mean /= C;
-        for (int c = 0; c < C; ++c) {
-          float norm = (xr[c] - m) * r;
-          dxr[c] += (w[c] * dr[c] - dnorm_mean - norm * dnorm_norm_mean) * r;
-        }
-      }
+      for (int n = 0; n < N; ++n)
+        rows::layernorm_backward(dx + size_t(n) * C, pw, pb, dout + size_t(n) * C, x + size_t(n) * C, w, mean[n], rstd[n], C);
     }
     for (int t = 0; t < nt; ++t)
       for (int c = 0; c < C; ++c) dw[c] += part[size_t(t) * 2 * C + c], db[c] += part[size_t(t) * 2 * C + C + c];
   }
 
   void gelu_forward(float* out, const float* x, size_t n) override {
-#pragma omp parallel for simd schedule(static)
-    for (size_t i = 0; i < n; ++i) {
-      float v = x[i];
-      out[i] = 0.5f * v * (1.0f + fast_tanh(kGeluC * (v + 0.044715f * v * v * v)));
-    }
+#pragma omp parallel for schedule(static)
+    for (size_t i = 0; i < n; i += kChunk) rows::gelu_forward(out + i, x + i, std::min(kChunk, n - i));
   }
 
   void gelu_backward(float* dx, const float* x, const float* dout, size_t n) override {
-#pragma omp parallel for simd schedule(static)
-    for (size_t i = 0; i < n; ++i) {
-      float v = x[i];
-      float t = fast_tanh(kGeluC * (v + 0.044715f * v * v * v));
-      float sech2 = 1.0f - t * t;
-      dx[i] = dout[i] * (0.5f * (1.0f + t) + 0.5f * v * sech2 * kGeluC * (1.0f + 3.0f * 0.044715f * v * v));
-    }
+#pragma omp parallel for schedule(static)
+    for (size_t i = 0; i < n; i += kChunk) rows::gelu_backward(dx + i, x + i, dout + i, std::min(kChunk, n - i));
   }
 
   void add(float* out, const float* a, const float* b, size_t n) override {
@@ -161,13 +109,10 @@ class CpuKernels final : public Kernels {
     const int blk = 64, nblk = (N + blk - 1) / blk;
 #pragma omp parallel for schedule(static)
     for (int jb = 0; jb < nblk; ++jb) {
-      int j0 = jb * blk, j1 = std::min(N, j0 + blk);
+      int j0 = jb * blk, w = std::min(N, j0 + blk) - j0;
       float acc[blk] = {};
-      for (int i = 0; i < M; ++i) {
-        const float* r = dout + size_t(i) * N;
-        for (int j = j0; j < j1; ++j) acc[j - j0] += r[j];
-      }
-      for (int j = j0; j < j1; ++j) dbias[j] += acc[j - j0];
+      rows::column_sums(acc, dout + j0, M, size_t(N), w);
+      for (int j = 0; j < w; ++j) dbias[j0 + j] += acc[j];
     }
   }
 
@@ -188,46 +133,20 @@ class CpuKernels final : public Kernels {
 
   void causal_softmax_forward(float* att, const float* scores, int BH, int T, float scale) override {
 #pragma omp parallel for schedule(static)
-    for (long r = 0; r < long(BH) * T; ++r) {
-      int t = int(r % T);
-      const float* s = scores + size_t(r) * T;
-      float* a = att + size_t(r) * T;
-      float mx = -INFINITY;
-      for (int j = 0; j <= t; ++j) mx = std::max(mx, s[j] * scale);
-      float sum = 0;
-      for (int j = 0; j <= t; ++j) a[j] = fast_exp(s[j] * scale - mx), sum += a[j];
-      float inv = 1.0f / sum;
-      for (int j = 0; j <= t; ++j) a[j] *= inv;
-      for (int j = t + 1; j < T; ++j) a[j] = 0.0f;
-    }
+    for (long r = 0; r < long(BH) * T; ++r)
+      rows::causal_softmax_forward(att + size_t(r) * T, scores + size_t(r) * T, int(r % T) + 1, T, scale);
   }
 
   void causal_softmax_backward(float* dscores, const float* datt, const float* att, int BH, int T, float scale) override {
 #pragma omp parallel for schedule(static)
-    for (long r = 0; r < long(BH) * T; ++r) {
-      int t = int(r % T);
-      const float* a = att + size_t(r) * T;
-      const float* d = datt + size_t(r) * T;
-      float* ds = dscores + size_t(r) * T;
-      float dot = 0;
-      for (int j = 0; j <= t; ++j) dot += a[j] * d[j];
-      for (int j = 0; j <= t; ++j) ds[j] = scale * a[j] * (d[j] - dot);
-      for (int j = t + 1; j < T; ++j) ds[j] = 0.0f;
-    }
+    for (long r = 0; r < long(BH) * T; ++r)
+      rows::causal_softmax_backward(dscores + size_t(r) * T, datt + size_t(r) * T, att + size_t(r) * T, int(r % T) + 1, T,
+                                    scale);
   }
 
   void softmax_crossentropy_forward(float* probs, float* loss, const int32_t* target, int N, int V) override {
 #pragma omp parallel for schedule(static)
-    for (int n = 0; n < N; ++n) {
-      float* p = probs + size_t(n) * V;
-      float mx = -INFINITY;
-      for (int j = 0; j < V; ++j) mx = std::max(mx, p[j]);
-      float sum = 0;
-      for (int j = 0; j < V; ++j) p[j] = fast_exp(p[j] - mx), sum += p[j];
-      float inv = 1.0f / sum;
-      for (int j = 0; j < V; ++j) p[j] *= inv;
-      loss[n] = -std::log(std::max(p[target[n]], 1e-30f));
-    }
+    for (int n = 0; n < N; ++n) loss[n] = rows::softmax_crossentropy(probs + size_t(n) * V, target[n], V);
   }
 
   void softmax_crossentropy_backward(float* probs, const int32_t* target, int N, int V, float scale) override {
@@ -259,12 +178,9 @@ class CpuKernels final : public Kernels {
   void adamw(float* p, const float* g, float* m, float* v, size_t n, float lr, float b1, float b2, float eps, float wd,
              long t) override {
     float c1 = 1.0f / (1.0f - std::pow(b1, float(t))), c2 = 1.0f / (1.0f - std::pow(b2, float(t)));
-#pragma omp parallel for simd schedule(static)
-    for (size_t i = 0; i < n; ++i) {
-      m[i] = b1 * m[i] + (1 - b1) * g[i];
-      v[i] = b2 * v[i] + (1 - b2) * g[i] * g[i];
-      p[i] -= lr * ((m[i] * c1) / (std::sqrt(v[i] * c2) + eps) + wd * p[i]);
-    }
+#pragma omp parallel for schedule(static)
+    for (size_t i = 0; i < n; i += kChunk)
+      rows::adamw(p + i, g + i, m + i, v + i, std::min(kChunk, n - i), lr, b1, b2, eps, wd, c1, c2);
   }
 
   void weighted_difference(float* out, const float* anchor, const float* x, float w, size_t n) override {

@@ -42,6 +42,16 @@ T* staged(std::vector<T>& buf, const float* src, size_t n, void (*convert)(T*, c
   return buf.data();
 }
 
+// Said once per process: bf16 without bf16 matmul instructions is slower than fp32.
+void note_emulated_bf16() {
+  static bool said = false;
+  if (said) return;
+  said = true;
+  std::fprintf(stderr,
+               "dipaco: note: this CPU has no bf16 matmul instructions (AVX512_BF16 or AMX); bf16 is emulated by fp32 "
+               "matmuls on bf16-rounded operands and trains slower than fp32\n");
+}
+
 }  // namespace
 
 OnednnGemm::OnednnGemm() : engine_(dnnl::engine::kind::cpu, 0), stream_(engine_) {}
@@ -76,6 +86,7 @@ OnednnGemm::Entry& OnednnGemm::entry(const GemmShape& s, bool has_bias) {
   } catch (const dnnl::error&) {
     if (in != dt::bf16) throw;
     e.emulated_bf16 = true;
+    note_emulated_bf16();
     e.a = operand(s.batch, s.stride_a, s.M, s.K, s.trans_a, dt::f32);
     e.b = operand(s.batch, s.stride_b, s.K, s.N, s.trans_b, dt::f32);
     pd = make();
