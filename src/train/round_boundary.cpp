@@ -107,7 +107,7 @@ void Trainer::print_progress(long step) {
   char val[32] = "-", which[96] = "";
   if (std::isfinite(last_val_bpb_)) std::snprintf(val, sizeof val, "%.4f", last_val_bpb_);
   if (int(paths_.size()) < P)
-    std::snprintf(which, sizeof which, " (%zu of %d paths; all as of step %ld)", paths_.size(), P, known_step_);
+    std::snprintf(which, sizeof which, " (%zu of %d paths; all as of step %ld)", paths_.size(), P, pending_from_);
   std::printf("step %6ld/%ld | loss %.4f%s | val bpb %s | %.1fk tok/s | elapsed %s | ETA %s\n", step,
               long(deck_.train.steps), loss, which, val, rate / 1000, format_duration(elapsed).c_str(),
               format_duration(eta).c_str());
@@ -190,7 +190,7 @@ EvalResult Trainer::round_boundary(long step, long session_first_step, int& stop
   pending_evals_.clear();
   pending_round_.reset();
   std::fill(path_seconds_.begin(), path_seconds_.end(), 0.0);
-  pending_from_ = known_step_ = step;
+  pending_from_ = step;
   return last;
 }
 

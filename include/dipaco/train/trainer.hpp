@@ -146,12 +146,11 @@ class Trainer {
     double seconds, bytes;
     long dropped;
   };
-  long pending_from_ = 0;             // first step of pending_loss_
+  long pending_from_ = 0;             // the last boundary (first step of pending_loss_): what rank 0 knows of every path
   std::vector<double> pending_loss_;  // [steps x P]: this rank's share of each path's loss
   std::vector<PendingEval> pending_evals_;
   std::optional<PendingRound> pending_round_;
   std::vector<double> path_seconds_;  // [P] seconds of inner steps since the last boundary (own paths)
-  long known_step_ = 0;               // the last boundary: what rank 0 knows of every path
   std::unique_ptr<StopAgreement> stop_;
   long stop_step_ = -1;  // the step every rank stops at, once agreed  // MPI_Wtime() at step 0 of the run (the restored elapsed time subtracted)
   std::vector<DeviceBuffer<float>> best_;  // per own path: weights at its best validation bpb
