@@ -4,6 +4,7 @@
 
 #include "dipaco/cmd/app.hpp"
 #include "dipaco/io/deck.hpp"
+#include "dipaco_git.hpp"  // generated: the commit this binary was built from
 
 int main(int argc, char** argv) {
   using namespace dipaco;

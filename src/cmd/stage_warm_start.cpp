@@ -35,6 +35,8 @@ bool read_warm_start(const std::string& file, const std::string& stamp, std::vec
 
 void write_warm_start(const std::string& file, const std::string& stamp, const std::vector<float>& params) {
   const std::string tmp = file + ".tmp";
+  // A shared warm start (route.warm_start) may name a folder no run has made yet.
+  if (const fs::path dir = fs::path(file).parent_path(); !dir.empty()) fs::create_directories(dir);
   hid_t f = H5Fcreate(tmp.c_str(), H5F_ACC_TRUNC, H5P_DEFAULT, H5P_DEFAULT);
   if (f < 0) throw CheckpointError("cannot create " + tmp);
   try {

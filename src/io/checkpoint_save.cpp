@@ -14,6 +14,7 @@
 #include "dipaco/io/files.hpp"
 #include "dipaco/io/h5_collective.hpp"
 #include "dipaco/train/trainer.hpp"
+#include "dipaco_git.hpp"  // generated: the commit this binary was built from
 
 namespace fs = std::filesystem;
 

@@ -164,11 +164,16 @@ EvalResult Trainer::round_boundary(long step, long session_first_step, int& stop
       metrics_->write(JsonRecord().add("type", "train").add("step", at).add("loss", mean).add("lr", sched.at(at - 1))
                           .add("tokens", long(tokens_per_step * at)));
   }
-  if (pending_round_ && rank_ == 0 && metrics_) {
+  // Every boundary records each path's time since the last one (a round's record carries it): the
+  // slowest path per stretch is what the run would take with every path on its own island.
+  if (rank_ == 0 && metrics_ && (pending_round_ || step > pending_from_)) {
     const std::vector<double> seconds(all.begin() + n_loss, all.begin() + n_loss + P);
-    metrics_->write(JsonRecord().add("type", "round").add("round", pending_round_->round).add("step", pending_round_->step)
-                        .add("sync_seconds", pending_round_->seconds).add("bytes", pending_round_->bytes)
-                        .add("dropped", pending_round_->dropped).add_raw("path_seconds", json_array(seconds)));
+    if (pending_round_)
+      metrics_->write(JsonRecord().add("type", "round").add("round", pending_round_->round).add("step", pending_round_->step)
+                          .add("sync_seconds", pending_round_->seconds).add("bytes", pending_round_->bytes)
+                          .add("dropped", pending_round_->dropped).add_raw("path_seconds", json_array(seconds)));
+    else
+      metrics_->write(JsonRecord().add("type", "boundary").add("step", step).add_raw("path_seconds", json_array(seconds)));
   }
   EvalResult last;
   for (size_t e = 0; e < n_eval; ++e) {

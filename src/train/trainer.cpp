@@ -43,9 +43,15 @@ Trainer::Trainer(const Deck& deck, MPI_Comm world, Kernels& k, const std::vector
   if (replicas_ && deck.dipaco.inner_steps == 0)
     throw DeckError("dipaco.replica_mode = diloco needs dipaco.inner_steps > 0 (the replicas meet only in outer rounds)");
   micro_ = replicas_ ? 0 : deck.train.micro_batch;
-  if (!replicas_ && micro_ == 0 && deck.train.batch_size % topo_.ranks_per_path != 0)
-    throw DeckError("train.batch_size = " + std::to_string(deck.train.batch_size) + " must be divisible by the " +
-                    std::to_string(topo_.ranks_per_path) + " ranks of each path (or set train.micro_batch)");
+  if (!replicas_ && micro_ == 0 && deck.train.batch_size % topo_.ranks_per_path != 0) {
+    // A batch the path's ranks cannot split evenly (the warm start of 16 sequences on 64 ranks) is
+    // dealt out in micro-batches of one sequence, summed exactly; ranks beyond the batch add nothing.
+    micro_ = 1;
+    if (rank_ == 0 && verbose)
+      std::printf("note: train.batch_size = %d is not divisible by the %d ranks of a path: micro-batches of 1 "
+                  "sequence dealt to them in turn (set train.micro_batch to choose)\n",
+                  deck.train.batch_size, topo_.ranks_per_path);
+  }
   precision_ = deck.train.precision == "bf16" ? Precision::bf16 : Precision::fp32;
   // Data parallel: the path's batch is split over its ranks, or into fixed micro-batches dealt to them in
   // turn (train.micro_batch). DiLoCo replicas: each trains a whole batch of its own.
