@@ -273,8 +273,13 @@ void write_summary(const RunContext& c) {
         .add("sync_bytes_per_rank", sum.sync_bytes)
         .add("path_allreduce_bytes_per_rank", sum.path_bytes)
         .add("data_parallel_bytes_per_rank", sum.dp_bytes)
+        .add("checkpoints_written", sum.checkpoints)
+        .add("checkpoint_write_seconds", sum.checkpoint_seconds)
         .add("communication_saving",
              sum.sync_bytes + sum.path_bytes > 0 ? sum.dp_bytes / (sum.sync_bytes + sum.path_bytes) : 0.0);
+    JsonRecord seconds;
+    for (const auto& [what, s] : c.seconds) seconds.add(what, s);
+    r.add_raw("seconds", seconds.str());
     // The summary lists every file of the run, itself included.
     r.add_raw("files", json_strings(files_written(run_dir, c.warm_file)));
     write_file_atomic(run_dir + "/summary.json", r.str() + "\n");

@@ -108,6 +108,7 @@ int make_route(RunContext& c, const std::string& stamp) {
   const std::string file = shard_file_name(c.run_dir, 0);
   c.shards = route_documents(deck, c.split, c.features(), c.topo.paths);
   save_shards(file, c.shards, stamp, c.split, c.rank);
+  c.seconds.emplace_back("route", MPI_Wtime() - t0);
   if (c.rank == 0)
     std::printf("stage route: %s%s in %s; training documents per path: %s -> %s\n", deck.route.method.c_str(),
                 deck.route.method == "kmeans" ? (" (" + deck.route.routing + ")").c_str() : "",

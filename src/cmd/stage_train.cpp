@@ -100,11 +100,15 @@ void set_train_deck(RunContext& c, const std::string& stamp) {
 bool load_train(RunContext& c, const std::string& stamp, std::string&) {
   set_train_deck(c, stamp);
   const Deck& d = c.train_deck;
+  const double t0 = MPI_Wtime();
   c.trainer = std::make_unique<Trainer>(d, MPI_COMM_WORLD, *c.kernels, shards_of(c.split.train, c.shards.train),
                                         shards_of(c.split.val, c.shards.val), c.run_dir);
   c.trainer->set_initial_params(c.warm);
   c.checkpointer = std::make_unique<Checkpointer>(d, c.run_dir, MPI_COMM_WORLD);
+  const double t1 = MPI_Wtime();  // communicators, buffers and the paths' weights made
   c.resumed = c.checkpointer->load(*c.trainer, d.run.restart, d.run.restart_force);  // its collectives are watched one by one
+  c.seconds.emplace_back("train_setup", t1 - t0);
+  if (!c.resumed.empty()) c.seconds.emplace_back("checkpoint_read", MPI_Wtime() - t1);
   c.trainer->set_checkpointer(c.checkpointer.get());
   if (c.deck.route.em_rounds > 0 && c.deck.route.method != "kmeans")
     throw DeckError("route.em_rounds needs route.method = kmeans (re-routing refits the router)");

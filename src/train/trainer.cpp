@@ -253,10 +253,13 @@ void Trainer::finish_step(PathState& p) {
 
 void Trainer::save_checkpoint() {
   if (!checkpointer_) return;
-  progress_.elapsed = MPI_Wtime() - t0_;
+  const double t = MPI_Wtime();
+  progress_.elapsed = t - t0_;
   const std::string path = checkpointer_->save(*this);  // its collectives are watched one by one
+  checkpoint_seconds_ += MPI_Wtime() - t;
+  ++checkpoints_;
   if (rank_ == 0 && verbose_) {
-    std::printf("checkpoint step %ld: %s\n", progress_.step, path.c_str());
+    std::printf("checkpoint step %ld: %s (%.2f s)\n", progress_.step, path.c_str(), MPI_Wtime() - t);
     std::fflush(stdout);
   }
 }
@@ -307,6 +310,8 @@ void Trainer::summarize(TrainSummary& sum, long step) {
   const double replicas = replicas_ ? topo_.ranks_per_path : 1;
   sum.tokens = long(double(topo_.paths) * deck_.train.batch_size * shape_.T * step * replicas);
   sum.path_bytes = path_bytes_;
+  sum.checkpoint_seconds = checkpoint_seconds_;
+  sum.checkpoints = checkpoints_;
   // What a fully synchronous data-parallel run of the same steps would all-reduce
   // per rank: every path's gradients, every step.
   sum.dp_bytes = 4.0 * model_->layout().total * step * double(topo_.paths_per_rank);

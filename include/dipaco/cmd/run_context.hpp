@@ -36,6 +36,8 @@ struct RunContext {
   std::unique_ptr<Trainer> trainer;
   std::unique_ptr<Checkpointer> checkpointer;
   std::string resumed;  // the checkpoint the trainer resumed from ("" when fresh)
+  // Seconds of the pieces of set-up that grow with the topology (summary.json's "seconds").
+  std::vector<std::pair<std::string, double>> seconds;
   TrainSummary summary;
   // evaluate -> the routed evaluation.
   std::string routed_text;  // eval.json's record

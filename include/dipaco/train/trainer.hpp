@@ -40,6 +40,8 @@ struct TrainSummary {
   int stop_signal = 0;
   double wall_seconds = 0, sync_seconds = 0, sync_bytes = 0, dp_bytes = 0, path_bytes = 0;
   long tokens = 0, rounds = 0, dropped = 0;
+  double checkpoint_seconds = 0;  // writing checkpoints, all of them
+  long checkpoints = 0;
 };
 
 ModelShape model_shape(const Deck& deck);
@@ -134,6 +136,8 @@ class Trainer {
   Checkpointer* checkpointer_ = nullptr;
   std::string run_dir_;
   double path_bytes_ = 0, last_val_bpb_ = NAN;
+  double checkpoint_seconds_ = 0;
+  long checkpoints_ = 0;
   double t0_ = 0;
   // Kept until the next round boundary, where the world reduces them.
   struct PendingEval {
