@@ -7,6 +7,7 @@
 #include <cstdio>
 #include <filesystem>
 
+#include "dipaco/dist/pieces.hpp"
 #include "dipaco/cmd/app.hpp"
 #include "dipaco/cmd/run_context.hpp"
 #include "dipaco/dist/watchdog.hpp"
@@ -70,7 +71,7 @@ bool load_warm_start(RunContext& c, const std::string& stamp, std::string&) {
   int have = c.rank == 0 && read_warm_start(c.warm_file, stamp, c.warm);
   watched("the warm-start broadcast", [&] { MPI_Bcast(&have, 1, MPI_INT, 0, MPI_COMM_WORLD); });
   if (have)
-    watched("the warm-start broadcast", [&] { MPI_Bcast(c.warm.data(), int(c.warm.size()), MPI_FLOAT, 0, MPI_COMM_WORLD); });
+    watched("the warm-start broadcast", [&] { bcast_pieces(c.warm.data(), c.warm.size(), MPI_FLOAT, 0, MPI_COMM_WORLD); });
   return have;
 }
 

@@ -20,8 +20,15 @@ std::vector<float> FeatureModel::features(const std::vector<FeatureWindow>& wind
   const int T = shape_.T, C = shape_.C, B = model_.batch();
   const int m = std::min(prefix, T);  // positions pooled
   std::vector<float> out(windows.size() * C, 0.0f);
+  // Rank r pools a contiguous block of windows; the blocks are then gathered (not a
+  // mostly-zero all-reduce), counted in rows of C floats so that no count wraps.
+  std::vector<int> rows(size), first_row(size);
+  for (int r = 0; r < size; ++r) {
+    const size_t lo = windows.size() * size_t(r) / size, hi = windows.size() * size_t(r + 1) / size;
+    first_row[r] = int(lo), rows[r] = int(hi - lo);
+  }
   std::vector<size_t> mine;
-  for (size_t i = rank; i < windows.size(); i += size) mine.push_back(i);
+  for (int i = 0; i < rows[rank]; ++i) mine.push_back(size_t(first_row[rank]) + i);
   std::vector<int32_t> tok(size_t(B) * T, 0), tgt(size_t(B) * T, 0);
   std::vector<float> hidden(size_t(B) * T * C);
   auto fill = [&](size_t b, size_t item) {
@@ -43,8 +50,12 @@ std::vector<float> FeatureModel::features(const std::vector<FeatureWindow>& wind
         for (int c = 0; c < C; ++c) f[c] += hidden[(b * T + t) * C + c] / float(n);
     }
   });
-  CollectiveScope wait("the routing-feature all-reduce");
-  MPI_Allreduce(MPI_IN_PLACE, out.data(), int(out.size()), MPI_FLOAT, MPI_SUM, comm);
+  CollectiveScope wait("the routing-feature gather");
+  MPI_Datatype row;
+  MPI_Type_contiguous(C, MPI_FLOAT, &row);
+  MPI_Type_commit(&row);
+  MPI_Allgatherv(MPI_IN_PLACE, 0, MPI_DATATYPE_NULL, out.data(), rows.data(), first_row.data(), row, comm);
+  MPI_Type_free(&row);
   return out;
 }
 

@@ -5,6 +5,7 @@
 #include <map>
 
 #include "dipaco/data/padded_batches.hpp"
+#include "dipaco/dist/pieces.hpp"
 #include "dipaco/dist/watchdog.hpp"
 
 namespace dipaco {
@@ -76,7 +77,7 @@ std::vector<double> score_items(Trainer& t, const std::vector<ScoreItem>& items)
     });
   }
   CollectiveScope wait("the scoring all-reduce");
-  MPI_Allreduce(MPI_IN_PLACE, loss.data(), int(loss.size()), MPI_DOUBLE, MPI_SUM, t.world());
+  allreduce_pieces(loss.data(), loss.size(), MPI_DOUBLE, MPI_SUM, t.world());
   return loss;
 }
 

@@ -133,24 +133,39 @@ void write_modules(hid_t f, Trainer& t, int rank, MPI_Comm comm) {
   H5Id path_embeddings;
   for (auto& u : t.outer().units())
     if (u.level < 0 && u.path >= 0 && !path_embeddings.ok()) path_embeddings = make_group(mods, "path_embeddings");
+  const auto& units = t.outer().units();
+  // A unit's anchor and momentum to the host on its owner; false elsewhere.
   std::vector<float> anchor, momentum;
-  for (auto& u : t.outer().units()) {
+  auto fetch = [&](const SyncUnit& u) {
+    if (rank != unit_owner(topo, u)) return false;
+    const size_t n = layout.groups[u.group].size;
+    anchor.resize(n), momentum.resize(n);
+    t.kernels().to_host(anchor.data(), u.anchor.get(), n * sizeof(float));
+    t.kernels().to_host(momentum.data(), u.momentum.get(), n * sizeof(float));
+    return true;
+  };
+  // The owners' checksums first, all agreed in one all-reduce (the data is fetched again below).
+  std::vector<uint64_t> sums(2 * units.size(), 0);
+  for (size_t i = 0; i < units.size(); ++i)
+    if (fetch(units[i])) {
+      sums[2 * i] = checksum(anchor.data(), anchor.size() * sizeof(float));
+      sums[2 * i + 1] = checksum(momentum.data(), momentum.size() * sizeof(float));
+    }
+  agree_checksums(sums, comm);
+  for (size_t i = 0; i < units.size(); ++i) {
+    const auto& u = units[i];
     const auto& grp = layout.groups[u.group];
     H5Id ug = u.level >= 0 ? make_group(level_groups[u.level], u.path < 0 ? "M" + std::to_string(u.module) : "P" + std::to_string(u.path))
               : u.path < 0 ? make_group(mods, "embeddings")
                            : make_group(path_embeddings, "P" + std::to_string(u.path));
     const int owner = unit_owner(topo, u);
-    anchor.assign(grp.size, 0.0f);
-    momentum.assign(grp.size, 0.0f);
-    if (rank == owner) {
-      t.kernels().to_host(anchor.data(), u.anchor.get(), grp.size * sizeof(float));
-      t.kernels().to_host(momentum.data(), u.momentum.get(), grp.size * sizeof(float));
-    }
-    write_owned_floats(ug, "anchor", grp.size, anchor.data(), owner, rank, comm);
-    write_owned_floats(ug, "momentum", grp.size, momentum.data(), owner, rank, comm);
+    fetch(u);
+    write_owned_floats(ug, "anchor", grp.size, anchor.data(), sums[2 * i], owner, rank);
+    write_owned_floats(ug, "momentum", grp.size, momentum.data(), sums[2 * i + 1], owner, rank);
     write_index(ug, grp);
     write_attr_string(ug, "paths", join(u.paths));
   }
+  agree_written(rank, comm);
 }
 
 // /paths: each path's whole arena (private groups and local module copies),
@@ -168,28 +183,48 @@ void write_paths(hid_t f, Trainer& t, int rank, MPI_Comm comm) {
   watched("agreeing on the paths' steps", [&] { MPI_Allreduce(MPI_IN_PLACE, steps.data(), topo.paths, MPI_LONG, MPI_MAX, comm); });
   const int replicas = t.deck().dipaco.replica_mode == "diloco" ? topo.ranks_per_path : 1;
   attr_long(paths, "replicas", replicas);
-  std::vector<float> a(layout.total), m(layout.total), v(layout.total);
+  // A rank's own copies of path p (replica r: the path's r-th rank) to the host; false when not its own.
+  std::vector<float> a, m, v;
+  auto fetch = [&](int p, int r) {
+    if (rank != topo.ranks_of_path(p)[r]) return false;
+    for (auto& ps : t.paths())
+      if (ps.id == p) {
+        a.resize(layout.total), m.resize(layout.total), v.resize(layout.total);
+        t.kernels().to_host(a.data(), ps.params.get(), layout.total * sizeof(float));
+        t.kernels().to_host(m.data(), ps.m.get(), layout.total * sizeof(float));
+        t.kernels().to_host(v.data(), ps.v.get(), layout.total * sizeof(float));
+        return true;
+      }
+    return false;
+  };
+  // The owners' checksums first, all agreed in one all-reduce (the data is fetched again below).
+  std::vector<uint64_t> sums(size_t(3) * topo.paths * replicas, 0);
+  for (int p = 0; p < topo.paths; ++p)
+    for (int r = 0; r < replicas; ++r)
+      if (fetch(p, r)) {
+        uint64_t* s = &sums[3 * (size_t(p) * replicas + r)];
+        s[0] = checksum(a.data(), a.size() * sizeof(float));
+        s[1] = checksum(m.data(), m.size() * sizeof(float));
+        s[2] = checksum(v.data(), v.size() * sizeof(float));
+      }
+  agree_checksums(sums, comm);
   for (int p = 0; p < topo.paths; ++p) {
     H5Id pg = make_group(paths, "P" + std::to_string(p));
     for (int r = 0; r < replicas; ++r) {
       const int owner = topo.ranks_of_path(p)[r];
       H5Id rg = r == 0 ? H5Id(H5Gopen2(pg, ".", H5P_DEFAULT), H5Gclose) : make_group(pg, "replica" + std::to_string(r));
-      if (rank == owner)
-        for (auto& ps : t.paths())
-          if (ps.id == p) {
-            t.kernels().to_host(a.data(), ps.params.get(), layout.total * sizeof(float));
-            t.kernels().to_host(m.data(), ps.m.get(), layout.total * sizeof(float));
-            t.kernels().to_host(v.data(), ps.v.get(), layout.total * sizeof(float));
-          }
-      write_owned_floats(rg, "params", layout.total, a.data(), owner, rank, comm);
-      write_owned_floats(rg, "adam_m", layout.total, m.data(), owner, rank, comm);
-      write_owned_floats(rg, "adam_v", layout.total, v.data(), owner, rank, comm);
+      fetch(p, r);
+      const uint64_t* s = &sums[3 * (size_t(p) * replicas + r)];
+      write_owned_floats(rg, "params", layout.total, a.data(), s[0], owner, rank);
+      write_owned_floats(rg, "adam_m", layout.total, m.data(), s[1], owner, rank);
+      write_owned_floats(rg, "adam_v", layout.total, v.data(), s[2], owner, rank);
       if (r > 0) attr_long(rg, "step", steps[p]);
     }
     attr_long(pg, "step", steps[p]);
     attr_double(pg, "shard_tokens", t.shard_bytes()[p]);  // bytes; the name is the file format's
     write_attr_string(pg, "modules", join(topo.path_modules(p)));
   }
+  agree_written(rank, comm);
 }
 
 // /metrics: one row per evaluation.

@@ -28,7 +28,8 @@ void note_write(herr_t e) {
   if (e < 0) note_failure(errno);
 }
 
-// Collective: throws AbandonFile on every rank when a write failed on any.
+}  // namespace
+
 void agree_written(int rank, MPI_Comm comm) {
   CollectiveScope wait("agreeing on a checkpoint write");
   int who = g_data_write_failed ? rank + 1 : 0, err = g_write_errno;
@@ -37,7 +38,6 @@ void agree_written(int rank, MPI_Comm comm) {
   MPI_Bcast(&err, 1, MPI_INT, who - 1, comm);
   throw AbandonFile("a write failed on rank " + std::to_string(who - 1) + " (" + std::strerror(err) + ")");
 }
-}  // namespace
 
 void begin_collective_writes() {
   g_data_write_failed = false;
@@ -49,10 +49,13 @@ H5Id make_group(hid_t parent, const std::string& name) {
   return H5Id(checked(H5Gcreate2(parent, name.c_str(), H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT), "create group " + name));
 }
 
-void write_owned_floats(hid_t loc, const std::string& name, size_t n, const float* data, int owner, int rank, MPI_Comm comm) {
+void agree_checksums(std::vector<uint64_t>& sums, MPI_Comm comm) {
+  CollectiveScope wait("agreeing on a checkpoint's checksums");
+  MPI_Allreduce(MPI_IN_PLACE, sums.data(), int(sums.size()), MPI_UINT64_T, MPI_SUM, comm);
+}
+
+void write_owned_floats(hid_t loc, const std::string& name, size_t n, const float* data, uint64_t sum, int owner, int rank) {
   CollectiveScope wait("writing a checkpoint dataset");  // one dataset: the wait for a peer, not the whole file
-  uint64_t sum = rank == owner ? checksum(data, n * sizeof(float)) : 0;
-  MPI_Bcast(&sum, 1, MPI_UINT64_T, owner, comm);
   hsize_t dims = n;
   H5Id sp(H5Screate_simple(1, &dims, nullptr), H5Sclose);
   H5Id d(checked(H5Dcreate2(loc, name.c_str(), H5T_NATIVE_FLOAT, sp, H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT),
@@ -60,7 +63,6 @@ void write_owned_floats(hid_t loc, const std::string& name, size_t n, const floa
   attr_u64(d, "checksum", sum);
   errno = 0;
   if (rank == owner) note_write(H5Dwrite(d, H5T_NATIVE_FLOAT, H5S_ALL, H5S_ALL, H5P_DEFAULT, data));
-  agree_written(rank, comm);
 }
 
 void write_small(hid_t loc, const std::string& name, hid_t type, const std::vector<hsize_t>& dims, const void* data,

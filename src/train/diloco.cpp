@@ -4,6 +4,7 @@
 #include <cmath>
 #include <cstring>
 
+#include "dipaco/dist/pieces.hpp"
 #include "dipaco/model/bf16.hpp"
 #include "dipaco/data/corpus.hpp"
 #include "dipaco/dist/fault.hpp"
@@ -138,7 +139,7 @@ RoundStats OuterOptimizer::round(long index, const std::vector<PathState*>& own,
       send_bf16_.resize(n), recv_bf16_.resize(n * size);
       for (size_t i = 0; i < n; ++i) send_bf16_[i] = to_bf16(delta_host_[i]);
       watched("an outer round's bf16 all-gather", [&] {
-        MPI_Allgather(send_bf16_.data(), int(n), MPI_UINT16_T, recv_bf16_.data(), int(n), MPI_UINT16_T, u.comm);
+        allgather_pieces(send_bf16_.data(), recv_bf16_.data(), n, MPI_UINT16_T, u.comm);
       });
       std::fill(sum_host_.begin(), sum_host_.begin() + n, 0.0f);
       for (int r = 0; r < size; ++r)

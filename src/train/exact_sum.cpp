@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <cmath>
 
+#include "dipaco/dist/pieces.hpp"
 #include "dipaco/dist/watchdog.hpp"
 
 namespace dipaco {
@@ -17,7 +18,7 @@ double ExactSum::sum(const std::vector<const float*>& terms, size_t n, long max_
       block_max_[b] = m;
     }
   watched("an exact sum's block scales", [&] {
-    MPI_Allreduce(MPI_IN_PLACE, block_max_.data(), int(blocks), MPI_FLOAT, MPI_MAX, comm);
+    allreduce_pieces(block_max_.data(), blocks, MPI_FLOAT, MPI_MAX, comm);
   });
 
   // Scale 2^shift per block: |value| * 2^shift * max_terms stays below 2^62.
@@ -32,7 +33,7 @@ double ExactSum::sum(const std::vector<const float*>& terms, size_t n, long max_
   acc_.assign(n, 0);
   for (const float* t : terms)
     for (size_t i = 0; i < n; ++i) acc_[i] += std::llrint(std::ldexp(double(t[i]), shift_[i / kBlock]));
-  watched("an exact sum's all-reduce", [&] { MPI_Allreduce(MPI_IN_PLACE, acc_.data(), int(n), MPI_INT64_T, MPI_SUM, comm); });
+  watched("an exact sum's all-reduce", [&] { allreduce_pieces(acc_.data(), n, MPI_INT64_T, MPI_SUM, comm); });
   for (size_t i = 0; i < n; ++i) out[i] = float(std::ldexp(double(acc_[i]), -shift_[i / kBlock]));
   return 8.0 * n + 4.0 * blocks;
 }

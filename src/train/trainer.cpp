@@ -5,6 +5,7 @@
 #include <cstdio>
 
 #include "dipaco/data/padded_batches.hpp"
+#include "dipaco/dist/pieces.hpp"
 #include "dipaco/io/checkpoint.hpp"
 #include "dipaco/dist/fault.hpp"
 #include "dipaco/io/files.hpp"
@@ -232,7 +233,7 @@ void Trainer::inner_step(PathState& p, std::vector<double>& losses) {
     }
     {
       CollectiveScope wait("the gradient all-reduce of a path");
-      MPI_Allreduce(MPI_IN_PLACE, g, int(layout.total), MPI_FLOAT, MPI_SUM, path_comm_);
+      allreduce_pieces(g, layout.total, MPI_FLOAT, MPI_SUM, path_comm_);
     }
     if (g != grads_.get()) k_.to_device(grads_.get(), g, layout.total * sizeof(float));
     path_bytes_ += 4.0 * layout.total;

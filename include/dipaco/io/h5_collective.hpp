@@ -38,9 +38,16 @@ inline void attr_u64(hid_t obj, const char* name, uint64_t v) { attr_array<uint6
 // would keep the file open until HDF5's own shutdown, which can then crash.
 H5Id make_group(hid_t parent, const std::string& name);
 
-// A 1-D float dataset created by every rank, written by `owner` alone, with
-// its checksum attribute (computed by the owner, broadcast to the others).
-void write_owned_floats(hid_t loc, const std::string& name, size_t n, const float* data, int owner, int rank, MPI_Comm comm);
+// Datasets written by one owner each cost no collective of their own: the
+// owners' checksums are agreed in one all-reduce first (agree_checksums: each
+// owner fills its entries, the others leave 0), then every rank creates each
+// dataset with its checksum attribute and the owner writes the data
+// (write_owned_floats), and one agree_written after the last of them tells
+// every rank whether any write failed.
+void agree_checksums(std::vector<uint64_t>& sums, MPI_Comm comm);
+void write_owned_floats(hid_t loc, const std::string& name, size_t n, const float* data, uint64_t sum, int owner, int rank);
+// Collective: throws AbandonFile on every rank when a data write failed on any.
+void agree_written(int rank, MPI_Comm comm);
 // A small dataset, the same on every rank, written by rank 0.
 void write_small(hid_t loc, const std::string& name, hid_t type, const std::vector<hsize_t>& dims, const void* data,
                  int rank, MPI_Comm comm);
