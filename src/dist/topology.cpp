@@ -79,9 +79,15 @@ Topology make_topology(const std::vector<int>& modules_per_level, int ranks, con
   } else {
     std::string ok;
     for (int r : valid_rank_counts(t.paths, std::max(4 * t.paths, 16))) ok += (ok.empty() ? "" : ", ") + std::to_string(r);
+    // The working counts either side of the one asked for (the next multiple of the path count bounds it).
+    int below = 1, above = 0;
+    for (int r : valid_rank_counts(t.paths, (ranks / t.paths + 1) * t.paths)) {
+      if (r < ranks) below = r;
+      else if (above == 0) above = r;
+    }
     throw DeckError("cannot run " + std::to_string(t.paths) + " paths on " + std::to_string(ranks) +
-                    " ranks: the rank count must divide the path count or be a multiple of it; rank counts that work: " +
-                    ok + ", ...");
+                    " ranks: the rank count must divide the path count or be a multiple of it; nearest that work: " +
+                    std::to_string(below) + " and " + std::to_string(above) + "; rank counts that work: " + ok + ", ...");
   }
   return t;
 }

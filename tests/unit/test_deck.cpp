@@ -210,6 +210,13 @@ TEST(Topology, ImpossibleRankCountListsThoseThatWork) {
   } catch (const DeckError& e) {
     std::string m = e.what();
     EXPECT_NE(m.find("1, 2, 4, 8"), std::string::npos) << m;
+    EXPECT_NE(m.find("nearest that work: 2 and 4"), std::string::npos) << m;
+  }
+  try {  // 256 paths on 1000 ranks: the multiples of 256 either side
+    make_topology({16, 16}, 1000);
+    FAIL();
+  } catch (const DeckError& e) {
+    EXPECT_NE(std::string(e.what()).find("nearest that work: 768 and 1024"), std::string::npos) << e.what();
   }
 }
 
