@@ -1,13 +1,16 @@
-// GoogleTest under mpirun: MPI is initialised once; only rank 0 prints.
+// GoogleTest under mpirun: MPI is initialised once; only rank 0 prints
+// (DIPACO_TEST_ALL_RANKS=1: every rank, to see a failure on another rank).
 #include <gtest/gtest.h>
 #include <mpi.h>
+
+#include <cstdlib>
 
 int main(int argc, char** argv) {
   MPI_Init(&argc, &argv);
   ::testing::InitGoogleTest(&argc, argv);
   int rank;
   MPI_Comm_rank(MPI_COMM_WORLD, &rank);
-  if (rank != 0) {
+  if (rank != 0 && !std::getenv("DIPACO_TEST_ALL_RANKS")) {
     auto& listeners = ::testing::UnitTest::GetInstance()->listeners();
     delete listeners.Release(listeners.default_result_printer());
   }
