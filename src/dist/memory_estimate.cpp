@@ -14,7 +14,7 @@ namespace {
 // Floats of one layer's saved activations, as Model::layer_floats lays them out.
 double layer_floats(const ModelShape& s, int B) {
   const double N = double(B) * s.T, C = s.C;
-  return N * 16 * C + 4 * N * C + double(B) * s.H * s.T * s.T + 4 * N;
+  return N * 16 * C + double(B) * s.H * s.T * s.T + 4 * N;
 }
 }  // namespace
 
@@ -22,7 +22,7 @@ double model_activation_bytes(const ModelShape& s, int B) {
   const double N = double(B) * s.T, C = s.C, att = double(B) * s.H * s.T * s.T;
   // acts, encoded, lnf + 2 row stats, logits, losses, dres, dbuf_a/b/c, dqkv, attention scratch
   return 4 * (layer_floats(s, B) * s.L + N * C + N * C + 2 * N + N * s.V + N + N * C + 4 * N * C + 4 * N * C + N * C +
-              3 * N * C + 3 * N * C + 2 * att);
+              3 * N * C + 2 * att);
 }
 
 MemoryEstimate estimate_memory(const Deck& deck, const Topology& topo, int rank, double corpus_bytes) {

@@ -1,5 +1,6 @@
 #include "dipaco/model/layers.hpp"
 
+#include <algorithm>
 #include <cmath>
 
 namespace dipaco {
@@ -25,38 +26,87 @@ void linear_backward(Kernels& k, float* dinp, float* dW, float* db, const float*
 }
 
 namespace {
-GemmShape batched(int BH, int M, int N, int K, bool ta, bool tb, Precision p) {
+
+// How a per-head matrix sits in memory: row pitch, and the distance between
+// heads and between sequences of the batch.
+struct HeadView {
+  long ld, head, seq;
+};
+
+// One matmul per (sequence, head): op(A) [M,K] * op(B) [K,N] -> C [M,N].
+GemmShape per_head(int B, int H, int M, int N, int K, HeadView a, bool ta, HeadView b, bool tb, HeadView c, Precision p,
+                   bool accumulate = false) {
   GemmShape s;
-  s.batch = BH, s.M = M, s.N = N, s.K = K, s.trans_a = ta, s.trans_b = tb, s.precision = p;
-  s.stride_a = long(M) * K, s.stride_b = long(K) * N, s.stride_c = long(M) * N;
+  s.batch2 = B, s.batch = H, s.M = M, s.N = N, s.K = K, s.trans_a = ta, s.trans_b = tb;
+  s.ld_a = a.ld, s.stride_a = a.head, s.stride2_a = a.seq;
+  s.ld_b = b.ld, s.stride_b = b.head, s.stride2_b = b.seq;
+  s.ld_c = c.ld, s.stride_c = c.head, s.stride2_c = c.seq;
+  s.accumulate = accumulate, s.precision = p;
   return s;
 }
+
+struct Views {
+  HeadView qkv, rows, att;  // q/k/v heads in [B,T,3C]; heads in [B,T,C]; [B,H,T,T]
+  int block;
+  Views(Kernels& k, int T, int H, int D, int block_rows) {
+    const long C = long(H) * D;
+    qkv = {3 * C, D, T * 3 * C}, rows = {C, D, T * C}, att = {T, long(T) * T, long(H) * T * T};
+    block = block_rows > 0 ? block_rows : k.causal_block_rows(T);
+    block = std::max(1, std::min(block, T));
+  }
+};
+
 }  // namespace
 
-void attention_forward(Kernels& k, float* out, const AttentionSaved& s, const float* qkv, int B, int T, int H, int D,
-                       Precision p) {
-  const int BH = B * H;
-  k.split_heads(s.q, s.k, s.v, qkv, B, T, H, D);
-  // scores = q k^T, kept in att and turned into probabilities in place.
-  k.gemm(batched(BH, T, T, D, false, true, p), s.q, s.k, s.att, nullptr);
-  k.causal_softmax_forward(s.att, s.att, BH, T, 1.0f / std::sqrt(float(D)));
-  k.gemm(batched(BH, T, D, T, false, false, p), s.att, s.v, s.y, nullptr);
-  k.merge_heads(out, s.y, B, T, H, D);
+// Queries [r0, r1) attend to keys [0, r1) only: each block multiplies its part
+// of the causal triangle, never the masked rest. Keys' gradients gather over the
+// blocks, so blocks run last to first: the last one (r1 = T) writes every key
+// row and the earlier ones accumulate.
+void attention_forward(Kernels& k, float* out, float* att, const float* qkv, int B, int T, int H, int D, Precision p,
+                       int block_rows) {
+  const Views v(k, T, H, D, block_rows);
+  const long C = long(H) * D, C3 = 3 * C;
+  const float *q = qkv, *kk = qkv + C, *vv = qkv + 2 * C;
+  for (int r0 = 0; r0 < T; r0 += v.block) {
+    const int r1 = std::min(T, r0 + v.block);
+    k.gemm(per_head(B, H, r1 - r0, r1, D, v.qkv, false, v.qkv, true, v.att, p), q + r0 * C3, kk, att + long(r0) * T,
+           nullptr);
+  }
+  k.causal_softmax_forward(att, att, B * H, T, 1.0f / std::sqrt(float(D)));
+  for (int r0 = 0; r0 < T; r0 += v.block) {
+    const int r1 = std::min(T, r0 + v.block);
+    k.gemm(per_head(B, H, r1 - r0, D, r1, v.att, false, v.qkv, false, v.rows, p), att + long(r0) * T, vv, out + r0 * C,
+           nullptr);
+  }
 }
 
-void attention_backward(Kernels& k, float* dqkv, const float* dout, const AttentionSaved& s, float* scratch, int B,
-                        int T, int H, int D, Precision p) {
-  const int BH = B * H;
-  const size_t n = size_t(BH) * T * D;
-  float *dq = scratch, *dk = dq + n, *dv = dk + n, *datt = dv + n, *dscores = datt + size_t(BH) * T * T;
-  float* dy = dq;  // dq is written only after dy is consumed
-  k.merge_heads_backward(dy, dout, B, T, H, D);
-  k.gemm(batched(BH, T, T, D, false, true, p), dy, s.v, datt, nullptr);   // datt = dy v^T
-  k.gemm(batched(BH, T, D, T, true, false, p), s.att, dy, dv, nullptr);   // dv = att^T dy
-  k.causal_softmax_backward(dscores, datt, s.att, BH, T, 1.0f / std::sqrt(float(D)));
-  k.gemm(batched(BH, T, D, T, false, false, p), dscores, s.k, dq, nullptr);  // dq = ds k
-  k.gemm(batched(BH, T, D, T, true, false, p), dscores, s.q, dk, nullptr);   // dk = ds^T q
-  k.split_heads_backward(dqkv, dq, dk, dv, B, T, H, D);
+void attention_backward(Kernels& k, float* dqkv, const float* dout, const float* qkv, const float* att, float* scratch,
+                        int B, int T, int H, int D, Precision p, int block_rows) {
+  const Views v(k, T, H, D, block_rows);
+  const long C = long(H) * D, C3 = 3 * C;
+  const float *q = qkv, *kk = qkv + C, *vv = qkv + 2 * C;
+  float *dq = dqkv, *dk = dqkv + C, *dv = dqkv + 2 * C;
+  float *datt = scratch, *dscores = datt + size_t(B) * H * T * T;
+  const int last = (T - 1) / v.block * v.block;
+  for (int r0 = last; r0 >= 0; r0 -= v.block) {
+    const int r1 = std::min(T, r0 + v.block), m = r1 - r0;
+    const bool acc = r0 != last;
+    // datt = dy v^T; dv (+)= att^T dy
+    k.gemm(per_head(B, H, m, r1, D, v.rows, false, v.qkv, true, v.att, p), dout + r0 * C, vv, datt + long(r0) * T,
+           nullptr);
+    k.gemm(per_head(B, H, r1, D, m, v.att, true, v.rows, false, v.qkv, p, acc), att + long(r0) * T, dout + r0 * C, dv,
+           nullptr);
+  }
+  k.causal_softmax_backward(dscores, datt, att, B * H, T, 1.0f / std::sqrt(float(D)));
+  for (int r0 = last; r0 >= 0; r0 -= v.block) {
+    const int r1 = std::min(T, r0 + v.block), m = r1 - r0;
+    const bool acc = r0 != last;
+    // dq = ds k; dk (+)= ds^T q
+    k.gemm(per_head(B, H, m, D, r1, v.att, false, v.qkv, false, v.qkv, p), dscores + long(r0) * T, kk, dq + r0 * C3,
+           nullptr);
+    k.gemm(per_head(B, H, r1, D, m, v.att, true, v.qkv, false, v.qkv, p, acc), dscores + long(r0) * T, q + r0 * C3, dk,
+           nullptr);
+  }
 }
 
 }  // namespace dipaco

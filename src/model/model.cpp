@@ -79,8 +79,8 @@ std::vector<float> init_params(const ModelShape& s, const ParamLayout& layout, u
 
 size_t Model::layer_floats() const {
   const size_t N = size_t(B_) * s_.T, C = s_.C;
-  // ln1 qkv atty res2 ln2 fch fch_gelu res3 + q k v y + att + 4 row stats
-  return N * (C + 3 * C + C + C + C + 4 * C + 4 * C + C) + 4 * N * C + size_t(B_) * s_.H * s_.T * s_.T + 4 * N;
+  // ln1 qkv atty res2 ln2 fch fch_gelu res3 + att + 4 row stats
+  return N * (C + 3 * C + C + C + C + 4 * C + 4 * C + C) + size_t(B_) * s_.H * s_.T * s_.T + 4 * N;
 }
 
 Model::LayerActs Model::acts(int l) const {
@@ -94,8 +94,7 @@ Model::LayerActs Model::acts(int l) const {
   LayerActs a;
   a.ln1 = take(N * C), a.qkv = take(3 * N * C), a.atty = take(N * C), a.res2 = take(N * C), a.ln2 = take(N * C);
   a.fch = take(4 * N * C), a.fch_gelu = take(4 * N * C), a.res3 = take(N * C);
-  a.attn.q = take(N * C), a.attn.k = take(N * C), a.attn.v = take(N * C), a.attn.y = take(N * C);
-  a.attn.att = take(size_t(B_) * s_.H * s_.T * s_.T);
+  a.att = take(size_t(B_) * s_.H * s_.T * s_.T);
   a.ln1_mean = take(N), a.ln1_rstd = take(N), a.ln2_mean = take(N), a.ln2_rstd = take(N);
   return a;
 }
@@ -114,7 +113,7 @@ Model::Model(Kernels& k, const ModelShape& s, int B, Precision p) : k_(k), s_(s)
   dbuf_b_ = DeviceBuffer<float>(k, 4 * N * C);
   dbuf_c_ = DeviceBuffer<float>(k, N * C);
   dqkv_ = DeviceBuffer<float>(k, 3 * N * C);
-  attn_scratch_ = DeviceBuffer<float>(k, 3 * N * C + 2 * size_t(B) * s.H * s.T * s.T);
+  attn_scratch_ = DeviceBuffer<float>(k, 2 * size_t(B) * s.H * s.T * s.T);
   act_bytes_ = sizeof(float) * (acts_.size() + encoded_.size() + lnf_.size() + 2 * N + logits_.size() + N + dres_.size() +
                                 dbuf_a_.size() + dbuf_b_.size() + dbuf_c_.size() + dqkv_.size() + attn_scratch_.size());
 }
@@ -155,7 +154,7 @@ double Model::forward(const float* params, const int32_t* tok, const int32_t* tg
     LayerActs a = acts(l);
     k_.layernorm_forward(a.ln1, a.ln1_mean, a.ln1_rstd, x, w.ln1w, w.ln1b, N, C);
     linear_forward(k_, a.qkv, a.ln1, w.qkvw, w.qkvb, N, C, 3 * C, p_);
-    attention_forward(k_, a.atty, a.attn, a.qkv, B_, s_.T, H, D, p_);
+    attention_forward(k_, a.atty, a.att, a.qkv, B_, s_.T, H, D, p_);
     k_.copy(a.res2, x, sizeof(float) * N * C);
     linear_forward(k_, a.res2, a.atty, w.projw, w.projb, N, C, C, p_, true);
     k_.layernorm_forward(a.ln2, a.ln2_mean, a.ln2_rstd, a.res2, w.ln2w, w.ln2b, N, C);
@@ -210,7 +209,7 @@ void Model::backward(const float* params, float* grads, const int32_t* tok, cons
     k_.layernorm_backward(dres, dw.ln2w, dw.ln2b, dc, a.res2, w.ln2w, a.ln2_mean, a.ln2_rstd, N, C);
     // Attention: res2 = x + proj(attn(qkv(ln1(x))))
     linear_backward(k_, dc, dw.projw, dw.projb, dres, a.atty, w.projw, N, C, C, p_);
-    attention_backward(k_, dqkv_.get(), dc, a.attn, attn_scratch_.get(), B_, s_.T, H, D, p_);
+    attention_backward(k_, dqkv_.get(), dc, a.qkv, a.att, attn_scratch_.get(), B_, s_.T, H, D, p_);
     linear_backward(k_, dc, dw.qkvw, dw.qkvb, dqkv_.get(), a.ln1, w.qkvw, N, C, 3 * C, p_);
     k_.layernorm_backward(dres, dw.ln1w, dw.ln1b, dc, x, w.ln1w, a.ln1_mean, a.ln1_rstd, N, C);
   }

@@ -10,6 +10,7 @@
 #include <random>
 
 #include "dipaco/model/kernels.hpp"
+#include "dipaco/model/layers.hpp"
 #include "dipaco/model/model.hpp"
 
 using namespace dipaco;
@@ -202,26 +203,41 @@ TEST_F(CudaKernelsTest, BiasBackward) {
   }
 }
 
-TEST_F(CudaKernelsTest, Heads) {
-  const int B = 2, T = 7, H = 3, D = 5, C = H * D, n = B * T * C;
-  auto qkv = randn(3 * n), y = randn(n), dq = randn(n), dk = randn(n), dv = randn(n), dout = randn(n);
-  std::vector<float> q(n), k(n), v(n), out(n), dqkv(3 * n), dy(n);
-  auto gqkv = up(qkv), gy = up(y), gdq = up(dq), gdk = up(dk), gdv = up(dv), gdout = up(dout);
-  auto gq = up(q), gk = up(k), gv = up(v), gout = up(out), gdqkv = up(dqkv), gdy = up(dy);
-  cpu->split_heads(q.data(), k.data(), v.data(), qkv.data(), B, T, H, D);
-  gpu->split_heads(gq.get(), gk.get(), gv.get(), gqkv.get(), B, T, H, D);
-  EXPECT_EQ(down(gq), q);
-  EXPECT_EQ(down(gk), k);
-  EXPECT_EQ(down(gv), v);
-  cpu->split_heads_backward(dqkv.data(), dq.data(), dk.data(), dv.data(), B, T, H, D);
-  gpu->split_heads_backward(gdqkv.get(), gdq.get(), gdk.get(), gdv.get(), B, T, H, D);
-  EXPECT_EQ(down(gdqkv), dqkv);
-  cpu->merge_heads(out.data(), y.data(), B, T, H, D);
-  gpu->merge_heads(gout.get(), gy.get(), B, T, H, D);
-  EXPECT_EQ(down(gout), out);
-  cpu->merge_heads_backward(dy.data(), dout.data(), B, T, H, D);
-  gpu->merge_heads_backward(gdy.get(), gdout.get(), B, T, H, D);
-  EXPECT_EQ(down(gdy), dy);
+// Two batch levels and row pitches, as attention reads heads out of the qkv rows.
+TEST_F(CudaKernelsTest, GemmPitchedTwoLevelBatches) {
+  for (Precision p : {Precision::fp32, Precision::bf16})
+    for (int t = 0; t < 4; ++t) {
+      GemmShape s;
+      s.batch2 = 3, s.batch = 4, s.M = 33, s.N = 16, s.K = 40, s.trans_a = t & 1, s.trans_b = t & 2;
+      s.accumulate = t == 3, s.precision = p;
+      const int ar = s.trans_a ? s.K : s.M, ac = s.trans_a ? s.M : s.K, br = s.trans_b ? s.N : s.K,
+                bc = s.trans_b ? s.K : s.N;
+      s.ld_a = 4 * ac, s.ld_b = 4 * bc, s.ld_c = 4 * s.N;
+      s.stride_a = ac, s.stride_b = bc, s.stride_c = s.N;
+      s.stride2_a = ar * s.ld_a, s.stride2_b = br * s.ld_b, s.stride2_c = s.M * s.ld_c;
+      auto A = randn(s.extent_a()), B = randn(s.extent_b()), C = randn(size_t(s.batch2) * s.stride2_c);
+      auto dA = up(A), dB = up(B), dC = up(C);
+      cpu->gemm(s, A.data(), B.data(), C.data(), nullptr);
+      gpu->gemm(s, dA.get(), dB.get(), dC.get(), nullptr);
+      EXPECT_LT(rel_err(down(dC), C), p == Precision::bf16 ? kBf16Tol : kTol) << "trans " << t;
+    }
+}
+
+// The attention core on the GPU, unblocked and in causal blocks, against the CPU's.
+TEST_F(CudaKernelsTest, CausalAttention) {
+  const int B = 2, T = 45, H = 3, D = 16, C = H * D;
+  auto qkv = randn(size_t(B) * T * 3 * C), dout = randn(size_t(B) * T * C);
+  std::vector<float> att(size_t(B) * H * T * T), out(size_t(B) * T * C), dqkv(3 * out.size()), scratch(2 * att.size());
+  attention_forward(*cpu, out.data(), att.data(), qkv.data(), B, T, H, D, Precision::fp32);
+  attention_backward(*cpu, dqkv.data(), dout.data(), qkv.data(), att.data(), scratch.data(), B, T, H, D, Precision::fp32);
+  for (int block : {T, 16}) {
+    auto gqkv = up(qkv), gdout = up(dout), gatt = up(att), gout = up(out), gdqkv = up(dqkv), gscratch = up(scratch);
+    attention_forward(*gpu, gout.get(), gatt.get(), gqkv.get(), B, T, H, D, Precision::fp32, block);
+    attention_backward(*gpu, gdqkv.get(), gdout.get(), gqkv.get(), gatt.get(), gscratch.get(), B, T, H, D,
+                       Precision::fp32, block);
+    EXPECT_LT(rel_err(down(gout), out), kTol) << "block " << block;
+    EXPECT_LT(rel_err(down(gdqkv), dqkv), kTol) << "block " << block;
+  }
 }
 
 TEST_F(CudaKernelsTest, CausalSoftmax) {

@@ -114,16 +114,73 @@ TEST_F(LayerTest, Gelu) {
 TEST_F(LayerTest, CausalAttention) {
   const int B = 2, T = 5, H = 2, D = 4, C = H * D;
   auto qkv = randn(B * T * 3 * C), r = randn(B * T * C);
-  std::vector<float> q(B * T * C), kk(B * T * C), v(B * T * C), att(B * H * T * T), y(B * T * C), out(B * T * C);
-  AttentionSaved s{q.data(), kk.data(), v.data(), att.data(), y.data()};
-  attention_forward(*k, out.data(), s, qkv.data(), B, T, H, D, Precision::fp32);
   Vec qd = to_d(qkv);
-  EXPECT_LT(rel_err(out, ref::attention(qd, B, T, H, D)), kFwdTol);
-
-  std::vector<float> dqkv(B * T * 3 * C), scratch(3 * B * T * C + 2 * B * H * T * T);
-  attention_backward(*k, dqkv.data(), r.data(), s, scratch.data(), B, T, H, D, Precision::fp32);
   auto f = [&] { return dot(ref::attention(qd, B, T, H, D), r); };
-  EXPECT_LT(rel_err(dqkv, fd_grad(f, qd)), kBwdTol);
+  const Vec grad = fd_grad(f, qd);
+  // Unblocked, the kernels' choice, and causal blocks of 1, 2 and 3 query rows
+  // (3 leaves a ragged last block).
+  for (int block : {T, 0, 1, 2, 3}) {
+    std::vector<float> att(B * H * T * T), out(B * T * C), dqkv(B * T * 3 * C, 7.0f), scratch(2 * B * H * T * T);
+    attention_forward(*k, out.data(), att.data(), qkv.data(), B, T, H, D, Precision::fp32, block);
+    EXPECT_LT(rel_err(out, ref::attention(qd, B, T, H, D)), kFwdTol) << "block " << block;
+    attention_backward(*k, dqkv.data(), r.data(), qkv.data(), att.data(), scratch.data(), B, T, H, D, Precision::fp32,
+                       block);
+    EXPECT_LT(rel_err(dqkv, grad), kBwdTol) << "block " << block;  // overwritten, not accumulated onto the 7s
+  }
+}
+
+// Blocks of the sizes the kernels choose at long T (here 32 of 70 rows, ragged
+// at the end) agree with the full square; and at T = 256 the CPU does block.
+TEST_F(LayerTest, CausalAttentionBlocksMatchUnblocked) {
+  const int B = 2, T = 70, H = 3, D = 8, C = H * D;
+  EXPECT_LT(k->causal_block_rows(256), 256);
+  auto qkv = randn(B * T * 3 * C), r = randn(B * T * C);
+  std::vector<float> out[2], dqkv[2];
+  for (int i = 0; i < 2; ++i) {
+    const int block = i == 0 ? T : 32;
+    std::vector<float> att(B * H * T * T), scratch(2 * B * H * T * T);
+    out[i].resize(B * T * C), dqkv[i].resize(B * T * 3 * C);
+    attention_forward(*k, out[i].data(), att.data(), qkv.data(), B, T, H, D, Precision::fp32, block);
+    attention_backward(*k, dqkv[i].data(), r.data(), qkv.data(), att.data(), scratch.data(), B, T, H, D,
+                       Precision::fp32, block);
+  }
+  EXPECT_LT(rel_err(out[1], to_d(out[0])), 1e-6);
+  EXPECT_LT(rel_err(dqkv[1], to_d(dqkv[0])), 1e-6);
+}
+
+// Two batch levels, row pitches wider than the matrices and every transpose,
+// against a naive double-precision loop (the layout attention reads heads with).
+TEST_F(LayerTest, GemmPitchedTwoLevelBatches) {
+  for (int t = 0; t < 4; ++t)
+    for (bool acc : {false, true}) {
+      GemmShape s;
+      s.batch2 = 3, s.batch = 2, s.M = 7, s.N = 5, s.K = 6, s.trans_a = t & 1, s.trans_b = t & 2, s.accumulate = acc;
+      const int ar = s.trans_a ? s.K : s.M, ac = s.trans_a ? s.M : s.K, br = s.trans_b ? s.N : s.K,
+                bc = s.trans_b ? s.K : s.N;
+      // Matrices side by side within a row (as heads in a qkv row), with gaps everywhere.
+      s.stride_a = ac + 1, s.stride_b = bc + 1, s.stride_c = s.N + 1;
+      s.ld_a = s.batch * s.stride_a + 3, s.ld_b = s.batch * s.stride_b + 2, s.ld_c = s.batch * s.stride_c + 4;
+      s.stride2_a = ar * s.ld_a + 9, s.stride2_b = br * s.ld_b + 5, s.stride2_c = s.M * s.ld_c + 2;
+      auto A = randn(s.extent_a()), B = randn(s.extent_b());
+      auto C = randn(size_t(s.batch2 - 1) * s.stride2_c + size_t(s.batch - 1) * s.stride_c + (s.M - 1) * s.ld_c + s.N);
+      Vec want = to_d(C);
+      for (int o = 0; o < s.batch2; ++o)
+        for (int b = 0; b < s.batch; ++b)
+          for (int i = 0; i < s.M; ++i)
+            for (int j = 0; j < s.N; ++j) {
+              double sum = 0;
+              for (int q = 0; q < s.K; ++q) {
+                const float* a = A.data() + o * s.stride2_a + b * s.stride_a;
+                const float* bb = B.data() + o * s.stride2_b + b * s.stride_b;
+                sum += double(s.trans_a ? a[q * s.ld_a + i] : a[i * s.ld_a + q]) *
+                       (s.trans_b ? bb[j * s.ld_b + q] : bb[q * s.ld_b + j]);
+              }
+              double& c = want[o * s.stride2_c + b * s.stride_c + i * s.ld_c + j];
+              c = acc ? c + sum : sum;
+            }
+      k->gemm(s, A.data(), B.data(), C.data(), nullptr);
+      EXPECT_LT(rel_err(C, want), kFwdTol) << "trans " << t << " acc " << acc;  // the gaps keep their values too
+    }
 }
 
 TEST_F(LayerTest, SoftmaxCrossEntropy) {

@@ -2,6 +2,7 @@
 // within 30% of the resident memory a real forward + backward adds, and a
 // far too large deck is estimated at once without allocating anything.
 #include <gtest/gtest.h>
+#include <malloc.h>
 
 #include <array>
 #include <fstream>
@@ -39,6 +40,9 @@ ModelShape shape(int C, int L, int T) {
 
 // Resident memory added by one path's weights + gradient and a forward + backward pass.
 double measured_step_bytes(Kernels& k, const ModelShape& s, int B) {
+  // Free heap pages left by earlier tests go back to the system first: reused,
+  // they would already be resident and the step would seem to cost nothing.
+  malloc_trim(0);
   const double before = vm_rss_bytes();
   {
     Model m(k, s, B, Precision::fp32);

@@ -17,19 +17,30 @@ enum class Precision { fp32, bf16 };
 
 // C[b] = op(A[b]) * op(B[b]) (+ bias broadcast over rows) (+ C[b] when accumulate).
 // A is [M,K] ([K,M] when trans_a), B is [K,N] ([N,K] when trans_b), C is [M,N].
+// Batches may be two-level (batch2 groups of batch matrices, e.g. sequences of
+// heads) and rows may have a pitch (ld) wider than the matrix, so attention
+// reads heads straight out of the fused [B, T, 3C] qkv rows.
 struct GemmShape {
   int batch = 1, M = 0, N = 0, K = 0;
   bool trans_a = false, trans_b = false;
   long stride_a = 0, stride_b = 0, stride_c = 0;  // elements between batches
+  int batch2 = 1;
+  long stride2_a = 0, stride2_b = 0, stride2_c = 0;  // elements between outer batches
+  long ld_a = 0, ld_b = 0, ld_c = 0;                 // row pitch as stored; 0: dense
   bool accumulate = false;
   Precision precision = Precision::fp32;
-  // Elements operands A and B span: batch matrices, stride apart (bf16 staging buffers).
-  size_t extent_a() const { return extent(stride_a, M, K); }
-  size_t extent_b() const { return extent(stride_b, K, N); }
+  // Row pitch of each operand as stored.
+  long lda() const { return ld_a ? ld_a : (trans_a ? M : K); }
+  long ldb() const { return ld_b ? ld_b : (trans_b ? K : N); }
+  long ldc() const { return ld_c ? ld_c : N; }
+  // Elements operands A and B span (bf16 staging buffers).
+  size_t extent_a() const { return extent(stride_a, stride2_a, trans_a ? K : M, lda(), trans_a ? M : K); }
+  size_t extent_b() const { return extent(stride_b, stride2_b, trans_b ? N : K, ldb(), trans_b ? K : N); }
 
  private:
-  size_t extent(long stride, int rows, int cols) const {
-    return size_t(batch - 1) * size_t(stride) + size_t(rows) * size_t(cols);
+  size_t extent(long stride, long stride2, int rows, long ld, int cols) const {
+    return size_t(batch2 - 1) * size_t(stride2) + size_t(batch - 1) * size_t(stride) + size_t(rows - 1) * size_t(ld) +
+           size_t(cols);
   }
 };
 
@@ -70,17 +81,14 @@ class Kernels {
   // dbias += column sums of dout [M,N]
   virtual void bias_backward(float* dbias, const float* dout, int M, int N) = 0;
 
-  // qkv [B,T,3,H,D] -> q, k, v each [B,H,T,D]; and the reverse for gradients.
-  virtual void split_heads(float* q, float* k, float* v, const float* qkv, int B, int T, int H, int D) = 0;
-  virtual void split_heads_backward(float* dqkv, const float* dq, const float* dk, const float* dv, int B, int T, int H, int D) = 0;
-  // y [B,H,T,D] -> out [B,T,H*D]; and the reverse.
-  virtual void merge_heads(float* out, const float* y, int B, int T, int H, int D) = 0;
-  virtual void merge_heads_backward(float* dy, const float* dout, int B, int T, int H, int D) = 0;
-
-  // att = causal softmax(scale * scores) over [BH,T,T] (upper triangle -> 0).
+  // att = causal softmax(scale * scores) over [BH,T,T] (upper triangle -> 0). Reads
+  // only the causal part (column <= row) of scores and datt, so it may be left unset.
   virtual void causal_softmax_forward(float* att, const float* scores, int BH, int T, float scale) = 0;
   // dscores = scale * att * (datt - rowsum(att * datt))
   virtual void causal_softmax_backward(float* dscores, const float* datt, const float* att, int BH, int T, float scale) = 0;
+  // Query rows per block of the causal attention (layers.cpp): blocks skip the
+  // masked upper triangle at the price of more, smaller matmuls.
+  virtual int causal_block_rows(int T) const { return T; }
 
   // logits [N,V] -> probabilities in place; loss[n] = -log p[target[n]].
   virtual void softmax_crossentropy_forward(float* probs, float* loss, const int32_t* target, int N, int V) = 0;

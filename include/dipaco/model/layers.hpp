@@ -13,15 +13,14 @@ void linear_forward(Kernels& k, float* out, const float* inp, const float* W, co
 void linear_backward(Kernels& k, float* dinp, float* dW, float* db, const float* dout, const float* inp, const float* W,
                      int N, int I, int O, Precision p);
 
-// Causal multi-head self-attention core: qkv [B*T, 3C] -> out [B*T, C].
-// Saves q, k, v [B,H,T,D], att [B,H,T,T] and y [B,H,T,D] for the backward pass.
-struct AttentionSaved {
-  float *q, *k, *v, *att, *y;
-};
-void attention_forward(Kernels& k, float* out, const AttentionSaved& s, const float* qkv, int B, int T, int H, int D,
-                       Precision p);
-// Scratch must hold dq, dk, dv (3*B*T*C) and datt, dscores (2*B*H*T*T) floats.
-void attention_backward(Kernels& k, float* dqkv, const float* dout, const AttentionSaved& s, float* scratch, int B,
-                        int T, int H, int D, Precision p);
+// Causal multi-head self-attention core: qkv [B*T, 3C] -> out [B*T, C], heads
+// read and written in place through strided matmuls. Saves the probabilities
+// att [B,H,T,T] (only the causal part is meaningful) for the backward pass.
+// block_rows: query rows per causal block, 0 for the kernels' choice.
+void attention_forward(Kernels& k, float* out, float* att, const float* qkv, int B, int T, int H, int D, Precision p,
+                       int block_rows = 0);
+// dqkv = d(qkv), overwritten. Scratch must hold datt and dscores (2*B*H*T*T floats).
+void attention_backward(Kernels& k, float* dqkv, const float* dout, const float* qkv, const float* att, float* scratch,
+                        int B, int T, int H, int D, Precision p, int block_rows = 0);
 
 }  // namespace dipaco

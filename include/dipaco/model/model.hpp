@@ -70,7 +70,7 @@ class Model {
   };
   struct LayerActs {
     float *ln1, *ln1_mean, *ln1_rstd, *qkv, *atty, *res2, *ln2, *ln2_mean, *ln2_rstd, *fch, *fch_gelu, *res3;
-    AttentionSaved attn;
+    float* att;  // attention probabilities [B,H,T,T]
   };
   LayerActs acts(int l) const;
   size_t layer_floats() const;

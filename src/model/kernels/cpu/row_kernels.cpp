@@ -4,8 +4,9 @@
 #include <bit>
 #include <cmath>
 
-// The clones; "default" is the portable baseline the build targets.
-#define DIPACO_CLONES __attribute__((target_clones("arch=x86-64-v3", "default")))
+// The clones: AVX-512, AVX2 + FMA, and the portable baseline the build targets;
+// the loader picks one per CPU.
+#define DIPACO_CLONES __attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")))
 
 namespace dipaco::rows {
 namespace {
@@ -143,6 +144,12 @@ void column_sums(float* acc, const float* x, int M, size_t stride, int w) {
 #pragma omp simd
     for (int j = 0; j < w; ++j) acc[j] += r[j];
   }
+}
+
+DIPACO_CLONES
+void add_into(float* acc, const float* x, int n) {
+#pragma omp simd
+  for (int j = 0; j < n; ++j) acc[j] += x[j];
 }
 
 DIPACO_CLONES

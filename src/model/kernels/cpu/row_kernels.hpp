@@ -29,6 +29,8 @@ float softmax_crossentropy(float* p, int target, int V);
 
 // acc[0..w) += column sums of w columns over M rows, stride apart (x points at the first column).
 void column_sums(float* acc, const float* x, int M, size_t stride, int w);
+// acc[j] += x[j]
+void add_into(float* acc, const float* x, int n);
 
 void adamw(float* p, const float* g, float* m, float* v, size_t n, float lr, float b1, float b2, float eps, float wd,
            float c1, float c2);

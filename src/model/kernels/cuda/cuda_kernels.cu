@@ -10,6 +10,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <memory>
+#include <stdexcept>
 #include <string>
 
 #include "cuda_check.cuh"
@@ -92,7 +93,9 @@ class CudaKernels final : public Kernels {
   void synchronize() override { DIPACO_CUDA(cudaDeviceSynchronize()); }
 
   void gemm(const GemmShape& s, const float* A, const float* B, float* C, const float* bias) override {
-    if (s.M <= 0 || s.N <= 0 || s.batch <= 0) return;
+    if (s.M <= 0 || s.N <= 0 || s.batch <= 0 || s.batch2 <= 0) return;
+    if (bias && (s.batch2 > 1 || s.ld_c))
+      throw std::runtime_error("gemm: a bias needs a dense output with one batch level");
     float alpha = 1.0f, beta = s.accumulate ? 1.0f : 0.0f;
     if (bias) {  // C = bias (or C += bias), then the product accumulates onto it
       cuda::broadcast_bias(C, bias, s.batch, s.M, s.N, s.stride_c, !s.accumulate, kStream);
@@ -100,27 +103,37 @@ class CudaKernels final : public Kernels {
     }
     if (s.K <= 0) {  // an empty product: only the bias and the old C remain
       if (beta == 0.0f)
-        for (int b = 0; b < s.batch; ++b) zero(C + size_t(b) * s.stride_c, sizeof(float) * s.M * s.N);
+        for (int o = 0; o < s.batch2; ++o)
+          for (int b = 0; b < s.batch; ++b)
+            for (int r = 0; r < s.M; ++r)
+              zero(C + size_t(o) * s.stride2_c + size_t(b) * s.stride_c + size_t(r) * s.ldc(), sizeof(float) * s.N);
       return;
     }
     const void *a = A, *b = B;
     cudaDataType_t type = CUDA_R_32F;
+    size_t esize = sizeof(float);
     if (s.precision == Precision::bf16) {
       const size_t na = s.extent_a(), nb = s.extent_b();
       __nv_bfloat16* a16 = a_bf16_.get(na);
       __nv_bfloat16* b16 = b_bf16_.get(nb);
       cuda::to_bf16(a16, A, na, kStream);
       cuda::to_bf16(b16, B, nb, kStream);
-      a = a16, b = b16, type = CUDA_R_16BF;
+      a = a16, b = b16, type = CUDA_R_16BF, esize = sizeof(__nv_bfloat16);
     }
     // cuBLAS is column-major: row-major C = op(A) op(B) is column-major
-    // C^T = op(B)^T op(A)^T, so B goes first and the transposes carry over.
+    // C^T = op(B)^T op(A)^T, so B goes first and the transposes carry over;
+    // a row pitch is the column-major leading dimension. The outer batch is a loop.
     const cublasOperation_t op_b = s.trans_b ? CUBLAS_OP_T : CUBLAS_OP_N;
     const cublasOperation_t op_a = s.trans_a ? CUBLAS_OP_T : CUBLAS_OP_N;
-    const int ld_b = s.trans_b ? s.K : s.N, ld_a = s.trans_a ? s.M : s.K;
-    DIPACO_CUBLAS(cublasGemmStridedBatchedEx(blas_, op_b, op_a, s.N, s.M, s.K, &alpha, b, type, ld_b, s.stride_b, a,
-                                             type, ld_a, s.stride_a, &beta, C, CUDA_R_32F, s.N, s.stride_c, s.batch,
-                                             CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT));
+    for (int o = 0; o < s.batch2; ++o) {
+      const char* ao = static_cast<const char*>(a) + size_t(o) * s.stride2_a * esize;
+      const char* bo = static_cast<const char*>(b) + size_t(o) * s.stride2_b * esize;
+      float* co = C + size_t(o) * s.stride2_c;
+      DIPACO_CUBLAS(cublasGemmStridedBatchedEx(blas_, op_b, op_a, s.N, s.M, s.K, &alpha, bo, type, int(s.ldb()),
+                                               s.stride_b, ao, type, int(s.lda()), s.stride_a, &beta, co, CUDA_R_32F,
+                                               int(s.ldc()), s.stride_c, s.batch, CUBLAS_COMPUTE_32F,
+                                               CUBLAS_GEMM_DEFAULT));
+    }
     if (cuda::sync_after_launch()) DIPACO_CUDA(cudaDeviceSynchronize());
   }
 
@@ -149,21 +162,6 @@ class CudaKernels final : public Kernels {
   void bias_backward(float* dbias, const float* dout, int M, int N) override {
     float* partial = partial_.get(size_t(cuda::column_chunks(M)) * N);
     cuda::bias_backward(dbias, dout, M, N, partial, kStream);
-  }
-
-  void split_heads(float* q, float* k, float* v, const float* qkv, int B, int T, int H, int D) override {
-    cuda::split_heads(q, k, v, const_cast<float*>(qkv), B, T, H, D, true, kStream);
-  }
-  void split_heads_backward(float* dqkv, const float* dq, const float* dk, const float* dv, int B, int T, int H,
-                            int D) override {
-    cuda::split_heads(const_cast<float*>(dq), const_cast<float*>(dk), const_cast<float*>(dv), dqkv, B, T, H, D, false,
-                      kStream);
-  }
-  void merge_heads(float* out, const float* y, int B, int T, int H, int D) override {
-    cuda::merge_heads(out, const_cast<float*>(y), B, T, H, D, true, kStream);
-  }
-  void merge_heads_backward(float* dy, const float* dout, int B, int T, int H, int D) override {
-    cuda::merge_heads(const_cast<float*>(dout), dy, B, T, H, D, false, kStream);
   }
 
   void causal_softmax_forward(float* att, const float* scores, int BH, int T, float scale) override {

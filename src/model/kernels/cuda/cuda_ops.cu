@@ -230,32 +230,6 @@ __global__ void add_kernel(float* out, const float* a, const float* b, size_t n)
 }
 
 // Indexed by qkv [B,T,3,H,D]: reads (or writes) stay coalesced on the wide side.
-__global__ void split_heads_kernel(float* q, float* k, float* v, float* qkv, int B, int T, int H, int D, bool to_heads) {
-  const size_t C = size_t(H) * D, total = size_t(B) * T * 3 * C;
-  for (size_t i = global_index(); i < total; i += grid_stride()) {
-    size_t row = i / (3 * C), rem = i % (3 * C), s = rem / C, hc = rem % C;
-    size_t b = row / T, t = row % T, h = hc / D, d = hc % D;
-    size_t o = ((b * H + h) * T + t) * D + d;
-    float* dst = s == 0 ? q : (s == 1 ? k : v);
-    if (to_heads)
-      dst[o] = qkv[i];
-    else
-      qkv[i] = dst[o];
-  }
-}
-
-__global__ void merge_heads_kernel(float* out, float* y, int B, int T, int H, int D, bool to_rows) {
-  const size_t C = size_t(H) * D, total = size_t(B) * T * C;
-  for (size_t i = global_index(); i < total; i += grid_stride()) {
-    size_t row = i / C, hc = i % C, b = row / T, t = row % T, h = hc / D, d = hc % D;
-    size_t o = ((b * H + h) * T + t) * D + d;
-    if (to_rows)
-      out[i] = y[o];
-    else
-      y[o] = out[i];
-  }
-}
-
 // In place is allowed (att == scores): each element is read before the same lane writes it.
 __global__ void causal_softmax_forward_kernel(float* att, const float* scores, int rows, int T, float scale) {
   const int row = warp_row(), lane = lane_id();
@@ -424,14 +398,6 @@ void add(float* out, const float* a, const float* b, size_t n, cudaStream_t stre
 void bias_backward(float* dbias, const float* dout, int M, int N, float* partial, cudaStream_t stream) {
   if (M <= 0 || N <= 0) return;
   column_sums(dbias, nullptr, dout, nullptr, nullptr, nullptr, M, N, partial, stream);
-}
-
-void split_heads(float* q, float* k, float* v, float* qkv, int B, int T, int H, int D, bool to_heads,
-                 cudaStream_t stream) {
-  DIPACO_ELEMENTWISE(size_t(B) * T * 3 * H * D, split_heads_kernel, q, k, v, qkv, B, T, H, D, to_heads);
-}
-void merge_heads(float* out, float* y, int B, int T, int H, int D, bool to_rows, cudaStream_t stream) {
-  DIPACO_ELEMENTWISE(size_t(B) * T * H * D, merge_heads_kernel, out, y, B, T, H, D, to_rows);
 }
 
 void causal_softmax_forward(float* att, const float* scores, int BH, int T, float scale, cudaStream_t stream) {

@@ -39,11 +39,6 @@ void gelu_backward(float* dx, const float* x, const float* dout, size_t n, cudaS
 void add(float* out, const float* a, const float* b, size_t n, cudaStream_t stream);
 void bias_backward(float* dbias, const float* dout, int M, int N, float* partial, cudaStream_t stream);
 
-// to_heads: qkv -> q, k, v; otherwise q, k, v -> qkv.
-void split_heads(float* q, float* k, float* v, float* qkv, int B, int T, int H, int D, bool to_heads,
-                 cudaStream_t stream);
-// to_rows: y [B,H,T,D] -> out [B,T,H*D]; otherwise out -> y.
-void merge_heads(float* out, float* y, int B, int T, int H, int D, bool to_rows, cudaStream_t stream);
 
 void causal_softmax_forward(float* att, const float* scores, int BH, int T, float scale, cudaStream_t stream);
 void causal_softmax_backward(float* dscores, const float* datt, const float* att, int BH, int T, float scale,
