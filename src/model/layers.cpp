@@ -48,10 +48,10 @@ GemmShape per_head(int B, int H, int M, int N, int K, HeadView a, bool ta, HeadV
 struct Views {
   HeadView qkv, rows, att;  // q/k/v heads in [B,T,3C]; heads in [B,T,C]; [B,H,T,T]
   int block;
-  Views(Kernels& k, int T, int H, int D, int block_rows) {
+  Views(Kernels& k, int T, int H, int D, int block_rows, Precision p) {
     const long C = long(H) * D;
     qkv = {3 * C, D, T * 3 * C}, rows = {C, D, T * C}, att = {T, long(T) * T, long(H) * T * T};
-    block = block_rows > 0 ? block_rows : k.causal_block_rows(T);
+    block = block_rows > 0 ? block_rows : k.causal_block_rows(T, p);
     block = std::max(1, std::min(block, T));
   }
 };
@@ -64,7 +64,7 @@ struct Views {
 // row and the earlier ones accumulate.
 void attention_forward(Kernels& k, float* out, float* att, const float* qkv, int B, int T, int H, int D, Precision p,
                        int block_rows) {
-  const Views v(k, T, H, D, block_rows);
+  const Views v(k, T, H, D, block_rows, p);
   const long C = long(H) * D, C3 = 3 * C;
   const float *q = qkv, *kk = qkv + C, *vv = qkv + 2 * C;
   for (int r0 = 0; r0 < T; r0 += v.block) {
@@ -82,7 +82,7 @@ void attention_forward(Kernels& k, float* out, float* att, const float* qkv, int
 
 void attention_backward(Kernels& k, float* dqkv, const float* dout, const float* qkv, const float* att, float* scratch,
                         int B, int T, int H, int D, Precision p, int block_rows) {
-  const Views v(k, T, H, D, block_rows);
+  const Views v(k, T, H, D, block_rows, p);
   const long C = long(H) * D, C3 = 3 * C;
   const float *q = qkv, *kk = qkv + C, *vv = qkv + 2 * C;
   float *dq = dqkv, *dk = dqkv + C, *dv = dqkv + 2 * C;

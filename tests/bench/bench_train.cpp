@@ -74,7 +74,7 @@ class TimedKernels final : public Kernels {
   void causal_softmax_backward(float* ds, const float* da, const float* a, int BH, int T, float sc) override {
     TIMED("softmax", k_.causal_softmax_backward(ds, da, a, BH, T, sc));
   }
-  int causal_block_rows(int T) const override { return k_.causal_block_rows(T); }
+  int causal_block_rows(int T, Precision p) const override { return k_.causal_block_rows(T, p); }
   void softmax_crossentropy_forward(float* p, float* l, const int32_t* t, int N, int V) override {
     TIMED("crossentropy", k_.softmax_crossentropy_forward(p, l, t, N, V));
   }

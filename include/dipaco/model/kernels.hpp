@@ -88,7 +88,7 @@ class Kernels {
   virtual void causal_softmax_backward(float* dscores, const float* datt, const float* att, int BH, int T, float scale) = 0;
   // Query rows per block of the causal attention (layers.cpp): blocks skip the
   // masked upper triangle at the price of more, smaller matmuls.
-  virtual int causal_block_rows(int T) const { return T; }
+  virtual int causal_block_rows(int T, Precision) const { return T; }
 
   // logits [N,V] -> probabilities in place; loss[n] = -log p[target[n]].
   virtual void softmax_crossentropy_forward(float* probs, float* loss, const int32_t* target, int N, int V) = 0;
