@@ -110,12 +110,12 @@ job=$!
 for ((i = 0; i < 1200; i++)); do grep -q "^stage train" "$tmp/out" && break; sleep 0.05; done
 ranks=$(pgrep -P "$job" -f "run.name=storm")
 sent=0
-for ((i = 0; i < 60000; i++)); do  # at most about 2 minutes
-  kill -USR1 $ranks 2>/dev/null || break  # builtin: as fast as the shell goes
-  sent=$((sent + 1))
+for ((i = 0; i < 60000; i++)); do  # until mpirun has exited; at most about a minute
+  kill -0 "$job" 2>/dev/null || break
+  kill -USR1 $ranks 2>/dev/null && sent=$((sent + 1))  # builtin: as fast as the shell goes
   ((i % 4)) || sleep 0.001
 done
-kill -KILL "$job" 2>/dev/null
+kill -0 "$job" 2>/dev/null && kill -KILL "$job"  # never stopped: the check below fails
 wait "$job"; code=$?
 latest=$(cat "$tmp/storm/checkpoints/latest" 2>/dev/null)
 if [[ $code -eq 3 && $latest == ckpt-00000300.h5 ]] && grep -q "stopped at step 300 (signal received)" "$tmp/out" &&
