@@ -97,18 +97,28 @@ for sig in USR1 TERM INT; do
   fi
 done
 # 4. Stop signals land anywhere: a storm of SIGUSR1 sent straight to both ranks
-#    (every 2 ms from the start of training until the job has exited) lands in
+#    (as fast as the shell goes, from the moment both block it, i.e. before
+#    their first step, until the job has exited) lands in the set-up stages,
 #    the matmuls, the all-reduces, the checkpoint. Taken by one waiting thread,
-#    none of them disturbs the others: the run stops at its first chunk end
-#    (step 300, no sleeping steps: the storm covers 300 steps of compute on any
-#    machine) with exit 3 and a checkpoint that verifies. Handled on whichever
-#    thread it hit, such a storm corrupted the heap inside oneDNN within seconds.
+#    none of them disturbs the others: since the first signal is in before step
+#    1 on any machine, the run stops at its first chunk end (step 300, no
+#    sleeping steps) with exit 3 and a checkpoint that verifies. Handled on
+#    whichever thread it hit, such a storm corrupted the heap inside oneDNN
+#    within seconds.
 OMP_NUM_THREADS=1 mpirun --allow-run-as-root --oversubscribe --bind-to none -np 2 "$bin" run "${deck[@]}" \
   --model.context=128 --fault.step_delay=0 --train.steps=2000 --run.log_every=300 --checkpoint.every=0 \
   --run.out_dir="$tmp" --run.name=storm >"$tmp/out" 2>&1 &
 job=$!
-for ((i = 0; i < 1200; i++)); do grep -q "^stage train" "$tmp/out" && break; sleep 0.05; done
-ranks=$(pgrep -P "$job" -f "run.name=storm")
+# SIGUSR1 is bit 10 of SigBlk (mask 0x200) once a rank has installed its stop thread.
+blocks_usr1() { local m; m=$(awk '/^SigBlk/ { print $2 }' "/proc/$1/status" 2>/dev/null) && ((0x${m:-0} & 0x200)); }
+ranks=
+for ((i = 0; i < 1200; i++)); do  # at most a minute
+  ranks=$(pgrep -P "$job" -f "run.name=storm" | tr '\n' ' ')
+  n=0
+  for r in $ranks; do blocks_usr1 "$r" && n=$((n + 1)); done
+  ((n == 2)) && break
+  sleep 0.05
+done
 sent=0
 for ((i = 0; i < 60000; i++)); do  # until mpirun has exited; at most about a minute
   kill -0 "$job" 2>/dev/null || break
