@@ -45,8 +45,14 @@ void fault_step_delay(const Deck& deck) {
   if (deck.fault.step_delay > 0) std::this_thread::sleep_for(std::chrono::duration<double>(deck.fault.step_delay));
 }
 
-void fault_slow_path(const Deck& deck, int path, double seconds) {
-  if (path != deck.fault.slow_path || deck.fault.slow_factor <= 1) return;
+int straggler_at(const Deck& deck, long step, int paths) {
+  if (deck.fault.slow_path < 0 || deck.fault.slow_factor <= 1) return -1;
+  const long moves = deck.fault.slow_moves > 0 ? step / deck.fault.slow_moves : 0;
+  return int((deck.fault.slow_path + moves) % paths);
+}
+
+void fault_slow_path(const Deck& deck, int path, long step, int paths, double seconds) {
+  if (path != straggler_at(deck, step, paths)) return;
   std::this_thread::sleep_for(std::chrono::duration<double>((deck.fault.slow_factor - 1) * seconds));
 }
 

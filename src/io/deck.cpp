@@ -226,6 +226,8 @@ std::vector<DeckKey> make_keys() {
       K_INT("fault.slow_path", fault.slow_path, "-1", -1, kMaxPaths, "benchmarks: this path is a straggler (-1: none)"),
       K_FLOAT("fault.slow_factor", fault.slow_factor, "2", 1, 100,
               "benchmarks: the straggler's inner steps take this many times as long (it sleeps in proportion)"),
+      K_INT("fault.slow_moves", fault.slow_moves, "0", 0, kBig,
+            "benchmarks: the straggler moves to the next path every this many inner steps (0: it stays)"),
   };
 }
 

@@ -144,11 +144,13 @@ int Trainer::agree_stop(long step, long session_first_step) {
 // last pending evaluation (empty when there was none).
 EvalResult Trainer::round_boundary(long step, long session_first_step, int& stop) {
   const int P = topo_.paths;
-  const size_t n_loss = pending_loss_.size(), n_eval = pending_evals_.size();
-  std::vector<double> all(n_loss + P + n_eval * 2 * P);
+  const size_t n_loss = pending_loss_.size(), n_eval = pending_evals_.size(), n_chunk = chunk_seconds_.size();
+  std::vector<double> all(n_loss + P + n_eval * 2 * P + n_chunk);
   std::copy(pending_loss_.begin(), pending_loss_.end(), all.begin());
   for (int p = 0; p < P; ++p) all[n_loss + p] = path_seconds_[p] / topo_.ranks_per_path;
   for (size_t e = 0; e < n_eval; ++e) std::copy(pending_evals_[e].sums.begin(), pending_evals_[e].sums.end(), all.begin() + n_loss + P + e * 2 * P);
+  const size_t chunk_at = n_loss + P + n_eval * 2 * P;
+  for (size_t i = 0; i < n_chunk; ++i) all[chunk_at + i] = chunk_seconds_[i] / topo_.ranks_per_path;
   {
     CollectiveScope wait("the round-boundary all-reduce");
     MPI_Allreduce(MPI_IN_PLACE, all.data(), int(all.size()), MPI_DOUBLE, MPI_SUM, world_);
@@ -166,14 +168,22 @@ EvalResult Trainer::round_boundary(long step, long session_first_step, int& stop
   }
   // Every boundary records each path's time since the last one (a round's record carries it): the
   // slowest path per stretch is what the run would take with every path on its own island.
+  // With several chunks in the stretch, each chunk's times too: the slowest path per chunk is what
+  // a world meeting every chunk (a log line's loss reduction) would have cost.
   if (rank_ == 0 && metrics_ && (pending_round_ || step > pending_from_)) {
     const std::vector<double> seconds(all.begin() + n_loss, all.begin() + n_loss + P);
-    if (pending_round_)
-      metrics_->write(JsonRecord().add("type", "round").add("round", pending_round_->round).add("step", pending_round_->step)
-                          .add("sync_seconds", pending_round_->seconds).add("bytes", pending_round_->bytes)
-                          .add("dropped", pending_round_->dropped).add_raw("path_seconds", json_array(seconds)));
-    else
-      metrics_->write(JsonRecord().add("type", "boundary").add("step", step).add_raw("path_seconds", json_array(seconds)));
+    JsonRecord r = pending_round_ ? JsonRecord().add("type", "round").add("round", pending_round_->round)
+                                        .add("step", pending_round_->step).add("sync_seconds", pending_round_->seconds)
+                                        .add("bytes", pending_round_->bytes).add("dropped", pending_round_->dropped)
+                                  : JsonRecord().add("type", "boundary").add("step", step);
+    r.add_raw("path_seconds", json_array(seconds));
+    if (n_chunk > size_t(P)) {
+      std::string chunks = "[";
+      for (size_t c = 0; c < n_chunk / P; ++c)
+        chunks += (c ? "," : "") + json_array(std::vector<double>(all.begin() + chunk_at + c * P, all.begin() + chunk_at + (c + 1) * P));
+      r.add_raw("chunk_seconds", chunks + "]");
+    }
+    metrics_->write(r);
   }
   EvalResult last;
   for (size_t e = 0; e < n_eval; ++e) {
@@ -195,6 +205,7 @@ EvalResult Trainer::round_boundary(long step, long session_first_step, int& stop
   pending_evals_.clear();
   pending_round_.reset();
   std::fill(path_seconds_.begin(), path_seconds_.end(), 0.0);
+  chunk_seconds_.clear();
   pending_from_ = step;
   return last;
 }

@@ -220,7 +220,7 @@ void Trainer::inner_step(PathState& p, std::vector<double>& losses) {
     const double loss = micro_batch_gradients(p);
     finish_step(p);
     losses.push_back(loss);
-    if (!run_dir_.empty()) fault_slow_path(deck_, p.id, MPI_Wtime() - t0);  // not in the warm start
+    if (!run_dir_.empty()) fault_slow_path(deck_, p.id, p.step - 1, topo_.paths, MPI_Wtime() - t0);  // not in the warm start
     return;
   }
   const double loss = local_gradients(p, rip * local_batch_);
@@ -240,7 +240,7 @@ void Trainer::inner_step(PathState& p, std::vector<double>& losses) {
   }
   finish_step(p);
   losses.push_back(loss);
-  if (!run_dir_.empty()) fault_slow_path(deck_, p.id, MPI_Wtime() - t0);  // not in the warm start
+  if (!run_dir_.empty()) fault_slow_path(deck_, p.id, p.step - 1, topo_.paths, MPI_Wtime() - t0);  // not in the warm start
 }
 
 // Clipping and the AdamW step on the path's summed gradient.
@@ -340,10 +340,13 @@ TrainSummary Trainer::run(long until) {
   while (step < end) {
     const long next = chunk_end(step, end, session_first_step);
     std::vector<std::vector<double>> losses(paths_.size());
+    chunk_seconds_.resize(chunk_seconds_.size() + topo_.paths, 0.0);
     for (size_t i = 0; i < paths_.size(); ++i) {
       const double t = MPI_Wtime();
       for (long s = step; s < next; ++s) inner_step(paths_[i], losses[i]);
-      path_seconds_[paths_[i].id] += MPI_Wtime() - t;
+      const double dt = MPI_Wtime() - t;
+      path_seconds_[paths_[i].id] += dt;
+      chunk_seconds_[chunk_seconds_.size() - topo_.paths + paths_[i].id] += dt;
     }
     note_losses(step, next, losses);
     step = progress_.step = next;

@@ -30,5 +30,18 @@ check "a run without outer rounds" 0 "^done: 20 steps" -- mpirun --allow-run-as-
 check "  ... records each path's seconds at its boundaries" 0 '"type":"boundary","step":20,"path_seconds":\[[0-9.e-]+\]' -- \
   cat "$tmp/runs/d/metrics.jsonl"
 check "  ... every run.log_every steps" 0 '"type":"boundary","step":10,' -- cat "$tmp/runs/d/metrics.jsonl"
+# The straggler benchmark on a tiny deck: each chunk's path times, which add up to the round's.
+check "scripts/straggler tables a moving straggler against none" 0 "\| moving-straggler \| 2 \| 4 \| [0-9.]+ \| [0-9.]+ \| [0-9.]+ \| [0-9.]+ \| [0-9.]+ s \|" -- \
+  scripts/straggler --out "$tmp/st" --steps 20 --log-every 5 --moves 5 --factor 1.5 --set model.d_model=32 \
+  --set model.context=32 --set train.batch_size=2 --set dipaco.inner_steps=10 --set eval.every=0 --set eval.batches=1 \
+  --set eval.doc_bytes=64
+check "  ... whose chunk times add up to each path's time in the round" 0 "^chunks add up: 2 rounds$" -- /usr/bin/python3 -c '
+import json, sys
+rounds = [r for r in map(json.loads, open(sys.argv[1])) if r.get("type") == "round"]
+for r in rounds:
+    c = r["chunk_seconds"]
+    assert len(c) == 2 and all(len(x) == 4 for x in c), r
+    assert all(abs(sum(x[p] for x in c) - r["path_seconds"][p]) < 1e-6 for p in range(4)), r
+print("chunks add up: %d rounds" % len(rounds))' "$tmp/st/moving-straggler/metrics.jsonl"
 check "run-sweep names a missing sweep" 2 "no $tmp/none/index.csv" -- scripts/run-sweep "$tmp/none"
 finish

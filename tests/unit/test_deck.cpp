@@ -5,6 +5,7 @@
 #include <fstream>
 
 #include "dipaco/io/deck.hpp"
+#include "dipaco/dist/fault.hpp"
 #include "dipaco/dist/topology.hpp"
 
 using namespace dipaco;
@@ -235,3 +236,17 @@ TEST(Topology, PathsRanksAndModules) {
 }
 
 }  // namespace
+
+// The straggler of the benchmarks: none by default, one path, or one that moves every slow_moves steps.
+TEST(Deck, StragglerStaysOrMoves) {
+  EXPECT_EQ(straggler_at(load_deck(write_deck("")), 5, 4), -1);
+  Deck stays = load_deck(write_deck("[fault]\nslow_path = 3\n"));
+  EXPECT_EQ(straggler_at(stays, 0, 4), 3);
+  EXPECT_EQ(straggler_at(stays, 999, 4), 3);
+  Deck moves = load_deck(write_deck("[fault]\nslow_path = 2\nslow_moves = 10\n"));
+  EXPECT_EQ(straggler_at(moves, 9, 4), 2);
+  EXPECT_EQ(straggler_at(moves, 10, 4), 3);
+  EXPECT_EQ(straggler_at(moves, 25, 4), 0);
+  Deck off = load_deck(write_deck("[fault]\nslow_path = 1\nslow_factor = 1\n"));
+  EXPECT_EQ(straggler_at(off, 0, 4), -1);
+}

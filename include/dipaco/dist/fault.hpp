@@ -20,7 +20,10 @@ struct Deck;
 
 void fault_point(const Deck& deck, const char* phase);
 void fault_step_delay(const Deck& deck);
-// fault.slow_path: path `path` sleeps (fault.slow_factor - 1) x the `seconds` its step took.
-void fault_slow_path(const Deck& deck, int path, double seconds);
+// fault.slow_path: path `path` sleeps (fault.slow_factor - 1) x the `seconds` its inner step `step`
+// took; with fault.slow_moves the straggler is the next path every slow_moves steps (of `paths`).
+void fault_slow_path(const Deck& deck, int path, long step, int paths, double seconds);
+// The straggler at inner step `step` (-1: none).
+int straggler_at(const Deck& deck, long step, int paths);
 
 }  // namespace dipaco

@@ -62,7 +62,7 @@ struct Deck {
   struct Fault {
     double drop_outer_prob, step_delay, slow_factor;
     std::string kill_at, kill_target;
-    int kill_rank, slow_path;
+    int kill_rank, slow_path, slow_moves;
   } fault;
 
   // Resolved values as text, keyed "section.key", in the registry's order.
