@@ -345,7 +345,9 @@ std::vector<std::string> override_args(const std::vector<std::string>& overrides
 
 void store_overrides(const std::vector<std::string>& args, const po::options_description& desc, po::variables_map& vm) {
   try {
-    auto parsed = po::command_line_parser(args).options(desc).allow_unregistered().run();
+    // No guessing: Boost would take --train.warm for train.warmup; a key is named in full or refused.
+    const int style = po::command_line_style::default_style & ~po::command_line_style::allow_guessing;
+    auto parsed = po::command_line_parser(args).options(desc).style(style).allow_unregistered().run();
     for (const auto& o : parsed.options)
       if (o.unregistered) {
         std::string key = o.string_key.empty() && !o.original_tokens.empty() ? o.original_tokens[0] : o.string_key;

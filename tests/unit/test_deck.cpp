@@ -60,6 +60,14 @@ TEST(Deck, UnknownOverrideNamesClosestKey) {
   EXPECT_NE(e.find("did you mean train.steps?"), std::string::npos) << e;
 }
 
+// A prefix of a key is not the key: Boost's guessing would set train.warmup from --train.warm.
+TEST(Deck, OverrideByPrefixIsRefused) {
+  std::string e = error_of("", {"--train.warm=3"});
+  EXPECT_NE(e.find("did you mean train.warmup?"), std::string::npos) << e;
+  e = error_of("", {"--model.d_mode=64"});
+  EXPECT_NE(e.find("did you mean model.d_model?"), std::string::npos) << e;
+}
+
 TEST(Deck, WrongTypeNamesKeyValueAndAllowed) {
   std::string e = error_of("[train]\nsteps = many\n");
   EXPECT_NE(e.find("'many'"), std::string::npos) << e;

@@ -1,0 +1,36 @@
+#!/usr/bin/env bash
+# scripts/experiment's variants, in both regimes, resolve to valid decks (dipaco deck checks every
+# key of the deck and its overrides), and the saturated regime changes what it says it does.
+# Nothing is trained. Usage: experiment.sh BUILD_DIR SOURCE_DIR
+set -u
+build=$1 src=$2
+cd "$src"
+source tests/integration/lib.sh
+
+for regime in early saturated; do
+  scripts/experiment --regime "$regime" --dry-run --out "$tmp/$regime" >"$tmp/$regime.cmds" 2>&1 || bad "$regime: --dry-run" "$tmp/$regime.cmds"
+  n=0 failed=0
+  while IFS= read -r line; do
+    # "== LABEL: run DECK OVERRIDES...": the deck and its overrides, as dipaco run gets them
+    read -ra words <<<"${line#*: run }"
+    n=$((n + 1))
+    if ! "$build/dipaco" deck "${words[@]}" >"$tmp/deck-$regime-$n.ini" 2>&1; then
+      failed=$((failed + 1))
+      bad "$regime: ${line%%: run *}" "$tmp/deck-$regime-$n.ini"
+    fi
+  done < <(grep '^== ' "$tmp/$regime.cmds")
+  ((n > 10 && failed == 0)) && ok "$regime: all $n variants resolve to valid decks" || bad "$regime: $n variants, $failed invalid" "$tmp/$regime.cmds"
+done
+# The saturated regime: S of d32 with 2 heads and 2,500 inner steps, dense 4xS of d64 for 3,000.
+# One line of what each resolved deck holds: d_model, n_heads, steps, lr.
+shape() { awk -F' = ' '$1=="d_model"||$1=="n_heads"||$1=="steps"||$1=="lr"{printf "%s=%s ", $1, $2}' "$1"; }
+check "saturated: DiPaCo 4x4 has d32 paths with 2 heads, 2500 steps at lr 6e-3" 0 "^d_model=32 n_heads=2 steps=2500 lr=6e-3 $" -- \
+  shape "$tmp/deck-saturated-4.ini"
+n4=$(grep -n '^== dense 4xS:' "$tmp/saturated.cmds" | cut -d: -f1)
+check "saturated: dense 4xS is d64 with 4 heads and 3000 steps" 0 "^d_model=64 n_heads=4 steps=3000 lr=6e-3 $" -- \
+  shape "$tmp/deck-saturated-$n4.ini"
+check "saturated: a variant's own overrides come last and win" 0 "^d_model=32 n_heads=2 steps=2500 lr=1.2e-2 $" -- \
+  shape "$tmp/deck-saturated-3.ini"
+check "early: the decks as they are (DiPaCo 4x4: d64, 500 steps)" 0 "^d_model=64 n_heads=4 steps=500 lr=3e-3 $" -- \
+  shape "$tmp/deck-early-8.ini"
+finish
