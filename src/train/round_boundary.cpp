@@ -145,11 +145,10 @@ int Trainer::agree_stop(long step, long session_first_step) {
 EvalResult Trainer::round_boundary(long step, long session_first_step, int& stop) {
   const int P = topo_.paths;
   const size_t n_loss = pending_loss_.size(), n_eval = pending_evals_.size(), n_chunk = chunk_seconds_.size();
-  std::vector<double> all(n_loss + P + n_eval * 2 * P + n_chunk);
+  std::vector<double> all(n_loss + n_eval * 2 * P + n_chunk);
   std::copy(pending_loss_.begin(), pending_loss_.end(), all.begin());
-  for (int p = 0; p < P; ++p) all[n_loss + p] = path_seconds_[p] / topo_.ranks_per_path;
-  for (size_t e = 0; e < n_eval; ++e) std::copy(pending_evals_[e].sums.begin(), pending_evals_[e].sums.end(), all.begin() + n_loss + P + e * 2 * P);
-  const size_t chunk_at = n_loss + P + n_eval * 2 * P;
+  for (size_t e = 0; e < n_eval; ++e) std::copy(pending_evals_[e].sums.begin(), pending_evals_[e].sums.end(), all.begin() + n_loss + e * 2 * P);
+  const size_t chunk_at = n_loss + n_eval * 2 * P;
   for (size_t i = 0; i < n_chunk; ++i) all[chunk_at + i] = chunk_seconds_[i] / topo_.ranks_per_path;
   {
     CollectiveScope wait("the round-boundary all-reduce");
@@ -171,7 +170,8 @@ EvalResult Trainer::round_boundary(long step, long session_first_step, int& stop
   // With several chunks in the stretch, each chunk's times too: the slowest path per chunk is what
   // a world meeting every chunk (a log line's loss reduction) would have cost.
   if (rank_ == 0 && metrics_ && (pending_round_ || step > pending_from_)) {
-    const std::vector<double> seconds(all.begin() + n_loss, all.begin() + n_loss + P);
+    std::vector<double> seconds(P, 0.0);
+    for (size_t i = 0; i < n_chunk; ++i) seconds[i % P] += all[chunk_at + i];
     JsonRecord r = pending_round_ ? JsonRecord().add("type", "round").add("round", pending_round_->round)
                                         .add("step", pending_round_->step).add("sync_seconds", pending_round_->seconds)
                                         .add("bytes", pending_round_->bytes).add("dropped", pending_round_->dropped)
@@ -187,7 +187,7 @@ EvalResult Trainer::round_boundary(long step, long session_first_step, int& stop
   }
   EvalResult last;
   for (size_t e = 0; e < n_eval; ++e) {
-    const std::vector<double> sums(all.begin() + n_loss + P + e * 2 * P, all.begin() + n_loss + P + (e + 1) * 2 * P);
+    const std::vector<double> sums(all.begin() + n_loss + e * 2 * P, all.begin() + n_loss + (e + 1) * 2 * P);
     last = eval_result(sums);
     last_val_bpb_ = last.bpb;
     progress_.eval_step.push_back(double(pending_evals_[e].step));
@@ -204,7 +204,6 @@ EvalResult Trainer::round_boundary(long step, long session_first_step, int& stop
   pending_loss_.clear();
   pending_evals_.clear();
   pending_round_.reset();
-  std::fill(path_seconds_.begin(), path_seconds_.end(), 0.0);
   chunk_seconds_.clear();
   pending_from_ = step;
   return last;

@@ -80,7 +80,6 @@ Trainer::Trainer(const Deck& deck, MPI_Comm world, Kernels& k, const std::vector
     k.to_device(ps.params.get(), init.data(), init.size() * sizeof(float));
   }
   set_shards(train, val);
-  path_seconds_.assign(topo_.paths, 0.0);
   stop_ = std::make_unique<StopAgreement>(world);
   grads_ = DeviceBuffer<float>(k, layout.total);
   const size_t N = size_t(local_batch_) * shape_.T;
@@ -344,9 +343,7 @@ TrainSummary Trainer::run(long until) {
     for (size_t i = 0; i < paths_.size(); ++i) {
       const double t = MPI_Wtime();
       for (long s = step; s < next; ++s) inner_step(paths_[i], losses[i]);
-      const double dt = MPI_Wtime() - t;
-      path_seconds_[paths_[i].id] += dt;
-      chunk_seconds_[chunk_seconds_.size() - topo_.paths + paths_[i].id] += dt;
+      chunk_seconds_[chunk_seconds_.size() - topo_.paths + paths_[i].id] += MPI_Wtime() - t;
     }
     note_losses(step, next, losses);
     step = progress_.step = next;

@@ -154,8 +154,7 @@ class Trainer {
   std::vector<double> pending_loss_;  // [steps x P]: this rank's share of each path's loss
   std::vector<PendingEval> pending_evals_;
   std::optional<PendingRound> pending_round_;
-  std::vector<double> path_seconds_;  // [P] seconds of inner steps since the last boundary (own paths)
-  std::vector<double> chunk_seconds_; // [chunks x P] the same per chunk: what a meeting every chunk would wait for
+  std::vector<double> chunk_seconds_; // [chunks x P] seconds of inner steps per chunk since the last boundary (own paths)
   std::unique_ptr<StopAgreement> stop_;
   long stop_step_ = -1;  // the step every rank stops at, once agreed  // MPI_Wtime() at step 0 of the run (the restored elapsed time subtracted)
   std::vector<DeviceBuffer<float>> best_;  // per own path: weights at its best validation bpb
