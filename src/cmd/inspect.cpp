@@ -16,16 +16,13 @@
 #include "dipaco/io/deck.hpp"
 #include "dipaco/train/metrics.hpp"
 #include "dipaco/io/h5io.hpp"
+#include "dipaco/io/path_arrays.hpp"
 #include "dipaco/io/key_lines.hpp"
 
 namespace dipaco {
 namespace {
 
 const std::string kCheckpointFiles = "<run dir>/checkpoints/ckpt-*.h5";
-
-struct GroupSpan {
-  size_t offset, size;
-};
 
 double norm(const std::vector<float>& v, size_t off, size_t n) {
   double s = 0;
@@ -48,20 +45,6 @@ herr_t list_object(hid_t obj, const char* name, const H5O_info_t* info, void* ou
     o << (nd < 0 ? "unreadable" : "") << "]\n";
   }
   return 0;
-}
-
-// A count or offset from a text attribute; `what` names the field in errors.
-size_t parse_count(const std::string& s, const std::string& what) {
-  size_t pos = 0;
-  unsigned long long v = 0;
-  try {
-    v = std::stoull(s, &pos);
-  } catch (const std::exception&) {
-    pos = 0;
-  }
-  if (s.empty() || pos != s.size() || s[0] == '-' || v > (1ULL << 40))
-    throw CheckpointError(what + ": '" + s.substr(0, 40) + "' is not a count");
-  return size_t(v);
 }
 
 struct InspectArgs {
@@ -119,15 +102,12 @@ struct Contents {
 };
 
 // A path's modules as "M0,P3": a private level shows the path's own module.
-std::string module_names(const std::string& routing, const std::string& private_levels, long p) {
-  std::set<std::string> priv;
-  std::istringstream ps(private_levels);
-  for (std::string tok; std::getline(ps, tok, ',');) priv.insert(tok.substr(tok.find_first_not_of(' ')));
+std::string module_names(const PathArrays& rows, long p) {
   std::string out;
-  std::istringstream rs(routing);
-  int l = 0;
-  for (std::string tok; std::getline(rs, tok, ','); ++l)
-    out += (out.empty() ? "" : ",") + (priv.count(std::to_string(l)) ? "P" + std::to_string(p) : "M" + tok);
+  for (int l = 0; l < rows.levels(); ++l) {
+    const std::string unit = rows.anchor_of("L" + std::to_string(l), p);
+    out += (out.empty() ? "" : ",") + unit.substr(unit.rfind('/') + 1);
+  }
   return out;
 }
 
@@ -146,33 +126,21 @@ void read_header(hid_t f, Contents& c) {
   c.levels = read_attr_long(topo, "levels", 1, 64);
 }
 
-// The arena's groups ("name:offset:size" per line) and every path's weights.
+// The arena's groups and every path's weights (replica 0).
 void read_paths(hid_t f, const std::string& file, Contents& c) {
-  H5Id pg = open_group(f, "/paths");
   c.arena_field = file + ": attribute arena_groups of /paths";
-  std::istringstream arena(read_attr_string(pg, "arena_groups"));
-  for (std::string line; std::getline(arena, line);) {
-    const auto a = line.find(':'), b = line.rfind(':');
-    if (a == std::string::npos || a == b)
-      throw CheckpointError(c.arena_field + ": expected name:offset:size, got '" + line.substr(0, 40) + "'");
-    GroupSpan g{parse_count(line.substr(a + 1, b - a - 1), c.arena_field), parse_count(line.substr(b + 1), c.arena_field)};
-    c.spans[line.substr(0, a)] = g;
-    c.total = std::max(c.total, g.offset + g.size);
-  }
-  // Each path stores its whole arena: a claim larger than the file is impossible.
-  if (double(c.total) * 4 * double(c.paths) > double(h5_file_size(f)))
-    throw CheckpointError(c.arena_field + " claims " + std::to_string(c.paths) + " path(s) of " + std::to_string(c.total) +
-                          " values, more than the file holds");
+  PathArrays rows(f, file, c.paths);
+  for (const auto& [name, span] : rows.groups()) c.spans[name] = span;
+  c.total = rows.total();
   c.params.assign(c.paths, std::vector<float>(c.total));
   c.path_step.resize(c.paths);
   c.shard.resize(c.paths);
   c.path_modules.resize(c.paths);
   for (long p = 0; p < c.paths; ++p) {
-    H5Id g = open_group(pg, "P" + std::to_string(p));
-    read_floats(g, "params", c.total, c.params[p].data(), file);
-    c.path_step[p] = read_attr_scalar<long>(g, "step", H5T_NATIVE_LONG);
-    c.shard[p] = read_attr_scalar<double>(g, "shard_tokens", H5T_NATIVE_DOUBLE);
-    c.path_modules[p] = module_names(read_attr_string(g, "modules"), c.private_levels, p);
+    rows.read("params", p, 0, c.params[p].data());
+    c.path_step[p] = rows.step(p);
+    c.shard[p] = rows.shard_tokens(p);
+    c.path_modules[p] = module_names(rows, p);
   }
 }
 
@@ -271,6 +239,7 @@ int cmd_inspect(const Args& args) {
     std::printf("checkpoint layout of %s (every float dataset has a 'checksum' attribute):\n%s", file.c_str(), o.str().c_str());
     return kExitOk;
   }
+  check_checkpoint_format(f, file);
   Contents c;
   read_header(f, c);
   read_paths(f, file, c);

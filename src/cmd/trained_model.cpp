@@ -13,6 +13,7 @@
 #include "dipaco/io/checkpoint.hpp"
 #include "dipaco/io/h5io.hpp"
 #include "dipaco/io/named_tensors.hpp"
+#include "dipaco/io/path_arrays.hpp"
 #include "dipaco/train/trainer.hpp"
 
 namespace fs = std::filesystem;
@@ -34,10 +35,11 @@ namespace {
 
 void read_checkpoint_paths(hid_t f, TrainedModel& m) {
   m.paths = int(read_attr_long(open_group(f, "/topology"), "paths", 1, kMaxPaths));
-  const size_t n = make_layout(m.shape).total;
+  check_checkpoint_format(f, m.file);
+  const PathArrays rows(f, m.file, m.paths, make_layout(m.shape).total);
   for (int p = 0; p < m.paths; ++p) {
-    m.path_params.emplace_back(n);
-    read_floats(open_group(f, "/paths/P" + std::to_string(p)), "params", n, m.path_params.back().data(), m.file);
+    m.path_params.emplace_back(rows.total());
+    rows.read("params", p, 0, m.path_params.back().data());
   }
 }
 

@@ -7,10 +7,12 @@
 #include <filesystem>
 #include <fstream>
 #include <map>
+#include <memory>
 
 #include "dipaco/dist/watchdog.hpp"
 #include "dipaco/io/h5io.hpp"
 #include "dipaco/io/key_lines.hpp"
+#include "dipaco/io/path_arrays.hpp"
 #include "dipaco/train/trainer.hpp"
 
 namespace fs = std::filesystem;
@@ -56,12 +58,6 @@ long stored_replicas(const std::string& file, MPI_Comm comm) {
   return n;
 }
 
-// The group of replica r of path p: replica 0 is the path's own group (what
-// inspect and export read); DiLoCo replicas r > 0 below it as replica<r>.
-std::string replica_path(int p, int r) {
-  return "/paths/P" + std::to_string(p) + (r == 0 ? "" : "/replica" + std::to_string(r));
-}
-
 }  // namespace
 
 std::vector<std::string> incompatible_keys(const std::string& saved, const Deck& now) {
@@ -105,8 +101,7 @@ Progress read_checkpoint(const std::string& file, MPI_Comm comm, const Deck& dec
   H5Id f;
   watched("opening a checkpoint", [&] { f = H5Id(H5Fopen(file.c_str(), H5F_ACC_RDONLY, fapl), H5Fclose); });
   if (!f.ok()) throw CheckpointError(file + ": not a readable HDF5 file (truncated or corrupt)");
-  long version = read_attr_scalar<long>(f, "format_version", H5T_NATIVE_LONG);
-  if (version != kCheckpointFormat) throw CheckpointError(file + ": format version " + std::to_string(version) + " unsupported");
+  check_checkpoint_format(f, file);
   auto diff = incompatible_keys(read_attr_string(f, "deck"), deck);
   if (!diff.empty() && !force) {
     std::string msg = "checkpoint " + file + " does not fit this deck; differing keys:";
@@ -120,17 +115,20 @@ Progress read_checkpoint(const std::string& file, MPI_Comm comm, const Deck& dec
   pr.elapsed = read_attr_scalar<double>(f, "wall_time", H5T_NATIVE_DOUBLE);
   if (!(pr.elapsed >= 0 && pr.elapsed < 1e12)) throw CheckpointError(file + ": attribute wall_time is not a duration");
 
-  size_t largest = 0;
-  for (const auto& g : groups) largest = std::max(largest, g.size);
+  size_t largest = 0, arena = 0;
+  for (const auto& g : groups) largest = std::max(largest, g.size), arena = g.path_id >= 0 ? g.size : arena;
   std::vector<float> host(largest);
+  std::unique_ptr<PathArrays> rows;
+  if (arena) rows = std::make_unique<PathArrays>(f, file, paths, arena);
   for (const auto& g : groups) {
-    H5Id group = open_group(f, g.path);
     for (const auto& [name, dst] : g.datasets) {
-      read_floats(group, name, g.size, host.data(), file);
+      if (g.path_id >= 0) rows->read(name, g.path_id, g.replica, host.data());
+      else read_floats(open_group(f, g.path), name, g.size, host.data(), file);
       if (kernels) kernels->to_device(dst, host.data(), g.size * sizeof(float));
     }
-    if (g.is_path && read_attr_long(group, "step", 0, kMaxStep) != pr.step)
-      throw CheckpointError(file + ": " + g.path + " is at another step than the checkpoint");
+    if (g.path_id >= 0 && rows->step(g.path_id) != pr.step)
+      throw CheckpointError(file + ": path " + std::to_string(g.path_id) + " (attribute steps of /paths) is at step " +
+                            std::to_string(rows->step(g.path_id)) + ", the checkpoint at " + std::to_string(pr.step));
   }
   // One evaluation per row: its step, its bits per byte, and one value per path.
   H5Id metrics = open_group(f, "/metrics");
@@ -180,8 +178,8 @@ std::string Checkpointer::load(Trainer& t, const std::string& restart, bool forc
     std::vector<CheckpointGroup> groups;
     const int r = stored == replicas ? t.topology().rank_in_path(rank_) : 0;
     for (auto& ps : t.paths())
-      groups.push_back({replica_path(ps.id, replicas > 1 ? r : 0), layout.total,
-                        {{"params", ps.params.get()}, {"adam_m", ps.m.get()}, {"adam_v", ps.v.get()}}, true});
+      groups.push_back({"/paths", layout.total, {{"params", ps.params.get()}, {"adam_m", ps.m.get()}, {"adam_v", ps.v.get()}},
+                        ps.id, replicas > 1 ? r : 0});
     for (auto& u : t.outer().units())
       if (u.mine)
         groups.push_back({unit_path(u), layout.groups[u.group].size, {{"anchor", u.anchor.get()}, {"momentum", u.momentum.get()}}});

@@ -44,13 +44,15 @@ std::string move_checkpoints_aside(const std::string& dir) {
   return aside;
 }
 
-double checkpoint_bytes(Trainer& t) {
+double checkpoint_bytes(Trainer& t, const std::vector<int>& stored) {
   const ParamLayout& layout = t.layout();
-  // The float datasets: every path's arena three times (params, adam_m,
-  // adam_v) for each stored replica, every sync unit's anchor and momentum.
+  // The float datasets: every path's arena twice (adam_m, adam_v) and its
+  // stored params groups for each stored replica, every sync unit's anchor and momentum.
   const int paths = t.topology().paths;
   const int replicas = t.deck().dipaco.replica_mode == "diloco" ? t.topology().ranks_per_path : 1;
-  double data = 3.0 * 4 * double(layout.total) * paths * replicas, meta = 0;
+  double columns = 2.0 * double(layout.total);
+  for (int g : stored) columns += double(layout.groups[g].size);
+  double data = 4 * columns * paths * replicas, meta = 0;
   for (auto& u : t.outer().units()) {
     data += 2.0 * 4 * double(layout.groups[u.group].size);
     for (const auto& v : layout.groups[u.group].views) meta += 2.0 * v.name.size() + 32;  // index attributes

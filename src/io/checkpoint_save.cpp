@@ -4,7 +4,10 @@
 #include <fcntl.h>
 #include <unistd.h>
 
+#include <algorithm>
+#include <cerrno>
 #include <cstdio>
+#include <cstring>
 #include <filesystem>
 
 #include "dipaco/cmd/app.hpp"
@@ -44,8 +47,9 @@ int unit_owner(const Topology& t, const SyncUnit& u) {
 // Refuses before touching the file system when the checkpoint cannot fit (a
 // write that fails half-way inside collective MPI-IO calls can leave ranks
 // waiting on each other). Returns the bytes it needs.
-double check_space(Trainer& t, const std::string& dir, const std::string& file, int rank, MPI_Comm comm) {
-  const double need = checkpoint_bytes(t);
+double check_space(Trainer& t, const std::vector<int>& stored, const std::string& dir, const std::string& file, int rank,
+                   MPI_Comm comm) {
+  const double need = checkpoint_bytes(t, stored);
   double avail = 0;
   if (rank == 0) {
     struct statvfs sv;
@@ -168,9 +172,68 @@ void write_modules(hid_t f, Trainer& t, int rank, MPI_Comm comm) {
   agree_written(rank, comm);
 }
 
-// /paths: each path's whole arena (private groups and local module copies),
-// AdamW moments and step; DiLoCo replicas differ, so each is stored, by its own rank.
-void write_paths(hid_t f, Trainer& t, int rank, MPI_Comm comm) {
+// One path array ([paths, replicas, columns] over the `stored` groups): the
+// owners' piece checksums agreed in one all-reduce, then each owner writes its rows.
+void write_path_array(hid_t pg, const std::string& kind, const std::vector<int>& stored, Trainer& t, int replicas, int rank,
+                      MPI_Comm comm) {
+  const Topology& topo = t.topology();
+  const ParamLayout& layout = t.layout();
+  size_t cols = 0;
+  std::string names;
+  for (int g : stored) cols += layout.groups[g].size, names += layout.groups[g].name + "\n";
+  auto buffer_of = [&](PathState& ps) {
+    return kind == "params" ? ps.params.get() : kind == "adam_m" ? ps.m.get() : ps.v.get();
+  };
+  // This rank's row of path p, replica r, packed (stored groups only); false when not its own.
+  std::vector<float> arena, row;
+  auto fetch = [&](int p, int r) {
+    if (rank != topo.ranks_of_path(p)[r]) return false;
+    for (auto& ps : t.paths())
+      if (ps.id == p) {
+        arena.resize(layout.total), row.resize(cols);
+        t.kernels().to_host(arena.data(), buffer_of(ps), layout.total * sizeof(float));
+        size_t c = 0;
+        for (int g : stored) {
+          const auto& grp = layout.groups[g];
+          std::copy_n(arena.data() + grp.offset, grp.size, row.data() + c);
+          c += grp.size;
+        }
+        return true;
+      }
+    return false;
+  };
+  const size_t G = stored.size();
+  std::vector<uint64_t> sums(size_t(topo.paths) * replicas * G, 0);
+  for (int p = 0; p < topo.paths; ++p)
+    for (int r = 0; r < replicas; ++r)
+      if (fetch(p, r))
+        for (size_t i = 0, c = 0; i < G; c += layout.groups[stored[i]].size, ++i)
+          sums[(size_t(p) * replicas + r) * G + i] = checksum(row.data() + c, layout.groups[stored[i]].size * sizeof(float));
+  agree_checksums(sums, comm);
+  CollectiveScope wait("writing the paths' arrays");
+  const hsize_t dims[3] = {hsize_t(topo.paths), hsize_t(replicas), hsize_t(cols)};
+  H5Id fs(H5Screate_simple(3, dims, nullptr), H5Sclose);
+  H5Id d(checked(H5Dcreate2(pg, kind.c_str(), H5T_NATIVE_FLOAT, fs, H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT),
+                 "create dataset /paths/" + kind),
+         H5Dclose);
+  write_attr_string(d, "groups", names);
+  const hsize_t sdims[3] = {hsize_t(topo.paths), hsize_t(replicas), hsize_t(G)};
+  attr_dims<uint64_t>(d, "checksums", H5T_NATIVE_UINT64, sums, 3, sdims);
+  for (int p = 0; p < topo.paths && cols; ++p)
+    for (int r = 0; r < replicas; ++r)
+      if (fetch(p, r)) {
+        const hsize_t start[3] = {hsize_t(p), hsize_t(r), 0}, count[3] = {1, 1, hsize_t(cols)};
+        H5Id ms(H5Screate_simple(1, &count[2], nullptr), H5Sclose);
+        errno = 0;
+        if (H5Sselect_hyperslab(fs, H5S_SELECT_SET, start, nullptr, count, nullptr) < 0 ||
+            H5Dwrite(d, H5T_NATIVE_FLOAT, ms, fs, H5P_DEFAULT, row.data()) < 0)
+          note_failed_write();
+      }
+}
+
+// /paths: every path's arrays, one dataset per kind; DiLoCo replicas differ,
+// so each is a row of its own, written by its own rank.
+void write_paths(hid_t f, Trainer& t, const std::vector<int>& stored, int rank, MPI_Comm comm) {
   const Topology& topo = t.topology();
   const ParamLayout& layout = t.layout();
   H5Id paths = make_group(f, "paths");
@@ -183,47 +246,13 @@ void write_paths(hid_t f, Trainer& t, int rank, MPI_Comm comm) {
   watched("agreeing on the paths' steps", [&] { MPI_Allreduce(MPI_IN_PLACE, steps.data(), topo.paths, MPI_LONG, MPI_MAX, comm); });
   const int replicas = t.deck().dipaco.replica_mode == "diloco" ? topo.ranks_per_path : 1;
   attr_long(paths, "replicas", replicas);
-  // A rank's own copies of path p (replica r: the path's r-th rank) to the host; false when not its own.
-  std::vector<float> a, m, v;
-  auto fetch = [&](int p, int r) {
-    if (rank != topo.ranks_of_path(p)[r]) return false;
-    for (auto& ps : t.paths())
-      if (ps.id == p) {
-        a.resize(layout.total), m.resize(layout.total), v.resize(layout.total);
-        t.kernels().to_host(a.data(), ps.params.get(), layout.total * sizeof(float));
-        t.kernels().to_host(m.data(), ps.m.get(), layout.total * sizeof(float));
-        t.kernels().to_host(v.data(), ps.v.get(), layout.total * sizeof(float));
-        return true;
-      }
-    return false;
-  };
-  // The owners' checksums first, all agreed in one all-reduce (the data is fetched again below).
-  std::vector<uint64_t> sums(size_t(3) * topo.paths * replicas, 0);
-  for (int p = 0; p < topo.paths; ++p)
-    for (int r = 0; r < replicas; ++r)
-      if (fetch(p, r)) {
-        uint64_t* s = &sums[3 * (size_t(p) * replicas + r)];
-        s[0] = checksum(a.data(), a.size() * sizeof(float));
-        s[1] = checksum(m.data(), m.size() * sizeof(float));
-        s[2] = checksum(v.data(), v.size() * sizeof(float));
-      }
-  agree_checksums(sums, comm);
-  for (int p = 0; p < topo.paths; ++p) {
-    H5Id pg = make_group(paths, "P" + std::to_string(p));
-    for (int r = 0; r < replicas; ++r) {
-      const int owner = topo.ranks_of_path(p)[r];
-      H5Id rg = r == 0 ? H5Id(H5Gopen2(pg, ".", H5P_DEFAULT), H5Gclose) : make_group(pg, "replica" + std::to_string(r));
-      fetch(p, r);
-      const uint64_t* s = &sums[3 * (size_t(p) * replicas + r)];
-      write_owned_floats(rg, "params", layout.total, a.data(), s[0], owner, rank);
-      write_owned_floats(rg, "adam_m", layout.total, m.data(), s[1], owner, rank);
-      write_owned_floats(rg, "adam_v", layout.total, v.data(), s[2], owner, rank);
-      if (r > 0) attr_long(rg, "step", steps[p]);
-    }
-    attr_long(pg, "step", steps[p]);
-    attr_double(pg, "shard_tokens", t.shard_bytes()[p]);  // bytes; the name is the file format's
-    write_attr_string(pg, "modules", join(topo.path_modules(p)));
-  }
+  attr_array<long>(paths, "steps", H5T_NATIVE_LONG, steps);
+  attr_array<double>(paths, "shard_tokens", H5T_NATIVE_DOUBLE, t.shard_bytes());  // bytes; the name is the file format's
+  std::vector<int> all(layout.groups.size());
+  for (size_t g = 0; g < all.size(); ++g) all[g] = int(g);
+  write_path_array(paths, "params", stored, t, replicas, rank, comm);
+  write_path_array(paths, "adam_m", all, t, replicas, rank, comm);
+  write_path_array(paths, "adam_v", all, t, replicas, rank, comm);
   agree_written(rank, comm);
 }
 
@@ -298,12 +327,46 @@ void publish(const std::string& tmp, const std::string& file, const std::string&
 
 }  // namespace
 
+// The arena groups params stores (see path_arrays.hpp): all but those that
+// every path holds as a synced module's copy equal to its anchor (agreed by
+// all ranks; right after an outer round that is every synced group).
+std::vector<int> params_groups(Trainer& t, MPI_Comm comm) {
+  const ParamLayout& layout = t.layout();
+  const auto& units = t.outer().units();
+  std::vector<int> from_anchor(layout.groups.size(), 1);
+  std::vector<std::vector<char>> covered(layout.groups.size(), std::vector<char>(t.topology().paths, 0));
+  for (const auto& u : units)
+    for (int p : u.paths) covered[u.group][p] = 1;
+  for (size_t g = 0; g < layout.groups.size(); ++g)
+    for (char c : covered[g]) from_anchor[g] &= c;
+  std::vector<float> local, anchor;
+  for (const auto& u : units) {
+    if (!u.mine || !from_anchor[u.group]) continue;
+    const auto& grp = layout.groups[u.group];
+    anchor.resize(grp.size), local.resize(grp.size);
+    t.kernels().to_host(anchor.data(), u.anchor.get(), grp.size * sizeof(float));
+    for (auto& ps : t.paths())
+      if (std::find(u.paths.begin(), u.paths.end(), ps.id) != u.paths.end()) {
+        t.kernels().to_host(local.data(), ps.params.get() + grp.offset, grp.size * sizeof(float));
+        if (std::memcmp(local.data(), anchor.data(), grp.size * sizeof(float)) != 0) from_anchor[u.group] = 0;
+      }
+  }
+  watched("agreeing on the stored groups", [&] {
+    MPI_Allreduce(MPI_IN_PLACE, from_anchor.data(), int(from_anchor.size()), MPI_INT, MPI_MIN, comm);
+  });
+  std::vector<int> stored;
+  for (size_t g = 0; g < layout.groups.size(); ++g)
+    if (!from_anchor[g]) stored.push_back(int(g));
+  return stored;
+}
+
 std::string Checkpointer::save(Trainer& t) {
   const Progress& pr = t.progress();
   char name[64];
   std::snprintf(name, sizeof name, "ckpt-%08ld.h5", pr.step);
   const std::string final_path = dir_ + "/" + name, tmp = final_path + ".tmp";
-  const double need = check_space(t, dir_, final_path, rank_, world_);
+  const std::vector<int> stored = params_groups(t, world_);
+  const double need = check_space(t, stored, dir_, final_path, rank_, world_);
 
   bool ok = true;
   std::string error;
@@ -313,7 +376,7 @@ std::string Checkpointer::save(Trainer& t) {
     write_header(f, t, rank_, world_);
     write_modules(f, t, rank_, world_);
     fault_point(deck_, "checkpoint");  // the modules are written, the paths not yet
-    write_paths(f, t, rank_, world_);
+    write_paths(f, t, stored, rank_, world_);
     write_metrics(f, pr, t.topology().paths, rank_, world_);
     watched("flushing a checkpoint", [&] {
       reserve_room(need, tmp, rank_, world_);

@@ -30,6 +30,8 @@ void note_write(herr_t e) {
 
 }  // namespace
 
+void note_failed_write() { note_failure(errno); }
+
 void agree_written(int rank, MPI_Comm comm) {
   CollectiveScope wait("agreeing on a checkpoint write");
   int who = g_data_write_failed ? rank + 1 : 0, err = g_write_errno;

@@ -39,7 +39,7 @@ extern "C" int LLVMFuzzerInitialize(int* argc, char*** argv) {
   s.layers_per_level = g_deck.model.layers_per_level;
   ParamLayout layout = make_layout(s);
   // Verification only (no destinations are written): the groups one rank of a 1-rank run restores.
-  g_groups = {{"/paths/P0", layout.total, {{"params", nullptr}, {"adam_m", nullptr}, {"adam_v", nullptr}}, true},
+  g_groups = {{"/paths", layout.total, {{"params", nullptr}, {"adam_m", nullptr}, {"adam_v", nullptr}}, 0, 0},
               {"/modules/embeddings", layout.groups[0].size, {{"anchor", nullptr}, {"momentum", nullptr}}},
               {"/modules/L0/M0", layout.groups[1].size, {{"anchor", nullptr}, {"momentum", nullptr}}}};
   const char* tmp = std::getenv("TMPDIR");

@@ -38,7 +38,7 @@ check "2x2 run" 0 "outer rounds: 2" -- env OMP_NUM_THREADS=1 "${mpirun[@]}" -np 
 ckpt=$tmp/runs/small/checkpoints/ckpt-00000040.h5
 check "inspect" 0 "L1/M1 +25408 +[0-9.]+ " -- "$bin" inspect "$ckpt"
 check "inspect --json" 0 '"path_table":\[\{"path":0' -- "$bin" inspect --json "$ckpt"
-check "inspect --layout" 0 "/paths/P3/adam_v  \[" -- "$bin" inspect --layout "$ckpt"
+check "inspect --layout" 0 "/paths/adam_v  \[4 x 1 x" -- "$bin" inspect --layout "$ckpt"
 check "h5py inspection script and plot" 0 "wrote $tmp/curves.png" -- /usr/bin/python3 scripts/inspect-checkpoint "$ckpt" --png "$tmp/curves.png"
 check "h5dump shows self-explaining attributes" 0 'ATTRIBUTE "index_names"' -- h5dump -A -g /modules/L0/M1 "$ckpt"
 check "export a path" 0 "exported path 3" -- "$bin" export "$ckpt" --path 3 "$tmp/p3.h5"

@@ -165,7 +165,7 @@ TEST(Checkpoint, FullDiskKeepsPreviousCheckpoint) {
   int mounted = 0;
   if (world_rank() == 0) {
     fs::create_directories(small);
-    std::string cmd = "mount -t tmpfs -o size=" + std::to_string(bytes * 3 / 2 + (1 << 20)) + " tmpfs " + small + " 2>/dev/null";
+    std::string cmd = "mount -t tmpfs -o size=" + std::to_string(bytes * 3 / 2 + (64 << 10)) + " tmpfs " + small + " 2>/dev/null";
     mounted = std::system(cmd.c_str()) == 0;
     if (mounted) fs::copy(dir + "/checkpoints", small + "/checkpoints");
   }
@@ -220,7 +220,7 @@ TEST(Checkpoint, SpaceEstimateNearTheRealSize) {
     Trainer t(deck, MPI_COMM_WORLD, *k, shard_by_rule(corpus().train, topo.paths, deck.route.method),
               shard_by_rule(corpus().val, topo.paths, deck.route.method), dir, false);
     Checkpointer ckpt(deck, dir, MPI_COMM_WORLD);
-    const double estimate = checkpoint_bytes(t);
+    const double estimate = checkpoint_bytes(t, params_groups(t, MPI_COMM_WORLD));
     std::string file = ckpt.save(t);
     // Measured by rank 0 alone: the next case's shared_tmpdir (rank 0) removes the directory.
     double real = world_rank() == 0 ? double(fs::file_size(file)) : 0.0;

@@ -11,7 +11,9 @@
 #include <functional>
 
 #include "dipaco/cmd/app.hpp"
+#include "dipaco/cmd/trained_model.hpp"
 #include "dipaco/io/checkpoint.hpp"
+#include "dipaco/io/h5io.hpp"
 #include "harness.hpp"
 
 using namespace dipaco;
@@ -53,7 +55,7 @@ std::vector<CheckpointGroup> all_groups(const Deck& deck) {
   ParamLayout layout = make_layout(model_shape(deck));
   std::vector<CheckpointGroup> g;
   for (int p = 0; p < 4; ++p)
-    g.push_back({"/paths/P" + std::to_string(p), layout.total, {{"params", nullptr}, {"adam_m", nullptr}, {"adam_v", nullptr}}, true});
+    g.push_back({"/paths", layout.total, {{"params", nullptr}, {"adam_m", nullptr}, {"adam_v", nullptr}}, p, 0});
   g.push_back({"/modules/embeddings", layout.groups[0].size, {{"anchor", nullptr}, {"momentum", nullptr}}});
   for (int l = 0; l < 2; ++l)
     for (int m = 0; m < 2; ++m)
@@ -98,13 +100,37 @@ void replace_string_attr(hid_t f, const char* obj, const char* name, int n, cons
   H5Aclose(a), H5Sclose(sp), H5Tclose(t);
 }
 
-void replace_long_attr(hid_t f, const char* obj, const char* name, long v) {
+void replace_long_attr(hid_t f, const char* obj, const char* name, std::vector<long> v) {
   H5Adelete_by_name(f, obj, name, H5P_DEFAULT);
-  hsize_t one = 1;
-  hid_t sp = H5Screate_simple(1, &one, nullptr);
+  hsize_t n = v.size();
+  hid_t sp = H5Screate_simple(1, &n, nullptr);
   hid_t a = H5Acreate_by_name(f, obj, name, H5T_NATIVE_LONG, sp, H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT);
-  H5Awrite(a, H5T_NATIVE_LONG, &v);
+  H5Awrite(a, H5T_NATIVE_LONG, v.data());
   H5Aclose(a), H5Sclose(sp);
+}
+
+// Copies attribute `name` of one object to another.
+void copy_attr(hid_t from, hid_t to, const char* name) {
+  hid_t a = H5Aopen(from, name, H5P_DEFAULT), t = H5Aget_type(a), sp = H5Aget_space(a);
+  std::vector<char> buf(H5Tget_size(t) * size_t(H5Sget_simple_extent_npoints(sp)));
+  H5Aread(a, t, buf.data());
+  hid_t b = H5Acreate2(to, name, t, sp, H5P_DEFAULT, H5P_DEFAULT);
+  H5Awrite(b, t, buf.data());
+  H5Aclose(b), H5Sclose(sp), H5Tclose(t), H5Aclose(a);
+}
+
+// Adds 1 to one value of a [paths, replicas, columns] path array, in place.
+void bump_value(hid_t f, const char* path, hsize_t p, hsize_t col) {
+  hid_t d = H5Dopen2(f, path, H5P_DEFAULT), fs = H5Dget_space(d);
+  const hsize_t start[3] = {p, 0, col}, count[3] = {1, 1, 1};
+  H5Sselect_hyperslab(fs, H5S_SELECT_SET, start, nullptr, count, nullptr);
+  hsize_t one = 1;
+  hid_t ms = H5Screate_simple(1, &one, nullptr);
+  float v = 0;
+  H5Dread(d, H5T_NATIVE_FLOAT, ms, fs, H5P_DEFAULT, &v);
+  v += 1;
+  H5Dwrite(d, H5T_NATIVE_FLOAT, ms, fs, H5P_DEFAULT, &v);
+  H5Sclose(ms), H5Sclose(fs), H5Dclose(d);
 }
 
 // The error read_checkpoint gives for `file` ("" when it reads fine).
@@ -135,9 +161,12 @@ TEST(CheckpointFiles, ValidFileReads) {
 }
 
 TEST(CheckpointFiles, DatasetClaimingTwoToTheFortyValues) {
-  std::string file = crafted("huge", [](hid_t f) { replace_dataset(f, "/paths/P1/adam_m", {hsize_t(1) << 40}); });
+  std::string file = crafted("huge", [](hid_t f) { replace_dataset(f, "/paths/adam_m", {4, 1, hsize_t(1) << 40}); });
   std::string e = read_error(file);
-  EXPECT_HAS(e, file + ": dataset /paths/P1/adam_m claims [1099511627776] values");
+  EXPECT_HAS(e, file + ": dataset /paths/adam_m claims [4 x 1 x 1099511627776] values, more than the file holds");
+  file = crafted("huge-anchor", [](hid_t f) { replace_dataset(f, "/modules/L0/M1/anchor", {hsize_t(1) << 40}); });
+  e = read_error(file);
+  EXPECT_HAS(e, file + ": dataset /modules/L0/M1/anchor claims [1099511627776] values");
   EXPECT_HAS(e, "in a file of");
   EXPECT_EQ(H5Fget_obj_count(H5F_OBJ_ALL, H5F_OBJ_ALL), 0) << "an error left HDF5 handles open";
 }
@@ -145,17 +174,28 @@ TEST(CheckpointFiles, DatasetClaimingTwoToTheFortyValues) {
 TEST(CheckpointFiles, DatasetWithWrongShapeOrLength) {
   Deck deck = load_deck("", small_deck());
   size_t total = make_layout(model_shape(deck)).total;
-  std::string file = crafted("shape", [&](hid_t f) { replace_dataset(f, "/paths/P2/params", {2, total / 2}); });
-  EXPECT_HAS(read_error(file), file + ": dataset /paths/P2/params has shape [2 x " + std::to_string(total / 2) + "], expected [n]");
+  // Reshaped with its attributes (groups, checksums) kept: the shape is what is wrong.
+  std::string file = crafted("shape", [&](hid_t f) {
+    hid_t d = H5Dopen2(f, "/paths/adam_m", H5P_DEFAULT);
+    hsize_t dims[3] = {2, 2, total};
+    hid_t sp = H5Screate_simple(3, dims, nullptr);
+    hid_t n = H5Dcreate2(f, "/paths/m2", H5T_NATIVE_FLOAT, sp, H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT);
+    for (const char* a : {"groups", "checksums"}) copy_attr(d, n, a);
+    H5Dclose(n), H5Sclose(sp), H5Dclose(d);
+    H5Ldelete(f, "/paths/adam_m", H5P_DEFAULT);
+    H5Lmove(f, "/paths/m2", f, "/paths/adam_m", H5P_DEFAULT, H5P_DEFAULT);
+  });
+  EXPECT_HAS(read_error(file), file + ": dataset /paths/adam_m has shape [2 x 2 x " + std::to_string(total) + "], expected [4 x 1 x " +
+                                   std::to_string(total) + "]");
   file = crafted("length", [&](hid_t f) { replace_dataset(f, "/modules/L1/M0/anchor", {7}); });
   EXPECT_HAS(read_error(file), file + ": dataset /modules/L1/M0/anchor holds 7 values, the deck needs");
   file = crafted("type", [&](hid_t f) {
     hid_t s = H5Tcopy(H5T_C_S1);
     H5Tset_size(s, 4);
-    replace_dataset(f, "/paths/P0/params", {total}, s);
+    replace_dataset(f, "/paths/params", {4, 1, total}, s);
     H5Tclose(s);
   });
-  EXPECT_HAS(read_error(file), file + ": dataset /paths/P0/params does not hold numbers");
+  EXPECT_HAS(read_error(file), file + ": dataset /paths/params does not hold numbers");
 }
 
 TEST(CheckpointFiles, TruncatedFile) {
@@ -172,12 +212,73 @@ TEST(CheckpointFiles, AttributesOfTheWrongKind) {
   EXPECT_HAS(read_error(file), file + ": attribute deck of / should hold one value, holds 2");
   file = crafted("vlen", [](hid_t f) { replace_string_attr(f, "/", "deck", 0, "[model]\n"); });
   EXPECT_HAS(read_error(file), file + ": attribute deck of / should be a fixed-length string");
-  file = crafted("step", [](hid_t f) { replace_long_attr(f, "/", "inner_step", -5); });
+  file = crafted("step", [](hid_t f) { replace_long_attr(f, "/", "inner_step", {-5}); });
   EXPECT_HAS(read_error(file), file + ": attribute inner_step of / = -5 is outside [0, ");
-  file = crafted("pathstep", [](hid_t f) { replace_long_attr(f, "/paths/P3", "step", 1); });
-  EXPECT_HAS(read_error(file), file + ": /paths/P3 is at another step than the checkpoint");
-  file = crafted("nochecksum", [](hid_t f) { H5Adelete_by_name(f, "/paths/P0/adam_v", "checksum", H5P_DEFAULT); });
-  EXPECT_HAS(read_error(file), file + ": attribute checksum of /paths/P0/adam_v is missing");
+  file = crafted("pathstep", [](hid_t f) { replace_long_attr(f, "/paths", "steps", {2, 2, 2, 1}); });
+  EXPECT_HAS(read_error(file), file + ": path 3 (attribute steps of /paths) is at step 1, the checkpoint at 2");
+  file = crafted("pathsteps", [](hid_t f) { replace_long_attr(f, "/paths", "steps", {2, 2, 2}); });
+  EXPECT_HAS(read_error(file), file + ": attribute steps of /paths holds 3 values, expected 4");
+  file = crafted("nochecksum", [](hid_t f) { H5Adelete_by_name(f, "/paths/adam_v", "checksums", H5P_DEFAULT); });
+  EXPECT_HAS(read_error(file), file + ": attribute checksums of /paths/adam_v is missing");
+  file = crafted("groups", [](hid_t f) { replace_string_attr(f, "/paths/adam_v", "groups", 1, "L1\nembeddings\nL0\n"); });
+  EXPECT_HAS(read_error(file), file + ": attribute groups of /paths/adam_v is not in arena order");
+  file = crafted("version", [](hid_t f) { replace_long_attr(f, "/", "format_version", {1}); });
+  EXPECT_HAS(read_error(file), file + ": checkpoint format version 1, this build reads version 2 (an older dipaco wrote it");
+  EXPECT_HAS(inspect_error({file}), "checkpoint format version 1, this build reads version 2");
+}
+
+TEST(CheckpointFiles, EachPieceOfAPathArrayIsChecked) {
+  Deck deck = load_deck("", small_deck());
+  const ParamLayout layout = make_layout(model_shape(deck));
+  std::string file = crafted("piece", [&](hid_t f) { bump_value(f, "/paths/adam_m", 2, layout.groups[1].offset + 5); });
+  EXPECT_HAS(read_error(file), file + ": dataset /paths/adam_m: checksum mismatch in group L0 of path 2");
+}
+
+// The attribute `groups` of /paths/params in `file`, and its column count.
+std::pair<std::string, hsize_t> params_groups(const std::string& file) {
+  hid_t f = H5Fopen(file.c_str(), H5F_ACC_RDONLY, H5P_DEFAULT), d = H5Dopen2(f, "/paths/params", H5P_DEFAULT);
+  hid_t sp = H5Dget_space(d);
+  hsize_t dims[3] = {};
+  H5Sget_simple_extent_dims(sp, dims, nullptr);
+  H5Sclose(sp);
+  std::string groups = read_attr_string(d, "groups");
+  H5Dclose(d), H5Fclose(f);
+  return {groups, dims[2]};
+}
+
+// Right after an outer round every path's copy of a module is its anchor:
+// the checkpoint stores it once (params has no columns), and readers put the
+// paths back together from the anchors; in the middle of a round every path's
+// own copy is stored.
+TEST(CheckpointFiles, SharedGroupsStoredOnceAtARoundBoundary) {
+  Deck deck = load_deck("", small_deck());
+  const ParamLayout layout = make_layout(model_shape(deck));
+  std::string dir = fs::path(valid_checkpoint()).parent_path().string() + "/boundary";
+  auto ov = small_deck();
+  ov.insert(ov.end(), {"train.steps=6", "checkpoint.every=2", "run.out_dir=" + dir});  // rounds end at 3 and 6
+  Deck d6 = load_deck("", ov);
+  auto k = make_cpu_kernels();
+  auto train = shard_by_rule(corpus().train, 4, d6.route.method);
+  auto val = shard_by_rule(corpus().val, 4, d6.route.method);
+  Trainer t(d6, MPI_COMM_SELF, *k, train, val, dir, false);
+  Checkpointer c(d6, dir, MPI_COMM_SELF);
+  t.set_checkpointer(&c);
+  t.run();
+  const std::string mid = dir + "/checkpoints/ckpt-00000004.h5", file = dir + "/checkpoints/ckpt-00000006.h5";
+  EXPECT_EQ(params_groups(mid), std::make_pair(std::string("embeddings\nL0\nL1\n"), hsize_t(layout.total)));
+  EXPECT_EQ(params_groups(file), std::make_pair(std::string(""), hsize_t(0)));
+  EXPECT_EQ(read_error(file), "");
+  EXPECT_EQ(read_error(mid), "");
+  const TrainedModel m = open_trained_model(file);
+  for (int p = 0; p < 4; ++p)
+    EXPECT_EQ(0, std::memcmp(m.params(p).data(), t.paths()[p].params.get(), layout.total * sizeof(float))) << p;
+  // A reader that needs an anchor for a path's weights says which.
+  std::string broken = dir + "/noanchor.h5";
+  fs::copy_file(file, broken, fs::copy_options::overwrite_existing);
+  hid_t f = H5Fopen(broken.c_str(), H5F_ACC_RDWR, H5P_DEFAULT);
+  H5Ldelete(f, "/modules/L1/M1/anchor", H5P_DEFAULT);
+  H5Fclose(f);
+  EXPECT_HAS(inspect_error({broken}), broken + ": dataset /modules/L1/M1/anchor is missing");
 }
 
 // h5py writes fixed-length strings null-padded, without a terminator when

@@ -12,10 +12,13 @@
 //                     embeddings, L<l>/M<m> (shared), and with DiLoCo replicas a path's own
 //                     path_embeddings/P<p> and L<l>/P<p> (a private level); a private level
 //                     without replicas has no unit: its weights live only in /paths/P<p>
-//   /paths/P<p>/      params, adam_m, adam_v [arena] float; attrs: step, shard_tokens
+//   /paths/           params, adam_m, adam_v [paths, replicas, columns] float, one row a path
+//                     (and DiLoCo replica); params leaves out the groups equal to their anchors
+//                     (src/io/path_arrays: which, and how a reader puts a path back together);
+//                     attrs: arena_groups, replicas, steps, shard_tokens
 //   /metrics/         eval_step, eval_bpb
-// Each float dataset carries a "checksum" attribute (FNV-1a 64 of its bytes),
-// verified on load.
+// Each float dataset carries a "checksum" attribute (FNV-1a 64 of its bytes;
+// the path arrays one per piece, "checksums"), verified on load.
 //
 // Safety: written as <name>.tmp, flushed, closed, then renamed; `latest` names
 // the newest; the checkpoint.keep last written are kept. A checkpoint that fails to
@@ -41,7 +44,8 @@ struct CheckpointError : std::runtime_error {
 };
 
 // The format_version attribute this build writes and reads.
-constexpr long kCheckpointFormat = 1;
+// 2: the path arrays as one dataset per kind (1: a group per path).
+constexpr long kCheckpointFormat = 2;
 
 class Checkpointer {
  public:
@@ -67,10 +71,10 @@ class Checkpointer {
 // One group of a checkpoint that a rank restores: float datasets of `size`
 // values each and where they go (device memory).
 struct CheckpointGroup {
-  std::string path;  // "/paths/P3", "/modules/L0/M1"
+  std::string path;  // "/modules/L0/M1"; a path's arrays: "/paths"
   size_t size = 0;
-  std::vector<std::pair<std::string, float*>> datasets;  // name -> destination
-  bool is_path = false;  // a path's group: its "step" attribute must match the file's
+  std::vector<std::pair<std::string, float*>> datasets;  // name -> destination (a path: the whole arena)
+  int path_id = -1, replica = 0;  // a path's row of /paths/params, adam_m, adam_v; its step must be the file's
 };
 
 // The reading half of Checkpointer::load, without a Trainer. Collective over
@@ -95,8 +99,12 @@ void rotate_checkpoints(const std::string& dir, const std::string& written, int 
 // Renames a non-empty dir to dir.stale (replacing an older one) and recreates
 // it empty; returns the new name, or "" when there was nothing to move.
 std::string move_checkpoints_aside(const std::string& dir);
-// Bytes a checkpoint of this trainer takes on disk (the space preflight).
-double checkpoint_bytes(Trainer& t);
+// Collective: the arena groups /paths/params stores (src/io/path_arrays.hpp:
+// all but those equal to their anchors in every path).
+std::vector<int> params_groups(Trainer& t, MPI_Comm comm);
+// Bytes a checkpoint of this trainer takes on disk (the space preflight), its
+// params storing the groups `stored`.
+double checkpoint_bytes(Trainer& t, const std::vector<int>& stored);
 uint64_t checksum(const void* data, size_t bytes);
 
 }  // namespace dipaco

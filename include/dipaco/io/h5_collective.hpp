@@ -30,6 +30,13 @@ void attr_array(hid_t obj, const char* name, hid_t type, const std::vector<T>& v
   H5Id a(checked(H5Acreate2(obj, name, type, sp, H5P_DEFAULT, H5P_DEFAULT), std::string("create attribute ") + name), H5Aclose);
   check(H5Awrite(a, type, v.data()), std::string("write attribute ") + name);
 }
+// An attribute of several dimensions (v row-major over dims).
+template <typename T>
+void attr_dims(hid_t obj, const char* name, hid_t type, const std::vector<T>& v, int rank, const hsize_t* dims) {
+  H5Id sp(H5Screate_simple(rank, dims, nullptr), H5Sclose);
+  H5Id a(checked(H5Acreate2(obj, name, type, sp, H5P_DEFAULT, H5P_DEFAULT), std::string("create attribute ") + name), H5Aclose);
+  if (!v.empty()) check(H5Awrite(a, type, v.data()), std::string("write attribute ") + name);
+}
 inline void attr_long(hid_t obj, const char* name, long v) { attr_array<long>(obj, name, H5T_NATIVE_LONG, {v}); }
 inline void attr_double(hid_t obj, const char* name, double v) { attr_array<double>(obj, name, H5T_NATIVE_DOUBLE, {v}); }
 inline void attr_u64(hid_t obj, const char* name, uint64_t v) { attr_array<uint64_t>(obj, name, H5T_NATIVE_UINT64, {v}); }
@@ -46,6 +53,8 @@ H5Id make_group(hid_t parent, const std::string& name);
 // every rank whether any write failed.
 void agree_checksums(std::vector<uint64_t>& sums, MPI_Comm comm);
 void write_owned_floats(hid_t loc, const std::string& name, size_t n, const float* data, uint64_t sum, int owner, int rank);
+// A data write of this rank failed (errno tells why); agree_written reports it.
+void note_failed_write();
 // Collective: throws AbandonFile on every rank when a data write failed on any.
 void agree_written(int rank, MPI_Comm comm);
 // A small dataset, the same on every rank, written by rank 0.

@@ -1,0 +1,91 @@
+// Times the route stage's work, which every rank does (redundantly), on
+// synthetic prefix features: k-means fit, every document's path scores, and
+// the capped assignment. A rank's peak memory is printed with it.
+//   dipaco_bench_route [--docs N] [--dim C] [--levels 16,16] [--iters I] [--routing product|flat|residual]
+//                      [--max-fraction F]
+#include <sys/resource.h>
+
+#include <chrono>
+#include <cstdio>
+#include <cstdlib>
+#include <random>
+#include <sstream>
+#include <string>
+#include <vector>
+
+#include "dipaco/data/router.hpp"
+
+using namespace dipaco;
+
+namespace {
+
+double seconds_since(std::chrono::steady_clock::time_point t0) {
+  return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+}
+
+double peak_rss_mb() {
+  struct rusage ru;
+  getrusage(RUSAGE_SELF, &ru);
+  return ru.ru_maxrss / 1024.0;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  size_t docs = 1000000;
+  int dim = 128, iters = 100;
+  double max_fraction = 0.08;
+  std::vector<int> levels = {16, 16};
+  std::string routing = "product";
+  for (int i = 1; i < argc; ++i) {
+    const std::string a = argv[i];
+    if (i + 1 >= argc) {
+      std::fprintf(stderr, "dipaco_bench_route: %s needs a value\n", a.c_str());
+      return 2;
+    }
+    const std::string v = argv[++i];
+    if (a == "--docs") docs = std::stoull(v);
+    else if (a == "--dim") dim = std::stoi(v);
+    else if (a == "--iters") iters = std::stoi(v);
+    else if (a == "--routing") routing = v;
+    else if (a == "--max-fraction") max_fraction = std::stod(v);
+    else if (a == "--levels") {
+      levels.clear();
+      std::istringstream s(v);
+      for (std::string t; std::getline(s, t, ',');) levels.push_back(std::stoi(t));
+    } else {
+      std::fprintf(stderr, "dipaco_bench_route: unknown option %s\n", a.c_str());
+      return 2;
+    }
+  }
+  int P = 1;
+  for (int k : levels) P *= k;
+  // Features around 4P random centres (documents are not uniform in real corpora either).
+  auto t0 = std::chrono::steady_clock::now();
+  std::mt19937_64 rng(7);
+  std::normal_distribution<float> g(0.f, 1.f);
+  const int centres = 4 * P;
+  std::vector<float> centre(size_t(centres) * dim), f(docs * dim);
+  for (auto& x : centre) x = 3.f * g(rng);
+  std::uniform_int_distribution<int> pick(0, centres - 1);
+  for (size_t i = 0; i < docs; ++i) {
+    const float* c = &centre[size_t(pick(rng)) * dim];
+    for (int j = 0; j < dim; ++j) f[i * dim + j] = c[j] + g(rng);
+  }
+  const double t_synth = seconds_since(t0);
+  std::printf("%zu documents x %d features, %d paths (%s), %d Lloyd iterations at most, %d starts\n", docs, dim, P,
+              routing.c_str(), iters, kKMeansStarts);
+  t0 = std::chrono::steady_clock::now();
+  Router r = fit_router(f, dim, levels, routing, 1234, iters);
+  const double t_fit = seconds_since(t0);
+  t0 = std::chrono::steady_clock::now();
+  std::vector<double> scores(docs * P);
+  for (size_t i = 0; i < docs; ++i) r.path_scores(&f[i * dim], &scores[i * P]);
+  const double t_scores = seconds_since(t0);
+  t0 = std::chrono::steady_clock::now();
+  auto paths = assign_paths(scores, docs, P, max_fraction, 1);
+  const double t_assign = seconds_since(t0);
+  std::printf("synthesis %.1f s | k-means fit %.1f s | path scores %.1f s (%.0f MB) | assignment %.1f s | peak RSS %.0f MB\n",
+              t_synth, t_fit, t_scores, scores.size() * sizeof(double) / 1e6, t_assign, peak_rss_mb());
+  return paths.size() == docs ? 0 : 1;
+}
