@@ -155,8 +155,15 @@ void PathArrays::read(const std::string& kind, long p, long r, float* arena) con
   }
   for (size_t g = 0; g < arena_.size(); ++g) {
     if (have[g]) continue;
+    // Paths that share a module read its anchor once (verified then).
     const std::string unit = anchor_of(arena_[g].first, p);
-    read_floats(open_group(f_, unit), "anchor", arena_[g].second.size, arena + arena_[g].second.offset, file_);
+    auto it = anchors_.find(unit);
+    if (it == anchors_.end()) {
+      std::vector<float> a(arena_[g].second.size);
+      read_floats(open_group(f_, unit), "anchor", a.size(), a.data(), file_);
+      it = anchors_.emplace(unit, std::move(a)).first;
+    }
+    std::copy(it->second.begin(), it->second.end(), arena + arena_[g].second.offset);
   }
 }
 

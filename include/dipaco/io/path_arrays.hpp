@@ -77,6 +77,7 @@ class PathArrays {
   std::vector<double> shard_;
   bool shared_embeddings_ = false;
   std::map<std::string, Kind> kinds_;
+  mutable std::map<std::string, std::vector<float>> anchors_;  // read so far, by group path
 };
 
 }  // namespace dipaco
