@@ -63,7 +63,10 @@ KMeansResult kmeans_once(const float* x, size_t n, int d, int k, uint64_t seed, 
   for (int j = 1; j < k; ++j) {
     double total = 0;
     const float* prev = &r.centroids[size_t(j - 1) * d];
-    for (size_t i = 0; i < n; ++i) total += (d2[i] = std::min(d2[i], sqdist(x + i * d, prev, d)));
+    // The distances in parallel (each its own), their sum in document order: the same at any thread count.
+#pragma omp parallel for schedule(static)
+    for (size_t i = 0; i < n; ++i) d2[i] = std::min(d2[i], sqdist(x + i * d, prev, d));
+    for (size_t i = 0; i < n; ++i) total += d2[i];
     size_t pick = 0;
     if (total > 0) {
       double u = std::uniform_real_distribution<double>(0, total)(rng), acc = 0;
@@ -79,7 +82,9 @@ KMeansResult kmeans_once(const float* x, size_t n, int d, int k, uint64_t seed, 
   std::vector<double> dist(n), sum(size_t(k) * d);
   std::vector<size_t> count(k);
   for (r.iterations = 0; r.iterations < std::max(1, max_iters); ++r.iterations) {
-    bool changed = false;
+    // Each document's nearest centroid on its own (the sums below stay in document order).
+    int changed = 0;
+#pragma omp parallel for schedule(static) reduction(| : changed)
     for (size_t i = 0; i < n; ++i) {
       int j = nearest(x + i * d, r.centroids.data(), k, d, &dist[i]);
       changed |= j != r.labels[i];

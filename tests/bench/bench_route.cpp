@@ -80,6 +80,7 @@ int main(int argc, char** argv) {
   const double t_fit = seconds_since(t0);
   t0 = std::chrono::steady_clock::now();
   std::vector<double> scores(docs * P);
+#pragma omp parallel for schedule(static)
   for (size_t i = 0; i < docs; ++i) r.path_scores(&f[i * dim], &scores[i * P]);
   const double t_scores = seconds_since(t0);
   t0 = std::chrono::steady_clock::now();

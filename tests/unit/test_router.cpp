@@ -1,5 +1,6 @@
 // k-means, routers, balanced assignment and stage stamps.
 #include <gtest/gtest.h>
+#include <omp.h>
 
 #include <map>
 #include <random>
@@ -71,6 +72,22 @@ TEST(KMeans, DeterministicForASeed) {
   KMeansResult a = kmeans(x.data(), truth.size(), 6, 7, 42, 50), b = kmeans(x.data(), truth.size(), 6, 7, 42, 50);
   EXPECT_EQ(a.labels, b.labels);
   EXPECT_EQ(a.centroids, b.centroids);
+}
+
+// The assignment step runs in parallel; the sums stay in document order, so
+// the route (and every weight trained on it) is the same at any thread count.
+TEST(KMeans, SameResultAtAnyThreadCount) {
+  std::vector<int> truth;
+  auto x = blobs(kCentres, 40, 2.5f, 9, truth);
+  const int before = omp_get_max_threads();
+  omp_set_num_threads(1);
+  KMeansResult a = kmeans(x.data(), truth.size(), 6, 7, 42, 50);
+  omp_set_num_threads(3);
+  KMeansResult b = kmeans(x.data(), truth.size(), 6, 7, 42, 50);
+  omp_set_num_threads(before);
+  EXPECT_EQ(a.labels, b.labels);
+  EXPECT_EQ(a.centroids, b.centroids);
+  EXPECT_EQ(a.inertia, b.inertia);
 }
 
 TEST(KMeans, EmptyClustersAreRepaired) {
