@@ -4,8 +4,6 @@
 #include <mpi.h>
 
 #include <algorithm>
-#include <chrono>
-#include <thread>
 #include <cstdio>
 #include <filesystem>
 #include <numeric>
@@ -42,10 +40,11 @@ std::vector<std::vector<int>> single(const std::vector<int>& path_of_doc) {
   return out;
 }
 
-// Every rank pools its block of the features; rank 0 alone fits the router,
-// scores every document against every path ([documents, paths] doubles: 2 GB
-// at a million documents and 256 paths) and assigns them. The others get an
-// empty ShardFile and read the file rank 0 writes.
+// Every rank pools its block of the features and fits the router (the same on
+// every rank; redundant, so that no rank waits minutes for another in a
+// watched collective). Rank 0 alone scores every document against every path
+// ([documents, paths] doubles: 2 GB at a million documents and 256 paths) and
+// assigns them; the others keep the router and read the file rank 0 writes.
 ShardFile route_documents(const Deck& deck, const Split& split, FeatureModel& fm, int P, int rank) {
   ShardFile s;
   if (deck.route.method != "kmeans") {
@@ -58,27 +57,15 @@ ShardFile route_documents(const Deck& deck, const Split& split, FeatureModel& fm
   fault_point(deck, "route");
   if (split.train.size() < size_t(P))
     throw DeckError(std::to_string(split.train.size()) + " training documents cannot be routed to " + std::to_string(P) + " paths");
-  if (rank != 0) return s;
   s.has_router = true;
   s.router = fit_router(ft, C, deck.dipaco.modules_per_level, deck.route.routing, deck.run.seed, deck.route.kmeans_iters);
+  if (rank != 0) return s;
   std::vector<double> scores(split.train.size() * P);
 #pragma omp parallel for schedule(static)
   for (size_t i = 0; i < split.train.size(); ++i) s.router.path_scores(&ft[i * C], &scores[i * P]);
   s.train = by_path(assign_paths(scores, split.train.size(), P, deck.route.max_shard_fraction, deck.route.overlap), P);
   s.val = by_path(single(nearest_paths(s.router, fv)), P);
   return s;
-}
-
-// The other ranks wait for rank 0's routing (minutes at a million documents)
-// asleep and outside the watchdog: a busy MPI wait would take cores from rank
-// 0, and a long fit is not a lost peer (mpirun still ends the job if rank 0 dies).
-void wait_for_rank0() {
-  MPI_Request req;
-  MPI_Ibarrier(MPI_COMM_WORLD, &req);
-  for (int done = 0; !done;) {
-    MPI_Test(&req, &done, MPI_STATUS_IGNORE);
-    if (!done) std::this_thread::sleep_for(std::chrono::milliseconds(10));
-  }
 }
 
 }  // namespace
@@ -127,7 +114,6 @@ int make_route(RunContext& c, const std::string& stamp) {
   const double t0 = MPI_Wtime();
   const std::string file = shard_file_name(c.run_dir, 0);
   c.shards = route_documents(deck, c.split, c.features(), c.topo.paths, c.rank);
-  if (deck.route.method == "kmeans") wait_for_rank0();
   save_shards(file, c.shards, stamp, c.split, c.rank);
   if (c.rank != 0 && deck.route.method == "kmeans") c.shards = read_shard_file(file, c.split);
   const double seconds = MPI_Wtime() - t0;
