@@ -287,12 +287,14 @@ void write_summary(const RunContext& c) {
     std::printf("\ndone: %ld steps, %.0f tokens in %s (%.1fk tok/s)\n", long(deck.train.steps), double(sum.tokens),
                 format_duration(sum.wall_seconds).c_str(), sum.tokens / std::max(sum.wall_seconds, 1e-9) / 1000);
     std::printf("validation bits per byte: %.4f (windows of each path's shard); routed: %.4f\n", sum.final_eval.bpb, c.routed_bpb);
-    if (sum.rounds > 0)
-      std::printf("outer rounds: %ld; sync %.3f s = %.2f%% of wall time; %.2f MB all-reduced per rank "
-                  "(data-parallel would be %.1f MB: %.0fx less)\n",
-                  sum.rounds, sum.sync_seconds, 100 * sum.sync_seconds / std::max(sum.wall_seconds, 1e-9),
-                  (sum.sync_bytes + sum.path_bytes) / 1e6, sum.dp_bytes / 1e6,
-                  sum.dp_bytes / std::max(sum.sync_bytes + sum.path_bytes, 1.0));
+    if (sum.rounds > 0) {
+      const double sent = sum.sync_bytes + sum.path_bytes;
+      char saving[96] = "no rank sent anything: one rank holds every path";
+      if (sent > 0)
+        std::snprintf(saving, sizeof saving, "data-parallel would be %.1f MB: %.0fx less", sum.dp_bytes / 1e6, sum.dp_bytes / sent);
+      std::printf("outer rounds: %ld; sync %.3f s = %.2f%% of wall time; %.2f MB sent per rank (%s)\n", sum.rounds,
+                  sum.sync_seconds, 100 * sum.sync_seconds / std::max(sum.wall_seconds, 1e-9), sent / 1e6, saving);
+    }
     std::printf("results: %s/{metrics.jsonl,summary.json,eval.json,deck.ini}\n", run_dir.c_str());
   }
 }

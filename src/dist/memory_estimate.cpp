@@ -70,8 +70,12 @@ MemoryEstimate estimate_memory(const Deck& deck, const Topology& topo, int rank,
   e.buffers = 2 * A + 3 * A + 2 * largest + 5 * largest;
   if (deck.dipaco.inner_steps > 0) {
     e.buffers += own * largest;  // each own path's outer gradient
-    if (deck.dipaco.outer_dtype == "bf16") e.buffers += largest / 2 * (1 + largest_comm);
-    else if (largest_comm > 1) e.buffers += 2 * largest;  // MPI's scratch for the int64 all-reduce
+    if (deck.dipaco.outer_dtype != "fp32") {
+      e.buffers += largest / 2 + 2 * largest;  // the ring's encoded buffer (bf16 at most half the floats) and its chunk sums
+      if (deck.dipaco.error_feedback == "on") e.params += own * A, e.buffers += own * largest;  // residuals, their host copies
+    } else if (largest_comm > 1) {
+      e.buffers += 2 * largest;  // MPI's scratch for the int64 all-reduce
+    }
   }
   if (micro > 0) {
     const int terms = (deck.train.batch_size / micro + topo.ranks_per_path - 1) / topo.ranks_per_path;

@@ -177,9 +177,11 @@ std::string Checkpointer::load(Trainer& t, const std::string& restart, bool forc
   auto groups_for = [&](long stored) {
     std::vector<CheckpointGroup> groups;
     const int r = stored == replicas ? t.topology().rank_in_path(rank_) : 0;
-    for (auto& ps : t.paths())
+    for (auto& ps : t.paths()) {
       groups.push_back({"/paths", layout.total, {{"params", ps.params.get()}, {"adam_m", ps.m.get()}, {"adam_v", ps.v.get()}},
                         ps.id, replicas > 1 ? r : 0});
+      if (OuterOptimizer::error_feedback(t.deck())) groups.back().datasets.push_back({"outer_error", ps.outer_error.get()});
+    }
     for (auto& u : t.outer().units())
       if (u.mine)
         groups.push_back({unit_path(u), layout.groups[u.group].size, {{"anchor", u.anchor.get()}, {"momentum", u.momentum.get()}}});

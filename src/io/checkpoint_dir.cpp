@@ -46,11 +46,11 @@ std::string move_checkpoints_aside(const std::string& dir) {
 
 double checkpoint_bytes(Trainer& t, const std::vector<int>& stored) {
   const ParamLayout& layout = t.layout();
-  // The float datasets: every path's arena twice (adam_m, adam_v) and its
+  // The float datasets: every path's arena twice (adam_m, adam_v; three times with outer_error) and its
   // stored params groups for each stored replica, every sync unit's anchor and momentum.
   const int paths = t.topology().paths;
   const int replicas = t.deck().dipaco.replica_mode == "diloco" ? t.topology().ranks_per_path : 1;
-  double columns = 2.0 * double(layout.total);
+  double columns = (OuterOptimizer::error_feedback(t.deck()) ? 3.0 : 2.0) * double(layout.total);  // + outer_error
   for (int g : stored) columns += double(layout.groups[g].size);
   double data = 4 * columns * paths * replicas, meta = 0;
   for (auto& u : t.outer().units()) {

@@ -182,7 +182,7 @@ void write_path_array(hid_t pg, const std::string& kind, const std::vector<int>&
   std::string names;
   for (int g : stored) cols += layout.groups[g].size, names += layout.groups[g].name + "\n";
   auto buffer_of = [&](PathState& ps) {
-    return kind == "params" ? ps.params.get() : kind == "adam_m" ? ps.m.get() : ps.v.get();
+    return kind == "params" ? ps.params.get() : kind == "adam_m" ? ps.m.get() : kind == "adam_v" ? ps.v.get() : ps.outer_error.get();
   };
   // This rank's row of path p, replica r, packed (stored groups only); false when not its own.
   std::vector<float> arena, row;
@@ -253,6 +253,7 @@ void write_paths(hid_t f, Trainer& t, const std::vector<int>& stored, int rank, 
   write_path_array(paths, "params", stored, t, replicas, rank, comm);
   write_path_array(paths, "adam_m", all, t, replicas, rank, comm);
   write_path_array(paths, "adam_v", all, t, replicas, rank, comm);
+  if (OuterOptimizer::error_feedback(t.deck())) write_path_array(paths, "outer_error", all, t, replicas, rank, comm);
   agree_written(rank, comm);
 }
 

@@ -205,7 +205,12 @@ std::vector<DeckKey> make_keys() {
       K_CHOICE("dipaco.sharing_scale", dipaco.sharing_scale, "none", "none|sqrt", "multiply a module's outer gradient by sqrt(paths sharing it)"),
       K_CHOICE("dipaco.replica_mode", dipaco.replica_mode, "data", "data|diloco",
                "the R/P ranks of a path: data (gradient all-reduce every step) or diloco (independent workers, averaged every H steps)"),
-      K_CHOICE("dipaco.outer_dtype", dipaco.outer_dtype, "fp32", "fp32|bf16", "type outer gradients travel in (always summed in fp32)"),
+      K_CHOICE("dipaco.outer_dtype", dipaco.outer_dtype, "fp32", "fp32|bf16|int8|fp4",
+               "type outer gradients travel in: fp32 (an exact int64 fixed-point all-reduce), or bf16, int8, fp4 "
+               "(int8 and fp4 with a scale per 128 values) through a ring re-encoding at every hop, summed in fp32"),
+      K_CHOICE("dipaco.error_feedback", dipaco.error_feedback, "on", "on|off",
+               "bf16/int8/fp4 outer gradients: each path keeps what encoding lost and adds it to its next outer gradient "
+               "(kept in checkpoints)"),
 
       K_INT("checkpoint.every", checkpoint.every, "0", 0, kBig, "inner steps between checkpoints (0: only at the end)"),
       K_INT("checkpoint.keep", checkpoint.keep, "2", 1, 1000, "checkpoints kept in the run directory"),

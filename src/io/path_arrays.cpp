@@ -86,7 +86,9 @@ PathArrays::PathArrays(hid_t f, const std::string& file, long paths, size_t want
   for (size_t g = 0; g < arena_.size(); ++g) index[arena_[g].first] = int(g);
   for (const auto& kind : path_array_kinds()) {
     const std::string where = file + ": dataset /paths/" + kind;
-    H5Id d(H5Lexists(pg, kind.c_str(), H5P_DEFAULT) > 0 ? H5Dopen2(pg, kind.c_str(), H5P_DEFAULT) : -1);
+    const bool exists = H5Lexists(pg, kind.c_str(), H5P_DEFAULT) > 0;
+    if (!exists && kind == "outer_error") continue;  // a run without error feedback
+    H5Id d(exists ? H5Dopen2(pg, kind.c_str(), H5P_DEFAULT) : -1);
     if (!d.ok()) throw CheckpointError(where + " is missing");
     H5Id type(H5Dget_type(d), H5Tclose), space(H5Dget_space(d), H5Sclose);
     const H5T_class_t cls = type.ok() ? H5Tget_class(type) : H5T_NO_CLASS;
@@ -131,8 +133,11 @@ std::string PathArrays::anchor_of(const std::string& group, long p) const {
 }
 
 void PathArrays::read(const std::string& kind, long p, long r, float* arena) const {
-  const Kind& k = kinds_.at(kind);
   const std::string where = file_ + ": dataset /paths/" + kind;
+  if (!has(kind))
+    throw CheckpointError(where + " is missing (the run that wrote it kept no outer-gradient residuals: "
+                          "dipaco.outer_dtype = fp32 or dipaco.error_feedback = off)");
+  const Kind& k = kinds_.at(kind);
   if (p < 0 || p >= paths_ || r < 0 || r >= replicas_)
     throw CheckpointError(where + " has no row for path " + std::to_string(p) + ", replica " + std::to_string(r));
   H5Id d(H5Dopen2(f_, ("/paths/" + kind).c_str(), H5P_DEFAULT));

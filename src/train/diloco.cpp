@@ -4,8 +4,6 @@
 #include <cmath>
 #include <cstring>
 
-#include "dipaco/dist/pieces.hpp"
-#include "dipaco/model/bf16.hpp"
 #include "dipaco/data/corpus.hpp"
 #include "dipaco/dist/fault.hpp"
 #include "dipaco/dist/watchdog.hpp"
@@ -14,10 +12,11 @@ namespace dipaco {
 
 OuterOptimizer::OuterOptimizer(const Deck& deck, const Topology& topo, const ParamLayout& layout, Kernels& k,
                                MPI_Comm world)
-    : deck_(deck), topo_(topo), layout_(layout), k_(k) {
+    : deck_(deck), topo_(topo), layout_(layout), k_(k), codec_(parse_outer_dtype(deck.dipaco.outer_dtype)) {
   MPI_Comm_rank(world, &rank_);
-  std::vector<int> all(topo.paths);
+  std::vector<int> all(topo.paths), world_ranks(topo.ranks);
   for (int p = 0; p < topo.paths; ++p) all[p] = p;
+  for (int r = 0; r < topo.ranks; ++r) world_ranks[r] = r;
   // Private groups of DiLoCo replicas: averaged among the replicas of their
   // path (otherwise they would drift apart for good); never across paths.
   const bool replica_units = deck.dipaco.replica_mode == "diloco" && topo.ranks_per_path > 1;
@@ -25,10 +24,10 @@ OuterOptimizer::OuterOptimizer(const Deck& deck, const Topology& topo, const Par
     for (int p = 0; p < topo.paths; ++p) {
       auto ranks = topo.ranks_of_path(p);
       bool mine = std::binary_search(ranks.begin(), ranks.end(), rank_);
-      units_.push_back({name + ".P" + std::to_string(p), group, level, -1, p, {p}, mine, MPI_COMM_NULL, {}, {}});
+      units_.push_back({name + ".P" + std::to_string(p), group, level, -1, p, {p}, mine, ranks, MPI_COMM_NULL, {}, {}});
     }
   };
-  if (deck.dipaco.shared == "embeddings") units_.push_back({"embeddings", 0, -1, -1, -1, all, true, MPI_COMM_NULL, {}, {}});
+  if (deck.dipaco.shared == "embeddings") units_.push_back({"embeddings", 0, -1, -1, -1, all, true, world_ranks, MPI_COMM_NULL, {}, {}});
   else if (replica_units) add_path_units("embeddings", 0, -1);
   for (int l = 0; l < topo.levels(); ++l) {
     const std::string level = "L" + std::to_string(l);
@@ -40,7 +39,7 @@ OuterOptimizer::OuterOptimizer(const Deck& deck, const Topology& topo, const Par
       auto ranks = topo.module_ranks(l, m);
       bool mine = std::binary_search(ranks.begin(), ranks.end(), rank_);
       units_.push_back({level + ".M" + std::to_string(m), 1 + l, l, m, -1, topo.paths_with_module(l, m), mine,
-                        MPI_COMM_NULL, {}, {}});
+                        ranks, MPI_COMM_NULL, {}, {}});
     }
   }
   size_t largest = 0;
@@ -53,7 +52,7 @@ OuterOptimizer::OuterOptimizer(const Deck& deck, const Topology& topo, const Par
     if (u.mine) u.anchor = DeviceBuffer<float>(k, n), u.momentum = DeviceBuffer<float>(k, n);
   }
   delta_dev_ = DeviceBuffer<float>(k, largest);
-  delta_host_.resize(largest), sum_host_.resize(largest);
+  sum_host_.resize(largest);
 }
 
 OuterOptimizer::~OuterOptimizer() {
@@ -80,11 +79,21 @@ bool OuterOptimizer::dropped(long index, int p) const {
   return double(hash64(key, deck_.run.seed) >> 11) / double(1ULL << 53) < prob;
 }
 
-double OuterOptimizer::bytes_per_round() const {
-  double b = 0, width = deck_.dipaco.outer_dtype == "bf16" ? 2 : 8;  // fp32 outer gradients travel as int64 fixed point
-  for (const auto& u : units_)
-    if (u.mine) b += width * layout_.groups[u.group].size;
-  return b;
+bool OuterOptimizer::error_feedback(const Deck& deck) {
+  return parse_outer_dtype(deck.dipaco.outer_dtype) != OuterDtype::fp32 && deck.dipaco.error_feedback == "on";
+}
+
+std::vector<int> OuterOptimizer::term_owners(const SyncUnit& u, long index) const {
+  const bool replicas = deck_.dipaco.replica_mode == "diloco";
+  auto comm_rank = [&](int world) { return int(std::lower_bound(u.ranks.begin(), u.ranks.end(), world) - u.ranks.begin()); };
+  std::vector<int> owners;
+  for (int p : u.paths) {
+    if (dropped(index, p)) continue;
+    const auto ranks = topo_.ranks_of_path(p);
+    if (replicas) for (int r : ranks) owners.push_back(comm_rank(r));
+    else owners.push_back(comm_rank(ranks[0]));
+  }
+  return owners;
 }
 
 RoundStats OuterOptimizer::round(long index, const std::vector<PathState*>& own, const std::vector<double>& shard_bytes) {
@@ -92,7 +101,7 @@ RoundStats OuterOptimizer::round(long index, const std::vector<PathState*>& own,
   double t0 = MPI_Wtime();
   for (int p = 0; p < topo_.paths; ++p)
     if (dropped(index, p)) st.dropped.push_back(p);
-  const bool bf16 = deck_.dipaco.outer_dtype == "bf16";
+  const bool feedback = error_feedback(deck_);
   // Data-parallel ranks of a path hold the same weights: the first counts for
   // the path. DiLoCo replicas differ: each counts for an equal share.
   const bool replicas = deck_.dipaco.replica_mode == "diloco";
@@ -109,8 +118,10 @@ RoundStats OuterOptimizer::round(long index, const std::vector<PathState*>& own,
       if (!dropped(index, p)) total += shard_bytes[p];
     double scale = deck_.dipaco.sharing_scale == "sqrt" ? std::sqrt(double(u.paths.size())) : 1.0;
 
-    // Each own path's weighted outer gradient, in path order.
+    // Each own path's weighted outer gradient, in path order (with its residuals: error feedback).
     std::vector<const float*> terms;
+    std::vector<RingTerm> ring_terms;
+    std::vector<PathState*> fed;
     size_t t = 0;
     if (contributes && total > 0)
       for (auto* p : own)
@@ -118,33 +129,31 @@ RoundStats OuterOptimizer::round(long index, const std::vector<PathState*>& own,
           k_.zero(delta_dev_.get(), n * sizeof(float));
           k_.weighted_difference(delta_dev_.get(), u.anchor.get(), p->params.get() + g.offset,
                                  float(share * scale * shard_bytes[p->id] / total), n);
-          if (terms_host_.size() <= t) terms_host_.emplace_back();
+          if (terms_host_.size() <= t) terms_host_.emplace_back(), errors_host_.emplace_back();
           terms_host_[t].resize(n);
           k_.to_host(terms_host_[t].data(), delta_dev_.get(), n * sizeof(float));
-          terms.push_back(terms_host_[t++].data());
+          terms.push_back(terms_host_[t].data());
+          RingTerm rt{terms_host_[t].data(), nullptr};
+          if (feedback) {
+            errors_host_[t].resize(n);
+            k_.to_host(errors_host_[t].data(), p->outer_error.get() + g.offset, n * sizeof(float));
+            rt.error = errors_host_[t].data();
+            fed.push_back(p);
+          }
+          ring_terms.push_back(rt);
+          ++t;
         }
     fault_point(deck_, "outer_allreduce");
 
-    if (!bf16) {
+    if (!codec_.lossy()) {
       // Exact: the same anchor at any rank count and placement of paths on ranks.
       const long max_terms = long(u.paths.size()) * (replicas ? topo_.ranks_per_path : 1);
       st.bytes += exact_.sum(terms, n, max_terms, u.comm, sum_host_.data());
     } else {
-      std::fill(delta_host_.begin(), delta_host_.begin() + n, 0.0f);
-      for (const float* term : terms)
-        for (size_t i = 0; i < n; ++i) delta_host_[i] += term[i];
-      // bf16 on the wire, summed in fp32 in rank order (the same on every rank).
-      int size;
-      MPI_Comm_size(u.comm, &size);
-      send_bf16_.resize(n), recv_bf16_.resize(n * size);
-      for (size_t i = 0; i < n; ++i) send_bf16_[i] = to_bf16(delta_host_[i]);
-      watched("an outer round's bf16 all-gather", [&] {
-        allgather_pieces(send_bf16_.data(), recv_bf16_.data(), n, MPI_UINT16_T, u.comm);
-      });
-      std::fill(sum_host_.begin(), sum_host_.begin() + n, 0.0f);
-      for (int r = 0; r < size; ++r)
-        for (size_t i = 0; i < n; ++i) sum_host_[i] += from_bf16(recv_bf16_[size_t(r) * n + i]);
-      st.bytes += 2.0 * n;
+      // Compressed on the wire, re-encoded at every hop, in an order fixed by the paths alone.
+      st.bytes += ring_.sum(codec_, ring_terms, term_owners(u, index), n, u.comm, sum_host_.data());
+      for (size_t i = 0; i < fed.size(); ++i)
+        k_.to_device(fed[i]->outer_error.get() + g.offset, errors_host_[i].data(), n * sizeof(float));
     }
     // A module with no path present keeps its anchor (and momentum).
     if (total > 0) {

@@ -77,6 +77,10 @@ Trainer::Trainer(const Deck& deck, MPI_Comm world, Kernels& k, const std::vector
     ps.params = DeviceBuffer<float>(k, layout.total);
     ps.m = DeviceBuffer<float>(k, layout.total);
     ps.v = DeviceBuffer<float>(k, layout.total);
+    if (OuterOptimizer::error_feedback(deck)) {
+      ps.outer_error = DeviceBuffer<float>(k, layout.total);
+      k.zero(ps.outer_error.get(), layout.total * sizeof(float));
+    }
     k.to_device(ps.params.get(), init.data(), init.size() * sizeof(float));
   }
   set_shards(train, val);

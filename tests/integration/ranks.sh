@@ -36,6 +36,33 @@ if cmp=$(tests/integration/same-weights.py "$tmp/np1/$final" "$tmp/moved/$final"
 else bad "stopped at np 2, resumed at np 4: $cmp"; fi
 g1=$(grep -o '"routed_val_bpb":[^,]*' "$tmp/np1/summary.json") g4=$(grep -o '"routed_val_bpb":[^,]*' "$tmp/np4/summary.json")
 [[ -n $g1 && $g1 == "$g4" ]] && ok "routed validation equal at np 1 and 4 ($g1)" || bad "routed validation: '$g1' vs '$g4'"
+# Compressed outer gradients (int8 with error feedback): the ring sums in an order
+# fixed by the paths alone, so weights and residuals (/paths/outer_error) are bitwise
+# the same at 1 and 4 ranks, and after a stop mid-round at 2 ranks resumed at 4 (the
+# residuals kept since step 10 come back from the checkpoint for the round at step 20).
+for np in 1 4; do
+  run $np int8-np$np --dipaco.outer_dtype=int8 || bad "int8 at np $np: run failed"
+done
+run 2 int8-moved --dipaco.outer_dtype=int8 --run.stop_after=15
+[[ $? -eq 3 ]] || bad "int8 at np 2: stop_after did not exit 3"
+run 4 int8-moved --dipaco.outer_dtype=int8 || bad "int8 resumed at np 4: run failed"
+for other in int8-np4 int8-moved; do
+  if cmp=$(tests/integration/same-weights.py "$tmp/int8-np1/$final" "$tmp/$other/$final" 2>&1); then ok "int8, np 1 and $other: $cmp"
+  else bad "int8, np 1 and $other: $cmp"; fi
+done
+if /usr/bin/python3 - "$tmp/int8-np1/$final" "$tmp/np1/$final" <<'PY'
+import sys, h5py, numpy as np
+q, f = h5py.File(sys.argv[1], "r"), h5py.File(sys.argv[2], "r")
+e = q["paths/outer_error"][()]
+# Residuals are held, small against the moves they correct, and fp32 runs keep none.
+ok = np.abs(e).max() > 0 and "outer_error" not in f["paths"]
+a, b = q["modules/L0/M0/anchor"][()], f["modules/L0/M0/anchor"][()]
+ok = ok and 0 < np.abs(a - b).max() < 0.05 * np.abs(b).max()
+sys.exit(0 if ok else 1)
+PY
+then ok "int8: residuals stored in /paths/outer_error, anchors within 5% of fp32's"
+else bad "int8: /paths/outer_error missing or zero, or the anchors far from fp32's"; fi
+
 # DiLoCo replicas (two ranks, one path, H = 4): a run stopped every 2 steps and
 # resumed ends bitwise where an uninterrupted one does (each replica is stored
 # and restored), and with private embeddings the replicas' embeddings agree

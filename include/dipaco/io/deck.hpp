@@ -51,7 +51,7 @@ struct Deck {
     std::vector<int> private_levels;  // levels whose modules are private to each path (ascending)
     int inner_steps;
     double outer_lr, outer_momentum;
-    std::string shared, sharing_scale, outer_dtype, replica_mode;
+    std::string shared, sharing_scale, outer_dtype, replica_mode, error_feedback;
   } dipaco;
   struct Checkpoint {
     int every, keep;

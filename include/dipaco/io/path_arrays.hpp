@@ -2,6 +2,7 @@
 // every path, instead of a group of datasets per path.
 //
 //   /paths/params, adam_m, adam_v   [paths, replicas, columns] float
+//   /paths/outer_error              the same, with error feedback on (lossy dipaco.outer_dtype)
 //     attrs: groups     the arena groups a row holds, in arena order, one name a line
 //            checksums  [paths, replicas, groups] FNV-1a 64 of each (path, replica, group) piece
 //   /paths attrs: arena_groups ("name:offset:size" a line), replicas, steps [paths], shard_tokens [paths]
@@ -30,9 +31,9 @@ size_t parse_count(const std::string& s, const std::string& what);
 // "name:offset:size" lines (the arena_groups attribute), in order, checked.
 std::vector<std::pair<std::string, GroupSpan>> parse_arena_groups(const std::string& text, const std::string& what);
 
-// The path arrays' kinds, in file order.
+// The path arrays' kinds, in file order; the last only in runs with error feedback.
 inline const std::vector<std::string>& path_array_kinds() {
-  static const std::vector<std::string> k = {"params", "adam_m", "adam_v"};
+  static const std::vector<std::string> k = {"params", "adam_m", "adam_v", "outer_error"};
   return k;
 }
 
@@ -55,6 +56,7 @@ class PathArrays {
   // The module index of path p at level l (/topology/path_table).
   long module(long p, int l) const { return table_.at(size_t(p) * levels_ + l); }
   int levels() const { return levels_; }
+  bool has(const std::string& kind) const { return kinds_.count(kind) > 0; }
   // Replica r of path p's array `kind` into arena (total() floats), every piece
   // checked against its checksum; params groups not stored come from their anchors.
   void read(const std::string& kind, long p, long r, float* arena) const;

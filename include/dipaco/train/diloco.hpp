@@ -14,6 +14,8 @@
 
 #include "dipaco/io/deck.hpp"
 #include "dipaco/train/exact_sum.hpp"
+#include "dipaco/train/outer_codec.hpp"
+#include "dipaco/train/ring_sum.hpp"
 #include "dipaco/model/kernels.hpp"
 #include "dipaco/model/model.hpp"
 #include "dipaco/train/path_state.hpp"
@@ -28,6 +30,7 @@ struct SyncUnit {
   int path = -1;           // the one path whose private group this is (-1: shared)
   std::vector<int> paths;  // every path that contains it
   bool mine = false;       // this rank holds a path that contains it
+  std::vector<int> ranks;  // the world ranks of comm, in its rank order
   MPI_Comm comm = MPI_COMM_NULL;
   DeviceBuffer<float> anchor, momentum;
 };
@@ -52,8 +55,8 @@ class OuterOptimizer {
   bool dropped(long index, int p) const;
 
   std::vector<SyncUnit>& units() { return units_; }
-  // Payload bytes one rank sends per round, and per data-parallel step.
-  double bytes_per_round() const;
+  // Whether the paths keep their outer gradients' residuals (PathState::outer_error).
+  static bool error_feedback(const Deck& deck);
 
  private:
   const Deck& deck_;
@@ -63,10 +66,14 @@ class OuterOptimizer {
   int rank_;
   std::vector<SyncUnit> units_;
   DeviceBuffer<float> delta_dev_;
-  std::vector<float> delta_host_, sum_host_;
+  std::vector<float> sum_host_;
   std::vector<std::vector<float>> terms_host_;  // per own path: its weighted outer gradient
   ExactSum exact_;
-  std::vector<uint16_t> send_bf16_, recv_bf16_;
+  OuterCodec codec_;
+  RingSum ring_;
+  std::vector<std::vector<float>> errors_host_;  // per own path: its residuals of the unit being summed
+  // The communicator rank of each term of unit u in round `index`, in term order (path, then replica).
+  std::vector<int> term_owners(const SyncUnit& u, long index) const;
 };
 
 }  // namespace dipaco

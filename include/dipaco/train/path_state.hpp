@@ -12,6 +12,7 @@ struct PathState {
   int id = 0;
   std::vector<int> modules;  // module index per level
   DeviceBuffer<float> params, m, v;
+  DeviceBuffer<float> outer_error;  // lossy outer_dtype with error feedback: residuals not yet sent (arena-sized)
   long step = 0;             // inner steps done (also the data cursor)
   double shard_bytes = 0;    // size of its training shard in bytes (tokens), the DiLoCo weight
   TokenStream train, val;
