@@ -5,7 +5,9 @@
  * non-blocking stop agreement (dist/stop_agreement.hpp). A profiling library of the
  * MPI standard's kind (LD_PRELOAD; the program is not rebuilt). At MPI_Finalize
  * each rank writes $DIPACO_COLLECTIVES_DIR/rank-<r>.txt: lines of
- * "<between|boundary> <world|module|path|other> <calls>" and "stretches <n>". */
+ * "<between|boundary> <world|module|path|other> <calls>" and "stretches <n>",
+ * and "module_sent_bytes <n>": the bytes of point-to-point sends on module
+ * communicators (the compressed outer gradients' ring). */
 #include <mpi.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -30,6 +32,21 @@ static int comm_class(MPI_Comm c) {
   return OTHER;
 }
 static void note(MPI_Comm c) { calls[between][comm_class(c)]++; }
+static long long module_sent_bytes = 0;
+static void note_send(int n, MPI_Datatype t, MPI_Comm c) {
+  int size = 0;
+  PMPI_Type_size(t, &size);
+  if (comm_class(c) == MODULE) module_sent_bytes += (long long)n * size;
+}
+
+int MPI_Isend(const void* b, int n, MPI_Datatype t, int dest, int tag, MPI_Comm c, MPI_Request* q) {
+  note_send(n, t, c);
+  return PMPI_Isend(b, n, t, dest, tag, c, q);
+}
+int MPI_Send(const void* b, int n, MPI_Datatype t, int dest, int tag, MPI_Comm c) {
+  note_send(n, t, c);
+  return PMPI_Send(b, n, t, dest, tag, c);
+}
 
 int MPI_Pcontrol(const int level, ...) {
   if (level == 10) {
@@ -83,6 +100,7 @@ int MPI_Finalize(void) {
     FILE* f = fopen(path, "w");
     if (f) {
       fprintf(f, "stretches %ld\n", stretches);
+      fprintf(f, "module_sent_bytes %lld\n", module_sent_bytes);
       for (int b = 1; b >= 0; --b)
         for (int k = 0; k < NCLASS; ++k) fprintf(f, "%s %s %ld\n", b ? "between" : "boundary", class_names[k], calls[b][k]);
       fclose(f);

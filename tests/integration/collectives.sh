@@ -40,6 +40,22 @@ p=$(get np4-2paths-data "between path")
 if [[ ${p:-0} -ge 30 ]]; then ok "data mode: $p path all-reduces between rounds (one per step and rank)"
 else bad "data mode: $p path collectives between rounds, expected one per inner step" "$tmp/np4-2paths-data.sum"; fi
 
+# Compressed outer gradients: the bytes a rank reports sending (summary.json) are the
+# bytes it handed to MPI's point-to-point sends on module communicators, counted by the
+# profiling library, and an int8 round sends about half of what bf16 does (1 byte a value and a scale per 128).
+for dt in int8 bf16; do
+  mkdir -p "$tmp/ring-$dt"
+  mpirun -np 4 --oversubscribe --bind-to none -x LD_PRELOAD="$lib" -x DIPACO_COLLECTIVES_DIR="$tmp/ring-$dt" \
+    "$build/dipaco" run inputs/dipaco-2x2.ini "${tiny[@]}" --dipaco.outer_dtype=$dt --run.out_dir="$tmp" \
+    --run.name="ring-$dt" >"$tmp/out" 2>&1 || bad "ring $dt: the run failed"
+done
+counted=$(awk '$1 == "module_sent_bytes" { print $2 }' "$tmp/ring-int8/rank-0.txt")
+reported=$(grep -oE '"sync_bytes_per_rank":[0-9.e+]+' "$tmp/ring-int8/summary.json" | cut -d: -f2)
+bf=$(grep -oE '"sync_bytes_per_rank":[0-9.e+]+' "$tmp/ring-bf16/summary.json" | cut -d: -f2)
+if [[ -n $counted && $counted -gt 0 ]] && awk -v c="$counted" -v r="$reported" -v b="$bf" 'BEGIN { exit !(c == r && r < 0.53 * b && r > 0.5 * b) }'; then
+  ok "int8 ring: rank 0 reports $reported bytes sent, MPI counted $counted (bf16: $bf)"
+else bad "int8 ring: reported '$reported' bytes, MPI counted '$counted', bf16 '$bf'"; fi
+
 # A stop between rounds does not wait for the round boundary (step 1000 here): the
 # ranks agree without blocking (dist/stop_agreement.hpp) and stop within a few steps.
 mpirun -np 2 --oversubscribe --bind-to none "$build/dipaco" run inputs/dipaco-2x2.ini "${tiny[@]}" \
