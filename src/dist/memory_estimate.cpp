@@ -73,6 +73,7 @@ MemoryEstimate estimate_memory(const Deck& deck, const Topology& topo, int rank,
     if (deck.dipaco.outer_dtype != "fp32") {
       e.buffers += largest / 2 + 2 * largest;  // the ring's encoded buffer (bf16 at most half the floats) and its chunk sums
       if (deck.dipaco.error_feedback == "on") e.params += own * A, e.buffers += own * largest;  // residuals, their host copies
+      if (deck.dipaco.overlap_steps > 0) e.buffers += own * 3 * A + A / 2;  // every unit at once: terms, residuals, snapshots, rings
     } else if (largest_comm > 1) {
       e.buffers += 2 * largest;  // MPI's scratch for the int64 all-reduce
     }

@@ -208,6 +208,10 @@ std::vector<DeckKey> make_keys() {
       K_CHOICE("dipaco.outer_dtype", dipaco.outer_dtype, "fp32", "fp32|bf16|int8|fp4",
                "type outer gradients travel in: fp32 (an exact int64 fixed-point all-reduce), or bf16, int8, fp4 "
                "(int8 and fp4 with a scale per 128 values) through a ring re-encoding at every hop, summed in fp32"),
+      K_INT("dipaco.overlap_steps", dipaco.overlap_steps, "0", 0, kBig,
+            "tau: an outer round's sums travel while the paths train tau more steps, then each path takes the new "
+            "anchor plus what it learnt in those steps (0: the paths wait for the sums; needs outer_dtype bf16|int8|fp4 "
+            "and tau < inner_steps)"),
       K_CHOICE("dipaco.error_feedback", dipaco.error_feedback, "on", "on|off",
                "bf16/int8/fp4 outer gradients: each path keeps what encoding lost and adds it to its next outer gradient "
                "(kept in checkpoints)"),
@@ -443,6 +447,14 @@ void check_cross_keys(Deck& deck) {
   if (deck.train.micro_batch > 0 && deck.train.batch_size % deck.train.micro_batch != 0)
     throw DeckError("train.micro_batch = " + std::to_string(deck.train.micro_batch) + " must divide train.batch_size = " +
                     std::to_string(deck.train.batch_size));
+  if (const auto& d = deck.dipaco; d.overlap_steps > 0) {
+    if (d.outer_dtype == "fp32")
+      throw DeckError("dipaco.overlap_steps = " + std::to_string(d.overlap_steps) +
+                      " needs dipaco.outer_dtype = bf16, int8 or fp4 (fp32 outer gradients are summed by a blocking all-reduce)");
+    if (d.overlap_steps >= d.inner_steps)
+      throw DeckError("dipaco.overlap_steps = " + std::to_string(d.overlap_steps) + " must be below dipaco.inner_steps = " +
+                      std::to_string(d.inner_steps) + " (a round completes before the next one starts)");
+  }
   if (const std::string& k = deck.fault.kill_at; !k.empty()) {
     static const std::vector<std::string> phases = {"warm_start", "route", "inner", "outer_allreduce", "checkpoint", "eval"};
     const std::string phase = k.substr(0, k.find(':'));

@@ -52,7 +52,7 @@ OuterOptimizer::OuterOptimizer(const Deck& deck, const Topology& topo, const Par
     if (u.mine) u.anchor = DeviceBuffer<float>(k, n), u.momentum = DeviceBuffer<float>(k, n);
   }
   delta_dev_ = DeviceBuffer<float>(k, largest);
-  sum_host_.resize(largest);
+  flight_.resize(units_.size());
 }
 
 OuterOptimizer::~OuterOptimizer() {
@@ -96,78 +96,152 @@ std::vector<int> OuterOptimizer::term_owners(const SyncUnit& u, long index) cons
   return owners;
 }
 
-RoundStats OuterOptimizer::round(long index, const std::vector<PathState*>& own, const std::vector<double>& shard_bytes) {
-  RoundStats st;
-  double t0 = MPI_Wtime();
-  for (int p = 0; p < topo_.paths; ++p)
-    if (dropped(index, p)) st.dropped.push_back(p);
-  const bool feedback = error_feedback(deck_);
+// A unit's part of round `index`: the own paths' weighted outer gradients
+// (with their residuals: error feedback), then the exact sum or the ring started.
+void OuterOptimizer::post_unit(size_t ui, long index, const std::vector<PathState*>& own,
+                               const std::vector<double>& shard_bytes, bool snapshot) {
+  SyncUnit& u = units_[ui];
+  InFlight& f = flight_[ui];
+  const auto& g = layout_.groups[u.group];
+  const size_t n = g.size;
   // Data-parallel ranks of a path hold the same weights: the first counts for
   // the path. DiLoCo replicas differ: each counts for an equal share.
   const bool replicas = deck_.dipaco.replica_mode == "diloco";
   const bool contributes = replicas || topo_.rank_in_path(rank_) == 0;
   const double share = replicas ? 1.0 / topo_.ranks_per_path : 1.0;
-
-  for (auto& u : units_) {
-    if (!u.mine) continue;
-    const auto& g = layout_.groups[u.group];
-    const size_t n = g.size;
-    // Weights: shard sizes, renormalised over the paths present this round.
-    double total = 0;
-    for (int p : u.paths)
-      if (!dropped(index, p)) total += shard_bytes[p];
-    double scale = deck_.dipaco.sharing_scale == "sqrt" ? std::sqrt(double(u.paths.size())) : 1.0;
-
-    // Each own path's weighted outer gradient, in path order (with its residuals: error feedback).
-    std::vector<const float*> terms;
-    std::vector<RingTerm> ring_terms;
-    std::vector<PathState*> fed;
-    size_t t = 0;
-    if (contributes && total > 0)
-      for (auto* p : own)
-        if (std::count(u.paths.begin(), u.paths.end(), p->id) && !dropped(index, p->id)) {
-          k_.zero(delta_dev_.get(), n * sizeof(float));
-          k_.weighted_difference(delta_dev_.get(), u.anchor.get(), p->params.get() + g.offset,
-                                 float(share * scale * shard_bytes[p->id] / total), n);
-          if (terms_host_.size() <= t) terms_host_.emplace_back(), errors_host_.emplace_back();
-          terms_host_[t].resize(n);
-          k_.to_host(terms_host_[t].data(), delta_dev_.get(), n * sizeof(float));
-          terms.push_back(terms_host_[t].data());
-          RingTerm rt{terms_host_[t].data(), nullptr};
-          if (feedback) {
-            errors_host_[t].resize(n);
-            k_.to_host(errors_host_[t].data(), p->outer_error.get() + g.offset, n * sizeof(float));
-            rt.error = errors_host_[t].data();
-            fed.push_back(p);
-          }
-          ring_terms.push_back(rt);
-          ++t;
-        }
-    fault_point(deck_, "outer_allreduce");
-
-    if (!codec_.lossy()) {
-      // Exact: the same anchor at any rank count and placement of paths on ranks.
-      const long max_terms = long(u.paths.size()) * (replicas ? topo_.ranks_per_path : 1);
-      st.bytes += exact_.sum(terms, n, max_terms, u.comm, sum_host_.data());
-    } else {
-      // Compressed on the wire, re-encoded at every hop, in an order fixed by the paths alone.
-      st.bytes += ring_.sum(codec_, ring_terms, term_owners(u, index), n, u.comm, sum_host_.data());
-      for (size_t i = 0; i < fed.size(); ++i)
-        k_.to_device(fed[i]->outer_error.get() + g.offset, errors_host_[i].data(), n * sizeof(float));
+  // Weights: shard sizes, renormalised over the paths present this round.
+  f.total = 0;
+  for (int p : u.paths)
+    if (!dropped(index, p)) f.total += shard_bytes[p];
+  const double scale = deck_.dipaco.sharing_scale == "sqrt" ? std::sqrt(double(u.paths.size())) : 1.0;
+  f.fed.clear(), f.snapshots.clear();
+  std::vector<const float*> terms;
+  std::vector<RingTerm> ring_terms;
+  size_t t = 0;
+  for (auto* p : own) {
+    if (!std::count(u.paths.begin(), u.paths.end(), p->id)) continue;
+    if (snapshot) {  // where the path stood when the round was posted: the merge keeps what it learnt since
+      f.snapshots.emplace_back(n);
+      k_.to_host(f.snapshots.back().data(), p->params.get() + g.offset, n * sizeof(float));
     }
-    // A module with no path present keeps its anchor (and momentum).
-    if (total > 0) {
-      k_.to_device(delta_dev_.get(), sum_host_.data(), n * sizeof(float));
-      k_.outer_nesterov(u.anchor.get(), u.momentum.get(), delta_dev_.get(), n, float(deck_.dipaco.outer_lr),
-                        float(deck_.dipaco.outer_momentum));
+    if (!contributes || f.total <= 0 || dropped(index, p->id)) continue;
+    k_.zero(delta_dev_.get(), n * sizeof(float));
+    k_.weighted_difference(delta_dev_.get(), u.anchor.get(), p->params.get() + g.offset,
+                           float(share * scale * shard_bytes[p->id] / f.total), n);
+    if (f.terms.size() <= t) f.terms.emplace_back(), f.errors.emplace_back();
+    f.terms[t].resize(n);
+    k_.to_host(f.terms[t].data(), delta_dev_.get(), n * sizeof(float));
+    terms.push_back(f.terms[t].data());
+    RingTerm rt{f.terms[t].data(), nullptr};
+    if (error_feedback(deck_)) {
+      f.errors[t].resize(n);
+      k_.to_host(f.errors[t].data(), p->outer_error.get() + g.offset, n * sizeof(float));
+      rt.error = f.errors[t].data();
+      f.fed.push_back(p);
     }
-    for (auto* p : own)
-      if (std::count(u.paths.begin(), u.paths.end(), p->id))
-        k_.copy(p->params.get() + g.offset, u.anchor.get(), n * sizeof(float));
+    ring_terms.push_back(rt);
+    ++t;
+  }
+  fault_point(deck_, "outer_allreduce");
+  f.sum.resize(n);
+  f.bytes = 0;
+  if (!codec_.lossy()) {
+    // Exact: the same anchor at any rank count and placement of paths on ranks.
+    const long max_terms = long(u.paths.size()) * (replicas ? topo_.ranks_per_path : 1);
+    f.bytes = exact_.sum(terms, n, max_terms, u.comm, f.sum.data());
+  } else {
+    // Compressed on the wire, re-encoded at every hop, in an order fixed by the paths alone.
+    f.ring.start(codec_, ring_terms, term_owners(u, index), n, u.comm);
+  }
+}
+
+// The unit's sum in hand: the outer step on its anchor, then every own path
+// holding it takes the anchor (merge: plus what the path learnt since the post).
+void OuterOptimizer::complete_unit(size_t ui, const std::vector<PathState*>& own, bool merge) {
+  SyncUnit& u = units_[ui];
+  InFlight& f = flight_[ui];
+  const auto& g = layout_.groups[u.group];
+  const size_t n = g.size;
+  if (codec_.lossy()) {
+    f.bytes = f.ring.finish(f.sum.data());
+    for (size_t i = 0; i < f.fed.size(); ++i)
+      k_.to_device(f.fed[i]->outer_error.get() + g.offset, f.errors[i].data(), n * sizeof(float));
+  }
+  // A module with no path present keeps its anchor (and momentum).
+  if (f.total > 0) {
+    k_.to_device(delta_dev_.get(), f.sum.data(), n * sizeof(float));
+    k_.outer_nesterov(u.anchor.get(), u.momentum.get(), delta_dev_.get(), n, float(deck_.dipaco.outer_lr),
+                      float(deck_.dipaco.outer_momentum));
+  }
+  size_t i = 0;
+  for (auto* p : own) {
+    if (!std::count(u.paths.begin(), u.paths.end(), p->id)) continue;
+    float* w = p->params.get() + g.offset;
+    if (!merge) {
+      k_.copy(w, u.anchor.get(), n * sizeof(float));
+      continue;
+    }
+    // params + (anchor - snapshot), on the host: rounds are rare.
+    merge_now_.resize(n), merge_anchor_.resize(n);
+    k_.to_host(merge_now_.data(), w, n * sizeof(float));
+    k_.to_host(merge_anchor_.data(), u.anchor.get(), n * sizeof(float));
+    const std::vector<float>& snap = f.snapshots.at(i++);
+    for (size_t j = 0; j < n; ++j) merge_now_[j] += merge_anchor_[j] - snap[j];
+    k_.to_device(w, merge_now_.data(), n * sizeof(float));
+  }
+}
+
+RoundStats OuterOptimizer::round(long index, const std::vector<PathState*>& own, const std::vector<double>& shard_bytes) {
+  RoundStats st = dropped_in(index);
+  const double t0 = MPI_Wtime();
+  for (size_t ui = 0; ui < units_.size(); ++ui) {
+    if (!units_[ui].mine) continue;
+    post_unit(ui, index, own, shard_bytes, false);
+    complete_unit(ui, own, false);
+    st.bytes += flight_[ui].bytes;
+    flight_[ui] = InFlight{};  // one unit's buffers at a time
   }
   k_.synchronize();
   st.seconds = MPI_Wtime() - t0;
   return st;
+}
+
+RoundStats OuterOptimizer::dropped_in(long index) const {
+  RoundStats st;
+  for (int p = 0; p < topo_.paths; ++p)
+    if (dropped(index, p)) st.dropped.push_back(p);
+  return st;
+}
+
+void OuterOptimizer::post(long index, const std::vector<PathState*>& own, const std::vector<double>& shard_bytes) {
+  const double t0 = MPI_Wtime();
+  posted_ = dropped_in(index);
+  for (size_t ui = 0; ui < units_.size(); ++ui)
+    if (units_[ui].mine) post_unit(ui, index, own, shard_bytes, true);
+  in_flight_ = true;
+  posted_.seconds = MPI_Wtime() - t0;
+}
+
+void OuterOptimizer::progress() {
+  if (!in_flight_) return;
+  const double t0 = MPI_Wtime();
+  for (size_t ui = 0; ui < units_.size(); ++ui)
+    if (units_[ui].mine) flight_[ui].ring.advance();
+  posted_.seconds += MPI_Wtime() - t0;
+}
+
+RoundStats OuterOptimizer::complete(const std::vector<PathState*>& own) {
+  const double t0 = MPI_Wtime();
+  for (size_t ui = 0; ui < units_.size(); ++ui) {
+    if (!units_[ui].mine) continue;
+    complete_unit(ui, own, true);
+    posted_.bytes += flight_[ui].bytes;
+  }
+  k_.synchronize();
+  in_flight_ = false;
+  posted_.seconds += MPI_Wtime() - t0;
+  for (auto& f : flight_) f = InFlight{};
+  return posted_;
 }
 
 }  // namespace dipaco

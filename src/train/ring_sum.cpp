@@ -8,71 +8,13 @@
 
 namespace dipaco {
 
-namespace {
-
-// The terms' holders, in ring order, with the terms [b, e) each holds.
-struct Holders {
-  std::vector<int> rank;
-  std::vector<size_t> b, e;
-  int index_of(int r) const {
-    auto it = std::find(rank.begin(), rank.end(), r);
-    return it == rank.end() ? -1 : int(it - rank.begin());
-  }
-};
-
-Holders holders_of(const std::vector<int>& owners) {
-  Holders h;
-  for (size_t t = 0; t < owners.size(); ++t) {
-    if (h.rank.empty() || h.rank.back() != owners[t]) {
-      if (!h.rank.empty() && owners[t] < h.rank.back()) throw std::logic_error("ring sum: term owners out of rank order");
-      h.rank.push_back(owners[t]), h.b.push_back(t), h.e.push_back(t);
-    }
-    h.e.back() = t + 1;
-  }
-  return h;
-}
-
-// Chunk c of S covers the values [start(c), start(c + 1)), on block boundaries.
-struct Chunks {
-  size_t n, S, blocks;
-  Chunks(size_t n_, size_t S_) : n(n_), S(S_), blocks((n_ + OuterCodec::kBlock - 1) / OuterCodec::kBlock) {}
-  size_t start(size_t c) const { return std::min(n, c * blocks / S * OuterCodec::kBlock); }
-};
-
-// Sends bytes [s, s + sn) to `to` while receiving [r, r + rn) from `from`, in pieces.
-void exchange(const uint8_t* s, size_t sn, int to, uint8_t* r, size_t rn, int from, MPI_Comm comm) {
-  std::vector<MPI_Request> reqs;
-  for (size_t o = 0; o < rn; o += kMaxPiece)
-    MPI_Irecv(r + o, int(std::min(kMaxPiece, rn - o)), MPI_BYTE, from, 0, comm, &reqs.emplace_back());
-  for (size_t o = 0; o < sn; o += kMaxPiece)
-    MPI_Isend(s + o, int(std::min(kMaxPiece, sn - o)), MPI_BYTE, to, 0, comm, &reqs.emplace_back());
-  if (reqs.empty()) return;
-  watched("an outer round's ring step", [&] { MPI_Waitall(int(reqs.size()), reqs.data(), MPI_STATUSES_IGNORE); });
-}
-
-// The ring's schedule, shared by sum() and bytes_sent(): calls send(bytes) for
-// every message `rank` sends, in order.
-template <class Send>
-void schedule(const OuterCodec& codec, const Holders& h, const Chunks& ch, int rank, int size, Send&& send) {
-  const int K = int(h.rank.size()), k = h.index_of(rank);
-  auto group_bytes = [&](int g) { return codec.bytes(ch.start(h.e[g])) - codec.bytes(ch.start(h.b[g])); };
-  if (k >= 0 && K > 1)
-    for (int s = 1; s <= K; ++s) send(group_bytes((k - s + 1 + K) % K));
-  for (int s = 1; s < size; ++s) {
-    const int g = h.index_of((rank - s + 1 + size) % size);
-    if (g >= 0) send(group_bytes(g));
-  }
-}
-
-}  // namespace
-
-void RingSum::hop(const OuterCodec& codec, size_t lo, size_t hi, const RingTerm& term, bool fresh) {
+void RingSum::hop(size_t lo, size_t hi, const RingTerm& term, bool fresh) {
   const size_t m = hi - lo;
   if (!m) return;
-  uint8_t* w = wire_.data() + codec.bytes(lo);
+  uint8_t* w = wire_.data() + codec_->bytes(lo);
   acc_.resize(m), dec_.resize(m);
   if (fresh) std::fill(acc_.begin(), acc_.end(), 0.0f);
-  else codec.decode(w, m, acc_.data());
+  else codec_->decode(w, m, acc_.data());
   if (term.values) {
     const float* v = term.values + lo;
     if (term.error)
@@ -80,69 +22,140 @@ void RingSum::hop(const OuterCodec& codec, size_t lo, size_t hi, const RingTerm&
     else
       for (size_t i = 0; i < m; ++i) acc_[i] += v[i];
   }
-  codec.encode(acc_.data(), m, w);
+  codec_->encode(acc_.data(), m, w);
   if (term.error) {
-    codec.decode(w, m, dec_.data());
+    codec_->decode(w, m, dec_.data());
     for (size_t i = 0; i < m; ++i) term.error[lo + i] = acc_[i] - dec_[i];
   }
 }
 
-double RingSum::sum(const OuterCodec& codec, const std::vector<RingTerm>& mine, const std::vector<int>& owners, size_t n,
-                    MPI_Comm comm, float* out) {
+// Chunk c of S covers the values [start(c), start(c + 1)), on block boundaries.
+static size_t chunk_start(size_t c, size_t n, size_t S, size_t blocks) {
+  return std::min(n, c * blocks / S * OuterCodec::kBlock);
+}
+
+void RingSum::chunk(size_t c, size_t t0, size_t t1, bool fresh) {
+  const size_t lo = chunk_start(c, n_, S_, blocks_), hi = chunk_start(c + 1, n_, S_, blocks_);
+  if (t0 == t1 && fresh) hop(lo, hi, {}, true);
+  for (size_t t = t0; t < t1; ++t, fresh = false) hop(lo, hi, mine_[t - b_[k_]], fresh);
+}
+
+size_t RingSum::group_start(int g) const { return codec_->bytes(chunk_start(b_[g], n_, S_, blocks_)); }
+size_t RingSum::group_bytes(int g) const {
+  return g < 0 ? 0 : codec_->bytes(chunk_start(e_[g], n_, S_, blocks_)) - group_start(g);
+}
+
+void RingSum::start(const OuterCodec& codec, const std::vector<RingTerm>& mine, const std::vector<int>& owners, size_t n,
+                    MPI_Comm comm) {
   int rank, size;
   MPI_Comm_rank(comm, &rank);
   MPI_Comm_size(comm, &size);
-  const Holders h = holders_of(owners);
-  const int K = int(h.rank.size()), k = h.index_of(rank);
-  if (k >= 0 && mine.size() != h.e[k] - h.b[k]) throw std::logic_error("ring sum: this rank's terms disagree with the owners");
-  if (k < 0 && !mine.empty()) throw std::logic_error("ring sum: terms on a rank that owns none");
-  std::fill(out, out + n, 0.0f);
-  if (owners.empty() || n == 0) return 0;
-  const Chunks ch(n, owners.size());
-  wire_.assign(codec.bytes(n), 0);
-  auto chunk = [&](size_t c, size_t t0, size_t t1, bool fresh) {  // chunk c through this rank's terms [t0, t1)
-    if (t0 == t1 && fresh) hop(codec, ch.start(c), ch.start(c + 1), {}, true);
-    for (size_t t = t0; t < t1; ++t, fresh = false) hop(codec, ch.start(c), ch.start(c + 1), mine[t - h.b[k]], fresh);
+  codec_ = &codec, mine_ = mine, comm_ = comm, n_ = n, S_ = owners.size();
+  blocks_ = (n + OuterCodec::kBlock - 1) / OuterCodec::kBlock;
+  rank_of_holder_.clear(), b_.clear(), e_.clear(), steps_.clear(), reqs_.clear();
+  next_ = 0, posted_ = false, sent_ = 0, k_ = -1;
+  for (size_t t = 0; t < owners.size(); ++t) {
+    if (rank_of_holder_.empty() || rank_of_holder_.back() != owners[t]) {
+      if (!rank_of_holder_.empty() && owners[t] < rank_of_holder_.back())
+        throw std::logic_error("ring sum: term owners out of rank order");
+      rank_of_holder_.push_back(owners[t]), b_.push_back(t), e_.push_back(t);
+    }
+    e_.back() = t + 1;
+  }
+  const int K = int(rank_of_holder_.size());
+  auto holder = [&](int r) {
+    auto it = std::find(rank_of_holder_.begin(), rank_of_holder_.end(), r);
+    return it == rank_of_holder_.end() ? -1 : int(it - rank_of_holder_.begin());
   };
-  auto slice = [&](int g) { return wire_.data() + codec.bytes(ch.start(h.b[g])); };
-  auto bytes = [&](int g) { return codec.bytes(ch.start(h.e[g])) - codec.bytes(ch.start(h.b[g])); };
-  double sent = 0;
+  k_ = holder(rank);
+  if (k_ >= 0 ? mine.size() != e_[k_] - b_[k_] : !mine.empty())
+    throw std::logic_error("ring sum: this rank's terms disagree with the owners");
+  wire_.assign(S_ && n ? codec.bytes(n) : 0, 0);
+  if (!S_ || !n) return;
 
   // Reduce-scatter among the holders: chunk c starts at term c + 1 and ends at
   // term c, so holder k's own chunks go once round the ring and come back.
-  if (k >= 0) {
-    for (size_t c = h.b[k]; c < h.e[k]; ++c) chunk(c, c + 1, h.e[k], true);
-    if (K == 1) {
-      for (size_t c = h.b[k]; c < h.e[k]; ++c) chunk(c, h.b[k], c + 1, false);
-    } else {
-      const int next = h.rank[(k + 1) % K], prev = h.rank[(k - 1 + K) % K];
-      for (int s = 1, send_g = k; s <= K; ++s) {
-        const int recv_g = (k - s + K) % K;
-        exchange(slice(send_g), bytes(send_g), next, slice(recv_g), bytes(recv_g), prev, comm);
-        sent += double(bytes(send_g));
-        for (size_t c = h.b[recv_g]; c < h.e[recv_g]; ++c)
-          if (s < K) chunk(c, h.b[k], h.e[k], false);
-          else chunk(c, h.b[k], c + 1, false);
-        send_g = recv_g;
-      }
-    }
+  if (k_ >= 0) {
+    for (size_t c = b_[k_]; c < e_[k_]; ++c) chunk(c, c + 1, e_[k_], true);
+    if (K == 1)
+      for (size_t c = b_[k_]; c < e_[k_]; ++c) chunk(c, b_[k_], c + 1, false);
+    for (int s = 1; K > 1 && s <= K; ++s)
+      steps_.push_back({(k_ - s + 1 + K) % K, (k_ - s + K) % K, rank_of_holder_[(k_ + 1) % K],
+                        rank_of_holder_[(k_ - 1 + K) % K], s < K ? Then::add_all : Then::finish_own});
   }
   // All-gather over every rank of comm: each holder's finished chunks go round.
-  for (int s = 1; s < size; ++s) {
-    const int gs = h.index_of((rank - s + 1 + size) % size), gr = h.index_of((rank - s + size) % size);
-    exchange(gs >= 0 ? slice(gs) : nullptr, gs >= 0 ? bytes(gs) : 0, (rank + 1) % size, gr >= 0 ? slice(gr) : nullptr,
-             gr >= 0 ? bytes(gr) : 0, (rank - 1 + size) % size, comm);
-    if (gs >= 0) sent += double(bytes(gs));
+  for (int s = 1; s < size; ++s)
+    steps_.push_back({holder((rank - s + 1 + size) % size), holder((rank - s + size) % size), (rank + 1) % size,
+                      (rank - 1 + size) % size, Then::keep});
+  advance();
+}
+
+void RingSum::post(const Step& s) {
+  const size_t rn = group_bytes(s.recv), sn = group_bytes(s.send);
+  uint8_t* r = s.recv >= 0 ? wire_.data() + group_start(s.recv) : nullptr;
+  const uint8_t* w = s.send >= 0 ? wire_.data() + group_start(s.send) : nullptr;
+  for (size_t o = 0; o < rn; o += kMaxPiece)
+    MPI_Irecv(r + o, int(std::min(kMaxPiece, rn - o)), MPI_BYTE, s.from, 0, comm_, &reqs_.emplace_back());
+  for (size_t o = 0; o < sn; o += kMaxPiece)
+    MPI_Isend(w + o, int(std::min(kMaxPiece, sn - o)), MPI_BYTE, s.to, 0, comm_, &reqs_.emplace_back());
+  sent_ += double(sn);
+}
+
+void RingSum::process(const Step& s) {
+  if (s.then == Then::keep) return;
+  for (size_t c = b_[s.recv]; c < e_[s.recv]; ++c)
+    chunk(c, b_[k_], s.then == Then::add_all ? e_[k_] : c + 1, false);
+}
+
+bool RingSum::advance() {
+  while (next_ < steps_.size()) {
+    if (!posted_) post(steps_[next_]), posted_ = true;
+    if (!reqs_.empty()) {
+      int done = 0;
+      MPI_Testall(int(reqs_.size()), reqs_.data(), &done, MPI_STATUSES_IGNORE);
+      if (!done) return false;
+    }
+    reqs_.clear(), posted_ = false;
+    process(steps_[next_++]);
   }
-  codec.decode(wire_.data(), n, out);
-  return sent;
+  return true;
+}
+
+double RingSum::finish(float* out) {
+  while (!advance())
+    watched("an outer round's ring step", [&] { MPI_Waitall(int(reqs_.size()), reqs_.data(), MPI_STATUSES_IGNORE); });
+  if (wire_.empty()) std::fill(out, out + n_, 0.0f);
+  else codec_->decode(wire_.data(), n_, out);
+  return sent_;
+}
+
+double RingSum::sum(const OuterCodec& codec, const std::vector<RingTerm>& mine, const std::vector<int>& owners, size_t n,
+                    MPI_Comm comm, float* out) {
+  start(codec, mine, owners, n, comm);
+  return finish(out);
 }
 
 double RingSum::bytes_sent(const OuterCodec& codec, const std::vector<int>& owners, size_t n, int rank, int size) {
   if (owners.empty() || n == 0) return 0;
-  double b = 0;
-  schedule(codec, holders_of(owners), Chunks(n, owners.size()), rank, size, [&](size_t bytes) { b += double(bytes); });
-  return b;
+  RingSum plan;
+  plan.codec_ = &codec, plan.n_ = n, plan.S_ = owners.size(), plan.blocks_ = (n + OuterCodec::kBlock - 1) / OuterCodec::kBlock;
+  std::vector<int> holders;
+  std::vector<size_t> b, e;
+  for (size_t t = 0; t < owners.size(); ++t) {
+    if (holders.empty() || holders.back() != owners[t]) holders.push_back(owners[t]), b.push_back(t), e.push_back(t);
+    e.back() = t + 1;
+  }
+  plan.b_ = b, plan.e_ = e;
+  const int K = int(holders.size());
+  auto holder = [&](int r) {
+    auto it = std::find(holders.begin(), holders.end(), r);
+    return it == holders.end() ? -1 : int(it - holders.begin());
+  };
+  const int k = holder(rank);
+  double sent = 0;
+  for (int s = 1; k >= 0 && K > 1 && s <= K; ++s) sent += double(plan.group_bytes((k - s + 1 + K) % K));
+  for (int s = 1; s < size; ++s) sent += double(plan.group_bytes(holder((rank - s + 1 + size) % size)));
+  return sent;
 }
 
 }  // namespace dipaco

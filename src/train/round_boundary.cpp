@@ -116,7 +116,7 @@ void Trainer::print_progress(long step) {
 
 bool Trainer::at_boundary(long step, long end, long session_first_step) const {
   const long H = deck_.dipaco.inner_steps, every = H > 0 ? H : long(deck_.run.log_every);
-  if (step == end || step == deck_.train.steps || step % every == 0) return true;
+  if (step == end || step == deck_.train.steps || step % every == 0 || step == flight_end_) return true;
   if (deck_.checkpoint.every > 0 && step % deck_.checkpoint.every == 0) return true;  // a checkpoint is collective
   return deck_.run.stop_after > 0 && step - session_first_step >= deck_.run.stop_after;
 }

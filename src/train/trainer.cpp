@@ -276,23 +276,41 @@ long Trainer::chunk_end(long step, long end, long session_first_step) const {
   for (long every : {long(deck_.run.log_every), long(deck_.eval.every), long(deck_.dipaco.inner_steps),
                      long(deck_.checkpoint.every)})
     if (every > 0) next = std::min(next, next_multiple(step, every));
-  if (deck_.run.stop_after > 0) next = std::min(next, session_first_step + deck_.run.stop_after);
+  // (Past it, only when a stop waits for an overlapped round's end.)
+  if (deck_.run.stop_after > 0 && session_first_step + deck_.run.stop_after > step)
+    next = std::min(next, session_first_step + deck_.run.stop_after);
   if (stop_step_ > step) next = std::min(next, stop_step_);
+  if (flight_end_ > step) next = std::min(next, flight_end_);
   return next;
 }
 
-void Trainer::outer_round(long step, TrainSummary& sum) {
+void Trainer::outer_round(long step, TrainSummary& sum, bool overlap) {
   std::vector<PathState*> own;
   for (auto& p : paths_) own.push_back(&p);
-  RoundStats rs = outer_->round(progress_.rounds, own, shard_bytes_);  // its collectives are watched one by one
+  if (overlap) {
+    outer_->post(progress_.rounds, own, shard_bytes_);
+    flight_end_ = step + deck_.dipaco.overlap_steps;
+  } else {
+    note_round(outer_->round(progress_.rounds, own, shard_bytes_), progress_.rounds, step, sum);  // watched one by one
+  }
+  ++progress_.rounds;
+}
+
+void Trainer::complete_round(long step, TrainSummary& sum) {
+  std::vector<PathState*> own;
+  for (auto& p : paths_) own.push_back(&p);
+  note_round(outer_->complete(own), progress_.rounds - 1, step, sum);
+  flight_end_ = -1;
+}
+
+void Trainer::note_round(const RoundStats& rs, long round, long step, TrainSummary& sum) {
   sum.sync_seconds += rs.seconds;
   sum.sync_bytes += rs.bytes;
   sum.dropped += long(rs.dropped.size());
   if (rank_ == 0)
     for (int p : rs.dropped)
-      std::printf("outer round %ld: path %d's outer gradient dropped (fault.drop_outer_prob)\n", progress_.rounds, p);
-  pending_round_ = PendingRound{progress_.rounds, step, rs.seconds, rs.bytes, long(rs.dropped.size())};
-  ++progress_.rounds;
+      std::printf("outer round %ld: path %d's outer gradient dropped (fault.drop_outer_prob)\n", round, p);
+  pending_round_ = PendingRound{round, step, rs.seconds, rs.bytes, long(rs.dropped.size())};
 }
 
 // The last evaluation, at the last boundary; with train.early_stop = path each
@@ -346,7 +364,10 @@ TrainSummary Trainer::run(long until) {
     chunk_seconds_.resize(chunk_seconds_.size() + topo_.paths, 0.0);
     for (size_t i = 0; i < paths_.size(); ++i) {
       const double t = MPI_Wtime();
-      for (long s = step; s < next; ++s) inner_step(paths_[i], losses[i]);
+      for (long s = step; s < next; ++s) {
+        inner_step(paths_[i], losses[i]);
+        outer_->progress();  // an overlapped round's ring moves on between inner steps
+      }
       chunk_seconds_[chunk_seconds_.size() - topo_.paths + paths_[i].id] += MPI_Wtime() - t;
     }
     note_losses(step, next, losses);
@@ -356,14 +377,26 @@ TrainSummary Trainer::run(long until) {
     if (stop_step_ < 0) stop_step_ = scheduled ? stop_->drain(step) : stop_->poll(stop_request(), step);
     const bool boundary = scheduled || step == stop_step_;
     if (boundary) MPI_Pcontrol(kAtRoundBoundary);
+    // An overlapped round completes tau steps after its post (or where this run ends).
+    if (outer_->in_flight() && (step == flight_end_ || step == end)) complete_round(step, sum);
     // An outer round every H steps, and a last one at the end so shared modules agree.
-    if (H > 0 && (step % H == 0 || step == steps)) outer_round(step, sum);
+    if (H > 0 && (step % H == 0 || step == steps)) outer_round(step, sum, deck_.dipaco.overlap_steps > 0 && step < end);
     if (step == steps) sum.final_eval = final_evaluation(step, session_first_step, stop);
     else if (deck_.eval.every > 0 && step % deck_.eval.every == 0) evaluate_between_rounds(step);
     if (!boundary) continue;
     if (step != steps) round_boundary(step, session_first_step, stop);
     const bool at_interval = deck_.checkpoint.every > 0 && step % deck_.checkpoint.every == 0;
-    if (stop || at_interval || step == end) save_checkpoint();
+    if (outer_->in_flight()) {
+      // A checkpoint holds no round in flight: one due now, or a stop, waits for the round's end.
+      deferred_save_ = deferred_save_ || at_interval || stop;
+      deferred_stop_ = std::max(deferred_stop_, stop);
+      stop = 0;
+      MPI_Pcontrol(kBetweenRounds);
+      continue;
+    }
+    stop = std::max(stop, deferred_stop_);
+    if (stop || at_interval || step == end || deferred_save_) save_checkpoint();
+    deferred_save_ = false, deferred_stop_ = 0;
     if (stop && step < steps) {
       sum.stopped = true;
       sum.stop_signal = stop;

@@ -63,6 +63,38 @@ PY
 then ok "int8: residuals stored in /paths/outer_error, anchors within 5% of fp32's"
 else bad "int8: /paths/outer_error missing or zero, or the anchors far from fp32's"; fi
 
+# Overlapped rounds (int8, tau = 3): the sums travel while the paths train steps
+# 11-13, merged at 13; the checkpoint due at 20 waits for the merge at 23, and a stop
+# at step 12 (inside the flight) writes its checkpoint at 13. Bitwise the same at 1
+# and 4 ranks and after that stop at 2 ranks resumed at 4.
+ov=(--dipaco.outer_dtype=int8 --dipaco.overlap_steps=3)
+for np in 1 4; do
+  run $np ov-np$np "${ov[@]}" || bad "overlap at np $np: run failed"
+done
+run 2 ov-moved "${ov[@]}" --run.stop_after=12
+code=$?
+[[ $code -eq 3 && -f $tmp/ov-moved/checkpoints/ckpt-00000013.h5 ]] && ok "overlap: a stop at step 12 waited for the merge at 13 (exit 3)" ||
+  bad "overlap: stop at 12 gave exit $code, $(ls "$tmp/ov-moved/checkpoints" 2>&1 | tr '\n' ' ')"
+run 4 ov-moved "${ov[@]}" || bad "overlap resumed at np 4: run failed"
+[[ -f $tmp/ov-np1/checkpoints/ckpt-00000023.h5 && ! -f $tmp/ov-np1/checkpoints/ckpt-00000020.h5 ]] &&
+  ok "overlap: the checkpoint due at 20 was written after the merge, at 23" || bad "overlap: checkpoint steps $(ls "$tmp/ov-np1/checkpoints" | tr '\n' ' ')"
+for other in ov-np4 ov-moved; do
+  if cmp=$(tests/integration/same-weights.py "$tmp/ov-np1/$final" "$tmp/$other/$final" 2>&1); then ok "overlap, np 1 and $other: $cmp"
+  else bad "overlap, np 1 and $other: $cmp"; fi
+done
+if /usr/bin/python3 - "$tmp/ov-np1/checkpoints/ckpt-00000023.h5" "$tmp/ov-np1/$final" <<'PY'
+import sys, h5py
+groups = lambda f: h5py.File(f, "r")["paths/params"].attrs["groups"]
+g23, g30 = groups(sys.argv[1]), groups(sys.argv[2])
+g23 = (g23.decode() if isinstance(g23, bytes) else g23).split()
+g30 = (g30.decode() if isinstance(g30, bytes) else g30).split()
+# After a merge each path keeps what it learnt in flight: its copies differ from the anchors and are
+# stored; the last round (step 30) is blocking, so the copies equal the anchors and are left out.
+sys.exit(0 if g23 == ["embeddings", "L0", "L1"] and g30 == [] else 1)
+PY
+then ok "overlap: merged copies keep the steps trained in flight (stored at 23), the last round leaves the anchors (30)"
+else bad "overlap: stored params groups at 23 and 30 not as expected"; fi
+
 # DiLoCo replicas (two ranks, one path, H = 4): a run stopped every 2 steps and
 # resumed ends bitwise where an uninterrupted one does (each replica is stored
 # and restored), and with private embeddings the replicas' embeddings agree

@@ -51,6 +51,14 @@ class OuterOptimizer {
   void init_anchors(const std::vector<PathState*>& own);
   // One outer round. shard_bytes holds every path's shard size (all P).
   RoundStats round(long index, const std::vector<PathState*>& own, const std::vector<double>& shard_bytes);
+  // An overlapped round (dipaco.overlap_steps): post() starts every unit's
+  // ring from the paths' weights now, progress() (between inner steps) moves
+  // the rings on, complete() finishes them, steps the anchors and merges:
+  // every path's copy becomes anchor + (its weights now - its weights at the post).
+  void post(long index, const std::vector<PathState*>& own, const std::vector<double>& shard_bytes);
+  void progress();
+  RoundStats complete(const std::vector<PathState*>& own);
+  bool in_flight() const { return in_flight_; }
   // Whether path p's contribution is dropped in round `index` (same on every rank).
   bool dropped(long index, int p) const;
 
@@ -65,13 +73,26 @@ class OuterOptimizer {
   Kernels& k_;
   int rank_;
   std::vector<SyncUnit> units_;
+  // One unit's round between its post and its completion.
+  struct InFlight {
+    double total = 0, bytes = 0;                      // the weights' sum (0: no path present); bytes sent
+    std::vector<std::vector<float>> terms, errors;   // per own contributing path: outer gradient, residuals
+    std::vector<PathState*> fed;                      // whose residuals `errors` are
+    std::vector<std::vector<float>> snapshots;        // per own path holding the unit: its weights at the post
+    std::vector<float> sum;
+    RingSum ring;
+  };
+  void post_unit(size_t ui, long index, const std::vector<PathState*>& own, const std::vector<double>& shard_bytes,
+                 bool snapshot);
+  void complete_unit(size_t ui, const std::vector<PathState*>& own, bool merge);
+  RoundStats dropped_in(long index) const;
   DeviceBuffer<float> delta_dev_;
-  std::vector<float> sum_host_;
-  std::vector<std::vector<float>> terms_host_;  // per own path: its weighted outer gradient
   ExactSum exact_;
   OuterCodec codec_;
-  RingSum ring_;
-  std::vector<std::vector<float>> errors_host_;  // per own path: its residuals of the unit being summed
+  std::vector<InFlight> flight_;  // per unit
+  bool in_flight_ = false;
+  RoundStats posted_;
+  std::vector<float> merge_now_, merge_anchor_;
   // The communicator rank of each term of unit u in round `index`, in term order (path, then replica).
   std::vector<int> term_owners(const SyncUnit& u, long index) const;
 };

@@ -38,11 +38,44 @@ class RingSum {
   // Collective over comm (every rank, holders or not). Returns bytes sent.
   double sum(const OuterCodec& codec, const std::vector<RingTerm>& mine, const std::vector<int>& owners, size_t n,
              MPI_Comm comm, float* out);
+  // The same, in three calls: start() posts the first messages, advance()
+  // (between inner steps) moves the ring on as far as the messages that have
+  // arrived allow and says whether it is done, finish() waits for the rest and
+  // decodes the sum. The terms must stay in place until finish().
+  void start(const OuterCodec& codec, const std::vector<RingTerm>& mine, const std::vector<int>& owners, size_t n,
+             MPI_Comm comm);
+  bool advance();
+  double finish(float* out);
   // What sum() sends from `rank` of a communicator of `size` ranks.
   static double bytes_sent(const OuterCodec& codec, const std::vector<int>& owners, size_t n, int rank, int size);
 
  private:
-  void hop(const OuterCodec& codec, size_t lo, size_t hi, const RingTerm& term, bool fresh);
+  // One exchange with the ring neighbours: the chunk group sent and the one
+  // received (-1: none), and what the received one goes through here.
+  enum class Then { add_all, finish_own, keep };
+  struct Step {
+    int send = -1, recv = -1, to = 0, from = 0;
+    Then then = Then::keep;
+  };
+  void hop(size_t lo, size_t hi, const RingTerm& term, bool fresh);
+  void chunk(size_t c, size_t t0, size_t t1, bool fresh);  // chunk c through this rank's terms [t0, t1)
+  size_t group_start(int g) const;
+  size_t group_bytes(int g) const;
+  void post(const Step& s);
+  void process(const Step& s);
+
+  const OuterCodec* codec_ = nullptr;
+  std::vector<RingTerm> mine_;
+  std::vector<int> rank_of_holder_;
+  std::vector<size_t> b_, e_;  // each holder's terms [b, e)
+  int k_ = -1;                 // this rank's holder index
+  size_t n_ = 0, S_ = 0, blocks_ = 0;
+  MPI_Comm comm_ = MPI_COMM_NULL;
+  std::vector<Step> steps_;
+  size_t next_ = 0;
+  bool posted_ = false;
+  std::vector<MPI_Request> reqs_;
+  double sent_ = 0;
   std::vector<uint8_t> wire_;
   std::vector<float> acc_, dec_;
 };

@@ -95,7 +95,10 @@ class Trainer {
   EvalResult final_evaluation(long step, long session_first_step, int& stop);
   void save_checkpoint();
   long chunk_end(long step, long end, long session_first_step) const;
-  void outer_round(long step, TrainSummary& sum);
+  // The round at `step`: run now, or posted (overlap) and completed by complete_round at flight_end_.
+  void outer_round(long step, TrainSummary& sum, bool overlap);
+  void complete_round(long step, TrainSummary& sum);
+  void note_round(const RoundStats& rs, long round, long step, TrainSummary& sum);
   // Between rounds and at their boundaries (round_boundary.cpp).
   std::vector<double> local_eval_sums();  // [2P]: loss and token sums of this rank's windows
   EvalResult eval_result(const std::vector<double>& sums) const;
@@ -156,6 +159,9 @@ class Trainer {
   std::optional<PendingRound> pending_round_;
   std::vector<double> chunk_seconds_; // [chunks x P] seconds of inner steps per chunk since the last boundary (own paths)
   std::unique_ptr<StopAgreement> stop_;
+  long flight_end_ = -1;       // the step the posted round completes at (-1: none in flight)
+  bool deferred_save_ = false;  // a checkpoint or stop fell inside the flight: written at its end
+  int deferred_stop_ = 0;
   long stop_step_ = -1;  // the step every rank stops at, once agreed  // MPI_Wtime() at step 0 of the run (the restored elapsed time subtracted)
   std::vector<DeviceBuffer<float>> best_;  // per own path: weights at its best validation bpb
   std::vector<double> best_bpb_;
