@@ -258,3 +258,13 @@ TEST(Deck, StragglerStaysOrMoves) {
   Deck off = load_deck(write_deck("[fault]\nslow_path = 1\nslow_factor = 1\n"));
   EXPECT_EQ(straggler_at(off, 0, 4), -1);
 }
+
+TEST(Deck, OverlapNeedsARingAndFitsInARound) {
+  EXPECT_NE(error_of("", {"dipaco.inner_steps=10", "dipaco.overlap_steps=3"}).find("needs dipaco.outer_dtype = bf16, int8 or fp4"),
+            std::string::npos);
+  EXPECT_NE(error_of("", {"dipaco.inner_steps=10", "dipaco.overlap_steps=10", "dipaco.outer_dtype=int8"})
+                .find("dipaco.overlap_steps = 10 must be below dipaco.inner_steps = 10"),
+            std::string::npos);
+  EXPECT_EQ(error_of("", {"dipaco.inner_steps=10", "dipaco.overlap_steps=9", "dipaco.outer_dtype=fp4"}), "");
+  EXPECT_NE(error_of("", {"dipaco.outer_dtype=fp8"}).find("fp32|bf16|int8|fp4"), std::string::npos);
+}
