@@ -8,10 +8,13 @@ import glob, json, os, re, statistics, sys
 out = sys.argv[1]
 params = json.load(open(f"{out}/params.json"))
 steps, H, batch = params["steps"], params["H"], params["batch_per_rank"]
-order = ["dp", "diloco", "dipaco-fp32", "dipaco-bf16"]
-labels = {"dp": "data-parallel (dense, all-reduce every step)", "diloco": f"DiLoCo, 1 path x 4 workers, H={H}",
-          "dipaco-fp32": f"DiPaCo 2x2, H={H}, fp32 outer", "dipaco-bf16": f"DiPaCo 2x2, H={H}, bf16 outer"}
-name_re = re.compile(r"^(dp|diloco|dipaco-fp32|dipaco-bf16)-(.+?)(?:-r(\d+))?$")
+tau = params.get("tau", 0)
+dipacos = [f"dipaco-{t}{o}" for o in ("", "-overlap") for t in ("fp32", "bf16", "int8", "fp4") if not (o and t == "fp32")]
+order = ["dp", "diloco"] + dipacos
+labels = {"dp": "data-parallel (dense, all-reduce every step)", "diloco": f"DiLoCo, 1 path x 4 workers, H={H}"}
+for v in dipacos:
+    labels[v] = f"DiPaCo 2x2, H={H}, {v.split('-')[1]} outer" + (f", overlapped (tau={tau})" if v.endswith("overlap") else "")
+name_re = re.compile(r"^(dp|diloco|" + "|".join(sorted(dipacos, key=len, reverse=True)) + r")-(.+?)(?:-r(\d+))?$")
 
 
 def load(name):
@@ -30,7 +33,9 @@ def load(name):
         if rec.get("type") == "eval": evals.append((rec["elapsed"], rec["val_bpb"], rec["step"]))
     mt = [json.load(open(f)) for f in glob.glob(f"{out}/mpitime-{name}/rank-*.json")]
     wall = summary["wall_seconds"]
+    # The rings of compressed outer gradients are point-to-point: dipaco's own sync share stands for them.
     comm = (sum(m["allreduce"]["seconds"] + m["allgather"]["seconds"] for m in mt) / len(mt) / wall) if mt else None
+    if v in dipacos and v != "dipaco-fp32": comm = summary.get("sync_share")
     try: foreign = json.load(open(f"{out}/cpu-{name}.json"))["foreign_share_of_cores"]
     except OSError: foreign = None
     hs = hosts["hosts"]
@@ -64,7 +69,7 @@ def agg(v, l):
 
 
 def fmt_t(s): return f"{int(s // 60)}m{s % 60:04.1f}s"
-def link_name(l): return "unshaped veth" if l == "none" else l
+def link_name(l): return "unshaped veth" if l == "none" else l.replace("+", " + ") + (" one way" if "+" in l else "")
 
 
 def bpb_at(r, t):
@@ -117,8 +122,9 @@ md.append("Communication share: time inside MPI all-reduce/all-gather (measured 
           "evaluation and loss all-reduces). Final val bpb: data-parallel and DiLoCo evaluate the one model on all "
           "validation windows; DiPaCo evaluates each path on the windows of its own shard (routed by domain).")
 shapings = sorted({r["shaping"] for r in runs})
-md.append("Shaping applied: " + "; ".join(f"`{s}`" for s in shapings) + ". No delay (this kernel has no netem); "
-          "net.ipv4.tcp_slow_start_after_idle=0 in every host namespace.")
+md.append("Shaping applied: " + "; ".join(f"`{s}`" for s in shapings) + "; "
+          "net.ipv4.tcp_slow_start_after_idle=0 in every host namespace. Communication share of the bf16/int8/fp4 rows: "
+          "dipaco's sync share (time in the outer rounds' posts, ring steps and completion over wall time).")
 fs = [r["foreign"] for r in runs if r["foreign"] is not None]
 if fs:
     md.append(f"CPU used by other processes on the machine during the runs: at most {100 * max(fs):.1f}% of the cores "
@@ -127,7 +133,7 @@ md.append("")
 
 targets = []
 for l in [l for l in links if l != "none"]:
-    for v in ("dipaco-fp32", "dipaco-bf16"):
+    for v in dipacos:
         a, b = agg(v, l), agg(v, "none")
         if a and b:
             f = a["tps"] / b["tps"]
@@ -146,7 +152,7 @@ for l in [l for l in links if l != "none"]:
         f = b["tps"] / a["tps"]
         targets.append((f"data-parallel slowed >= 5x over {l}", f >= 5, f"{f:.2f}x slower ({a['tps']:.0f} vs {b['tps']:.0f} tok/s)"))
     dp = agg("dp", l)
-    for v in ("dipaco-fp32", "dipaco-bf16"):
+    for v in dipacos:
         a = agg(v, l)
         if dp and a:
             f = (dp["tx"] + dp["rx"]) / (a["tx"] + a["rx"])
@@ -157,7 +163,7 @@ for l in [l for l in links if l != "none"]:
             targets.append((f"{v} final bpb <= data-parallel's at equal wall time over {l}", r["summary"]["val_bpb"] <= d,
                             f"{r['summary']['val_bpb']:.3f} at {t:.0f} s vs data-parallel {d:.3f} at {t:.0f} s"
                             f" (data-parallel reaches {dp['rep']['summary']['val_bpb']:.3f} at {dp['rep']['evals'][-1][0]:.0f} s)"))
-for v in ("dipaco-fp32", "dipaco-bf16"):
+for v in dipacos:
     a, dp = agg(v, "none"), agg("dp", "none")
     if a and dp:
         r = a["rep"]
@@ -187,8 +193,10 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 fig, axes = plt.subplots(1, len(links), figsize=(6.5 * len(links), 4.5), sharey=True, squeeze=False)
-colors = {"dp": "tab:red", "diloco": "tab:orange", "dipaco-fp32": "tab:blue", "dipaco-bf16": "tab:green"}
-styles = {"dipaco-bf16": "--"}
+colors = {"dp": "tab:red", "diloco": "tab:orange", "dipaco-fp32": "tab:blue", "dipaco-bf16": "tab:green",
+          "dipaco-int8": "tab:purple", "dipaco-fp4": "tab:brown", "dipaco-bf16-overlap": "tab:green",
+          "dipaco-int8-overlap": "tab:purple", "dipaco-fp4-overlap": "tab:brown"}
+styles = {v: "--" for v in dipacos if v.endswith("overlap")}
 for ax, l in zip(axes[0], links):
     for v in order:
         a = agg(v, l)
