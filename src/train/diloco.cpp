@@ -79,10 +79,6 @@ bool OuterOptimizer::dropped(long index, int p) const {
   return double(hash64(key, deck_.run.seed) >> 11) / double(1ULL << 53) < prob;
 }
 
-bool OuterOptimizer::error_feedback(const Deck& deck) {
-  return parse_outer_dtype(deck.dipaco.outer_dtype) != OuterDtype::fp32 && deck.dipaco.error_feedback == "on";
-}
-
 std::vector<int> OuterOptimizer::term_owners(const SyncUnit& u, long index) const {
   const bool replicas = deck_.dipaco.replica_mode == "diloco";
   auto comm_rank = [&](int world) { return int(std::lower_bound(u.ranks.begin(), u.ranks.end(), world) - u.ranks.begin()); };

@@ -64,7 +64,10 @@ class OuterOptimizer {
 
   std::vector<SyncUnit>& units() { return units_; }
   // Whether the paths keep their outer gradients' residuals (PathState::outer_error).
-  static bool error_feedback(const Deck& deck);
+  // (Inline: the checkpoint readers use it without the rest of the optimizer.)
+  static bool error_feedback(const Deck& deck) {
+    return deck.dipaco.outer_dtype != "fp32" && deck.dipaco.error_feedback == "on";
+  }
 
  private:
   const Deck& deck_;
