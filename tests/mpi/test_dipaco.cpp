@@ -217,6 +217,47 @@ TEST(OuterRound, HandBuiltAnchorsAndDroppedPath) {
   }
 }
 
+
+// An overlapped round: posted from the weights at the boundary, completed after
+// the paths moved on; each copy is the new anchor plus what the path learnt in flight.
+TEST(OuterRound, OverlappedRoundMergesTheStepsTrainedInFlight) {
+  if (world_size() > 4) GTEST_SKIP();
+  Deck deck = load_deck("", {"model.d_model=8", "model.n_layers=2", "model.n_heads=1", "model.context=4",
+                             "model.layers_per_level=1,1", "dipaco.modules_per_level=2,2", "dipaco.inner_steps=4",
+                             "dipaco.outer_lr=0.5", "dipaco.outer_momentum=0.9", "run.seed=11"});
+  Topology topo = make_topology(deck.dipaco.modules_per_level, world_size());
+  ParamLayout layout = make_layout(model_shape(deck));
+  auto k = make_cpu_kernels();
+  OuterOptimizer outer(deck, topo, layout, *k, MPI_COMM_WORLD);
+  std::vector<PathState> paths;
+  for (int p : topo.paths_of_rank(world_rank())) {
+    PathState ps;
+    ps.id = p;
+    ps.params = DeviceBuffer<float>(*k, layout.total);
+    paths.push_back(std::move(ps));
+  }
+  std::vector<PathState*> own;
+  for (auto& p : paths) own.push_back(&p);
+  outer.init_anchors(own);  // every anchor 0
+  for (auto* p : own) std::fill(p->params.get(), p->params.get() + layout.total, float(p->id + 1));
+  const std::vector<double> tokens = {100, 300, 200, 400};
+  outer.post(0, own, tokens);
+  EXPECT_TRUE(outer.in_flight());
+  for (auto* p : own) std::fill(p->params.get(), p->params.get() + layout.total, float(p->id + 1) + 0.25f);  // steps in flight
+  outer.progress();
+  outer.complete(own);
+  EXPECT_FALSE(outer.in_flight());
+  auto anchor = [](double delta) { return float(-0.5 * (delta + 0.9 * delta)); };
+  for (auto* p : own) {
+    auto mods = topo.path_modules(p->id);
+    const float* w = p->params.get();
+    EXPECT_FLOAT_EQ(w[layout.groups[0].offset], anchor(-(100.0 * 1 + 300 * 2 + 200 * 3 + 400 * 4) / 1000) + 0.25f);
+    EXPECT_FLOAT_EQ(w[layout.groups[1].offset],
+                    (mods[0] == 0 ? anchor(-(100.0 * 1 + 300 * 2) / 400) : anchor(-(200.0 * 3 + 400 * 4) / 600)) + 0.25f);
+    EXPECT_FLOAT_EQ(w[layout.groups[2].offset],
+                    (mods[1] == 0 ? anchor(-(100.0 * 1 + 200 * 3) / 300) : anchor(-(300.0 * 2 + 400 * 4) / 700)) + 0.25f);
+  }
+}
 }  // namespace
 
 // bf16 matmuls (fp32 accumulation, fp32 master weights) track fp32 training:
