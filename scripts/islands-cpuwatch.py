@@ -3,7 +3,7 @@
 goes on (another build, another job): a run that shared its cores is not a fair
 timing. Samples every INTERVAL seconds until SIGTERM, then writes JSON to OUT:
 total busy CPU seconds, CPU seconds of processes inside the PREFIX-* network
-namespaces, and the rest ("foreign").
+namespaces and of the link emulator, and the rest ("foreign").
   islands-cpuwatch.py OUT PREFIX [INTERVAL]          (used by scripts/islands-bench)
   islands-cpuwatch.py --idle SECONDS                  prints the busy share of all cores"""
 import json, os, signal, sys, time
@@ -48,7 +48,10 @@ def sample():
     for p in os.listdir("/proc"):
         if not p.isdigit(): continue
         try:
-            if os.stat(f"/proc/{p}/ns/net").st_ino not in inos: continue
+            # scripts/link-emulator runs in the root namespace but is the hosts' link: ours too.
+            if os.stat(f"/proc/{p}/ns/net").st_ino not in inos:
+                with open(f"/proc/{p}/comm") as f:
+                    if f.read().strip() != "link-emulator": continue
             with open(f"/proc/{p}/stat") as f:
                 fields = f.read().rsplit(")", 1)[1].split()
             cpu = (int(fields[11]) + int(fields[12])) / HZ   # utime + stime

@@ -1,4 +1,4 @@
-/* Time spent inside MPI collectives, per rank, through the MPI profiling
+/* Time spent inside MPI collectives and point-to-point calls, per rank, through the MPI profiling
  * interface (LD_PRELOAD; the program is not rebuilt). At MPI_Finalize each rank
  * writes $ISLANDS_MPITIME_DIR/rank-<r>.json with seconds and calls per
  * collective. Used by scripts/islands-bench for the communication share of every
@@ -9,8 +9,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 
-enum { ALLREDUCE, ALLGATHER, BCAST, BARRIER, NOPS };
-static const char* names[NOPS] = {"allreduce", "allgather", "bcast", "barrier"};
+// p2p: the sends, receives, tests and waits of dipaco's ring of compressed outer gradients.
+enum { ALLREDUCE, ALLGATHER, BCAST, BARRIER, P2P, NOPS };
+static const char* names[NOPS] = {"allreduce", "allgather", "bcast", "barrier", "p2p"};
 static double secs[NOPS], bytes[NOPS];
 static long calls[NOPS];
 static double t_init;
@@ -64,6 +65,36 @@ int MPI_Barrier(MPI_Comm c) {
   double t0 = MPI_Wtime();
   int rc = PMPI_Barrier(c);
   note(BARRIER, t0, 0);
+  return rc;
+}
+
+int MPI_Isend(const void* b, int n, MPI_Datatype t, int dest, int tag, MPI_Comm c, MPI_Request* r) {
+  double t0 = MPI_Wtime();
+  int size;
+  PMPI_Type_size(t, &size);
+  int rc = PMPI_Isend(b, n, t, dest, tag, c, r);
+  note(P2P, t0, (double)n * size);
+  return rc;
+}
+
+int MPI_Irecv(void* b, int n, MPI_Datatype t, int src, int tag, MPI_Comm c, MPI_Request* r) {
+  double t0 = MPI_Wtime();
+  int rc = PMPI_Irecv(b, n, t, src, tag, c, r);
+  note(P2P, t0, 0);
+  return rc;
+}
+
+int MPI_Testall(int n, MPI_Request* r, int* flag, MPI_Status* st) {
+  double t0 = MPI_Wtime();
+  int rc = PMPI_Testall(n, r, flag, st);
+  note(P2P, t0, 0);
+  return rc;
+}
+
+int MPI_Waitall(int n, MPI_Request* r, MPI_Status* st) {
+  double t0 = MPI_Wtime();
+  int rc = PMPI_Waitall(n, r, st);
+  note(P2P, t0, 0);
   return rc;
 }
 
