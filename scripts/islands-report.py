@@ -31,12 +31,17 @@ def load(name):
         hosts = json.load(open(f"{out}/bytes-{name}.json"))
     except OSError:
         return None
-    evals = []
+    evals, rounds_list = [], []
     for line in open(f"{d}/metrics.jsonl"):
         rec = json.loads(line)
         if rec.get("type") == "eval": evals.append((rec["elapsed"], rec["val_bpb"], rec["step"]))
+        if rec.get("type") == "round": rounds_list.append(rec)
     mt = [json.load(open(f)) for f in glob.glob(f"{out}/mpitime-{name}/rank-*.json")]
     wall = summary["wall_seconds"]
+    # Training time: the run's wall time less its checkpoint writes (the last one, parallel HDF5 over
+    # the link, costs seconds at a 50 ms delay and has nothing to do with the outer rounds).
+    ckpt = summary.get("checkpoint_write_seconds", 0)
+    train = wall - ckpt
     # Collectives and the point-to-point calls of the rings of compressed outer gradients.
     comm = (sum(m["allreduce"]["seconds"] + m["allgather"]["seconds"] + m.get("p2p", {}).get("seconds", 0)
                 for m in mt) / len(mt) / wall) if mt else None
@@ -47,7 +52,8 @@ def load(name):
     return {"name": name, "variant": v, "link": link, "repeat": rep, "summary": summary, "evals": evals,
             "tx": sum(h["tx_bytes"] for h in hs) / len(hs), "rx": sum(h["rx_bytes"] for h in hs) / len(hs),
             "shaping": hosts["shaping"], "comm_share": comm, "foreign": foreign, "rounds": rounds,
-            "sync_share": summary.get("sync_share") if v != "dp" else None}
+            "sync_share": summary["sync_seconds"] / train if v != "dp" else None,
+            "tps": summary["tokens"] / train, "train_wall": train, "ckpt_seconds": ckpt, "rounds_list": rounds_list}
 
 
 runs = [r for r in (load(os.path.basename(d)) for d in glob.glob(f"{out}/runs/*")) if r]
@@ -64,7 +70,7 @@ def med(xs):
 def agg(v, l):
     g = groups.get((v, l))
     if not g: return None
-    tps = [r["summary"]["tokens_per_second"] for r in g]
+    tps = [r["tps"] for r in g]
     walls = [r["summary"]["wall_seconds"] for r in g]
     # The run of median wall time stands for the group in the plot and the bpb-at-time comparisons.
     rep = sorted(g, key=lambda r: r["summary"]["wall_seconds"])[(len(g) - 1) // 2]
@@ -115,7 +121,8 @@ for l in links:
                      "tokens_per_second_max": a["tps_max"], "wall_seconds": a["wall"], "tx_bytes_per_host": a["tx"],
                      "rx_bytes_per_host": a["rx"], "comm_share": a["comm"], "sync_share": a["sync"],
                      "tx_bytes_per_host_per_round": a["per_round"], "val_bpb": a["bpb"], "val_bpb_all": a["bpbs"],
-                     "per_run": [{"name": r["name"], "tokens_per_second": r["summary"]["tokens_per_second"],
+                     "per_run": [{"name": r["name"], "tokens_per_second": r["tps"], "training_seconds": r["train_wall"],
+                                  "checkpoint_write_seconds": r["ckpt_seconds"],
                                   "wall_seconds": r["summary"]["wall_seconds"], "tx_bytes_per_host": r["tx"],
                                   "rx_bytes_per_host": r["rx"], "comm_share": r["comm_share"],
                                   "dipaco_sync_seconds": r["summary"].get("sync_seconds"),
@@ -126,7 +133,9 @@ for l in links:
                                   "val_bpb": r["summary"]["val_bpb"], "foreign_cpu_share": r["foreign"],
                                   "shaping": r["shaping"]} for r in a["runs"]]})
 md.append("")
-md.append("Communication share: time inside MPI all-reduce/all-gather and the rings' sends, receives, tests and waits "
+md.append("Tokens/s and the sync share: over the training time, the wall time less the final checkpoint's write "
+          f"(parallel HDF5 across the hosts; at most {max(r['ckpt_seconds'] for r in runs):.1f} s here). "
+          "Communication share: time inside MPI all-reduce/all-gather and the rings' sends, receives, tests and waits "
           "(measured per rank through the MPI profiling interface, mean over ranks; includes waiting for the other ranks "
           "and the evaluation's all-reduces) over wall time. Sync share: dipaco's own time in the outer rounds (a blocking "
           "round; an overlapped round's post, its ring steps between inner steps and its completion) over wall time. "
@@ -154,16 +163,21 @@ for l in [l for l in links if l != "none"]:
             f = a["tps"] / b["tps"]
             detail = f"{100 * f:.1f}% of unshaped ({a['tps']:.0f} vs {b['tps']:.0f} tok/s, medians)"
             if a["n"] > 1 or b["n"] > 1:
-                ta = [round(r["summary"]["tokens_per_second"]) for r in sorted(a["runs"], key=lambda r: r["repeat"])]
-                tb = [round(r["summary"]["tokens_per_second"]) for r in sorted(b["runs"], key=lambda r: r["repeat"])]
+                ta = [round(r["tps"]) for r in sorted(a["runs"], key=lambda r: r["repeat"])]
+                tb = [round(r["tps"]) for r in sorted(b["runs"], key=lambda r: r["repeat"])]
                 detail += (f"; runs {'/'.join(map(str, ta))} vs {'/'.join(map(str, tb))} tok/s, "
                            f"means {100 * statistics.mean(ta) / statistics.mean(tb):.1f}%")
             sa = med([r["summary"]["sync_seconds"] for r in a["runs"]])
             sb = med([r["summary"]["sync_seconds"] for r in b["runs"]])
             detail += f"; outer syncs {sa:.2f} s vs {sb:.2f} s = {100 * (sa - sb) / a['wall']:.1f}% of wall time added by the link"
             if overlapped:
+                # The last round, at train.steps, is blocking (the shared modules agree at the end): apart.
+                rr = a["rep"]
+                over = sum(x["sync_seconds"] for x in rr["rounds_list"][:-1]) / rr["train_wall"]
                 targets.append((f"{v} over {l}: >= 97% of its unshaped throughput, sync share < 1%",
-                                f >= 0.97 and a["sync"] < 0.01, detail + f"; sync share {100 * a['sync']:.2f}%"))
+                                f >= 0.97 and a["sync"] < 0.01,
+                                detail + f"; sync share {100 * a['sync']:.2f}%, of which the overlapped rounds "
+                                f"{100 * over:.2f}% and the last, blocking round {100 * (a['sync'] - over):.2f}%"))
             else:
                 targets.append((f"{v} over {l} within 10% of its unshaped throughput", f >= 0.9, detail))
         if dp:

@@ -71,9 +71,11 @@ MemoryEstimate estimate_memory(const Deck& deck, const Topology& topo, int rank,
   if (deck.dipaco.inner_steps > 0) {
     e.buffers += own * largest;  // each own path's outer gradient
     if (deck.dipaco.outer_dtype != "fp32") {
-      e.buffers += largest / 2 + 2 * largest;  // the ring's encoded buffer (bf16 at most half the floats) and its chunk sums
-      if (deck.dipaco.error_feedback == "on") e.params += own * A, e.buffers += own * largest;  // residuals, their host copies
-      if (deck.dipaco.overlap_steps > 0) e.buffers += own * 3 * A + A / 2;  // every unit at once: terms, residuals, snapshots, rings
+      // Every unit's ring at once: the outer gradients of all units, the rings' encoded buffers
+      // (bf16 at most half the floats), their chunk sums and the units' sums.
+      e.buffers += own * (A - largest) + A / 2 + 3 * A;
+      if (deck.dipaco.error_feedback == "on") e.params += own * A, e.buffers += own * A;  // residuals, their host copies
+      if (deck.dipaco.overlap_steps > 0) e.buffers += own * A;  // the paths' weights at the post
     } else if (largest_comm > 1) {
       e.buffers += 2 * largest;  // MPI's scratch for the int64 all-reduce
     }

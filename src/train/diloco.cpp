@@ -190,16 +190,41 @@ void OuterOptimizer::complete_unit(size_t ui, const std::vector<PathState*>& own
 RoundStats OuterOptimizer::round(long index, const std::vector<PathState*>& own, const std::vector<double>& shard_bytes) {
   RoundStats st = dropped_in(index);
   const double t0 = MPI_Wtime();
-  for (size_t ui = 0; ui < units_.size(); ++ui) {
-    if (!units_[ui].mine) continue;
-    post_unit(ui, index, own, shard_bytes, false);
-    complete_unit(ui, own, false);
-    st.bytes += flight_[ui].bytes;
-    flight_[ui] = InFlight{};  // one unit's buffers at a time
+  if (!codec_.lossy()) {
+    for (size_t ui = 0; ui < units_.size(); ++ui) {
+      if (!units_[ui].mine) continue;
+      post_unit(ui, index, own, shard_bytes, false);
+      complete_unit(ui, own, false);
+      st.bytes += flight_[ui].bytes;
+      flight_[ui] = InFlight{};  // one unit's buffers at a time
+    }
+  } else {
+    // Every unit's ring at once, so that their hops' latencies overlap.
+    for (size_t ui = 0; ui < units_.size(); ++ui)
+      if (units_[ui].mine) post_unit(ui, index, own, shard_bytes, false);
+    drive_rings();
+    for (size_t ui = 0; ui < units_.size(); ++ui) {
+      if (!units_[ui].mine) continue;
+      complete_unit(ui, own, false);
+      st.bytes += flight_[ui].bytes;
+      flight_[ui] = InFlight{};
+    }
   }
   k_.synchronize();
   st.seconds = MPI_Wtime() - t0;
   return st;
+}
+
+// Until every ring is done: a wait on the first one still waiting, then every
+// ring moved on by what has arrived meanwhile (never one unit after another).
+void OuterOptimizer::drive_rings() {
+  for (;;) {
+    RingSum* waiting = nullptr;
+    for (size_t ui = 0; ui < units_.size(); ++ui)
+      if (units_[ui].mine && !flight_[ui].ring.advance() && !waiting) waiting = &flight_[ui].ring;
+    if (!waiting) return;
+    waiting->wait();
+  }
 }
 
 RoundStats OuterOptimizer::dropped_in(long index) const {
@@ -228,6 +253,7 @@ void OuterOptimizer::progress() {
 
 RoundStats OuterOptimizer::complete(const std::vector<PathState*>& own) {
   const double t0 = MPI_Wtime();
+  drive_rings();
   for (size_t ui = 0; ui < units_.size(); ++ui) {
     if (!units_[ui].mine) continue;
     complete_unit(ui, own, true);

@@ -116,7 +116,9 @@ void Trainer::print_progress(long step) {
 
 bool Trainer::at_boundary(long step, long end, long session_first_step) const {
   const long H = deck_.dipaco.inner_steps, every = H > 0 ? H : long(deck_.run.log_every);
-  if (step == end || step == deck_.train.steps || step % every == 0 || step == flight_end_) return true;
+  if (step == end || step == deck_.train.steps || step % every == 0) return true;
+  // An overlapped round's end meets the world only when a checkpoint or stop agreed at its post waits for it.
+  if (step == flight_end_ && (deferred_save_ || deferred_stop_ != 0)) return true;
   if (deck_.checkpoint.every > 0 && step % deck_.checkpoint.every == 0) return true;  // a checkpoint is collective
   return deck_.run.stop_after > 0 && step - session_first_step >= deck_.run.stop_after;
 }
@@ -130,31 +132,32 @@ int Trainer::stop_request() const {
   return stop;
 }
 
-int Trainer::agree_stop(long step, long session_first_step) {
+int Trainer::stop_wanted(long step, long session_first_step) const {
   int stop = std::max(stop_request(), stop_->code());
   if (deck_.run.stop_after > 0 && step - session_first_step >= deck_.run.stop_after) stop = std::max(stop, 1);
-  CollectiveScope wait("the stop-flag all-reduce");
-  MPI_Allreduce(MPI_IN_PLACE, &stop, 1, MPI_INT, MPI_MAX, world_);
   return stop;
 }
 
 // The boundary's world meeting: every pending loss, per-path time and
 // evaluation in one all-reduce (losses summed in path order: the same at any
-// rank count), their metrics records, and the stop agreement. Returns the
+// rank count), their metrics records, and the stop agreement (each rank's
+// request in its own slot of the same all-reduce: one latency, not two). Returns the
 // last pending evaluation (empty when there was none).
 EvalResult Trainer::round_boundary(long step, long session_first_step, int& stop) {
   const int P = topo_.paths;
   const size_t n_loss = pending_loss_.size(), n_eval = pending_evals_.size(), n_chunk = chunk_seconds_.size();
-  std::vector<double> all(n_loss + n_eval * 2 * P + n_chunk);
+  const size_t stop_at = n_loss + n_eval * 2 * P + n_chunk;
+  std::vector<double> all(stop_at + topo_.ranks, 0.0);
   std::copy(pending_loss_.begin(), pending_loss_.end(), all.begin());
   for (size_t e = 0; e < n_eval; ++e) std::copy(pending_evals_[e].sums.begin(), pending_evals_[e].sums.end(), all.begin() + n_loss + e * 2 * P);
   const size_t chunk_at = n_loss + n_eval * 2 * P;
   for (size_t i = 0; i < n_chunk; ++i) all[chunk_at + i] = chunk_seconds_[i] / topo_.ranks_per_path;
+  if (step > 0) all[stop_at + rank_] = stop_wanted(step, session_first_step);
   {
     CollectiveScope wait("the round-boundary all-reduce");
     MPI_Allreduce(MPI_IN_PLACE, all.data(), int(all.size()), MPI_DOUBLE, MPI_SUM, world_);
   }
-  stop = step > 0 ? agree_stop(step, session_first_step) : 0;
+  stop = int(*std::max_element(all.begin() + stop_at, all.end()));  // the largest request wins
   const Schedule sched{deck_.train.lr, deck_.train.min_lr_ratio, deck_.train.warmup, deck_.train.steps};
   const double tokens_per_step = double(P) * deck_.train.batch_size * shape_.T * (replicas_ ? topo_.ranks_per_path : 1);
   for (size_t s = 0; s < n_loss / P; ++s) {
@@ -169,13 +172,17 @@ EvalResult Trainer::round_boundary(long step, long session_first_step, int& stop
   // slowest path per stretch is what the run would take with every path on its own island.
   // With several chunks in the stretch, each chunk's times too: the slowest path per chunk is what
   // a world meeting every chunk (a log line's loss reduction) would have cost.
-  if (rank_ == 0 && metrics_ && (pending_round_ || step > pending_from_)) {
+  if (rank_ == 0 && metrics_ && (!pending_rounds_.empty() || step > pending_from_)) {
     std::vector<double> seconds(P, 0.0);
     for (size_t i = 0; i < n_chunk; ++i) seconds[i % P] += all[chunk_at + i];
-    JsonRecord r = pending_round_ ? JsonRecord().add("type", "round").add("round", pending_round_->round)
-                                        .add("step", pending_round_->step).add("sync_seconds", pending_round_->seconds)
-                                        .add("bytes", pending_round_->bytes).add("dropped", pending_round_->dropped)
-                                  : JsonRecord().add("type", "boundary").add("step", step);
+    auto round_record = [](const PendingRound& pr) {
+      return JsonRecord().add("type", "round").add("round", pr.round).add("step", pr.step)
+          .add("sync_seconds", pr.seconds).add("bytes", pr.bytes).add("dropped", pr.dropped);
+    };
+    // Rounds completed since the last boundary; the last record carries the paths' seconds.
+    for (size_t k = 0; k + 1 < pending_rounds_.size(); ++k) metrics_->write(round_record(pending_rounds_[k]));
+    JsonRecord r = pending_rounds_.empty() ? JsonRecord().add("type", "boundary").add("step", step)
+                                           : round_record(pending_rounds_.back());
     r.add_raw("path_seconds", json_array(seconds));
     if (n_chunk > size_t(P)) {
       std::string chunks = "[";
@@ -203,7 +210,7 @@ EvalResult Trainer::round_boundary(long step, long session_first_step, int& stop
   }
   pending_loss_.clear();
   pending_evals_.clear();
-  pending_round_.reset();
+  pending_rounds_.clear();
   chunk_seconds_.clear();
   pending_from_ = step;
   return last;

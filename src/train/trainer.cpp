@@ -310,7 +310,7 @@ void Trainer::note_round(const RoundStats& rs, long round, long step, TrainSumma
   if (rank_ == 0)
     for (int p : rs.dropped)
       std::printf("outer round %ld: path %d's outer gradient dropped (fault.drop_outer_prob)\n", round, p);
-  pending_round_ = PendingRound{round, step, rs.seconds, rs.bytes, long(rs.dropped.size())};
+  pending_rounds_.push_back(PendingRound{round, step, rs.seconds, rs.bytes, long(rs.dropped.size())});
 }
 
 // The last evaluation, at the last boundary; with train.early_stop = path each

@@ -85,6 +85,7 @@ class OuterOptimizer {
     std::vector<float> sum;
     RingSum ring;
   };
+  void drive_rings();
   void post_unit(size_t ui, long index, const std::vector<PathState*>& own, const std::vector<double>& shard_bytes,
                  bool snapshot);
   void complete_unit(size_t ui, const std::vector<PathState*>& own, bool merge);

@@ -40,11 +40,13 @@ class RingSum {
              MPI_Comm comm, float* out);
   // The same, in three calls: start() posts the first messages, advance()
   // (between inner steps) moves the ring on as far as the messages that have
-  // arrived allow and says whether it is done, finish() waits for the rest and
-  // decodes the sum. The terms must stay in place until finish().
+  // arrived allow and says whether it is done, wait() blocks until the messages
+  // of the current exchange have arrived (advance() then moves on), finish()
+  // waits for the rest and decodes the sum. The terms must stay in place until finish().
   void start(const OuterCodec& codec, const std::vector<RingTerm>& mine, const std::vector<int>& owners, size_t n,
              MPI_Comm comm);
   bool advance();
+  void wait();
   double finish(float* out);
   // What sum() sends from `rank` of a communicator of `size` ranks.
   static double bytes_sent(const OuterCodec& codec, const std::vector<int>& owners, size_t n, int rank, int size);

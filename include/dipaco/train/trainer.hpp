@@ -107,7 +107,7 @@ class Trainer {
   void print_progress(long step);
   bool at_boundary(long step, long end, long session_first_step) const;
   EvalResult round_boundary(long step, long session_first_step, int& stop);
-  int agree_stop(long step, long session_first_step);
+  int stop_wanted(long step, long session_first_step) const;  // this rank's; agreed in round_boundary
   int stop_request() const;  // this rank's: a signal, or run.max_hours passed
   void summarize(TrainSummary& sum, long step);
   void keep_best(const EvalResult& e);  // train.early_stop = path
@@ -156,7 +156,7 @@ class Trainer {
   long pending_from_ = 0;             // the last boundary (first step of pending_loss_): what rank 0 knows of every path
   std::vector<double> pending_loss_;  // [steps x P]: this rank's share of each path's loss
   std::vector<PendingEval> pending_evals_;
-  std::optional<PendingRound> pending_round_;
+  std::vector<PendingRound> pending_rounds_;  // completed since the last boundary (overlap: up to two)
   std::vector<double> chunk_seconds_; // [chunks x P] seconds of inner steps per chunk since the last boundary (own paths)
   std::unique_ptr<StopAgreement> stop_;
   long flight_end_ = -1;       // the step the posted round completes at (-1: none in flight)
