@@ -241,6 +241,10 @@ for ax, l in zip(axes[0], links):
         if not a: continue
         ev = a["rep"]["evals"]
         ax.plot([e[0] for e in ev], [e[1] for e in ev], styles.get(v, "-"), marker="o", ms=3, color=colors[v], label=labels[v])
+    # Zoomed on the low-communication runs: data-parallel over a slow link runs off to the right.
+    ends = [agg(v, l)["rep"]["evals"][-1][0] for v in order if v != "dp" and agg(v, l)]
+    if ends: ax.set_xlim(0, 1.15 * max(ends))
+    ax.set_ylim(3.5, 5.0)
     ax.set_title(f"4 simulated hosts, link: {link_name(l)}")
     ax.set_xlabel("wall time (s)")
     ax.grid(alpha=0.3)
