@@ -176,8 +176,9 @@ for l in [l for l in links if l != "none"]:
                 over = sum(x["sync_seconds"] for x in rr["rounds_list"][:-1]) / rr["train_wall"]
                 targets.append((f"{v} over {l}: >= 97% of its unshaped throughput, sync share < 1%",
                                 f >= 0.97 and a["sync"] < 0.01,
-                                detail + f"; sync share {100 * a['sync']:.2f}%, of which the overlapped rounds "
-                                f"{100 * over:.2f}% and the last, blocking round {100 * (a['sync'] - over):.2f}%"))
+                                detail + f"; sync share {100 * a['sync']:.2f}% (median); in the run of median wall time "
+                                f"{100 * rr['sync_share']:.2f}%: the overlapped rounds {100 * over:.2f}%, the last, "
+                                f"blocking round {100 * (rr['sync_share'] - over):.2f}%"))
             else:
                 targets.append((f"{v} over {l} within 10% of its unshaped throughput", f >= 0.9, detail))
         if dp:
