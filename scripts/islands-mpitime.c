@@ -16,6 +16,12 @@ static double secs[NOPS], bytes[NOPS];
 static long calls[NOPS];
 static double t_init;
 
+static double bytes_of(int n, MPI_Datatype t) {
+  int size;
+  PMPI_Type_size(t, &size);
+  return (double)n * size;
+}
+
 static void note(int op, double t0, double b) {
   secs[op] += MPI_Wtime() - t0;
   bytes[op] += b;
@@ -36,28 +42,22 @@ int MPI_Init(int* argc, char*** argv) {
 
 int MPI_Allreduce(const void* s, void* r, int n, MPI_Datatype t, MPI_Op op, MPI_Comm c) {
   double t0 = MPI_Wtime();
-  int size;
-  PMPI_Type_size(t, &size);
   int rc = PMPI_Allreduce(s, r, n, t, op, c);
-  note(ALLREDUCE, t0, (double)n * size);
+  note(ALLREDUCE, t0, bytes_of(n, t));
   return rc;
 }
 
 int MPI_Allgather(const void* s, int sn, MPI_Datatype st, void* r, int rn, MPI_Datatype rt, MPI_Comm c) {
   double t0 = MPI_Wtime();
-  int size;
-  PMPI_Type_size(st, &size);
   int rc = PMPI_Allgather(s, sn, st, r, rn, rt, c);
-  note(ALLGATHER, t0, (double)sn * size);
+  note(ALLGATHER, t0, bytes_of(sn, st));
   return rc;
 }
 
 int MPI_Bcast(void* b, int n, MPI_Datatype t, int root, MPI_Comm c) {
   double t0 = MPI_Wtime();
-  int size;
-  PMPI_Type_size(t, &size);
   int rc = PMPI_Bcast(b, n, t, root, c);
-  note(BCAST, t0, (double)n * size);
+  note(BCAST, t0, bytes_of(n, t));
   return rc;
 }
 
@@ -70,10 +70,8 @@ int MPI_Barrier(MPI_Comm c) {
 
 int MPI_Isend(const void* b, int n, MPI_Datatype t, int dest, int tag, MPI_Comm c, MPI_Request* r) {
   double t0 = MPI_Wtime();
-  int size;
-  PMPI_Type_size(t, &size);
   int rc = PMPI_Isend(b, n, t, dest, tag, c, r);
-  note(P2P, t0, (double)n * size);
+  note(P2P, t0, bytes_of(n, t));
   return rc;
 }
 

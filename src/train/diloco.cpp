@@ -200,15 +200,8 @@ RoundStats OuterOptimizer::round(long index, const std::vector<PathState*>& own,
     }
   } else {
     // Every unit's ring at once, so that their hops' latencies overlap.
-    for (size_t ui = 0; ui < units_.size(); ++ui)
-      if (units_[ui].mine) post_unit(ui, index, own, shard_bytes, false);
-    drive_rings();
-    for (size_t ui = 0; ui < units_.size(); ++ui) {
-      if (!units_[ui].mine) continue;
-      complete_unit(ui, own, false);
-      st.bytes += flight_[ui].bytes;
-      flight_[ui] = InFlight{};
-    }
+    post_units(index, own, shard_bytes, false);
+    st.bytes += complete_units(own, false);
   }
   k_.synchronize();
   st.seconds = MPI_Wtime() - t0;
@@ -227,6 +220,26 @@ void OuterOptimizer::drive_rings() {
   }
 }
 
+void OuterOptimizer::post_units(long index, const std::vector<PathState*>& own, const std::vector<double>& shard_bytes,
+                                bool snapshot) {
+  for (size_t ui = 0; ui < units_.size(); ++ui)
+    if (units_[ui].mine) post_unit(ui, index, own, shard_bytes, snapshot);
+}
+
+// Every posted unit's rings finished and its round completed; returns the bytes sent.
+double OuterOptimizer::complete_units(const std::vector<PathState*>& own, bool merge) {
+  drive_rings();
+  double bytes = 0;
+  for (size_t ui = 0; ui < units_.size(); ++ui) {
+    if (!units_[ui].mine) continue;
+    complete_unit(ui, own, merge);
+    bytes += flight_[ui].bytes;
+  }
+  k_.synchronize();
+  for (auto& f : flight_) f = InFlight{};
+  return bytes;
+}
+
 RoundStats OuterOptimizer::dropped_in(long index) const {
   RoundStats st;
   for (int p = 0; p < topo_.paths; ++p)
@@ -237,8 +250,7 @@ RoundStats OuterOptimizer::dropped_in(long index) const {
 void OuterOptimizer::post(long index, const std::vector<PathState*>& own, const std::vector<double>& shard_bytes) {
   const double t0 = MPI_Wtime();
   posted_ = dropped_in(index);
-  for (size_t ui = 0; ui < units_.size(); ++ui)
-    if (units_[ui].mine) post_unit(ui, index, own, shard_bytes, true);
+  post_units(index, own, shard_bytes, true);
   in_flight_ = true;
   posted_.seconds = MPI_Wtime() - t0;
 }
@@ -253,16 +265,9 @@ void OuterOptimizer::progress() {
 
 RoundStats OuterOptimizer::complete(const std::vector<PathState*>& own) {
   const double t0 = MPI_Wtime();
-  drive_rings();
-  for (size_t ui = 0; ui < units_.size(); ++ui) {
-    if (!units_[ui].mine) continue;
-    complete_unit(ui, own, true);
-    posted_.bytes += flight_[ui].bytes;
-  }
-  k_.synchronize();
+  posted_.bytes += complete_units(own, true);
   in_flight_ = false;
   posted_.seconds += MPI_Wtime() - t0;
-  for (auto& f : flight_) f = InFlight{};
   return posted_;
 }
 

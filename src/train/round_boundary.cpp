@@ -146,11 +146,10 @@ int Trainer::stop_wanted(long step, long session_first_step) const {
 EvalResult Trainer::round_boundary(long step, long session_first_step, int& stop) {
   const int P = topo_.paths;
   const size_t n_loss = pending_loss_.size(), n_eval = pending_evals_.size(), n_chunk = chunk_seconds_.size();
-  const size_t stop_at = n_loss + n_eval * 2 * P + n_chunk;
+  const size_t chunk_at = n_loss + n_eval * 2 * P, stop_at = chunk_at + n_chunk;
   std::vector<double> all(stop_at + topo_.ranks, 0.0);
   std::copy(pending_loss_.begin(), pending_loss_.end(), all.begin());
   for (size_t e = 0; e < n_eval; ++e) std::copy(pending_evals_[e].sums.begin(), pending_evals_[e].sums.end(), all.begin() + n_loss + e * 2 * P);
-  const size_t chunk_at = n_loss + n_eval * 2 * P;
   for (size_t i = 0; i < n_chunk; ++i) all[chunk_at + i] = chunk_seconds_[i] / topo_.ranks_per_path;
   if (step > 0) all[stop_at + rank_] = stop_wanted(step, session_first_step);
   {

@@ -86,6 +86,8 @@ class OuterOptimizer {
     RingSum ring;
   };
   void drive_rings();
+  void post_units(long index, const std::vector<PathState*>& own, const std::vector<double>& shard_bytes, bool snapshot);
+  double complete_units(const std::vector<PathState*>& own, bool merge);
   void post_unit(size_t ui, long index, const std::vector<PathState*>& own, const std::vector<double>& shard_bytes,
                  bool snapshot);
   void complete_unit(size_t ui, const std::vector<PathState*>& own, bool merge);
