@@ -6,23 +6,24 @@
 #include <fstream>
 #include <sstream>
 
+#include "dipaco/model/layers.hpp"
 #include "dipaco/train/trainer.hpp"
 
 namespace dipaco {
 
 namespace {
 // Floats of one layer's saved activations, as Model::layer_floats lays them out.
-double layer_floats(const ModelShape& s, int B) {
+double layer_floats(const ModelShape& s, int B, bool fused) {
   const double N = double(B) * s.T, C = s.C;
-  return N * 16 * C + double(B) * s.H * s.T * s.T + 4 * N;
+  return N * 16 * C + double(attention_saved_floats(fused, B, s.H, s.T)) + 4 * N;
 }
 }  // namespace
 
-double model_activation_bytes(const ModelShape& s, int B) {
-  const double N = double(B) * s.T, C = s.C, att = double(B) * s.H * s.T * s.T;
+double model_activation_bytes(const ModelShape& s, int B, bool fused_attention) {
+  const double N = double(B) * s.T, C = s.C, scratch = double(attention_scratch_floats(fused_attention, B, s.H, s.T));
   // acts, encoded, lnf + 2 row stats, logits, losses, dres, dbuf_a/b/c, dqkv, attention scratch
-  return 4 * (layer_floats(s, B) * s.L + N * C + N * C + 2 * N + N * s.V + N + N * C + 4 * N * C + 4 * N * C + N * C +
-              3 * N * C + 2 * att);
+  return 4 * (layer_floats(s, B, fused_attention) * s.L + N * C + N * C + 2 * N + N * s.V + N + N * C + 4 * N * C +
+              4 * N * C + N * C + 3 * N * C + scratch);
 }
 
 MemoryEstimate estimate_memory(const Deck& deck, const Topology& topo, int rank, double corpus_bytes) {
@@ -60,7 +61,8 @@ MemoryEstimate estimate_memory(const Deck& deck, const Topology& topo, int rank,
   e.params = own * 3 * A + A + 2 * units + (deck.train.early_stop == "path" ? own * A : 0);
   // The training Model, and the routing features' Model of a whole batch (allocated, hence written: the
   // CPU backend zeroes what it allocates).
-  e.activations = model_activation_bytes(shape, local_batch) + model_activation_bytes(shape, deck.train.batch_size);
+  const bool fused = deck.run.device == "cpu";  // the CPU kernels' attention saves no probabilities
+  e.activations = model_activation_bytes(shape, local_batch, fused) + model_activation_bytes(shape, deck.train.batch_size, fused);
   // Documents stay in memory; the warm start streams all of them, then each own path its shard.
   const double shards = own / topo.paths * std::min(deck.route.overlap, topo.paths);
   e.data = corpus_bytes * (1 + std::max(deck.route.warm_steps > 0 ? 1.0 : 0.0, shards));

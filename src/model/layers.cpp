@@ -64,6 +64,8 @@ struct Views {
 // row and the earlier ones accumulate.
 void attention_forward(Kernels& k, float* out, float* att, const float* qkv, int B, int T, int H, int D, Precision p,
                        int block_rows) {
+  if (block_rows == 0 && T >= 2 && k.has_fused_attention())
+    return k.fused_attention_forward(out, att, qkv, B, T, H, D, 1.0f / std::sqrt(float(D)));
   const Views v(k, T, H, D, block_rows, p);
   const long C = long(H) * D, C3 = 3 * C;
   const float *q = qkv, *kk = qkv + C, *vv = qkv + 2 * C;
@@ -82,6 +84,8 @@ void attention_forward(Kernels& k, float* out, float* att, const float* qkv, int
 
 void attention_backward(Kernels& k, float* dqkv, const float* dout, const float* qkv, const float* att, float* scratch,
                         int B, int T, int H, int D, Precision p, int block_rows) {
+  if (block_rows == 0 && T >= 2 && k.has_fused_attention())
+    return k.fused_attention_backward(dqkv, dout, qkv, att, B, T, H, D, 1.0f / std::sqrt(float(D)));
   const Views v(k, T, H, D, block_rows, p);
   const long C = long(H) * D, C3 = 3 * C;
   const float *q = qkv, *kk = qkv + C, *vv = qkv + 2 * C;
@@ -107,6 +111,13 @@ void attention_backward(Kernels& k, float* dqkv, const float* dout, const float*
     k.gemm(per_head(B, H, r1, D, m, v.att, true, v.qkv, false, v.qkv, p, acc), dscores + long(r0) * T, q + r0 * C3, dk,
            nullptr);
   }
+}
+
+size_t attention_saved_floats(bool fused_kernels, int B, int H, int T) {
+  return fused_kernels && T >= 2 ? 2 * size_t(B) * H * T : size_t(B) * H * T * T;
+}
+size_t attention_scratch_floats(bool fused_kernels, int B, int H, int T) {
+  return fused_kernels && T >= 2 ? 0 : 2 * size_t(B) * H * T * T;
 }
 
 }  // namespace dipaco

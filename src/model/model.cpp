@@ -80,7 +80,7 @@ std::vector<float> init_params(const ModelShape& s, const ParamLayout& layout, u
 size_t Model::layer_floats() const {
   const size_t N = size_t(B_) * s_.T, C = s_.C;
   // ln1 qkv atty res2 ln2 fch fch_gelu res3 + att + 4 row stats
-  return N * (C + 3 * C + C + C + C + 4 * C + 4 * C + C) + size_t(B_) * s_.H * s_.T * s_.T + 4 * N;
+  return N * (C + 3 * C + C + C + C + 4 * C + 4 * C + C) + attention_saved_floats(fused_, B_, s_.H, s_.T) + 4 * N;
 }
 
 Model::LayerActs Model::acts(int l) const {
@@ -94,12 +94,13 @@ Model::LayerActs Model::acts(int l) const {
   LayerActs a;
   a.ln1 = take(N * C), a.qkv = take(3 * N * C), a.atty = take(N * C), a.res2 = take(N * C), a.ln2 = take(N * C);
   a.fch = take(4 * N * C), a.fch_gelu = take(4 * N * C), a.res3 = take(N * C);
-  a.att = take(size_t(B_) * s_.H * s_.T * s_.T);
+  a.att = take(attention_saved_floats(fused_, B_, s_.H, s_.T));
   a.ln1_mean = take(N), a.ln1_rstd = take(N), a.ln2_mean = take(N), a.ln2_rstd = take(N);
   return a;
 }
 
-Model::Model(Kernels& k, const ModelShape& s, int B, Precision p) : k_(k), s_(s), layout_(make_layout(s)), B_(B), p_(p) {
+Model::Model(Kernels& k, const ModelShape& s, int B, Precision p)
+    : k_(k), s_(s), layout_(make_layout(s)), B_(B), p_(p), fused_(k.has_fused_attention()) {
   const size_t N = size_t(B) * s.T, C = s.C;
   acts_ = DeviceBuffer<float>(k, layer_floats() * s.L);
   encoded_ = DeviceBuffer<float>(k, N * C);
@@ -113,7 +114,7 @@ Model::Model(Kernels& k, const ModelShape& s, int B, Precision p) : k_(k), s_(s)
   dbuf_b_ = DeviceBuffer<float>(k, 4 * N * C);
   dbuf_c_ = DeviceBuffer<float>(k, N * C);
   dqkv_ = DeviceBuffer<float>(k, 3 * N * C);
-  attn_scratch_ = DeviceBuffer<float>(k, 2 * size_t(B) * s.H * s.T * s.T);
+  attn_scratch_ = DeviceBuffer<float>(k, attention_scratch_floats(fused_, B, s.H, s.T));
   act_bytes_ = sizeof(float) * (acts_.size() + encoded_.size() + lnf_.size() + 2 * N + logits_.size() + N + dres_.size() +
                                 dbuf_a_.size() + dbuf_b_.size() + dbuf_c_.size() + dqkv_.size() + attn_scratch_.size());
 }

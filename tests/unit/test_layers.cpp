@@ -2,6 +2,9 @@
 // backward against central finite differences of that reference.
 #include <gtest/gtest.h>
 
+#include <omp.h>
+
+#include <array>
 #include <random>
 
 #include "dipaco/model/kernels.hpp"
@@ -127,6 +130,49 @@ TEST_F(LayerTest, CausalAttention) {
                        block);
     EXPECT_LT(rel_err(dqkv, grad), kBwdTol) << "block " << block;  // overwritten, not accumulated onto the 7s
   }
+}
+
+// The kernels' fused attention (block 0 on the CPU) against the matmuls and
+// softmax it replaces (one block of T rows), at sizes that leave ragged row
+// tiles, head widths that are not whole vectors and a 1-wide head.
+TEST_F(LayerTest, FusedAttentionMatchesComposed) {
+  if (!k->has_fused_attention()) GTEST_SKIP() << "these kernels have no fused attention";
+  for (auto [B, T, H, D] : std::vector<std::array<int, 4>>{{2, 70, 3, 20}, {1, 33, 2, 64}, {3, 17, 1, 5}, {2, 2, 2, 1}}) {
+    const int C = H * D;
+    auto qkv = randn(size_t(B) * T * 3 * C), r = randn(size_t(B) * T * C);
+    std::vector<float> out[2], dqkv[2];
+    for (int i = 0; i < 2; ++i) {
+      std::vector<float> att(size_t(B) * H * T * T), scratch(2 * att.size());
+      out[i].assign(size_t(B) * T * C, 9.0f), dqkv[i].assign(size_t(B) * T * 3 * C, 9.0f);
+      attention_forward(*k, out[i].data(), att.data(), qkv.data(), B, T, H, D, Precision::fp32, i == 0 ? 0 : T);
+      attention_backward(*k, dqkv[i].data(), r.data(), qkv.data(), att.data(), scratch.data(), B, T, H, D,
+                         Precision::fp32, i == 0 ? 0 : T);
+    }
+    EXPECT_LT(rel_err(out[0], to_d(out[1])), 1e-6) << B << " " << T << " " << H << " " << D;
+    EXPECT_LT(rel_err(dqkv[0], to_d(dqkv[1])), 1e-5) << B << " " << T << " " << H << " " << D;
+  }
+  EXPECT_EQ(attention_saved_floats(true, 2, 3, 70), size_t(2 * 2 * 3 * 70));  // each row's max and 1/sum
+  EXPECT_EQ(attention_scratch_floats(true, 2, 3, 70), 0u);
+  EXPECT_EQ(attention_saved_floats(true, 2, 3, 1), size_t(2 * 3));  // T = 1 is composed
+}
+
+// A head is one thread's from start to end: bitwise the same at any thread count.
+TEST_F(LayerTest, FusedAttentionSameAtAnyThreadCount) {
+  if (!k->has_fused_attention()) GTEST_SKIP() << "these kernels have no fused attention";
+  const int B = 3, T = 45, H = 2, D = 24, C = H * D;
+  auto qkv = randn(size_t(B) * T * 3 * C), r = randn(size_t(B) * T * C);
+  std::vector<float> out[2], dqkv[2];
+  const int threads = omp_get_max_threads();
+  for (int i = 0; i < 2; ++i) {
+    omp_set_num_threads(i == 0 ? 1 : 3);
+    std::vector<float> att(size_t(B) * H * T * T);
+    out[i].resize(size_t(B) * T * C), dqkv[i].resize(size_t(B) * T * 3 * C);
+    attention_forward(*k, out[i].data(), att.data(), qkv.data(), B, T, H, D, Precision::fp32);
+    attention_backward(*k, dqkv[i].data(), r.data(), qkv.data(), att.data(), nullptr, B, T, H, D, Precision::fp32);
+  }
+  omp_set_num_threads(threads);
+  EXPECT_EQ(out[0], out[1]);
+  EXPECT_EQ(dqkv[0], dqkv[1]);
 }
 
 // Blocks of the sizes the kernels choose at long T (here 32 of 70 rows, ragged

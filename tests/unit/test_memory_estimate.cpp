@@ -67,7 +67,7 @@ TEST(MemoryEstimate, ActivationsAreWhatModelAllocates) {
   auto k = make_kernels("cpu");
   for (auto [C, L, T, B] : std::vector<std::array<int, 4>>{{32, 2, 64, 4}, {128, 4, 128, 16}, {64, 3, 32, 5}}) {
     Model m(*k, shape(C, L, T), B, Precision::fp32);
-    EXPECT_DOUBLE_EQ(model_activation_bytes(shape(C, L, T), B), double(m.activation_bytes())) << C << " " << L;
+    EXPECT_DOUBLE_EQ(model_activation_bytes(shape(C, L, T), B, k->has_fused_attention()), double(m.activation_bytes())) << C << " " << L;
   }
 }
 
@@ -79,7 +79,8 @@ TEST(MemoryEstimate, WithinThirtyPercentOfResidentMemory) {
   measured_step_bytes(*k, shape(16, 1, 16), 2);  // thread pools and matmul kernels come up once, outside the figures
   for (auto [C, L, T, B] : std::vector<std::array<int, 4>>{{64, 2, 64, 8}, {128, 4, 128, 16}}) {
     const ModelShape s = shape(C, L, T);
-    const double estimate = model_activation_bytes(s, B) + 2 * 4.0 * make_layout(s).total;
+    measured_step_bytes(*k, s, B);  // this shape's matmul primitives, created once per process
+    const double estimate = model_activation_bytes(s, B, k->has_fused_attention()) + 2 * 4.0 * make_layout(s).total;
     const double measured = measured_step_bytes(*k, s, B);
     EXPECT_NEAR(measured / estimate, 1.0, 0.3) << "d_model " << C << ": estimate " << estimate / 1e6 << " MB, measured "
                                                << measured / 1e6 << " MB";
@@ -104,6 +105,6 @@ TEST(MemoryEstimate, PathsPerRankAndRanksPerPath) {
   EXPECT_NEAR(two - one, 3 * arena + 2 * 4.0 * make_layout(model_shape(d)).groups[2].size, 1.0);  // a path, a module
   // Eight ranks: two per path, each training a half batch (the routing features' Model keeps a whole one).
   const MemoryEstimate e8 = estimate_memory(d, make_topology(d.dipaco.modules_per_level, 8), 0, 0);
-  EXPECT_DOUBLE_EQ(e8.activations, model_activation_bytes(model_shape(d), d.train.batch_size / 2) +
-                                       model_activation_bytes(model_shape(d), d.train.batch_size));
+  EXPECT_DOUBLE_EQ(e8.activations, model_activation_bytes(model_shape(d), d.train.batch_size / 2, true) +
+                                       model_activation_bytes(model_shape(d), d.train.batch_size, true));
 }

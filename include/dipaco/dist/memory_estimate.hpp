@@ -25,8 +25,9 @@ struct MemoryEstimate {
   std::string describe() const;
 };
 
-// Bytes of the buffers Model(shape, B) allocates (= Model::activation_bytes()).
-double model_activation_bytes(const ModelShape& s, int B);
+// Bytes of the buffers Model(shape, B) allocates (= Model::activation_bytes()), on
+// kernels with fused attention (the CPU's) or without.
+double model_activation_bytes(const ModelShape& s, int B, bool fused_attention);
 
 // Rank `rank` of a run of `topo` (corpus_bytes: the size of data.corpus).
 MemoryEstimate estimate_memory(const Deck& deck, const Topology& topo, int rank, double corpus_bytes);

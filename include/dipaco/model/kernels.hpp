@@ -9,6 +9,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <memory>
+#include <stdexcept>
 #include <string>
 
 namespace dipaco {
@@ -89,6 +90,14 @@ class Kernels {
   // Query rows per block of the causal attention (layers.cpp): blocks skip the
   // masked upper triangle at the price of more, smaller matmuls.
   virtual int causal_block_rows(int T, Precision) const { return T; }
+  // Causal attention in one kernel (layers.hpp's attention_forward/backward contract,
+  // computed in fp32): scores, softmax and value product per head in cache; att holds
+  // each score row's max and 1/sum (2*B*H*T floats), not the probabilities. Devices
+  // without one get attention composed from gemm and causal_softmax_* (layers.cpp).
+  virtual bool has_fused_attention() const { return false; }
+  virtual void fused_attention_forward(float* out, float* att, const float* qkv, int B, int T, int H, int D, float scale);
+  virtual void fused_attention_backward(float* dqkv, const float* dout, const float* qkv, const float* att, int B, int T,
+                                        int H, int D, float scale);
 
   // logits [N,V] -> probabilities in place; loss[n] = -log p[target[n]].
   virtual void softmax_crossentropy_forward(float* probs, float* loss, const int32_t* target, int N, int V) = 0;
@@ -108,6 +117,14 @@ class Kernels {
   // Outer Nesterov step: mom = mu*mom + delta; anchor -= lr * (delta + mu*mom).
   virtual void outer_nesterov(float* anchor, float* mom, const float* delta, size_t n, float lr, float mu) = 0;
 };
+
+inline void Kernels::fused_attention_forward(float*, float*, const float*, int, int, int, int, float) {
+  throw std::logic_error(name() + " kernels have no fused attention");
+}
+inline void Kernels::fused_attention_backward(float*, const float*, const float*, const float*, int, int, int, int,
+                                              float) {
+  throw std::logic_error(name() + " kernels have no fused attention");
+}
 
 // device: "cpu" or "cuda". Throws std::runtime_error when unavailable.
 std::unique_ptr<Kernels> make_kernels(const std::string& device, int local_rank = 0);

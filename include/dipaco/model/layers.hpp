@@ -14,13 +14,22 @@ void linear_backward(Kernels& k, float* dinp, float* dW, float* db, const float*
                      int N, int I, int O, Precision p);
 
 // Causal multi-head self-attention core: qkv [B*T, 3C] -> out [B*T, C], heads
-// read and written in place through strided matmuls. Saves the probabilities
-// att [B,H,T,T] (only the causal part is meaningful) for the backward pass.
-// block_rows: query rows per causal block, 0 for the kernels' choice.
+// read and written in place through strided matmuls. Saves in att [B,H,T,T]
+// what the backward pass needs: the probabilities (only the causal part is
+// meaningful), or with the kernels' fused attention each row's max and 1/sum
+// (its first 2*B*H*T floats).
+// block_rows: query rows per causal block, 0 for the kernels' choice (their fused
+// attention where they have one and T >= 2: then fp32 whatever p says).
 void attention_forward(Kernels& k, float* out, float* att, const float* qkv, int B, int T, int H, int D, Precision p,
                        int block_rows = 0);
-// dqkv = d(qkv), overwritten. Scratch must hold datt and dscores (2*B*H*T*T floats).
+// dqkv = d(qkv), overwritten. Scratch must hold datt and dscores (2*B*H*T*T floats;
+// none with fused attention).
 void attention_backward(Kernels& k, float* dqkv, const float* dout, const float* qkv, const float* att, float* scratch,
                         int B, int T, int H, int D, Precision p, int block_rows = 0);
+
+// Floats of att and of the backward's scratch, for kernels with fused attention
+// (Kernels::has_fused_attention) or without.
+size_t attention_saved_floats(bool fused_kernels, int B, int H, int T);
+size_t attention_scratch_floats(bool fused_kernels, int B, int H, int T);
 
 }  // namespace dipaco

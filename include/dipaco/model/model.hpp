@@ -81,6 +81,7 @@ class Model {
   ParamLayout layout_;
   int B_;
   Precision p_;
+  bool fused_;  // the kernels attend in one kernel: att holds row stats, no scratch
   size_t act_bytes_ = 0;
   DeviceBuffer<float> acts_, encoded_, lnf_, lnf_mean_, lnf_rstd_, logits_, losses_, dres_, dbuf_a_, dbuf_b_, dbuf_c_,
       dqkv_, attn_scratch_;

@@ -12,6 +12,7 @@
 #include <vector>
 
 #include "dipaco/model/kernels.hpp"
+#include "causal_attention.hpp"
 #include "onednn_gemm.hpp"
 #include "row_kernels.hpp"
 
@@ -138,6 +139,16 @@ class CpuKernels final : public Kernels {
   // Not in bf16: a bf16 matmul converts its whole strided operand on every
   // call, so four blocks convert Q, K and V four times (d512 bf16: 0.73-0.90x).
   int causal_block_rows(int T, Precision p) const override { return T >= 256 && p == Precision::fp32 ? 64 : T; }
+
+  bool has_fused_attention() const override { return true; }
+  void fused_attention_forward(float* out, float* att, const float* qkv, int B, int T, int H, int D,
+                               float scale) override {
+    causal_attention::forward(out, att, qkv, B, T, H, D, scale);
+  }
+  void fused_attention_backward(float* dqkv, const float* dout, const float* qkv, const float* att, int B, int T, int H,
+                                int D, float scale) override {
+    causal_attention::backward(dqkv, dout, qkv, att, B, T, H, D, scale);
+  }
 
   void softmax_crossentropy_forward(float* probs, float* loss, const int32_t* target, int N, int V) override {
 #pragma omp parallel for schedule(static)

@@ -1,7 +1,8 @@
 #include "onednn_gemm.hpp"
 
-#include "dipaco/model/bf16.hpp"
+#include "row_kernels.hpp"
 
+#include <algorithm>
 #include <cstdio>
 #include <cstring>
 #include <omp.h>
@@ -12,9 +13,13 @@ namespace {
 using dt = dnnl::memory::data_type;
 using dims = dnnl::memory::dims;
 
+// Conversions in chunks through the row kernels' vector clones (this file is
+// compiled for the baseline: its own loops would run 4 floats at a time).
+constexpr size_t kChunk = 16384;
+
 void convert_to_bf16(uint16_t* out, const float* in, size_t n) {
-#pragma omp parallel for simd schedule(static)
-  for (size_t i = 0; i < n; ++i) out[i] = to_bf16(in[i]);
+#pragma omp parallel for schedule(static)
+  for (size_t i = 0; i < n; i += kChunk) rows::to_bf16(out + i, in + i, std::min(kChunk, n - i));
 }
 
 // A [rows, cols] operand with row pitch ld, possibly stored transposed, possibly
@@ -30,8 +35,8 @@ dnnl::memory::desc operand(const GemmShape& s, long stride, int rows, int cols, 
 
 // fp32 -> bf16 -> fp32: the value a bf16 operand carries.
 void round_bf16(float* out, const float* in, size_t n) {
-#pragma omp parallel for simd schedule(static)
-  for (size_t i = 0; i < n; ++i) out[i] = from_bf16(to_bf16(in[i]));
+#pragma omp parallel for schedule(static)
+  for (size_t i = 0; i < n; i += kChunk) rows::round_bf16(out + i, in + i, std::min(kChunk, n - i));
 }
 
 // Converts n values of src into buf (grown as needed); returns buf's data.

@@ -1,5 +1,7 @@
 #include "row_kernels.hpp"
 
+#include "dipaco/model/bf16.hpp"
+
 #include <algorithm>
 #include <bit>
 #include <cmath>
@@ -161,6 +163,18 @@ void adamw(float* p, const float* g, float* m, float* v, size_t n, float lr, flo
     v[i] = b2 * v[i] + (1 - b2) * g[i] * g[i];
     p[i] -= lr * ((m[i] * c1) / (std::sqrt(v[i] * c2) + eps) + wd * p[i]);
   }
+}
+
+DIPACO_CLONES
+void to_bf16(uint16_t* out, const float* in, size_t n) {
+#pragma omp simd
+  for (size_t i = 0; i < n; ++i) out[i] = dipaco::to_bf16(in[i]);
+}
+
+DIPACO_CLONES
+void round_bf16(float* out, const float* in, size_t n) {
+#pragma omp simd
+  for (size_t i = 0; i < n; ++i) out[i] = from_bf16(dipaco::to_bf16(in[i]));
 }
 
 }  // namespace dipaco::rows

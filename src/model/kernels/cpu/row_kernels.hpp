@@ -32,6 +32,10 @@ void column_sums(float* acc, const float* x, int M, size_t stride, int w);
 // acc[j] += x[j]
 void add_into(float* acc, const float* x, int n);
 
+// out[i] = bf16(in[i]) (round to nearest even), as bits or as the fp32 value it carries.
+void to_bf16(uint16_t* out, const float* in, size_t n);
+void round_bf16(float* out, const float* in, size_t n);
+
 void adamw(float* p, const float* g, float* m, float* v, size_t n, float lr, float b1, float b2, float eps, float wd,
            float c1, float c2);
 
