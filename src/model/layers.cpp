@@ -45,6 +45,10 @@ GemmShape per_head(int B, int H, int M, int N, int K, HeadView a, bool ta, HeadV
   return s;
 }
 
+// Whether attention goes to the kernels' fused attention: its row stats (two floats
+// a row) fit the att buffer callers size B*H*T*T from T = 2 on.
+bool fused(bool fused_kernels, int T) { return fused_kernels && T >= 2; }
+
 struct Views {
   HeadView qkv, rows, att;  // q/k/v heads in [B,T,3C]; heads in [B,T,C]; [B,H,T,T]
   int block;
@@ -64,7 +68,7 @@ struct Views {
 // row and the earlier ones accumulate.
 void attention_forward(Kernels& k, float* out, float* att, const float* qkv, int B, int T, int H, int D, Precision p,
                        int block_rows) {
-  if (block_rows == 0 && T >= 2 && k.has_fused_attention())
+  if (block_rows == 0 && fused(k.has_fused_attention(), T))
     return k.fused_attention_forward(out, att, qkv, B, T, H, D, 1.0f / std::sqrt(float(D)));
   const Views v(k, T, H, D, block_rows, p);
   const long C = long(H) * D, C3 = 3 * C;
@@ -84,7 +88,7 @@ void attention_forward(Kernels& k, float* out, float* att, const float* qkv, int
 
 void attention_backward(Kernels& k, float* dqkv, const float* dout, const float* qkv, const float* att, float* scratch,
                         int B, int T, int H, int D, Precision p, int block_rows) {
-  if (block_rows == 0 && T >= 2 && k.has_fused_attention())
+  if (block_rows == 0 && fused(k.has_fused_attention(), T))
     return k.fused_attention_backward(dqkv, dout, qkv, att, B, T, H, D, 1.0f / std::sqrt(float(D)));
   const Views v(k, T, H, D, block_rows, p);
   const long C = long(H) * D, C3 = 3 * C;
@@ -114,10 +118,10 @@ void attention_backward(Kernels& k, float* dqkv, const float* dout, const float*
 }
 
 size_t attention_saved_floats(bool fused_kernels, int B, int H, int T) {
-  return fused_kernels && T >= 2 ? 2 * size_t(B) * H * T : size_t(B) * H * T * T;
+  return fused(fused_kernels, T) ? 2 * size_t(B) * H * T : size_t(B) * H * T * T;
 }
 size_t attention_scratch_floats(bool fused_kernels, int B, int H, int T) {
-  return fused_kernels && T >= 2 ? 0 : 2 * size_t(B) * H * T * T;
+  return fused(fused_kernels, T) ? 0 : 2 * size_t(B) * H * T * T;
 }
 
 }  // namespace dipaco

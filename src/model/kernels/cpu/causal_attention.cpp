@@ -4,10 +4,11 @@
 
 #include <algorithm>
 #include <cmath>
-#include <cstdint>
 #include <cstdlib>
 #include <cstring>
 #include <vector>
+
+#include "fast_exp.hpp"
 
 // Generic vectors (GCC vector extensions) inside always-inlined templates take
 // the instruction set of the function they are inlined into: one body, compiled
@@ -138,28 +139,6 @@ DIPACO_INLINE float lane_max(vec<W> v) {
   return m;
 }
 
-// exp(x) for x in about [-87, 88] to ~2 ulp, as rows::fast_exp: x = n ln2 + r, a
-// degree-6 polynomial for exp(r), 2^n built in the exponent bits.
-template <int W>
-DIPACO_INLINE vec<W> exp_lanes(vec<W> x) {
-  typedef int32_t ivec __attribute__((vector_size(W * 4)));
-  x = x < -87.0f ? -87.0f : x;
-  x = x > 88.0f ? 88.0f : x;
-  const float shifter = 12582912.0f;  // 1.5 * 2^23: adding it rounds to an integer
-  vec<W> n = (x * 1.44269504088896341f + shifter) - shifter;
-  vec<W> r = x - n * 0.693359375f + n * 2.12194440e-4f;
-  vec<W> p = r * 1.9875691500e-4f + 1.3981999507e-3f;
-  p = p * r + 8.3334519073e-3f;
-  p = p * r + 4.1665795894e-2f;
-  p = p * r + 1.6666665459e-1f;
-  p = p * r + 5.0000001201e-1f;
-  p = p * r * r + r + 1.0f;
-  ivec bits = (__builtin_convertvector(n, ivec) + 127) << 23;
-  vec<W> two_n;
-  std::memcpy(&two_n, &bits, sizeof two_n);
-  return p * two_n;
-}
-
 // A row of scores s[0..len) becomes the probabilities softmax(scale * s) in
 // place, zeros after them up to one vector past the last one that holds any
 // (as far as a register tile of the causal products reads). The row's max and
@@ -181,7 +160,7 @@ DIPACO_INLINE void probabilities_row(float* s, int len, int Tp, float scale, flo
   vec<W> sum = {};
   for (int v = 0; v < n; ++v) {
     const vec<W> x = load<W>(s + v * W);
-    const vec<W> e = x > -INFINITY ? exp_lanes<W>(x * scale - m) : zero;
+    const vec<W> e = x > -INFINITY ? fast_exp(x * scale - m) : zero;
     store<W>(s + v * W, e);
     sum += e;
   }

@@ -13,14 +13,6 @@ namespace {
 using dt = dnnl::memory::data_type;
 using dims = dnnl::memory::dims;
 
-// Conversions in chunks through the row kernels' vector clones (this file is
-// compiled for the baseline: its own loops would run 4 floats at a time).
-constexpr size_t kChunk = 16384;
-
-void convert_to_bf16(uint16_t* out, const float* in, size_t n) {
-#pragma omp parallel for schedule(static)
-  for (size_t i = 0; i < n; i += kChunk) rows::to_bf16(out + i, in + i, std::min(kChunk, n - i));
-}
 
 // A [rows, cols] operand with row pitch ld, possibly stored transposed, possibly
 // batched. The outer batch (batch2) is a loop in run(): oneDNN 2.6 gives strided
@@ -33,18 +25,17 @@ dnnl::memory::desc operand(const GemmShape& s, long stride, int rows, int cols, 
   return dnnl::memory::desc(d, type, st);
 }
 
-// fp32 -> bf16 -> fp32: the value a bf16 operand carries.
-void round_bf16(float* out, const float* in, size_t n) {
-#pragma omp parallel for schedule(static)
-  for (size_t i = 0; i < n; i += kChunk) rows::round_bf16(out + i, in + i, std::min(kChunk, n - i));
-}
-
-// Converts n values of src into buf (grown as needed); returns buf's data.
+// Converts n values of src into buf (grown as needed) with one of the row kernels'
+// conversions (rows::to_bf16 or rows::round_bf16: vector clones; this file is compiled
+// for the baseline), in chunks over the threads; returns buf's data.
 template <typename T>
 T* staged(std::vector<T>& buf, const float* src, size_t n, void (*convert)(T*, const float*, size_t)) {
+  constexpr size_t kChunk = 16384;
   if (buf.size() < n) buf.resize(n);
-  convert(buf.data(), src, n);
-  return buf.data();
+  T* out = buf.data();
+#pragma omp parallel for schedule(static)
+  for (size_t i = 0; i < n; i += kChunk) convert(out + i, src + i, std::min(kChunk, n - i));
+  return out;
 }
 
 // Said once per process: bf16 without bf16 matmul instructions is slower than fp32.
@@ -112,9 +103,9 @@ void OnednnGemm::run(const GemmShape& s, const float* A, const float* B, float* 
   if (s.precision == Precision::bf16) {
     const size_t na = s.extent_a(), nb = s.extent_b();
     if (e.emulated_bf16)
-      a = staged(a_round_, A, na, round_bf16), b = staged(b_round_, B, nb, round_bf16);
+      a = staged(a_round_, A, na, rows::round_bf16), b = staged(b_round_, B, nb, rows::round_bf16);
     else
-      a = staged(a_bf16_, A, na, convert_to_bf16), b = staged(b_bf16_, B, nb, convert_to_bf16);
+      a = staged(a_bf16_, A, na, rows::to_bf16), b = staged(b_bf16_, B, nb, rows::to_bf16);
   }
   const size_t esize = s.precision == Precision::bf16 && !e.emulated_bf16 ? sizeof(uint16_t) : sizeof(float);
   for (int o = 0; o < s.batch2; ++o) {

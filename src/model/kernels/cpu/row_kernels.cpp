@@ -1,9 +1,9 @@
 #include "row_kernels.hpp"
 
 #include "dipaco/model/bf16.hpp"
+#include "fast_exp.hpp"
 
 #include <algorithm>
-#include <bit>
 #include <cmath>
 
 // The clones: AVX-512, AVX2 + FMA, and the portable baseline the build targets;
@@ -14,24 +14,6 @@ namespace dipaco::rows {
 namespace {
 
 constexpr float kGeluC = 0.7978845608028654f;  // sqrt(2/pi)
-
-// exp(x) for x in about [-87, 88] to ~2 ulp, written so that loops vectorise
-// (libm's expf/tanhf do not without -ffast-math; the clamps need -fno-trapping-math): x = n ln2 + r, a degree-6
-// polynomial for exp(r), 2^n built in the exponent bits.
-inline float fast_exp(float x) {
-  x = x < -87.0f ? -87.0f : (x > 88.0f ? 88.0f : x);
-  const float shifter = 12582912.0f;  // 1.5 * 2^23: adding it rounds to an integer
-  float n = (x * 1.44269504088896341f + shifter) - shifter;
-  float r = x - n * 0.693359375f + n * 2.12194440e-4f;
-  float p = 1.9875691500e-4f;
-  p = p * r + 1.3981999507e-3f;
-  p = p * r + 8.3334519073e-3f;
-  p = p * r + 4.1665795894e-2f;
-  p = p * r + 1.6666665459e-1f;
-  p = p * r + 5.0000001201e-1f;
-  p = p * r * r + r + 1.0f;
-  return p * std::bit_cast<float>((int32_t(n) + 127) << 23);
-}
 
 // tanh(u) = 1 - 2 / (exp(2u) + 1)
 inline float fast_tanh(float u) { return 1.0f - 2.0f / (fast_exp(2.0f * u) + 1.0f); }
