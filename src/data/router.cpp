@@ -7,6 +7,7 @@
 #include <random>
 #include <stdexcept>
 
+#include "dipaco/data/factorise.hpp"
 #include "dipaco/dist/topology.hpp"
 
 namespace dipaco {
@@ -200,8 +201,16 @@ Router fit_router(const std::vector<float>& features, int dim, const std::vector
   r.mode = mode, r.dim = dim, r.modules_per_level = modules_per_level;
   const size_t n = features.size() / dim;
   const int P = path_count(modules_per_level);
-  if (mode == "flat") {
+  if (mode == "flat" || mode == "factorised") {
     r.centroids.push_back(kmeans(features.data(), n, dim, P, seed, max_iters).centroids);
+    if (mode == "factorised") {  // a flat router whose rows are placed so that near clusters share modules
+      const std::vector<int> order = factorise(r.centroids[0], dim, modules_per_level, seed);
+      std::vector<float> placed(r.centroids[0].size());
+      for (int p = 0; p < P; ++p)
+        std::copy_n(&r.centroids[0][size_t(order[p]) * dim], dim, &placed[size_t(p) * dim]);
+      r.centroids[0] = std::move(placed);
+      r.mode = "flat";
+    }
     return r;
   }
   const int levels = int(modules_per_level.size());

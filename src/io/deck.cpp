@@ -173,10 +173,11 @@ std::vector<DeckKey> make_keys() {
 
       K_CHOICE("route.method", route.method, "hash", "hash|domain|kmeans",
                "how documents reach paths: hash of the id, domain label, or k-means on prefix features"),
-      K_CHOICE("route.routing", route.routing, "product", "product|residual|flat",
+      K_CHOICE("route.routing", route.routing, "product", "product|residual|flat|factorised",
                "kmeans: one k-means per level on its slice of the features (product), one per level on what the "
                "levels above leave (residual: level 0 on the features, level 1 on feature minus level-0 centroid), "
-               "or one with P centroids (flat)"),
+               "one with P centroids (flat), or flat with its clusters placed on the modules so that near "
+               "clusters share them (factorised)"),
       K_INT("route.prefix_tokens", route.prefix_tokens, "32", 1, 65536, "leading tokens of a document whose features route it (not scored in evaluation)"),
       K_INT("route.warm_steps", route.warm_steps, "0", 0, kBig, "steps of the dense warm-start model that every path starts from and whose features route (0: none)"),
       K_STR("route.warm_start", route.warm_start, "", "file of the warm-start weights, shareable between runs (\"\": <run dir>/warmstart.h5)"),

@@ -2,12 +2,15 @@
 #include <gtest/gtest.h>
 #include <omp.h>
 
+#include <algorithm>
 #include <map>
+#include <numeric>
 #include <random>
 #include <set>
 
 #include "dipaco/io/deck.hpp"
 #include "dipaco/cmd/pipeline.hpp"
+#include "dipaco/data/factorise.hpp"
 #include "dipaco/data/router.hpp"
 
 using namespace dipaco;
@@ -151,6 +154,65 @@ TEST(Router, ResidualRoutingFindsTheFactorLevelZeroLeaves) {
   EXPECT_EQ(level0[0].size(), 1u);
   EXPECT_EQ(level0[1].size(), 1u);
   EXPECT_NE(*level0[0].begin(), *level0[1].begin());
+}
+
+// Two factors mixed in all features, a 2x3 grid: flat k-means finds the 6
+// clusters, and the factorised placement puts the clusters that share a
+// factor on the same module, one factor per level.
+TEST(Router, FactorisedRoutingPlacesClustersThatShareAFactorOnOneModule) {
+  const std::vector<std::vector<float>> A = {{6, 0, 6, 0}, {0, 6, 0, -6}};
+  const std::vector<std::vector<float>> B = {{3, 3, -3, 0}, {-3, 0, 3, 3}, {0, -3, 0, -3}};
+  std::vector<float> f;
+  std::vector<int> a_of, b_of;
+  std::mt19937_64 rng(9);
+  std::normal_distribution<float> noise(0, 0.2f);
+  for (int rep = 0; rep < 30; ++rep)
+    for (int a = 0; a < 2; ++a)
+      for (int b = 0; b < 3; ++b) {
+        for (int t = 0; t < 4; ++t) f.push_back(A[a][t] + B[b][t] + noise(rng));
+        a_of.push_back(a), b_of.push_back(b);
+      }
+  Router flat = fit_router(f, 4, {2, 3}, "flat", 1, 100);
+  Router r = fit_router(f, 4, {2, 3}, "factorised", 1, 100);
+  EXPECT_EQ(r.mode, "flat");  // read back, exported and served like any flat router
+  EXPECT_EQ(r.paths(), 6);
+  // The same clusters, rows placed: every row of r is a row of the flat router.
+  std::multiset<std::vector<float>> rows_flat, rows;
+  for (int p = 0; p < 6; ++p) {
+    rows_flat.insert(std::vector<float>(&flat.centroids[0][p * 4], &flat.centroids[0][p * 4 + 4]));
+    rows.insert(std::vector<float>(&r.centroids[0][p * 4], &r.centroids[0][p * 4 + 4]));
+  }
+  EXPECT_EQ(rows, rows_flat);
+  // Level 0 (2 modules) holds the factor with 2 values, level 1 (3 modules) the one with 3.
+  std::vector<int> level0, level1;
+  for (size_t i = 0; i < a_of.size(); ++i) {
+    const int p = r.nearest_path(&f[i * 4]);
+    level0.push_back(p / 3), level1.push_back(p % 3);
+  }
+  expect_same_partition(a_of, level0);
+  expect_same_partition(b_of, level1);
+}
+
+TEST(Factorise, NoPlacementHasALowerModuleScatter) {
+  // 16 random centroids on a 4x4 grid: the placement beats every random one and the identity.
+  std::mt19937_64 rng(4);
+  std::normal_distribution<float> g(0, 1);
+  std::vector<float> c(16 * 8);
+  for (float& v : c) v = g(rng);
+  const std::vector<int> grid = {4, 4};
+  std::vector<int> order = factorise(c, 8, grid, 3);
+  std::vector<int> sorted = order;
+  std::sort(sorted.begin(), sorted.end());
+  for (int p = 0; p < 16; ++p) ASSERT_EQ(sorted[p], p);  // a permutation
+  const double best = module_scatter(c, 8, grid, order);
+  std::vector<int> other(16);
+  std::iota(other.begin(), other.end(), 0);
+  EXPECT_LT(best, module_scatter(c, 8, grid, other));
+  for (int trial = 0; trial < 200; ++trial) {
+    std::shuffle(other.begin(), other.end(), rng);
+    EXPECT_LE(best, module_scatter(c, 8, grid, other) + 1e-9);
+  }
+  EXPECT_EQ(order, factorise(c, 8, grid, 3));  // deterministic for a seed
 }
 
 TEST(Router, RefitToAnAssignment) {

@@ -2,7 +2,8 @@
 // k-means (k-means++ start, Lloyd iterations, empty clusters repaired) fits
 // centroids; product routing fits one k-means per level on that level's slice
 // of the features (a path is the tuple of nearest centroids), flat routing one
-// k-means with P centroids, residual routing one k-means per level on what
+// k-means with P centroids (factorised: its clusters placed on the product grid,
+// data/factorise.hpp), residual routing one k-means per level on what
 // the levels above leave (level 0 on the features, level 1 on the feature
 // minus its level-0 centroid, ...: a path is a sum of one centroid per level,
 // scored by how well that sum reconstructs the feature). Assignment turns per-path scores into shards,
