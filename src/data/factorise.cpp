@@ -17,15 +17,12 @@ int coordinate(int p, const std::vector<int>& modules_per_level, int l) {
   return p % modules_per_level[l];
 }
 
-double sq(const std::vector<double>& v) {
-  double s = 0;
-  for (double x : v) s += x * x;
-  return s;
-}
-
 // A placement's member sums per (level, module). The scatter of a module with n
-// members and sum S is sum ||c||^2 - ||S||^2 / n, so a swap changes only the
-// ||S||^2 of the modules the two cells differ in: O(levels * dim) per swap.
+// members and sum S is sum ||c||^2 - ||S||^2 / n, so swapping the clusters of
+// cells a and b (delta = c_b - c_a moves into a's module and out of b's) changes
+// it only where a and b sit in different modules, by
+// -(||S_a + delta||^2 - ||S_a||^2 + ||S_b - delta||^2 - ||S_b||^2) / n
+// = -(2 (S_a - S_b) . delta + 2 ||delta||^2) / n: O(levels * dim) per swap.
 struct Placement {
   const std::vector<float>& c;
   int dim;
@@ -37,28 +34,38 @@ struct Placement {
       : c(centroids), dim(d), mpl(m), order(std::move(o)) {
     for (int l = 0; l < int(mpl.size()); ++l) sums.emplace_back(mpl[l], std::vector<double>(dim, 0.0));
     for (int p = 0; p < int(order.size()); ++p)
-      for (int l = 0; l < int(mpl.size()); ++l) add(sums[l][coordinate(p, mpl, l)], order[p], 1.0);
+      for (int l = 0; l < int(mpl.size()); ++l) {
+        auto& s = sums[l][coordinate(p, mpl, l)];
+        for (int t = 0; t < dim; ++t) s[t] += c[size_t(order[p]) * dim + t];
+      }
   }
-  void add(std::vector<double>& s, int cluster, double sign) const {
-    for (int t = 0; t < dim; ++t) s[t] += sign * c[size_t(cluster) * dim + t];
-  }
-  // Change of the weighted sum of ||S||^2 / n if cells a and b swapped (positive: lower scatter).
-  double gain(int a, int b, bool apply) {
-    double g = 0;
+  double delta(int a, int b, int t) const { return double(c[size_t(order[b]) * dim + t]) - c[size_t(order[a]) * dim + t]; }
+  // How much the scatter falls if cells a and b swap clusters.
+  double gain(int a, int b) const {
     const int P = int(order.size());
+    double g = 0;
     for (int l = 0; l < int(mpl.size()); ++l) {
       const int ma = coordinate(a, mpl, l), mb = coordinate(b, mpl, l);
       if (ma == mb) continue;
-      auto& sa = sums[l][ma];
-      auto& sb = sums[l][mb];
-      const double before = sq(sa) + sq(sb);
-      add(sa, order[b], 1.0), add(sa, order[a], -1.0), add(sb, order[a], 1.0), add(sb, order[b], -1.0);
-      g += (sq(sa) + sq(sb) - before) / (P / mpl[l]);
-      if (!apply)
-        add(sa, order[a], 1.0), add(sa, order[b], -1.0), add(sb, order[b], 1.0), add(sb, order[a], -1.0);
+      double dot = 0, norm = 0;
+      for (int t = 0; t < dim; ++t) {
+        const double d = delta(a, b, t);
+        dot += (sums[l][ma][t] - sums[l][mb][t]) * d, norm += d * d;
+      }
+      g += (2 * dot + 2 * norm) / (P / mpl[l]);
     }
-    if (apply) std::swap(order[a], order[b]);
     return g;
+  }
+  void swap(int a, int b) {
+    for (int l = 0; l < int(mpl.size()); ++l) {
+      const int ma = coordinate(a, mpl, l), mb = coordinate(b, mpl, l);
+      if (ma == mb) continue;
+      for (int t = 0; t < dim; ++t) {
+        const double d = delta(a, b, t);
+        sums[l][ma][t] += d, sums[l][mb][t] -= d;
+      }
+    }
+    std::swap(order[a], order[b]);
   }
 };
 
@@ -105,7 +112,7 @@ std::vector<int> factorise(const std::vector<float>& centroids, int dim, const s
       improved = false;
       for (int a = 0; a < P; ++a)
         for (int b = a + 1; b < P; ++b)
-          if (pl.gain(a, b, false) > tiny) pl.gain(a, b, true), improved = true;
+          if (pl.gain(a, b) > tiny) pl.swap(a, b), improved = true;
     }
     const double cost = module_scatter(centroids, dim, modules_per_level, pl.order);
     if (cost < best_cost) best_cost = cost, best = pl.order;
