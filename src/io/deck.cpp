@@ -201,6 +201,9 @@ std::vector<DeckKey> make_keys() {
               }},
       K_INT("dipaco.inner_steps", dipaco.inner_steps, "0", 0, kBig, "H, inner steps per outer round (0: no outer rounds, plain training)"),
       K_FLOAT("dipaco.outer_lr", dipaco.outer_lr, "0.7", 0, 10, "outer SGD learning rate"),
+      K_INT("dipaco.outer_warmup", dipaco.outer_warmup, "0", 0, kBig,
+            "outer rounds over which the outer lr grows linearly: round r (from 0) uses outer_lr * min(1, (r + 1) / "
+            "outer_warmup) (0: the full outer lr from the first round)"),
       K_FLOAT("dipaco.outer_momentum", dipaco.outer_momentum, "0.9", 0, 0.999999, "outer Nesterov momentum"),
       K_CHOICE("dipaco.shared", dipaco.shared, "embeddings", "embeddings|none", "groups shared by all paths: embeddings (tokens, positions, final norm) or none (private)"),
       K_CHOICE("dipaco.sharing_scale", dipaco.sharing_scale, "none", "none|sqrt", "multiply a module's outer gradient by sqrt(paths sharing it)"),

@@ -105,6 +105,7 @@ void OuterOptimizer::post_unit(size_t ui, long index, const std::vector<PathStat
   const bool replicas = deck_.dipaco.replica_mode == "diloco";
   const bool contributes = replicas || topo_.rank_in_path(rank_) == 0;
   const double share = replicas ? 1.0 / topo_.ranks_per_path : 1.0;
+  f.outer_lr = outer_lr_at(deck_, index);
   // Weights: shard sizes, renormalised over the paths present this round.
   f.total = 0;
   for (int p : u.paths)
@@ -166,7 +167,7 @@ void OuterOptimizer::complete_unit(size_t ui, const std::vector<PathState*>& own
   // A module with no path present keeps its anchor (and momentum).
   if (f.total > 0) {
     k_.to_device(delta_dev_.get(), f.sum.data(), n * sizeof(float));
-    k_.outer_nesterov(u.anchor.get(), u.momentum.get(), delta_dev_.get(), n, float(deck_.dipaco.outer_lr),
+    k_.outer_nesterov(u.anchor.get(), u.momentum.get(), delta_dev_.get(), n, float(f.outer_lr),
                       float(deck_.dipaco.outer_momentum));
   }
   size_t i = 0;

@@ -6,6 +6,7 @@
 #include <cmath>
 #include <cstring>
 
+#include "dipaco/io/deck.hpp"
 #include "dipaco/train/diloco.hpp"
 #include "dipaco/train/exact_sum.hpp"
 #include "harness.hpp"
@@ -77,6 +78,31 @@ TEST(DiPaCo, IdentityOuterStepReproducesPlainTraining) {
   RunOut plain = train_on(MPI_COMM_WORLD, base), outer = train_on(MPI_COMM_WORLD, diloco);
   EXPECT_LT(max_abs_diff(plain.params[0].data(), outer.params[0].data(), plain.layout.total), 1e-6);
   EXPECT_EQ(outer.summary.rounds, 5);
+}
+
+// The outer lr warm-up: round r uses outer_lr * min(1, (r + 1) / W). One path,
+// H = 1, momentum 0: with W = 4 the first round is the round of outer lr 0.25;
+// over two rounds W = 2 is not outer lr 0.5 throughout (its second round has the full rate).
+TEST(DiPaCo, OuterWarmupRampsTheOuterLr) {
+  Deck deck = load_deck("", {"dipaco.outer_lr=0.8", "dipaco.outer_warmup=4"});
+  EXPECT_DOUBLE_EQ(OuterOptimizer::outer_lr_at(deck, 0), 0.2);
+  EXPECT_DOUBLE_EQ(OuterOptimizer::outer_lr_at(deck, 2), 0.6);
+  EXPECT_DOUBLE_EQ(OuterOptimizer::outer_lr_at(deck, 3), 0.8);
+  EXPECT_DOUBLE_EQ(OuterOptimizer::outer_lr_at(deck, 40), 0.8);
+  std::vector<std::string> base = {"model.d_model=32", "model.n_layers=2", "model.n_heads=2", "model.context=32",
+                                   "train.batch_size=4", "eval.every=0", "eval.batches=1", "run.threads=1",
+                                   "run.log_every=1000", "dipaco.inner_steps=1", "dipaco.outer_momentum=0"};
+  auto with = [&](std::vector<std::string> extra) {
+    auto d = base;
+    d.insert(d.end(), extra.begin(), extra.end());
+    return train_on(MPI_COMM_WORLD, d);
+  };
+  RunOut warm = with({"train.steps=1", "dipaco.outer_lr=1", "dipaco.outer_warmup=4"});
+  RunOut quarter = with({"train.steps=1", "dipaco.outer_lr=0.25"});
+  EXPECT_EQ(0, std::memcmp(warm.params[0].data(), quarter.params[0].data(), warm.layout.total * 4));
+  RunOut warm2 = with({"train.steps=2", "dipaco.outer_lr=1", "dipaco.outer_warmup=2"});
+  RunOut half2 = with({"train.steps=2", "dipaco.outer_lr=0.5"});
+  EXPECT_GT(max_abs_diff(warm2.params[0].data(), half2.params[0].data(), warm2.layout.total), 1e-6);
 }
 
 // Dense data-parallel training: np=1 and np=2 with the same global batch

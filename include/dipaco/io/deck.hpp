@@ -49,7 +49,7 @@ struct Deck {
   struct Dipaco {
     std::vector<int> modules_per_level;
     std::vector<int> private_levels;  // levels whose modules are private to each path (ascending)
-    int inner_steps, overlap_steps;
+    int inner_steps, overlap_steps, outer_warmup;
     double outer_lr, outer_momentum;
     std::string shared, sharing_scale, outer_dtype, replica_mode, error_feedback;
   } dipaco;

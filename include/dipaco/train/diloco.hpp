@@ -63,6 +63,13 @@ class OuterOptimizer {
   bool dropped(long index, int p) const;
 
   std::vector<SyncUnit>& units() { return units_; }
+  // The outer learning rate of round `index` (from 0): dipaco.outer_lr, ramped
+  // linearly over the first dipaco.outer_warmup rounds (few rounds overshoot with
+  // momentum at the full rate from the start).
+  static double outer_lr_at(const Deck& deck, long index) {
+    const int w = deck.dipaco.outer_warmup;
+    return w > 0 && index + 1 < w ? deck.dipaco.outer_lr * double(index + 1) / w : deck.dipaco.outer_lr;
+  }
   // Whether the paths keep their outer gradients' residuals (PathState::outer_error).
   // (Inline: the checkpoint readers use it without the rest of the optimizer.)
   static bool error_feedback(const Deck& deck) {
@@ -79,6 +86,7 @@ class OuterOptimizer {
   // One unit's round between its post and its completion.
   struct InFlight {
     double total = 0, bytes = 0;                      // the weights' sum (0: no path present); bytes sent
+    double outer_lr = 0;                              // this round's (outer_lr_at)
     std::vector<std::vector<float>> terms, errors;   // per own contributing path: outer gradient, residuals
     std::vector<PathState*> fed;                      // whose residuals `errors` are
     std::vector<std::vector<float>> snapshots;        // per own path holding the unit: its weights at the post
