@@ -32,6 +32,23 @@ std::vector<float> blobs(const std::vector<std::vector<float>>& centres, int n, 
   return x;
 }
 
+// 30 points per pair (a, b), each A[a] + B[b] plus Gaussian noise of width
+// 0.2 in every feature; cell[i] = a * |B| + b.
+std::vector<float> sums_of_factors(const std::vector<std::vector<float>>& A, const std::vector<std::vector<float>>& B,
+                                   uint64_t seed, std::vector<int>& cell) {
+  std::vector<float> f;
+  std::mt19937_64 rng(seed);
+  std::normal_distribution<float> noise(0, 0.2f);
+  cell.clear();
+  for (int rep = 0; rep < 30; ++rep)
+    for (size_t a = 0; a < A.size(); ++a)
+      for (size_t b = 0; b < B.size(); ++b) {
+        for (size_t t = 0; t < A[a].size(); ++t) f.push_back(A[a][t] + B[b][t] + noise(rng));
+        cell.push_back(int(a * B.size() + b));
+      }
+  return f;
+}
+
 // Every true cluster maps to exactly one label and vice versa.
 void expect_same_partition(const std::vector<int>& a, const std::vector<int>& b) {
   ASSERT_EQ(a.size(), b.size());
@@ -131,16 +148,8 @@ TEST(Router, ProductRoutingIsTheTupleOfNearestCentroids) {
 TEST(Router, ResidualRoutingFindsTheFactorLevelZeroLeaves) {
   const std::vector<std::vector<float>> A = {{10, 10, 10, 10}, {-10, -10, -10, -10}};
   const std::vector<std::vector<float>> B = {{4, -4, 0, 0}, {0, 0, 4, -4}, {-4, 4, -4, 4}};
-  std::vector<float> f;
   std::vector<int> want;
-  std::mt19937_64 rng(3);
-  std::normal_distribution<float> noise(0, 0.2f);
-  for (int rep = 0; rep < 30; ++rep)
-    for (int a = 0; a < 2; ++a)
-      for (int b = 0; b < 3; ++b) {
-        for (int t = 0; t < 4; ++t) f.push_back(A[a][t] + B[b][t] + noise(rng));
-        want.push_back(a * 3 + b);
-      }
+  const std::vector<float> f = sums_of_factors(A, B, 3, want);
   Router r = fit_router(f, 4, {2, 3}, "residual", 1, 100);
   EXPECT_EQ(r.paths(), 6);
   ASSERT_EQ(r.centroids.size(), 2u);
@@ -162,16 +171,9 @@ TEST(Router, ResidualRoutingFindsTheFactorLevelZeroLeaves) {
 TEST(Router, FactorisedRoutingPlacesClustersThatShareAFactorOnOneModule) {
   const std::vector<std::vector<float>> A = {{6, 0, 6, 0}, {0, 6, 0, -6}};
   const std::vector<std::vector<float>> B = {{3, 3, -3, 0}, {-3, 0, 3, 3}, {0, -3, 0, -3}};
-  std::vector<float> f;
-  std::vector<int> a_of, b_of;
-  std::mt19937_64 rng(9);
-  std::normal_distribution<float> noise(0, 0.2f);
-  for (int rep = 0; rep < 30; ++rep)
-    for (int a = 0; a < 2; ++a)
-      for (int b = 0; b < 3; ++b) {
-        for (int t = 0; t < 4; ++t) f.push_back(A[a][t] + B[b][t] + noise(rng));
-        a_of.push_back(a), b_of.push_back(b);
-      }
+  std::vector<int> cell, a_of, b_of;
+  const std::vector<float> f = sums_of_factors(A, B, 9, cell);
+  for (int c : cell) a_of.push_back(c / 3), b_of.push_back(c % 3);
   Router flat = fit_router(f, 4, {2, 3}, "flat", 1, 100);
   Router r = fit_router(f, 4, {2, 3}, "factorised", 1, 100);
   EXPECT_EQ(r.mode, "flat");  // read back, exported and served like any flat router
