@@ -11,10 +11,11 @@ namespace {
 
 constexpr int kStarts = 8;  // swap descents from random placements; the lowest scatter wins
 
-// Module of path p at level l (level 0 most significant).
-int coordinate(int p, const std::vector<int>& modules_per_level, int l) {
-  for (int k = int(modules_per_level.size()) - 1; k > l; --k) p /= modules_per_level[k];
-  return p % modules_per_level[l];
+// module[p][l]: path p's module at level l (the topology's numbering).
+std::vector<std::vector<int>> module_table(const std::vector<int>& modules_per_level) {
+  std::vector<std::vector<int>> t;
+  for (int p = 0; p < path_count(modules_per_level); ++p) t.push_back(path_modules(modules_per_level, p));
+  return t;
 }
 
 // A placement's member sums per (level, module). The scatter of a module with n
@@ -28,14 +29,15 @@ struct Placement {
   int dim;
   const std::vector<int>& mpl;
   std::vector<int> order;
+  std::vector<std::vector<int>> module;               // [path][level]
   std::vector<std::vector<std::vector<double>>> sums;  // [level][module][dim]
 
   Placement(const std::vector<float>& centroids, int d, const std::vector<int>& m, std::vector<int> o)
-      : c(centroids), dim(d), mpl(m), order(std::move(o)) {
+      : c(centroids), dim(d), mpl(m), order(std::move(o)), module(module_table(m)) {
     for (int l = 0; l < int(mpl.size()); ++l) sums.emplace_back(mpl[l], std::vector<double>(dim, 0.0));
     for (int p = 0; p < int(order.size()); ++p)
       for (int l = 0; l < int(mpl.size()); ++l) {
-        auto& s = sums[l][coordinate(p, mpl, l)];
+        auto& s = sums[l][module[p][l]];
         for (int t = 0; t < dim; ++t) s[t] += c[size_t(order[p]) * dim + t];
       }
   }
@@ -45,7 +47,7 @@ struct Placement {
     const int P = int(order.size());
     double g = 0;
     for (int l = 0; l < int(mpl.size()); ++l) {
-      const int ma = coordinate(a, mpl, l), mb = coordinate(b, mpl, l);
+      const int ma = module[a][l], mb = module[b][l];
       if (ma == mb) continue;
       double dot = 0, norm = 0;
       for (int t = 0; t < dim; ++t) {
@@ -58,7 +60,7 @@ struct Placement {
   }
   void swap(int a, int b) {
     for (int l = 0; l < int(mpl.size()); ++l) {
-      const int ma = coordinate(a, mpl, l), mb = coordinate(b, mpl, l);
+      const int ma = module[a][l], mb = module[b][l];
       if (ma == mb) continue;
       for (int t = 0; t < dim; ++t) {
         const double d = delta(a, b, t);
@@ -75,13 +77,14 @@ double module_scatter(const std::vector<float>& centroids, int dim, const std::v
                       const std::vector<int>& order) {
   // Directly from the definition (the reference the swap descent's sums are tested against).
   const int P = int(order.size());
+  const auto module = module_table(modules_per_level);
   double total = 0;
   std::vector<double> mean(dim);
   for (int l = 0; l < int(modules_per_level.size()); ++l)
     for (int m = 0; m < modules_per_level[l]; ++m) {
       std::vector<int> members;
       for (int p = 0; p < P; ++p)
-        if (coordinate(p, modules_per_level, l) == m) members.push_back(order[p]);
+        if (module[p][l] == m) members.push_back(order[p]);
       std::fill(mean.begin(), mean.end(), 0.0);
       for (int k : members)
         for (int t = 0; t < dim; ++t) mean[t] += centroids[size_t(k) * dim + t] / double(members.size());

@@ -6,11 +6,13 @@
 
 namespace dipaco {
 
-std::vector<int> Topology::path_modules(int p) const {
-  std::vector<int> m(levels());
-  for (int l = levels() - 1; l >= 0; --l) m[l] = p % modules_per_level[l], p /= modules_per_level[l];
+std::vector<int> path_modules(const std::vector<int>& modules_per_level, int p) {
+  std::vector<int> m(modules_per_level.size());
+  for (int l = int(m.size()) - 1; l >= 0; --l) m[l] = p % modules_per_level[l], p /= modules_per_level[l];
   return m;
 }
+
+std::vector<int> Topology::path_modules(int p) const { return dipaco::path_modules(modules_per_level, p); }
 
 std::string Topology::module_name(int p, int l) const {
   return is_private(l) ? "P" + std::to_string(p) : "M" + std::to_string(path_modules(p)[l]);

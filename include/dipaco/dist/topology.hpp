@@ -35,6 +35,8 @@ struct Topology {
 
 // P: the product of the module counts (every combination of one module per level).
 int path_count(const std::vector<int>& modules_per_level);
+// Path p's module at each level (level 0 most significant in the path index).
+std::vector<int> path_modules(const std::vector<int>& modules_per_level, int p);
 // Throws DeckError with the rank counts that work when R fits neither rule.
 Topology make_topology(const std::vector<int>& modules_per_level, int ranks, const std::vector<int>& private_levels = {});
 std::vector<int> valid_rank_counts(int paths, int up_to);
