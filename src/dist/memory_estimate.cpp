@@ -61,7 +61,8 @@ MemoryEstimate estimate_memory(const Deck& deck, const Topology& topo, int rank,
   e.params = own * 3 * A + A + 2 * units + (deck.train.early_stop == "path" ? own * A : 0);
   // The training Model, and the routing features' Model of a whole batch (allocated, hence written: the
   // CPU backend zeroes what it allocates).
-  const bool fused = deck.run.device == "cpu";  // the CPU kernels' attention saves no probabilities
+  // Fused attention saves no probabilities: the CPU's always, CUDA's up to its widest head.
+  const bool fused = deck.run.device == "cpu" || shape.C / shape.H <= kCudaFusedAttentionMaxHead;
   e.activations = model_activation_bytes(shape, local_batch, fused) + model_activation_bytes(shape, deck.train.batch_size, fused);
   // Documents stay in memory; the warm start streams all of them, then each own path its shard.
   const double shards = own / topo.paths * std::min(deck.route.overlap, topo.paths);

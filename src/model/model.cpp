@@ -100,7 +100,7 @@ Model::LayerActs Model::acts(int l) const {
 }
 
 Model::Model(Kernels& k, const ModelShape& s, int B, Precision p)
-    : k_(k), s_(s), layout_(make_layout(s)), B_(B), p_(p), fused_(k.has_fused_attention()) {
+    : k_(k), s_(s), layout_(make_layout(s)), B_(B), p_(p), fused_(k.has_fused_attention(s.C / s.H)) {
   const size_t N = size_t(B) * s.T, C = s.C;
   acts_ = DeviceBuffer<float>(k, layer_floats() * s.L);
   encoded_ = DeviceBuffer<float>(k, N * C);
@@ -210,7 +210,7 @@ void Model::backward(const float* params, float* grads, const int32_t* tok, cons
     k_.layernorm_backward(dres, dw.ln2w, dw.ln2b, dc, a.res2, w.ln2w, a.ln2_mean, a.ln2_rstd, N, C);
     // Attention: res2 = x + proj(attn(qkv(ln1(x))))
     linear_backward(k_, dc, dw.projw, dw.projb, dres, a.atty, w.projw, N, C, C, p_);
-    attention_backward(k_, dqkv_.get(), dc, a.qkv, a.att, attn_scratch_.get(), B_, s_.T, H, D, p_);
+    attention_backward(k_, dqkv_.get(), dc, a.qkv, a.atty, a.att, attn_scratch_.get(), B_, s_.T, H, D, p_);
     linear_backward(k_, dc, dw.qkvw, dw.qkvb, dqkv_.get(), a.ln1, w.qkvw, N, C, 3 * C, p_);
     k_.layernorm_backward(dres, dw.ln1w, dw.ln1b, dc, x, w.ln1w, a.ln1_mean, a.ln1_rstd, N, C);
   }

@@ -126,7 +126,7 @@ TEST_F(LayerTest, CausalAttention) {
     std::vector<float> att(B * H * T * T), out(B * T * C), dqkv(B * T * 3 * C, 7.0f), scratch(2 * B * H * T * T);
     attention_forward(*k, out.data(), att.data(), qkv.data(), B, T, H, D, Precision::fp32, block);
     EXPECT_LT(rel_err(out, ref::attention(qd, B, T, H, D)), kFwdTol) << "block " << block;
-    attention_backward(*k, dqkv.data(), r.data(), qkv.data(), att.data(), scratch.data(), B, T, H, D, Precision::fp32,
+    attention_backward(*k, dqkv.data(), r.data(), qkv.data(), out.data(), att.data(), scratch.data(), B, T, H, D, Precision::fp32,
                        block);
     EXPECT_LT(rel_err(dqkv, grad), kBwdTol) << "block " << block;  // overwritten, not accumulated onto the 7s
   }
@@ -136,7 +136,7 @@ TEST_F(LayerTest, CausalAttention) {
 // softmax it replaces (one block of T rows), at sizes that leave ragged row
 // tiles, head widths that are not whole vectors and a 1-wide head.
 TEST_F(LayerTest, FusedAttentionMatchesComposed) {
-  if (!k->has_fused_attention()) GTEST_SKIP() << "these kernels have no fused attention";
+  if (!k->has_fused_attention(1)) GTEST_SKIP() << "these kernels have no fused attention";
   for (auto [B, T, H, D] : std::vector<std::array<int, 4>>{{2, 70, 3, 20}, {1, 33, 2, 64}, {3, 17, 1, 5}, {2, 2, 2, 1}}) {
     const int C = H * D;
     auto qkv = randn(size_t(B) * T * 3 * C), r = randn(size_t(B) * T * C);
@@ -145,7 +145,7 @@ TEST_F(LayerTest, FusedAttentionMatchesComposed) {
       std::vector<float> att(size_t(B) * H * T * T), scratch(2 * att.size());
       out[i].assign(size_t(B) * T * C, 9.0f), dqkv[i].assign(size_t(B) * T * 3 * C, 9.0f);
       attention_forward(*k, out[i].data(), att.data(), qkv.data(), B, T, H, D, Precision::fp32, i == 0 ? 0 : T);
-      attention_backward(*k, dqkv[i].data(), r.data(), qkv.data(), att.data(), scratch.data(), B, T, H, D,
+      attention_backward(*k, dqkv[i].data(), r.data(), qkv.data(), out[i].data(), att.data(), scratch.data(), B, T, H, D,
                          Precision::fp32, i == 0 ? 0 : T);
     }
     EXPECT_LT(rel_err(out[0], to_d(out[1])), 1e-6) << B << " " << T << " " << H << " " << D;
@@ -158,7 +158,7 @@ TEST_F(LayerTest, FusedAttentionMatchesComposed) {
 
 // A head is one thread's from start to end: bitwise the same at any thread count.
 TEST_F(LayerTest, FusedAttentionSameAtAnyThreadCount) {
-  if (!k->has_fused_attention()) GTEST_SKIP() << "these kernels have no fused attention";
+  if (!k->has_fused_attention(1)) GTEST_SKIP() << "these kernels have no fused attention";
   const int B = 3, T = 45, H = 2, D = 24, C = H * D;
   auto qkv = randn(size_t(B) * T * 3 * C), r = randn(size_t(B) * T * C);
   std::vector<float> out[2], dqkv[2];
@@ -168,7 +168,7 @@ TEST_F(LayerTest, FusedAttentionSameAtAnyThreadCount) {
     std::vector<float> att(size_t(B) * H * T * T);
     out[i].resize(size_t(B) * T * C), dqkv[i].resize(size_t(B) * T * 3 * C);
     attention_forward(*k, out[i].data(), att.data(), qkv.data(), B, T, H, D, Precision::fp32);
-    attention_backward(*k, dqkv[i].data(), r.data(), qkv.data(), att.data(), nullptr, B, T, H, D, Precision::fp32);
+    attention_backward(*k, dqkv[i].data(), r.data(), qkv.data(), out[i].data(), att.data(), nullptr, B, T, H, D, Precision::fp32);
   }
   omp_set_num_threads(threads);
   EXPECT_EQ(out[0], out[1]);
@@ -188,7 +188,7 @@ TEST_F(LayerTest, CausalAttentionBlocksMatchUnblocked) {
     std::vector<float> att(B * H * T * T), scratch(2 * B * H * T * T);
     out[i].resize(B * T * C), dqkv[i].resize(B * T * 3 * C);
     attention_forward(*k, out[i].data(), att.data(), qkv.data(), B, T, H, D, Precision::fp32, block);
-    attention_backward(*k, dqkv[i].data(), r.data(), qkv.data(), att.data(), scratch.data(), B, T, H, D,
+    attention_backward(*k, dqkv[i].data(), r.data(), qkv.data(), out[i].data(), att.data(), scratch.data(), B, T, H, D,
                        Precision::fp32, block);
   }
   EXPECT_LT(rel_err(out[1], to_d(out[0])), 1e-6);

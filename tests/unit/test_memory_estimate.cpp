@@ -67,7 +67,7 @@ TEST(MemoryEstimate, ActivationsAreWhatModelAllocates) {
   auto k = make_kernels("cpu");
   for (auto [C, L, T, B] : std::vector<std::array<int, 4>>{{32, 2, 64, 4}, {128, 4, 128, 16}, {64, 3, 32, 5}}) {
     Model m(*k, shape(C, L, T), B, Precision::fp32);
-    EXPECT_DOUBLE_EQ(model_activation_bytes(shape(C, L, T), B, k->has_fused_attention()), double(m.activation_bytes())) << C << " " << L;
+    EXPECT_DOUBLE_EQ(model_activation_bytes(shape(C, L, T), B, k->has_fused_attention(C / 4)), double(m.activation_bytes())) << C << " " << L;
   }
 }
 
@@ -80,7 +80,7 @@ TEST(MemoryEstimate, WithinThirtyPercentOfResidentMemory) {
   for (auto [C, L, T, B] : std::vector<std::array<int, 4>>{{64, 2, 64, 8}, {128, 4, 128, 16}}) {
     const ModelShape s = shape(C, L, T);
     measured_step_bytes(*k, s, B);  // this shape's matmul primitives, created once per process
-    const double estimate = model_activation_bytes(s, B, k->has_fused_attention()) + 2 * 4.0 * make_layout(s).total;
+    const double estimate = model_activation_bytes(s, B, k->has_fused_attention(s.C / s.H)) + 2 * 4.0 * make_layout(s).total;
     const double measured = measured_step_bytes(*k, s, B);
     EXPECT_NEAR(measured / estimate, 1.0, 0.3) << "d_model " << C << ": estimate " << estimate / 1e6 << " MB, measured "
                                                << measured / 1e6 << " MB";

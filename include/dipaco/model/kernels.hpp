@@ -16,6 +16,10 @@ namespace dipaco {
 
 enum class Precision { fp32, bf16 };
 
+// The widest head the CUDA kernels' fused (flash) attention takes; wider heads
+// get the composed attention and its [B, H, T, T] probabilities.
+constexpr int kCudaFusedAttentionMaxHead = 128;
+
 // C[b] = op(A[b]) * op(B[b]) (+ bias broadcast over rows) (+ C[b] when accumulate).
 // A is [M,K] ([K,M] when trans_a), B is [K,N] ([N,K] when trans_b), C is [M,N].
 // Batches may be two-level (batch2 groups of batch matrices, e.g. sequences of
@@ -93,11 +97,14 @@ class Kernels {
   // Causal attention in one kernel (layers.hpp's attention_forward/backward contract,
   // computed in fp32): scores, softmax and value product per head in cache; att holds
   // each score row's max and 1/sum (2*B*H*T floats), not the probabilities. Devices
-  // without one get attention composed from gemm and causal_softmax_* (layers.cpp).
-  virtual bool has_fused_attention() const { return false; }
+  // without one (or without one for this head size) get attention composed from
+  // gemm and causal_softmax_* (layers.cpp).
+  virtual bool has_fused_attention(int /*head_size*/) const { return false; }
   virtual void fused_attention_forward(float* out, float* att, const float* qkv, int B, int T, int H, int D, float scale);
-  virtual void fused_attention_backward(float* dqkv, const float* dout, const float* qkv, const float* att, int B, int T,
-                                        int H, int D, float scale);
+  // out is the forward's output: each row's dot(dout, out) is the softmax
+  // backward's row term without a second pass over the keys.
+  virtual void fused_attention_backward(float* dqkv, const float* dout, const float* qkv, const float* out,
+                                        const float* att, int B, int T, int H, int D, float scale);
 
   // logits [N,V] -> probabilities in place; loss[n] = -log p[target[n]].
   virtual void softmax_crossentropy_forward(float* probs, float* loss, const int32_t* target, int N, int V) = 0;
@@ -121,8 +128,8 @@ class Kernels {
 inline void Kernels::fused_attention_forward(float*, float*, const float*, int, int, int, int, float) {
   throw std::logic_error(name() + " kernels have no fused attention");
 }
-inline void Kernels::fused_attention_backward(float*, const float*, const float*, const float*, int, int, int, int,
-                                              float) {
+inline void Kernels::fused_attention_backward(float*, const float*, const float*, const float*, const float*, int, int,
+                                              int, int, float) {
   throw std::logic_error(name() + " kernels have no fused attention");
 }
 

@@ -22,13 +22,14 @@ void linear_backward(Kernels& k, float* dinp, float* dW, float* db, const float*
 // attention where they have one and T >= 2: then fp32 whatever p says).
 void attention_forward(Kernels& k, float* out, float* att, const float* qkv, int B, int T, int H, int D, Precision p,
                        int block_rows = 0);
-// dqkv = d(qkv), overwritten. Scratch must hold datt and dscores (2*B*H*T*T floats;
-// none with fused attention).
-void attention_backward(Kernels& k, float* dqkv, const float* dout, const float* qkv, const float* att, float* scratch,
+// dqkv = d(qkv), overwritten; out is the forward's output. Scratch must hold datt
+// and dscores (2*B*H*T*T floats; none with fused attention).
+void attention_backward(Kernels& k, float* dqkv, const float* dout, const float* qkv, const float* out, const float* att,
+                        float* scratch,
                         int B, int T, int H, int D, Precision p, int block_rows = 0);
 
 // Floats of att and of the backward's scratch, for kernels with fused attention
-// (Kernels::has_fused_attention) or without.
+// (Kernels::has_fused_attention for the head size) or without.
 size_t attention_saved_floats(bool fused_kernels, int B, int H, int T);
 size_t attention_scratch_floats(bool fused_kernels, int B, int H, int T);
 

@@ -140,13 +140,14 @@ class CpuKernels final : public Kernels {
   // call, so four blocks convert Q, K and V four times (d512 bf16: 0.73-0.90x).
   int causal_block_rows(int T, Precision p) const override { return T >= 256 && p == Precision::fp32 ? 64 : T; }
 
-  bool has_fused_attention() const override { return true; }
+  bool has_fused_attention(int) const override { return true; }
   void fused_attention_forward(float* out, float* att, const float* qkv, int B, int T, int H, int D,
                                float scale) override {
     causal_attention::forward(out, att, qkv, B, T, H, D, scale);
   }
-  void fused_attention_backward(float* dqkv, const float* dout, const float* qkv, const float* att, int B, int T, int H,
-                                int D, float scale) override {
+  // The CPU recomputes each row's dot(P, dP) in cache and needs no `out`.
+  void fused_attention_backward(float* dqkv, const float* dout, const float* qkv, const float* /*out*/, const float* att,
+                                int B, int T, int H, int D, float scale) override {
     causal_attention::backward(dqkv, dout, qkv, att, B, T, H, D, scale);
   }
 

@@ -15,6 +15,7 @@
 
 #include "cuda_check.cuh"
 #include "cuda_ops.cuh"
+#include "flash_attention.cuh"
 #include "dipaco/model/kernels.hpp"
 
 namespace dipaco {
@@ -170,6 +171,18 @@ class CudaKernels final : public Kernels {
   void causal_softmax_backward(float* dscores, const float* datt, const float* att, int BH, int T, float scale) override {
     cuda::causal_softmax_backward(dscores, datt, att, BH, T, scale, kStream);
   }
+  // Flash attention (flash_attention.cu): no [B, H, T, T] buffer, no head reshapes.
+  bool has_fused_attention(int head_size) const override { return head_size <= cuda::kMaxHead; }
+  void fused_attention_forward(float* out, float* att, const float* qkv, int B, int T, int H, int D,
+                               float scale) override {
+    cuda::flash_attention_forward(out, att, qkv, B, T, H, D, scale, kStream);
+  }
+  void fused_attention_backward(float* dqkv, const float* dout, const float* qkv, const float* out, const float* att,
+                                int B, int T, int H, int D, float scale) override {
+    float* rowdot = rowdot_.get(size_t(B) * H * T);
+    cuda::flash_attention_backward(dqkv, dout, qkv, out, att, rowdot, B, T, H, D, scale, kStream);
+  }
+
   void softmax_crossentropy_forward(float* probs, float* loss, const int32_t* target, int N, int V) override {
     cuda::softmax_crossentropy_forward(probs, loss, target, N, V, kStream);
   }
@@ -200,7 +213,7 @@ class CudaKernels final : public Kernels {
   cublasHandle_t blas_ = nullptr;
   Scratch<char> workspace_;
   Scratch<__nv_bfloat16> a_bf16_, b_bf16_;
-  Scratch<float> partial_;
+  Scratch<float> partial_, rowdot_;
   Scratch<double> reduce_;
 };
 
