@@ -122,7 +122,7 @@ int make_prepare(RunContext& c, const std::string& stamp) {
 
 FeatureModel& RunContext::features() {
   if (!features_) {
-    const Precision precision = deck.train.precision == "bf16" ? Precision::bf16 : Precision::fp32;
+    const Precision precision = parse_precision(deck.train.precision);
     features_ = std::make_unique<FeatureModel>(*kernels, model_shape(deck), precision, warm, deck.train.batch_size);
   }
   return *features_;

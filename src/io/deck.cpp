@@ -168,7 +168,9 @@ std::vector<DeckKey> make_keys() {
       K_FLOAT("train.beta2", train.beta2, "0.95", 0, 0.999999, "AdamW beta2"),
       K_FLOAT("train.eps", train.eps, "1e-8", 1e-30, 1, "AdamW epsilon"),
       K_FLOAT("train.grad_clip", train.grad_clip, "1.0", 0, 1e9, "global gradient-norm clip (0: off)"),
-      K_CHOICE("train.precision", train.precision, "fp32", "fp32|bf16", "matmul precision (bf16: bf16 inputs, fp32 accumulation; weights stay fp32)"),
+      K_CHOICE("train.precision", train.precision, "fp32", "fp32|tf32|bf16",
+               "matmul precision (bf16: bf16 inputs, fp32 accumulation; weights stay fp32; tf32: fp32 inputs "
+               "rounded to tf32 on CUDA tensor cores, the same as fp32 on the CPU)"),
       K_CHOICE("train.early_stop", train.early_stop, "none", "none|path", "path: each path ends on its weights with the best bpb on its own validation shard"),
 
       K_CHOICE("route.method", route.method, "hash", "hash|domain|kmeans",

@@ -18,14 +18,24 @@ double clip_gradients(Kernels& k, float* g, size_t n, double max_norm) {
   return norm;
 }
 
-void adamw_step(Kernels& k, const ParamLayout& layout, float* params, const float* grads, float* m, float* v, long t,
-                double lr, const Deck::Train& cfg) {
+std::vector<AdamwRun> adamw_runs(const ParamLayout& layout, float weight_decay) {
+  std::vector<AdamwRun> runs;
   for (const auto& group : layout.groups)
     for (const auto& view : group.views) {
-      size_t off = group.offset + view.offset;
-      k.adamw(params + off, grads + off, m + off, v + off, view.size(), float(lr), float(cfg.beta1), float(cfg.beta2),
-              float(cfg.eps), view.decay ? float(cfg.weight_decay) : 0.0f, t);
+      const AdamwRun r{group.offset + view.offset, view.size(), view.decay ? weight_decay : 0.0f};
+      if (!runs.empty() && runs.back().offset + runs.back().size == r.offset &&
+          runs.back().weight_decay == r.weight_decay)
+        runs.back().size += r.size;
+      else
+        runs.push_back(r);
     }
+  return runs;
+}
+
+void adamw_step(Kernels& k, const ParamLayout& layout, float* params, const float* grads, float* m, float* v, long t,
+                double lr, const Deck::Train& cfg) {
+  k.adamw_runs(params, grads, m, v, adamw_runs(layout, float(cfg.weight_decay)), float(lr), float(cfg.beta1),
+               float(cfg.beta2), float(cfg.eps), t);
 }
 
 }  // namespace dipaco

@@ -53,7 +53,7 @@ Trainer::Trainer(const Deck& deck, MPI_Comm world, Kernels& k, const std::vector
                   "sequence dealt to them in turn (set train.micro_batch to choose)\n",
                   deck.train.batch_size, topo_.ranks_per_path);
   }
-  precision_ = deck.train.precision == "bf16" ? Precision::bf16 : Precision::fp32;
+  precision_ = parse_precision(deck.train.precision);
   // Data parallel: the path's batch is split over its ranks, or into fixed micro-batches dealt to them in
   // turn (train.micro_batch). DiLoCo replicas: each trains a whole batch of its own.
   local_batch_ = replicas_ ? deck.train.batch_size : micro_ > 0 ? micro_ : deck.train.batch_size / topo_.ranks_per_path;

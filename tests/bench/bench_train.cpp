@@ -1,7 +1,7 @@
 // Training-step throughput for one model shape: forward + backward + AdamW on
 // random tokens, timed after warm-up. Prints one JSON line per run; with
 // --profile also the time per kernel.
-//   dipaco_bench --d 256 --layers 4 --heads 4 --T 256 --B 8 --steps 10 [--repeat 3] [--bf16] [--profile]
+//   dipaco_bench --d 256 --layers 4 --heads 4 --T 256 --B 8 --steps 10 [--repeat 3] [--precision fp32|tf32|bf16 | --bf16] [--profile]
 #include <immintrin.h>
 #include <omp.h>
 #include <sys/resource.h>
@@ -146,7 +146,8 @@ double fma_peak_gflops(int threads) {
 
 int main(int argc, char** argv) {
   int d = 256, L = 4, H = 4, T = 256, B = 8, steps = 10, repeat = 3;
-  bool bf16 = false, profile = false;
+  std::string precision = "fp32";
+  bool profile = false;
   std::string device = "cpu";
   for (int i = 1; i < argc; ++i) {
     std::string a = argv[i];
@@ -158,7 +159,8 @@ int main(int argc, char** argv) {
     else if (a == "--B") B = next();
     else if (a == "--steps") steps = next();
     else if (a == "--repeat") repeat = std::max(1, next());
-    else if (a == "--bf16") bf16 = true;
+    else if (a == "--bf16") precision = "bf16";
+    else if (a == "--precision") precision = argv[++i];
     else if (a == "--profile") profile = true;
     else if (a == "--device") device = argv[++i];
     else if (a == "--peak") {
@@ -170,12 +172,16 @@ int main(int argc, char** argv) {
       return 2;
     }
   }
+  if (precision != "fp32" && precision != "tf32" && precision != "bf16") {
+    std::fprintf(stderr, "--precision %s: one of fp32|tf32|bf16\n", precision.c_str());
+    return 2;
+  }
   auto base = make_kernels(device);
   TimedKernels timed(*base);
   Kernels& k = profile ? static_cast<Kernels&>(timed) : *base;
   ModelShape s;
   s.C = d, s.L = L, s.H = H, s.T = T, s.layers_per_level = {L};
-  Model model(k, s, B, bf16 ? Precision::bf16 : Precision::fp32);
+  Model model(k, s, B, parse_precision(precision));
   const auto& layout = model.layout();
   auto init = init_params(s, layout, 1);
   DeviceBuffer<float> p(k, layout.total), g(k, layout.total), m(k, layout.total), v(k, layout.total);
@@ -216,9 +222,9 @@ int main(int argc, char** argv) {
   struct rusage ru;
   getrusage(RUSAGE_SELF, &ru);
   std::printf("{\"d\":%d,\"layers\":%d,\"T\":%d,\"B\":%d,\"threads\":%d,\"precision\":\"%s\",\"device\":\"%s\","
-              "\"tokens_per_s\":%.1f,\"gflops\":%.2f,\"peak_rss_mb\":%.1f,\"params\":%zu}\n",
-              d, L, T, B, omp_get_max_threads(), bf16 ? "bf16" : "fp32", device.c_str(), tok_s,
-              tok_s * flops_per_token / 1e9, ru.ru_maxrss / 1024.0, layout.total);
+              "\"tokens_per_s\":%.1f,\"gflops\":%.2f,\"peak_rss_mb\":%.1f,\"peak_device_mb\":%.1f,\"params\":%zu}\n",
+              d, L, T, B, omp_get_max_threads(), precision.c_str(), device.c_str(), tok_s,
+              tok_s * flops_per_token / 1e9, ru.ru_maxrss / 1024.0, base->peak_device_bytes() / 1048576.0, layout.total);
   if (profile) {
     double tot = 0;
     for (auto& [n, x] : timed.t) tot += x;

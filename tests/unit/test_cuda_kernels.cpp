@@ -332,6 +332,18 @@ TEST_F(CudaKernelsTest, OptimizerUpdates) {
   EXPECT_LT(rel_err(down(gm), m), kTol);
   EXPECT_LT(rel_err(down(gv), v), kTol);
 
+  // Runs of one arena in one launch, against the CPU's adamw per run; the gap
+  // between the runs is left alone.
+  const std::vector<AdamwRun> runs{{0, 1000, 0.1f}, {1000, 7, 0.0f}, {1007, 2000, 0.1f}, {3100, 999, 0.0f}};
+  for (long t : {1L, 2L}) {
+    for (const AdamwRun& r : runs)
+      cpu->adamw(p.data() + r.offset, g.data() + r.offset, m.data() + r.offset, v.data() + r.offset, r.size, 0.01f,
+                 0.9f, 0.95f, 1e-8f, r.weight_decay, t);
+    gpu->adamw_runs(gp.get(), gg.get(), gm.get(), gv.get(), runs, 0.01f, 0.9f, 0.95f, 1e-8f, t);
+  }
+  EXPECT_LT(rel_err(down(gp), p), kTol);
+  EXPECT_LT(rel_err(down(gv), v), kTol);
+
   auto out = randn(n), anchor = randn(n), x = randn(n), mom = randn(n), delta = randn(n);
   auto gout = up(out), ganchor = up(anchor), gx = up(x), gmom = up(mom), gdelta = up(delta);
   cpu->weighted_difference(out.data(), anchor.data(), x.data(), 0.3f, n);

@@ -80,7 +80,7 @@ TEST(Deck, WrongTypeNamesKeyValueAndAllowed) {
 TEST(Deck, OutOfRangeAndBadChoice) {
   EXPECT_NE(error_of("", {"data.val_fraction=1.5"}).find("a number in [0, 0.9]"), std::string::npos);
   std::string e = error_of("", {"train.precision=fp8"});
-  EXPECT_NE(e.find("one of fp32|bf16"), std::string::npos) << e;
+  EXPECT_NE(e.find("one of fp32|tf32|bf16"), std::string::npos) << e;
   EXPECT_NE(error_of("", {"model.d_model=0"}).find("model.d_model"), std::string::npos);
 }
 

@@ -11,10 +11,18 @@
 #include <memory>
 #include <stdexcept>
 #include <string>
+#include <vector>
 
 namespace dipaco {
 
-enum class Precision { fp32, bf16 };
+// Matmul precision (train.precision). tf32: fp32 operands multiplied on tensor
+// cores with 10-bit mantissas where the device has them (CUDA); the CPU
+// computes it as fp32.
+enum class Precision { fp32, tf32, bf16 };
+// "fp32", "tf32" or "bf16" (the deck has checked the name).
+inline Precision parse_precision(const std::string& name) {
+  return name == "bf16" ? Precision::bf16 : name == "tf32" ? Precision::tf32 : Precision::fp32;
+}
 
 // The widest head the CUDA kernels' fused (flash) attention takes; wider heads
 // get the composed attention and its [B, H, T, T] probabilities.
@@ -49,6 +57,12 @@ struct GemmShape {
   }
 };
 
+// A stretch [offset, offset + size) of a parameter arena with one weight decay.
+struct AdamwRun {
+  size_t offset, size;
+  float weight_decay;
+};
+
 class Kernels {
  public:
   virtual ~Kernels() = default;
@@ -62,6 +76,9 @@ class Kernels {
   virtual void copy(void* dst, const void* src, size_t bytes) = 0;
   virtual void zero(void* dst, size_t bytes) = 0;
   virtual void synchronize() {}
+  // The most device memory the kernels have held at once (their allocations and
+  // scratch); 0 where memory is the host's (the process's peak RSS says it).
+  virtual size_t peak_device_bytes() const { return 0; }
   float* alloc(size_t n) { return static_cast<float*>(alloc_bytes(n * sizeof(float))); }
 
   virtual void gemm(const GemmShape& s, const float* A, const float* B, float* C, const float* bias) = 0;
@@ -119,6 +136,14 @@ class Kernels {
   // AdamW with decoupled weight decay; t is the 1-based step.
   virtual void adamw(float* p, const float* g, float* m, float* v, size_t n, float lr, float beta1, float beta2,
                      float eps, float weight_decay, long t) = 0;
+  // AdamW over stretches of one arena, each with its weight decay: the same as
+  // adamw() on each. Devices where a launch costs override it with one launch
+  // for many runs (CUDA: the whole arena of a d768/L12 path in two).
+  virtual void adamw_runs(float* p, const float* g, float* m, float* v, const std::vector<AdamwRun>& runs, float lr,
+                          float beta1, float beta2, float eps, long t) {
+    for (const AdamwRun& r : runs)
+      adamw(p + r.offset, g + r.offset, m + r.offset, v + r.offset, r.size, lr, beta1, beta2, eps, r.weight_decay, t);
+  }
   // out += w * (anchor - x): one path's weighted share of an outer gradient.
   virtual void weighted_difference(float* out, const float* anchor, const float* x, float w, size_t n) = 0;
   // Outer Nesterov step: mom = mu*mom + delta; anchor -= lr * (delta + mu*mom).

@@ -16,6 +16,10 @@ struct Schedule {
 // Clips g in place to max_norm (0: no clip); returns the norm before clipping.
 double clip_gradients(Kernels& k, float* g, size_t n, double max_norm);
 
+// The arena's stretches of one weight decay (matrices decay, biases and norms
+// do not), neighbours of the same decay merged.
+std::vector<AdamwRun> adamw_runs(const ParamLayout& layout, float weight_decay);
+
 // One AdamW step over a whole parameter arena; t is the 1-based step.
 void adamw_step(Kernels& k, const ParamLayout& layout, float* params, const float* grads, float* m, float* v, long t,
                 double lr, const Deck::Train& cfg);

@@ -138,7 +138,7 @@ class CpuKernels final : public Kernels {
   // 111-128 ms a step; at T = 128, D = 32 no block size beat the full square.
   // Not in bf16: a bf16 matmul converts its whole strided operand on every
   // call, so four blocks convert Q, K and V four times (d512 bf16: 0.73-0.90x).
-  int causal_block_rows(int T, Precision p) const override { return T >= 256 && p == Precision::fp32 ? 64 : T; }
+  int causal_block_rows(int T, Precision p) const override { return T >= 256 && p != Precision::bf16 ? 64 : T; }
 
   bool has_fused_attention(int) const override { return true; }
   void fused_attention_forward(float* out, float* att, const float* qkv, int B, int T, int H, int D,

@@ -3,8 +3,9 @@
 // All work goes to the legacy default stream, so the blocking cudaMemcpy of
 // to_device/to_host is ordered after the kernels queued before it and the
 // host never reads a result early. The fp32 matmuls use plain fp32 compute
-// (no TF32) so results match the CPU backend; bf16 rounds both operands to
-// bf16 (tensor cores) and accumulates and stores in fp32.
+// (no TF32) so results match the CPU backend; tf32 multiplies the fp32
+// operands on the tensor cores with TF32 rounding; bf16 rounds both operands
+// to bf16 (tensor cores); all accumulate and store in fp32.
 #include <algorithm>
 #include <cmath>
 #include <cstdio>
@@ -12,6 +13,7 @@
 #include <memory>
 #include <stdexcept>
 #include <string>
+#include <unordered_map>
 
 #include "cuda_check.cuh"
 #include "cuda_ops.cuh"
@@ -24,22 +26,33 @@ namespace {
 constexpr cudaStream_t kStream = nullptr;       // legacy default stream, see above
 constexpr size_t kBlasWorkspace = 32u << 20;    // cuBLAS's advice for Hopper
 
+// Bytes of device memory held now and at most (peak_device_bytes).
+struct Tally {
+  size_t now = 0, peak = 0;
+  void add(size_t bytes) { now += bytes, peak = std::max(peak, now); }
+  void remove(size_t bytes) { now -= bytes; }
+};
+
 // A device buffer that only grows; its contents do not survive growing.
 template <typename T>
 class Scratch {
  public:
+  explicit Scratch(Tally& tally) : tally_(tally) {}
   ~Scratch() { cudaFree(p_); }
   T* get(size_t n) {
     if (n > n_) {
       DIPACO_CUDA(cudaFree(p_));
+      tally_.remove(n_ * sizeof(T));
       p_ = nullptr, n_ = 0;
       DIPACO_CUDA(cudaMalloc(&p_, n * sizeof(T)));
       n_ = n;
+      tally_.add(n * sizeof(T));
     }
     return p_;
   }
 
  private:
+  Tally& tally_;
   T* p_ = nullptr;
   size_t n_ = 0;
 };
@@ -51,7 +64,7 @@ class CudaKernels final : public Kernels {
     DIPACO_CUDA(cudaGetDeviceProperties(&props_, device));
     DIPACO_CUBLAS(cublasCreate(&blas_));
     DIPACO_CUBLAS(cublasSetStream(blas_, kStream));
-    DIPACO_CUBLAS(cublasSetMathMode(blas_, CUBLAS_DEFAULT_MATH));  // no TF32 for fp32 inputs
+    DIPACO_CUBLAS(cublasSetMathMode(blas_, CUBLAS_DEFAULT_MATH));  // TF32 only where a gemm asks (compute type)
     DIPACO_CUBLAS(cublasSetWorkspace(blas_, workspace_.get(kBlasWorkspace), kBlasWorkspace));
     reduce_.get(cuda::kReduceScratch);
   }
@@ -71,11 +84,14 @@ class CudaKernels final : public Kernels {
                                std::to_string(total_b >> 20) + "): " + cudaGetErrorString(e));
     }
     DIPACO_CUDA(cudaMemset(p, 0, bytes));
+    sizes_[p] = std::max<size_t>(bytes, 256);
+    tally_.add(sizes_[p]);
     return p;
   }
   // Called from destructors (DeviceBuffer), so it reports instead of throwing:
   // a throw there would terminate and hide the error that started the unwinding.
   void release(void* p) override {
+    if (auto it = sizes_.find(p); it != sizes_.end()) tally_.remove(it->second), sizes_.erase(it);
     cudaError_t e = cudaFree(p);
     if (e != cudaSuccess) std::fprintf(stderr, "dipaco: cudaFree failed: %s\n", cudaGetErrorString(e));
   }
@@ -92,6 +108,7 @@ class CudaKernels final : public Kernels {
     if (bytes) DIPACO_CUDA(cudaMemsetAsync(dst, 0, bytes, kStream));
   }
   void synchronize() override { DIPACO_CUDA(cudaDeviceSynchronize()); }
+  size_t peak_device_bytes() const override { return tally_.peak; }
 
   void gemm(const GemmShape& s, const float* A, const float* B, float* C, const float* bias) override {
     if (s.M <= 0 || s.N <= 0 || s.batch <= 0 || s.batch2 <= 0) return;
@@ -126,13 +143,14 @@ class CudaKernels final : public Kernels {
     // a row pitch is the column-major leading dimension. The outer batch is a loop.
     const cublasOperation_t op_b = s.trans_b ? CUBLAS_OP_T : CUBLAS_OP_N;
     const cublasOperation_t op_a = s.trans_a ? CUBLAS_OP_T : CUBLAS_OP_N;
+    const cublasComputeType_t compute = s.precision == Precision::tf32 ? CUBLAS_COMPUTE_32F_FAST_TF32 : CUBLAS_COMPUTE_32F;
     for (int o = 0; o < s.batch2; ++o) {
       const char* ao = static_cast<const char*>(a) + size_t(o) * s.stride2_a * esize;
       const char* bo = static_cast<const char*>(b) + size_t(o) * s.stride2_b * esize;
       float* co = C + size_t(o) * s.stride2_c;
       DIPACO_CUBLAS(cublasGemmStridedBatchedEx(blas_, op_b, op_a, s.N, s.M, s.K, &alpha, bo, type, int(s.ldb()),
                                                s.stride_b, ao, type, int(s.lda()), s.stride_a, &beta, co, CUDA_R_32F,
-                                               int(s.ldc()), s.stride_c, s.batch, CUBLAS_COMPUTE_32F,
+                                               int(s.ldc()), s.stride_c, s.batch, compute,
                                                CUBLAS_GEMM_DEFAULT));
     }
     if (cuda::sync_after_launch()) DIPACO_CUDA(cudaDeviceSynchronize());
@@ -200,6 +218,22 @@ class CudaKernels final : public Kernels {
     float c1 = 1.0f / (1.0f - std::pow(beta1, float(t))), c2 = 1.0f / (1.0f - std::pow(beta2, float(t)));
     cuda::adamw(p, g, m, v, n, lr, beta1, beta2, eps, weight_decay, c1, c2, kStream);
   }
+  // One launch per kAdamwRuns runs instead of one per tensor.
+  void adamw_runs(float* p, const float* g, float* m, float* v, const std::vector<AdamwRun>& runs, float lr,
+                  float beta1, float beta2, float eps, long t) override {
+    float c1 = 1.0f / (1.0f - std::pow(beta1, float(t))), c2 = 1.0f / (1.0f - std::pow(beta2, float(t)));
+    for (size_t first = 0; first < runs.size(); first += cuda::kAdamwRuns) {
+      cuda::AdamwRunTable table{};
+      size_t largest = 0;
+      table.count = int(std::min<size_t>(cuda::kAdamwRuns, runs.size() - first));
+      for (int i = 0; i < table.count; ++i) {
+        const AdamwRun& r = runs[first + i];
+        table.offset[i] = r.offset, table.size[i] = r.size, table.weight_decay[i] = r.weight_decay;
+        largest = std::max(largest, r.size);
+      }
+      cuda::adamw_runs(p, g, m, v, table, largest, lr, beta1, beta2, eps, c1, c2, kStream);
+    }
+  }
   void weighted_difference(float* out, const float* anchor, const float* x, float w, size_t n) override {
     cuda::weighted_difference(out, anchor, x, w, n, kStream);
   }
@@ -211,10 +245,12 @@ class CudaKernels final : public Kernels {
   int device_;
   cudaDeviceProp props_{};
   cublasHandle_t blas_ = nullptr;
-  Scratch<char> workspace_;
-  Scratch<__nv_bfloat16> a_bf16_, b_bf16_;
-  Scratch<float> partial_, rowdot_;
-  Scratch<double> reduce_;
+  Tally tally_;
+  std::unordered_map<void*, size_t> sizes_;  // alloc_bytes's blocks
+  Scratch<char> workspace_{tally_};
+  Scratch<__nv_bfloat16> a_bf16_{tally_}, b_bf16_{tally_};
+  Scratch<float> partial_{tally_}, rowdot_{tally_};
+  Scratch<double> reduce_{tally_};
 };
 
 }  // namespace

@@ -309,15 +309,28 @@ __global__ void scale_kernel(float* x, float s, size_t n) {
   for (size_t i = global_index(); i < n; i += grid_stride()) x[i] *= s;
 }
 
+__device__ __forceinline__ void adamw_element(float* p, const float* g, float* m, float* v, size_t i, float lr, float b1,
+                                              float b2, float eps, float wd, float c1, float c2) {
+  float gi = g[i];
+  float mi = b1 * m[i] + (1.0f - b1) * gi;
+  float vi = b2 * v[i] + (1.0f - b2) * gi * gi;
+  m[i] = mi, v[i] = vi;
+  p[i] -= lr * ((mi * c1) / (sqrtf(vi * c2) + eps) + wd * p[i]);
+}
+
 __global__ void adamw_kernel(float* p, const float* g, float* m, float* v, size_t n, float lr, float b1, float b2,
                              float eps, float wd, float c1, float c2) {
-  for (size_t i = global_index(); i < n; i += grid_stride()) {
-    float gi = g[i];
-    float mi = b1 * m[i] + (1.0f - b1) * gi;
-    float vi = b2 * v[i] + (1.0f - b2) * gi * gi;
-    m[i] = mi, v[i] = vi;
-    p[i] -= lr * ((mi * c1) / (sqrtf(vi * c2) + eps) + wd * p[i]);
-  }
+  for (size_t i = global_index(); i < n; i += grid_stride()) adamw_element(p, g, m, v, i, lr, b1, b2, eps, wd, c1, c2);
+}
+
+// Row y of blocks walks run y; rows of short runs finish early.
+__global__ void adamw_runs_kernel(float* p, const float* g, float* m, float* v, const AdamwRunTable runs, float lr,
+                                  float b1, float b2, float eps, float c1, float c2) {
+  const int r = blockIdx.y;
+  const size_t off = runs.offset[r], n = runs.size[r];
+  const float wd = runs.weight_decay[r];
+  for (size_t i = size_t(blockIdx.x) * blockDim.x + threadIdx.x; i < n; i += size_t(gridDim.x) * blockDim.x)
+    adamw_element(p, g, m, v, off + i, lr, b1, b2, eps, wd, c1, c2);
 }
 
 __global__ void weighted_difference_kernel(float* out, const float* anchor, const float* x, float w, size_t n) {
@@ -434,6 +447,13 @@ void scale(float* x, float s, size_t n, cudaStream_t stream) { DIPACO_ELEMENTWIS
 void adamw(float* p, const float* g, float* m, float* v, size_t n, float lr, float beta1, float beta2, float eps,
            float weight_decay, float c1, float c2, cudaStream_t stream) {
   DIPACO_ELEMENTWISE(n, adamw_kernel, p, g, m, v, n, lr, beta1, beta2, eps, weight_decay, c1, c2);
+}
+void adamw_runs(float* p, const float* g, float* m, float* v, const AdamwRunTable& runs, size_t largest, float lr,
+                float beta1, float beta2, float eps, float c1, float c2, cudaStream_t stream) {
+  if (runs.count == 0 || largest == 0) return;
+  adamw_runs_kernel<<<dim3(grid_for(largest), runs.count), kThreads, 0, stream>>>(p, g, m, v, runs, lr, beta1, beta2,
+                                                                                 eps, c1, c2);
+  DIPACO_LAUNCHED();
 }
 void weighted_difference(float* out, const float* anchor, const float* x, float w, size_t n, cudaStream_t stream) {
   DIPACO_ELEMENTWISE(n, weighted_difference_kernel, out, anchor, x, w, n);

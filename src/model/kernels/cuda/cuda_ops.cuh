@@ -54,6 +54,16 @@ void scale(float* x, float s, size_t n, cudaStream_t stream);
 // c1, c2: the bias corrections 1/(1-beta^t), computed on the host as the CPU does.
 void adamw(float* p, const float* g, float* m, float* v, size_t n, float lr, float beta1, float beta2, float eps,
            float weight_decay, float c1, float c2, cudaStream_t stream);
+// Up to kAdamwRuns stretches of one arena, passed by value as a kernel argument.
+constexpr int kAdamwRuns = 96;
+struct AdamwRunTable {
+  size_t offset[kAdamwRuns], size[kAdamwRuns];
+  float weight_decay[kAdamwRuns];
+  int count;
+};
+// adamw over every run of the table in one launch (a row of blocks per run).
+void adamw_runs(float* p, const float* g, float* m, float* v, const AdamwRunTable& runs, size_t largest, float lr,
+                float beta1, float beta2, float eps, float c1, float c2, cudaStream_t stream);
 void weighted_difference(float* out, const float* anchor, const float* x, float w, size_t n, cudaStream_t stream);
 void outer_nesterov(float* anchor, float* mom, const float* delta, size_t n, float lr, float mu, cudaStream_t stream);
 
