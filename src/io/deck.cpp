@@ -136,6 +136,9 @@ std::vector<DeckKey> make_keys() {
               [](Deck& d, const std::string& v) { d.run.name = parse_run_name("run.name", v); }},
       K_STR("run.out_dir", run.out_dir, "runs", "directory that holds run directories"),
       K_CHOICE("run.device", run.device, "cpu", "cpu|cuda", "where kernels run (cuda: one GPU per rank)"),
+      K_CHOICE("run.path_allreduce", run.path_allreduce, "auto", "auto|mpi|nccl",
+               "how the ranks of one path sum their gradients (replica_mode = data): auto is NCCL on the GPUs where "
+               "run.device = cuda and every rank can load libnccl.so.2 (one GPU each), else MPI through host memory"),
       K_INT("run.seed", run.seed, "1234", 0, kBig, "seed for initialisation, data order and faults"),
       K_INT("run.threads", run.threads, "0", 0, 1024, "OpenMP threads per rank (0: OMP_NUM_THREADS, else the node's cores shared by its ranks)"),
       K_INT("run.log_every", run.log_every, "10", 1, kBig, "inner steps between progress lines"),
@@ -453,6 +456,8 @@ void check_cross_keys(Deck& deck) {
   if (deck.train.micro_batch > 0 && deck.train.batch_size % deck.train.micro_batch != 0)
     throw DeckError("train.micro_batch = " + std::to_string(deck.train.micro_batch) + " must divide train.batch_size = " +
                     std::to_string(deck.train.batch_size));
+  if (deck.run.path_allreduce == "nccl" && deck.run.device != "cuda")
+    throw DeckError("run.path_allreduce = nccl needs run.device = cuda (NCCL sums GPU memory)");
   if (const auto& d = deck.dipaco; d.overlap_steps > 0) {
     if (d.outer_dtype == "fp32")
       throw DeckError("dipaco.overlap_steps = " + std::to_string(d.overlap_steps) +

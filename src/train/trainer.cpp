@@ -5,6 +5,7 @@
 #include <cstdio>
 
 #include "dipaco/data/padded_batches.hpp"
+#include "dipaco/dist/device_sum.hpp"
 #include "dipaco/dist/pieces.hpp"
 #include "dipaco/io/checkpoint.hpp"
 #include "dipaco/dist/fault.hpp"
@@ -66,6 +67,14 @@ Trainer::Trainer(const Deck& deck, MPI_Comm world, Kernels& k, const std::vector
     MPI_Comm_split(world, topo_.ranks >= topo_.paths ? mine[0] : rank_, rank_, &path_comm_);
   });
   MPI_Comm_set_name(path_comm_, "dipaco path");  // named for profiling tools (tests/integration/collectives.sh)
+  if (topo_.ranks_per_path > 1 && !replicas_ && micro_ == 0) {
+    std::string why;
+    watched("setting up the path's gradient sum",
+            [&] { device_sum_ = make_device_sum(deck.run.path_allreduce, k, path_comm_, &why); });
+    if (rank_ == 0 && verbose && k.name() != "cpu")
+      std::printf("path gradient all-reduce: %s\n",
+                  device_sum_ ? "NCCL, on the GPUs" : ("MPI through host memory: " + why).c_str());
+  }
 
   // Every path starts from bitwise the same weights (a common seed).
   std::vector<float> init = init_params(shape_, layout, deck.run.seed);
@@ -227,7 +236,11 @@ void Trainer::inner_step(PathState& p, std::vector<double>& losses) {
     return;
   }
   const double loss = local_gradients(p, rip * local_batch_);
-  if (topo_.ranks_per_path > 1 && !replicas_) {
+  if (topo_.ranks_per_path > 1 && !replicas_ && device_sum_) {
+    CollectiveScope wait("the gradient all-reduce of a path");
+    device_sum_->sum(grads_.get(), layout.total);
+    path_bytes_ += 4.0 * layout.total;
+  } else if (topo_.ranks_per_path > 1 && !replicas_) {
     float* g = grads_.get();
     if (k_.name() != "cpu") {  // stage through host memory
       grad_host_.resize(layout.total);

@@ -109,6 +109,21 @@ TEST_F(CudaKernelsTest, GemmFp32) { gemm_cases(Precision::fp32, kTol); }
 
 TEST_F(CudaKernelsTest, GemmBf16) { gemm_cases(Precision::bf16, kBf16Tol); }
 
+// TF32 keeps 10 mantissa bits: near fp32 (well within bf16's tolerance), yet
+// not the fp32 product bit for bit.
+TEST_F(CudaKernelsTest, GemmTf32) {
+  gemm_cases(Precision::tf32, 5e-3);
+  GemmShape s;
+  s.M = 64, s.N = 80, s.K = 96;
+  auto A = randn(64 * 96), B = randn(96 * 80);
+  auto dA = up(A), dB = up(B);
+  DeviceBuffer<float> c32(*gpu, 64 * 80), c19(*gpu, 64 * 80);
+  gpu->gemm(s, dA.get(), dB.get(), c32.get(), nullptr);
+  s.precision = Precision::tf32;
+  gpu->gemm(s, dA.get(), dB.get(), c19.get(), nullptr);
+  EXPECT_NE(down(c32), down(c19));
+}
+
 TEST_F(CudaKernelsTest, GemmBf16IsReallyBf16) {
   GemmShape s;
   s.M = 64, s.N = 80, s.K = 96, s.precision = Precision::bf16;

@@ -20,7 +20,7 @@ constexpr long kMaxPaths = 1 << 20;
 
 struct Deck {
   struct Run {
-    std::string name, out_dir, device, restart;
+    std::string name, out_dir, device, path_allreduce, restart;
     uint64_t seed;
     int threads, log_every, restart_force;
     long stop_after;

@@ -18,6 +18,7 @@
 #include "dipaco/model/model.hpp"
 #include "dipaco/train/path_state.hpp"
 #include "dipaco/data/shards.hpp"
+#include "dipaco/dist/device_sum.hpp"
 #include "dipaco/dist/stop_agreement.hpp"
 #include "dipaco/dist/topology.hpp"
 
@@ -133,6 +134,7 @@ class Trainer {
   DeviceBuffer<int32_t> tok_dev_, tgt_dev_;
   std::vector<int32_t> tok_, tgt_;
   std::vector<float> grad_host_;
+  std::unique_ptr<DeviceSum> device_sum_;  // the path's gradient sum on the GPUs (NCCL), or null: MPI
   std::unique_ptr<MetricsFile> metrics_;
   bool verbose_;
   Progress progress_;
