@@ -190,7 +190,9 @@ class CudaKernels final : public Kernels {
     cuda::causal_softmax_backward(dscores, datt, att, BH, T, scale, kStream);
   }
   // Flash attention (flash_attention.cu): no [B, H, T, T] buffer, no head reshapes.
-  bool has_fused_attention(int head_size) const override { return head_size <= cuda::kMaxHead; }
+  // DIPACO_CUDA_ATTENTION=composed keeps the matmuls and softmax it replaced, for
+  // the benchmark's before/after rows (scripts/gpu-check).
+  bool has_fused_attention(int head_size) const override { return !composed_attention_ && head_size <= cuda::kMaxHead; }
   void fused_attention_forward(float* out, float* att, const float* qkv, int B, int T, int H, int D,
                                float scale) override {
     cuda::flash_attention_forward(out, att, qkv, B, T, H, D, scale, kStream);
@@ -243,6 +245,10 @@ class CudaKernels final : public Kernels {
 
  private:
   int device_;
+  bool composed_attention_ = [] {
+    const char* v = std::getenv("DIPACO_CUDA_ATTENTION");
+    return v && std::string(v) == "composed";
+  }();
   cudaDeviceProp props_{};
   cublasHandle_t blas_ = nullptr;
   Tally tally_;
