@@ -69,7 +69,7 @@ struct Views {
 void attention_forward(Kernels& k, float* out, float* att, const float* qkv, int B, int T, int H, int D, Precision p,
                        int block_rows) {
   if (block_rows == 0 && fused(k.has_fused_attention(D), T))
-    return k.fused_attention_forward(out, att, qkv, B, T, H, D, 1.0f / std::sqrt(float(D)));
+    return k.fused_attention_forward(out, att, qkv, B, T, H, D, 1.0f / std::sqrt(float(D)), p);
   const Views v(k, T, H, D, block_rows, p);
   const long C = long(H) * D, C3 = 3 * C;
   const float *q = qkv, *kk = qkv + C, *vv = qkv + 2 * C;
@@ -89,7 +89,7 @@ void attention_forward(Kernels& k, float* out, float* att, const float* qkv, int
 void attention_backward(Kernels& k, float* dqkv, const float* dout, const float* qkv, const float* out, const float* att,
                         float* scratch, int B, int T, int H, int D, Precision p, int block_rows) {
   if (block_rows == 0 && fused(k.has_fused_attention(D), T))
-    return k.fused_attention_backward(dqkv, dout, qkv, out, att, B, T, H, D, 1.0f / std::sqrt(float(D)));
+    return k.fused_attention_backward(dqkv, dout, qkv, out, att, B, T, H, D, 1.0f / std::sqrt(float(D)), p);
   const Views v(k, T, H, D, block_rows, p);
   const long C = long(H) * D, C3 = 3 * C;
   const float *q = qkv, *kk = qkv + C, *vv = qkv + 2 * C;

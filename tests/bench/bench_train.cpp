@@ -76,12 +76,13 @@ class TimedKernels final : public Kernels {
   }
   int causal_block_rows(int T, Precision p) const override { return k_.causal_block_rows(T, p); }
   bool has_fused_attention(int d) const override { return k_.has_fused_attention(d); }
-  void fused_attention_forward(float* o, float* a, const float* qkv, int B, int T, int H, int D, float sc) override {
-    TIMED("attention", k_.fused_attention_forward(o, a, qkv, B, T, H, D, sc));
+  void fused_attention_forward(float* o, float* a, const float* qkv, int B, int T, int H, int D, float sc,
+                               Precision p) override {
+    TIMED("attention", k_.fused_attention_forward(o, a, qkv, B, T, H, D, sc, p));
   }
   void fused_attention_backward(float* dqkv, const float* d, const float* qkv, const float* o, const float* a, int B,
-                                int T, int H, int D, float sc) override {
-    TIMED("attention", k_.fused_attention_backward(dqkv, d, qkv, o, a, B, T, H, D, sc));
+                                int T, int H, int D, float sc, Precision p) override {
+    TIMED("attention", k_.fused_attention_backward(dqkv, d, qkv, o, a, B, T, H, D, sc, p));
   }
   void softmax_crossentropy_forward(float* p, float* l, const int32_t* t, int N, int V) override {
     TIMED("crossentropy", k_.softmax_crossentropy_forward(p, l, t, N, V));

@@ -258,33 +258,36 @@ TEST_F(CudaKernelsTest, CausalAttention) {
 // Flash attention against the CPU's fused attention at the sizes it meets:
 // several tiles with a ragged end, every padded head size (32, 64, 128) and
 // heads that are not whole warps, sequences of the benchmark's length; the
-// row stats too (the backward recomputes the probabilities from them).
+// row stats too (the backward recomputes the probabilities from them). fp32 on
+// the CUDA cores, bf16 on the tensor cores (bf16 operands: bf16's tolerance).
 TEST_F(CudaKernelsTest, FlashAttentionMatchesCpu) {
   struct Shape {
     int B, T, H, D;
   };
-  for (const Shape s : {Shape{2, 45, 3, 16}, Shape{1, 200, 2, 64}, Shape{2, 129, 2, 128}, Shape{1, 70, 3, 100},
-                        Shape{4, 128, 4, 32}, Shape{1, 1024, 2, 64}, Shape{2, 2, 1, 1}}) {
-    ASSERT_TRUE(gpu->has_fused_attention(s.D));
-    const size_t C = size_t(s.H) * s.D, rows = size_t(s.B) * s.T;
-    const float scale = 1.0f / std::sqrt(float(s.D));
-    auto qkv = randn(rows * 3 * C), dout = randn(rows * C);
-    std::vector<float> out(rows * C), stats(2 * size_t(s.B) * s.H * s.T), dqkv(rows * 3 * C);
-    cpu->fused_attention_forward(out.data(), stats.data(), qkv.data(), s.B, s.T, s.H, s.D, scale);
-    cpu->fused_attention_backward(dqkv.data(), dout.data(), qkv.data(), out.data(), stats.data(), s.B, s.T, s.H, s.D,
-                                  scale);
-    auto gqkv = up(qkv), gdout = up(dout);
-    auto gout = up(std::vector<float>(out.size(), 9.0f)), gstats = up(std::vector<float>(stats.size(), 9.0f));
-    auto gdqkv = up(std::vector<float>(dqkv.size(), 9.0f));
-    gpu->fused_attention_forward(gout.get(), gstats.get(), gqkv.get(), s.B, s.T, s.H, s.D, scale);
-    gpu->fused_attention_backward(gdqkv.get(), gdout.get(), gqkv.get(), gout.get(), gstats.get(), s.B, s.T, s.H, s.D,
-                                  scale);
-    const std::string at = std::to_string(s.B) + "x" + std::to_string(s.T) + "x" + std::to_string(s.H) + "x" +
-                           std::to_string(s.D);
-    EXPECT_LT(rel_err(down(gout), out), kTol) << at;
-    EXPECT_LT(rel_err(down(gstats), stats), kTol) << at;
-    EXPECT_LT(rel_err(down(gdqkv), dqkv), kTol) << at;
-  }
+  for (Precision p : {Precision::fp32, Precision::bf16})
+    for (const Shape s : {Shape{2, 45, 3, 16}, Shape{1, 200, 2, 64}, Shape{2, 129, 2, 128}, Shape{1, 70, 3, 100},
+                          Shape{4, 128, 4, 32}, Shape{1, 1024, 2, 64}, Shape{2, 2, 1, 1}}) {
+      ASSERT_TRUE(gpu->has_fused_attention(s.D));
+      const size_t C = size_t(s.H) * s.D, rows = size_t(s.B) * s.T;
+      const float scale = 1.0f / std::sqrt(float(s.D));
+      auto qkv = randn(rows * 3 * C), dout = randn(rows * C);
+      std::vector<float> out(rows * C), stats(2 * size_t(s.B) * s.H * s.T), dqkv(rows * 3 * C);
+      cpu->fused_attention_forward(out.data(), stats.data(), qkv.data(), s.B, s.T, s.H, s.D, scale, Precision::fp32);
+      cpu->fused_attention_backward(dqkv.data(), dout.data(), qkv.data(), out.data(), stats.data(), s.B, s.T, s.H, s.D,
+                                    scale, Precision::fp32);
+      auto gqkv = up(qkv), gdout = up(dout);
+      auto gout = up(std::vector<float>(out.size(), 9.0f)), gstats = up(std::vector<float>(stats.size(), 9.0f));
+      auto gdqkv = up(std::vector<float>(dqkv.size(), 9.0f));
+      gpu->fused_attention_forward(gout.get(), gstats.get(), gqkv.get(), s.B, s.T, s.H, s.D, scale, p);
+      gpu->fused_attention_backward(gdqkv.get(), gdout.get(), gqkv.get(), gout.get(), gstats.get(), s.B, s.T, s.H, s.D,
+                                    scale, p);
+      const std::string at = std::string(p == Precision::bf16 ? "bf16 " : "fp32 ") + std::to_string(s.B) + "x" +
+                             std::to_string(s.T) + "x" + std::to_string(s.H) + "x" + std::to_string(s.D);
+      const double tol = p == Precision::bf16 ? 3 * kBf16Tol : kTol;
+      EXPECT_LT(rel_err(down(gout), out), tol) << at;
+      EXPECT_LT(rel_err(down(gstats), stats), tol) << at;
+      EXPECT_LT(rel_err(down(gdqkv), dqkv), tol) << at;
+    }
   EXPECT_FALSE(gpu->has_fused_attention(kCudaFusedAttentionMaxHead + 1));  // composed beyond the widest head
 }
 

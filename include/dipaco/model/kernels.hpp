@@ -117,11 +117,13 @@ class Kernels {
   // without one (or without one for this head size) get attention composed from
   // gemm and causal_softmax_* (layers.cpp).
   virtual bool has_fused_attention(int /*head_size*/) const { return false; }
-  virtual void fused_attention_forward(float* out, float* att, const float* qkv, int B, int T, int H, int D, float scale);
+  // p: the model's precision; a device may use it (CUDA's bf16 runs on the tensor cores).
+  virtual void fused_attention_forward(float* out, float* att, const float* qkv, int B, int T, int H, int D, float scale,
+                                       Precision p);
   // out is the forward's output: each row's dot(dout, out) is the softmax
   // backward's row term without a second pass over the keys.
   virtual void fused_attention_backward(float* dqkv, const float* dout, const float* qkv, const float* out,
-                                        const float* att, int B, int T, int H, int D, float scale);
+                                        const float* att, int B, int T, int H, int D, float scale, Precision p);
 
   // logits [N,V] -> probabilities in place; loss[n] = -log p[target[n]].
   virtual void softmax_crossentropy_forward(float* probs, float* loss, const int32_t* target, int N, int V) = 0;
@@ -150,11 +152,11 @@ class Kernels {
   virtual void outer_nesterov(float* anchor, float* mom, const float* delta, size_t n, float lr, float mu) = 0;
 };
 
-inline void Kernels::fused_attention_forward(float*, float*, const float*, int, int, int, int, float) {
+inline void Kernels::fused_attention_forward(float*, float*, const float*, int, int, int, int, float, Precision) {
   throw std::logic_error(name() + " kernels have no fused attention");
 }
 inline void Kernels::fused_attention_backward(float*, const float*, const float*, const float*, const float*, int, int,
-                                              int, int, float) {
+                                              int, int, float, Precision) {
   throw std::logic_error(name() + " kernels have no fused attention");
 }
 

@@ -141,13 +141,13 @@ class CpuKernels final : public Kernels {
   int causal_block_rows(int T, Precision p) const override { return T >= 256 && p != Precision::bf16 ? 64 : T; }
 
   bool has_fused_attention(int) const override { return true; }
-  void fused_attention_forward(float* out, float* att, const float* qkv, int B, int T, int H, int D,
-                               float scale) override {
+  void fused_attention_forward(float* out, float* att, const float* qkv, int B, int T, int H, int D, float scale,
+                               Precision) override {
     causal_attention::forward(out, att, qkv, B, T, H, D, scale);
   }
   // The CPU recomputes each row's dot(P, dP) in cache and needs no `out`.
   void fused_attention_backward(float* dqkv, const float* dout, const float* qkv, const float* /*out*/, const float* att,
-                                int B, int T, int H, int D, float scale) override {
+                                int B, int T, int H, int D, float scale, Precision) override {
     causal_attention::backward(dqkv, dout, qkv, att, B, T, H, D, scale);
   }
 

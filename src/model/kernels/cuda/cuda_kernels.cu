@@ -193,14 +193,14 @@ class CudaKernels final : public Kernels {
   // DIPACO_CUDA_ATTENTION=composed keeps the matmuls and softmax it replaced, for
   // the benchmark's before/after rows (scripts/gpu-check).
   bool has_fused_attention(int head_size) const override { return !composed_attention_ && head_size <= cuda::kMaxHead; }
-  void fused_attention_forward(float* out, float* att, const float* qkv, int B, int T, int H, int D,
-                               float scale) override {
-    cuda::flash_attention_forward(out, att, qkv, B, T, H, D, scale, kStream);
+  void fused_attention_forward(float* out, float* att, const float* qkv, int B, int T, int H, int D, float scale,
+                               Precision p) override {
+    cuda::flash_attention_forward(out, att, qkv, B, T, H, D, scale, p == Precision::bf16, kStream);
   }
   void fused_attention_backward(float* dqkv, const float* dout, const float* qkv, const float* out, const float* att,
-                                int B, int T, int H, int D, float scale) override {
+                                int B, int T, int H, int D, float scale, Precision p) override {
     float* rowdot = rowdot_.get(size_t(B) * H * T);
-    cuda::flash_attention_backward(dqkv, dout, qkv, out, att, rowdot, B, T, H, D, scale, kStream);
+    cuda::flash_attention_backward(dqkv, dout, qkv, out, att, rowdot, B, T, H, D, scale, p == Precision::bf16, kStream);
   }
 
   void softmax_crossentropy_forward(float* probs, float* loss, const int32_t* target, int N, int V) override {

@@ -1,4 +1,5 @@
 // Flash attention's launchers; the kernels are in flash_attention_kernels.cuh.
+#include <algorithm>
 #include <cmath>
 #include <stdexcept>
 #include <string>
@@ -8,6 +9,7 @@
 #include "simt.cuh"
 // after simt.cuh:
 #include "flash_attention_kernels.cuh"
+#include "flash_attention_tc_kernels.cuh"
 
 namespace dipaco::cuda {
 namespace {
@@ -18,9 +20,9 @@ using namespace flash;
 // above the default 48 KB: the kernel's limit is raised first (a host-side
 // attribute, cheap beside the launch).
 template <typename Kernel, typename... Args>
-void launch(Kernel kernel, size_t bytes, int BH, int T, cudaStream_t stream, Args... args) {
+void launch(Kernel kernel, size_t bytes, int threads, int BH, int T, cudaStream_t stream, Args... args) {
   DIPACO_CUDA(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, int(bytes)));
-  kernel<<<dim3(BH, (T + kTile - 1) / kTile), kThreads, bytes, stream>>>(args...);
+  kernel<<<dim3(BH, (T + kTile - 1) / kTile), threads, bytes, stream>>>(args...);
   DIPACO_LAUNCHED();
 }
 
@@ -32,42 +34,67 @@ int padded_head(int D) {
   return D <= 32 ? 32 : D <= 64 ? 64 : 128;
 }
 
+// Whether a kernel's shared memory fits this device's blocks (the tensor-core
+// backward at DP = 128 needs Hopper's 227 KB).
+bool fits(size_t bytes) {
+  int device = 0, most = 0;
+  DIPACO_CUDA(cudaGetDevice(&device));
+  DIPACO_CUDA(cudaDeviceGetAttribute(&most, cudaDevAttrMaxSharedMemoryPerBlockOptin, device));
+  return bytes <= size_t(most);
+}
+
 template <int DP>
-void forward_at(float* out, float* stats, const float* qkv, int B, int T, int H, int D, float scale, cudaStream_t s) {
-  launch(flash_forward_kernel<DP>, forward_smem<DP>(), B * H, T, s, out, stats, qkv, T, H, D, scale);
+bool tensor_cores(bool bf16) {
+  return bf16 && fits(std::max({tc_forward_smem<DP>(), tc_backward_kv_smem<DP>(), tc_backward_q_smem<DP>()}));
+}
+
+template <int DP>
+void forward_at(float* out, float* stats, const float* qkv, int B, int T, int H, int D, float scale, bool bf16,
+                cudaStream_t s) {
+  if (tensor_cores<DP>(bf16))
+    launch(flash_forward_tc_kernel<DP>, tc_forward_smem<DP>(), kTcThreads, B * H, T, s, out, stats, qkv, T, H, D, scale);
+  else
+    launch(flash_forward_kernel<DP>, forward_smem<DP>(), kThreads, B * H, T, s, out, stats, qkv, T, H, D, scale);
 }
 
 template <int DP>
 void backward_at(float* dqkv, const float* dout, const float* qkv, const float* stats, const float* rowdot, int B, int T,
-                 int H, int D, float scale, cudaStream_t s) {
-  launch(flash_backward_kv_kernel<DP>, backward_kv_smem<DP>(), B * H, T, s, dqkv, dout, qkv, stats, rowdot, T, H, D,
-         scale);
-  launch(flash_backward_q_kernel<DP>, backward_q_smem<DP>(), B * H, T, s, dqkv, dout, qkv, stats, rowdot, T, H, D,
-         scale);
+                 int H, int D, float scale, bool bf16, cudaStream_t s) {
+  if (tensor_cores<DP>(bf16)) {
+    launch(flash_backward_kv_tc_kernel<DP>, tc_backward_kv_smem<DP>(), kTcThreads, B * H, T, s, dqkv, dout, qkv, stats,
+           rowdot, T, H, D, scale);
+    launch(flash_backward_q_tc_kernel<DP>, tc_backward_q_smem<DP>(), kTcThreads, B * H, T, s, dqkv, dout, qkv, stats,
+           rowdot, T, H, D, scale);
+    return;
+  }
+  launch(flash_backward_kv_kernel<DP>, backward_kv_smem<DP>(), kThreads, B * H, T, s, dqkv, dout, qkv, stats, rowdot, T,
+         H, D, scale);
+  launch(flash_backward_q_kernel<DP>, backward_q_smem<DP>(), kThreads, B * H, T, s, dqkv, dout, qkv, stats, rowdot, T,
+         H, D, scale);
 }
 
 }  // namespace
 
 void flash_attention_forward(float* out, float* stats, const float* qkv, int B, int T, int H, int D, float scale,
-                             cudaStream_t stream) {
+                             bool bf16, cudaStream_t stream) {
   if (B <= 0 || T <= 0 || H <= 0) return;
   switch (padded_head(D)) {
-    case 32: return forward_at<32>(out, stats, qkv, B, T, H, D, scale, stream);
-    case 64: return forward_at<64>(out, stats, qkv, B, T, H, D, scale, stream);
-    default: return forward_at<128>(out, stats, qkv, B, T, H, D, scale, stream);
+    case 32: return forward_at<32>(out, stats, qkv, B, T, H, D, scale, bf16, stream);
+    case 64: return forward_at<64>(out, stats, qkv, B, T, H, D, scale, bf16, stream);
+    default: return forward_at<128>(out, stats, qkv, B, T, H, D, scale, bf16, stream);
   }
 }
 
 void flash_attention_backward(float* dqkv, const float* dout, const float* qkv, const float* out, const float* stats,
-                              float* rowdot, int B, int T, int H, int D, float scale, cudaStream_t stream) {
+                              float* rowdot, int B, int T, int H, int D, float scale, bool bf16, cudaStream_t stream) {
   if (B <= 0 || T <= 0 || H <= 0) return;
   const int DP = padded_head(D), rows = B * H * T;
   rowdot_kernel<<<(rows + kWarps - 1) / kWarps, kThreads, 0, stream>>>(rowdot, dout, out, B, T, H, D);
   DIPACO_LAUNCHED();
   switch (DP) {
-    case 32: return backward_at<32>(dqkv, dout, qkv, stats, rowdot, B, T, H, D, scale, stream);
-    case 64: return backward_at<64>(dqkv, dout, qkv, stats, rowdot, B, T, H, D, scale, stream);
-    default: return backward_at<128>(dqkv, dout, qkv, stats, rowdot, B, T, H, D, scale, stream);
+    case 32: return backward_at<32>(dqkv, dout, qkv, stats, rowdot, B, T, H, D, scale, bf16, stream);
+    case 64: return backward_at<64>(dqkv, dout, qkv, stats, rowdot, B, T, H, D, scale, bf16, stream);
+    default: return backward_at<128>(dqkv, dout, qkv, stats, rowdot, B, T, H, D, scale, bf16, stream);
   }
 }
 

@@ -4,7 +4,8 @@
 // (flash attention). The contract is Kernels::fused_attention_forward/backward's:
 // heads are read straight out of the [B, T, 3C] qkv rows and written into the
 // [B, T, C] output rows, stats is [B, H, T, 2] (max of the scaled scores, 1/sum),
-// computed in fp32. Head sizes up to kMaxHead.
+// computed in fp32 (or, in bf16, with bf16 operands on the tensor cores).
+// Head sizes up to kMaxHead.
 //
 // Deterministic: every sum has a fixed order for a given shape. The backward
 // therefore runs two kernels (dK and dV per key tile, dQ per query tile)
@@ -18,10 +19,12 @@ namespace dipaco::cuda {
 
 constexpr int kMaxHead = kCudaFusedAttentionMaxHead;
 
+// bf16: on the tensor cores (bf16 operands, fp32 sums) where the device's shared
+// memory holds their tiles, else on the CUDA cores in fp32.
 void flash_attention_forward(float* out, float* stats, const float* qkv, int B, int T, int H, int D, float scale,
-                             cudaStream_t stream);
+                             bool bf16, cudaStream_t stream);
 // rowdot: B*H*T floats of scratch (each row's dot(dout, out)).
 void flash_attention_backward(float* dqkv, const float* dout, const float* qkv, const float* out, const float* stats,
-                              float* rowdot, int B, int T, int H, int D, float scale, cudaStream_t stream);
+                              float* rowdot, int B, int T, int H, int D, float scale, bool bf16, cudaStream_t stream);
 
 }  // namespace dipaco::cuda
