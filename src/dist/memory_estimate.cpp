@@ -19,11 +19,15 @@ double layer_floats(const ModelShape& s, int B, bool fused) {
 }
 }  // namespace
 
-double model_activation_bytes(const ModelShape& s, int B, bool fused_attention) {
+double model_activation_bytes(const ModelShape& s, int B, bool fused_attention, bool bf16) {
   const double N = double(B) * s.T, C = s.C, scratch = double(attention_scratch_floats(fused_attention, B, s.H, s.T));
+  // bf16: the weights' copy, each layer's 4 matmul inputs (7NC), lnf's, and a gradient's (Model::Model)
+  const double copies = bf16 ? 2 * (double(make_layout(s).total) + 7 * N * C * s.L + N * C + N * std::max(4 * C, double(s.V)))
+                             : 0;
   // acts, encoded, lnf + 2 row stats, logits, losses, dres, dbuf_a/b/c, dqkv, attention scratch
   return 4 * (layer_floats(s, B, fused_attention) * s.L + N * C + N * C + 2 * N + N * s.V + N + N * C + 4 * N * C +
-              4 * N * C + N * C + 3 * N * C + scratch);
+              4 * N * C + N * C + 3 * N * C + scratch) +
+         copies;
 }
 
 MemoryEstimate estimate_memory(const Deck& deck, const Topology& topo, int rank, double corpus_bytes) {
@@ -63,7 +67,9 @@ MemoryEstimate estimate_memory(const Deck& deck, const Topology& topo, int rank,
   // CPU backend zeroes what it allocates).
   // Fused attention saves no probabilities: the CPU's always, CUDA's up to its widest head.
   const bool fused = deck.run.device == "cpu" || shape.C / shape.H <= kCudaFusedAttentionMaxHead;
-  e.activations = model_activation_bytes(shape, local_batch, fused) + model_activation_bytes(shape, deck.train.batch_size, fused);
+  const bool bf16 = deck.train.precision == "bf16";
+  e.activations =
+      model_activation_bytes(shape, local_batch, fused, bf16) + model_activation_bytes(shape, deck.train.batch_size, fused, bf16);
   // Documents stay in memory; the warm start streams all of them, then each own path its shard.
   const double shards = own / topo.paths * std::min(deck.route.overlap, topo.paths);
   e.data = corpus_bytes * (1 + std::max(deck.route.warm_steps > 0 ? 1.0 : 0.0, shards));

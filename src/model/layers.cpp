@@ -6,21 +6,27 @@
 namespace dipaco {
 
 void linear_forward(Kernels& k, float* out, const float* inp, const float* W, const float* b, int N, int I, int O,
-                    Precision p, bool accumulate) {
+                    Precision p, bool accumulate, const Bf16Copies& copies) {
   GemmShape s;
   s.M = N, s.N = O, s.K = I, s.accumulate = accumulate, s.precision = p;
+  if (p == Precision::bf16) s.a_bf16 = copies.inp, s.b_bf16 = copies.W;
   k.gemm(s, inp, W, out, b);
 }
 
 void linear_backward(Kernels& k, float* dinp, float* dW, float* db, const float* dout, const float* inp, const float* W,
-                     int N, int I, int O, Precision p) {
+                     int N, int I, int O, Precision p, const Bf16Copies& copies) {
+  const bool bf16 = p == Precision::bf16;
+  const uint16_t* dout16 = nullptr;
+  if (bf16 && copies.dout_scratch) k.to_bf16(copies.dout_scratch, dout, size_t(N) * O), dout16 = copies.dout_scratch;
   if (dinp) {
     GemmShape s;  // [N,O] * [I,O]^T
     s.M = N, s.N = I, s.K = O, s.trans_b = true, s.precision = p;
+    if (bf16) s.a_bf16 = dout16, s.b_bf16 = copies.W;
     k.gemm(s, dout, W, dinp, nullptr);
   }
   GemmShape s;  // [N,I]^T * [N,O]
   s.M = I, s.N = O, s.K = N, s.trans_a = true, s.accumulate = true, s.precision = p;
+  if (bf16) s.a_bf16 = copies.inp, s.b_bf16 = dout16;
   k.gemm(s, inp, dout, dW, nullptr);
   if (db) k.bias_backward(db, dout, N, O);
 }

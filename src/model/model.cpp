@@ -1,7 +1,10 @@
 #include "dipaco/model/model.hpp"
 
+#include <algorithm>
 #include <cmath>
+#include <cstdlib>
 #include <random>
+#include <string>
 
 namespace dipaco {
 
@@ -117,6 +120,32 @@ Model::Model(Kernels& k, const ModelShape& s, int B, Precision p)
   attn_scratch_ = DeviceBuffer<float>(k, attention_scratch_floats(fused_, B, s.H, s.T));
   act_bytes_ = sizeof(float) * (acts_.size() + encoded_.size() + lnf_.size() + 2 * N + logits_.size() + N + dres_.size() +
                                 dbuf_a_.size() + dbuf_b_.size() + dbuf_c_.size() + dqkv_.size() + attn_scratch_.size());
+  const char* off = std::getenv("DIPACO_BF16_COPIES");
+  copies_ = p == Precision::bf16 && !(off && std::string(off) == "0");
+  if (copies_) {
+    w16_ = DeviceBuffer<uint16_t>(k, layout_.total);
+    acts16_ = DeviceBuffer<uint16_t>(k, 7 * N * C * s.L);
+    lnf16_ = DeviceBuffer<uint16_t>(k, N * C);
+    d16_ = DeviceBuffer<uint16_t>(k, N * std::max<size_t>(4 * C, s.V));  // the widest gradient a matmul takes
+    act_bytes_ += sizeof(uint16_t) * (w16_.size() + acts16_.size() + lnf16_.size() + d16_.size());
+  }
+}
+
+Model::LayerCopies Model::copies(int l) const {
+  if (!copies_) return {};
+  const size_t NC = size_t(B_) * s_.T * s_.C;
+  uint16_t* p = acts16_.get() + 7 * NC * size_t(l);
+  return {p, p + NC, p + 2 * NC, p + 3 * NC};
+}
+
+const uint16_t* Model::w16(const float* params, const float* W) const {
+  return copies_ ? w16_.get() + (W - params) : nullptr;
+}
+
+void Model::refresh_weight_copy(const float* params) {
+  if (!copies_) return;
+  k_.to_bf16(w16_.get(), params, layout_.total);
+  w16_of_ = params;
 }
 
 Model::BlockPtrs Model::block(const float* arena, int l) const {
@@ -148,26 +177,38 @@ double Model::forward(const float* params, const int32_t* tok, const int32_t* tg
   const float* lnfw = wpe + size_t(s_.T) * C;
   const float* lnfb = lnfw + C;
 
+  refresh_weight_copy(params);
+  // bf16 copies of a matmul input, made as it is produced (copies_ only).
+  auto round = [&](uint16_t* to, const float* from, size_t n) {
+    if (copies_) k_.to_bf16(to, from, n);
+  };
   k_.encoder_forward(encoded_.get(), tok, wte, wpe, N, s_.T, C);
   const float* x = encoded_.get();
   for (int l = 0; l < s_.L; ++l) {
     BlockPtrs w = block(params, l);
     LayerActs a = acts(l);
+    LayerCopies c = copies(l);
     k_.layernorm_forward(a.ln1, a.ln1_mean, a.ln1_rstd, x, w.ln1w, w.ln1b, N, C);
-    linear_forward(k_, a.qkv, a.ln1, w.qkvw, w.qkvb, N, C, 3 * C, p_);
+    round(c.ln1, a.ln1, size_t(N) * C);
+    linear_forward(k_, a.qkv, a.ln1, w.qkvw, w.qkvb, N, C, 3 * C, p_, false, {c.ln1, w16(params, w.qkvw)});
     attention_forward(k_, a.atty, a.att, a.qkv, B_, s_.T, H, D, p_);
+    round(c.atty, a.atty, size_t(N) * C);
     k_.copy(a.res2, x, sizeof(float) * N * C);
-    linear_forward(k_, a.res2, a.atty, w.projw, w.projb, N, C, C, p_, true);
+    linear_forward(k_, a.res2, a.atty, w.projw, w.projb, N, C, C, p_, true, {c.atty, w16(params, w.projw)});
     k_.layernorm_forward(a.ln2, a.ln2_mean, a.ln2_rstd, a.res2, w.ln2w, w.ln2b, N, C);
-    linear_forward(k_, a.fch, a.ln2, w.fcw, w.fcb, N, C, 4 * C, p_);
+    round(c.ln2, a.ln2, size_t(N) * C);
+    linear_forward(k_, a.fch, a.ln2, w.fcw, w.fcb, N, C, 4 * C, p_, false, {c.ln2, w16(params, w.fcw)});
     k_.gelu_forward(a.fch_gelu, a.fch, size_t(N) * 4 * C);
+    round(c.fch_gelu, a.fch_gelu, size_t(N) * 4 * C);
     k_.copy(a.res3, a.res2, sizeof(float) * N * C);
-    linear_forward(k_, a.res3, a.fch_gelu, w.fc2w, w.fc2b, N, 4 * C, C, p_, true);
+    linear_forward(k_, a.res3, a.fch_gelu, w.fc2w, w.fc2b, N, 4 * C, C, p_, true, {c.fch_gelu, w16(params, w.fc2w)});
     x = a.res3;
   }
   k_.layernorm_forward(lnf_.get(), lnf_mean_.get(), lnf_rstd_.get(), x, lnfw, lnfb, N, C);
+  round(lnf16_.get(), lnf_.get(), size_t(N) * C);
   GemmShape s;  // logits = lnf * wte^T
   s.M = N, s.N = s_.V, s.K = C, s.trans_b = true, s.precision = p_;
+  if (copies_) s.a_bf16 = lnf16_.get(), s.b_bf16 = w16(params, wte);
   k_.gemm(s, lnf_.get(), wte, logits_.get(), nullptr);
   k_.softmax_crossentropy_forward(logits_.get(), losses_.get(), tgt, N, s_.V);
   return k_.sum(losses_.get(), N) / N;
@@ -183,14 +224,18 @@ void Model::backward(const float* params, float* grads, const int32_t* tok, cons
   float* dlnfw = dwpe + size_t(s_.T) * C;
   float* dlnfb = dlnfw + C;
 
+  if (copies_ && w16_of_ != params) refresh_weight_copy(params);
   float* dlogits = logits_.get();  // probabilities become their gradient in place
   k_.softmax_crossentropy_backward(dlogits, tgt, N, s_.V, loss_scale);
+  if (copies_) k_.to_bf16(d16_.get(), dlogits, size_t(N) * s_.V);
   float* dlnf = dbuf_c_.get();
   GemmShape s;  // dlnf = dlogits * wte
   s.M = N, s.N = C, s.K = s_.V, s.precision = p_;
+  if (copies_) s.a_bf16 = d16_.get(), s.b_bf16 = w16(params, wte);
   k_.gemm(s, dlogits, wte, dlnf, nullptr);
   GemmShape sw;  // dwte += dlogits^T * lnf
   sw.M = s_.V, sw.N = C, sw.K = N, sw.trans_a = true, sw.accumulate = true, sw.precision = p_;
+  if (copies_) sw.a_bf16 = d16_.get(), sw.b_bf16 = lnf16_.get();
   k_.gemm(sw, dlogits, lnf_.get(), dwte, nullptr);
 
   float* dres = dres_.get();
@@ -201,17 +246,20 @@ void Model::backward(const float* params, float* grads, const int32_t* tok, cons
   for (int l = s_.L - 1; l >= 0; --l) {
     BlockPtrs w = block(params, l), dw = block(grads, l);
     LayerActs a = acts(l);
+    LayerCopies c = copies(l);
+    uint16_t* d16 = copies_ ? d16_.get() : nullptr;
     const float* x = l > 0 ? acts(l - 1).res3 : encoded_.get();
     float *da = dbuf_a_.get(), *db = dbuf_b_.get(), *dc = dbuf_c_.get();
     // MLP: res3 = res2 + proj(gelu(fc(ln2(res2))))
-    linear_backward(k_, da, dw.fc2w, dw.fc2b, dres, a.fch_gelu, w.fc2w, N, 4 * C, C, p_);
+    linear_backward(k_, da, dw.fc2w, dw.fc2b, dres, a.fch_gelu, w.fc2w, N, 4 * C, C, p_,
+                    {c.fch_gelu, w16(params, w.fc2w), d16});
     k_.gelu_backward(db, a.fch, da, size_t(N) * 4 * C);
-    linear_backward(k_, dc, dw.fcw, dw.fcb, db, a.ln2, w.fcw, N, C, 4 * C, p_);
+    linear_backward(k_, dc, dw.fcw, dw.fcb, db, a.ln2, w.fcw, N, C, 4 * C, p_, {c.ln2, w16(params, w.fcw), d16});
     k_.layernorm_backward(dres, dw.ln2w, dw.ln2b, dc, a.res2, w.ln2w, a.ln2_mean, a.ln2_rstd, N, C);
     // Attention: res2 = x + proj(attn(qkv(ln1(x))))
-    linear_backward(k_, dc, dw.projw, dw.projb, dres, a.atty, w.projw, N, C, C, p_);
+    linear_backward(k_, dc, dw.projw, dw.projb, dres, a.atty, w.projw, N, C, C, p_, {c.atty, w16(params, w.projw), d16});
     attention_backward(k_, dqkv_.get(), dc, a.qkv, a.atty, a.att, attn_scratch_.get(), B_, s_.T, H, D, p_);
-    linear_backward(k_, dc, dw.qkvw, dw.qkvb, dqkv_.get(), a.ln1, w.qkvw, N, C, 3 * C, p_);
+    linear_backward(k_, dc, dw.qkvw, dw.qkvb, dqkv_.get(), a.ln1, w.qkvw, N, C, 3 * C, p_, {c.ln1, w16(params, w.qkvw), d16});
     k_.layernorm_backward(dres, dw.ln1w, dw.ln1b, dc, x, w.ln1w, a.ln1_mean, a.ln1_rstd, N, C);
   }
   k_.encoder_backward(dwte, dwpe, dres, tok, N, s_.T, C);

@@ -51,6 +51,7 @@ class TimedKernels final : public Kernels {
   void gemm(const GemmShape& s, const float* A, const float* B, float* C, const float* bias) override {
     TIMED(s.batch > 1 ? "gemm_attention" : "gemm_linear", k_.gemm(s, A, B, C, bias));
   }
+  void to_bf16(uint16_t* o, const float* in, size_t n) override { TIMED("to_bf16", k_.to_bf16(o, in, n)); }
   void encoder_forward(float* o, const int32_t* t, const float* a, const float* b, int N, int T, int C) override {
     TIMED("encoder", k_.encoder_forward(o, t, a, b, N, T, C));
   }

@@ -66,8 +66,12 @@ double measured_step_bytes(Kernels& k, const ModelShape& s, int B) {
 TEST(MemoryEstimate, ActivationsAreWhatModelAllocates) {
   auto k = make_kernels("cpu");
   for (auto [C, L, T, B] : std::vector<std::array<int, 4>>{{32, 2, 64, 4}, {128, 4, 128, 16}, {64, 3, 32, 5}}) {
-    Model m(*k, shape(C, L, T), B, Precision::fp32);
-    EXPECT_DOUBLE_EQ(model_activation_bytes(shape(C, L, T), B, k->has_fused_attention(C / 4)), double(m.activation_bytes())) << C << " " << L;
+    for (Precision p : {Precision::fp32, Precision::bf16}) {  // bf16 holds its operands' copies too
+      Model m(*k, shape(C, L, T), B, p);
+      EXPECT_DOUBLE_EQ(model_activation_bytes(shape(C, L, T), B, k->has_fused_attention(C / 4), p == Precision::bf16),
+                       double(m.activation_bytes()))
+          << C << " " << L;
+    }
   }
 }
 

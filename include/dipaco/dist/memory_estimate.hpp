@@ -26,8 +26,8 @@ struct MemoryEstimate {
 };
 
 // Bytes of the buffers Model(shape, B) allocates (= Model::activation_bytes()), on
-// kernels with fused attention (the CPU's) or without.
-double model_activation_bytes(const ModelShape& s, int B, bool fused_attention);
+// kernels with fused attention (the CPU's) or without, in bf16 with its copies.
+double model_activation_bytes(const ModelShape& s, int B, bool fused_attention, bool bf16 = false);
 
 // Rank `rank` of a run of `topo` (corpus_bytes: the size of data.corpus).
 MemoryEstimate estimate_memory(const Deck& deck, const Topology& topo, int rank, double corpus_bytes);

@@ -42,6 +42,11 @@ struct GemmShape {
   long ld_a = 0, ld_b = 0, ld_c = 0;                 // row pitch as stored; 0: dense
   bool accumulate = false;
   Precision precision = Precision::fp32;
+  // bf16 copies of A and B (same layout), made once by the caller and used here
+  // instead of converting the operand in the call (precision bf16 only): a value
+  // multiplied by several matmuls is rounded once (Kernels::to_bf16).
+  const uint16_t* a_bf16 = nullptr;
+  const uint16_t* b_bf16 = nullptr;
   // Row pitch of each operand as stored.
   long lda() const { return ld_a ? ld_a : (trans_a ? M : K); }
   long ldb() const { return ld_b ? ld_b : (trans_b ? K : N); }
@@ -82,6 +87,8 @@ class Kernels {
   float* alloc(size_t n) { return static_cast<float*>(alloc_bytes(n * sizeof(float))); }
 
   virtual void gemm(const GemmShape& s, const float* A, const float* B, float* C, const float* bias) = 0;
+  // out = in rounded to bf16 (to nearest, ties to even), as gemm rounds its operands.
+  virtual void to_bf16(uint16_t* out, const float* in, size_t n) = 0;
 
   // out[n,:] = wte[tok[n],:] + wpe[n % T,:]
   virtual void encoder_forward(float* out, const int32_t* tok, const float* wte, const float* wpe, int N, int T, int C) = 0;

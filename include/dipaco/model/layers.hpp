@@ -6,12 +6,22 @@
 
 namespace dipaco {
 
+// bf16 copies of a linear layer's operands (precision bf16), each rounded once
+// and multiplied twice: inp by the forward and by dW, W by the forward and by
+// dinp, dout by dinp and by dW (rounded into dout_scratch, N*O values, in the
+// backward). A null one is rounded inside each matmul instead, to the same bits.
+struct Bf16Copies {
+  const uint16_t* inp = nullptr;
+  const uint16_t* W = nullptr;
+  uint16_t* dout_scratch = nullptr;
+};
+
 // out[N,O] (+)= inp[N,I] * W[I,O] + b   (accumulate: add into out, e.g. a residual)
 void linear_forward(Kernels& k, float* out, const float* inp, const float* W, const float* b, int N, int I, int O,
-                    Precision p, bool accumulate = false);
+                    Precision p, bool accumulate = false, const Bf16Copies& copies = {});
 // dinp = dout * W^T (skipped when dinp is null); dW += inp^T * dout; db += colsum(dout)
 void linear_backward(Kernels& k, float* dinp, float* dW, float* db, const float* dout, const float* inp, const float* W,
-                     int N, int I, int O, Precision p);
+                     int N, int I, int O, Precision p, const Bf16Copies& copies = {});
 
 // Causal multi-head self-attention core: qkv [B*T, 3C] -> out [B*T, C], heads
 // read and written in place through strided matmuls. Saves in att [B,H,T,T]

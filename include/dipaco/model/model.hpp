@@ -73,6 +73,14 @@ class Model {
     float* att;  // attention probabilities [B,H,T,T]
   };
   LayerActs acts(int l) const;
+  // bf16 copies of a layer's matmul inputs (Bf16Copies), in bf16 only.
+  struct LayerCopies {
+    uint16_t *ln1, *atty, *ln2, *fch_gelu;
+  };
+  LayerCopies copies(int l) const;
+  // W's place in the weights' bf16 copy (null without copies).
+  const uint16_t* w16(const float* params, const float* W) const;
+  void refresh_weight_copy(const float* params);
   size_t layer_floats() const;
   BlockPtrs block(const float* arena, int l) const;
 
@@ -82,9 +90,14 @@ class Model {
   int B_;
   Precision p_;
   bool fused_;  // the kernels attend in one kernel: att holds row stats, no scratch
+  // bf16: each matmul operand rounded once (weights once a step), not in every
+  // matmul; DIPACO_BF16_COPIES=0 turns it off (the benchmark's baseline).
+  bool copies_ = false;
+  const float* w16_of_ = nullptr;  // the arena the weights' copy was made from
   size_t act_bytes_ = 0;
   DeviceBuffer<float> acts_, encoded_, lnf_, lnf_mean_, lnf_rstd_, logits_, losses_, dres_, dbuf_a_, dbuf_b_, dbuf_c_,
       dqkv_, attn_scratch_;
+  DeviceBuffer<uint16_t> w16_, acts16_, lnf16_, d16_;
 };
 
 }  // namespace dipaco

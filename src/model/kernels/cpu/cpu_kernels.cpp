@@ -42,6 +42,7 @@ class CpuKernels final : public Kernels {
   void gemm(const GemmShape& s, const float* A, const float* B, float* C, const float* bias) override {
     gemm_.run(s, A, B, C, bias);
   }
+  void to_bf16(uint16_t* out, const float* in, size_t n) override { OnednnGemm::to_bf16(out, in, n); }
 
   void encoder_forward(float* out, const int32_t* tok, const float* wte, const float* wpe, int N, int T, int C) override {
 #pragma omp parallel for schedule(static)

@@ -38,6 +38,24 @@ T* staged(std::vector<T>& buf, const float* src, size_t n, void (*convert)(T*, c
   return out;
 }
 
+// bf16 values widened to fp32 (exact): a caller's bf16 copy for an emulated matmul.
+void widen_bf16(float* out, const uint16_t* in, size_t n) {
+  for (size_t i = 0; i < n; ++i) {
+    const uint32_t u = uint32_t(in[i]) << 16;
+    std::memcpy(out + i, &u, sizeof u);
+  }
+}
+
+// n values of a caller's bf16 copy, widened into buf; returns buf's data.
+float* widened(std::vector<float>& buf, const uint16_t* src, size_t n) {
+  constexpr size_t kChunk = 16384;
+  if (buf.size() < n) buf.resize(n);
+  float* out = buf.data();
+#pragma omp parallel for schedule(static)
+  for (size_t i = 0; i < n; i += kChunk) widen_bf16(out + i, src + i, std::min(kChunk, n - i));
+  return out;
+}
+
 // Said once per process: bf16 without bf16 matmul instructions is slower than fp32.
 void note_emulated_bf16() {
   static bool said = false;
@@ -101,11 +119,15 @@ void OnednnGemm::run(const GemmShape& s, const float* A, const float* B, float* 
   void* a = const_cast<float*>(A);
   void* b = const_cast<float*>(B);
   if (s.precision == Precision::bf16) {
+    // An operand the caller rounded already is used as it is (widened when bf16 is emulated).
     const size_t na = s.extent_a(), nb = s.extent_b();
-    if (e.emulated_bf16)
-      a = staged(a_round_, A, na, rows::round_bf16), b = staged(b_round_, B, nb, rows::round_bf16);
-    else
-      a = staged(a_bf16_, A, na, rows::to_bf16), b = staged(b_bf16_, B, nb, rows::to_bf16);
+    if (e.emulated_bf16) {
+      a = s.a_bf16 ? widened(a_round_, s.a_bf16, na) : staged(a_round_, A, na, rows::round_bf16);
+      b = s.b_bf16 ? widened(b_round_, s.b_bf16, nb) : staged(b_round_, B, nb, rows::round_bf16);
+    } else {
+      a = s.a_bf16 ? const_cast<uint16_t*>(s.a_bf16) : staged(a_bf16_, A, na, rows::to_bf16);
+      b = s.b_bf16 ? const_cast<uint16_t*>(s.b_bf16) : staged(b_bf16_, B, nb, rows::to_bf16);
+    }
   }
   const size_t esize = s.precision == Precision::bf16 && !e.emulated_bf16 ? sizeof(uint16_t) : sizeof(float);
   for (int o = 0; o < s.batch2; ++o) {
@@ -120,6 +142,12 @@ void OnednnGemm::run(const GemmShape& s, const float* A, const float* B, float* 
     e.prim.execute(stream_, args);
   }
   stream_.wait();
+}
+
+void OnednnGemm::to_bf16(uint16_t* out, const float* in, size_t n) {
+  constexpr size_t kChunk = 16384;
+#pragma omp parallel for schedule(static)
+  for (size_t i = 0; i < n; i += kChunk) rows::to_bf16(out + i, in + i, std::min(kChunk, n - i));
 }
 
 }  // namespace dipaco

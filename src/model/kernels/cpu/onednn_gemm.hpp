@@ -16,6 +16,8 @@ class OnednnGemm {
  public:
   OnednnGemm();
   void run(const GemmShape& s, const float* A, const float* B, float* C, const float* bias);
+  // The conversion run() applies to bf16 operands, over the threads.
+  static void to_bf16(uint16_t* out, const float* in, size_t n);
 
  private:
   struct Entry {
@@ -29,7 +31,7 @@ class OnednnGemm {
   dnnl::stream stream_;
   std::unordered_map<std::string, Entry> cache_;
   std::vector<uint16_t> a_bf16_, b_bf16_;
-  std::vector<float> a_round_, b_round_;
+  std::vector<float> a_round_, b_round_;  // emulated bf16: operands rounded, in fp32
 };
 
 }  // namespace dipaco
