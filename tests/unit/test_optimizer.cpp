@@ -5,17 +5,12 @@
 #include <random>
 
 #include "dipaco/model/model.hpp"
+#include "small_model.hpp"
 #include "dipaco/model/optimizer.hpp"
 
 using namespace dipaco;
 
 namespace {
-
-ModelShape small_shape() {
-  ModelShape s;
-  s.V = 256, s.C = 16, s.L = 3, s.H = 2, s.T = 8, s.layers_per_level = {1, 2};
-  return s;
-}
 
 std::vector<float> randn(size_t n, unsigned seed, float scale = 1.0f) {
   std::mt19937 rng(seed);
@@ -30,7 +25,7 @@ std::vector<float> randn(size_t n, unsigned seed, float scale = 1.0f) {
 // The runs tile the arena in order, each element with its own view's decay,
 // and neighbours of one decay are merged (fewer runs than tensors).
 TEST(Optimizer, AdamwRunsTileTheArenaWithEachViewsDecay) {
-  const ParamLayout layout = make_layout(small_shape());
+  const ParamLayout layout = make_layout(small_two_level_shape());
   const auto runs = adamw_runs(layout, 0.1f);
   std::vector<float> decay(layout.total, -1.0f);
   size_t next = 0, views = 0;
@@ -52,7 +47,7 @@ TEST(Optimizer, AdamwRunsTileTheArenaWithEachViewsDecay) {
 
 // adamw_step (runs) is bitwise adamw per tensor, as it was.
 TEST(Optimizer, AdamwStepIsAdamwPerTensor) {
-  const ParamLayout layout = make_layout(small_shape());
+  const ParamLayout layout = make_layout(small_two_level_shape());
   auto k = make_cpu_kernels();
   auto p = randn(layout.total, 1), g = randn(layout.total, 2), m = randn(layout.total, 3, 0.1f);
   auto v = randn(layout.total, 4, 0.1f);

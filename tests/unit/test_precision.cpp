@@ -7,16 +7,11 @@
 #include <vector>
 
 #include "dipaco/model/model.hpp"
+#include "small_model.hpp"
 
 using namespace dipaco;
 
 namespace {
-
-ModelShape small_shape() {
-  ModelShape s;
-  s.V = 256, s.C = 16, s.L = 3, s.H = 2, s.T = 8, s.layers_per_level = {1, 2};
-  return s;
-}
 
 struct Step {
   double loss;
@@ -43,7 +38,7 @@ TEST(Precision, Tf32IsFp32OnTheCpu) {
   EXPECT_EQ(parse_precision("bf16"), Precision::bf16);
   EXPECT_EQ(parse_precision("fp32"), Precision::fp32);
   auto k = make_cpu_kernels();
-  const Step a = step(*k, small_shape(), Precision::fp32), b = step(*k, small_shape(), Precision::tf32);
+  const Step a = step(*k, small_two_level_shape(), Precision::fp32), b = step(*k, small_two_level_shape(), Precision::tf32);
   EXPECT_EQ(a.loss, b.loss);
   EXPECT_EQ(a.grads, b.grads);
 }
@@ -53,7 +48,7 @@ TEST(Precision, Tf32IsFp32OnTheCpu) {
 // and a model that holds the copies in its activation bytes.
 TEST(Precision, Bf16CopiesAreTheMatmulsOwnRounding) {
   auto k = make_cpu_kernels();
-  const ModelShape s = small_shape();
+  const ModelShape s = small_two_level_shape();
   const Step with = step(*k, s, Precision::bf16);
   ::setenv("DIPACO_BF16_COPIES", "0", 1);
   const Step without = step(*k, s, Precision::bf16);

@@ -25,17 +25,22 @@ dnnl::memory::desc operand(const GemmShape& s, long stride, int rows, int cols, 
   return dnnl::memory::desc(d, type, st);
 }
 
-// Converts n values of src into buf (grown as needed) with one of the row kernels'
-// conversions (rows::to_bf16 or rows::round_bf16: vector clones; this file is compiled
-// for the baseline), in chunks over the threads; returns buf's data.
-template <typename T>
-T* staged(std::vector<T>& buf, const float* src, size_t n, void (*convert)(T*, const float*, size_t)) {
+// out[0, n) = convert(src[0, n)) in chunks over the threads.
+template <typename T, typename S>
+void chunked(T* out, const S* src, size_t n, void (*convert)(T*, const S*, size_t)) {
   constexpr size_t kChunk = 16384;
-  if (buf.size() < n) buf.resize(n);
-  T* out = buf.data();
 #pragma omp parallel for schedule(static)
   for (size_t i = 0; i < n; i += kChunk) convert(out + i, src + i, std::min(kChunk, n - i));
-  return out;
+}
+
+// Converts n values of src into buf (grown as needed) with one of the row kernels'
+// conversions (rows::to_bf16 or rows::round_bf16: vector clones; this file is compiled
+// for the baseline), or widens a caller's bf16 copy; returns buf's data.
+template <typename T, typename S>
+T* staged(std::vector<T>& buf, const S* src, size_t n, void (*convert)(T*, const S*, size_t)) {
+  if (buf.size() < n) buf.resize(n);
+  chunked(buf.data(), src, n, convert);
+  return buf.data();
 }
 
 // bf16 values widened to fp32 (exact): a caller's bf16 copy for an emulated matmul.
@@ -44,16 +49,6 @@ void widen_bf16(float* out, const uint16_t* in, size_t n) {
     const uint32_t u = uint32_t(in[i]) << 16;
     std::memcpy(out + i, &u, sizeof u);
   }
-}
-
-// n values of a caller's bf16 copy, widened into buf; returns buf's data.
-float* widened(std::vector<float>& buf, const uint16_t* src, size_t n) {
-  constexpr size_t kChunk = 16384;
-  if (buf.size() < n) buf.resize(n);
-  float* out = buf.data();
-#pragma omp parallel for schedule(static)
-  for (size_t i = 0; i < n; i += kChunk) widen_bf16(out + i, src + i, std::min(kChunk, n - i));
-  return out;
 }
 
 // Said once per process: bf16 without bf16 matmul instructions is slower than fp32.
@@ -122,8 +117,8 @@ void OnednnGemm::run(const GemmShape& s, const float* A, const float* B, float* 
     // An operand the caller rounded already is used as it is (widened when bf16 is emulated).
     const size_t na = s.extent_a(), nb = s.extent_b();
     if (e.emulated_bf16) {
-      a = s.a_bf16 ? widened(a_round_, s.a_bf16, na) : staged(a_round_, A, na, rows::round_bf16);
-      b = s.b_bf16 ? widened(b_round_, s.b_bf16, nb) : staged(b_round_, B, nb, rows::round_bf16);
+      a = s.a_bf16 ? staged(a_round_, s.a_bf16, na, widen_bf16) : staged(a_round_, A, na, rows::round_bf16);
+      b = s.b_bf16 ? staged(b_round_, s.b_bf16, nb, widen_bf16) : staged(b_round_, B, nb, rows::round_bf16);
     } else {
       a = s.a_bf16 ? const_cast<uint16_t*>(s.a_bf16) : staged(a_bf16_, A, na, rows::to_bf16);
       b = s.b_bf16 ? const_cast<uint16_t*>(s.b_bf16) : staged(b_bf16_, B, nb, rows::to_bf16);
@@ -144,10 +139,6 @@ void OnednnGemm::run(const GemmShape& s, const float* A, const float* B, float* 
   stream_.wait();
 }
 
-void OnednnGemm::to_bf16(uint16_t* out, const float* in, size_t n) {
-  constexpr size_t kChunk = 16384;
-#pragma omp parallel for schedule(static)
-  for (size_t i = 0; i < n; i += kChunk) rows::to_bf16(out + i, in + i, std::min(kChunk, n - i));
-}
+void OnednnGemm::to_bf16(uint16_t* out, const float* in, size_t n) { chunked(out, in, n, rows::to_bf16); }
 
 }  // namespace dipaco

@@ -49,12 +49,35 @@ DIPACO_SIMT_INLINE float dot4(float4 a, const float* b, float acc) {
 
 struct Head {
   size_t qkv, rows;  // offsets of this (sequence, head) in qkv [B,T,3C] and in [B,T,C]
-  long C;
+  long C, C3;        // row pitches of [B,T,C] and of qkv
 };
 DIPACO_SIMT_INLINE Head head_of(int bh, int T, int H, int D) {
   const int b = bh / H, h = bh % H;
   const long C = long(H) * D;
-  return {size_t(b) * T * 3 * C + size_t(h) * D, size_t(b) * T * C + size_t(h) * D, C};
+  return {size_t(b) * T * 3 * C + size_t(h) * D, size_t(b) * T * C + size_t(h) * D, C, 3 * C};
+}
+
+// What a block works on, (sequence, head) blockIdx.x and the tile of rows from
+// `first`, and where this thread sits: its lane and its warp's first row.
+struct Tile {
+  int bh, first, lane, row0;
+  Head hd;
+};
+DIPACO_SIMT_INLINE Tile tile_of(int T, int H, int D, int rows_per_warp) {
+  const int bh = blockIdx.x;
+  return {bh, int(blockIdx.y) * kTile, int(threadIdx.x & 31), int(threadIdx.x / 32) * rows_per_warp,
+          head_of(bh, T, H, D)};
+}
+
+// The forward's max and 1/sum and the rows' dot(dout, out) for the query tile
+// from q0 (zero past T), into shared memory, by the block's threads.
+DIPACO_SIMT_INLINE void load_row_stats(float* Ms, float* Is, float* Rs, const float* stats, const float* rowdot, int bh,
+                                       int q0, int T, int threads) {
+  for (int i = threadIdx.x; i < kTile; i += threads) {
+    const bool in = q0 + i < T;
+    const size_t r = size_t(bh) * T + q0 + i;
+    Ms[i] = in ? stats[2 * r] : 0.0f, Is[i] = in ? stats[2 * r + 1] : 0.0f, Rs[i] = in ? rowdot[r] : 0.0f;
+  }
 }
 
 template <int DP>
@@ -71,12 +94,11 @@ __global__ void __launch_bounds__(kThreads) flash_forward_kernel(float* out, flo
   float* Ks = Qs + kTile * DP;        // [kTile][DP + 1]  a key per lane
   float* Vs = Ks + kTile * (DP + 1);  // [kTile][DP]      a channel per lane
   float* Ps = Vs + kTile * DP;        // [kTile][kTile]   each warp's rows of probabilities
-  const int bh = blockIdx.x, q0 = blockIdx.y * kTile;
-  const Head hd = head_of(bh, T, H, D);
+  const Tile t = tile_of(T, H, D, kRowsPerWarp);
+  const int bh = t.bh, q0 = t.first, lane = t.lane, row0 = t.row0;
+  const Head& hd = t.hd;
   const float* q = qkv + hd.qkv;
-  const long C3 = 3 * hd.C;
-  const int lane = threadIdx.x & 31, row0 = (threadIdx.x / 32) * kRowsPerWarp;
-  load_tile<DP>(Qs, DP, q, C3, q0, T, D);
+  load_tile<DP>(Qs, DP, q, hd.C3, q0, T, D);
 
   float m[kRowsPerWarp], l[kRowsPerWarp], acc[kRowsPerWarp][DPL];
   for (int i = 0; i < kRowsPerWarp; ++i) {
@@ -86,8 +108,8 @@ __global__ void __launch_bounds__(kThreads) flash_forward_kernel(float* out, flo
   const int keys = min(T, q0 + kTile);  // keys [0, keys) reach some row of the tile
   for (int k0 = 0; k0 < keys; k0 += kTile) {
     __syncthreads();  // the previous tiles are read no more
-    load_tile<DP>(Ks, DP + 1, q + hd.C, C3, k0, T, D);
-    load_tile<DP>(Vs, DP, q + 2 * hd.C, C3, k0, T, D);
+    load_tile<DP>(Ks, DP + 1, q + hd.C, hd.C3, k0, T, D);
+    load_tile<DP>(Vs, DP, q + 2 * hd.C, hd.C3, k0, T, D);
     __syncthreads();
     float s[kRowsPerWarp][2] = {};
     for (int d = 0; d < DP; d += 4) {
@@ -169,25 +191,20 @@ __global__ void __launch_bounds__(kThreads)
   float* Ms = dSs + kTile * kTile;     // the query tile's max, 1/sum and rowdot
   float* Is = Ms + kTile;
   float* Rs = Is + kTile;
-  const int bh = blockIdx.x, k0 = blockIdx.y * kTile;
-  const Head hd = head_of(bh, T, H, D);
+  const Tile t = tile_of(T, H, D, kRowsPerWarp);
+  const int bh = t.bh, k0 = t.first, lane = t.lane, row0 = t.row0;
+  const Head& hd = t.hd;
   const float* q = qkv + hd.qkv;
   const float* dy = dout + hd.rows;
-  const long C3 = 3 * hd.C;
-  const int lane = threadIdx.x & 31, row0 = (threadIdx.x / 32) * kRowsPerWarp;
-  load_tile<DP>(Ks, DP, q + hd.C, C3, k0, T, D);
-  load_tile<DP>(Vs, DP, q + 2 * hd.C, C3, k0, T, D);
+  load_tile<DP>(Ks, DP, q + hd.C, hd.C3, k0, T, D);
+  load_tile<DP>(Vs, DP, q + 2 * hd.C, hd.C3, k0, T, D);
 
   float dk[kRowsPerWarp][DPL] = {}, dv[kRowsPerWarp][DPL] = {};
   for (int q0 = k0; q0 < T; q0 += kTile) {  // queries before k0 see none of these keys
     __syncthreads();
-    load_tile<DP>(Qs, DP + 1, q, C3, q0, T, D);
+    load_tile<DP>(Qs, DP + 1, q, hd.C3, q0, T, D);
     load_tile<DP>(dOs, DP + 1, dy, hd.C, q0, T, D);
-    for (int i = threadIdx.x; i < kTile; i += kThreads) {
-      const bool in = q0 + i < T;
-      const size_t r = size_t(bh) * T + q0 + i;
-      Ms[i] = in ? stats[2 * r] : 0.0f, Is[i] = in ? stats[2 * r + 1] : 0.0f, Rs[i] = in ? rowdot[r] : 0.0f;
-    }
+    load_row_stats(Ms, Is, Rs, stats, rowdot, bh, q0, T, kThreads);
     __syncthreads();
     float st[kRowsPerWarp][2] = {}, dp[kRowsPerWarp][2] = {};
     for (int d = 0; d < DP; d += 4) {
@@ -226,7 +243,7 @@ __global__ void __launch_bounds__(kThreads)
   for (int i = 0; i < kRowsPerWarp; ++i) {
     const int c = k0 + row0 + i;
     if (c >= T) break;
-    float* g = dqkv + hd.qkv + size_t(c) * C3;
+    float* g = dqkv + hd.qkv + size_t(c) * hd.C3;
     for (int j = 0; j < DPL; ++j)
       if (lane + 32 * j < D) g[hd.C + lane + 32 * j] = dk[i][j], g[2 * hd.C + lane + 32 * j] = dv[i][j];
   }
@@ -249,12 +266,11 @@ __global__ void __launch_bounds__(kThreads)
   float* Ks = dOs + kTile * DP;       // [kTile][DP + 1]  a key per lane, then a channel per lane
   float* Vs = Ks + kTile * (DP + 1);  // [kTile][DP + 1]
   float* dSs = Vs + kTile * (DP + 1); // [kTile queries][kTile keys]
-  const int bh = blockIdx.x, q0 = blockIdx.y * kTile;
-  const Head hd = head_of(bh, T, H, D);
+  const Tile t = tile_of(T, H, D, kRowsPerWarp);
+  const int bh = t.bh, q0 = t.first, lane = t.lane, row0 = t.row0;
+  const Head& hd = t.hd;
   const float* q = qkv + hd.qkv;
-  const long C3 = 3 * hd.C;
-  const int lane = threadIdx.x & 31, row0 = (threadIdx.x / 32) * kRowsPerWarp;
-  load_tile<DP>(Qs, DP, q, C3, q0, T, D);
+  load_tile<DP>(Qs, DP, q, hd.C3, q0, T, D);
   load_tile<DP>(dOs, DP, dout + hd.rows, hd.C, q0, T, D);
   float mi[kRowsPerWarp], ii[kRowsPerWarp], ri[kRowsPerWarp], dq[kRowsPerWarp][DPL] = {};
   for (int i = 0; i < kRowsPerWarp; ++i) {
@@ -265,8 +281,8 @@ __global__ void __launch_bounds__(kThreads)
   const int keys = min(T, q0 + kTile);
   for (int k0 = 0; k0 < keys; k0 += kTile) {
     __syncthreads();
-    load_tile<DP>(Ks, DP + 1, q + hd.C, C3, k0, T, D);
-    load_tile<DP>(Vs, DP + 1, q + 2 * hd.C, C3, k0, T, D);
+    load_tile<DP>(Ks, DP + 1, q + hd.C, hd.C3, k0, T, D);
+    load_tile<DP>(Vs, DP + 1, q + 2 * hd.C, hd.C3, k0, T, D);
     __syncthreads();
     float s[kRowsPerWarp][2] = {}, dp[kRowsPerWarp][2] = {};
     for (int d = 0; d < DP; d += 4) {
@@ -304,7 +320,7 @@ __global__ void __launch_bounds__(kThreads)
   for (int i = 0; i < kRowsPerWarp; ++i) {
     const int r = q0 + row0 + i;
     if (r >= T) break;
-    float* g = dqkv + hd.qkv + size_t(r) * C3;
+    float* g = dqkv + hd.qkv + size_t(r) * hd.C3;
     for (int j = 0; j < DPL; ++j)
       if (lane + 32 * j < D) g[lane + 32 * j] = dq[i][j];
   }

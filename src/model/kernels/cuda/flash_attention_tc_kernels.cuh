@@ -64,20 +64,19 @@ __global__ void __launch_bounds__(kTcThreads) flash_forward_tc_kernel(float* out
   float* S = reinterpret_cast<float*>(carve(at, P::S));
   bf16* Ph = reinterpret_cast<bf16*>(carve(at, P::P));
   float* O = reinterpret_cast<float*>(carve(at, P::O));
-  const int bh = blockIdx.x, q0 = blockIdx.y * kTile;
-  const Head hd = head_of(bh, T, H, D);
+  const Tile t = tile_of(T, H, D, kTcRows);
+  const int bh = t.bh, q0 = t.first, lane = t.lane, row0 = t.row0;
+  const Head& hd = t.hd;
   const float* q = qkv + hd.qkv;
-  const long C3 = 3 * hd.C;
-  const int lane = threadIdx.x & 31, row0 = (threadIdx.x / 32) * kTcRows;
-  load_tile_bf16<DP>(Qh, P::h, q, C3, q0, T, D);
+  load_tile_bf16<DP>(Qh, P::h, q, hd.C3, q0, T, D);
   zero_rows<DP>(O, P::o);
   float m[kTcRows], l[kTcRows];  // every lane holds its warp's rows' running max and sum
   for (int i = 0; i < kTcRows; ++i) m[i] = -INFINITY, l[i] = 0.0f;
   const int keys = min(T, q0 + kTile);
   for (int k0 = 0; k0 < keys; k0 += kTile) {
     __syncthreads();
-    load_tile_bf16<DP>(Kh, P::h, q + hd.C, C3, k0, T, D);
-    load_tile_bf16<DP>(Vh, P::h, q + 2 * hd.C, C3, k0, T, D);
+    load_tile_bf16<DP>(Kh, P::h, q + hd.C, hd.C3, k0, T, D);
+    load_tile_bf16<DP>(Vh, P::h, q + 2 * hd.C, hd.C3, k0, T, D);
     __syncthreads();
     for (int n = 0; n < kTile; n += 16)  // S = Q K^T, this warp's rows
       mma_tile<true>(S + row0 * P::s + n, P::s, Qh + row0 * P::h, P::h, Kh + n * P::h, P::h, DP, false);
@@ -136,25 +135,20 @@ __global__ void __launch_bounds__(kTcThreads)
   float* Ms = reinterpret_cast<float*>(carve(at, kTile * sizeof(float)));
   float* Is = Ms + kTile;
   float* Rs = Is + kTile;
-  const int bh = blockIdx.x, k0 = blockIdx.y * kTile;
-  const Head hd = head_of(bh, T, H, D);
+  const Tile t = tile_of(T, H, D, kTcRows);
+  const int bh = t.bh, k0 = t.first, lane = t.lane, row0 = t.row0;
+  const Head& hd = t.hd;
   const float* q = qkv + hd.qkv;
   const float* dy = dout + hd.rows;
-  const long C3 = 3 * hd.C;
-  const int lane = threadIdx.x & 31, row0 = (threadIdx.x / 32) * kTcRows;
-  load_tile_bf16<DP>(Kh, P::h, q + hd.C, C3, k0, T, D);
-  load_tile_bf16<DP>(Vh, P::h, q + 2 * hd.C, C3, k0, T, D);
+  load_tile_bf16<DP>(Kh, P::h, q + hd.C, hd.C3, k0, T, D);
+  load_tile_bf16<DP>(Vh, P::h, q + 2 * hd.C, hd.C3, k0, T, D);
   zero_rows<DP>(dK, P::o);
   zero_rows<DP>(dV, P::o);
   for (int q0 = k0; q0 < T; q0 += kTile) {
     __syncthreads();
-    load_tile_bf16<DP>(Qh, P::h, q, C3, q0, T, D);
+    load_tile_bf16<DP>(Qh, P::h, q, hd.C3, q0, T, D);
     load_tile_bf16<DP>(dOh, P::h, dy, hd.C, q0, T, D);
-    for (int i = threadIdx.x; i < kTile; i += kTcThreads) {
-      const bool in = q0 + i < T;
-      const size_t r = size_t(bh) * T + q0 + i;
-      Ms[i] = in ? stats[2 * r] : 0.0f, Is[i] = in ? stats[2 * r + 1] : 0.0f, Rs[i] = in ? rowdot[r] : 0.0f;
-    }
+    load_row_stats(Ms, Is, Rs, stats, rowdot, bh, q0, T, kTcThreads);
     __syncthreads();
     for (int n = 0; n < kTile; n += 16) {
       mma_tile<true>(St + row0 * P::s + n, P::s, Kh + row0 * P::h, P::h, Qh + n * P::h, P::h, DP, false);
@@ -179,7 +173,7 @@ __global__ void __launch_bounds__(kTcThreads)
   for (int i = 0; i < kTcRows; ++i) {
     const int c = k0 + row0 + i;
     if (c >= T) break;
-    float* g = dqkv + hd.qkv + size_t(c) * C3;
+    float* g = dqkv + hd.qkv + size_t(c) * hd.C3;
     for (int d = lane; d < D; d += 32) g[hd.C + d] = dK[(row0 + i) * P::o + d], g[2 * hd.C + d] = dV[(row0 + i) * P::o + d];
   }
 }
@@ -206,12 +200,11 @@ __global__ void __launch_bounds__(kTcThreads)
   float* dP = reinterpret_cast<float*>(carve(at, P::S));
   bf16* dSh = reinterpret_cast<bf16*>(carve(at, P::P));
   float* dQ = reinterpret_cast<float*>(carve(at, P::O));
-  const int bh = blockIdx.x, q0 = blockIdx.y * kTile;
-  const Head hd = head_of(bh, T, H, D);
+  const Tile t = tile_of(T, H, D, kTcRows);
+  const int bh = t.bh, q0 = t.first, lane = t.lane, row0 = t.row0;
+  const Head& hd = t.hd;
   const float* q = qkv + hd.qkv;
-  const long C3 = 3 * hd.C;
-  const int lane = threadIdx.x & 31, row0 = (threadIdx.x / 32) * kTcRows;
-  load_tile_bf16<DP>(Qh, P::h, q, C3, q0, T, D);
+  load_tile_bf16<DP>(Qh, P::h, q, hd.C3, q0, T, D);
   load_tile_bf16<DP>(dOh, P::h, dout + hd.rows, hd.C, q0, T, D);
   zero_rows<DP>(dQ, P::o);
   float mi[kTcRows], ii[kTcRows], ri[kTcRows];
@@ -222,8 +215,8 @@ __global__ void __launch_bounds__(kTcThreads)
   const int keys = min(T, q0 + kTile);
   for (int k0 = 0; k0 < keys; k0 += kTile) {
     __syncthreads();
-    load_tile_bf16<DP>(Kh, P::h, q + hd.C, C3, k0, T, D);
-    load_tile_bf16<DP>(Vh, P::h, q + 2 * hd.C, C3, k0, T, D);
+    load_tile_bf16<DP>(Kh, P::h, q + hd.C, hd.C3, k0, T, D);
+    load_tile_bf16<DP>(Vh, P::h, q + 2 * hd.C, hd.C3, k0, T, D);
     __syncthreads();
     for (int n = 0; n < kTile; n += 16) {
       mma_tile<true>(S + row0 * P::s + n, P::s, Qh + row0 * P::h, P::h, Kh + n * P::h, P::h, DP, false);
@@ -245,7 +238,7 @@ __global__ void __launch_bounds__(kTcThreads)
   for (int i = 0; i < kTcRows; ++i) {
     const int r = q0 + row0 + i;
     if (r >= T) break;
-    float* g = dqkv + hd.qkv + size_t(r) * C3;
+    float* g = dqkv + hd.qkv + size_t(r) * hd.C3;
     for (int d = lane; d < D; d += 32) g[d] = dQ[(row0 + i) * P::o + d];
   }
 }
