@@ -225,17 +225,18 @@ void Model::backward(const float* params, float* grads, const int32_t* tok, cons
   float* dlnfb = dlnfw + C;
 
   if (copies_ && w16_of_ != params) refresh_weight_copy(params);
+  uint16_t* d16 = copies_ ? d16_.get() : nullptr;  // a gradient, rounded once for the two matmuls that take it
   float* dlogits = logits_.get();  // probabilities become their gradient in place
   k_.softmax_crossentropy_backward(dlogits, tgt, N, s_.V, loss_scale);
-  if (copies_) k_.to_bf16(d16_.get(), dlogits, size_t(N) * s_.V);
+  if (d16) k_.to_bf16(d16, dlogits, size_t(N) * s_.V);
   float* dlnf = dbuf_c_.get();
   GemmShape s;  // dlnf = dlogits * wte
   s.M = N, s.N = C, s.K = s_.V, s.precision = p_;
-  if (copies_) s.a_bf16 = d16_.get(), s.b_bf16 = w16(params, wte);
+  if (copies_) s.a_bf16 = d16, s.b_bf16 = w16(params, wte);
   k_.gemm(s, dlogits, wte, dlnf, nullptr);
   GemmShape sw;  // dwte += dlogits^T * lnf
   sw.M = s_.V, sw.N = C, sw.K = N, sw.trans_a = true, sw.accumulate = true, sw.precision = p_;
-  if (copies_) sw.a_bf16 = d16_.get(), sw.b_bf16 = lnf16_.get();
+  if (copies_) sw.a_bf16 = d16, sw.b_bf16 = lnf16_.get();
   k_.gemm(sw, dlogits, lnf_.get(), dwte, nullptr);
 
   float* dres = dres_.get();
@@ -247,7 +248,6 @@ void Model::backward(const float* params, float* grads, const int32_t* tok, cons
     BlockPtrs w = block(params, l), dw = block(grads, l);
     LayerActs a = acts(l);
     LayerCopies c = copies(l);
-    uint16_t* d16 = copies_ ? d16_.get() : nullptr;
     const float* x = l > 0 ? acts(l - 1).res3 : encoded_.get();
     float *da = dbuf_a_.get(), *db = dbuf_b_.get(), *dc = dbuf_c_.get();
     // MLP: res3 = res2 + proj(gelu(fc(ln2(res2))))

@@ -236,10 +236,9 @@ void Trainer::inner_step(PathState& p, std::vector<double>& losses) {
     return;
   }
   const double loss = local_gradients(p, rip * local_batch_);
-  if (topo_.ranks_per_path > 1 && !replicas_ && device_sum_) {
+  if (device_sum_) {  // on the GPUs (set up only for a data-parallel path of several ranks)
     CollectiveScope wait("the gradient all-reduce of a path");
     device_sum_->sum(grads_.get(), layout.total);
-    path_bytes_ += 4.0 * layout.total;
   } else if (topo_.ranks_per_path > 1 && !replicas_) {
     float* g = grads_.get();
     if (k_.name() != "cpu") {  // stage through host memory
@@ -252,8 +251,8 @@ void Trainer::inner_step(PathState& p, std::vector<double>& losses) {
       allreduce_pieces(g, layout.total, MPI_FLOAT, MPI_SUM, path_comm_);
     }
     if (g != grads_.get()) k_.to_device(grads_.get(), g, layout.total * sizeof(float));
-    path_bytes_ += 4.0 * layout.total;
   }
+  if (topo_.ranks_per_path > 1 && !replicas_) path_bytes_ += 4.0 * layout.total;
   finish_step(p);
   losses.push_back(loss);
   if (!run_dir_.empty()) fault_slow_path(deck_, p.id, p.step - 1, topo_.paths, MPI_Wtime() - t0);  // not in the warm start

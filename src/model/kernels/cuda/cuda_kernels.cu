@@ -14,6 +14,7 @@
 #include <stdexcept>
 #include <string>
 #include <unordered_map>
+#include <utility>
 
 #include "cuda_check.cuh"
 #include "cuda_ops.cuh"
@@ -25,6 +26,11 @@ namespace {
 
 constexpr cudaStream_t kStream = nullptr;       // legacy default stream, see above
 constexpr size_t kBlasWorkspace = 32u << 20;    // cuBLAS's advice for Hopper
+
+// AdamW's bias corrections 1/(1 - beta^t), exactly as the CPU backend computes them.
+std::pair<float, float> bias_corrections(float beta1, float beta2, long t) {
+  return {1.0f / (1.0f - std::pow(beta1, float(t))), 1.0f / (1.0f - std::pow(beta2, float(t)))};
+}
 
 // Bytes of device memory held now and at most (peak_device_bytes).
 struct Tally {
@@ -132,19 +138,12 @@ class CudaKernels final : public Kernels {
     size_t esize = sizeof(float);
     if (s.precision == Precision::bf16) {
       // An operand the caller rounded already (GemmShape::a_bf16, b_bf16) is used as it is.
-      const size_t na = s.extent_a(), nb = s.extent_b();
-      if (s.a_bf16) {
-        a = s.a_bf16;
-      } else {
-        a = a_bf16_.get(na);
-        cuda::to_bf16(a_bf16_.get(na), A, na, kStream);
-      }
-      if (s.b_bf16) {
-        b = s.b_bf16;
-      } else {
-        b = b_bf16_.get(nb);
-        cuda::to_bf16(b_bf16_.get(nb), B, nb, kStream);
-      }
+      auto rounded = [](const uint16_t* copy, const float* x, size_t n, Scratch<__nv_bfloat16>& buf) -> const void* {
+        if (copy) return copy;
+        cuda::to_bf16(buf.get(n), x, n, kStream);
+        return buf.get(n);
+      };
+      a = rounded(s.a_bf16, A, s.extent_a(), a_bf16_), b = rounded(s.b_bf16, B, s.extent_b(), b_bf16_);
       type = CUDA_R_16BF, esize = sizeof(__nv_bfloat16);
     }
     // cuBLAS is column-major: row-major C = op(A) op(B) is column-major
@@ -208,13 +207,16 @@ class CudaKernels final : public Kernels {
   bool has_fused_attention(int head_size) const override { return !composed_attention_ && head_size <= cuda::kMaxHead; }
   void fused_attention_forward(float* out, float* att, const float* qkv, int B, int T, int H, int D, float scale,
                                Precision p) override {
-    cuda::flash_attention_forward(out, att, qkv, B, T, H, D, scale, p == Precision::bf16, kStream);
+    cuda::flash_attention_forward(out, att, qkv, B, T, H, D, scale, tensor_core_smem(p), kStream);
   }
   void fused_attention_backward(float* dqkv, const float* dout, const float* qkv, const float* out, const float* att,
                                 int B, int T, int H, int D, float scale, Precision p) override {
     float* rowdot = rowdot_.get(size_t(B) * H * T);
-    cuda::flash_attention_backward(dqkv, dout, qkv, out, att, rowdot, B, T, H, D, scale, p == Precision::bf16, kStream);
+    cuda::flash_attention_backward(dqkv, dout, qkv, out, att, rowdot, B, T, H, D, scale, tensor_core_smem(p), kStream);
   }
+
+  // bf16 attention may use the tensor cores up to the device's opt-in shared memory per block.
+  size_t tensor_core_smem(Precision p) const { return p == Precision::bf16 ? props_.sharedMemPerBlockOptin : 0; }
 
   void softmax_crossentropy_forward(float* probs, float* loss, const int32_t* target, int N, int V) override {
     cuda::softmax_crossentropy_forward(probs, loss, target, N, V, kStream);
@@ -229,14 +231,13 @@ class CudaKernels final : public Kernels {
 
   void adamw(float* p, const float* g, float* m, float* v, size_t n, float lr, float beta1, float beta2, float eps,
              float weight_decay, long t) override {
-    // Bias corrections exactly as the CPU backend computes them.
-    float c1 = 1.0f / (1.0f - std::pow(beta1, float(t))), c2 = 1.0f / (1.0f - std::pow(beta2, float(t)));
+    const auto [c1, c2] = bias_corrections(beta1, beta2, t);
     cuda::adamw(p, g, m, v, n, lr, beta1, beta2, eps, weight_decay, c1, c2, kStream);
   }
   // One launch per kAdamwRuns runs instead of one per tensor.
   void adamw_runs(float* p, const float* g, float* m, float* v, const std::vector<AdamwRun>& runs, float lr,
                   float beta1, float beta2, float eps, long t) override {
-    float c1 = 1.0f / (1.0f - std::pow(beta1, float(t))), c2 = 1.0f / (1.0f - std::pow(beta2, float(t)));
+    const auto [c1, c2] = bias_corrections(beta1, beta2, t);
     for (size_t first = 0; first < runs.size(); first += cuda::kAdamwRuns) {
       cuda::AdamwRunTable table{};
       size_t largest = 0;

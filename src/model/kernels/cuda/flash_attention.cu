@@ -34,24 +34,17 @@ int padded_head(int D) {
   return D <= 32 ? 32 : D <= 64 ? 64 : 128;
 }
 
-// Whether a kernel's shared memory fits this device's blocks (the tensor-core
-// backward at DP = 128 needs Hopper's 227 KB).
-bool fits(size_t bytes) {
-  int device = 0, most = 0;
-  DIPACO_CUDA(cudaGetDevice(&device));
-  DIPACO_CUDA(cudaDeviceGetAttribute(&most, cudaDevAttrMaxSharedMemoryPerBlockOptin, device));
-  return bytes <= size_t(most);
+// Whether the tensor-core kernels run: asked for (a limit above 0) and their
+// tiles fit a block (the backward at DP = 128 needs Hopper's 227 KB).
+template <int DP>
+bool tensor_cores(size_t tc_smem_limit) {
+  return std::max({tc_forward_smem<DP>(), tc_backward_kv_smem<DP>(), tc_backward_q_smem<DP>()}) <= tc_smem_limit;
 }
 
 template <int DP>
-bool tensor_cores(bool bf16) {
-  return bf16 && fits(std::max({tc_forward_smem<DP>(), tc_backward_kv_smem<DP>(), tc_backward_q_smem<DP>()}));
-}
-
-template <int DP>
-void forward_at(float* out, float* stats, const float* qkv, int B, int T, int H, int D, float scale, bool bf16,
-                cudaStream_t s) {
-  if (tensor_cores<DP>(bf16))
+void forward_at(float* out, float* stats, const float* qkv, int B, int T, int H, int D, float scale,
+                size_t tc_smem_limit, cudaStream_t s) {
+  if (tensor_cores<DP>(tc_smem_limit))
     launch(flash_forward_tc_kernel<DP>, tc_forward_smem<DP>(), kTcThreads, B * H, T, s, out, stats, qkv, T, H, D, scale);
   else
     launch(flash_forward_kernel<DP>, forward_smem<DP>(), kThreads, B * H, T, s, out, stats, qkv, T, H, D, scale);
@@ -59,8 +52,8 @@ void forward_at(float* out, float* stats, const float* qkv, int B, int T, int H,
 
 template <int DP>
 void backward_at(float* dqkv, const float* dout, const float* qkv, const float* stats, const float* rowdot, int B, int T,
-                 int H, int D, float scale, bool bf16, cudaStream_t s) {
-  if (tensor_cores<DP>(bf16)) {
+                 int H, int D, float scale, size_t tc_smem_limit, cudaStream_t s) {
+  if (tensor_cores<DP>(tc_smem_limit)) {
     launch(flash_backward_kv_tc_kernel<DP>, tc_backward_kv_smem<DP>(), kTcThreads, B * H, T, s, dqkv, dout, qkv, stats,
            rowdot, T, H, D, scale);
     launch(flash_backward_q_tc_kernel<DP>, tc_backward_q_smem<DP>(), kTcThreads, B * H, T, s, dqkv, dout, qkv, stats,
@@ -76,25 +69,25 @@ void backward_at(float* dqkv, const float* dout, const float* qkv, const float* 
 }  // namespace
 
 void flash_attention_forward(float* out, float* stats, const float* qkv, int B, int T, int H, int D, float scale,
-                             bool bf16, cudaStream_t stream) {
+                             size_t tc_smem_limit, cudaStream_t stream) {
   if (B <= 0 || T <= 0 || H <= 0) return;
   switch (padded_head(D)) {
-    case 32: return forward_at<32>(out, stats, qkv, B, T, H, D, scale, bf16, stream);
-    case 64: return forward_at<64>(out, stats, qkv, B, T, H, D, scale, bf16, stream);
-    default: return forward_at<128>(out, stats, qkv, B, T, H, D, scale, bf16, stream);
+    case 32: return forward_at<32>(out, stats, qkv, B, T, H, D, scale, tc_smem_limit, stream);
+    case 64: return forward_at<64>(out, stats, qkv, B, T, H, D, scale, tc_smem_limit, stream);
+    default: return forward_at<128>(out, stats, qkv, B, T, H, D, scale, tc_smem_limit, stream);
   }
 }
 
 void flash_attention_backward(float* dqkv, const float* dout, const float* qkv, const float* out, const float* stats,
-                              float* rowdot, int B, int T, int H, int D, float scale, bool bf16, cudaStream_t stream) {
+                              float* rowdot, int B, int T, int H, int D, float scale, size_t tc_smem_limit, cudaStream_t stream) {
   if (B <= 0 || T <= 0 || H <= 0) return;
   const int DP = padded_head(D), rows = B * H * T;
   rowdot_kernel<<<(rows + kWarps - 1) / kWarps, kThreads, 0, stream>>>(rowdot, dout, out, B, T, H, D);
   DIPACO_LAUNCHED();
   switch (DP) {
-    case 32: return backward_at<32>(dqkv, dout, qkv, stats, rowdot, B, T, H, D, scale, bf16, stream);
-    case 64: return backward_at<64>(dqkv, dout, qkv, stats, rowdot, B, T, H, D, scale, bf16, stream);
-    default: return backward_at<128>(dqkv, dout, qkv, stats, rowdot, B, T, H, D, scale, bf16, stream);
+    case 32: return backward_at<32>(dqkv, dout, qkv, stats, rowdot, B, T, H, D, scale, tc_smem_limit, stream);
+    case 64: return backward_at<64>(dqkv, dout, qkv, stats, rowdot, B, T, H, D, scale, tc_smem_limit, stream);
+    default: return backward_at<128>(dqkv, dout, qkv, stats, rowdot, B, T, H, D, scale, tc_smem_limit, stream);
   }
 }
 

@@ -19,12 +19,14 @@ namespace dipaco::cuda {
 
 constexpr int kMaxHead = kCudaFusedAttentionMaxHead;
 
-// bf16: on the tensor cores (bf16 operands, fp32 sums) where the device's shared
-// memory holds their tiles, else on the CUDA cores in fp32.
+// tc_smem_limit: the shared memory a block may have on this device where the
+// tensor-core kernels are wanted (bf16 operands, fp32 sums), 0 where they are
+// not; they run where their tiles fit it, else the fp32 CUDA-core kernels do.
 void flash_attention_forward(float* out, float* stats, const float* qkv, int B, int T, int H, int D, float scale,
-                             bool bf16, cudaStream_t stream);
+                             size_t tc_smem_limit, cudaStream_t stream);
 // rowdot: B*H*T floats of scratch (each row's dot(dout, out)).
 void flash_attention_backward(float* dqkv, const float* dout, const float* qkv, const float* out, const float* stats,
-                              float* rowdot, int B, int T, int H, int D, float scale, bool bf16, cudaStream_t stream);
+                              float* rowdot, int B, int T, int H, int D, float scale, size_t tc_smem_limit,
+                              cudaStream_t stream);
 
 }  // namespace dipaco::cuda
