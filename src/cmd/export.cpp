@@ -18,6 +18,7 @@
 #include "dipaco/cmd/options.hpp"
 #include "dipaco/cmd/trained_model.hpp"
 #include "dipaco/data/corpus.hpp"
+#include "dipaco/data/token_store.hpp"
 #include "dipaco/data/shards.hpp"
 #include "dipaco/dist/topology.hpp"
 #include "dipaco/io/checkpoint.hpp"
@@ -248,8 +249,10 @@ int evaluate_on_shard(const TrainedModel& m, int path, const std::string& file) 
     Deck d = dense_deck(m.deck_text);
     const int P = m.paths;
     // The run's newest shard file (next to its checkpoints), else the rule.
-    Split split = split_corpus(read_corpus(src.data.corpus), src.data.val_fraction, src.data.min_val_docs);
-    const std::string shard_file = latest_shard_file(fs::path(m.source).parent_path().parent_path().string());
+    const std::string run_dir = fs::path(m.source).parent_path().parent_path().string();
+    const TokenStore store(store_dir_of(src.data.store, run_dir));  // the run's documents, mapped
+    const Split split = store.split();
+    const std::string shard_file = latest_shard_file(run_dir);
     Assignment ta, va;
     if (!shard_file.empty()) {
       ShardFile sf = read_shard_file(shard_file, split);

@@ -11,6 +11,7 @@
 
 #include "dipaco/cmd/app.hpp"
 #include "dipaco/cmd/run_context.hpp"
+#include "dipaco/data/prepare.hpp"
 #include "dipaco/dist/memory_estimate.hpp"
 #include "dipaco/dist/watchdog.hpp"
 #include "dipaco/io/files.hpp"
@@ -98,25 +99,58 @@ std::pair<int, int> node_local_rank() {
   return {r, n};
 }
 
-// ---- prepare: the corpus split, recorded with its content hash ---------------
+// ---- prepare: the token store, and the split read from it -------------------
 
-void prepare_line(const RunContext& c, const std::string& how) {
+PrepareOptions prepare_options(const Deck& deck) {
+  PrepareOptions o;
+  o.corpus = deck.data.corpus, o.val = deck.data.val, o.domain_key = deck.data.domain_key;
+  o.val_fraction = deck.data.val_fraction, o.min_val_docs = deck.data.min_val_docs;
+  o.piece_bytes = uint64_t(deck.data.piece_mb * 1e6);
+  return o;
+}
+
+// The store's documents as the split; its content hash goes into every later stamp.
+void open_store(RunContext& c, const std::string& how) {
+  const Deck& deck = c.deck;
+  c.store = std::make_unique<TokenStore>(c.store_dir);
+  c.split = c.store->split();
+  // Without validation documents every bits-per-byte figure would be NaN.
+  if (c.split.val.empty())
+    throw CorpusError("corpus '" + deck.data.corpus + "' leaves no validation documents (data.val_fraction = " +
+                      deck.values.at("data.val_fraction") + ", data.min_val_docs = " + deck.values.at("data.min_val_docs") +
+                      "; each domain keeps one document for training): raise either, or add documents");
+  if (c.split.train.empty()) throw CorpusError("corpus '" + deck.data.corpus + "' leaves no training documents");
   if (c.rank == 0)
-    std::printf("stage prepare: %s: %zu training and %zu validation documents %s\n", c.deck.data.corpus.c_str(),
-                c.split.train.size(), c.split.val.size(), how.c_str());
+    for (const auto& domain : c.split.unvalidated)
+      std::fprintf(stderr, "dipaco: warning: domain '%s' has no validation document; it is trained on but not validated\n",
+                   domain.c_str());
+  c.corpus_line = "corpus.content_hash = " + c.store->meta("content_hash") + "\n";
+  if (c.rank == 0)
+    std::printf("stage prepare: %s: %zu training and %zu validation documents, %.1f MB %s\n", deck.data.corpus.c_str(),
+                c.split.train.size(), c.split.val.size(), std::atof(c.store->meta("bytes").c_str()) / 1e6, how.c_str());
 }
 
 }  // namespace
 
 bool load_prepare(RunContext& c, const std::string& stamp, std::string&) {
-  if (read_text_everywhere(c.run_dir + "/prepare.txt") != stamp) return false;
-  prepare_line(c, "(up to date, " + c.run_dir + "/prepare.txt)");
-  return true;
+  if (read_text_everywhere(c.store_dir + "/stamp.txt") != stamp) return false;
+  int ok = 1;
+  try {
+    open_store(c, "(up to date, " + c.store_dir + ")");
+  } catch (const CorpusError&) {
+    ok = 0;  // a damaged store is made again
+  }
+  watched("agreeing on the token store", [&] { MPI_Allreduce(MPI_IN_PLACE, &ok, 1, MPI_INT, MPI_MIN, MPI_COMM_WORLD); });
+  return ok;
 }
 
 int make_prepare(RunContext& c, const std::string& stamp) {
-  if (c.rank == 0) write_file_atomic(c.run_dir + "/prepare.txt", stamp);
-  prepare_line(c, "(" + c.run_dir + "/prepare.txt)");
+  const PrepareReport r = prepare_store(prepare_options(c.deck), c.store_dir, stamp, MPI_COMM_WORLD);
+  c.seconds.emplace_back("prepare", r.seconds);
+  char how[160];
+  std::snprintf(how, sizeof how, "-> %s in %.1f s (%.0f MB/s per rank)", c.store_dir.c_str(), r.seconds,
+                r.input_bytes / std::max(r.seconds, 1e-9) / 1e6 / c.size);
+  open_store(c, how);
   return kExitOk;
 }
 
@@ -180,25 +214,6 @@ void set_threads(const Deck& deck, int local_ranks) {
   else if (!std::getenv("OMP_NUM_THREADS")) omp_set_num_threads(std::max(1, omp_get_num_procs() / local_ranks));
 }
 
-// The corpus, split into training and validation documents, and its content hash.
-void read_split(RunContext& c) {
-  const Deck& deck = c.deck;
-  c.split = split_corpus(read_corpus(deck.data.corpus), deck.data.val_fraction, deck.data.min_val_docs);
-  // Without validation documents every bits-per-byte figure would be NaN.
-  if (c.split.val.empty())
-    throw CorpusError("corpus '" + deck.data.corpus + "' leaves no validation documents (data.val_fraction = " +
-                      deck.values.at("data.val_fraction") + ", data.min_val_docs = " + deck.values.at("data.min_val_docs") +
-                      "; each domain keeps one document for training): raise either, or add documents");
-  if (c.rank == 0)
-    for (const auto& domain : c.split.unvalidated)
-      std::fprintf(stderr, "dipaco: warning: domain '%s' has no validation document; it is trained on but not validated\n",
-                   domain.c_str());
-  uint64_t h = 0;
-  for (const auto& d : c.split.train) h = hash64(d.id + '\n' + d.text, h);
-  for (const auto& d : c.split.val) h = hash64(d.id + '\n' + d.text, h);
-  c.corpus_line = "corpus.content_hash = " + std::to_string(h) + "\n";
-}
-
 // The run directory, its lock, the resolved deck, the corpus split and the kernels.
 void set_up(RunContext& c, std::unique_ptr<RunLock>& lock) {
   const Deck& deck = c.deck;
@@ -216,7 +231,8 @@ void set_up(RunContext& c, std::unique_ptr<RunLock>& lock) {
     write_file_atomic(c.run_dir + "/deck.ini",
                       "# resolved deck" + (deck.source.empty() ? "" : " from " + deck.source) + "\n" + deck.text());
   watched("a barrier after rank 0 wrote a file", [] { MPI_Barrier(MPI_COMM_WORLD); });
-  read_split(c);
+  c.store_dir = store_dir_of(deck.data.store, c.run_dir);
+  c.corpus_line = input_identity(prepare_options(deck));  // the prepare stamp; then the store's content hash
   c.kernels = make_kernels(deck.run.device, local_rank);
   c.warm_file = deck.route.warm_start.empty() ? c.run_dir + "/warmstart.h5" : deck.route.warm_start;
   if (c.rank == 0) {

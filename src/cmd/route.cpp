@@ -11,7 +11,7 @@
 #include "dipaco/cmd/app.hpp"
 #include "dipaco/cmd/options.hpp"
 #include "dipaco/cmd/trained_model.hpp"
-#include "dipaco/data/corpus.hpp"
+#include "dipaco/data/input_files.hpp"
 #include "dipaco/io/deck.hpp"
 #include "dipaco/train/metrics.hpp"
 
@@ -20,13 +20,9 @@ namespace {
 
 const char* kRouteUsage = "usage: dipaco route MODEL.h5 (FILE.jsonl | --text TEXT) [--shards FILE] [--json]";
 
-void print_table(const std::vector<Document>& docs, const std::vector<int>& path, int P) {
-  std::map<std::string, std::vector<long>> by_domain;
-  for (size_t i = 0; i < docs.size(); ++i) {
-    auto& row = by_domain[docs[i].domain];
-    row.resize(P, 0);
-    ++row[path[i]];
-  }
+using DomainRows = std::map<std::string, std::vector<long>>;  // domain -> documents per path
+
+void print_table(const DomainRows& by_domain, long documents, int P) {
   std::printf("\n%-16s", "domain");
   for (int p = 0; p < P; ++p) std::printf(" %6s", ("P" + std::to_string(p)).c_str());
   std::printf("  documents\n");
@@ -39,7 +35,7 @@ void print_table(const std::vector<Document>& docs, const std::vector<int>& path
   }
   std::printf("%-16s", "all");
   for (int p = 0; p < P; ++p) std::printf(" %6ld", total[p]);
-  std::printf("  %zu\n", docs.size());
+  std::printf("  %ld\n", documents);
 }
 
 }  // namespace
@@ -63,20 +59,26 @@ int cmd_route(const Args& args) {
   if (m.only_path >= 0) throw DeckError("'" + file + "' holds one path; route reads a checkpoint or a --all export");
   const RunRouter rr = load_run_router(m, shards);
   const TextRouter router(rr, m.shape);
-  std::vector<Document> docs = have_text ? std::vector<Document>{{"text", "-", text}} : read_corpus(corpus);
-  std::vector<int> path(docs.size());
   if (!json)
     std::printf("router %s (%s, %d paths) on the first %d bytes of each document, features of %s\n", rr.shard_file.c_str(),
                 rr.router.mode.c_str(), m.paths, rr.prefix, rr.warm_file.c_str());
-  for (size_t i = 0; i < docs.size(); ++i) {
-    RouteChoice c = router.route(docs[i].text, 0);
-    path[i] = c.path;
+  DomainRows by_domain;
+  long documents = 0;
+  auto one = [&](const std::string& id, const std::string& domain, const std::string& t) {
+    RouteChoice c = router.route(t, 0);
+    auto& row = by_domain[domain];
+    row.resize(m.paths, 0);
+    ++row[c.path], ++documents;
     if (json)
-      std::printf("{\"id\":\"%s\",\"domain\":\"%s\",\"path\":%d,\"score\":%.6g,\"why\":\"%s\"}\n", json_escape(docs[i].id).c_str(),
-                  json_escape(docs[i].domain).c_str(), c.path, c.scores[c.path], json_escape(c.why()).c_str());
-    else std::printf("%-40s %-14s P%d  %s\n", docs[i].id.c_str(), docs[i].domain.c_str(), c.path, c.why().c_str());
-  }
-  if (!json && docs.size() > 1) print_table(docs, path, m.paths);
+      std::printf("{\"id\":\"%s\",\"domain\":\"%s\",\"path\":%d,\"score\":%.6g,\"why\":\"%s\"}\n", json_escape(id).c_str(),
+                  json_escape(domain).c_str(), c.path, c.scores[c.path], json_escape(c.why()).c_str());
+    else std::printf("%-40s %-14s P%d  %s\n", id.c_str(), domain.c_str(), c.path, c.why().c_str());
+  };
+  if (have_text) one("text", "-", text);
+  else  // streamed: a corpus of any size, in data.corpus's forms
+    for (const auto& piece : plan_pieces(expand_inputs(corpus), uint64_t(64) << 20))
+      read_piece(piece, InputOptions{}, [&](InputDocument&& d) { one(d.id, d.domain, d.text); });
+  if (!json && documents > 1) print_table(by_domain, documents, m.paths);
   return kExitOk;
 }
 

@@ -8,6 +8,7 @@
 #include <filesystem>
 
 #include "dipaco/data/corpus.hpp"
+#include "dipaco/data/token_store.hpp"
 #include "dipaco/data/features.hpp"
 #include "dipaco/data/shards.hpp"
 #include "dipaco/io/checkpoint.hpp"
@@ -147,8 +148,8 @@ RunRouter load_run_router(const TrainedModel& m, const std::string& shards) {
   if (r.shard_file.empty())
     throw DeckError("no shard file in " + run_dir + " (the run directory of " + m.source + "); give one with --shards FILE");
   const Deck& d = m.deck;
-  Split split = split_corpus(read_corpus(d.data.corpus), d.data.val_fraction, d.data.min_val_docs);
-  ShardFile sf = read_shard_file(r.shard_file, split);
+  const TokenStore store(store_dir_of(d.data.store, run_dir));
+  ShardFile sf = read_shard_file(r.shard_file, store.split());
   if (!sf.has_router) throw DeckError(r.shard_file + " holds no router");
   r.router = sf.router;
   if (r.router.paths() != m.paths)

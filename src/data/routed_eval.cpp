@@ -110,9 +110,9 @@ RoutedEval routed_evaluate(Trainer& t, const std::vector<Document>& val, const s
   std::vector<double> loss = score_items(t, items);
 
   RoutedEval r;
-  std::map<std::string, int> domain_index;
+  std::map<std::string_view, int> domain_index;
   for (const auto& d : val) domain_index.emplace(d.domain, 0);
-  for (auto& [name, idx] : domain_index) idx = int(r.domains.size()), r.domains.push_back(name);
+  for (auto& [name, idx] : domain_index) idx = int(r.domains.size()), r.domains.emplace_back(name);
   std::vector<double> pl(P, 0), dl(r.domains.size(), 0);
   r.path_bytes.assign(P, 0), r.domain_bytes.assign(r.domains.size(), 0);
   double total = 0;

@@ -13,7 +13,7 @@ namespace dipaco {
 
 Assignment assign_by_rule(const std::vector<Document>& docs, int paths, const std::string& rule) {
   Assignment a(paths);
-  std::map<std::string, int> domain_index;
+  std::map<std::string_view, int> domain_index;
   for (const auto& d : docs) domain_index.emplace(d.domain, 0);
   int i = 0;
   for (auto& [name, idx] : domain_index) idx = i++;

@@ -148,7 +148,15 @@ std::vector<DeckKey> make_keys() {
       K_FLOAT("run.max_hours", run.max_hours, "0", 0, 1e6, "stop cleanly with a checkpoint after this many hours (0: no limit)"),
       K_FLOAT("run.collective_timeout", run.collective_timeout, "300", 1, 1e6, "seconds a collective may wait for a peer before the job aborts"),
 
-      K_STR("data.corpus", data.corpus, "inputs/corpus/embedded.jsonl", "corpus file: JSONL with id, domain, text per line"),
+      K_STR("data.corpus", data.corpus, "inputs/corpus/embedded.jsonl",
+            "training text: a JSONL file (plain, .gz or .zst; a text key, optional id and domain), a comma-separated list, "
+            "a glob or a directory of them"),
+      K_STR("data.val", data.val, "", "validation text in the same forms (empty: data.val_fraction of data.corpus, by hash of id)"),
+      K_STR("data.domain_key", data.domain_key, "",
+            "JSON key holding a document's domain (empty: the key domain when present, else the file's name)"),
+      K_FLOAT("data.piece_mb", data.piece_mb, "64", 0.001, 1e6,
+              "plain input files are read in pieces of about this many MB, shared out over the ranks (compressed files whole)"),
+      K_STR("data.store", data.store, "", "directory of the token store prepare writes (empty: RUN_DIR/store)"),
       K_FLOAT("data.val_fraction", data.val_fraction, "0.1", 0.0, 0.9, "share of documents held out for validation (by hash of id)"),
       K_INT("data.min_val_docs", data.min_val_docs, "2", 0, kBig, "minimum validation documents per domain"),
 

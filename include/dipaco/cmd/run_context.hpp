@@ -8,6 +8,7 @@
 #include "dipaco/data/corpus.hpp"
 #include "dipaco/data/features.hpp"
 #include "dipaco/data/shards.hpp"
+#include "dipaco/data/token_store.hpp"
 #include "dipaco/dist/topology.hpp"
 #include "dipaco/io/checkpoint.hpp"
 #include "dipaco/io/deck.hpp"
@@ -24,7 +25,9 @@ struct RunContext {
   std::string run_dir;
   Topology topo;
   std::unique_ptr<Kernels> kernels;
-  Split split;
+  std::string store_dir;               // the token store (data.store, else RUN_DIR/store)
+  std::unique_ptr<TokenStore> store;  // prepare -> the documents, memory-mapped
+  Split split;                        // views into the store
   std::string corpus_line;  // "corpus.content_hash = ...", in every stamp
   // warm start -> the weights every path starts from, whose features route.
   std::string warm_file;

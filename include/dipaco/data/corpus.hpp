@@ -1,11 +1,11 @@
-// Corpus: JSONL documents (id, domain, text), byte-level tokens, a stable
-// train/validation split by a hash of the document id, and the token streams
-// that paths sample training windows from.
+// Corpus: documents (id, domain, text) as views into the token store (or any
+// owner), byte-level tokens, a stable train/validation split by a hash of the
+// document id, and the token streams that paths sample training windows from.
 #pragma once
 #include <cstdint>
-#include <istream>
 #include <stdexcept>
 #include <string>
+#include <string_view>
 #include <vector>
 
 namespace dipaco {
@@ -14,37 +14,45 @@ struct CorpusError : std::runtime_error {
   using std::runtime_error::runtime_error;
 };
 
+// A document as the stages see it: views into memory its owner keeps alive
+// (the memory-mapped token store in a run).
 struct Document {
-  std::string id, domain, text;
+  std::string_view id, domain, text;
 };
 
-// Throws CorpusError naming the file and line on malformed input, or on a
-// line longer than kMaxCorpusLine bytes.
+// The longest JSONL line read (one document).
 constexpr size_t kMaxCorpusLine = size_t(64) << 20;
-std::vector<Document> read_corpus(const std::string& path);
-std::vector<Document> read_corpus(std::istream& in, const std::string& name);
-// Parses one JSONL line; `where` prefixes error messages.
-Document parse_document(const std::string& line, const std::string& where);
 
-uint64_t hash64(const std::string& s, uint64_t seed = 0);
-double unit_hash(const std::string& s);  // in [0, 1)
+uint64_t hash64(std::string_view s, uint64_t seed = 0);
+double unit_hash(std::string_view s);  // in [0, 1)
 
 struct Split {
   std::vector<Document> train, val;
   std::vector<std::string> unvalidated;  // domains left without a validation document
 };
-// A document is held out when unit_hash(id) < val_fraction; domains with fewer
-// than min_val_docs held-out documents take their lowest-hash training ones,
-// keeping one for training (so a one-document domain is not validated).
-Split split_corpus(std::vector<Document> docs, double val_fraction, int min_val_docs);
+// The split rule, in input order: a document is held out when unit_hash(id) <
+// val_fraction; domains with fewer than min_val_docs held-out documents take
+// their lowest-hash training ones (ties: the earlier document), keeping one for
+// training (so a one-document domain is not validated). The token store applies
+// the same rule across ranks (prepare.cpp); this is its in-memory reference.
+Split split_corpus(const std::vector<Document>& docs, double val_fraction, int min_val_docs);
 
-// Documents concatenated into one byte stream, each followed by a 0 byte
-// (end of document).
-struct TokenStream {
-  std::vector<uint8_t> bytes;
-  size_t documents = 0;
+// Documents concatenated into one byte stream, each followed by a 0 byte (end
+// of document), without copying them: the stream is read through the views.
+class TokenStream {
+ public:
+  TokenStream() = default;
+  explicit TokenStream(const std::vector<const Document*>& docs);
+  size_t size() const { return end_.empty() ? 0 : end_.back(); }
+  size_t documents() const { return text_.size(); }
+  int32_t at(size_t pos) const;                     // byte pos of the stream
+  void read(size_t pos, size_t n, int32_t* out) const;  // bytes [pos, pos + n), pos + n <= size()
+
+ private:
+  std::vector<std::string_view> text_;
+  std::vector<uint64_t> end_;  // end_[i]: where document i's end byte is, plus one
 };
-TokenStream make_stream(const std::vector<const Document*>& docs);
+inline TokenStream make_stream(const std::vector<const Document*>& docs) { return TokenStream(docs); }
 
 // Training window (seed, path, step, sequence) -> T+1 bytes, independent of
 // how many ranks share the path: the data cursor is just the step.

@@ -27,8 +27,8 @@ struct Deck {
     double max_hours, collective_timeout;
   } run;
   struct Data {
-    std::string corpus;
-    double val_fraction;
+    std::string corpus, val, domain_key, store;
+    double val_fraction, piece_mb;
     int min_val_docs;
   } data;
   struct Model {

@@ -1,0 +1,165 @@
+#include "dipaco/data/token_store.hpp"
+
+#include <fcntl.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
+#include <fstream>
+#include <map>
+#include <sstream>
+
+#include "dipaco/io/key_lines.hpp"
+
+namespace dipaco {
+
+std::string idx_header_bytes(const IdxHeader& h) {
+  std::string out(kIdxMagic, sizeof kIdxMagic);
+  auto put = [&](const void* p, size_t n) { out.append(static_cast<const char*>(p), n); };
+  const uint64_t version = 1;
+  put(&version, 8), put(&h.dtype, 1), put(&h.sequences, 8), put(&h.doc_entries, 8);
+  return out;
+}
+
+MappedFile::MappedFile(const std::string& path) {
+  const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0) throw CorpusError("cannot open " + path + ": " + std::strerror(errno));
+  struct stat st {};
+  if (fstat(fd, &st) != 0) {
+    ::close(fd);
+    throw CorpusError("cannot stat " + path + ": " + std::strerror(errno));
+  }
+  size_ = size_t(st.st_size);
+  if (size_ > 0) {
+    void* p = mmap(nullptr, size_, PROT_READ, MAP_SHARED, fd, 0);
+    if (p == MAP_FAILED) {
+      ::close(fd);
+      throw CorpusError("cannot map " + path + ": " + std::strerror(errno));
+    }
+    data_ = static_cast<const char*>(p);
+  }
+  ::close(fd);
+}
+
+MappedFile::MappedFile(MappedFile&& o) noexcept : data_(o.data_), size_(o.size_) { o.data_ = nullptr, o.size_ = 0; }
+
+MappedFile& MappedFile::operator=(MappedFile&& o) noexcept {
+  if (this != &o) {
+    if (data_) munmap(const_cast<char*>(data_), size_);
+    data_ = o.data_, size_ = o.size_, o.data_ = nullptr, o.size_ = 0;
+  }
+  return *this;
+}
+
+MappedFile::~MappedFile() {
+  if (data_) munmap(const_cast<char*>(data_), size_);
+}
+
+void MappedFile::release() const {
+  if (data_) madvise(const_cast<char*>(data_), size_, MADV_DONTNEED);
+}
+
+std::string escape_line(std::string_view s) {
+  std::string out;
+  for (char c : s) {
+    if (c == '\\') out += "\\\\";
+    else if (c == '\n') out += "\\n";
+    else out += c;
+  }
+  return out;
+}
+
+std::string unescape_line(std::string_view s) {
+  std::string out;
+  for (size_t i = 0; i < s.size(); ++i) {
+    if (s[i] == '\\' && i + 1 < s.size()) out += s[++i] == 'n' ? '\n' : s[i];
+    else out += s[i];
+  }
+  return out;
+}
+
+namespace {
+template <class T>
+T load(const char* p) {
+  T v;
+  std::memcpy(&v, p, sizeof v);  // the .idx arrays start at byte 34: unaligned
+  return v;
+}
+}  // namespace
+
+TokenStore::TokenStore(const std::string& dir) : dir_(dir) {
+  auto bad = [&](const std::string& file, const std::string& what) { return CorpusError(dir + "/" + file + ": " + what); };
+  {
+    std::ifstream in(dir + "/meta.txt");
+    if (!in) throw CorpusError("no token store in " + dir + " (meta.txt is missing: an unfinished prepare?)");
+    std::stringstream ss;
+    ss << in.rdbuf();
+    for (auto& [k, v] : parse_key_lines(ss.str())) meta_.emplace_back(k, v);
+  }
+  if (meta("format") != "dipaco-store 1") throw bad("meta.txt", "not a dipaco token store (format '" + meta("format") + "')");
+  bin_ = MappedFile(dir + "/corpus.bin");
+  idx_ = MappedFile(dir + "/corpus.idx");
+  records_ = MappedFile(dir + "/docs.bin");
+  ids_ = MappedFile(dir + "/ids.bin");
+  if (idx_.size() < kIdxHeader || std::memcmp(idx_.data(), kIdxMagic, sizeof kIdxMagic) != 0)
+    throw bad("corpus.idx", "not a Megatron indexed-dataset index (no MMIDIDX magic)");
+  if (load<uint64_t>(idx_.data() + 9) != 1) throw bad("corpus.idx", "version " + std::to_string(load<uint64_t>(idx_.data() + 9)) + ", expected 1");
+  if (uint8_t(idx_.data()[17]) != 1) throw bad("corpus.idx", "dtype code " + std::to_string(int(uint8_t(idx_.data()[17]))) + ", expected 1 (uint8)");
+  const uint64_t n = load<uint64_t>(idx_.data() + 18), d = load<uint64_t>(idx_.data() + 26);
+  if (d != n + 1 || idx_.size() != idx_doc_index_at(n) + 8 * d)
+    throw bad("corpus.idx", std::to_string(idx_.size()) + " bytes do not hold " + std::to_string(n) + " sequences");
+  if (records_.size() != n * sizeof(DocRecord)) throw bad("docs.bin", "size disagrees with corpus.idx's " + std::to_string(n) + " documents");
+  docs_ = n;
+  if (std::to_string(n) != meta("documents")) throw bad("meta.txt", "documents disagree with corpus.idx");
+  // The last document must end where corpus.bin ends, and every id inside ids.bin.
+  if (n > 0) {
+    const uint64_t last = load<int64_t>(idx_.data() + idx_pointers_at(n) + 8 * (n - 1)) + load<int32_t>(idx_.data() + 4 * (n - 1) + kIdxHeader);
+    if (last != bin_.size())
+      throw bad("corpus.bin", std::to_string(bin_.size()) + " bytes, corpus.idx says " + std::to_string(last));
+    DocRecord r = load<DocRecord>(records_.data() + (n - 1) * sizeof(DocRecord));
+    if (r.id_offset + r.id_length != ids_.size()) throw bad("ids.bin", "size disagrees with docs.bin");
+  }
+  std::ifstream in(dir + "/domains.txt");
+  for (std::string line; std::getline(in, line);) domains_.push_back(unescape_line(line));
+}
+
+std::string TokenStore::meta(const std::string& key) const {
+  for (auto& [k, v] : meta_)
+    if (k == key) return v;
+  return "";
+}
+
+bool TokenStore::is_val(size_t i) const { return load<DocRecord>(records_.data() + i * sizeof(DocRecord)).domain_val & 1; }
+
+Document TokenStore::document(size_t i) const {
+  const DocRecord r = load<DocRecord>(records_.data() + i * sizeof(DocRecord));
+  const int32_t size = load<int32_t>(idx_.data() + kIdxHeader + 4 * i);
+  const int64_t at = load<int64_t>(idx_.data() + idx_pointers_at(docs_) + 8 * i);
+  const uint32_t domain = r.domain_val >> 1;
+  if (size < 0 || at < 0 || uint64_t(at) + uint64_t(size) > bin_.size() || domain >= domains_.size() ||
+      r.id_offset + r.id_length > ids_.size())
+    throw CorpusError(dir_ + ": document " + std::to_string(i) + " points outside the store's files");
+  return Document{std::string_view(ids_.data() + r.id_offset, r.id_length), domains_[domain],
+                  std::string_view(bin_.data() + at, size_t(size))};
+}
+
+Split TokenStore::split() const {
+  Split s;
+  std::vector<long> train_n(domains_.size()), val_n(domains_.size());
+  for (size_t i = 0; i < docs_; ++i) {
+    const bool val = is_val(i);
+    const Document d = document(i);
+    (val ? s.val : s.train).push_back(d);
+    const uint32_t dom = load<DocRecord>(records_.data() + i * sizeof(DocRecord)).domain_val >> 1;
+    ++(val ? val_n : train_n)[dom];
+  }
+  for (size_t k = 0; k < domains_.size(); ++k)
+    if (train_n[k] > 0 && val_n[k] == 0) s.unvalidated.push_back(domains_[k]);
+  // The pass touched every index page; they need not stay resident.
+  idx_.release(), records_.release();
+  return s;
+}
+
+}  // namespace dipaco
