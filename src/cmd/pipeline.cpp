@@ -12,6 +12,7 @@
 #include "dipaco/cmd/app.hpp"
 #include "dipaco/cmd/run_context.hpp"
 #include "dipaco/data/prepare.hpp"
+#include "dipaco/dist/fault.hpp"
 #include "dipaco/dist/memory_estimate.hpp"
 #include "dipaco/dist/watchdog.hpp"
 #include "dipaco/io/files.hpp"
@@ -28,7 +29,7 @@ std::string stage_stamp(const Deck& deck, Stage s, const std::string& extra) {
                                              "train.min_lr_ratio", "train.warmup", "train.micro_batch", "train.weight_decay", "train.beta1",
                                              "train.beta2", "train.eps", "train.grad_clip", "train.precision"};
   static const std::set<std::string> route = {"route.method", "route.routing", "route.prefix_tokens", "route.kmeans_iters",
-                                              "route.max_shard_fraction", "route.overlap", "dipaco.modules_per_level"};
+                                              "route.max_shard_fraction", "route.overlap", "route.fit_docs", "dipaco.modules_per_level"};
   static const std::set<std::string> train = {"train.", "dipaco.", "route.em_rounds", "route.em_candidates", "route.refit", "eval.every", "eval.batches", "fault.drop_outer_prob"};
   static const std::set<std::string> eval = {"eval.reroute_every", "eval.doc_bytes"};
   auto in = [](const std::set<std::string>& set, const std::string& key) {
@@ -145,7 +146,9 @@ bool load_prepare(RunContext& c, const std::string& stamp, std::string&) {
 }
 
 int make_prepare(RunContext& c, const std::string& stamp) {
-  const PrepareReport r = prepare_store(prepare_options(c.deck), c.store_dir, stamp, MPI_COMM_WORLD);
+  PrepareOptions o = prepare_options(c.deck);
+  o.after_piece = [&c] { fault_point(c.deck, "prepare"); };
+  const PrepareReport r = prepare_store(o, c.store_dir, stamp, MPI_COMM_WORLD);
   c.seconds.emplace_back("prepare", r.seconds);
   char how[160];
   std::snprintf(how, sizeof how, "-> %s in %.1f s (%.0f MB/s per rank)", c.store_dir.c_str(), r.seconds,

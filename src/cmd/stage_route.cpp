@@ -4,6 +4,7 @@
 #include <mpi.h>
 
 #include <algorithm>
+#include <cmath>
 #include <cstdio>
 #include <filesystem>
 #include <numeric>
@@ -40,12 +41,65 @@ std::vector<std::vector<int>> single(const std::vector<int>& path_of_doc) {
   return out;
 }
 
-// Every rank pools its block of the features and fits the router (the same on
-// every rank; redundant, so that no rank waits minutes for another in a
-// watched collective). Rank 0 alone scores every document against every path
-// ([documents, paths] doubles: 2 GB at a million documents and 256 paths) and
-// assigns them; the others keep the router and read the file rank 0 writes.
-ShardFile route_documents(const Deck& deck, const Split& split, FeatureModel& fm, int P, int rank) {
+// Rank r's block of n items: [n r / size, n (r + 1) / size).
+std::pair<size_t, size_t> block_of(size_t n, int rank, int size) { return {n * rank / size, n * (rank + 1) / size}; }
+
+// Collective: every rank's rows (`width` values each, in rank order) on rank 0 (or on every rank).
+template <class T>
+std::vector<T> gather_rows(const std::vector<T>& mine, int width, MPI_Datatype type, bool everywhere, const char* what) {
+  int rank, size;
+  MPI_Comm_rank(MPI_COMM_WORLD, &rank);
+  MPI_Comm_size(MPI_COMM_WORLD, &size);
+  MPI_Datatype row;
+  MPI_Type_contiguous(width, type, &row);
+  MPI_Type_commit(&row);
+  int n = int(mine.size() / width);
+  std::vector<int> counts(size), displs(size);
+  CollectiveScope wait(what);
+  MPI_Allgather(&n, 1, MPI_INT, counts.data(), 1, MPI_INT, MPI_COMM_WORLD);
+  int total = 0;
+  for (int r = 0; r < size; ++r) displs[r] = total, total += counts[r];
+  std::vector<T> out(everywhere || rank == 0 ? size_t(total) * width : 0);
+  if (everywhere) MPI_Allgatherv(mine.data(), n, row, out.data(), counts.data(), displs.data(), row, MPI_COMM_WORLD);
+  else MPI_Gatherv(mine.data(), n, row, out.data(), counts.data(), displs.data(), row, 0, MPI_COMM_WORLD);
+  MPI_Type_free(&row);
+  return out;
+}
+
+// The features of this rank's block of documents (no communication), a chunk
+// at a time: after each chunk the store's pages it touched (one or two per
+// document) are dropped, so that resident memory does not grow with the corpus.
+std::vector<float> block_features(FeatureModel& fm, const std::vector<Document>& docs, size_t lo, size_t hi, int prefix,
+                                  const TokenStore* store) {
+  constexpr size_t kChunk = 4096;
+  std::vector<float> out;
+  out.reserve((hi - lo) * size_t(fm.dim()));
+  for (size_t a = lo; a < hi; a += kChunk) {
+    std::vector<FeatureWindow> w;
+    for (size_t i = a; i < std::min(hi, a + kChunk); ++i) w.push_back({&docs[i], 0});
+    const std::vector<float> f = fm.local_features(w, prefix);
+    out.insert(out.end(), f.begin(), f.end());
+    if (store) store->release();
+  }
+  return out;
+}
+
+// k-means is fit on about route.fit_docs training documents, chosen by a hash
+// of their id (all of them in a smaller corpus), the same at any rank count.
+bool in_fit_sample(const Document& d, double fraction) {
+  return fraction >= 1 || double(hash64(d.id, 41) >> 11) / double(1ULL << 53) < fraction;
+}
+
+// Every rank pools the features of its block of documents. The sample's
+// features are gathered to every rank, which fits the same router (redundant,
+// so that no rank waits minutes for another in a watched collective). Each rank
+// then scores its block; when no balance cap binds (no shard over
+// route.max_shard_fraction, none empty, route.overlap = 1) each document goes to
+// its nearest path and rank 0 gathers one path index per document; else rank 0
+// gathers the scores ([documents, paths] doubles) and assigns them with the caps.
+// The others keep the router and read the file rank 0 writes.
+ShardFile route_documents(const Deck& deck, const Split& split, FeatureModel& fm, int P, int rank, int size,
+                          const TokenStore* store) {
   ShardFile s;
   if (deck.route.method != "kmeans") {
     s.train = assign_by_rule(split.train, P, deck.route.method);
@@ -53,18 +107,47 @@ ShardFile route_documents(const Deck& deck, const Split& split, FeatureModel& fm
     return s;
   }
   const int prefix = deck.route.prefix_tokens, C = fm.dim();
-  std::vector<float> ft = doc_features(fm, split.train, prefix), fv = doc_features(fm, split.val, prefix);
+  const size_t n = split.train.size();
+  if (n < size_t(P))
+    throw DeckError(std::to_string(n) + " training documents cannot be routed to " + std::to_string(P) + " paths");
+  const auto [lo, hi] = block_of(n, rank, size);
+  const std::vector<float> ft = block_features(fm, split.train, lo, hi, prefix, store);
+  const auto [vlo, vhi] = block_of(split.val.size(), rank, size);
+  const std::vector<float> fv = block_features(fm, split.val, vlo, vhi, prefix, store);
   fault_point(deck, "route");
-  if (split.train.size() < size_t(P))
-    throw DeckError(std::to_string(split.train.size()) + " training documents cannot be routed to " + std::to_string(P) + " paths");
+  const double fraction = double(deck.route.fit_docs) / double(n);
+  std::vector<float> sample;
+  for (size_t i = lo; i < hi; ++i)
+    if (in_fit_sample(split.train[i], fraction)) sample.insert(sample.end(), &ft[(i - lo) * C], &ft[(i - lo + 1) * C]);
+  sample = gather_rows(sample, C, MPI_FLOAT, true, "the router's sample gather");
+  if (sample.size() < size_t(P) * C) throw DeckError("route.fit_docs = " + std::to_string(deck.route.fit_docs) + " leaves " +
+                                                     std::to_string(sample.size() / C) + " documents to fit " + std::to_string(P) + " paths");
   s.has_router = true;
-  s.router = fit_router(ft, C, deck.dipaco.modules_per_level, deck.route.routing, deck.run.seed, deck.route.kmeans_iters);
-  if (rank != 0) return s;
-  std::vector<double> scores(split.train.size() * P);
+  s.router = fit_router(sample, C, deck.dipaco.modules_per_level, deck.route.routing, deck.run.seed, deck.route.kmeans_iters);
+  sample = {};
+  std::vector<double> scores((hi - lo) * P);
+  std::vector<int> nearest(hi - lo), vnear(vhi - vlo);
+  std::vector<long> count(P, 0);
 #pragma omp parallel for schedule(static)
-  for (size_t i = 0; i < split.train.size(); ++i) s.router.path_scores(&ft[i * C], &scores[i * P]);
-  s.train = by_path(assign_paths(scores, split.train.size(), P, deck.route.max_shard_fraction, deck.route.overlap), P);
-  s.val = by_path(single(nearest_paths(s.router, fv)), P);
+  for (size_t i = 0; i < hi - lo; ++i) {
+    s.router.path_scores(&ft[i * C], &scores[i * P]);
+    nearest[i] = int(std::min_element(&scores[i * P], &scores[i * P] + P) - &scores[i * P]);
+  }
+  for (int p : nearest) ++count[p];
+  for (size_t i = 0; i < vhi - vlo; ++i) vnear[i] = s.router.nearest_path(&fv[i * C]);
+  watched("counting the nearest paths", [&] { MPI_Allreduce(MPI_IN_PLACE, count.data(), P, MPI_LONG, MPI_SUM, MPI_COMM_WORLD); });
+  const long cap = std::max<long>(1, long(std::ceil(deck.route.max_shard_fraction * double(n) - 1e-9)));
+  bool free = deck.route.overlap == 1;
+  for (long c : count) free &= c > 0 && c <= cap;
+  const std::vector<int> vpath = gather_rows(vnear, 1, MPI_INT, false, "the validation paths' gather");
+  if (free) {
+    const std::vector<int> path = gather_rows(nearest, 1, MPI_INT, false, "the training paths' gather");
+    if (rank == 0) s.train = by_path(single(path), P);
+  } else {
+    const std::vector<double> all = gather_rows(scores, P, MPI_DOUBLE, false, "the routing scores' gather");
+    if (rank == 0) s.train = by_path(assign_paths(all, n, P, deck.route.max_shard_fraction, deck.route.overlap), P);
+  }
+  if (rank == 0) s.val = by_path(single(vpath), P);
   return s;
 }
 
@@ -113,7 +196,7 @@ int make_route(RunContext& c, const std::string& stamp) {
   const Deck& deck = c.deck;
   const double t0 = MPI_Wtime();
   const std::string file = shard_file_name(c.run_dir, 0);
-  c.shards = route_documents(deck, c.split, c.features(), c.topo.paths, c.rank);
+  c.shards = route_documents(deck, c.split, c.features(), c.topo.paths, c.rank, c.size, c.store.get());
   save_shards(file, c.shards, stamp, c.split, c.rank);
   if (c.rank != 0 && deck.route.method == "kmeans") c.shards = read_shard_file(file, c.split);
   const double seconds = MPI_Wtime() - t0;

@@ -13,13 +13,39 @@ FeatureModel::FeatureModel(Kernels& k, const ModelShape& s, Precision p, const s
   k.to_device(params_.get(), params.data(), params.size() * sizeof(float));
 }
 
+std::vector<float> FeatureModel::local_features(const std::vector<FeatureWindow>& windows, int prefix) {
+  const int T = shape_.T, C = shape_.C, B = model_.batch();
+  const int m = std::min(prefix, T);  // positions pooled
+  std::vector<float> out(windows.size() * C, 0.0f);
+  std::vector<int32_t> tok(size_t(B) * T, 0), tgt(size_t(B) * T, 0);
+  std::vector<float> hidden(size_t(B) * T * C);
+  auto fill = [&](size_t b, size_t item) {
+    const FeatureWindow& w = windows[item];
+    for (int t = 0; t < T; ++t) tok[b * T + t] = doc_byte(*w.doc, w.begin + t);
+  };
+  padded_batches(windows.size(), B, fill, [&](size_t first, size_t used) {
+    k_.to_device(tok_.get(), tok.data(), tok.size() * sizeof(int32_t));
+    k_.to_device(tgt_.get(), tgt.data(), tgt.size() * sizeof(int32_t));
+    model_.forward(params_.get(), tok_.get(), tgt_.get());
+    k_.to_host(hidden.data(), model_.hidden(), hidden.size() * sizeof(float));
+    for (size_t b = 0; b < used; ++b) {
+      const FeatureWindow& w = windows[first + b];
+      // A document shorter than the prefix is pooled over what it has (its end byte included).
+      const size_t left = w.doc->text.size() + 1 > w.begin ? w.doc->text.size() + 1 - w.begin : 1;
+      const int n = int(std::min<size_t>(m, left));
+      float* f = &out[(first + b) * C];
+      for (int t = 0; t < n; ++t)
+        for (int c = 0; c < C; ++c) f[c] += hidden[(b * T + t) * C + c] / float(n);
+    }
+  });
+  return out;
+}
+
 std::vector<float> FeatureModel::features(const std::vector<FeatureWindow>& windows, int prefix, MPI_Comm comm) {
   int rank, size;
   MPI_Comm_rank(comm, &rank);
   MPI_Comm_size(comm, &size);
-  const int T = shape_.T, C = shape_.C, B = model_.batch();
-  const int m = std::min(prefix, T);  // positions pooled
-  std::vector<float> out(windows.size() * C, 0.0f);
+  const int C = shape_.C;
   // Rank r pools a contiguous block of windows; the blocks are then gathered (not a
   // mostly-zero all-reduce), counted in rows of C floats so that no count wraps.
   std::vector<int> rows(size), first_row(size);
@@ -27,29 +53,10 @@ std::vector<float> FeatureModel::features(const std::vector<FeatureWindow>& wind
     const size_t lo = windows.size() * size_t(r) / size, hi = windows.size() * size_t(r + 1) / size;
     first_row[r] = int(lo), rows[r] = int(hi - lo);
   }
-  std::vector<size_t> mine;
-  for (int i = 0; i < rows[rank]; ++i) mine.push_back(size_t(first_row[rank]) + i);
-  std::vector<int32_t> tok(size_t(B) * T, 0), tgt(size_t(B) * T, 0);
-  std::vector<float> hidden(size_t(B) * T * C);
-  auto fill = [&](size_t b, size_t item) {
-    const FeatureWindow& w = windows[mine[item]];
-    for (int t = 0; t < T; ++t) tok[b * T + t] = doc_byte(*w.doc, w.begin + t);
-  };
-  padded_batches(mine.size(), B, fill, [&](size_t first, size_t used) {
-    k_.to_device(tok_.get(), tok.data(), tok.size() * sizeof(int32_t));
-    k_.to_device(tgt_.get(), tgt.data(), tgt.size() * sizeof(int32_t));
-    model_.forward(params_.get(), tok_.get(), tgt_.get());
-    k_.to_host(hidden.data(), model_.hidden(), hidden.size() * sizeof(float));
-    for (size_t b = 0; b < used; ++b) {
-      const FeatureWindow& w = windows[mine[first + b]];
-      // A document shorter than the prefix is pooled over what it has (its end byte included).
-      const size_t left = w.doc->text.size() + 1 > w.begin ? w.doc->text.size() + 1 - w.begin : 1;
-      const int n = int(std::min<size_t>(m, left));
-      float* f = &out[mine[first + b] * C];
-      for (int t = 0; t < n; ++t)
-        for (int c = 0; c < C; ++c) f[c] += hidden[(b * T + t) * C + c] / float(n);
-    }
-  });
+  const std::vector<FeatureWindow> mine(windows.begin() + first_row[rank], windows.begin() + first_row[rank] + rows[rank]);
+  const std::vector<float> local = local_features(mine, prefix);
+  std::vector<float> out(windows.size() * C, 0.0f);
+  std::copy(local.begin(), local.end(), out.begin() + size_t(first_row[rank]) * C);
   CollectiveScope wait("the routing-feature gather");
   MPI_Datatype row;
   MPI_Type_contiguous(C, MPI_FLOAT, &row);

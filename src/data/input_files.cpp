@@ -68,9 +68,10 @@ bool ends_with(std::string_view s, std::string_view suffix) {
 
 // c4-train.00000-of-01024.json.gz -> c4-train.00000-of-01024
 std::string file_stem(const std::string& path) {
+  static constexpr std::string_view suffixes[2][2] = {{".gz", ".zst"}, {".jsonl", ".json"}};
   std::string name = base_name(path), stem = name;
-  for (std::string_view suffixes : {".gz .zst", ".jsonl .json"})
-    for (std::string_view s : {suffixes.substr(0, suffixes.find(' ')), suffixes.substr(suffixes.find(' ') + 1)})
+  for (const auto& group : suffixes)
+    for (std::string_view s : group)
       if (ends_with(stem, s)) {
         stem.resize(stem.size() - s.size());
         break;
@@ -152,7 +153,7 @@ struct JsonParser {
       out += to[k], ++p;
       return;
     }
-    if (*p != 'u') fail(std::string("bad escape \\") + *p);
+    if (*p != 'u') --p, fail(std::string("bad escape \\") + p[1]);
     ++p;
     uint32_t cp = hex4();
     if (cp >= 0xD800 && cp < 0xDC00) {
@@ -234,7 +235,8 @@ void parse_fields(std::string_view line, const InputOptions& o, InputDocument& d
     j.expect(':');
     if (!dst) return j.skip_value(0);
     if (!j.eat('"'))
-      j.fail("field '" + std::string(dst == &d.text ? "text" : dst == &d.id ? o.id_key : domain_key) + "' must be a string");
+      j.fail("field '" + std::string(dst == &d.text ? "text" : dst == &d.id ? std::string_view(o.id_key) : domain_key) +
+             "' must be a string");
     dst->clear();
     j.string_into(*dst);
     (dst == &d.text ? has_text : dst == &d.id ? has_id : has_domain) = true;
@@ -289,19 +291,26 @@ struct CompressedInput {
   uint64_t start = 0;  // file offset of buf's first byte
   size_t filled = 0;
   bool eof = false;
-  uint64_t output = 0;  // bytes decompressed before the current read()
-  // The next buffer, after `used` bytes of the current one.
+  uint64_t output = 0;    // bytes decompressed before the current read()
+  std::string deferred{};  // a truncation met after some output, reported by the next read()
+  // The next buffer's worth (the current one is used up).
   size_t refill() {
     start += filled;
     filled = fd.pread_full(buf.data(), buf.size(), start, path);
     eof = filled == 0;
     return filled;
   }
-  [[noreturn]] void fail(const char* what, size_t pos, size_t out_now, const std::string& detail) const {
+  // A truncated stream's output is sound: it is delivered before the error. A
+  // corrupt stream's error is thrown at once (its last output may be garbage).
+  void fail(const char* what, size_t pos, size_t out_now, const std::string& detail) {
     const bool at_end = eof && pos == filled;
-    throw CorpusError(path + ": " + what + " " + format + " stream after " + std::to_string(output + out_now) +
-                      " bytes of output (" + (at_end ? "the file ends at byte " : "at byte ") +
-                      std::to_string(start + pos) + (at_end ? ")" : " of the file)") + detail);
+    deferred = path + ": " + what + " " + format + " stream after " + std::to_string(output + out_now) +
+               " bytes of output (" + (at_end ? "the file ends at byte " : "at byte ") + std::to_string(start + pos) +
+               (at_end ? ")" : " of the file)") + detail;
+    if (out_now == 0 || std::strcmp(what, "truncated") != 0) throw CorpusError(deferred);
+  }
+  void check() const {
+    if (!deferred.empty()) throw CorpusError(deferred);
   }
 };
 
@@ -318,7 +327,8 @@ struct GzipSource : Source {
     z.next_out = reinterpret_cast<Bytef*>(out);
     z.avail_out = uInt(std::min<size_t>(n, 1u << 30));
     const uInt want = z.avail_out;
-    while (z.avail_out > 0) {
+    in.check();
+    while (z.avail_out > 0 && in.deferred.empty()) {
       if (z.avail_in == 0 && !in.eof) z.avail_in = uInt(in.refill()), z.next_in = in.buf.data();
       if (!member_open) {
         if (z.avail_in == 0) break;  // the end, between members
@@ -332,7 +342,7 @@ struct GzipSource : Source {
     in.output += want - z.avail_out;
     return want - z.avail_out;
   }
-  [[noreturn]] void fail(const char* what, uInt want) const {
+  void fail(const char* what, uInt want) {
     in.fail(what, size_t(z.next_in ? z.next_in - in.buf.data() : 0), want - z.avail_out,
             z.msg ? std::string("; zlib: ") + z.msg : "");
   }
@@ -352,12 +362,16 @@ struct ZstdSource : Source {
   ~ZstdSource() override { ZSTD_freeDCtx(dctx); }
   size_t read(char* out, size_t n) override {
     ZSTD_outBuffer ob{out, n, 0};
-    while (ob.pos < ob.size) {
+    in.check();
+    while (ob.pos < ob.size && in.deferred.empty()) {
       if (ib.pos == ib.size && !in.eof) ib = {in.buf.data(), in.refill(), 0};
       if (ib.pos == ib.size && in.eof && last == 0) break;
       const size_t out_before = ob.pos, in_before = ib.pos;
       size_t r = ZSTD_decompressStream(dctx, &ob, &ib);
-      if (ZSTD_isError(r)) in.fail("corrupt", ib.pos, ob.pos, std::string("; zstd: ") + ZSTD_getErrorName(r));
+      if (ZSTD_isError(r)) {
+        in.fail("corrupt", ib.pos, ob.pos, std::string("; zstd: ") + ZSTD_getErrorName(r));
+        break;
+      }
       last = r;
       if (ib.pos == ib.size && in.eof && ob.pos == out_before && ib.pos == in_before) in.fail("truncated", ib.pos, ob.pos, "");
     }
@@ -380,11 +394,11 @@ void check_bom(const std::string& path, const void* s, size_t n) {
     throw CorpusError(path + ": starts with a UTF-8 byte-order mark (EF BB BF); save it without one");
 }
 
-// A source's lines, each a view into the buffer, which grows only for a line
-// longer than itself. on_line(line, its number within the source, from 1).
+// A source's lines, each a view into the buffer (cap bytes), which grows only
+// for a line longer than itself. on_line(line, its number within the source, from 1).
 template <class Base, class F>
-void for_each_line(Source& src, bool at_file_start, const std::string& path, Base&& base, F&& on_line) {
-  size_t cap = kBuffer, head = 0, tail = 0, scan = 0;
+void for_each_line(Source& src, size_t cap, bool at_file_start, const std::string& path, Base&& base, F&& on_line) {
+  size_t head = 0, tail = 0, scan = 0;
   std::unique_ptr<char[]> buf(new char[cap]);
   bool eof = false;
   long k = 0;
@@ -407,8 +421,10 @@ void for_each_line(Source& src, bool at_file_start, const std::string& path, Bas
       if (head < tail) on_line(std::string_view(buf.get() + head, tail - head), ++k);
       return;
     }
-    std::memmove(buf.get(), buf.get() + head, tail - head);  // only the unfinished line moves
-    tail -= head, scan -= head, head = 0;
+    if (head > 0) {  // only the unfinished line moves
+      std::memmove(buf.get(), buf.get() + head, tail - head);
+      tail -= head, scan -= head, head = 0;
+    }
     if (tail == cap) {
       cap = std::min(cap * 2, kMaxCorpusLine + 1);
       std::unique_ptr<char[]> grown(new char[cap]);
@@ -517,12 +533,13 @@ std::vector<InputPiece> plan_pieces(const std::vector<std::string>& files, uint6
     for (uint64_t begin = 0; begin < size;) {
       uint64_t end = size;
       // Just past the first '\n' at or after the nominal cut's last byte.
-      for (uint64_t off = begin + piece_bytes - 1; piece_bytes > 0 && off < size && end == size;) {
-        size_t got = fd.pread_full(buf.data(), buf.size(), off, file);
-        if (got == 0) shrank(file);
-        if (auto nl = static_cast<const char*>(std::memchr(buf.data(), '\n', got))) end = off + uint64_t(nl - buf.data()) + 1;
-        off += got;
-      }
+      if (piece_bytes > 0 && piece_bytes < size - begin)
+        for (uint64_t off = begin + piece_bytes - 1; off < size && end == size;) {
+          size_t got = fd.pread_full(buf.data(), buf.size(), off, file);
+          if (got == 0) shrank(file);
+          if (auto nl = static_cast<const char*>(std::memchr(buf.data(), '\n', got))) end = off + uint64_t(nl - buf.data()) + 1;
+          off += got;
+        }
       plan.push_back({file, begin, end, false});
       begin = end;
     }
@@ -550,7 +567,9 @@ void read_piece(const InputPiece& piece, const InputOptions& o, const std::funct
   auto line_base = [&] { return base < 0 ? base = count_lines(fd, piece.file, piece.begin) : base; };
   auto where = [&] { return piece.file + ":" + std::to_string(line_base() + k); };
   auto id = [&] { return name + ":" + std::to_string(line_base() + k); };
-  for_each_line(*src, piece.compressed || piece.begin == 0, piece.file, line_base, [&](std::string_view line, long number) {
+  // A small plain piece needs no more buffer than its own length.
+  const size_t cap = piece.compressed ? kBuffer : size_t(std::clamp<uint64_t>(piece.end - piece.begin + 1, 4096, kBuffer));
+  for_each_line(*src, cap, piece.compressed || piece.begin == 0, piece.file, line_base, [&](std::string_view line, long number) {
     k = number;
     if (line.find_first_not_of(" \t\r") == std::string_view::npos) return;  // blank
     InputDocument d = parse_line(line, o, stem, where, id);

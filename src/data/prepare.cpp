@@ -142,6 +142,7 @@ void read_slice(const PrepareOptions& o, const Inputs& in, size_t lo, size_t hi,
       if (buf.size() >= (size_t(8) << 20)) out.pwrite_all(buf.data(), buf.size(), at), at += buf.size(), buf.clear();
     });
     s.piece_hash.push_back(h);
+    if (o.after_piece) o.after_piece();
     s.input_bytes += piece_size(in.pieces[i]);
     const double now = MPI_Wtime();
     if (rank == 0 && now - last > 5 && i + 1 < hi) {

@@ -1,5 +1,7 @@
 #include "dipaco/dist/memory_estimate.hpp"
 
+#include "dipaco/data/input_files.hpp"
+
 #include <algorithm>
 #include <cstdio>
 #include <filesystem>
@@ -70,9 +72,10 @@ MemoryEstimate estimate_memory(const Deck& deck, const Topology& topo, int rank,
   const bool bf16 = deck.train.precision == "bf16";
   e.activations =
       model_activation_bytes(shape, local_batch, fused, bf16) + model_activation_bytes(shape, deck.train.batch_size, fused, bf16);
-  // Documents stay in memory; the warm start streams all of them, then each own path its shard.
-  const double shards = own / topo.paths * std::min(deck.route.overlap, topo.paths);
-  e.data = corpus_bytes * (1 + std::max(deck.route.warm_steps > 0 ? 1.0 : 0.0, shards));
+  // The text stays on disk in the mapped token store; what is held is a view of each
+  // document (about 150 bytes with the shards' and streams' entries, for documents of
+  // about 4 KB: the embedded corpus's mean).
+  e.data = corpus_bytes * 150.0 / 4096.0;
 
   // Warm-start weights and the routing model's copy; a checkpoint's host copies (one path's arena
   // and moments, a module's anchor and momentum); the outer round's delta and host sums (three float, one int64).
@@ -106,9 +109,19 @@ std::string MemoryEstimate::describe() const {
 }
 
 double corpus_file_bytes(const Deck& deck) {
-  std::error_code ec;
-  const auto n = std::filesystem::file_size(deck.data.corpus, ec);
-  return ec ? 0.0 : double(n);
+  double n = 0;
+  try {
+    for (const std::string* spec : {&deck.data.corpus, &deck.data.val})
+      if (!spec->empty())
+        for (const auto& f : expand_inputs(*spec)) {
+          std::error_code ec;
+          const auto b = std::filesystem::file_size(f, ec);
+          n += ec ? 0.0 : double(b);
+        }
+  } catch (const CorpusError&) {
+    return n;  // prepare names what is wrong with the inputs
+  }
+  return n;
 }
 
 double available_memory_bytes() {

@@ -195,6 +195,8 @@ std::vector<DeckKey> make_keys() {
       K_INT("route.warm_steps", route.warm_steps, "0", 0, kBig, "steps of the dense warm-start model that every path starts from and whose features route (0: none)"),
       K_STR("route.warm_start", route.warm_start, "", "file of the warm-start weights, shareable between runs (\"\": <run dir>/warmstart.h5)"),
       K_INT("route.kmeans_iters", route.kmeans_iters, "100", 1, 100000, "cap on Lloyd iterations"),
+      K_INT("route.fit_docs", route.fit_docs, "100000", 1, kBig,
+            "k-means is fit on about this many training documents, chosen by a hash of their id (all when fewer)"),
       K_FLOAT("route.max_shard_fraction", route.max_shard_fraction, "1", 0, 1, "largest share of the training documents one shard may take (overflow: next-nearest path)"),
       K_INT("route.overlap", route.overlap, "1", 1, 4096, "each training document goes to its k nearest paths"),
       K_INT("route.em_rounds", route.em_rounds, "0", 0, 1000,
@@ -244,7 +246,7 @@ std::vector<DeckKey> make_keys() {
 
       K_FLOAT("fault.drop_outer_prob", fault.drop_outer_prob, "0", 0, 1, "probability that a path's outer gradient is dropped from a round"),
       K_STR("fault.kill_at", fault.kill_at, "",
-            "tests: PHASE:N kills rank fault.kill_rank the N-th time it reaches PHASE (warm_start|route|inner|outer_allreduce|checkpoint|eval)"),
+            "tests: PHASE:N kills rank fault.kill_rank the N-th time it reaches PHASE (prepare|warm_start|route|inner|outer_allreduce|checkpoint|eval)"),
       K_INT("fault.kill_rank", fault.kill_rank, "0", 0, 1 << 30, "tests: the rank fault.kill_at kills"),
       K_CHOICE("fault.kill_target", fault.kill_target, "rank", "rank|mpirun|stop",
                "tests: fault.kill_at kills the rank, or mpirun and then the rank, or stops the rank (SIGSTOP: a hung peer)"),
@@ -475,13 +477,13 @@ void check_cross_keys(Deck& deck) {
                       std::to_string(d.inner_steps) + " (a round completes before the next one starts)");
   }
   if (const std::string& k = deck.fault.kill_at; !k.empty()) {
-    static const std::vector<std::string> phases = {"warm_start", "route", "inner", "outer_allreduce", "checkpoint", "eval"};
+    static const std::vector<std::string> phases = {"prepare", "warm_start", "route", "inner", "outer_allreduce", "checkpoint", "eval"};
     const std::string phase = k.substr(0, k.find(':'));
     const std::string count = k.find(':') == std::string::npos ? "1" : k.substr(k.find(':') + 1);
     if (std::find(phases.begin(), phases.end(), phase) == phases.end() || count.empty() ||
         count.find_first_not_of("0123456789") != std::string::npos || std::atol(count.c_str()) < 1)
       throw DeckError("fault.kill_at = " + k + ": expected PHASE or PHASE:N (N >= 1) with PHASE one of "
-                      "warm_start, route, inner, outer_allreduce, checkpoint, eval");
+                      "prepare, warm_start, route, inner, outer_allreduce, checkpoint, eval");
   }
 }
 

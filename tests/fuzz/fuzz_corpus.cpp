@@ -1,21 +1,32 @@
-// Corpus JSONL reader: the input is a whole corpus file (broken JSON, invalid
-// UTF-8, long lines, missing fields, empty documents). Anything but a clean
-// CorpusError is a failure; what loads is split and streamed as in a run.
-#include <sstream>
+// Corpus input reader: the input is a whole corpus file (broken JSON, invalid
+// UTF-8, long lines, missing fields, empty documents, compressed or not).
+// Anything but a clean CorpusError is a failure; what loads is split and
+// streamed as in a run.
+#include <unistd.h>
+
+#include <cstdio>
 #include <string>
 
 #include "dipaco/data/corpus.hpp"
+#include "dipaco/data/input_files.hpp"
 
 using namespace dipaco;
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
-  std::istringstream in(std::string(reinterpret_cast<const char*>(data), size));
-  std::vector<Document> docs;
+  static const std::string path = "/tmp/dipaco-fuzz-corpus-" + std::to_string(getpid()) + ".jsonl";
+  if (FILE* f = std::fopen(path.c_str(), "wb")) {
+    std::fwrite(data, 1, size, f);
+    std::fclose(f);
+  }
+  std::vector<InputDocument> owned;
   try {
-    docs = read_corpus(in, "fuzz.jsonl");
+    // Small pieces: line starts found in the middle of the input too.
+    for (auto& p : plan_pieces({path}, 97)) read_piece(p, {}, [&](InputDocument&& d) { owned.push_back(std::move(d)); });
   } catch (const CorpusError&) {
     return 0;
   }
+  std::vector<Document> docs;
+  for (auto& d : owned) docs.push_back({d.id, d.domain, d.text});
   Split split = split_corpus(docs, 0.1, 2);
   if (split.train.size() + split.val.size() != docs.size()) __builtin_trap();
   std::vector<const Document*> all;
@@ -24,6 +35,6 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   std::vector<size_t> starts;
   validation_windows(s, 8, 4, starts);
   for (size_t st : starts)
-    if (st + 8 >= s.bytes.size()) __builtin_trap();
+    if (st + 8 >= s.size()) __builtin_trap();
   return 0;
 }

@@ -12,6 +12,7 @@
 #include <vector>
 
 #include "dipaco/data/corpus.hpp"
+#include "dipaco/data/input_files.hpp"
 #include "dipaco/io/deck.hpp"
 #include "dipaco/model/kernels.hpp"
 #include "dipaco/data/shards.hpp"
@@ -43,9 +44,22 @@ inline std::string shared_tmpdir(const std::string& tag) {
   return buf;
 }
 
+// The embedded corpus, read whole (it is small) and split by the in-memory rule.
+inline const std::vector<dipaco::InputDocument>& corpus_documents() {
+  static const std::vector<dipaco::InputDocument> docs = [] {
+    std::vector<dipaco::InputDocument> out;
+    for (auto& p : dipaco::plan_pieces({std::string(DIPACO_SOURCE_DIR) + "/inputs/corpus/embedded.jsonl"}, 0))
+      dipaco::read_piece(p, {}, [&](dipaco::InputDocument&& d) { out.push_back(std::move(d)); });
+    return out;
+  }();
+  return docs;
+}
 inline const dipaco::Split& corpus() {
-  static dipaco::Split s = dipaco::split_corpus(
-      dipaco::read_corpus(std::string(DIPACO_SOURCE_DIR) + "/inputs/corpus/embedded.jsonl"), 0.1, 2);
+  static const dipaco::Split s = [] {
+    std::vector<dipaco::Document> views;
+    for (auto& d : corpus_documents()) views.push_back({d.id, d.domain, d.text});
+    return dipaco::split_corpus(views, 0.1, 2);
+  }();
   return s;
 }
 

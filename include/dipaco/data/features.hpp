@@ -26,6 +26,8 @@ class FeatureModel {
   FeatureModel(Kernels& k, const ModelShape& s, Precision p, const std::vector<float>& params, int batch);
   // Collective over comm: the windows are split over its ranks; every rank gets all features [n, dim()].
   std::vector<float> features(const std::vector<FeatureWindow>& windows, int prefix, MPI_Comm comm);
+  // This rank's windows only, no communication: [windows.size(), dim()].
+  std::vector<float> local_features(const std::vector<FeatureWindow>& windows, int prefix);
   int dim() const { return shape_.C; }
 
  private:

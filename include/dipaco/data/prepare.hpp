@@ -8,6 +8,7 @@
 #include <mpi.h>
 
 #include <cstdint>
+#include <functional>
 #include <string>
 
 namespace dipaco {
@@ -19,6 +20,7 @@ struct PrepareOptions {
   double val_fraction = 0.1;
   int min_val_docs = 2;
   uint64_t piece_bytes = uint64_t(64) << 20;  // plain files are read in pieces of about this size
+  std::function<void()> after_piece;           // tests: a fault point after each piece read
 };
 
 // "data.inputs = N files, B bytes, hash H": the inputs' names, sizes and times,

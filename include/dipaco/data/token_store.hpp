@@ -68,6 +68,8 @@ class TokenStore {
   Document document(size_t i) const;
   bool is_val(size_t i) const;
   const std::vector<std::string>& domains() const { return domains_; }
+  // Drops the pages a pass over the documents touched from this process (they stay cached).
+  void release() const { bin_.release(), idx_.release(), records_.release(), ids_.release(); }
   // Every document, in store order, into the split (views into the maps).
   Split split() const;
 

@@ -42,7 +42,7 @@ struct Deck {
   } train;
   struct Route {
     std::string method, routing, warm_start, refit;
-    int prefix_tokens, kmeans_iters, overlap, em_rounds, em_candidates;
+    int prefix_tokens, kmeans_iters, overlap, em_rounds, em_candidates, fit_docs;
     int warm_steps;  // the warm-start model's train.steps
     double max_shard_fraction;
   } route;

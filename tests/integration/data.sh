@@ -1,0 +1,141 @@
+#!/usr/bin/env bash
+# Real datasets as users have them, end to end: a C4-shaped directory of
+# .json.gz files and zstd files in a list with a glob train a 2x2 run; the
+# token store is the same bytes at np 1, 2 and 4 and its corpus.idx/.bin read
+# back with an independent reader of Megatron's layout (numpy); the route is
+# the same at any rank count; a prepare or route killed halfway resumes to the
+# same result; peak RSS does not grow with the corpus; each bad input is
+# refused with exit 2, naming the file and line or offset, leaving no store a
+# later run would trust. Usage: data.sh BUILD_DIR SOURCE_DIR
+set -u
+build=$1 src=$2
+bin=$build/dipaco
+cd "$src"
+source tests/integration/lib.sh
+py=/usr/bin/python3
+mpi=(env OMP_NUM_THREADS=1 mpirun --allow-run-as-root --oversubscribe --bind-to none)
+tiny=(--model.d_model=32 --model.n_layers=2 --model.layers_per_level=1,1 --model.n_heads=2 --model.context=64
+      --train.batch_size=4 --route.warm_steps=4 --train.steps=4 --dipaco.inner_steps=2 --eval.every=0
+      --eval.batches=1 --checkpoint.every=0 --run.log_every=1000 --run.out_dir="$tmp/runs")
+run() { "${mpi[@]}" -np "$1" "$bin" run inputs/dipaco-2x2.ini "${tiny[@]}" "${@:2}"; }
+store() { echo "$tmp/runs/$1/store"; }
+
+# ---- inputs: C4's shape (text, timestamp, url; no id, no domain), gz members, zstd, lists, globs
+$py - "$tmp" <<'PY'
+import gzip, json, sys, zstandard
+tmp = sys.argv[1]
+lines = [json.loads(l) for l in open("inputs/corpus/embedded.jsonl")]
+import os
+os.makedirs(f"{tmp}/c4", exist_ok=True)
+os.makedirs(f"{tmp}/z", exist_ok=True)
+for k in range(3):
+    mine = [l for i, l in enumerate(lines) if i % 3 == k]
+    with open(f"{tmp}/c4/c4-train.0000{k}-of-00003.json.gz", "wb") as f:
+        for half in (mine[: len(mine) // 2], mine[len(mine) // 2 :]):  # two gzip members
+            f.write(gzip.compress("".join(json.dumps({"text": l["text"], "timestamp": "2019-04-25T12:57:54Z",
+                                                      "url": "https://example.org/" + l["id"]}) + "\n" for l in half).encode()))
+    with open(f"{tmp}/z/part-{k}.jsonl.zst", "wb") as f:
+        f.write(zstandard.ZstdCompressor().compress("".join(json.dumps(l) + "\n" for l in mine).encode()))
+PY
+check "C4-shaped .json.gz directory trains a 2x2 run" 0 "stage prepare: $tmp/c4: [0-9]+ training and [0-9]+ validation documents" -- \
+  run 2 --data.corpus="$tmp/c4" --run.name=c4
+if [[ "$(cat "$(store c4)/domains.txt")" == "$(printf 'c4-train.00000-of-00003\nc4-train.00001-of-00003\nc4-train.00002-of-00003')" ]] &&
+   grep -q 'c4-train.00001-of-00003.json.gz:1' "$(store c4)/ids.bin"; then ok "C4 lines: domains are the file stems, ids file:line"
+else bad "C4 lines: domains or ids" "$(store c4)/domains.txt"; fi
+check "a list with a glob of .zst files" 0 "stage prepare: .*: 2[0-9][0-9] training and [0-9]+ validation" -- \
+  run 2 --data.corpus="$tmp/z/part-0.jsonl.zst,$tmp/z/part-[12]*.zst" --run.name=zst
+
+# ---- the store: the same bytes at any rank count; Megatron's layout read back independently
+for np in 1 2 4; do
+  run $np --data.piece_mb=0.05 --run.name=np$np >"$tmp/np$np.out" 2>&1 || bad "store at np $np" "$tmp/np$np.out"
+done
+same=1
+for f in corpus.bin corpus.idx docs.bin ids.bin domains.txt meta.txt; do
+  cmp -s "$(store np1)/$f" "$(store np2)/$f" && cmp -s "$(store np1)/$f" "$(store np4)/$f" || { same=0; echo "differs: $f"; }
+done
+((same)) && ok "store: the same bytes at np 1, 2 and 4" || bad "store differs between rank counts"
+routes() { $py -c "import h5py,sys; f=h5py.File(sys.argv[1]); print([list(f[f'train/P{p}/doc_index'][:]) for p in range(4)])" "$1"; }
+[[ "$(routes "$tmp/runs/np1/shards.h5")" == "$(routes "$tmp/runs/np2/shards.h5")" &&
+   "$(routes "$tmp/runs/np1/shards.h5")" == "$(routes "$tmp/runs/np4/shards.h5")" ]] &&
+  ok "route: the same shards at np 1, 2 and 4" || bad "route differs between rank counts"
+$py - "$(store np1)" >"$tmp/megatron.out" 2>&1 <<'PY' && ok "corpus.bin/.idx read as a Megatron dataset give the corpus's texts" || bad "Megatron reader" "$tmp/megatron.out"
+# Megatron-LM's indexed_dataset layout, read with numpy alone.
+import json, sys, numpy as np
+d = sys.argv[1]
+idx = open(f"{d}/corpus.idx", "rb").read()
+assert idx[:9] == b"MMIDIDX\x00\x00", idx[:9]
+version, = np.frombuffer(idx, np.uint64, 1, 9)
+dtype = idx[17]
+n, docs = np.frombuffer(idx, np.uint64, 2, 18)
+assert version == 1 and dtype == 1 and docs == n + 1, (version, dtype, n, docs)
+sizes = np.frombuffer(idx, np.int32, int(n), 34)
+pointers = np.frombuffer(idx, np.int64, int(n), 34 + 4 * int(n))
+doc_idx = np.frombuffer(idx, np.int64, int(docs), 34 + 12 * int(n))
+assert len(idx) == 34 + 12 * int(n) + 8 * int(docs)
+assert (doc_idx == np.arange(n + 1)).all()
+tokens = np.memmap(f"{d}/corpus.bin", np.uint8, "r")
+texts = [json.loads(l)["text"].encode() for l in open("inputs/corpus/embedded.jsonl")]
+assert len(texts) == n, (len(texts), n)
+for i, t in enumerate(texts):
+    assert bytes(tokens[pointers[i]:pointers[i] + sizes[i]]) == t, i
+print("ok", n)
+PY
+
+# ---- a kill during prepare, and during route, resumes to the same result
+run 2 --data.piece_mb=0.05 --run.name=killed --fault.kill_at=prepare:3 --fault.kill_rank=1 >"$tmp/out" 2>&1
+code=$?
+if ((code != 0)) && [[ ! -e $(store killed)/meta.txt ]]; then ok "prepare killed: exit $code, no store to trust"
+else bad "prepare killed: exit $code"; fi
+check "the next run prepares again" 0 "stage prepare: .* documents" -- run 2 --data.piece_mb=0.05 --run.name=killed
+cmp -s "$(store killed)/corpus.idx" "$(store np1)/corpus.idx" && cmp -s "$(store killed)/corpus.bin" "$(store np1)/corpus.bin" &&
+  [[ ! -e $(store killed).tmp ]] && ok "after the kill: the same store, no .tmp left" || bad "store after a killed prepare"
+run 2 --data.piece_mb=0.05 --run.name=killroute --fault.kill_at=route --fault.kill_rank=1 >"$tmp/out" 2>&1
+check "route killed: the next run reuses the store" 0 "stage prepare: .*\(up to date" -- run 2 --data.piece_mb=0.05 --run.name=killroute
+[[ "$(routes "$tmp/runs/killroute/shards.h5")" == "$(routes "$tmp/runs/np2/shards.h5")" ]] &&
+  ok "after the kill: the same shards" || bad "shards after a killed route"
+
+# ---- peak RSS per rank does not grow with the corpus (4x against 64x the embedded corpus)
+$py - "$tmp" <<'PY'
+import json, sys
+lines = [json.loads(l) for l in open("inputs/corpus/embedded.jsonl")]
+for copies in (4, 64):
+    with open(f"{sys.argv[1]}/x{copies}.jsonl", "w") as f:
+        for c in range(copies):
+            for l in lines:
+                f.write(json.dumps(dict(l, id=f"{l['id']}#copy{c}")) + "\n")
+PY
+rss() {
+  "${mpi[@]}" -np 2 /usr/bin/time -f "maxrss_kb %M" "$bin" run inputs/dipaco-2x2.ini "${tiny[@]}" --train.steps=20 \
+    --data.corpus="$tmp/$1.jsonl" --route.method=kmeans --run.name="$1" >"$tmp/$1.out" 2>&1
+  grep -o "maxrss_kb [0-9]*" "$tmp/$1.out" | awk '$2 > m { m = $2 } END { print m + 0 }'
+}
+small=$(rss x4) large=$(rss x64)
+ratio=$($py -c "print(f'{$large / max($small, 1):.3f}')")
+echo "     peak RSS per rank: $small kB at 3.4 MB of text, $large kB at 55 MB (x$ratio)"
+$py -c "import sys; sys.exit(0 if $large <= 1.10 * $small and $small > 0 else 1)" &&
+  ok "peak RSS at 16x the corpus within 10% ($ratio)" || bad "peak RSS grows with the corpus: $small -> $large kB" "$tmp/x64.out"
+
+# ---- bad input: exit 2, the file and line or offset named, nothing half-written trusted
+bad_input() {  # NAME PATTERN FILE...
+  local name=$1 pattern=$2 spec
+  shift 2
+  spec=$(IFS=,; echo "$*")
+  check "$name" 2 "$pattern" -- run 2 --data.corpus="$spec" --run.name=bad
+  [[ ! -e $(store bad)/meta.txt ]] || bad "$name: a store was left"
+}
+head -c 3000 "$tmp/c4/c4-train.00000-of-00003.json.gz" >"$tmp/truncated.json.gz"
+bad_input "truncated .gz" "truncated.json.gz.*truncated" "$tmp/truncated.json.gz"
+head -c 3000 "$tmp/z/part-0.jsonl.zst" >"$tmp/truncated.jsonl.zst"
+bad_input "truncated .zst" "truncated.jsonl.zst.*truncated" "$tmp/truncated.jsonl.zst"
+printf '\xef\xbb\xbf{"text":"x"}\n' >"$tmp/bom.jsonl"
+bad_input "UTF-8 BOM" "bom.jsonl: starts with a UTF-8 byte-order mark" "$tmp/bom.jsonl"
+printf '{"text":"fine"}\n{"id":"b","body":"no text"}\n' >"$tmp/notext.jsonl"
+bad_input "a line without text" "notext.jsonl:2: missing field 'text'" "$tmp/notext.jsonl"
+: >"$tmp/empty.jsonl"
+bad_input "an empty file among many" "input file '$tmp/empty.jsonl' is empty" inputs/corpus/embedded.jsonl "$tmp/empty.jsonl"
+{ cat inputs/corpus/embedded.jsonl; head -3 inputs/corpus/embedded.jsonl; } >"$tmp/dup.jsonl"
+bad_input "duplicate ids" "3 duplicate document id\(s\)" "$tmp/dup.jsonl"
+bad_input "a glob that matches nothing" "input pattern '$tmp/none\*.jsonl' matches no files" "$tmp/none*.jsonl"
+printf '{"text":"a"}\n{"text": "b" oops}\n' >"$tmp/json.jsonl"
+bad_input "broken JSON" "json.jsonl:2: .*column" "$tmp/json.jsonl"
+finish

@@ -1,0 +1,110 @@
+// The token store: the same bytes at any rank count, the split of the
+// in-memory rule, and a Megatron index that agrees with its tokens.
+#include <cstring>
+#include <fstream>
+#include <sstream>
+
+#include "dipaco/data/prepare.hpp"
+#include "dipaco/data/token_store.hpp"
+#include "harness.hpp"
+
+using namespace dipaco;
+using namespace testing_mpi;
+
+namespace {
+
+std::string slurp(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  std::stringstream s;
+  s << in.rdbuf();
+  return s.str();
+}
+
+PrepareOptions embedded(uint64_t piece_bytes) {
+  PrepareOptions o;
+  o.corpus = std::string(DIPACO_SOURCE_DIR) + "/inputs/corpus/embedded.jsonl";
+  o.piece_bytes = piece_bytes;  // small pieces: every rank reads some
+  return o;
+}
+
+const char* kFiles[] = {"corpus.bin", "corpus.idx", "docs.bin", "ids.bin", "domains.txt", "meta.txt"};
+
+}  // namespace
+
+TEST(TokenStore, SameBytesAtAnyRankCount) {
+  const std::string dir = shared_tmpdir("store");
+  // Rank 0 alone, then every rank of the world.
+  if (world_rank() == 0) prepare_store(embedded(40000), dir + "/one", "stamp\n", MPI_COMM_SELF);
+  prepare_store(embedded(40000), dir + "/all", "stamp\n", MPI_COMM_WORLD);
+  if (world_rank() == 0)
+    for (const char* f : kFiles) EXPECT_EQ(slurp(dir + "/one/" + f), slurp(dir + "/all/" + f)) << f;
+  MPI_Barrier(MPI_COMM_WORLD);
+}
+
+TEST(TokenStore, SplitAndDocumentsMatchTheInMemoryReader) {
+  const std::string dir = shared_tmpdir("store_split");
+  prepare_store(embedded(30000), dir + "/s", "stamp\n", MPI_COMM_WORLD);
+  const TokenStore store(dir + "/s");
+  const auto& docs = corpus_documents();
+  ASSERT_EQ(store.documents(), docs.size());
+  for (size_t i = 0; i < docs.size(); ++i) {
+    const Document d = store.document(i);
+    ASSERT_EQ(d.id, docs[i].id);
+    ASSERT_EQ(d.domain, docs[i].domain);
+    ASSERT_EQ(d.text, docs[i].text);
+  }
+  const Split a = store.split();
+  const Split& b = corpus();
+  ASSERT_EQ(a.train.size(), b.train.size());
+  ASSERT_EQ(a.val.size(), b.val.size());
+  for (size_t i = 0; i < a.val.size(); ++i) EXPECT_EQ(a.val[i].id, b.val[i].id);
+  EXPECT_EQ(a.unvalidated, b.unvalidated);
+  MPI_Barrier(MPI_COMM_WORLD);
+}
+
+// A stale or half-written store directory is replaced, never trusted.
+TEST(TokenStore, UnfinishedPrepareIsRemoved) {
+  const std::string dir = shared_tmpdir("store_tmp");
+  if (world_rank() == 0) {
+    std::filesystem::create_directories(dir + "/s.tmp");
+    std::ofstream(dir + "/s.tmp/corpus.bin") << "half";
+  }
+  MPI_Barrier(MPI_COMM_WORLD);
+  prepare_store(embedded(1 << 20), dir + "/s", "stamp\n", MPI_COMM_WORLD);
+  EXPECT_FALSE(std::filesystem::exists(dir + "/s.tmp"));
+  EXPECT_EQ(TokenStore(dir + "/s").documents(), corpus_documents().size());
+  MPI_Barrier(MPI_COMM_WORLD);
+  // A store missing its meta (a prepare killed before its last write) is refused by name.
+  if (world_rank() == 0) {
+    std::filesystem::remove(dir + "/s/meta.txt");
+    try {
+      TokenStore t(dir + "/s");
+      ADD_FAILURE() << "opened a store without meta.txt";
+    } catch (const CorpusError& e) {
+      EXPECT_NE(std::string(e.what()).find("meta.txt"), std::string::npos) << e.what();
+    }
+  }
+  MPI_Barrier(MPI_COMM_WORLD);
+}
+
+TEST(TokenStore, DuplicateIdsAreCountedAndNamed) {
+  const std::string dir = shared_tmpdir("store_dup");
+  if (world_rank() == 0) {
+    std::ofstream f(dir + "/dup.jsonl");
+    for (int i = 0; i < 40; ++i)
+      f << "{\"id\":\"doc" << (i % 30) << "\",\"domain\":\"d\",\"text\":\"text number " << i << "\"}\n";
+  }
+  MPI_Barrier(MPI_COMM_WORLD);
+  PrepareOptions o;
+  o.corpus = dir + "/dup.jsonl";
+  o.piece_bytes = 300;
+  try {
+    prepare_store(o, dir + "/s", "stamp\n", MPI_COMM_WORLD);
+    ADD_FAILURE() << "duplicate ids accepted";
+  } catch (const CorpusError& e) {
+    const std::string m = e.what();
+    EXPECT_NE(m.find("10 duplicate document id(s)"), std::string::npos) << m;
+    EXPECT_NE(m.find("'doc0'"), std::string::npos) << m;
+  }
+  MPI_Barrier(MPI_COMM_WORLD);
+}
