@@ -66,21 +66,22 @@ std::vector<T> gather_rows(const std::vector<T>& mine, int width, MPI_Datatype t
   return out;
 }
 
-// The features of this rank's block of documents (no communication), a chunk
-// at a time: after each chunk the store's pages it touched (one or two per
-// document) are dropped, so that resident memory does not grow with the corpus.
-std::vector<float> block_features(FeatureModel& fm, const std::vector<Document>& docs, size_t lo, size_t hi, int prefix,
-                                  const TokenStore* store) {
+// The features of documents (no communication), a chunk at a time, handed to
+// `use(first, features)`: a rank holds one chunk's features, never its block's.
+// The chunk's text is read, not mapped (corpus.hpp).
+template <class Use>
+void chunked_features(FeatureModel& fm, const std::vector<const Document*>& docs, int prefix, Use use) {
   constexpr size_t kChunk = 4096;
-  std::vector<float> out;
-  out.reserve((hi - lo) * size_t(fm.dim()));
-  for (size_t a = lo; a < hi; a += kChunk) {
+  for (size_t a = 0; a < docs.size(); a += kChunk) {
     std::vector<FeatureWindow> w;
-    for (size_t i = a; i < std::min(hi, a + kChunk); ++i) w.push_back({&docs[i], 0});
-    const std::vector<float> f = fm.local_features(w, prefix);
-    out.insert(out.end(), f.begin(), f.end());
-    if (store) store->release();
+    for (size_t i = a; i < std::min(docs.size(), a + kChunk); ++i) w.push_back({docs[i], 0});
+    use(a, fm.local_features(w, prefix));
   }
+}
+
+std::vector<const Document*> pointers(const std::vector<Document>& docs, size_t lo, size_t hi) {
+  std::vector<const Document*> out;
+  for (size_t i = lo; i < hi; ++i) out.push_back(&docs[i]);
   return out;
 }
 
@@ -90,16 +91,16 @@ bool in_fit_sample(const Document& d, double fraction) {
   return fraction >= 1 || double(hash64(d.id, 41) >> 11) / double(1ULL << 53) < fraction;
 }
 
-// Every rank pools the features of its block of documents. The sample's
-// features are gathered to every rank, which fits the same router (redundant,
-// so that no rank waits minutes for another in a watched collective). Each rank
-// then scores its block; when no balance cap binds (no shard over
+// Every rank pools the features of the sample's documents in its block; they
+// are gathered to every rank, which fits the same router (redundant, so that no
+// rank waits minutes for another in a watched collective). Each rank then
+// scores its block a chunk at a time; when no balance cap binds (no shard over
 // route.max_shard_fraction, none empty, route.overlap = 1) each document goes to
-// its nearest path and rank 0 gathers one path index per document; else rank 0
-// gathers the scores ([documents, paths] doubles) and assigns them with the caps.
-// The others keep the router and read the file rank 0 writes.
-ShardFile route_documents(const Deck& deck, const Split& split, FeatureModel& fm, int P, int rank, int size,
-                          const TokenStore* store) {
+// its nearest path and rank 0 gathers one path index per document; else the
+// features are computed again and rank 0 gathers the scores ([documents, paths]
+// doubles) to assign them with the caps. The others keep the router and read
+// the file rank 0 writes. A rank's memory: the sample, a chunk, an int per document.
+ShardFile route_documents(const Deck& deck, const Split& split, FeatureModel& fm, int P, int rank, int size) {
   ShardFile s;
   if (deck.route.method != "kmeans") {
     s.train = assign_by_rule(split.train, P, deck.route.method);
@@ -111,30 +112,31 @@ ShardFile route_documents(const Deck& deck, const Split& split, FeatureModel& fm
   if (n < size_t(P))
     throw DeckError(std::to_string(n) + " training documents cannot be routed to " + std::to_string(P) + " paths");
   const auto [lo, hi] = block_of(n, rank, size);
-  const std::vector<float> ft = block_features(fm, split.train, lo, hi, prefix, store);
   const auto [vlo, vhi] = block_of(split.val.size(), rank, size);
-  const std::vector<float> fv = block_features(fm, split.val, vlo, vhi, prefix, store);
-  fault_point(deck, "route");
+  const std::vector<const Document*> mine = pointers(split.train, lo, hi), vmine = pointers(split.val, vlo, vhi);
   const double fraction = double(deck.route.fit_docs) / double(n);
+  std::vector<const Document*> in_sample;
+  for (const Document* d : mine)
+    if (in_fit_sample(*d, fraction)) in_sample.push_back(d);
   std::vector<float> sample;
-  for (size_t i = lo; i < hi; ++i)
-    if (in_fit_sample(split.train[i], fraction)) sample.insert(sample.end(), &ft[(i - lo) * C], &ft[(i - lo + 1) * C]);
+  chunked_features(fm, in_sample, prefix, [&](size_t, const std::vector<float>& f) { sample.insert(sample.end(), f.begin(), f.end()); });
+  fault_point(deck, "route");
   sample = gather_rows(sample, C, MPI_FLOAT, true, "the router's sample gather");
   if (sample.size() < size_t(P) * C) throw DeckError("route.fit_docs = " + std::to_string(deck.route.fit_docs) + " leaves " +
                                                      std::to_string(sample.size() / C) + " documents to fit " + std::to_string(P) + " paths");
   s.has_router = true;
   s.router = fit_router(sample, C, deck.dipaco.modules_per_level, deck.route.routing, deck.run.seed, deck.route.kmeans_iters);
   sample = {};
-  std::vector<double> scores((hi - lo) * P);
-  std::vector<int> nearest(hi - lo), vnear(vhi - vlo);
+  std::vector<int> nearest(mine.size()), vnear(vmine.size());
   std::vector<long> count(P, 0);
+  chunked_features(fm, mine, prefix, [&](size_t first, const std::vector<float>& f) {
 #pragma omp parallel for schedule(static)
-  for (size_t i = 0; i < hi - lo; ++i) {
-    s.router.path_scores(&ft[i * C], &scores[i * P]);
-    nearest[i] = int(std::min_element(&scores[i * P], &scores[i * P] + P) - &scores[i * P]);
-  }
+    for (size_t i = 0; i < f.size() / C; ++i) nearest[first + i] = s.router.nearest_path(&f[i * C]);
+  });
+  chunked_features(fm, vmine, prefix, [&](size_t first, const std::vector<float>& f) {
+    for (size_t i = 0; i < f.size() / C; ++i) vnear[first + i] = s.router.nearest_path(&f[i * C]);
+  });
   for (int p : nearest) ++count[p];
-  for (size_t i = 0; i < vhi - vlo; ++i) vnear[i] = s.router.nearest_path(&fv[i * C]);
   watched("counting the nearest paths", [&] { MPI_Allreduce(MPI_IN_PLACE, count.data(), P, MPI_LONG, MPI_SUM, MPI_COMM_WORLD); });
   const long cap = std::max<long>(1, long(std::ceil(deck.route.max_shard_fraction * double(n) - 1e-9)));
   bool free = deck.route.overlap == 1;
@@ -144,6 +146,11 @@ ShardFile route_documents(const Deck& deck, const Split& split, FeatureModel& fm
     const std::vector<int> path = gather_rows(nearest, 1, MPI_INT, false, "the training paths' gather");
     if (rank == 0) s.train = by_path(single(path), P);
   } else {
+    std::vector<double> scores(mine.size() * P);
+    chunked_features(fm, mine, prefix, [&](size_t first, const std::vector<float>& f) {
+#pragma omp parallel for schedule(static)
+      for (size_t i = 0; i < f.size() / C; ++i) s.router.path_scores(&f[i * C], &scores[(first + i) * P]);
+    });
     const std::vector<double> all = gather_rows(scores, P, MPI_DOUBLE, false, "the routing scores' gather");
     if (rank == 0) s.train = by_path(assign_paths(all, n, P, deck.route.max_shard_fraction, deck.route.overlap), P);
   }
@@ -196,7 +203,7 @@ int make_route(RunContext& c, const std::string& stamp) {
   const Deck& deck = c.deck;
   const double t0 = MPI_Wtime();
   const std::string file = shard_file_name(c.run_dir, 0);
-  c.shards = route_documents(deck, c.split, c.features(), c.topo.paths, c.rank, c.size, c.store.get());
+  c.shards = route_documents(deck, c.split, c.features(), c.topo.paths, c.rank, c.size);
   save_shards(file, c.shards, stamp, c.split, c.rank);
   if (c.rank != 0 && deck.route.method == "kmeans") c.shards = read_shard_file(file, c.split);
   const double seconds = MPI_Wtime() - t0;

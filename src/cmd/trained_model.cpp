@@ -177,7 +177,7 @@ RouteChoice TextRouter::route(const std::string& text, size_t begin) const {
   Model& model = *model_;
   std::vector<int32_t> tok(s_.T, 0);
   Document doc{"", "", text};
-  for (int t = 0; t < s_.T; ++t) tok[t] = doc_byte(doc, begin + t);
+  read_document(doc, begin, size_t(s_.T), tok.data());
   model.forward(r_.features_params.data(), tok.data(), tok.data());
   const int C = s_.C, m = std::min(r_.prefix, s_.T);
   const size_t left = text.size() + 1 > begin ? text.size() + 1 - begin : 1;

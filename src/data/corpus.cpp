@@ -3,6 +3,11 @@
 #include <algorithm>
 #include <cstring>
 #include <map>
+#include <mutex>
+
+#include <unistd.h>
+
+#include <cerrno>
 
 namespace dipaco {
 
@@ -38,6 +43,58 @@ Split split_corpus(const std::vector<Document>& docs, double val_fraction, int m
   return out;
 }
 
+namespace {
+struct TextFile {
+  const char* base;
+  size_t size;
+  int fd;
+};
+std::mutex text_files_mutex;
+std::vector<TextFile> text_files;  // one per open token store
+}  // namespace
+
+void register_text_file(const char* base, size_t size, int fd) {
+  std::lock_guard<std::mutex> lock(text_files_mutex);
+  text_files.push_back({base, size, fd});
+}
+
+void unregister_text_file(const char* base) {
+  std::lock_guard<std::mutex> lock(text_files_mutex);
+  std::erase_if(text_files, [&](const TextFile& f) { return f.base == base; });
+}
+
+void read_text(std::string_view text, size_t off, size_t n, char* out) {
+  if (n == 0) return;
+  const char* p = text.data() + off;
+  TextFile file{nullptr, 0, -1};
+  {
+    std::lock_guard<std::mutex> lock(text_files_mutex);
+    for (const TextFile& f : text_files)
+      if (p >= f.base && p < f.base + f.size) file = f;
+  }
+  if (!file.base) {
+    std::memcpy(out, p, n);
+    return;
+  }
+  for (size_t done = 0; done < n;) {
+    const ssize_t r = ::pread(file.fd, out + done, n - done, off_t(p - file.base) + off_t(done));
+    if (r <= 0) throw CorpusError(std::string("cannot read the token store's corpus.bin: ") + (r < 0 ? std::strerror(errno) : "file shrank"));
+    done += size_t(r);
+  }
+}
+
+void read_document(const Document& d, size_t begin, size_t n, int32_t* out) {
+  const size_t have = begin < d.text.size() ? std::min(n, d.text.size() - begin) : 0;
+  char buf[4096];
+  for (size_t done = 0; done < have;) {
+    const size_t k = std::min(have - done, sizeof buf);
+    read_text(d.text, begin + done, k, buf);
+    for (size_t j = 0; j < k; ++j) out[done + j] = uint8_t(buf[j]);
+    done += k;
+  }
+  std::fill(out + have, out + n, 0);
+}
+
 TokenStream::TokenStream(const std::vector<const Document*>& docs) {
   text_.reserve(docs.size());
   end_.reserve(docs.size());
@@ -46,21 +103,18 @@ TokenStream::TokenStream(const std::vector<const Document*>& docs) {
 }
 
 int32_t TokenStream::at(size_t pos) const {
-  const size_t i = std::upper_bound(end_.begin(), end_.end(), uint64_t(pos)) - end_.begin();
-  const size_t off = pos - (i ? end_[i - 1] : 0);
-  return off < text_[i].size() ? uint8_t(text_[i][off]) : 0;
+  int32_t v;
+  read(pos, 1, &v);
+  return v;
 }
 
 void TokenStream::read(size_t pos, size_t n, int32_t* out) const {
   size_t i = std::upper_bound(end_.begin(), end_.end(), uint64_t(pos)) - end_.begin();
   size_t off = pos - (i ? end_[i - 1] : 0);
   while (n > 0) {
-    const std::string_view t = text_[i];
-    const size_t take = std::min(n, t.size() > off ? t.size() - off : 0);
-    for (size_t k = 0; k < take; ++k) out[k] = uint8_t(t[off + k]);
+    const size_t take = std::min(n, text_[i].size() + 1 - off);  // up to and with the end-of-document byte
+    read_document(Document{{}, {}, text_[i]}, off, take, out);
     out += take, n -= take;
-    if (n == 0) break;
-    *out++ = 0, --n;  // the end-of-document byte
     ++i, off = 0;
   }
 }

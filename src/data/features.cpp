@@ -21,7 +21,7 @@ std::vector<float> FeatureModel::local_features(const std::vector<FeatureWindow>
   std::vector<float> hidden(size_t(B) * T * C);
   auto fill = [&](size_t b, size_t item) {
     const FeatureWindow& w = windows[item];
-    for (int t = 0; t < T; ++t) tok[b * T + t] = doc_byte(*w.doc, w.begin + t);
+    read_document(*w.doc, w.begin, size_t(T), &tok[b * T]);
   };
   padded_batches(windows.size(), B, fill, [&](size_t first, size_t used) {
     k_.to_device(tok_.get(), tok.data(), tok.size() * sizeof(int32_t));

@@ -23,8 +23,10 @@ namespace {
 
 namespace fs = std::filesystem;
 
-constexpr size_t kBuffer = size_t(8) << 20;        // a piece's line buffer
-constexpr size_t kCompressedIn = size_t(1) << 20;  // compressed bytes read at once
+// A piece's line buffer: 1 MB stays in the L2 cache between the kernel's copy
+// (or the decompressor) and the parser; 8 MB measured 20-40% slower.
+constexpr size_t kBuffer = size_t(1) << 20;
+constexpr size_t kCompressedIn = size_t(256) << 10;  // compressed bytes read at once
 
 struct Fd {
   int fd;
@@ -439,10 +441,10 @@ void for_each_line(Source& src, size_t cap, bool at_file_start, const std::strin
 }
 
 // '\n' bytes in [0, upto) of a file: the line number a mid-file piece starts at.
-long count_lines(const Fd& fd, const std::string& path, uint64_t upto) {
+long count_lines(const Fd& fd, const std::string& path, uint64_t upto, uint64_t from = 0) {
   std::vector<char> buf(size_t(1) << 20);
   long n = 0;
-  for (uint64_t off = 0; off < upto;) {
+  for (uint64_t off = from; off < upto;) {
     size_t want = size_t(std::min<uint64_t>(buf.size(), upto - off));
     if (fd.pread_full(buf.data(), want, off, path) < want) shrank(path);
     for (const char *c = buf.data(), *e = c + want; (c = static_cast<const char*>(std::memchr(c, '\n', size_t(e - c)))); ++c) ++n;
@@ -491,6 +493,12 @@ void add_element(const std::string& element, std::vector<std::string>& out) {
 }
 
 }  // namespace
+
+uint64_t count_piece_lines(const InputPiece& piece) {
+  if (piece.compressed || piece.end <= piece.begin) return 0;
+  const Fd fd(piece.file);
+  return uint64_t(count_lines(fd, piece.file, piece.end, piece.begin));
+}
 
 std::vector<std::string> expand_inputs(const std::string& spec) {
   std::vector<std::string> all;
@@ -563,7 +571,7 @@ void read_piece(const InputPiece& piece, const InputOptions& o, const std::funct
   }
   // The lines before a mid-file piece are counted only when a number is
   // needed: a document without an id, or an error.
-  long base = piece.compressed || piece.begin == 0 ? 0 : -1, k = 0;
+  long base = piece.compressed || piece.begin == 0 ? 0 : long(piece.lines_before), k = 0;
   auto line_base = [&] { return base < 0 ? base = count_lines(fd, piece.file, piece.begin) : base; };
   auto where = [&] { return piece.file + ":" + std::to_string(line_base() + k); };
   auto id = [&] { return name + ":" + std::to_string(line_base() + k); };

@@ -11,6 +11,7 @@
 #include <filesystem>
 #include <map>
 #include <set>
+#include <tuple>
 #include <vector>
 
 #include "dipaco/data/corpus.hpp"
@@ -113,6 +114,27 @@ std::string agree_on_error(const std::string& mine, MPI_Comm comm) {
   return msg;
 }
 
+// Each piece's first line number: every rank counts the lines of its own plain
+// pieces (one memchr pass), the counts are summed over the pieces before it in
+// its file. Ids of documents without one ("file:line") need it.
+void number_lines(Inputs& in, size_t lo, size_t hi, MPI_Comm comm) {
+  std::vector<uint64_t> lines(in.pieces.size(), 0);
+  std::string error;
+  try {
+    for (size_t i = lo; i < hi; ++i) lines[i] = count_piece_lines(in.pieces[i]);
+  } catch (const std::exception& e) {
+    error = e.what();
+  }
+  if (auto e = agree_on_error(error, comm); !e.empty()) throw CorpusError(e);
+  MPI_Allreduce(MPI_IN_PLACE, lines.data(), int(lines.size()), MPI_UINT64_T, MPI_SUM, comm);
+  uint64_t before = 0;
+  for (size_t i = 0; i < in.pieces.size(); ++i) {
+    if (i == 0 || in.pieces[i].file != in.pieces[i - 1].file) before = 0;
+    in.pieces[i].lines_before = int64_t(before);
+    before += lines[i];
+  }
+}
+
 void read_slice(const PrepareOptions& o, const Inputs& in, size_t lo, size_t hi, const std::string& part, Slice& s,
                 int rank, double t0) {
   OutFile out(part, true);
@@ -139,7 +161,7 @@ void read_slice(const PrepareOptions& o, const Inputs& in, size_t lo, size_t hi,
       h = hash64(d.text, hash64(d.id, h));
       buf += d.text;
       s.bytes += d.text.size();
-      if (buf.size() >= (size_t(8) << 20)) out.pwrite_all(buf.data(), buf.size(), at), at += buf.size(), buf.clear();
+      if (buf.size() >= (size_t(1) << 20)) out.pwrite_all(buf.data(), buf.size(), at), at += buf.size(), buf.clear();
     });
     s.piece_hash.push_back(h);
     if (o.after_piece) o.after_piece();
@@ -302,14 +324,26 @@ PrepareReport prepare_store(const PrepareOptions& o, const std::string& dir, con
   if (auto e = agree_on_error(error, comm); !e.empty()) throw WriteError(e);
   Slice s;
   Inputs in;
+  size_t lo = 0, hi = 0;
   try {
     in = plan(o);
-    const auto [lo, hi] = my_pieces(in, rank, size);
-    read_slice(o, in, lo, hi, tmp + "/part-" + std::to_string(rank) + ".bin", s, rank, t0);
+    std::tie(lo, hi) = my_pieces(in, rank, size);
   } catch (const std::exception& e) {
     error = e.what();
   }
   if (auto e = agree_on_error(error, comm); !e.empty()) throw CorpusError(e);
+  number_lines(in, lo, hi, comm);
+  try {
+    read_slice(o, in, lo, hi, tmp + "/part-" + std::to_string(rank) + ".bin", s, rank, t0);
+  } catch (const CorpusError& e) {
+    error = e.what();
+  } catch (const std::exception& e) {  // a write (a full disk) or the system, not the input
+    error = std::string("\x01") + e.what();
+  }
+  if (auto e = agree_on_error(error, comm); !e.empty()) {
+    if (e[0] == '\x01') throw WriteError(e.substr(1) + "; no store was written (" + dir + " is unchanged)");
+    throw CorpusError(e);
+  }
 
   // Where this rank's documents go: every rank's counts.
   const uint64_t n_mine = s.sizes.size();
@@ -362,7 +396,7 @@ PrepareReport prepare_store(const PrepareOptions& o, const std::string& dir, con
       const std::string part = tmp + "/part-" + std::to_string(rank) + ".bin";
       const int fd = ::open(part.c_str(), O_RDONLY | O_CLOEXEC);
       if (fd < 0) throw WriteError("cannot read back " + part + ": " + std::strerror(errno));
-      std::vector<char> chunk(size_t(8) << 20);
+      std::vector<char> chunk(size_t(1) << 20);
       uint64_t at = base[1];
       for (ssize_t r; (r = ::read(fd, chunk.data(), chunk.size())) > 0; at += uint64_t(r)) bin.pwrite_all(chunk.data(), size_t(r), at);
       ::close(fd);

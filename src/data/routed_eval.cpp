@@ -60,10 +60,8 @@ std::vector<double> score_items(Trainer& t, const std::vector<ScoreItem>& items)
       const auto& [doc, end] = windows[mine[k]];
       const size_t a = end > size_t(T) ? end - T : 0;
       start[b] = a;
-      for (int j = 0; j < T; ++j) {
-        tok[b * T + j] = doc_byte(*doc, a + j);
-        tgt[b * T + j] = doc_byte(*doc, a + j + 1);
-      }
+      read_document(*doc, a, size_t(T), &tok[b * T]);
+      read_document(*doc, a + 1, size_t(T), &tgt[b * T]);
     };
     padded_batches(mine.size(), B, fill, [&](size_t first, size_t used) {
       t.window_losses(p, tok, tgt, out);
@@ -86,29 +84,6 @@ RoutedEval routed_evaluate(Trainer& t, const std::vector<Document>& val, const s
   const int T = deck.model.context, P = t.topology().paths;
   const size_t prefix = size_t(deck.route.prefix_tokens);
   const size_t every = router ? size_t(deck.eval.reroute_every) : 0;
-  // Segments [s, e) of each document, and the window that routes each re-routed one.
-  struct Segment {
-    size_t doc, from, to;
-  };
-  std::vector<Segment> segs;
-  std::vector<FeatureWindow> windows;
-  for (size_t d = 0; d < val.size(); ++d) {
-    const size_t end = std::min(val[d].text.size() + 1, size_t(deck.eval.doc_bytes));
-    for (size_t s = prefix; s < end; s += every ? every : end) {
-      segs.push_back({d, s, every ? std::min(end, s + every) : end});
-      if (s > prefix) windows.push_back({&val[d], s - prefix});
-    }
-  }
-  std::vector<float> f = features.features(windows, int(prefix), t.world());
-  std::vector<ScoreItem> items;
-  size_t w = 0;
-  for (size_t i = 0; i < segs.size(); ++i) {
-    const Segment& s = segs[i];
-    int path = s.from == prefix ? doc_path[s.doc] : router->nearest_path(&f[(w++) * features.dim()]);
-    add_items(items, path, &val[s.doc], s.from, s.to, T);
-  }
-  std::vector<double> loss = score_items(t, items);
-
   RoutedEval r;
   std::map<std::string_view, int> domain_index;
   for (const auto& d : val) domain_index.emplace(d.domain, 0);
@@ -116,18 +91,45 @@ RoutedEval routed_evaluate(Trainer& t, const std::vector<Document>& val, const s
   std::vector<double> pl(P, 0), dl(r.domains.size(), 0);
   r.path_bytes.assign(P, 0), r.domain_bytes.assign(r.domains.size(), 0);
   double total = 0;
-  for (size_t i = 0; i < items.size(); ++i) {
-    const double n = double(items[i].to - items[i].from);
-    const int di = domain_index[items[i].doc->domain];
-    pl[items[i].path] += loss[i], r.path_bytes[items[i].path] += n;
-    dl[di] += loss[i], r.domain_bytes[di] += n;
-    total += loss[i], r.bytes += n;
+  // A chunk of documents at a time (the same chunks on every rank), so that the items
+  // held do not grow with the validation set; the fixed-point sums do not depend on it.
+  constexpr size_t kChunk = 1024;
+  for (size_t first = 0; first < val.size(); first += kChunk) {
+    // Segments [s, e) of each document, and the window that routes each re-routed one.
+    struct Segment {
+      size_t doc, from, to;
+    };
+    std::vector<Segment> segs;
+    std::vector<FeatureWindow> windows;
+    for (size_t d = first; d < std::min(val.size(), first + kChunk); ++d) {
+      const size_t end = std::min(val[d].text.size() + 1, size_t(deck.eval.doc_bytes));
+      for (size_t s = prefix; s < end; s += every ? every : end) {
+        segs.push_back({d, s, every ? std::min(end, s + every) : end});
+        if (s > prefix) windows.push_back({&val[d], s - prefix});
+      }
+    }
+    std::vector<float> f = features.features(windows, int(prefix), t.world());
+    std::vector<ScoreItem> items;
+    size_t w = 0;
+    for (size_t i = 0; i < segs.size(); ++i) {
+      const Segment& s = segs[i];
+      int path = s.from == prefix ? doc_path[s.doc] : router->nearest_path(&f[(w++) * features.dim()]);
+      add_items(items, path, &val[s.doc], s.from, s.to, T);
+    }
+    std::vector<double> loss = score_items(t, items);
+    for (size_t i = 0; i < items.size(); ++i) {
+      const double n = double(items[i].to - items[i].from);
+      const int di = domain_index[items[i].doc->domain];
+      pl[items[i].path] += loss[i], r.path_bytes[items[i].path] += n;
+      dl[di] += loss[i], r.domain_bytes[di] += n;
+      total += loss[i], r.bytes += n;
+    }
+    r.segments += long(segs.size());
   }
   const double ln2 = std::log(2.0);
   for (int p = 0; p < P; ++p) r.path_bpb.push_back(r.path_bytes[p] > 0 ? pl[p] / r.path_bytes[p] / ln2 : NAN);
   for (size_t d = 0; d < dl.size(); ++d) r.domain_bpb.push_back(r.domain_bytes[d] > 0 ? dl[d] / r.domain_bytes[d] / ln2 : NAN);
   r.bpb = r.bytes > 0 ? total / r.bytes / ln2 : NAN;
-  r.segments = long(segs.size());
   return r;
 }
 

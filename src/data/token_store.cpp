@@ -8,6 +8,7 @@
 #include <cerrno>
 #include <cstring>
 #include <fstream>
+#include <algorithm>
 #include <map>
 #include <sstream>
 
@@ -61,6 +62,32 @@ void MappedFile::release() const {
   if (data_) madvise(const_cast<char*>(data_), size_, MADV_DONTNEED);
 }
 
+ReadFile::ReadFile(const std::string& path) {
+  fd_ = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd_ < 0) throw CorpusError("cannot open " + path + ": " + std::strerror(errno));
+  struct stat st {};
+  if (fstat(fd_, &st) != 0) {
+    ::close(fd_);
+    throw CorpusError("cannot stat " + path + ": " + std::strerror(errno));
+  }
+  size_ = size_t(st.st_size);
+  // Address space only: PROT_NONE, no file behind it, nothing resident.
+  void* p = mmap(nullptr, std::max<size_t>(size_, 1), PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+  if (p == MAP_FAILED) {
+    ::close(fd_);
+    throw CorpusError("cannot reserve address space for " + path + ": " + std::strerror(errno));
+  }
+  base_ = static_cast<const char*>(p);
+  register_text_file(base_, size_, fd_);
+}
+
+ReadFile::~ReadFile() {
+  if (!base_) return;
+  unregister_text_file(base_);
+  munmap(const_cast<char*>(base_), std::max<size_t>(size_, 1));
+  ::close(fd_);
+}
+
 std::string escape_line(std::string_view s) {
   std::string out;
   for (char c : s) {
@@ -99,7 +126,7 @@ TokenStore::TokenStore(const std::string& dir) : dir_(dir) {
     for (auto& [k, v] : parse_key_lines(ss.str())) meta_.emplace_back(k, v);
   }
   if (meta("format") != "dipaco-store 1") throw bad("meta.txt", "not a dipaco token store (format '" + meta("format") + "')");
-  bin_ = MappedFile(dir + "/corpus.bin");
+  bin_ = std::make_unique<ReadFile>(dir + "/corpus.bin");
   idx_ = MappedFile(dir + "/corpus.idx");
   records_ = MappedFile(dir + "/docs.bin");
   ids_ = MappedFile(dir + "/ids.bin");
@@ -116,13 +143,20 @@ TokenStore::TokenStore(const std::string& dir) : dir_(dir) {
   // The last document must end where corpus.bin ends, and every id inside ids.bin.
   if (n > 0) {
     const uint64_t last = load<int64_t>(idx_.data() + idx_pointers_at(n) + 8 * (n - 1)) + load<int32_t>(idx_.data() + 4 * (n - 1) + kIdxHeader);
-    if (last != bin_.size())
-      throw bad("corpus.bin", std::to_string(bin_.size()) + " bytes, corpus.idx says " + std::to_string(last));
+    if (last != bin_->size())
+      throw bad("corpus.bin", std::to_string(bin_->size()) + " bytes, corpus.idx says " + std::to_string(last));
     DocRecord r = load<DocRecord>(records_.data() + (n - 1) * sizeof(DocRecord));
     if (r.id_offset + r.id_length != ids_.size()) throw bad("ids.bin", "size disagrees with docs.bin");
   }
   std::ifstream in(dir + "/domains.txt");
   for (std::string line; std::getline(in, line);) domains_.push_back(unescape_line(line));
+}
+
+std::string TokenStore::text(size_t i) const {
+  const Document d = document(i);
+  std::string out(d.text.size(), '\0');
+  read_text(d.text, 0, d.text.size(), out.data());
+  return out;
 }
 
 std::string TokenStore::meta(const std::string& key) const {
@@ -138,11 +172,11 @@ Document TokenStore::document(size_t i) const {
   const int32_t size = load<int32_t>(idx_.data() + kIdxHeader + 4 * i);
   const int64_t at = load<int64_t>(idx_.data() + idx_pointers_at(docs_) + 8 * i);
   const uint32_t domain = r.domain_val >> 1;
-  if (size < 0 || at < 0 || uint64_t(at) + uint64_t(size) > bin_.size() || domain >= domains_.size() ||
+  if (size < 0 || at < 0 || uint64_t(at) + uint64_t(size) > bin_->size() || domain >= domains_.size() ||
       r.id_offset + r.id_length > ids_.size())
     throw CorpusError(dir_ + ": document " + std::to_string(i) + " points outside the store's files");
   return Document{std::string_view(ids_.data() + r.id_offset, r.id_length), domains_[domain],
-                  std::string_view(bin_.data() + at, size_t(size))};
+                  std::string_view(bin_->data() + at, size_t(size))};
 }
 
 Split TokenStore::split() const {

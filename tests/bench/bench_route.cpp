@@ -1,6 +1,7 @@
-// Times the route stage's work, which every rank does (redundantly), on
-// synthetic prefix features: k-means fit, every document's path scores, and
-// the capped assignment. A rank's peak memory is printed with it.
+// Times the route stage's work on synthetic prefix features: the k-means fit
+// (every rank fits the same router on the route.fit_docs sample), the path
+// scores (each rank its block of documents; here all on one) and the capped
+// assignment (rank 0, when a cap binds). A rank's peak memory is printed with it.
 //   dipaco_bench_route [--docs N] [--dim C] [--levels 16,16] [--iters I] [--routing product|flat|residual]
 //                      [--max-fraction F]
 #include <sys/resource.h>

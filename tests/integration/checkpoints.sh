@@ -53,11 +53,12 @@ if mount -t tmpfs -o size=3m tmpfs "$small" 2>/dev/null; then
   }
   fill 48
   check "a full disk while training stops at once" 1 "cannot write metrics file .*No space left on device.*no checkpoint exists yet" -- \
-    run 1 "$small" full --train.steps=1000000
+    run 1 "$small" full --train.steps=1000000 --data.store="$tmp/store-full"
   rm -rf "$small/full"
   fill 200
   check "a checkpoint that does not fit: the space check names what exists" 1 \
-    "not enough space for checkpoint .*no checkpoint exists yet" -- run 1 "$small" nofit --train.steps=20
+    "not enough space for checkpoint .*no checkpoint exists yet" -- run 1 "$small" nofit --train.steps=20 \
+    --data.store="$tmp/store-nofit"
   umount "$small"
 else
   echo "skip full-disk checks: mounting a tmpfs needs root"

@@ -118,7 +118,8 @@ TEST(Routing, OnePathRoutedEvalIsThePlainLossAfterThePrefix) {
   std::vector<int32_t> ht(T), hg(T);
   std::vector<float> l(T);
   for (const auto& doc : s.val) {
-    for (int j = 0; j < T; ++j) ht[j] = doc_byte(doc, j), hg[j] = doc_byte(doc, j + 1);
+    auto byte = [&](size_t j) { return j < doc.text.size() ? int32_t(uint8_t(doc.text[j])) : 0; };  // text in memory
+    for (int j = 0; j < T; ++j) ht[j] = byte(j), hg[j] = byte(j + 1);
     k->to_device(tok.get(), ht.data(), T * sizeof(int32_t));
     k->to_device(tgt.get(), hg.data(), T * sizeof(int32_t));
     m.forward(dp.get(), tok.get(), tgt.get());

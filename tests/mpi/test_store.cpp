@@ -51,7 +51,7 @@ TEST(TokenStore, SplitAndDocumentsMatchTheInMemoryReader) {
     const Document d = store.document(i);
     ASSERT_EQ(d.id, docs[i].id);
     ASSERT_EQ(d.domain, docs[i].domain);
-    ASSERT_EQ(d.text, docs[i].text);
+    ASSERT_EQ(store.text(i), docs[i].text);
   }
   const Split a = store.split();
   const Split& b = corpus();
@@ -105,6 +105,32 @@ TEST(TokenStore, DuplicateIdsAreCountedAndNamed) {
     const std::string m = e.what();
     EXPECT_NE(m.find("10 duplicate document id(s)"), std::string::npos) << m;
     EXPECT_NE(m.find("'doc0'"), std::string::npos) << m;
+  }
+  MPI_Barrier(MPI_COMM_WORLD);
+}
+
+// Lines without ids are "file:line" by their line in the file, whichever rank
+// reads the piece they are in (a plain file cut into many pieces).
+TEST(TokenStore, FileLineIdsAcrossPieces) {
+  const std::string dir = shared_tmpdir("store_lines");
+  if (world_rank() == 0) {
+    std::ofstream f(dir + "/c4.jsonl");
+    for (int i = 1; i <= 120; ++i) f << (i % 7 ? "{\"text\":\"line " + std::to_string(i) + "\",\"url\":\"u\"}\n" : "\n");
+  }
+  MPI_Barrier(MPI_COMM_WORLD);
+  PrepareOptions o;
+  o.corpus = dir + "/c4.jsonl";
+  o.piece_bytes = 100;
+  if (world_rank() == 0) prepare_store(o, dir + "/one", "stamp\n", MPI_COMM_SELF);
+  prepare_store(o, dir + "/all", "stamp\n", MPI_COMM_WORLD);
+  if (world_rank() == 0) {
+    EXPECT_EQ(slurp(dir + "/one/ids.bin"), slurp(dir + "/all/ids.bin"));
+    const TokenStore s(dir + "/all");
+    for (size_t i = 0; i < s.documents(); ++i) {
+      const Document d = s.document(i);
+      const std::string line = s.text(i).substr(5);  // "line N" is on line N
+      EXPECT_EQ(d.id, "c4.jsonl:" + line);
+    }
   }
   MPI_Barrier(MPI_COMM_WORLD);
 }

@@ -114,11 +114,11 @@ TEST_F(InputFiles, PlainGzipAndZstdGiveTheSameDocuments) {
 }
 
 TEST_F(InputFiles, LinesAcrossBufferRefills) {
-  // ~20 MB: lines cross the 8 MB buffer's refills (plain, gzip, zstd), and one
-  // 10 MB line makes the buffer grow.
+  // ~18 MB: lines cross the 1 MB buffer's refills (plain, gzip, zstd), and a
+  // 3 MB line makes the buffer grow.
   python("random.seed(3)\n"
-         "texts = ['%d \\\\ \"x\"\\n' % i + 'y' * random.choice([0, 5, 3000, 70000, 400000]) for i in range(300)]\n"
-         "texts[150] = 'z' * (10 << 20)\n"
+         "texts = ['%d \\\\ \"x\"\\n' % i + 'y' * random.choice([0, 5, 3000, 70000, 300000]) for i in range(200)]\n"
+         "texts[100] = 'z' * (3 << 20)\n"
          "data = ''.join(json.dumps({'text': t}) + '\\n' for t in texts).encode()\n"
          "open('big.jsonl', 'wb').write(data)\n"
          "open('big.jsonl.gz', 'wb').write(gzip.compress(data, 1))\n"
@@ -131,7 +131,7 @@ TEST_F(InputFiles, LinesAcrossBufferRefills) {
     EXPECT_TRUE(got == expected) << f;
   }
   std::string got;
-  for (auto& d : read_all({path("big.jsonl")}, 3 << 20)) got += d.text + '\0';
+  for (auto& d : read_all({path("big.jsonl")}, 2 << 20)) got += d.text + '\0';
   EXPECT_TRUE(got == expected);
 }
 

@@ -20,6 +20,18 @@ struct Document {
   std::string_view id, domain, text;
 };
 
+// Reading a document's text. The token store's text is not mapped into
+// memory but read with pread (a mapped page of a large-folio page cache puts
+// 2 MB into this process's resident set per touch, so resident memory would
+// grow with the corpus): its views point into an address range reserved for
+// the file, never touched, and these functions read through them. Views of
+// ordinary memory are copied.
+void register_text_file(const char* base, size_t size, int fd);
+void unregister_text_file(const char* base);
+void read_text(std::string_view text, size_t off, size_t n, char* out);  // off + n <= text.size()
+// Tokens [begin, begin + n) of a document's stream: its text, then 0 bytes.
+void read_document(const Document& d, size_t begin, size_t n, int32_t* out);
+
 // The longest JSONL line read (one document).
 constexpr size_t kMaxCorpusLine = size_t(64) << 20;
 

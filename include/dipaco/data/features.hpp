@@ -18,8 +18,6 @@ struct FeatureWindow {
   size_t begin = 0;
 };
 
-// Byte i of a document's stream (0 at and past its end).
-inline int32_t doc_byte(const Document& d, size_t i) { return i < d.text.size() ? uint8_t(d.text[i]) : 0; }
 
 class FeatureModel {
  public:

@@ -40,7 +40,11 @@ struct InputPiece {
   std::string file;
   uint64_t begin = 0, end = 0;
   bool compressed = false;
+  int64_t lines_before = -1;  // lines of the file before begin, when known (else counted on demand)
 };
+// '\n' bytes in a plain piece (0 for a compressed one): summed over the pieces
+// before it, the line number a piece starts at, without re-reading the file.
+uint64_t count_piece_lines(const InputPiece& piece);
 
 // Plain files are cut into pieces of about piece_bytes (0: whole files) at line
 // starts (the boundary moved to just after the next '\n'); compressed files
@@ -52,7 +56,7 @@ std::vector<InputPiece> plan_pieces(const std::vector<std::string>& files, uint6
 
 // Reads a piece's JSONL documents in order and calls fn for each one with a
 // non-empty text; blank lines are skipped. Line numbers count from the start of
-// the file. Memory: an 8 MB buffer, more only for a longer line (at most
+// the file. Memory: a 1 MB buffer, more only for a longer line (at most
 // kMaxCorpusLine). Errors name the file and line, or the byte offset in a
 // truncated or corrupt compressed stream.
 void read_piece(const InputPiece& piece, const InputOptions& o, const std::function<void(InputDocument&&)>& fn);

@@ -10,6 +10,7 @@
 // corpus.bin/.idx is a valid Megatron dataset (Megatron's own reader opens it).
 #pragma once
 #include <cstdint>
+#include <memory>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -58,6 +59,24 @@ class MappedFile {
   size_t size_ = 0;
 };
 
+// A file read through an address range reserved for it (never mapped, see
+// read_text in corpus.hpp): views point into the range, reads are preads.
+class ReadFile {
+ public:
+  ReadFile() = default;
+  explicit ReadFile(const std::string& path);
+  ReadFile(const ReadFile&) = delete;
+  ReadFile& operator=(const ReadFile&) = delete;
+  ~ReadFile();
+  const char* data() const { return base_; }
+  size_t size() const { return size_; }
+
+ private:
+  const char* base_ = nullptr;
+  size_t size_ = 0;
+  int fd_ = -1;
+};
+
 class TokenStore {
  public:
   // Opens and checks every file of the store; throws CorpusError naming the file.
@@ -65,18 +84,20 @@ class TokenStore {
   size_t documents() const { return docs_; }
   const std::string& dir() const { return dir_; }
   std::string meta(const std::string& key) const;  // "" when absent
-  Document document(size_t i) const;
+  Document document(size_t i) const;  // its text is read with read_text (corpus.hpp)
+  std::string text(size_t i) const;
   bool is_val(size_t i) const;
   const std::vector<std::string>& domains() const { return domains_; }
   // Drops the pages a pass over the documents touched from this process (they stay cached).
-  void release() const { bin_.release(), idx_.release(), records_.release(), ids_.release(); }
+  void release() const { idx_.release(), records_.release(), ids_.release(); }
   // Every document, in store order, into the split (views into the maps).
   Split split() const;
 
  private:
   std::string dir_;
   size_t docs_ = 0;
-  MappedFile bin_, idx_, records_, ids_;
+  std::unique_ptr<ReadFile> bin_;
+  MappedFile idx_, records_, ids_;
   std::vector<std::string> domains_;
   std::vector<std::pair<std::string, std::string>> meta_;
 };
