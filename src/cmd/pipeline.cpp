@@ -30,7 +30,8 @@ std::string stage_stamp(const Deck& deck, Stage s, const std::string& extra) {
                                              "train.beta2", "train.eps", "train.grad_clip", "train.precision"};
   static const std::set<std::string> route = {"route.method", "route.routing", "route.prefix_tokens", "route.kmeans_iters",
                                               "route.max_shard_fraction", "route.overlap", "route.fit_docs", "dipaco.modules_per_level"};
-  static const std::set<std::string> train = {"train.", "dipaco.", "route.em_rounds", "route.em_candidates", "route.refit", "eval.every", "eval.batches", "fault.drop_outer_prob"};
+  static const std::set<std::string> train = {"train.", "dipaco.", "route.em_rounds", "route.em_candidates", "route.refit", "eval.every", "eval.batches", "fault.drop_outer_prob",
+                                              "fault.diverge_path", "fault.diverge_steps"};
   static const std::set<std::string> eval = {"eval.reroute_every", "eval.doc_bytes"};
   auto in = [](const std::set<std::string>& set, const std::string& key) {
     for (const auto& k : set)
@@ -39,6 +40,8 @@ std::string stage_stamp(const Deck& deck, Stage s, const std::string& extra) {
   };
   std::string out;
   for (const auto& [key, value] : deck.values) {
+    // What a run does when it diverges, not what it trains: changed to resume a run that ended on it.
+    if (key.rfind("train.diverge_", 0) == 0) continue;
     bool use = key.rfind("data.", 0) == 0;
     if (s >= Stage::warm_start) use |= in(warm, key);
     if (s >= Stage::route) use |= in(route, key);
@@ -287,6 +290,7 @@ void write_summary(const RunContext& c) {
         .add("tokens_per_second", sum.tokens / std::max(sum.wall_seconds, 1e-9))
         .add("outer_rounds", sum.rounds)
         .add("dropped_contributions", sum.dropped)
+        .add("diverged_contributions", sum.diverged)
         .add("sync_seconds", sum.sync_seconds)
         .add("sync_share", sum.sync_seconds / std::max(sum.wall_seconds, 1e-9))
         .add("sync_bytes_per_rank", sum.sync_bytes)
