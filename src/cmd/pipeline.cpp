@@ -3,6 +3,7 @@
 #include <mpi.h>
 #include <omp.h>
 
+#include <cmath>
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
@@ -18,6 +19,7 @@
 #include "dipaco/io/files.hpp"
 #include "dipaco/io/key_lines.hpp"
 #include "dipaco/io/run_lock.hpp"
+#include "dipaco/train/divergence.hpp"
 #include "dipaco/train/metrics.hpp"
 
 namespace fs = std::filesystem;
@@ -329,6 +331,14 @@ int run_stages(const Deck& deck, int rank, int size) {
   set_up(c, lock);
   if (const int code = run_stage_table(c); code != kExitOk) return code;
   write_summary(c);
+  // Recorded as null in summary.json and eval.json; never a finished run.
+  if (!std::isfinite(c.routed_bpb) || !std::isfinite(c.summary.final_eval.bpb)) {
+    if (c.rank == 0)
+      std::fprintf(stderr, "dipaco: error: the evaluation met losses that are not finite (validation %s, routed %s): "
+                   "the trained weights are not usable; exit %d\n", show_value(c.summary.final_eval.bpb).c_str(),
+                   show_value(c.routed_bpb).c_str(), int(kExitDiverged));
+    return kExitDiverged;
+  }
   return kExitOk;
 }
 
