@@ -170,6 +170,10 @@ int cmd_export(const Args& args) {
   }
   if (ckpt.empty() || out.empty() || (path < 0) == !all)
     throw DeckError("usage: dipaco export CKPT.h5 (--path P | --all) OUT.h5");
+  // The export would replace its own source (the rename at the end): refused before anything is read.
+  std::error_code ec;
+  if (fs::equivalent(ckpt, out, ec) || fs::weakly_canonical(ckpt, ec) == fs::weakly_canonical(out, ec))
+    throw DeckError("export: '" + out + "' is the checkpoint it reads ('" + ckpt + "'); name another output file");
   const TrainedModel m = open_trained_model(ckpt);
   if (m.kind != "checkpoint") throw DeckError("'" + ckpt + "' is a " + m.kind + "; export reads a training checkpoint");
   if (path >= m.paths)
