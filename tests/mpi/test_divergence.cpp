@@ -7,6 +7,8 @@
 #include <cstring>
 #include <filesystem>
 
+#include <hdf5.h>
+
 #include "dipaco/data/routed_eval.hpp"
 #include "dipaco/io/checkpoint.hpp"
 #include "dipaco/train/divergence.hpp"
@@ -120,4 +122,34 @@ TEST(Divergence, ScoresOfNaNWeightsAreNaN) {
     else EXPECT_TRUE(std::isfinite(loss[i]) && loss[i] > 0) << i;
   }
   EXPECT_FALSE(std::isfinite(r.t->evaluate().bpb));
+}
+
+// A checkpoint holding NaN with matching checksums (as earlier versions wrote
+// them) is never resumed from: auto restart skips it for the one before.
+TEST(Divergence, ResumeSkipsACheckpointHoldingNaN) {
+  std::string dir;
+  {
+    TinyRun r = make_run("div_resume", {"checkpoint.every=3"});
+    dir = shared_tmpdir("div_resume_run");
+    Checkpointer c(r.deck, dir, MPI_COMM_WORLD);
+    r.t->set_checkpointer(&c);
+    r.t->run();
+  }
+  const std::string newest = dir + "/checkpoints/ckpt-00000006.h5";
+  if (world_rank() == 0) {
+    hid_t f = H5Fopen(newest.c_str(), H5F_ACC_RDWR, H5P_DEFAULT);
+    hid_t d = H5Dopen2(f, "/modules/L0/M0/anchor", H5P_DEFAULT);
+    hid_t space = H5Dget_space(d);
+    std::vector<float> nan(size_t(H5Sget_simple_extent_npoints(space)), NAN);
+    EXPECT_GE(H5Dwrite(d, H5T_NATIVE_FLOAT, H5S_ALL, H5S_ALL, H5P_DEFAULT, nan.data()), 0);
+    const uint64_t sum = checksum(nan.data(), nan.size() * sizeof(float));
+    hid_t a = H5Aopen(d, "checksum", H5P_DEFAULT);
+    EXPECT_GE(H5Awrite(a, H5T_NATIVE_UINT64, &sum), 0);
+    H5Aclose(a), H5Sclose(space), H5Dclose(d), H5Fclose(f);
+  }
+  MPI_Barrier(MPI_COMM_WORLD);
+  TinyRun again = make_run("div_resume2", {"checkpoint.every=3"});
+  Checkpointer c(again.deck, dir, MPI_COMM_WORLD);
+  EXPECT_EQ(c.load(*again.t, "auto", false), dir + "/checkpoints/ckpt-00000003.h5");
+  EXPECT_TRUE(all_finite(again));
 }
