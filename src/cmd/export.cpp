@@ -26,6 +26,7 @@
 #include "dipaco/io/h5io.hpp"
 #include "dipaco/io/named_tensors.hpp"
 #include "dipaco/model/kernels.hpp"
+#include "dipaco/train/divergence.hpp"
 #include "dipaco/train/trainer.hpp"
 
 namespace fs = std::filesystem;
@@ -169,6 +170,10 @@ int cmd_export(const Args& args) {
   }
   if (ckpt.empty() || out.empty() || (path < 0) == !all)
     throw DeckError("usage: dipaco export CKPT.h5 (--path P | --all) OUT.h5");
+  // The export would replace its own source (the rename at the end): refused before anything is read.
+  std::error_code ec;
+  if (fs::equivalent(ckpt, out, ec) || fs::weakly_canonical(ckpt, ec) == fs::weakly_canonical(out, ec))
+    throw DeckError("export: '" + out + "' is the checkpoint it reads ('" + ckpt + "'); name another output file");
   const TrainedModel m = open_trained_model(ckpt);
   if (m.kind != "checkpoint") throw DeckError("'" + ckpt + "' is a " + m.kind + "; export reads a training checkpoint");
   if (path >= m.paths)
@@ -243,6 +248,21 @@ std::string read_text_file(const std::string& file) {
 }
 
 // The path's own validation shard, as the run evaluated it.
+// "%.<digits>f", or "nan" / "inf" (never "-nan").
+std::string fixed(double x, int digits) {
+  if (!std::isfinite(x)) return std::isnan(x) ? "nan" : "inf";
+  char buf[64];
+  std::snprintf(buf, sizeof buf, "%.*f", digits, x);
+  return buf;
+}
+
+// A model whose losses are not finite is no result: said, and a non-zero exit.
+int nonfinite_exit(double bpb) {
+  if (std::isfinite(bpb)) return kExitOk;
+  std::fprintf(stderr, "dipaco: error: the model's losses are not finite (its weights hold NaN or inf)\n");
+  return kExitDiverged;
+}
+
 int evaluate_on_shard(const TrainedModel& m, int path, const std::string& file) {
   return with_mpi([&] {
     const Deck& src = m.deck;
@@ -272,8 +292,9 @@ int evaluate_on_shard(const TrainedModel& m, int path, const std::string& file) 
       throw DeckError("path " + std::to_string(path) + " has no validation documents in " + shard_file +
                       " (the router sent none there); use --text FILE");
     EvalResult e = t.evaluate();
-    std::printf("path %d: validation bits per byte %.6f on its own shard (%.0f tokens)\n", path, e.bpb, e.path_tokens[0]);
-    return kExitOk;
+    std::printf("path %d: validation bits per byte %s on its own shard (%.0f tokens)\n", path, fixed(e.bpb, 6).c_str(),
+                e.path_tokens[0]);
+    return nonfinite_exit(e.bpb);
   });
 }
 
@@ -300,8 +321,9 @@ int cmd_evaluate(const Args& args) {
   if (text_file.empty()) return evaluate_on_shard(m, p, file);
   double scored = 0;
   const double bpb = text_bits_per_byte(m, p, read_text_file(text_file), scored);
-  std::printf("path %d: %.8f bits per byte on %s (%.0f bytes scored, windows of %d)\n", p, bpb, text_file.c_str(), scored, m.shape.T);
-  return kExitOk;
+  std::printf("path %d: %s bits per byte on %s (%.0f bytes scored, windows of %d)\n", p, fixed(bpb, 8).c_str(),
+              text_file.c_str(), scored, m.shape.T);
+  return nonfinite_exit(bpb);
 }
 
 }  // namespace dipaco

@@ -3,6 +3,7 @@
 #include <mpi.h>
 #include <omp.h>
 
+#include <cmath>
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
@@ -18,6 +19,7 @@
 #include "dipaco/io/files.hpp"
 #include "dipaco/io/key_lines.hpp"
 #include "dipaco/io/run_lock.hpp"
+#include "dipaco/train/divergence.hpp"
 #include "dipaco/train/metrics.hpp"
 
 namespace fs = std::filesystem;
@@ -30,7 +32,8 @@ std::string stage_stamp(const Deck& deck, Stage s, const std::string& extra) {
                                              "train.beta2", "train.eps", "train.grad_clip", "train.precision"};
   static const std::set<std::string> route = {"route.method", "route.routing", "route.prefix_tokens", "route.kmeans_iters",
                                               "route.max_shard_fraction", "route.overlap", "route.fit_docs", "dipaco.modules_per_level"};
-  static const std::set<std::string> train = {"train.", "dipaco.", "route.em_rounds", "route.em_candidates", "route.refit", "eval.every", "eval.batches", "fault.drop_outer_prob"};
+  static const std::set<std::string> train = {"train.", "dipaco.", "route.em_rounds", "route.em_candidates", "route.refit", "eval.every", "eval.batches", "fault.drop_outer_prob",
+                                              "fault.diverge_path", "fault.diverge_steps"};
   static const std::set<std::string> eval = {"eval.reroute_every", "eval.doc_bytes"};
   auto in = [](const std::set<std::string>& set, const std::string& key) {
     for (const auto& k : set)
@@ -39,6 +42,8 @@ std::string stage_stamp(const Deck& deck, Stage s, const std::string& extra) {
   };
   std::string out;
   for (const auto& [key, value] : deck.values) {
+    // What a run does when it diverges, not what it trains: changed to resume a run that ended on it.
+    if (key.rfind("train.diverge_", 0) == 0) continue;
     bool use = key.rfind("data.", 0) == 0;
     if (s >= Stage::warm_start) use |= in(warm, key);
     if (s >= Stage::route) use |= in(route, key);
@@ -287,6 +292,7 @@ void write_summary(const RunContext& c) {
         .add("tokens_per_second", sum.tokens / std::max(sum.wall_seconds, 1e-9))
         .add("outer_rounds", sum.rounds)
         .add("dropped_contributions", sum.dropped)
+        .add("diverged_contributions", sum.diverged)
         .add("sync_seconds", sum.sync_seconds)
         .add("sync_share", sum.sync_seconds / std::max(sum.wall_seconds, 1e-9))
         .add("sync_bytes_per_rank", sum.sync_bytes)
@@ -325,6 +331,14 @@ int run_stages(const Deck& deck, int rank, int size) {
   set_up(c, lock);
   if (const int code = run_stage_table(c); code != kExitOk) return code;
   write_summary(c);
+  // Recorded as null in summary.json and eval.json; never a finished run.
+  if (!std::isfinite(c.routed_bpb) || !std::isfinite(c.summary.final_eval.bpb)) {
+    if (c.rank == 0)
+      std::fprintf(stderr, "dipaco: error: the evaluation met losses that are not finite (validation %s, routed %s): "
+                   "the trained weights are not usable; exit %d\n", show_value(c.summary.final_eval.bpb).c_str(),
+                   show_value(c.routed_bpb).c_str(), int(kExitDiverged));
+    return kExitDiverged;
+  }
   return kExitOk;
 }
 

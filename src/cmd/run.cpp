@@ -20,6 +20,7 @@
 #include "dipaco/cmd/pipeline.hpp"
 #include "dipaco/dist/signals.hpp"
 #include "dipaco/dist/watchdog.hpp"
+#include "dipaco/train/divergence.hpp"
 
 namespace dipaco {
 namespace {
@@ -75,6 +76,8 @@ int cmd_run(const Args& args) {
     fail_together(fail_comm, rank, size, code = kExitBadInput, e.what());
   } catch (const CorpusError& e) {
     fail_together(fail_comm, rank, size, code = kExitBadInput, e.what());
+  } catch (const DivergedError& e) {
+    fail_together(fail_comm, rank, size, code = kExitDiverged, e.what());
   } catch (const std::exception& e) {  // CheckpointError (agreed on by every rank) or a failure on some ranks
     fail_together(fail_comm, rank, size, code = kExitFailure, e.what());
   }

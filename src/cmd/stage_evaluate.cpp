@@ -62,7 +62,10 @@ bool load_evaluate(RunContext& c, const std::string& stamp, std::string& note) {
   if (read_text_everywhere(c.run_dir + "/eval.stamp") != stamp || !fs::exists(file)) return false;
   c.routed_text = read_text(file);
   const auto at = c.routed_text.find("\"val_bpb\":");
-  c.routed_bpb = at == std::string::npos ? NAN : std::atof(c.routed_text.c_str() + at + 10);
+  // null (not finite) reads as NaN, never as atof's 0.
+  char* end = nullptr;
+  c.routed_bpb = at == std::string::npos ? NAN : std::strtod(c.routed_text.c_str() + at + 10, &end);
+  if (at != std::string::npos && end == c.routed_text.c_str() + at + 10) c.routed_bpb = NAN;
   while (!c.routed_text.empty() && c.routed_text.back() == '\n') c.routed_text.pop_back();
   char line[96];
   std::snprintf(line, sizeof line, ": routed validation %.4f bits per byte", c.routed_bpb);
@@ -81,7 +84,8 @@ int make_evaluate(RunContext& c, const std::string& stamp) {
   if (c.rank == 0) {
     const std::string file = c.run_dir + "/eval.json";
     write_file_atomic(file, c.routed_text + "\n");
-    write_file_atomic(c.run_dir + "/eval.stamp", stamp);
+    // An evaluation that met a loss that is not finite is made again next time (the run exits non-zero).
+    if (std::isfinite(routed.bpb)) write_file_atomic(c.run_dir + "/eval.stamp", stamp);
     std::printf("stage evaluate: done in %s -> %s\n", format_duration(MPI_Wtime() - t0).c_str(), file.c_str());
     print_routed(routed);
   }

@@ -55,7 +55,7 @@ int train_rounds(RunContext& c, const std::string& train_stamp) {
   const std::vector<long> boundary = resharding_steps(c.deck);
   long step = c.trainer->progress().step;
   double sync_seconds = 0, sync_bytes = 0;
-  long dropped = 0;
+  long dropped = 0, diverged = 0;
   for (size_t e = 0; e <= boundary.size(); ++e) {
     const long until = e < boundary.size() ? boundary[e] : steps;
     if (e > 0 && step >= boundary[e - 1]) reshard(c, e, boundary[e - 1], train_stamp);
@@ -64,6 +64,7 @@ int train_rounds(RunContext& c, const std::string& train_stamp) {
     sync_seconds += c.summary.sync_seconds;
     sync_bytes += c.summary.sync_bytes;
     dropped += c.summary.dropped;
+    diverged += c.summary.diverged;
     step = c.trainer->progress().step;
     if (c.summary.stopped) {
       say(c.rank, "exit " + std::to_string(int(kExitRequeue)) + ": checkpoint written; run the same command again to resume");
@@ -73,6 +74,7 @@ int train_rounds(RunContext& c, const std::string& train_stamp) {
   c.summary.sync_seconds = sync_seconds;
   c.summary.sync_bytes = sync_bytes;
   c.summary.dropped = dropped;
+  c.summary.diverged = diverged;
   return kExitOk;
 }
 

@@ -14,6 +14,7 @@ namespace {
 // Fixed-point unit of summed losses: sums of multiples of 2^-24 below 2^29
 // nats are exact in double, in any order.
 constexpr double kLossUnit = 1.0 / (1 << 24);
+constexpr float kLossLimit = float(1 << 29);  // nats of one target
 }  // namespace
 
 void add_items(std::vector<ScoreItem>& items, int path, const Document* doc, size_t from, size_t to, int T) {
@@ -68,9 +69,15 @@ std::vector<double> score_items(Trainer& t, const std::vector<ScoreItem>& items)
       for (size_t b = 0; b < used; ++b)
         for (size_t i : readers[mine[first + b]]) {
           long long s = 0;
-          for (size_t pos = items[i].from; pos < items[i].to; ++pos)
-            s += std::llround(out[b * T + (pos - 1 - start[b])] / kLossUnit);
-          loss[i] = double(s) * kLossUnit;
+          bool finite = true;
+          for (size_t pos = items[i].from; pos < items[i].to; ++pos) {
+            const float x = out[b * T + (pos - 1 - start[b])];
+            finite = finite && std::fabs(x) < kLossLimit;  // false for NaN and inf
+            if (finite) s += std::llround(x / kLossUnit);
+          }
+          // A loss that is not finite (or past what the fixed point holds) stays NaN through the sums:
+          // llround would make a number of it.
+          loss[i] = finite ? double(s) * kLossUnit : NAN;
         }
     });
   }
@@ -144,7 +151,9 @@ std::vector<double> document_losses(Trainer& t, const std::vector<Document>& doc
       cell.push_back(i * P + p);
     }
   std::vector<double> loss = score_items(t, items), out(docs.size() * P, INFINITY);
-  for (size_t j = 0; j < items.size(); ++j) out[cell[j]] = loss[j] / double(std::max<size_t>(1, items[j].to - items[j].from));
+  // A path that cannot score a document (a loss that is not finite) is never its nearest.
+  for (size_t j = 0; j < items.size(); ++j)
+    out[cell[j]] = std::isfinite(loss[j]) ? loss[j] / double(std::max<size_t>(1, items[j].to - items[j].from)) : INFINITY;
   return out;
 }
 

@@ -4,6 +4,7 @@
 #include <signal.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <chrono>
 #include <cstdio>
 #include <map>
@@ -54,6 +55,11 @@ int straggler_at(const Deck& deck, long step, int paths) {
 void fault_slow_path(const Deck& deck, int path, long step, int paths, double seconds) {
   if (path != straggler_at(deck, step, paths)) return;
   std::this_thread::sleep_for(std::chrono::duration<double>((deck.fault.slow_factor - 1) * seconds));
+}
+
+bool fault_diverges(const Deck& deck, int path, long step) {
+  if (path != deck.fault.diverge_path) return false;
+  return std::count(deck.fault.diverge_steps.begin(), deck.fault.diverge_steps.end(), step) > 0;
 }
 
 }  // namespace dipaco

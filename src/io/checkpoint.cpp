@@ -3,6 +3,7 @@
 #include <hdf5.h>
 
 #include <algorithm>
+#include <cmath>
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
@@ -124,6 +125,10 @@ Progress read_checkpoint(const std::string& file, MPI_Comm comm, const Deck& dec
     for (const auto& [name, dst] : g.datasets) {
       if (g.path_id >= 0) rows->read(name, g.path_id, g.replica, host.data());
       else read_floats(open_group(f, g.path), name, g.size, host.data(), file);
+      // Written only finite (checkpoint_save.cpp): a NaN here was put there since, and is never resumed from.
+      if (!std::all_of(host.begin(), host.begin() + g.size, [](float x) { return std::isfinite(x); }))
+        throw CheckpointError(file + ": " + (g.path_id >= 0 ? "path " + std::to_string(g.path_id) + "'s " : g.path + "/") +
+                              name + " holds values that are not finite");
       if (kernels) kernels->to_device(dst, host.data(), g.size * sizeof(float));
     }
     if (g.path_id >= 0 && rows->step(g.path_id) != pr.step)

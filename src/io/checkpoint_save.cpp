@@ -6,6 +6,8 @@
 
 #include <algorithm>
 #include <cerrno>
+#include <climits>
+#include <cmath>
 #include <cstdio>
 #include <cstring>
 #include <filesystem>
@@ -16,6 +18,7 @@
 #include "dipaco/io/checkpoint.hpp"
 #include "dipaco/io/files.hpp"
 #include "dipaco/io/h5_collective.hpp"
+#include "dipaco/train/divergence.hpp"
 #include "dipaco/train/trainer.hpp"
 #include "dipaco_git.hpp"  // generated: the commit this binary was built from
 
@@ -326,6 +329,31 @@ void publish(const std::string& tmp, const std::string& file, const std::string&
                           (rank == 0 ? publish_error : std::string("on rank 0")) + "; " + checkpoint_status(dir));
 }
 
+// Collective: what a checkpoint would hold is finite on every rank, else every
+// rank refuses it (the latest checkpoint stays the last good one).
+void refuse_nonfinite(Trainer& t, const std::string& file, MPI_Comm comm) {
+  Kernels& k = t.kernels();
+  const size_t total = t.layout().total;
+  auto finite = [&](const float* x, size_t n) { return !x || std::isfinite(k.sum_squares(x, n)); };
+  int bad = -1;  // the lowest path whose arrays are not finite (or P for an anchor)
+  for (auto& p : t.paths())
+    if (!finite(p.params.get(), total) || !finite(p.m.get(), total) || !finite(p.v.get(), total) ||
+        !finite(p.outer_error.get(), total))
+      if (bad < 0 || p.id < bad) bad = p.id;
+  for (const auto& u : t.outer().units())
+    if (u.mine && bad < 0) {
+      const size_t n = t.layout().groups[u.group].size;
+      if (!finite(u.anchor.get(), n) || !finite(u.momentum.get(), n)) bad = t.topology().paths;
+    }
+  int first = bad < 0 ? INT_MAX : bad;
+  watched("agreeing that a checkpoint is finite", [&] { MPI_Allreduce(MPI_IN_PLACE, &first, 1, MPI_INT, MPI_MIN, comm); });
+  if (first == INT_MAX) return;
+  throw DivergedError("refusing to write checkpoint " + file + ": " +
+                      (first < t.topology().paths ? "path " + std::to_string(first) + "'s weights or moments are"
+                                                  : std::string("an anchor is")) +
+                      " not finite; the latest checkpoint is still the last good one");
+}
+
 }  // namespace
 
 // The arena groups params stores (see path_arrays.hpp): all but those that
@@ -366,6 +394,7 @@ std::string Checkpointer::save(Trainer& t) {
   char name[64];
   std::snprintf(name, sizeof name, "ckpt-%08ld.h5", pr.step);
   const std::string final_path = dir_ + "/" + name, tmp = final_path + ".tmp";
+  refuse_nonfinite(t, final_path, world_);
   const std::vector<int> stored = params_groups(t, world_);
   const double need = check_space(t, stored, dir_, final_path, rank_, world_);
 

@@ -182,6 +182,12 @@ std::vector<DeckKey> make_keys() {
       K_CHOICE("train.precision", train.precision, "fp32", "fp32|tf32|bf16",
                "matmul precision (bf16: bf16 inputs, fp32 accumulation; weights stay fp32; tf32: fp32 inputs "
                "rounded to tf32 on CUDA tensor cores, the same as fp32 on the CPU)"),
+      K_FLOAT("train.diverge_factor", train.diverge_factor, "4", 0, 1e9,
+              "a step diverges when its loss or gradient norm is not finite, or its loss is above this many times "
+              "the path's running mean loss (0: only non-finite values)"),
+      K_INT("train.diverge_limit", train.diverge_limit, "3", 0, kBig,
+            "divergences a path may have (each: back to its anchors, the batch skipped, left out of its outer round) "
+            "before the job ends with exit code 5; a path without anchors (dense, warm start) ends it at the first"),
       K_CHOICE("train.early_stop", train.early_stop, "none", "none|path", "path: each path ends on its weights with the best bpb on its own validation shard"),
 
       K_CHOICE("route.method", route.method, "hash", "hash|domain|kmeans",
@@ -254,6 +260,10 @@ std::vector<DeckKey> make_keys() {
       K_INT("fault.slow_path", fault.slow_path, "-1", -1, kMaxPaths, "benchmarks: this path is a straggler (-1: none)"),
       K_FLOAT("fault.slow_factor", fault.slow_factor, "2", 1, 100,
               "benchmarks: the straggler's inner steps take this many times as long (it sleeps in proportion)"),
+      K_INT("fault.diverge_path", fault.diverge_path, "-1", -1, kMaxPaths,
+            "tests: this path's loss is NaN at the inner steps fault.diverge_steps (-1: none)"),
+      K_LIST("fault.diverge_steps", fault.diverge_steps, "0", 0, 1 << 30,
+             "tests: the inner steps (from 1) at which fault.diverge_path's loss is NaN"),
       K_INT("fault.slow_moves", fault.slow_moves, "0", 0, kBig,
             "benchmarks: the straggler moves to the next path every this many inner steps (0: it stays)"),
   };

@@ -7,6 +7,7 @@
 #include "dipaco/data/corpus.hpp"
 #include "dipaco/dist/fault.hpp"
 #include "dipaco/dist/watchdog.hpp"
+#include "dipaco/train/divergence.hpp"
 
 namespace dipaco {
 
@@ -73,6 +74,25 @@ void OuterOptimizer::init_anchors(const std::vector<PathState*>& own) {
 }
 
 bool OuterOptimizer::dropped(long index, int p) const {
+  return fault_dropped(index, p) ||
+         (index == left_out_round_ && std::binary_search(left_out_.begin(), left_out_.end(), p));
+}
+
+bool OuterOptimizer::reset_to_anchors(PathState& p) {
+  if (deck_.dipaco.inner_steps == 0) return false;  // anchors that never move: the initial weights
+  std::vector<const SyncUnit*> of_group(layout_.groups.size(), nullptr);
+  for (const auto& u : units_)
+    if (u.mine && std::count(u.paths.begin(), u.paths.end(), p.id)) of_group[u.group] = &u;
+  if (std::count(of_group.begin(), of_group.end(), nullptr)) return false;
+  for (size_t g = 0; g < of_group.size(); ++g)  // (anchors read from a checkpoint someone edited)
+    if (!std::isfinite(k_.sum_squares(of_group[g]->anchor.get(), layout_.groups[g].size))) return false;
+  for (size_t g = 0; g < of_group.size(); ++g)
+    k_.copy(p.params.get() + layout_.groups[g].offset, of_group[g]->anchor.get(), layout_.groups[g].size * sizeof(float));
+  p.reset = in_flight_;
+  return true;
+}
+
+bool OuterOptimizer::fault_dropped(long index, int p) const {
   double prob = deck_.fault.drop_outer_prob;
   if (prob <= 0) return false;
   std::string key = "drop:" + std::to_string(index) + ":" + std::to_string(p);
@@ -164,6 +184,9 @@ void OuterOptimizer::complete_unit(size_t ui, const std::vector<PathState*>& own
     for (size_t i = 0; i < f.fed.size(); ++i)
       k_.to_device(f.fed[i]->outer_error.get() + g.offset, f.errors[i].data(), n * sizeof(float));
   }
+  // A non-finite sum never reaches the anchor (the trainer leaves diverged paths out; this is the backstop).
+  if (f.total > 0 && !std::all_of(f.sum.begin(), f.sum.end(), [](float x) { return std::isfinite(x); }))
+    throw DivergedError("the outer gradient of " + u.name + " is not finite: its anchor is left as it was and the job ends");
   // A module with no path present keeps its anchor (and momentum).
   if (f.total > 0) {
     k_.to_device(delta_dev_.get(), f.sum.data(), n * sizeof(float));
@@ -174,7 +197,8 @@ void OuterOptimizer::complete_unit(size_t ui, const std::vector<PathState*>& own
   for (auto* p : own) {
     if (!std::count(u.paths.begin(), u.paths.end(), p->id)) continue;
     float* w = p->params.get() + g.offset;
-    if (!merge) {
+    if (!merge || p->reset) {  // reset during the flight: its snapshot is no longer where it stands
+      if (merge) ++i;
       k_.copy(w, u.anchor.get(), n * sizeof(float));
       continue;
     }
@@ -244,7 +268,8 @@ double OuterOptimizer::complete_units(const std::vector<PathState*>& own, bool m
 RoundStats OuterOptimizer::dropped_in(long index) const {
   RoundStats st;
   for (int p = 0; p < topo_.paths; ++p)
-    if (dropped(index, p)) st.dropped.push_back(p);
+    if (fault_dropped(index, p)) st.dropped.push_back(p);
+    else if (dropped(index, p)) st.diverged.push_back(p);
   return st;
 }
 
@@ -267,6 +292,7 @@ void OuterOptimizer::progress() {
 RoundStats OuterOptimizer::complete(const std::vector<PathState*>& own) {
   const double t0 = MPI_Wtime();
   posted_.bytes += complete_units(own, true);
+  for (auto* p : own) p->reset = false;
   in_flight_ = false;
   posted_.seconds += MPI_Wtime() - t0;
   return posted_;

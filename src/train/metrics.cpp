@@ -7,9 +7,41 @@
 
 namespace dipaco {
 
+namespace {
+
+// Length of the valid UTF-8 sequence at s[i] (0: none: a stray or overlong
+// byte, a surrogate, past U+10FFFF, or cut short).
+size_t utf8_length(const std::string& s, size_t i) {
+  const unsigned char c = s[i];
+  const size_t n = c >= 0xF0 ? 4 : c >= 0xE0 ? 3 : c >= 0xC2 ? 2 : 0;
+  if (c > 0xF4 || n == 0 || i + n > s.size()) return 0;
+  for (size_t k = 1; k < n; ++k)
+    if ((static_cast<unsigned char>(s[i + k]) & 0xC0) != 0x80) return 0;
+  const unsigned char d = s[i + 1];
+  if ((c == 0xE0 && d < 0xA0) || (c == 0xED && d >= 0xA0) || (c == 0xF0 && d < 0x90) || (c == 0xF4 && d >= 0x90))
+    return 0;
+  return n;
+}
+
+}  // namespace
+
+// Valid UTF-8 passes through; any other byte >= 0x80 (generated text is bytes,
+// not always UTF-8) becomes \u00XX, so that the output is always valid JSON.
 std::string json_escape(const std::string& s) {
   std::string out;
-  for (unsigned char c : s) {
+  for (size_t i = 0; i < s.size(); ++i) {
+    const unsigned char c = s[i];
+    if (c >= 0x80) {
+      if (const size_t n = utf8_length(s, i)) {
+        out.append(s, i, n);
+        i += n - 1;
+      } else {
+        char buf[8];
+        std::snprintf(buf, sizeof buf, "\\u%04x", c);
+        out += buf;
+      }
+      continue;
+    }
     switch (c) {
       case '"': out += "\\\""; break;
       case '\\': out += "\\\\"; break;

@@ -21,9 +21,13 @@ inline uint8_t fp4_code(float y) {
   return c;
 }
 
+// NaN when a value is not finite (std::max alone would skip a NaN).
 float block_amax(const float* x, size_t m) {
   float a = 0;
-  for (size_t i = 0; i < m; ++i) a = std::max(a, std::fabs(x[i]));
+  for (size_t i = 0; i < m; ++i) {
+    if (!std::isfinite(x[i])) return NAN;
+    a = std::max(a, std::fabs(x[i]));
+  }
   return a;
 }
 
@@ -80,17 +84,20 @@ void OuterCodec::encode(const float* x, size_t n, uint8_t* out) const {
       std::memcpy(out, v, 4 * m);
     } else if (t_ == OuterDtype::bf16) {
       for (size_t i = 0; i < m; ++i) {
-        const uint16_t h = to_bf16(v[i]);
+        // NaN stays NaN (rounding can carry a NaN's payload into the sign and give 0) and inf stays inf.
+        const uint16_t h = std::isnan(v[i]) ? uint16_t(0x7FC0) : to_bf16(v[i]);
         std::memcpy(out + 2 * i, &h, 2);
       }
     } else {
+      // A block with a value that is not finite: scale NaN, codes 0, so that it decodes to NaN, never to finite values.
       const float amax = block_amax(v, m);
       const float top = t_ == OuterDtype::int8 ? 127.0f : 6.0f;
-      const float scale = amax / top, inv = amax > 0 ? top / amax : 0.0f;
+      const float scale = amax / top, inv = amax > 0 && std::isfinite(amax) ? top / amax : 0.0f;
       std::memcpy(out, &scale, 4);
       uint8_t* q = out + 4;
       if (t_ == OuterDtype::int8) {
-        for (size_t i = 0; i < m; ++i) q[i] = uint8_t(int8_t(std::clamp(std::nearbyint(v[i] * inv), -127.0f, 127.0f)));
+        for (size_t i = 0; i < m; ++i)
+          q[i] = inv > 0 ? uint8_t(int8_t(std::clamp(std::nearbyint(v[i] * inv), -127.0f, 127.0f))) : 0;
       } else {
         std::memset(q, 0, (m + 1) / 2);
         for (size_t i = 0; i < m; ++i) {

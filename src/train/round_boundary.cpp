@@ -174,7 +174,8 @@ EvalResult Trainer::round_boundary(long step, long session_first_step, int& stop
     for (size_t i = 0; i < n_chunk; ++i) seconds[i % P] += all[chunk_at + i];
     auto round_record = [](const PendingRound& pr) {
       return JsonRecord().add("type", "round").add("round", pr.round).add("step", pr.step)
-          .add("sync_seconds", pr.seconds).add("bytes", pr.bytes).add("dropped", pr.dropped);
+          .add("sync_seconds", pr.seconds).add("bytes", pr.bytes).add("dropped", pr.dropped)
+          .add("diverged", pr.diverged);
     };
     // Rounds completed since the last boundary; the last record carries the paths' seconds.
     for (size_t k = 0; k + 1 < pending_rounds_.size(); ++k) metrics_->write(round_record(pending_rounds_[k]));

@@ -13,6 +13,7 @@
 #include "dipaco/model/optimizer.hpp"
 #include "dipaco/dist/signals.hpp"
 #include "dipaco/dist/watchdog.hpp"
+#include "dipaco/train/divergence.hpp"
 
 #include <fstream>
 #include <sstream>
@@ -91,7 +92,9 @@ Trainer::Trainer(const Deck& deck, MPI_Comm world, Kernels& k, const std::vector
       k.zero(ps.outer_error.get(), layout.total * sizeof(float));
     }
     k.to_device(ps.params.get(), init.data(), init.size() * sizeof(float));
+    ps.check = DivergenceCheck(deck.train.diverge_factor);
   }
+  diverged_count_.assign(topo_.paths, 0);
   set_shards(train, val);
   stop_ = std::make_unique<StopAgreement>(world);
   grads_ = DeviceBuffer<float>(k, layout.total);
@@ -213,6 +216,7 @@ double Trainer::micro_batch_gradients(PathState& p) {
     k_.to_host(micro_terms_[t].data(), grads_.get(), layout.total * sizeof(float));
     terms.push_back(micro_terms_[t].data());
   }
+  if (!terms.empty() && !p.check.verdict(loss, 0).empty()) micro_terms_[0][0] = NAN;  // every rank of the path sees it
   grad_host_.resize(layout.total);
   {
     CollectiveScope wait("the gradient all-reduce of a path");
@@ -227,15 +231,23 @@ void Trainer::inner_step(PathState& p, std::vector<double>& losses) {
   const int rip = topo_.rank_in_path(rank_);
   fault_step_delay(deck_);
   fault_point(deck_, run_dir_.empty() ? "warm_start" : "inner");
+  const bool poisoned = !run_dir_.empty() && fault_diverges(deck_, p.id, p.step + 1);
   const double t0 = MPI_Wtime();
   if (micro_ > 0) {
-    const double loss = micro_batch_gradients(p);
-    finish_step(p);
+    double loss = micro_batch_gradients(p);
+    if (poisoned) loss = NAN;
+    finish_step(p, loss);
     losses.push_back(loss);
     if (!run_dir_.empty()) fault_slow_path(deck_, p.id, p.step - 1, topo_.paths, MPI_Wtime() - t0);  // not in the warm start
     return;
   }
-  const double loss = local_gradients(p, rip * local_batch_);
+  double loss = local_gradients(p, rip * local_batch_);
+  if (poisoned) loss = NAN;
+  // A loss only this rank sees diverging poisons its gradient: the summed norm then tells every rank of the path.
+  if (topo_.ranks_per_path > 1 && !replicas_ && !p.check.verdict(loss, 0).empty()) {
+    const float nan = NAN;
+    k_.to_device(grads_.get(), &nan, sizeof nan);
+  }
   if (device_sum_) {  // on the GPUs (set up only for a data-parallel path of several ranks)
     CollectiveScope wait("the gradient all-reduce of a path");
     device_sum_->sum(grads_.get(), layout.total);
@@ -253,18 +265,72 @@ void Trainer::inner_step(PathState& p, std::vector<double>& losses) {
     if (g != grads_.get()) k_.to_device(grads_.get(), g, layout.total * sizeof(float));
   }
   if (topo_.ranks_per_path > 1 && !replicas_) path_bytes_ += 4.0 * layout.total;
-  finish_step(p);
+  finish_step(p, loss);
   losses.push_back(loss);
   if (!run_dir_.empty()) fault_slow_path(deck_, p.id, p.step - 1, topo_.paths, MPI_Wtime() - t0);  // not in the warm start
 }
 
-// Clipping and the AdamW step on the path's summed gradient.
-void Trainer::finish_step(PathState& p) {
+// Clipping and the AdamW step on the path's summed gradient; a step that
+// diverged is skipped (its batch with it: the data cursor moves on).
+void Trainer::finish_step(PathState& p, double loss) {
   const auto& layout = model_->layout();
-  clip_gradients(k_, grads_.get(), layout.total, deck_.train.grad_clip);
+  const double norm = clip_gradients(k_, grads_.get(), layout.total, deck_.train.grad_clip);
   Schedule sched{deck_.train.lr, deck_.train.min_lr_ratio, deck_.train.warmup, deck_.train.steps};
   ++p.step;
+  if (const std::string why = p.check.verdict(loss, norm); !why.empty()) return diverged(p, p.step, why);
+  p.check.accept(loss);
   adamw_step(k_, layout, p.params.get(), grads_.get(), p.m.get(), p.v.get(), p.step, sched.at(p.step - 1), deck_.train);
+}
+
+// Path p went wrong at `step`: back to its anchors with fresh moments, said
+// once by the path's first rank (each replica's own with DiLoCo replicas).
+// Without anchors to go back to, the job ends.
+void Trainer::diverged(PathState& p, long step, const std::string& why) {
+  const bool warm = run_dir_.empty();
+  std::string who = warm ? "the warm start" : topo_.paths == 1 ? "training" : "path " + std::to_string(p.id);
+  if (replicas_ && topo_.ranks_per_path > 1) who += " (replica " + std::to_string(topo_.rank_in_path(rank_)) + ")";
+  const std::string what = who + " diverged at step " + std::to_string(step) + ": " + why;
+  if (!outer_->reset_to_anchors(p))
+    throw DivergedError(what + "; " + (warm ? "it has" : "its weights have") +
+                        " no anchors to go back to (no outer rounds, or private levels): the job ends; lower train.lr " +
+                        "(or raise train.diverge_factor) and run again: it resumes from the last checkpoint, if any " +
+                        "(checkpoints never hold weights that are not finite)");
+  const size_t bytes = model_->layout().total * sizeof(float);
+  k_.zero(p.m.get(), bytes), k_.zero(p.v.get(), bytes);
+  ++p.diverged;
+  if (replicas_ || topo_.rank_in_path(rank_) == 0) {
+    std::printf("%s; back to its anchors, the batch skipped, left out of outer round %ld\n", what.c_str(),
+                progress_.rounds);
+    std::fflush(stdout);
+  }
+}
+
+// Every path that diverged since the last round (or whose weights are no
+// longer finite: a step's update can overflow), agreed by the world: the
+// round leaves them out. Past train.diverge_limit events of one path, every rank ends the job.
+void Trainer::agree_diverged(long step, long round) {
+  std::vector<long> events(topo_.paths, 0);
+  for (auto& p : paths_) {
+    if (!std::isfinite(k_.sum_squares(p.params.get(), model_->layout().total))) diverged(p, step, "weights not finite");
+    events[p.id] = std::max(events[p.id], p.diverged);
+    p.diverged = 0;
+  }
+  {
+    CollectiveScope wait("agreeing on the diverged paths");
+    MPI_Allreduce(MPI_IN_PLACE, events.data(), topo_.paths, MPI_LONG, MPI_MAX, world_);
+  }
+  std::vector<int> left_out;
+  for (int q = 0; q < topo_.paths; ++q) {
+    if (events[q] == 0) continue;
+    left_out.push_back(q);
+    diverged_count_[q] += events[q];
+    if (diverged_count_[q] > deck_.train.diverge_limit)
+      throw DivergedError("path " + std::to_string(q) + " diverged " + std::to_string(diverged_count_[q]) +
+                          " times by step " + std::to_string(step) + " (train.diverge_limit = " +
+                          std::to_string(deck_.train.diverge_limit) + "): the job ends; lower train.lr and run again: "
+                          "it resumes from the last checkpoint, if any (checkpoints never hold weights that are not finite)");
+  }
+  outer_->leave_out(round, std::move(left_out));
 }
 
 void Trainer::save_checkpoint() {
@@ -299,6 +365,7 @@ long Trainer::chunk_end(long step, long end, long session_first_step) const {
 void Trainer::outer_round(long step, TrainSummary& sum, bool overlap) {
   std::vector<PathState*> own;
   for (auto& p : paths_) own.push_back(&p);
+  agree_diverged(step, progress_.rounds);
   if (overlap) {
     outer_->post(progress_.rounds, own, shard_bytes_);
     flight_end_ = step + deck_.dipaco.overlap_steps;
@@ -319,10 +386,12 @@ void Trainer::note_round(const RoundStats& rs, long round, long step, TrainSumma
   sum.sync_seconds += rs.seconds;
   sum.sync_bytes += rs.bytes;
   sum.dropped += long(rs.dropped.size());
+  sum.diverged += long(rs.diverged.size());
   if (rank_ == 0)
     for (int p : rs.dropped)
       std::printf("outer round %ld: path %d's outer gradient dropped (fault.drop_outer_prob)\n", round, p);
-  pending_rounds_.push_back(PendingRound{round, step, rs.seconds, rs.bytes, long(rs.dropped.size())});
+  pending_rounds_.push_back(
+      PendingRound{round, step, rs.seconds, rs.bytes, long(rs.dropped.size()), long(rs.diverged.size())});
 }
 
 // The last evaluation, at the last boundary; with train.early_stop = path each

@@ -39,6 +39,10 @@ check "--json has tokens/s and the route" 0 '"routes":\[\{"at":0,"path":[0-3],"w
   gen --prompt "The " --json
 check "--reroute-every re-routes while generating" 0 '"reroute_every":8' -- gen --prompt "The " --reroute-every 8 --json
 check "--path forces a path" 0 '^\[path: P2, forced by --path\]' -- gen --prompt "The " --path 2
+# Bytes that are not UTF-8 (a byte model emits any byte) are escaped: the JSON loads, the bytes come back as U+00XX.
+prompt_back() { gen --prompt $'\xff\xfe<' --tokens 40 --temperature 2 --json |
+  $py -c "import json,sys; r = json.load(sys.stdin); print('loads' if r['prompt'] == '\u00ff\u00fe<' else r['prompt'])"; }
+check "--json with bytes that are not UTF-8 is valid JSON" 0 "^loads$" -- prompt_back
 greedy() { text gen --prompt "The " --temperature 0 --seed 1 >"$tmp/g1" && text gen --prompt "The " --temperature 0 --seed 2 >"$tmp/g2" &&
   cmp -s "$tmp/g1" "$tmp/g2" && echo same; }
 check "temperature 0 is greedy: the same for any seed" 0 "^same$" -- greedy
@@ -82,6 +86,9 @@ check "  ... every module once, the path table, the router" 0 \
   'GROUP "L1.M1".*DATASET "blocks.2.ln1.weight".*GROUP "router".*DATASET "centroids_1".*DATASET "path_table"' -- \
   sh -c "h5dump -H '$tmp/all.h5' | tr -d '\n'"
 check "export needs --path or --all" 2 "usage: dipaco export" -- "$bin" export "$ckpt" "$tmp/x.h5"
+cp "$ckpt" "$tmp/own.h5"
+check "export onto its own checkpoint is refused" 2 "is the checkpoint it reads" -- "$bin" export "$tmp/own.h5" --path 1 "$tmp/own.h5"
+cmp -s "$ckpt" "$tmp/own.h5" && ok "  ... and the checkpoint is untouched" || bad "  ... the checkpoint changed"
 
 # scripts/load-export (h5py + numpy) against dipaco evaluate on the same text: 1e-5 relative.
 $py -c "import json; print(json.loads(open('inputs/corpus/embedded.jsonl').readlines()[7])['text'][:3000], end='')" >"$tmp/text.txt"

@@ -178,6 +178,25 @@ TEST(ExactSum, SameBitsWhoeverHoldsTheTerms) {
   for (size_t r = 1; r < results.size(); ++r) EXPECT_EQ(0, std::memcmp(results[0].data(), results[r].data(), n * 4));
 }
 
+// A term with NaN or inf: its block of the sum is NaN on every rank and
+// counted, the other blocks exact; never a finite value (llrint(NaN) once
+// gave LLONG_MIN, and the block scale skipped the NaN).
+TEST(ExactSum, NotFiniteTermMakesItsBlockNaN) {
+  const size_t n = 3 * ExactSum::kBlock;
+  for (float bad : {NAN, INFINITY, -INFINITY}) {
+    std::vector<float> t(n, 0.25f);
+    if (world_rank() == world_size() - 1) t[ExactSum::kBlock + 7] = bad;
+    std::vector<float> out(n);
+    ExactSum s;
+    s.sum({t.data()}, n, world_size(), MPI_COMM_WORLD, out.data());
+    EXPECT_EQ(s.nonfinite_blocks(), 1u) << bad;
+    for (size_t i = 0; i < n; ++i) {
+      if (i / ExactSum::kBlock == 1) ASSERT_TRUE(std::isnan(out[i])) << bad << " i=" << i;
+      else ASSERT_EQ(out[i], 0.25f * float(world_size())) << bad << " i=" << i;
+    }
+  }
+}
+
 TEST(DiPaCo, SameDeckTwiceIsBitwiseIdentical) {
   RunOut a = train_on(MPI_COMM_WORLD, tiny_deck()), b = train_on(MPI_COMM_WORLD, tiny_deck());
   for (int p = 0; p < 4; ++p) EXPECT_EQ(0, std::memcmp(a.params[p].data(), b.params[p].data(), a.layout.total * 4));

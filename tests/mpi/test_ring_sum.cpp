@@ -130,3 +130,22 @@ TEST(RingSum, TrafficPerRankIsAboutTwiceTheEncodedSize) {
     }
   }
 }
+
+// A term that is not finite: the ring's sum is NaN in that codec block on
+// every rank, never a finite value made from it (int8 once mapped NaN to numbers).
+TEST(RingSum, NotFiniteTermGivesNaNNotNumbers) {
+  const int size = world_size(), rank = world_rank();
+  const size_t n = 4 * OuterCodec::kBlock;
+  for (OuterDtype dtype : {OuterDtype::bf16, OuterDtype::int8, OuterDtype::fp4}) {
+    const OuterCodec codec(dtype);
+    std::vector<int> owners(size);
+    for (int t = 0; t < size; ++t) owners[t] = t;
+    std::vector<float> term = term_values(rank, n, 0);
+    if (rank == size - 1) term[OuterCodec::kBlock + 3] = NAN;
+    std::vector<float> out(n);
+    RingSum ring;
+    ring.sum(codec, {RingTerm{term.data(), nullptr}}, owners, n, MPI_COMM_WORLD, out.data());
+    EXPECT_TRUE(std::isnan(out[OuterCodec::kBlock + 3])) << outer_dtype_name(dtype);
+    for (size_t i = 0; i < OuterCodec::kBlock; ++i) ASSERT_TRUE(std::isfinite(out[i])) << outer_dtype_name(dtype);
+  }
+}

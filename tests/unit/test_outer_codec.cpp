@@ -2,6 +2,7 @@
 // within the type's bound of the original, for random blocks and edge cases.
 #include <gtest/gtest.h>
 
+#include <bit>
 #include <cmath>
 #include <random>
 #include <vector>
@@ -96,5 +97,31 @@ TEST(OuterCodec, RangesOnBlockBoundariesAreSlices) {
     c.encode(x.data(), cut, parts.data());
     c.encode(x.data() + cut, n - cut, parts.data() + c.bytes(cut));
     EXPECT_EQ(whole, parts) << outer_dtype_name(t);
+  }
+}
+
+// A value that is not finite never decodes to a finite one: bf16 keeps NaN
+// (any payload, either sign) and inf; an int8 or fp4 block holding one
+// decodes to NaN throughout, its neighbours untouched.
+TEST(OuterCodec, NotFiniteNeverDecodesFinite) {
+  const float neg_nan = std::bit_cast<float>(0xFFFFFFFFu), low_nan = std::bit_cast<float>(0x7F800001u);
+  for (OuterDtype t : kLossy) {
+    const OuterCodec c(t);
+    for (float bad : {NAN, -NAN, neg_nan, low_nan, INFINITY, -INFINITY}) {
+      const size_t n = 3 * OuterCodec::kBlock;
+      auto x = random_values(n, 11);
+      x[OuterCodec::kBlock + 5] = bad;
+      std::vector<uint8_t> w(c.bytes(n));
+      std::vector<float> y(n);
+      c.encode(x.data(), n, w.data());
+      c.decode(w.data(), n, y.data());
+      EXPECT_FALSE(std::isfinite(y[OuterCodec::kBlock + 5])) << outer_dtype_name(t) << " " << bad;
+      for (size_t i = OuterCodec::kBlock; i < 2 * OuterCodec::kBlock && t != OuterDtype::bf16; ++i)
+        ASSERT_TRUE(std::isnan(y[i])) << outer_dtype_name(t) << " " << bad << " i=" << i;
+      for (size_t i = 0; i < OuterCodec::kBlock; ++i) {
+        ASSERT_TRUE(std::isfinite(y[i])) << outer_dtype_name(t);
+        ASSERT_TRUE(std::isfinite(y[2 * OuterCodec::kBlock + i])) << outer_dtype_name(t);
+      }
+    }
   }
 }

@@ -12,6 +12,7 @@ enum ExitCode : int {
   kExitBadInput = 2,    // bad deck, corpus, arguments or rank count
   kExitRequeue = 3,     // stopped on a signal or run.max_hours with a checkpoint written: resubmit to resume
   kExitPeerLost = 4,    // a collective timed out: a peer rank died or stopped responding
+  kExitDiverged = 5,    // training diverged past train.diverge_limit, or met values that are not finite
 };
 
 using Args = std::vector<std::string>;

@@ -12,6 +12,9 @@
 // (just before a module's all-reduce: the peers are inside it), checkpoint
 // (half-way through writing one), eval (an evaluation before its all-reduce).
 // None of these keys changes results, so none is part of a stage's stamp.
+// Those that do (fault.drop_outer_prob; fault.diverge_path and
+// fault.diverge_steps: that path's loss is NaN at those inner steps, counted
+// from 1) are part of the train stage's.
 #pragma once
 
 namespace dipaco {
@@ -25,5 +28,7 @@ void fault_step_delay(const Deck& deck);
 void fault_slow_path(const Deck& deck, int path, long step, int paths, double seconds);
 // The straggler at inner step `step` (-1: none).
 int straggler_at(const Deck& deck, long step, int paths);
+// Whether fault.diverge_path = path has its loss made NaN at inner step `step` (from 1).
+bool fault_diverges(const Deck& deck, int path, long step);
 
 }  // namespace dipaco

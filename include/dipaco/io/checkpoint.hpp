@@ -50,7 +50,8 @@ constexpr long kCheckpointFormat = 2;
 class Checkpointer {
  public:
   Checkpointer(const Deck& deck, const std::string& run_dir, MPI_Comm world);
-  // Collective. Returns the path written. Throws CheckpointError (the previous
+  // Collective. Returns the path written. Throws CheckpointError, or
+  // DivergedError when a value it would hold is not finite (the previous
   // checkpoint is untouched).
   std::string save(Trainer& t);
   // Collective. restart: "auto" (newest valid in the run directory), "never",

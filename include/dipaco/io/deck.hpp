@@ -36,8 +36,8 @@ struct Deck {
     std::vector<int> layers_per_level;
   } model;
   struct Train {
-    int steps, batch_size, warmup, micro_batch;
-    double lr, min_lr_ratio, weight_decay, beta1, beta2, eps, grad_clip;
+    int steps, batch_size, warmup, micro_batch, diverge_limit;
+    double lr, min_lr_ratio, weight_decay, beta1, beta2, eps, grad_clip, diverge_factor;
     std::string precision, early_stop;
   } train;
   struct Route {
@@ -62,7 +62,8 @@ struct Deck {
   struct Fault {
     double drop_outer_prob, step_delay, slow_factor;
     std::string kill_at, kill_target;
-    int kill_rank, slow_path, slow_moves;
+    int kill_rank, slow_path, slow_moves, diverge_path;
+    std::vector<int> diverge_steps;
   } fault;
 
   // Resolved values as text, keyed "section.key", in the registry's order.

@@ -37,7 +37,8 @@ struct SyncUnit {
 
 struct RoundStats {
   double seconds = 0, bytes = 0;
-  std::vector<int> dropped;  // paths whose outer gradient was left out
+  std::vector<int> dropped;   // paths whose outer gradient was left out (fault.drop_outer_prob)
+  std::vector<int> diverged;  // paths left out because they diverged since the last round
 };
 
 class OuterOptimizer {
@@ -59,8 +60,16 @@ class OuterOptimizer {
   void progress();
   RoundStats complete(const std::vector<PathState*>& own);
   bool in_flight() const { return in_flight_; }
-  // Whether path p's contribution is dropped in round `index` (same on every rank).
+  // Whether path p's contribution is dropped in round `index` (same on every rank):
+  // by fault.drop_outer_prob, or left out with leave_out().
   bool dropped(long index, int p) const;
+  // Round `index` leaves out these paths (sorted; agreed by every rank): they
+  // diverged since the last round. Their weights are renormalised away as a drop's.
+  void leave_out(long index, std::vector<int> paths) { left_out_round_ = index, left_out_ = std::move(paths); }
+  // Path p's weights back to the anchors of every group it holds; false (and
+  // nothing copied) when a group has no anchor on this rank (no outer rounds,
+  // a private level). An overlapped round then gives it the new anchors, no merge.
+  bool reset_to_anchors(PathState& p);
 
   std::vector<SyncUnit>& units() { return units_; }
   // The outer learning rate of round `index` (from 0): dipaco.outer_lr, ramped
@@ -100,6 +109,9 @@ class OuterOptimizer {
                  bool snapshot);
   void complete_unit(size_t ui, const std::vector<PathState*>& own, bool merge);
   RoundStats dropped_in(long index) const;
+  bool fault_dropped(long index, int p) const;
+  long left_out_round_ = -1;
+  std::vector<int> left_out_;
   DeviceBuffer<float> delta_dev_;
   ExactSum exact_;
   OuterCodec codec_;

@@ -4,6 +4,8 @@
 // magnitude over all terms), and integer addition is associative. The error
 // of a block is below 2^-50 of its largest term. Used where the same deck must
 // give bitwise the same weights at any rank count (the outer gradients).
+// A term that is not finite (NaN, inf) makes its whole block NaN in the sum
+// on every rank, and is counted: callers refuse such a sum.
 #pragma once
 #include <mpi.h>
 
@@ -21,12 +23,16 @@ class ExactSum {
   // Returns the bytes this rank passed to MPI.
   double sum(const std::vector<const float*>& terms, size_t n, long max_terms, MPI_Comm comm, float* out);
 
+  // Blocks of the last sum holding a value that is not finite (NaN in out).
+  size_t nonfinite_blocks() const { return nonfinite_; }
+
   static constexpr size_t kBlock = 256;
 
  private:
   std::vector<float> block_max_;
   std::vector<int> shift_;
   std::vector<int64_t> acc_;
+  size_t nonfinite_ = 0;
 };
 
 }  // namespace dipaco

@@ -1,7 +1,9 @@
 // How an outer gradient travels on the wire (dipaco.outer_dtype), block by
 // block of kBlock values: fp32 as is, bf16 rounded to nearest even, int8 and
 // fp4 (E2M1: ±{0, 0.5, 1, 1.5, 2, 3, 4, 6}) with one fp32 scale per block
-// (the block's largest magnitude maps to the type's largest value).
+// (the block's largest magnitude maps to the type's largest value). A value
+// that is not finite never decodes to a finite one: bf16 keeps NaN and inf,
+// an int8 or fp4 block holding one decodes to NaN throughout.
 // Encoded blocks follow each other, so the values [i, j) of a buffer, i and j
 // on block boundaries, are the bytes [bytes(i), bytes(j)) of its encoding.
 #pragma once

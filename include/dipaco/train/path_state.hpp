@@ -5,6 +5,7 @@
 
 #include "dipaco/data/corpus.hpp"
 #include "dipaco/model/kernels.hpp"
+#include "dipaco/train/divergence.hpp"
 
 namespace dipaco {
 
@@ -17,6 +18,9 @@ struct PathState {
   double shard_bytes = 0;    // size of its training shard in bytes (tokens), the DiLoCo weight
   TokenStream train, val;
   std::vector<size_t> val_starts;
+  DivergenceCheck check;  // its losses' running mean
+  long diverged = 0;      // divergence events since its last outer round
+  bool reset = false;     // went back to the anchors while a round was in flight
 };
 
 }  // namespace dipaco

@@ -41,6 +41,7 @@ struct TrainSummary {
   int stop_signal = 0;
   double wall_seconds = 0, sync_seconds = 0, sync_bytes = 0, dp_bytes = 0, path_bytes = 0;
   long tokens = 0, rounds = 0, dropped = 0;
+  long diverged = 0;  // paths left out of an outer round because they diverged (one per path and round)
   double checkpoint_seconds = 0;  // writing checkpoints, all of them
   long checkpoints = 0;
 };
@@ -90,7 +91,9 @@ class Trainer {
   void inner_step(PathState& p, std::vector<double>& losses);
   double local_gradients(PathState& p, int first);
   double micro_batch_gradients(PathState& p);
-  void finish_step(PathState& p);
+  void finish_step(PathState& p, double loss);
+  void diverged(PathState& p, long step, const std::string& why);
+  void agree_diverged(long step, long round);
   void open_metrics();
   // The named steps of run().
   EvalResult final_evaluation(long step, long session_first_step, int& stop);
@@ -153,7 +156,7 @@ class Trainer {
   struct PendingRound {
     long round, step;
     double seconds, bytes;
-    long dropped;
+    long dropped, diverged;
   };
   long pending_from_ = 0;             // the last boundary (first step of pending_loss_): what rank 0 knows of every path
   std::vector<double> pending_loss_;  // [steps x P]: this rank's share of each path's loss
@@ -167,6 +170,7 @@ class Trainer {
   long stop_step_ = -1;  // the step every rank stops at, once agreed  // MPI_Wtime() at step 0 of the run (the restored elapsed time subtracted)
   std::vector<DeviceBuffer<float>> best_;  // per own path: weights at its best validation bpb
   std::vector<double> best_bpb_;
+  std::vector<long> diverged_count_;  // per path: divergence events this session (train.diverge_limit)
 };
 
 }  // namespace dipaco
