@@ -156,7 +156,7 @@ int make_prepare(RunContext& c, const std::string& stamp) {
   const PrepareReport r = prepare_store(o, c.store_dir, stamp, MPI_COMM_WORLD);
   c.seconds.emplace_back("prepare", r.seconds);
   char how[160];
-  std::snprintf(how, sizeof how, "-> %s in %.1f s (%.0f MB/s per rank)", c.store_dir.c_str(), r.seconds,
+  std::snprintf(how, sizeof how, "-> %s in %.1f s (%.0f MB/s of input files per rank)", c.store_dir.c_str(), r.seconds,
                 r.input_bytes / std::max(r.seconds, 1e-9) / 1e6 / c.size);
   open_store(c, how);
   return kExitOk;

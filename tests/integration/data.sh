@@ -112,6 +112,7 @@ rss() {
   grep -o "maxrss_kb [0-9]*" "$tmp/$1.out" | awk '$2 > m { m = $2 } END { print m + 0 }'
 }
 small=$(rss x4) large=$(rss x64)
+[[ $small -gt 0 ]] || cat "$tmp/x4.out"
 docs=$((215 * 60))  # documents added
 per_doc=$(( (large - small) * 1024 / docs ))
 echo "     peak RSS per rank: $small kB at 3.4 MB of text, $large kB at 55 MB: $per_doc bytes per added document"
