@@ -24,15 +24,24 @@ std::string idx_header_bytes(const IdxHeader& h) {
   return out;
 }
 
-MappedFile::MappedFile(const std::string& path) {
+namespace {
+// A file opened for reading, and its size; throws CorpusError naming it.
+int open_sized(const std::string& path, size_t& size) {
   const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
   if (fd < 0) throw CorpusError("cannot open " + path + ": " + std::strerror(errno));
   struct stat st {};
   if (fstat(fd, &st) != 0) {
+    const int err = errno;
     ::close(fd);
-    throw CorpusError("cannot stat " + path + ": " + std::strerror(errno));
+    throw CorpusError("cannot stat " + path + ": " + std::strerror(err));
   }
-  size_ = size_t(st.st_size);
+  size = size_t(st.st_size);
+  return fd;
+}
+}  // namespace
+
+MappedFile::MappedFile(const std::string& path) {
+  const int fd = open_sized(path, size_);
   if (size_ > 0) {
     void* p = mmap(nullptr, size_, PROT_READ, MAP_SHARED, fd, 0);
     if (p == MAP_FAILED) {
@@ -63,14 +72,7 @@ void MappedFile::release() const {
 }
 
 ReadFile::ReadFile(const std::string& path) {
-  fd_ = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
-  if (fd_ < 0) throw CorpusError("cannot open " + path + ": " + std::strerror(errno));
-  struct stat st {};
-  if (fstat(fd_, &st) != 0) {
-    ::close(fd_);
-    throw CorpusError("cannot stat " + path + ": " + std::strerror(errno));
-  }
-  size_ = size_t(st.st_size);
+  fd_ = open_sized(path, size_);
   // Address space only: PROT_NONE, no file behind it, nothing resident.
   void* p = mmap(nullptr, std::max<size_t>(size_, 1), PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
   if (p == MAP_FAILED) {
