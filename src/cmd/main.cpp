@@ -3,6 +3,7 @@
 #include <exception>
 
 #include "dipaco/cmd/app.hpp"
+#include "dipaco/data/corpus.hpp"
 #include "dipaco/io/deck.hpp"
 #include "dipaco_git.hpp"  // generated: the commit this binary was built from
 
@@ -29,6 +30,9 @@ int main(int argc, char** argv) {
     if (cmd == "generate") return cmd_generate(args);
     if (cmd == "route") return cmd_route(args);
   } catch (const DeckError& e) {
+    std::fprintf(stderr, "dipaco: error: %s\n", e.what());
+    return kExitBadInput;
+  } catch (const CorpusError& e) {  // bad input files: the same code as `run` gives them
     std::fprintf(stderr, "dipaco: error: %s\n", e.what());
     return kExitBadInput;
   } catch (const std::exception& e) {

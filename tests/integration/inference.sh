@@ -59,6 +59,11 @@ check "a shard file is no model" 2 "neither a checkpoint nor an exported model" 
 
 # route: every validation document goes where the run's routing sent it.
 check "route a corpus" 0 "^all +[0-9]+ +[0-9]+ +[0-9]+ +[0-9]+ +215$" -- "$bin" route "$ckpt" inputs/corpus/embedded.jsonl
+# A malformed corpus line is bad input for route as it is for run: exit 2, the file and line named.
+printf '{"text":"fine"}\n{"text": oops}\n' >"$tmp/badline.jsonl"
+check "route: a malformed line exits 2 like run" 2 "badline.jsonl:2: " -- "$bin" route "$ckpt" "$tmp/badline.jsonl"
+gzip -c inputs/corpus/embedded.jsonl >"$tmp/corpus.jsonl.gz"
+check "route a compressed corpus" 0 "^all +[0-9]+ +[0-9]+ +[0-9]+ +[0-9]+ +215$" -- "$bin" route "$ckpt" "$tmp/corpus.jsonl.gz"
 cp "$tmp/out" "$tmp/route.txt"
 check "  ... with a row per domain" 0 "^scripture +[0-9]+ " -- cat "$tmp/route.txt"
 check "route --text" 0 "^text +- +P[0-3]  squared distance" -- "$bin" route "$ckpt" --text "package main"
