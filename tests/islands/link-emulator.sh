@@ -4,11 +4,11 @@
 # takes 2 x the one-way delay, that a bulk TCP transfer runs at the link rate,
 # the same for rate only (--delay 0), and that `islands down` leaves no
 # namespace and no emulator behind. Usage: link-emulator.sh BUILD_DIR SOURCE_DIR
-# Skips (exit 0, as run-test.sh: ctest counts it as passed with the reason printed) where network namespaces cannot be made (not root / no CAP_NET_ADMIN).
+# Skips (exit 77, as run-test.sh: ctest reports it as skipped, with the reason printed) where network namespaces cannot be made (not root / no CAP_NET_ADMIN).
 set -u
 src=$(cd "${2:?usage: link-emulator.sh BUILD_DIR SOURCE_DIR}" && pwd)
 t_start=$SECONDS
-skip() { echo "SKIP link-emulator: $1"; echo "0 passed, 0 failed (skipped)"; exit 0; }
+skip() { echo "SKIP link-emulator: $1"; echo "0 passed, 0 failed (skipped)"; exit 77; }
 ((EUID == 0)) || skip "not root"
 command -v ip >/dev/null || skip "ip (iproute2) not installed"
 command -v cc >/dev/null || skip "no C compiler (cc) to build the emulator"
