@@ -27,10 +27,11 @@ namespace dipaco {
 namespace {
 
 struct GenerateArgs {
-  std::string file, prompt = "\n", shards;
+  std::string file, prompt, shards;
   long tokens = 200, seed = 1, path = -1, reroute_every = 0;
   Sampling sampling;
   bool json = false, no_cache = false;
+  bool prompt_given = false;  // an empty or absent --prompt starts from a newline
 };
 
 const char* kGenerateUsage =
@@ -63,6 +64,7 @@ GenerateArgs parse_generate(const Args& args) {
   if (g.file.empty()) throw DeckError(kGenerateUsage);
   if (g.path >= 0 && g.reroute_every > 0)
     throw DeckError("--path forces one path; --reroute-every needs the router to choose (give one or the other)");
+  g.prompt_given = !g.prompt.empty();
   if (g.prompt.empty()) g.prompt = "\n";
   return g;
 }
@@ -187,8 +189,11 @@ int cmd_generate(const Args& args) {
   }
   const RouteEvent& first = r.routes.front();
   if (router)
-    std::printf("[route: P%d, %s, from the first %d bytes of the prompt; router %s]\n", first.path, first.why.c_str(),
-                rr->prefix, rr->shard_file.c_str());
+    std::printf("[route: P%d, %s, from %s; router %s]\n", first.path, first.why.c_str(),
+                g.prompt_given ? ("the first " + std::to_string(std::min<size_t>(size_t(rr->prefix), g.prompt.size())) +
+                                  " bytes of the prompt").c_str()
+                               : "a newline (no --prompt given: the default prompt)",
+                rr->shard_file.c_str());
   else std::printf("[path: P%d, %s]\n", first.path, first.why.c_str());
   std::printf("%s%s\n", g.prompt.c_str(), r.text.c_str());
   for (size_t i = 1; i < r.routes.size(); ++i)

@@ -19,8 +19,9 @@ ckpt=$run/checkpoints/ckpt-00000020.h5
 gen() { "$bin" generate "$ckpt" --tokens 100 "$@"; }
 
 # generate: routed by the prompt's prefix, deterministic for a seed.
-check "generate routes the prompt" 0 "^\[route: P[0-3], squared distance .* from the first 16 bytes of the prompt" -- \
+check "generate routes the prompt" 0 "^\[route: P[0-3], squared distance .* from the first 11 bytes of the prompt" -- \
   gen --prompt "def main():"
+check "an empty prompt says what routed it" 0 "from a newline \(no --prompt given: the default prompt\)" -- gen --prompt ""
 cp "$tmp/out" "$tmp/gen.txt"
 check "  ... and prints its speed" 0 "^\[100 bytes in .* tokens/s, KV cache" -- cat "$tmp/gen.txt"
 text() { "$@" --json | $py -c "import json,sys; print(json.load(sys.stdin)['text'])"; }
