@@ -231,10 +231,11 @@ void set_up(RunContext& c, std::unique_ptr<RunLock>& lock) {
     throw DeckError("route.prefix_tokens = " + std::to_string(deck.route.prefix_tokens) +
                     " leaves nothing to score: it must be smaller than eval.doc_bytes = " + std::to_string(deck.eval.doc_bytes));
   c.run_dir = (fs::path(deck.run.out_dir) / deck.run.name).string();
-  if (c.rank == 0) fs::create_directories(c.run_dir);
-  lock = std::make_unique<RunLock>(c.run_dir, c.rank, MPI_COMM_WORLD);  // one run at a time here
+  // A rank count or a deck refused here leaves no run directory behind.
   c.topo = make_topology(deck.dipaco.modules_per_level, c.size, deck.dipaco.private_levels);
   const MemoryEstimate memory = check_memory(deck, c.topo, c.rank);  // before anything large is allocated
+  if (c.rank == 0) fs::create_directories(c.run_dir);
+  lock = std::make_unique<RunLock>(c.run_dir, c.rank, MPI_COMM_WORLD);  // one run at a time here
   if (c.rank == 0)
     write_file_atomic(c.run_dir + "/deck.ini",
                       "# resolved deck" + (deck.source.empty() ? "" : " from " + deck.source) + "\n" + deck.text());

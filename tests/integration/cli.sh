@@ -20,7 +20,8 @@ check "unknown override key" 2 "did you mean train.steps\?" -- "$bin" deck input
 check "wrong type" 2 "invalid value 'lots' for train.steps: expected an integer" -- "$bin" deck "$tmp/type.ini"
 check "missing deck" 2 "cannot open deck file 'nope.ini'" -- "$bin" deck nope.ini
 check "missing corpus under mpirun" 2 "cannot open input file '$tmp/missing.jsonl'" -- "${mpirun[@]}" -np 2 "$bin" run "$tmp/nocorpus.ini" --run.out_dir="$tmp/runs"
-check "impossible rank count lists those that work" 2 "rank counts that work: 1, 2, 4, 8" -- "${mpirun[@]}" -np 3 "$bin" run inputs/dipaco-2x2.ini --run.out_dir="$tmp/runs"
+check "impossible rank count lists those that work" 2 "rank counts that work: 1, 2, 4, 8" -- "${mpirun[@]}" -np 3 "$bin" run inputs/dipaco-2x2.ini --run.out_dir="$tmp/refused"
+[[ ! -e $tmp/refused ]] && ok "  ... and leaves no run directory" || bad "a refused rank count left $tmp/refused"
 check "topology printout" 0 "L1.M1 .*2 paths" -- "$bin" topology inputs/dipaco-2x2.ini --ranks 4
 check "topology printout, a private level" 0 "L1\\.P\\* \\(blocks 2-3\\) +private +[0-9]+   \\(never communicated\\)" -- "$bin" topology inputs/dipaco-2x2.ini --ranks 4 --dipaco.private_levels=1
 check "unknown command" 2 "unknown command" -- "$bin" frobnicate
