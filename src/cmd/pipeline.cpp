@@ -4,6 +4,7 @@
 #include <omp.h>
 
 #include <cmath>
+#include <algorithm>
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
@@ -126,6 +127,12 @@ void open_store(RunContext& c, const std::string& how) {
                       deck.values.at("data.val_fraction") + ", data.min_val_docs = " + deck.values.at("data.min_val_docs") +
                       "; each domain keeps one document for training): raise either, or add documents");
   if (c.split.train.empty()) throw CorpusError("corpus '" + deck.data.corpus + "' leaves no training documents");
+  // The routed evaluation scores what follows each document's routing prefix.
+  const size_t prefix = size_t(deck.route.prefix_tokens);
+  if (std::none_of(c.split.val.begin(), c.split.val.end(), [&](const Document& d) { return d.text.size() + 1 > prefix; }))
+    throw CorpusError("no validation document of '" + deck.data.corpus + "' is longer than route.prefix_tokens = " +
+                      std::to_string(prefix) + " bytes, which route and are not scored: the routed evaluation would score "
+                      "nothing; lower route.prefix_tokens or add longer documents");
   if (c.rank == 0)
     for (const auto& domain : c.split.unvalidated)
       std::fprintf(stderr, "dipaco: warning: domain '%s' has no validation document; it is trained on but not validated\n",

@@ -142,4 +142,10 @@ bad_input "duplicate ids" "3 duplicate document id\(s\)" "$tmp/dup.jsonl"
 bad_input "a glob that matches nothing" "input pattern '$tmp/none\*.jsonl' matches no files" "$tmp/none*.jsonl"
 printf '{"text":"a"}\n{"text": "b" oops}\n' >"$tmp/json.jsonl"
 bad_input "broken JSON" "json.jsonl:2: .*column" "$tmp/json.jsonl"
+# Validation documents no longer than the routing prefix would leave the routed evaluation nothing to score.
+$py -c "
+import json
+for i in range(60): print(json.dumps({'id': f's{i}', 'domain': 'd', 'text': 'short text ' + str(i)}))" >"$tmp/short.jsonl"
+check "validation documents within the prefix are refused before training" 2 "no validation document .* is longer than route.prefix_tokens = 32 bytes" -- \
+  run 2 --data.corpus="$tmp/short.jsonl" --route.method=hash --run.name=short
 finish
