@@ -87,8 +87,13 @@ void set_train_deck(RunContext& c, const std::string& stamp) {
     if (c.rank == 0) {
       const std::string aside = c.run_dir + "/checkpoints.stale";
       move_checkpoints_aside(c.run_dir + "/checkpoints");
-      std::printf("stage train: the deck changed (%s); earlier checkpoints moved to %s, training starts over\n",
-                  stamp_changes(before, stamp).c_str(), aside.c_str());
+      const std::string changes = stamp_changes(before, stamp);
+      // The corpus's content is in the stamp too: say which of the two changed.
+      const bool corpus = changes.find("corpus.content_hash") != std::string::npos;
+      const bool keys = changes.find(',') != std::string::npos || !corpus;
+      const char* what = corpus && keys ? "the deck and the corpus changed" : corpus ? "the corpus changed" : "the deck changed";
+      std::printf("stage train: %s (%s); earlier checkpoints moved to %s, training starts over\n", what, changes.c_str(),
+                  aside.c_str());
     }
     c.train_deck.run.restart = "never";
   }

@@ -142,6 +142,14 @@ bad_input "duplicate ids" "3 duplicate document id\(s\)" "$tmp/dup.jsonl"
 bad_input "a glob that matches nothing" "input pattern '$tmp/none\*.jsonl' matches no files" "$tmp/none*.jsonl"
 printf '{"text":"a"}\n{"text": "b" oops}\n' >"$tmp/json.jsonl"
 bad_input "broken JSON" "json.jsonl:2: .*column" "$tmp/json.jsonl"
+# A changed corpus is named as such when training starts over.
+cp inputs/corpus/embedded.jsonl "$tmp/grow.jsonl"
+run 1 --data.corpus="$tmp/grow.jsonl" --route.method=hash --route.warm_steps=0 --run.name=grow >"$tmp/out" 2>&1 || bad "grow: first run"
+printf '{"id":"new-doc","domain":"speech","text":"%s"}\n' "$(printf 'word %.0s' {1..300})" >>"$tmp/grow.jsonl"
+check "a changed corpus: training starts over and says the corpus changed" 0 \
+  "stage train: the corpus changed \(corpus.content_hash: [0-9]+ -> [0-9]+\)" -- \
+  run 1 --data.corpus="$tmp/grow.jsonl" --route.method=hash --route.warm_steps=0 --run.name=grow
+
 # Validation documents no longer than the routing prefix would leave the routed evaluation nothing to score.
 $py -c "
 import json
