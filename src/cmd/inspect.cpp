@@ -82,6 +82,11 @@ H5Id open_checkpoint(const std::string& file) {
                                                         : "a '" + format.substr(0, 40) + "' file";
     throw DeckError(file + " is " + what + ", not a checkpoint; inspect reads training checkpoints (" + kCheckpointFiles + ")");
   }
+  // A warm-start file: one flat "params" dataset and the stage's stamp, no format_version.
+  if (H5Aexists(f, "format_version") <= 0 && H5Aexists(f, "stamp") > 0 && H5Lexists(f, "params", H5P_DEFAULT) > 0)
+    throw DeckError(file + " is a warm-start file (the dense model every path starts from and whose features route), "
+                    "not a checkpoint; inspect reads training checkpoints (" + kCheckpointFiles +
+                    "; the warm start's own are in <run dir>/warmstart/checkpoints/)");
   return f;
 }
 

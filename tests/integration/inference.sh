@@ -55,6 +55,7 @@ check "--top-p 0" 2 "--top-p needs a number in \(0, 1\]" -- gen --top-p 0
 check "--top-k 300" 2 "--top-k needs an integer in \[0, 256\], got '300'" -- gen --top-k 300
 check "--reroute-every 0" 2 "--reroute-every needs an integer in \[1, " -- gen --reroute-every 0
 check "unknown flag" 2 "unknown option '--topk'" -- gen --topk 3
+check "inspect names a warm-start file" 2 "warmstart.h5 is a warm-start file .*, not a checkpoint" -- "$bin" inspect "$run/warmstart.h5"
 check "missing model" 2 "no such file" -- "$bin" generate "$tmp/none.h5"
 check "a shard file is no model" 2 "neither a checkpoint nor an exported model" -- "$bin" generate "$run/shards.h5"
 
