@@ -11,14 +11,14 @@
 //   /modules/<unit>/  anchor, momentum [n] float; index: names, offsets, shapes. Units:
 //                     embeddings, L<l>/M<m> (shared), and with DiLoCo replicas a path's own
 //                     path_embeddings/P<p> and L<l>/P<p> (a private level); a private level
-//                     without replicas has no unit: its weights live only in /paths/P<p>
+//                     without replicas has no unit: its weights live only in the path's row of /paths/params
 //   /paths/           params, adam_m, adam_v [paths, replicas, columns] float, one row a path
 //                     (and DiLoCo replica); params leaves out the groups equal to their anchors
 //                     (src/io/path_arrays: which, and how a reader puts a path back together);
 //                     attrs: arena_groups, replicas, steps, shard_tokens
 //   /metrics/         eval_step, eval_bpb
-// Each float dataset carries a "checksum" attribute (FNV-1a 64 of its bytes;
-// the path arrays one per piece, "checksums"), verified on load.
+// Each float dataset carries a "checksum" attribute (checksum() below, of its
+// bytes; the path arrays one per piece, "checksums"), verified on load.
 //
 // Safety: written as <name>.tmp, flushed, closed, then renamed; `latest` names
 // the newest; the checkpoint.keep last written are kept. A checkpoint that fails to
@@ -106,6 +106,9 @@ std::vector<int> params_groups(Trainer& t, MPI_Comm comm);
 // Bytes a checkpoint of this trainer takes on disk (the space preflight), its
 // params storing the groups `stored`.
 double checkpoint_bytes(Trainer& t, const std::vector<int>& stored);
+// The checksum of every dataset: FNV-1a's step (xor a byte, multiply by the
+// prime 1099511628211) from the offset basis 1469598103934665603, which is not
+// FNV's (14695981039346656037): an FNV-1a-like 64-bit hash, kept for the format.
 uint64_t checksum(const void* data, size_t bytes);
 
 }  // namespace dipaco

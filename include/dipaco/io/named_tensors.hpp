@@ -1,7 +1,7 @@
 // One path's parameters as named HDF5 datasets, one per tensor, under a
 // group: "wte" [V, C], "wpe" [T, C], "lnf.weight" [C], "blocks.3.attn.qkv.weight"
 // [C, 3C], ... (the names and shapes of make_layout). Each dataset carries
-// "layout" (how to apply it) and "checksum" (FNV-1a 64 of its fp32 bytes).
+// "layout" (how to apply it) and "checksum" (checksum() of checkpoint.hpp, of its fp32 bytes).
 //
 // Layout: a linear layer's weight is [in, out] and applies as y = x W + b;
 // attn.qkv's output columns are q, k, v (each C wide, heads of C/H

@@ -4,7 +4,7 @@
 //   /paths/params, adam_m, adam_v   [paths, replicas, columns] float
 //   /paths/outer_error              the same, with error feedback on (lossy dipaco.outer_dtype)
 //     attrs: groups     the arena groups a row holds, in arena order, one name a line
-//            checksums  [paths, replicas, groups] FNV-1a 64 of each (path, replica, group) piece
+//            checksums  [paths, replicas, groups] checksum() (checkpoint.hpp) of each (path, replica, group) piece
 //   /paths attrs: arena_groups ("name:offset:size" a line), replicas, steps [paths], shard_tokens [paths]
 //
 // A group that every path holds as a copy of a synced module, and whose every
