@@ -166,6 +166,7 @@ int make_prepare(RunContext& c, const std::string& stamp) {
   std::snprintf(how, sizeof how, "-> %s in %.1f s (%.0f MB/s of input files per rank)", c.store_dir.c_str(), r.seconds,
                 r.input_bytes / std::max(r.seconds, 1e-9) / 1e6 / c.size);
   open_store(c, how);
+  if (r.empty > 0) say(c.rank, "stage prepare: " + std::to_string(r.empty) + " line(s) with an empty text skipped");
   return kExitOk;
 }
 

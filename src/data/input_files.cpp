@@ -555,7 +555,8 @@ std::vector<InputPiece> plan_pieces(const std::vector<std::string>& files, uint6
   return plan;
 }
 
-void read_piece(const InputPiece& piece, const InputOptions& o, const std::function<void(InputDocument&&)>& fn) {
+void read_piece(const InputPiece& piece, const InputOptions& o, const std::function<void(InputDocument&&)>& fn,
+                uint64_t* empty) {
   Fd fd(piece.file);
   const std::string stem = file_stem(piece.file), name = base_name(piece.file);
   std::unique_ptr<Source> src;
@@ -582,6 +583,7 @@ void read_piece(const InputPiece& piece, const InputOptions& o, const std::funct
     if (line.find_first_not_of(" \t\r") == std::string_view::npos) return;  // blank
     InputDocument d = parse_line(line, o, stem, where, id);
     if (!d.text.empty()) fn(std::move(d));
+    else if (empty) ++*empty;
   });
 }
 

@@ -96,7 +96,7 @@ struct Slice {
   std::string ids;
   std::vector<std::string> domains;  // local names
   std::vector<uint64_t> piece_hash;
-  uint64_t bytes = 0, input_bytes = 0;
+  uint64_t bytes = 0, input_bytes = 0, empty = 0;
 };
 
 // The lowest failing rank's message on every rank (or "" when none failed).
@@ -148,7 +148,8 @@ void read_slice(const PrepareOptions& o, const Inputs& in, size_t lo, size_t hi,
   double last = t0;
   for (size_t i = lo; i < hi; ++i) {
     uint64_t h = 0;
-    read_piece(in.pieces[i], io, [&](InputDocument&& d) {
+    read_piece(
+        in.pieces[i], io, [&](InputDocument&& d) {
       if (d.text.size() >= size_t(1) << 31) throw CorpusError(d.id + ": a document of 2 GB or more");
       s.sizes.push_back(int32_t(d.text.size()));
       s.id_len.push_back(uint32_t(d.id.size()));
@@ -162,7 +163,8 @@ void read_slice(const PrepareOptions& o, const Inputs& in, size_t lo, size_t hi,
       buf += d.text;
       s.bytes += d.text.size();
       if (buf.size() >= (size_t(1) << 20)) out.pwrite_all(buf.data(), buf.size(), at), at += buf.size(), buf.clear();
-    });
+        },
+        &s.empty);
     s.piece_hash.push_back(h);
     if (o.after_piece) o.after_piece();
     s.input_bytes += piece_size(in.pieces[i]);
@@ -451,12 +453,13 @@ PrepareReport prepare_store(const PrepareOptions& o, const std::string& dir, con
   MPI_Allgatherv(s.piece_hash.data(), n_hash, MPI_UINT64_T, hashes.data(), counts.data(), displs.data(), MPI_UINT64_T, comm);
   uint64_t content = 0;
   for (uint64_t h : hashes) content = hash64(std::string_view(reinterpret_cast<const char*>(&h), 8), content);
-  uint64_t counted[3] = {0, s.input_bytes, 0};
+  uint64_t counted[3] = {0, s.input_bytes, s.empty};
   for (size_t i = 0; i < n_mine; ++i) counted[0] += s.val[i];
-  MPI_Allreduce(MPI_IN_PLACE, counted, 2, MPI_UINT64_T, MPI_SUM, comm);
+  MPI_Allreduce(MPI_IN_PLACE, counted, 3, MPI_UINT64_T, MPI_SUM, comm);
 
   PrepareReport rep;
   rep.documents = N, rep.val = counted[0], rep.train = N - counted[0], rep.bytes = total[1], rep.input_bytes = counted[1];
+  rep.empty = counted[2];
   if (rank == 0) {
     try {
       std::string dom;

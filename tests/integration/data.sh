@@ -142,6 +142,11 @@ bad_input "duplicate ids" "3 duplicate document id\(s\)" "$tmp/dup.jsonl"
 bad_input "a glob that matches nothing" "input pattern '$tmp/none\*.jsonl' matches no files" "$tmp/none*.jsonl"
 printf '{"text":"a"}\n{"text": "b" oops}\n' >"$tmp/json.jsonl"
 bad_input "broken JSON" "json.jsonl:2: .*column" "$tmp/json.jsonl"
+# Empty texts are skipped, and counted aloud.
+{ cat inputs/corpus/embedded.jsonl; printf '{"id":"e1","text":""}\n{"id":"e2","domain":"d","text":""}\n'; } >"$tmp/empties.jsonl"
+check "empty texts are skipped and counted" 0 "stage prepare: 2 line\(s\) with an empty text skipped" -- \
+  run 1 --data.corpus="$tmp/empties.jsonl" --route.method=hash --route.warm_steps=0 --run.name=empties
+
 # A changed corpus is named as such when training starts over.
 cp inputs/corpus/embedded.jsonl "$tmp/grow.jsonl"
 run 1 --data.corpus="$tmp/grow.jsonl" --route.method=hash --route.warm_steps=0 --run.name=grow >"$tmp/out" 2>&1 || bad "grow: first run"

@@ -59,7 +59,9 @@ std::vector<InputPiece> plan_pieces(const std::vector<std::string>& files, uint6
 // the file. Memory: a 1 MB buffer, more only for a longer line (at most
 // kMaxCorpusLine). Errors name the file and line, or the byte offset in a
 // truncated or corrupt compressed stream.
-void read_piece(const InputPiece& piece, const InputOptions& o, const std::function<void(InputDocument&&)>& fn);
+// `empty`, when given, counts the documents skipped for an empty text.
+void read_piece(const InputPiece& piece, const InputOptions& o, const std::function<void(InputDocument&&)>& fn,
+                uint64_t* empty = nullptr);
 
 // One JSON object per line -> a document; `where` ("file:line") prefixes
 // errors, and without an id the id is `where`'s file name (no directories) and

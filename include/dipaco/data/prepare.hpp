@@ -29,6 +29,7 @@ std::string input_identity(const PrepareOptions& o);
 
 struct PrepareReport {
   uint64_t documents = 0, train = 0, val = 0, bytes = 0, input_bytes = 0;
+  uint64_t empty = 0;  // lines skipped for an empty text
   double seconds = 0;
 };
 // Collective over comm: writes the store into dir with stamp.txt = stamp.
