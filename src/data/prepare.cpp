@@ -17,6 +17,7 @@
 #include "dipaco/data/corpus.hpp"
 #include "dipaco/data/input_files.hpp"
 #include "dipaco/data/token_store.hpp"
+#include "dipaco/dist/first_error.hpp"
 #include "dipaco/io/files.hpp"
 
 namespace fs = std::filesystem;
@@ -99,21 +100,6 @@ struct Slice {
   uint64_t bytes = 0, input_bytes = 0, empty = 0;
 };
 
-// The lowest failing rank's message on every rank (or "" when none failed).
-std::string agree_on_error(const std::string& mine, MPI_Comm comm) {
-  int rank, size;
-  MPI_Comm_rank(comm, &rank);
-  MPI_Comm_size(comm, &size);
-  int first = mine.empty() ? size : rank;
-  MPI_Allreduce(MPI_IN_PLACE, &first, 1, MPI_INT, MPI_MIN, comm);
-  if (first == size) return "";
-  long n = long(mine.size());
-  MPI_Bcast(&n, 1, MPI_LONG, first, comm);
-  std::string msg = rank == first ? mine : std::string(size_t(n), '\0');
-  MPI_Bcast(msg.data(), int(n), MPI_CHAR, first, comm);
-  return msg;
-}
-
 // Each piece's first line number: every rank counts the lines of its own plain
 // pieces (one memchr pass), the counts are summed over the pieces before it in
 // its file. Ids of documents without one ("file:line") need it.
@@ -125,7 +111,7 @@ void number_lines(Inputs& in, size_t lo, size_t hi, MPI_Comm comm) {
   } catch (const std::exception& e) {
     error = e.what();
   }
-  if (auto e = agree_on_error(error, comm); !e.empty()) throw CorpusError(e);
+  if (auto e = first_error(error, comm); !e.empty()) throw CorpusError(e);
   MPI_Allreduce(MPI_IN_PLACE, lines.data(), int(lines.size()), MPI_UINT64_T, MPI_SUM, comm);
   uint64_t before = 0;
   for (size_t i = 0; i < in.pieces.size(); ++i) {
@@ -285,7 +271,7 @@ void refuse_duplicate_ids(const Slice& s, uint64_t base, MPI_Comm comm) {
     for (size_t i = 0; i < first - base; ++i) o += s.id_len[i];
     id = s.ids.substr(o, s.id_len[first - base]);
   }
-  id = agree_on_error(id, comm);
+  id = first_error(id, comm);
   throw CorpusError(std::to_string(repeats) + " duplicate document id(s) in the corpus (the first repeat: '" + id +
                     "', document " + std::to_string(first + 1) + "); ids must be unique (drop the id key from the lines to "
                     "use file:line ids)");
@@ -323,7 +309,7 @@ PrepareReport prepare_store(const PrepareOptions& o, const std::string& dir, con
     fs::create_directories(tmp, ec);
     if (ec) error = "cannot create " + tmp + ": " + ec.message();
   }
-  if (auto e = agree_on_error(error, comm); !e.empty()) throw WriteError(e);
+  if (auto e = first_error(error, comm); !e.empty()) throw WriteError(e);
   Slice s;
   Inputs in;
   size_t lo = 0, hi = 0;
@@ -333,7 +319,7 @@ PrepareReport prepare_store(const PrepareOptions& o, const std::string& dir, con
   } catch (const std::exception& e) {
     error = e.what();
   }
-  if (auto e = agree_on_error(error, comm); !e.empty()) throw CorpusError(e);
+  if (auto e = first_error(error, comm); !e.empty()) throw CorpusError(e);
   number_lines(in, lo, hi, comm);
   try {
     read_slice(o, in, lo, hi, tmp + "/part-" + std::to_string(rank) + ".bin", s, rank, t0);
@@ -342,7 +328,7 @@ PrepareReport prepare_store(const PrepareOptions& o, const std::string& dir, con
   } catch (const std::exception& e) {  // a write (a full disk) or the system, not the input
     error = std::string("\x01") + e.what();
   }
-  if (auto e = agree_on_error(error, comm); !e.empty()) {
+  if (auto e = first_error(error, comm); !e.empty()) {
     if (e[0] == '\x01') throw WriteError(e.substr(1) + "; no store was written (" + dir + " is unchanged)");
     throw CorpusError(e);
   }
@@ -391,7 +377,7 @@ PrepareReport prepare_store(const PrepareOptions& o, const std::string& dir, con
       error = e.what();
     }
   }
-  if (auto e = agree_on_error(error, comm); !e.empty()) throw WriteError(e);
+  if (auto e = first_error(error, comm); !e.empty()) throw WriteError(e);
   try {
     {
       OutFile bin(tmp + "/corpus.bin", false);
@@ -441,7 +427,7 @@ PrepareReport prepare_store(const PrepareOptions& o, const std::string& dir, con
   } catch (const std::exception& e) {
     error = e.what();
   }
-  if (auto e = agree_on_error(error, comm); !e.empty()) throw WriteError(e);
+  if (auto e = first_error(error, comm); !e.empty()) throw WriteError(e);
 
   // The content hash over the pieces in input order (the same at any rank count).
   int n_hash = int(s.piece_hash.size());
@@ -477,7 +463,7 @@ PrepareReport prepare_store(const PrepareOptions& o, const std::string& dir, con
       error = e.what();
     }
   }
-  if (auto e = agree_on_error(error, comm); !e.empty()) throw WriteError(e);
+  if (auto e = first_error(error, comm); !e.empty()) throw WriteError(e);
   rep.seconds = MPI_Wtime() - t0;
   return rep;
 }

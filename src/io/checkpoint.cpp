@@ -10,6 +10,7 @@
 #include <map>
 #include <memory>
 
+#include "dipaco/dist/first_error.hpp"
 #include "dipaco/dist/watchdog.hpp"
 #include "dipaco/io/h5io.hpp"
 #include "dipaco/io/key_lines.hpp"
@@ -193,11 +194,12 @@ std::string Checkpointer::load(Trainer& t, const std::string& restart, bool forc
     return groups;
   };
 
-  // Every rank must accept the same checkpoint: true when all ranks got no error.
+  // Every rank must accept the same checkpoint: "" when all ranks got no error,
+  // else the words of the lowest rank that found one (what every rank prints).
   auto agree = [&](const std::string& error) {
-    int ok = error.empty();
-    watched("agreeing on a checkpoint", [&] { MPI_Allreduce(MPI_IN_PLACE, &ok, 1, MPI_INT, MPI_MIN, world_); });
-    return ok != 0;
+    std::string first;
+    watched("agreeing on a checkpoint", [&] { first = first_error(error, world_); });
+    return first;
   };
   for (const auto& file : candidates) {
     const long stored = stored_replicas(file, world_);
@@ -213,24 +215,28 @@ std::string Checkpointer::load(Trainer& t, const std::string& restart, bool forc
     } catch (const CheckpointError& e) {
       error = e.what();
     }
-    if (agree(error)) {
+    error = agree(error);
+    if (error.empty()) {
       Progress pr;
       try {
         pr = read_checkpoint(file, world_, t.deck(), t.topology().paths, groups, &t.kernels(), force);
       } catch (const CheckpointError& e) {
         error = e.what();
       }
-      if (!agree(error))
-        throw CheckpointError("checkpoint " + file + " changed while it was read: " + (error.empty() ? "on another rank" : error));
+      error = agree(error);
+      if (!error.empty()) throw CheckpointError("checkpoint " + file + " changed while it was read: " + error);
       for (auto& ps : t.paths()) ps.step = pr.step;
       t.progress() = pr;
       return file;
     }
-    if (rank_ == 0)
-      std::fprintf(stderr, "dipaco: warning: skipping checkpoint %s: %s\n", file.c_str(),
-                   error.empty() ? "failed to verify on another rank" : error.c_str());
-    if (restart != "auto")
-      throw CheckpointError("cannot restart from " + file + ": " + (error.empty() ? "it failed to verify on another rank" : error));
+    if (restart != "auto") throw CheckpointError("cannot restart from " + file + ": " + error);
+    // Set aside, so that rotation never keeps it in place of a verified one.
+    if (rank_ == 0) {
+      std::error_code ec;
+      fs::rename(file, file + ".corrupt", ec);
+      std::fprintf(stderr, "dipaco: warning: skipping checkpoint %s: %s; %s\n", file.c_str(), error.c_str(),
+                   ec ? ("it could not be renamed: " + ec.message()).c_str() : ("moved to " + file + ".corrupt").c_str());
+    }
   }
   if (rank_ == 0) std::fprintf(stderr, "dipaco: warning: no usable checkpoint in %s; starting fresh\n", dir_.c_str());
   return start_fresh("no usable checkpoint");

@@ -43,6 +43,17 @@ check "  ... its checkpoint is the latest" 0 "^latest: ckpt-00000020.h5$" -- lat
 check "the next run resumes from it" 0 "resumed from .*ckpt-00000020.h5 at step 20 of 40" -- \
   run 1 "$tmp/runs" corrupt --train.steps=40 --checkpoint.every=20 --checkpoint.keep=1
 
+# A corrupt newest checkpoint is skipped and set aside, so that rotation keeps the verified one it resumed from.
+r=$tmp/runs/rotc
+check "a run stopped at step 35 keeps ckpt-30 and ckpt-35" 3 "checkpoint step 35" -- \
+  run 1 "$tmp/runs" rotc --train.steps=40 --checkpoint.every=10 --checkpoint.keep=2 --run.stop_after=35
+truncate -s 1000 "$r/checkpoints/ckpt-00000035.h5"
+check "the corrupt one is skipped with its reason and moved aside" 0 \
+  "skipping checkpoint .*ckpt-00000035.h5: .*; moved to .*ckpt-00000035.h5.corrupt" -- \
+  run 1 "$tmp/runs" rotc --train.steps=40 --checkpoint.every=10 --checkpoint.keep=2
+check "  ... rotation kept the verified ckpt-30 beside the new ckpt-40" 0 \
+  "^ckpt-00000030.h5 ckpt-00000035.h5.corrupt ckpt-00000040.h5 latest $" -- bash -c "ls '$r/checkpoints' | tr '\n' ' '"
+
 # 2. A full disk (a real small file system, filled to a few KB).
 mkdir -p "$small"
 if mount -t tmpfs -o size=3m tmpfs "$small" 2>/dev/null; then
