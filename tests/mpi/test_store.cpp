@@ -54,7 +54,7 @@ TEST(TokenStore, SplitAndDocumentsMatchTheInMemoryReader) {
     ASSERT_EQ(store.text(i), docs[i].text);
   }
   const Split a = store.split();
-  const Split& b = corpus();
+  const Split b = split_corpus(corpus_views(), 0.1, 2);  // input order, as the store keeps it
   ASSERT_EQ(a.train.size(), b.train.size());
   ASSERT_EQ(a.val.size(), b.val.size());
   for (size_t i = 0; i < a.val.size(); ++i) EXPECT_EQ(a.val[i].id, b.val[i].id);
