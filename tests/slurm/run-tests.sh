@@ -155,7 +155,7 @@ if scripts/make-sweep inputs/dense.ini --grid data.corpus=inputs/corpus/embedded
   scripts/collect-sweep "$bad_sweep" >"$tmp/collect.txt" 2>&1
   crc=$?
   if [[ $rc == 2 && $crc == 1 ]] &&
-     grep -qE "^1,failed,.*exit 2: bad input.*cannot open corpus file 'missing.jsonl'" "$bad_sweep/results.csv" &&
+     grep -qE "^1,failed,.*exit 2: bad input.*cannot open input file 'missing.jsonl'" "$bad_sweep/results.csv" &&
      grep -qE '^0,not started,' "$bad_sweep/results.csv"; then
     ok "sweep: failed and unrun points listed with their reasons"
   else
