@@ -14,6 +14,7 @@
 #include "dipaco/data/routed_eval.hpp"
 #include "dipaco/data/router.hpp"
 #include "dipaco/dist/fault.hpp"
+#include "dipaco/dist/gather_rows.hpp"
 #include "dipaco/dist/watchdog.hpp"
 #include "dipaco/train/metrics.hpp"
 
@@ -43,28 +44,6 @@ std::vector<std::vector<int>> single(const std::vector<int>& path_of_doc) {
 
 // Rank r's block of n items: [n r / size, n (r + 1) / size).
 std::pair<size_t, size_t> block_of(size_t n, int rank, int size) { return {n * rank / size, n * (rank + 1) / size}; }
-
-// Collective: every rank's rows (`width` values each, in rank order) on rank 0 (or on every rank).
-template <class T>
-std::vector<T> gather_rows(const std::vector<T>& mine, int width, MPI_Datatype type, bool everywhere, const char* what) {
-  int rank, size;
-  MPI_Comm_rank(MPI_COMM_WORLD, &rank);
-  MPI_Comm_size(MPI_COMM_WORLD, &size);
-  MPI_Datatype row;
-  MPI_Type_contiguous(width, type, &row);
-  MPI_Type_commit(&row);
-  int n = int(mine.size() / width);
-  std::vector<int> counts(size), displs(size);
-  CollectiveScope wait(what);
-  MPI_Allgather(&n, 1, MPI_INT, counts.data(), 1, MPI_INT, MPI_COMM_WORLD);
-  int total = 0;
-  for (int r = 0; r < size; ++r) displs[r] = total, total += counts[r];
-  std::vector<T> out(everywhere || rank == 0 ? size_t(total) * width : 0);
-  if (everywhere) MPI_Allgatherv(mine.data(), n, row, out.data(), counts.data(), displs.data(), row, MPI_COMM_WORLD);
-  else MPI_Gatherv(mine.data(), n, row, out.data(), counts.data(), displs.data(), row, 0, MPI_COMM_WORLD);
-  MPI_Type_free(&row);
-  return out;
-}
 
 // The features of documents (no communication), a chunk at a time, handed to
 // `use(first, features)`: a rank holds one chunk's features, never its block's.
@@ -121,7 +100,7 @@ ShardFile route_documents(const Deck& deck, const Split& split, FeatureModel& fm
   std::vector<float> sample;
   chunked_features(fm, in_sample, prefix, [&](size_t, const std::vector<float>& f) { sample.insert(sample.end(), f.begin(), f.end()); });
   fault_point(deck, "route");
-  sample = gather_rows(sample, C, MPI_FLOAT, true, "the router's sample gather");
+  sample = gather_rows(sample, size_t(C), true, MPI_COMM_WORLD, "the router's sample gather");
   if (sample.size() < size_t(P) * C) throw DeckError("route.fit_docs = " + std::to_string(deck.route.fit_docs) + " leaves " +
                                                      std::to_string(sample.size() / C) + " documents to fit " + std::to_string(P) + " paths");
   s.has_router = true;
@@ -141,9 +120,9 @@ ShardFile route_documents(const Deck& deck, const Split& split, FeatureModel& fm
   const long cap = std::max<long>(1, long(std::ceil(deck.route.max_shard_fraction * double(n) - 1e-9)));
   bool free = deck.route.overlap == 1;
   for (long c : count) free &= c > 0 && c <= cap;
-  const std::vector<int> vpath = gather_rows(vnear, 1, MPI_INT, false, "the validation paths' gather");
+  const std::vector<int> vpath = gather_rows(vnear, 1, false, MPI_COMM_WORLD, "the validation paths' gather");
   if (free) {
-    const std::vector<int> path = gather_rows(nearest, 1, MPI_INT, false, "the training paths' gather");
+    const std::vector<int> path = gather_rows(nearest, 1, false, MPI_COMM_WORLD, "the training paths' gather");
     if (rank == 0) s.train = by_path(single(path), P);
   } else {
     std::vector<double> scores(mine.size() * P);
@@ -151,7 +130,7 @@ ShardFile route_documents(const Deck& deck, const Split& split, FeatureModel& fm
 #pragma omp parallel for schedule(static)
       for (size_t i = 0; i < f.size() / C; ++i) s.router.path_scores(&f[i * C], &scores[(first + i) * P]);
     });
-    const std::vector<double> all = gather_rows(scores, P, MPI_DOUBLE, false, "the routing scores' gather");
+    const std::vector<double> all = gather_rows(scores, size_t(P), false, MPI_COMM_WORLD, "the routing scores' gather");
     if (rank == 0) s.train = by_path(assign_paths(all, n, P, deck.route.max_shard_fraction, deck.route.overlap), P);
   }
   if (rank == 0) s.val = by_path(single(vpath), P);

@@ -3,7 +3,7 @@
 #include <algorithm>
 
 #include "dipaco/data/padded_batches.hpp"
-#include "dipaco/dist/watchdog.hpp"
+#include "dipaco/dist/gather_rows.hpp"
 
 namespace dipaco {
 
@@ -45,25 +45,11 @@ std::vector<float> FeatureModel::features(const std::vector<FeatureWindow>& wind
   int rank, size;
   MPI_Comm_rank(comm, &rank);
   MPI_Comm_size(comm, &size);
-  const int C = shape_.C;
   // Rank r pools a contiguous block of windows; the blocks are then gathered (not a
-  // mostly-zero all-reduce), counted in rows of C floats so that no count wraps.
-  std::vector<int> rows(size), first_row(size);
-  for (int r = 0; r < size; ++r) {
-    const size_t lo = windows.size() * size_t(r) / size, hi = windows.size() * size_t(r + 1) / size;
-    first_row[r] = int(lo), rows[r] = int(hi - lo);
-  }
-  const std::vector<FeatureWindow> mine(windows.begin() + first_row[rank], windows.begin() + first_row[rank] + rows[rank]);
-  const std::vector<float> local = local_features(mine, prefix);
-  std::vector<float> out(windows.size() * C, 0.0f);
-  std::copy(local.begin(), local.end(), out.begin() + size_t(first_row[rank]) * C);
-  CollectiveScope wait("the routing-feature gather");
-  MPI_Datatype row;
-  MPI_Type_contiguous(C, MPI_FLOAT, &row);
-  MPI_Type_commit(&row);
-  MPI_Allgatherv(MPI_IN_PLACE, 0, MPI_DATATYPE_NULL, out.data(), rows.data(), first_row.data(), row, comm);
-  MPI_Type_free(&row);
-  return out;
+  // mostly-zero all-reduce).
+  const size_t lo = windows.size() * size_t(rank) / size, hi = windows.size() * size_t(rank + 1) / size;
+  const std::vector<FeatureWindow> mine(windows.begin() + lo, windows.begin() + hi);
+  return gather_rows(local_features(mine, prefix), size_t(shape_.C), true, comm, "the routing-feature gather");
 }
 
 }  // namespace dipaco

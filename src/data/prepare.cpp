@@ -18,6 +18,7 @@
 #include "dipaco/data/input_files.hpp"
 #include "dipaco/data/token_store.hpp"
 #include "dipaco/dist/first_error.hpp"
+#include "dipaco/dist/gather_rows.hpp"
 #include "dipaco/io/files.hpp"
 
 namespace fs = std::filesystem;
@@ -169,21 +170,13 @@ void read_slice(const PrepareOptions& o, const Inputs& in, size_t lo, size_t hi,
 
 // Every rank's strings, in rank order.
 std::vector<std::string> allgather_strings(const std::vector<std::string>& mine, MPI_Comm comm) {
-  int size;
-  MPI_Comm_size(comm, &size);
-  std::string packed;
-  for (auto& s : mine) packed += s, packed += '\0';
-  int n = int(packed.size());
-  std::vector<int> counts(size), displs(size);
-  MPI_Allgather(&n, 1, MPI_INT, counts.data(), 1, MPI_INT, comm);
-  int total = 0;
-  for (int r = 0; r < size; ++r) displs[r] = total, total += counts[r];
-  std::string all(size_t(total), '\0');
-  MPI_Allgatherv(packed.data(), n, MPI_CHAR, all.data(), counts.data(), displs.data(), MPI_CHAR, comm);
+  std::vector<char> packed;
+  for (auto& s : mine) packed.insert(packed.end(), s.begin(), s.end()), packed.push_back('\0');
+  const std::vector<char> all = gather_rows(packed, 1, true, comm, "gathering every rank's strings");
   std::vector<std::string> out;
-  for (size_t i = 0; i < all.size();) {
-    const size_t j = all.find('\0', i);
-    out.push_back(all.substr(i, j - i));
+  for (auto i = all.begin(); i != all.end();) {
+    const auto j = std::find(i, all.end(), '\0');
+    out.emplace_back(i, j);
     i = j + 1;
   }
   return out;
@@ -215,15 +208,7 @@ void top_up_validation(const PrepareOptions& o, Slice& s, uint64_t base, size_t 
     std::sort(b.begin(), b.end(), less);
     mine.insert(mine.end(), b.begin(), b.begin() + std::min(k, b.size()));
   }
-  int size;
-  MPI_Comm_size(comm, &size);
-  int n = int(mine.size() * sizeof(Cand));
-  std::vector<int> counts(size), displs(size);
-  MPI_Allgather(&n, 1, MPI_INT, counts.data(), 1, MPI_INT, comm);
-  int total = 0;
-  for (int r = 0; r < size; ++r) displs[r] = total, total += counts[r];
-  std::vector<Cand> all(size_t(total) / sizeof(Cand));
-  MPI_Allgatherv(mine.data(), n, MPI_BYTE, all.data(), counts.data(), displs.data(), MPI_BYTE, comm);
+  const std::vector<Cand> all = gather_rows(mine, 1, true, comm, "gathering the validation candidates");
   std::vector<std::vector<Cand>> per(domains);
   for (auto& c : all) per[c.domain].push_back(c);
   for (size_t d = 0; d < domains; ++d) {
@@ -430,13 +415,7 @@ PrepareReport prepare_store(const PrepareOptions& o, const std::string& dir, con
   if (auto e = first_error(error, comm); !e.empty()) throw WriteError(e);
 
   // The content hash over the pieces in input order (the same at any rank count).
-  int n_hash = int(s.piece_hash.size());
-  std::vector<int> counts(size), displs(size);
-  MPI_Allgather(&n_hash, 1, MPI_INT, counts.data(), 1, MPI_INT, comm);
-  int n_pieces = 0;
-  for (int r = 0; r < size; ++r) displs[r] = n_pieces, n_pieces += counts[r];
-  std::vector<uint64_t> hashes(static_cast<size_t>(n_pieces));
-  MPI_Allgatherv(s.piece_hash.data(), n_hash, MPI_UINT64_T, hashes.data(), counts.data(), displs.data(), MPI_UINT64_T, comm);
+  const std::vector<uint64_t> hashes = gather_rows(s.piece_hash, 1, true, comm, "gathering the pieces' hashes");
   uint64_t content = 0;
   for (uint64_t h : hashes) content = hash64(std::string_view(reinterpret_cast<const char*>(&h), 8), content);
   uint64_t counted[3] = {0, s.input_bytes, s.empty};
