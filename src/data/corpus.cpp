@@ -119,6 +119,18 @@ void TokenStream::read(size_t pos, size_t n, int32_t* out) const {
   }
 }
 
+void read_window(const TokenStream& s, size_t pos, int T, int32_t* tok, int32_t* tgt) {
+  s.read(pos, size_t(T), tok);
+  std::copy(tok + 1, tok + T, tgt);
+  tgt[T - 1] = s.at(pos + size_t(T));
+}
+
+void read_window(const Document& d, size_t begin, int T, int32_t* tok, int32_t* tgt) {
+  read_document(d, begin, size_t(T), tok);
+  std::copy(tok + 1, tok + T, tgt);
+  read_document(d, begin + size_t(T), 1, tgt + T - 1);
+}
+
 namespace {
 uint64_t splitmix(uint64_t x) {
   x += 0x9E3779B97F4A7C15ULL;
@@ -135,9 +147,7 @@ void sample_window(const TokenStream& s, int T, uint64_t seed, int path, long st
     for (int t = 0; t < T; ++t) tok[t] = s.at((r + t) % n), tgt[t] = s.at((r + t + 1) % n);
     return;
   }
-  const size_t start = r % (n - T);
-  s.read(start, size_t(T), tok);
-  s.read(start + 1, size_t(T), tgt);
+  read_window(s, r % (n - T), T, tok, tgt);
 }
 
 int validation_windows(const TokenStream& s, int T, int count, std::vector<size_t>& starts) {

@@ -61,8 +61,7 @@ std::vector<double> score_items(Trainer& t, const std::vector<ScoreItem>& items)
       const auto& [doc, end] = windows[mine[k]];
       const size_t a = end > size_t(T) ? end - T : 0;
       start[b] = a;
-      read_document(*doc, a, size_t(T), &tok[b * T]);
-      read_document(*doc, a + 1, size_t(T), &tgt[b * T]);
+      read_window(*doc, a, T, &tok[b * T], &tgt[b * T]);
     };
     padded_batches(mine.size(), B, fill, [&](size_t first, size_t used) {
       t.window_losses(p, tok, tgt, out);

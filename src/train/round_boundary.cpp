@@ -29,8 +29,7 @@ std::vector<double> Trainer::local_eval_sums() {
     for (size_t i = rip; i < p.val_starts.size(); i += topo_.ranks_per_path) mine.push_back(p.val_starts[i]);
     auto fill = [&](size_t b, size_t item) {
       const size_t s = mine[item];
-      p.val.read(s, size_t(T), &tok_[b * T]);
-      p.val.read(s + 1, size_t(T), &tgt_[b * T]);
+      read_window(p.val, s, T, &tok_[b * T], &tgt_[b * T]);
     };
     padded_batches(mine.size(), local_batch_, fill, [&](size_t, size_t used) {
       window_losses(p, tok_, tgt_, fl);

@@ -64,6 +64,10 @@ class TokenStream {
   std::vector<std::string_view> text_;
   std::vector<uint64_t> end_;  // end_[i]: where document i's end byte is, plus one
 };
+// A window's inputs [pos, pos + T) and targets [pos + 1, pos + T]: the T + 1
+// tokens read once, the targets the inputs shifted by one.
+void read_window(const TokenStream& s, size_t pos, int T, int32_t* tok, int32_t* tgt);
+void read_window(const Document& d, size_t begin, int T, int32_t* tok, int32_t* tgt);
 inline TokenStream make_stream(const std::vector<const Document*>& docs) { return TokenStream(docs); }
 
 // Training window (seed, path, step, sequence) -> T+1 bytes, independent of
