@@ -1,5 +1,6 @@
 // Input decks: defaults, overrides, and a clear error for every kind of bad input.
 #include <gtest/gtest.h>
+#include <unistd.h>
 
 #include <cstdio>
 #include <fstream>
@@ -14,7 +15,8 @@ namespace {
 
 std::string write_deck(const std::string& text) {
   static int n = 0;
-  std::string path = ::testing::TempDir() + "/deck_" + std::to_string(n++) + ".ini";
+  // The process id too: ctest -j runs this binary's tests side by side.
+  std::string path = ::testing::TempDir() + "/deck_" + std::to_string(getpid()) + "_" + std::to_string(n++) + ".ini";
   std::ofstream(path) << text;
   return path;
 }
