@@ -116,11 +116,16 @@ PrepareOptions prepare_options(const Deck& deck) {
   return o;
 }
 
-// The store's documents as the split; its content hash goes into every later stamp.
-void open_store(RunContext& c, const std::string& how) {
-  const Deck& deck = c.deck;
+// The store's documents as the split (CorpusError: a damaged store).
+void map_store(RunContext& c) {
   c.store = std::make_unique<TokenStore>(c.store_dir);
   c.split = c.store->split();
+}
+
+// What the split must hold to train and score (CorpusError: the corpus, not the
+// store, is at fault); its content hash goes into every later stamp.
+void use_split(RunContext& c, const std::string& how) {
+  const Deck& deck = c.deck;
   // Without validation documents every bits-per-byte figure would be NaN.
   if (c.split.val.empty())
     throw CorpusError("corpus '" + deck.data.corpus + "' leaves no validation documents (data.val_fraction = " +
@@ -149,11 +154,12 @@ bool load_prepare(RunContext& c, const std::string& stamp, std::string&) {
   if (read_text_everywhere(c.store_dir + "/stamp.txt") != stamp) return false;
   int ok = 1;
   try {
-    open_store(c, "(up to date, " + c.store_dir + ")");
+    map_store(c);
   } catch (const CorpusError&) {
     ok = 0;  // a damaged store is made again
   }
   watched("agreeing on the token store", [&] { MPI_Allreduce(MPI_IN_PLACE, &ok, 1, MPI_INT, MPI_MIN, MPI_COMM_WORLD); });
+  if (ok) use_split(c, "(up to date, " + c.store_dir + ")");  // a refusal here needs no second prepare
   return ok;
 }
 
@@ -165,7 +171,8 @@ int make_prepare(RunContext& c, const std::string& stamp) {
   char how[160];
   std::snprintf(how, sizeof how, "-> %s in %.1f s (%.0f MB/s of input files per rank)", c.store_dir.c_str(), r.seconds,
                 r.input_bytes / std::max(r.seconds, 1e-9) / 1e6 / c.size);
-  open_store(c, how);
+  map_store(c);
+  use_split(c, how);
   if (r.empty > 0) say(c.rank, "stage prepare: " + std::to_string(r.empty) + " line(s) with an empty text skipped");
   return kExitOk;
 }
