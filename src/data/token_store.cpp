@@ -167,10 +167,12 @@ std::string TokenStore::meta(const std::string& key) const {
   return "";
 }
 
-bool TokenStore::is_val(size_t i) const { return load<DocRecord>(records_.data() + i * sizeof(DocRecord)).domain_val & 1; }
+DocRecord TokenStore::record(size_t i) const { return load<DocRecord>(records_.data() + i * sizeof(DocRecord)); }
+
+bool TokenStore::is_val(size_t i) const { return record(i).domain_val & 1; }
 
 Document TokenStore::document(size_t i) const {
-  const DocRecord r = load<DocRecord>(records_.data() + i * sizeof(DocRecord));
+  const DocRecord r = record(i);
   const int32_t size = load<int32_t>(idx_.data() + kIdxHeader + 4 * i);
   const int64_t at = load<int64_t>(idx_.data() + idx_pointers_at(docs_) + 8 * i);
   const uint32_t domain = r.domain_val >> 1;
@@ -185,11 +187,10 @@ Split TokenStore::split() const {
   Split s;
   std::vector<long> train_n(domains_.size()), val_n(domains_.size());
   for (size_t i = 0; i < docs_; ++i) {
-    const bool val = is_val(i);
-    const Document d = document(i);
-    (val ? s.val : s.train).push_back(d);
-    const uint32_t dom = load<DocRecord>(records_.data() + i * sizeof(DocRecord)).domain_val >> 1;
-    ++(val ? val_n : train_n)[dom];
+    const uint32_t domain_val = record(i).domain_val;
+    const bool val = domain_val & 1;
+    (val ? s.val : s.train).push_back(document(i));
+    ++(val ? val_n : train_n)[domain_val >> 1];
   }
   for (size_t k = 0; k < domains_.size(); ++k)
     if (train_n[k] > 0 && val_n[k] == 0) s.unvalidated.push_back(domains_[k]);

@@ -94,6 +94,7 @@ class TokenStore {
   Split split() const;
 
  private:
+  DocRecord record(size_t i) const;
   std::string dir_;
   size_t docs_ = 0;
   std::unique_ptr<ReadFile> bin_;
