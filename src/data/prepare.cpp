@@ -306,17 +306,16 @@ PrepareReport prepare_store(const PrepareOptions& o, const std::string& dir, con
   }
   if (auto e = first_error(error, comm); !e.empty()) throw CorpusError(e);
   number_lines(in, lo, hi, comm);
+  std::string failure;  // a write (a full disk) or the system, not the input
   try {
     read_slice(o, in, lo, hi, tmp + "/part-" + std::to_string(rank) + ".bin", s, rank, t0);
   } catch (const CorpusError& e) {
     error = e.what();
-  } catch (const std::exception& e) {  // a write (a full disk) or the system, not the input
-    error = std::string("\x01") + e.what();
+  } catch (const std::exception& e) {
+    failure = e.what();
   }
-  if (auto e = first_error(error, comm); !e.empty()) {
-    if (e[0] == '\x01') throw WriteError(e.substr(1) + "; no store was written (" + dir + " is unchanged)");
-    throw CorpusError(e);
-  }
+  if (auto e = first_error(failure, comm); !e.empty()) throw WriteError(e + "; no store was written (" + dir + " is unchanged)");
+  if (auto e = first_error(error, comm); !e.empty()) throw CorpusError(e);
 
   // Where this rank's documents go: every rank's counts.
   const uint64_t n_mine = s.sizes.size();

@@ -147,6 +147,17 @@ bad_input "broken JSON" "json.jsonl:2: .*column" "$tmp/json.jsonl"
 check "empty texts are skipped and counted" 0 "stage prepare: 2 line\(s\) with an empty text skipped" -- \
   run 1 --data.corpus="$tmp/empties.jsonl" --route.method=hash --route.warm_steps=0 --run.name=empties
 
+# A full disk while preparing is a write failure (exit 1), not bad input, and no store is left to trust.
+mkdir -p "$tmp/small"
+if mount -t tmpfs -o size=400k tmpfs "$tmp/small" 2>/dev/null; then
+  check "a full disk in prepare: exit 1, nothing trusted" 1 "No space left on device.*no store was written" -- \
+    run 2 --data.store="$tmp/small/store" --data.piece_mb=0.1 --run.name=full
+  [[ ! -e $tmp/small/store/meta.txt ]] || bad "a full disk left a store"
+  umount "$tmp/small"
+else
+  echo "skip full-disk prepare check: mounting a tmpfs needs root"
+fi
+
 # A changed corpus is named as such when training starts over.
 cp inputs/corpus/embedded.jsonl "$tmp/grow.jsonl"
 run 1 --data.corpus="$tmp/grow.jsonl" --route.method=hash --route.warm_steps=0 --run.name=grow >"$tmp/out" 2>&1 || bad "grow: first run"
