@@ -112,7 +112,7 @@ PrepareOptions prepare_options(const Deck& deck) {
   PrepareOptions o;
   o.corpus = deck.data.corpus, o.val = deck.data.val, o.domain_key = deck.data.domain_key;
   o.val_fraction = deck.data.val_fraction, o.min_val_docs = deck.data.min_val_docs;
-  o.piece_bytes = uint64_t(deck.data.piece_mb * 1e6);
+  o.piece_bytes = uint64_t(deck.data.piece_mb * 1e6), o.eot_token = deck.data.eot_token;
   return o;
 }
 
@@ -134,14 +134,23 @@ void use_split(RunContext& c, const std::string& how) {
   if (c.split.train.empty()) throw CorpusError("corpus '" + deck.data.corpus + "' leaves no training documents");
   // The routed evaluation scores what follows each document's routing prefix.
   const size_t prefix = size_t(deck.route.prefix_tokens);
-  if (std::none_of(c.split.val.begin(), c.split.val.end(), [&](const Document& d) { return d.text.size() + 1 > prefix; }))
+  if (std::none_of(c.split.val.begin(), c.split.val.end(), [&](const Document& d) { return d.tokens() + 1 > prefix; }))
     throw CorpusError("no validation document of '" + deck.data.corpus + "' is longer than route.prefix_tokens = " +
-                      std::to_string(prefix) + " bytes, which route and are not scored: the routed evaluation would score "
+                      std::to_string(prefix) + " tokens, which route and are not scored: the routed evaluation would score "
                       "nothing; lower route.prefix_tokens or add longer documents");
   if (c.rank == 0)
     for (const auto& domain : c.split.unvalidated)
       std::fprintf(stderr, "dipaco: warning: domain '%s' has no validation document; it is trained on but not validated\n",
                    domain.c_str());
+  // The model's vocabulary: the data's unless the deck names a larger one.
+  const int need = c.store->vocab_size();
+  if (c.deck.model.vocab_size == 0) {
+    c.deck.model.vocab_size = need, c.deck.values["model.vocab_size"] = std::to_string(need);
+  } else if (c.deck.model.vocab_size < need) {
+    throw CorpusError("token id " + c.store->meta("max_token") + " (" + c.store->meta("max_token_at") +
+                      ") is at or above model.vocab_size = " + std::to_string(c.deck.model.vocab_size) + ": the data needs " +
+                      std::to_string(need) + " (0: the data's own)");
+  }
   c.corpus_line = "corpus.content_hash = " + c.store->meta("content_hash") + "\n";
   if (c.rank == 0)
     std::printf("stage prepare: %s: %zu training and %zu validation documents, %.1f MB %s\n", deck.data.corpus.c_str(),

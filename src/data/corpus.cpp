@@ -58,9 +58,9 @@ void register_text_file(const char* base, size_t size, int fd) {
   text_files.push_back({base, size, fd});
 }
 
-void unregister_text_file(const char* base) {
+void unregister_text_files(const char* base, size_t size) {
   std::lock_guard<std::mutex> lock(text_files_mutex);
-  std::erase_if(text_files, [&](const TextFile& f) { return f.base == base; });
+  std::erase_if(text_files, [&](const TextFile& f) { return f.base >= base && f.base < base + size; });
 }
 
 void read_text(std::string_view text, size_t off, size_t n, char* out) {
@@ -83,23 +83,54 @@ void read_text(std::string_view text, size_t off, size_t n, char* out) {
   }
 }
 
+int dtype_width(int dtype) {
+  switch (dtype) {
+    case 1: case 2: return 1;
+    case 3: case 8: return 2;
+    case 4: return 4;
+    case 5: return 8;
+    default: return 0;
+  }
+}
+
+namespace {
+template <class T>
+void decode(const char* p, size_t n, int32_t* out) {
+  for (size_t j = 0; j < n; ++j) {
+    T v;
+    std::memcpy(&v, p + j * sizeof(T), sizeof(T));
+    out[j] = int32_t(v);  // prepare checked every id against the vocabulary
+  }
+}
+}  // namespace
+
 void read_document(const Document& d, size_t begin, size_t n, int32_t* out) {
-  const size_t have = begin < d.text.size() ? std::min(n, d.text.size() - begin) : 0;
+  const size_t len = d.tokens(), w = size_t(dtype_width(d.dtype));
+  const size_t have = begin < len ? std::min(n, len - begin) : 0;
   char buf[4096];
   for (size_t done = 0; done < have;) {
-    const size_t k = std::min(have - done, sizeof buf);
-    read_text(d.text, begin + done, k, buf);
-    for (size_t j = 0; j < k; ++j) out[done + j] = uint8_t(buf[j]);
+    const size_t k = std::min(have - done, sizeof buf / w);
+    read_text(d.text, (begin + done) * w, k * w, buf);
+    switch (d.dtype) {
+      case 1: decode<uint8_t>(buf, k, out + done); break;
+      case 2: decode<int8_t>(buf, k, out + done); break;
+      case 3: decode<int16_t>(buf, k, out + done); break;
+      case 4: decode<int32_t>(buf, k, out + done); break;
+      case 5: decode<int64_t>(buf, k, out + done); break;
+      case 8: decode<uint16_t>(buf, k, out + done); break;
+      default: throw CorpusError("token dtype code " + std::to_string(int(d.dtype)) + " is not an integer type");
+    }
     done += k;
   }
-  std::fill(out + have, out + n, 0);
+  std::fill(out + have, out + n, d.eod);
 }
 
 TokenStream::TokenStream(const std::vector<const Document*>& docs) {
   text_.reserve(docs.size());
   end_.reserve(docs.size());
   uint64_t n = 0;
-  for (auto* d : docs) text_.push_back(d->text), end_.push_back(n += d->text.size() + 1);
+  if (!docs.empty()) dtype_ = docs[0]->dtype, eod_ = docs[0]->eod;
+  for (auto* d : docs) text_.push_back(d->text), end_.push_back(n += d->tokens() + 1);
 }
 
 int32_t TokenStream::at(size_t pos) const {
@@ -112,8 +143,9 @@ void TokenStream::read(size_t pos, size_t n, int32_t* out) const {
   size_t i = std::upper_bound(end_.begin(), end_.end(), uint64_t(pos)) - end_.begin();
   size_t off = pos - (i ? end_[i - 1] : 0);
   while (n > 0) {
-    const size_t take = std::min(n, text_[i].size() + 1 - off);  // up to and with the end-of-document byte
-    read_document(Document{{}, {}, text_[i]}, off, take, out);
+    const Document d{{}, {}, text_[i], dtype_, eod_};
+    const size_t take = std::min(n, d.tokens() + 1 - off);  // up to and with the end-of-document token
+    read_document(d, off, take, out);
     out += take, n -= take;
     ++i, off = 0;
   }

@@ -31,7 +31,7 @@ std::vector<float> FeatureModel::local_features(const std::vector<FeatureWindow>
     for (size_t b = 0; b < used; ++b) {
       const FeatureWindow& w = windows[first + b];
       // A document shorter than the prefix is pooled over what it has (its end byte included).
-      const size_t left = w.doc->text.size() + 1 > w.begin ? w.doc->text.size() + 1 - w.begin : 1;
+      const size_t left = w.doc->tokens() + 1 > w.begin ? w.doc->tokens() + 1 - w.begin : 1;
       const int n = int(std::min<size_t>(m, left));
       float* f = &out[(first + b) * C];
       for (int t = 0; t < n; ++t)

@@ -461,13 +461,13 @@ void add_directory(const std::string& dir, std::vector<std::string>& out) {
     for (const auto& entry : fs::recursive_directory_iterator(dir)) {
       const std::string name = entry.path().filename().string();
       if (entry.is_regular_file() && (ends_with(name, ".jsonl") || ends_with(name, ".json") || ends_with(name, ".gz") ||
-                                      ends_with(name, ".zst")))
+                                      ends_with(name, ".zst") || ends_with(name, ".bin") || ends_with(name, ".idx")))
         found.push_back(entry.path().string());
     }
   } catch (const fs::filesystem_error& e) {
     throw CorpusError("cannot list input directory '" + dir + "': " + e.code().message());
   }
-  if (found.empty()) throw CorpusError("input directory '" + dir + "' holds no .jsonl, .json, .gz or .zst files");
+  if (found.empty()) throw CorpusError("input directory '" + dir + "' holds no .jsonl, .json, .gz, .zst, .bin or .idx files");
   std::sort(found.begin(), found.end());
   out.insert(out.end(), found.begin(), found.end());
 }
@@ -477,6 +477,7 @@ void add_element(const std::string& element, std::vector<std::string>& out) {
   auto st = fs::status(element, ec);
   if (!ec && fs::is_directory(st)) return add_directory(element, out);
   if (!ec && fs::exists(st)) return out.push_back(element);  // even a name with glob characters
+  if (fs::exists(element + ".bin", ec) && fs::exists(element + ".idx", ec)) return out.push_back(element + ".bin");
   if (element.find_first_of("*?[") == std::string::npos)
     throw CorpusError("cannot open input file '" + element + "': " + std::strerror(ENOENT));
   glob_t g{};

@@ -10,12 +10,14 @@
 #include <cstring>
 #include <filesystem>
 #include <map>
+#include <optional>
 #include <set>
 #include <tuple>
 #include <vector>
 
 #include "dipaco/data/corpus.hpp"
 #include "dipaco/data/input_files.hpp"
+#include "dipaco/data/token_inputs.hpp"
 #include "dipaco/data/token_store.hpp"
 #include "dipaco/dist/first_error.hpp"
 #include "dipaco/dist/gather_rows.hpp"
@@ -30,19 +32,52 @@ namespace {
 struct Inputs {
   std::vector<InputPiece> pieces;
   std::vector<bool> val;  // per piece: from data.val
+  // Token inputs: the files read in place, and where each starts in the store's
+  // address space (the files one after another, headers and all).
+  std::vector<std::string> sources;
+  std::vector<uint64_t> source_at;
+  uint8_t dtype = 1;
+  bool tokens() const { return !sources.empty(); }
 };
 
 Inputs plan(const PrepareOptions& o) {
   Inputs in;
+  std::set<std::string> token_files;
+  bool text = false;
   auto add = [&](const std::string& spec, bool val) {
-    for (auto& p : plan_pieces(expand_inputs(spec), o.piece_bytes)) in.pieces.push_back(p), in.val.push_back(val);
+    std::vector<std::string> plain;
+    for (const auto& f : expand_inputs(spec)) {
+      if (token_format(f) == TokenFormat::text) {
+        plain.push_back(f), text = true;
+        continue;
+      }
+      const std::string bin = megatron_bin(f);
+      if (!token_files.insert(bin).second) continue;  // PREFIX.bin and PREFIX.idx
+      const int source = int(in.sources.size());
+      in.sources.push_back(fs::absolute(bin).lexically_normal().string());
+      in.source_at.push_back(source ? in.source_at.back() + fs::file_size(in.sources[source - 1]) : 0);
+      for (auto& p : plan_token_pieces(bin, source, o.piece_bytes, o.eot_token)) {
+        if (!in.pieces.empty() && in.pieces.back().format != TokenFormat::text && p.dtype != in.pieces.back().dtype)
+          throw CorpusError(bin + ": tokens of " + std::to_string(dtype_width(p.dtype)) + " bytes, " +
+                            in.pieces.back().file + "'s of " + std::to_string(dtype_width(in.pieces.back().dtype)) +
+                            " (one store holds one token width)");
+        in.dtype = p.dtype;
+        in.pieces.push_back(p), in.val.push_back(val);
+      }
+    }
+    if (!plain.empty())
+      for (auto& p : plan_pieces(plain, o.piece_bytes)) in.pieces.push_back(p), in.val.push_back(val);
   };
   add(o.corpus, false);
   if (!o.val.empty()) add(o.val, true);
+  if (text && in.tokens())
+    throw CorpusError("data.corpus / data.val mix JSONL text with token files (" + in.sources[0] +
+                      "): a run reads one or the other");
   return in;
 }
 
 uint64_t piece_size(const InputPiece& p) {
+  if (p.format != TokenFormat::text) return p.bytes;
   if (!p.compressed) return p.end - p.begin;
   std::error_code ec;
   const auto n = fs::file_size(p.file, ec);
@@ -99,6 +134,11 @@ struct Slice {
   std::vector<std::string> domains;  // local names
   std::vector<uint64_t> piece_hash;
   uint64_t bytes = 0, input_bytes = 0, empty = 0;
+  // Token inputs: each document's byte offset in the store's address space
+  // (Inputs::source_at), and the largest token id with where it is.
+  std::vector<int64_t> ptr;
+  int64_t max_token = -1;
+  std::string max_at;
 };
 
 // Each piece's first line number: every rank counts the lines of its own plain
@@ -108,7 +148,8 @@ void number_lines(Inputs& in, size_t lo, size_t hi, MPI_Comm comm) {
   std::vector<uint64_t> lines(in.pieces.size(), 0);
   std::string error;
   try {
-    for (size_t i = lo; i < hi; ++i) lines[i] = count_piece_lines(in.pieces[i]);
+    for (size_t i = lo; i < hi; ++i)
+      if (in.pieces[i].format == TokenFormat::text) lines[i] = count_piece_lines(in.pieces[i]);
   } catch (const std::exception& e) {
     error = e.what();
   }
@@ -124,7 +165,9 @@ void number_lines(Inputs& in, size_t lo, size_t hi, MPI_Comm comm) {
 
 void read_slice(const PrepareOptions& o, const Inputs& in, size_t lo, size_t hi, const std::string& part, Slice& s,
                 int rank, double t0) {
-  OutFile out(part, true);
+  std::optional<OutFile> out;  // token inputs stay where they are
+  if (!in.tokens()) out.emplace(part, true);
+  const size_t width = size_t(dtype_width(in.dtype));
   std::string buf;
   uint64_t at = 0;
   std::map<std::string, uint32_t> local;
@@ -135,10 +178,14 @@ void read_slice(const PrepareOptions& o, const Inputs& in, size_t lo, size_t hi,
   double last = t0;
   for (size_t i = lo; i < hi; ++i) {
     uint64_t h = 0;
-    read_piece(
-        in.pieces[i], io, [&](InputDocument&& d) {
-      if (d.text.size() >= size_t(1) << 31) throw CorpusError(d.id + ": a document of 2 GB or more");
-      s.sizes.push_back(int32_t(d.text.size()));
+    const InputPiece& piece = in.pieces[i];
+    auto take = [&](InputDocument&& d) {
+      if (d.text.size() / width >= size_t(1) << 31) throw CorpusError(d.id + ": a document of 2^31 tokens or more");
+      s.sizes.push_back(int32_t(d.text.size() / width));
+      if (in.tokens()) {
+        s.ptr.push_back(int64_t(in.source_at[size_t(piece.source)] + d.at));
+        if (d.max_token > s.max_token) s.max_token = d.max_token, s.max_at = "document " + d.id;
+      }
       s.id_len.push_back(uint32_t(d.id.size()));
       s.ids += d.id;
       auto [it, added] = local.emplace(d.domain, uint32_t(local.size()));
@@ -147,11 +194,13 @@ void read_slice(const PrepareOptions& o, const Inputs& in, size_t lo, size_t hi,
       s.val.push_back(in.val[i] ? 1 : 0);
       s.id_hash.push_back(unit_hash(d.id));
       h = hash64(d.text, hash64(d.id, h));
-      buf += d.text;
       s.bytes += d.text.size();
-      if (buf.size() >= (size_t(1) << 20)) out.pwrite_all(buf.data(), buf.size(), at), at += buf.size(), buf.clear();
-        },
-        &s.empty);
+      if (in.tokens()) return;
+      buf += d.text;
+      if (buf.size() >= (size_t(1) << 20)) out->pwrite_all(buf.data(), buf.size(), at), at += buf.size(), buf.clear();
+    };
+    if (piece.format == TokenFormat::text) read_piece(piece, io, take, &s.empty);
+    else read_token_piece(piece, take, &s.empty);
     s.piece_hash.push_back(h);
     if (o.after_piece) o.after_piece();
     s.input_bytes += piece_size(in.pieces[i]);
@@ -164,8 +213,7 @@ void read_slice(const PrepareOptions& o, const Inputs& in, size_t lo, size_t hi,
       std::fflush(stdout);
     }
   }
-  out.pwrite_all(buf.data(), buf.size(), at);
-  out.finish();
+  if (out) out->pwrite_all(buf.data(), buf.size(), at), out->finish();
 }
 
 // Every rank's strings, in rank order.
@@ -346,13 +394,14 @@ PrepareReport prepare_store(const PrepareOptions& o, const std::string& dir, con
   if (rank == 0) {
     try {
       OutFile idx(tmp + "/corpus.idx", true);
-      const std::string head = idx_header_bytes(IdxHeader{1, N, N + 1});
+      const std::string head = idx_header_bytes(IdxHeader{in.dtype, N, N + 1});
       idx.pwrite_all(head.data(), head.size(), 0);
       const int64_t zero = 0;
       idx.pwrite_all(&zero, 8, idx_doc_index_at(N));
       if (::ftruncate(idx.fd, off_t(idx_doc_index_at(N) + 8 * (N + 1))) != 0) throw WriteError(write_failure(idx.path, errno));
       idx.finish();
       for (auto [name, bytes] : {std::pair<const char*, uint64_t>{"corpus.bin", total[1]}, {"docs.bin", N * sizeof(DocRecord)}, {"ids.bin", total[2]}}) {
+        if (in.tokens() && name == std::string("corpus.bin")) continue;
         OutFile f(tmp + "/" + name, true);
         if (::ftruncate(f.fd, off_t(bytes)) != 0) throw WriteError(write_failure(f.path, errno));
         f.finish();
@@ -363,7 +412,7 @@ PrepareReport prepare_store(const PrepareOptions& o, const std::string& dir, con
   }
   if (auto e = first_error(error, comm); !e.empty()) throw WriteError(e);
   try {
-    {
+    if (!in.tokens()) {
       OutFile bin(tmp + "/corpus.bin", false);
       const std::string part = tmp + "/part-" + std::to_string(rank) + ".bin";
       const int fd = ::open(part.c_str(), O_RDONLY | O_CLOEXEC);
@@ -392,6 +441,7 @@ PrepareReport prepare_store(const PrepareOptions& o, const std::string& dir, con
       std::vector<int64_t> ptr(n_mine), doc(n_mine);
       uint64_t p = base[1];
       for (size_t i = 0; i < n_mine; ++i) ptr[i] = int64_t(p), p += uint64_t(s.sizes[i]), doc[i] = int64_t(base[0] + i + 1);
+      if (in.tokens()) ptr = s.ptr;
       idx.pwrite_all(s.sizes.data(), 4 * n_mine, idx_sizes_at(N) + 4 * base[0]);
       idx.pwrite_all(ptr.data(), 8 * n_mine, idx_pointers_at(N) + 8 * base[0]);
       idx.pwrite_all(doc.data(), 8 * n_mine, idx_doc_index_at(N) + 8 * (base[0] + 1));
@@ -421,6 +471,18 @@ PrepareReport prepare_store(const PrepareOptions& o, const std::string& dir, con
   for (size_t i = 0; i < n_mine; ++i) counted[0] += s.val[i];
   MPI_Allreduce(MPI_IN_PLACE, counted, 3, MPI_UINT64_T, MPI_SUM, comm);
 
+  // Token inputs: the vocabulary the data needs, and its end-of-document token
+  // (the format's or the deck's; for Megatron without one, a new id past the largest).
+  int64_t max_token = s.max_token;
+  MPI_Allreduce(MPI_IN_PLACE, &max_token, 1, MPI_INT64_T, MPI_MAX, comm);
+  const std::string max_at = first_error(s.max_token == max_token && max_token >= 0 ? s.max_at : "", comm);
+  std::string vocab = "tokens = bytes\nvocab_size = 256\neod = 0\n";
+  if (in.tokens()) {
+    const int64_t eod = in.pieces[0].eod >= 0 ? in.pieces[0].eod : max_token + 1;
+    vocab = "tokens = ids\nvocab_size = " + std::to_string(std::max(max_token, eod) + 1) + "\neod = " + std::to_string(eod) +
+            "\nmax_token = " + std::to_string(max_token) + "\nmax_token_at = " + max_at + "\ntext = sources.txt\n";
+  }
+
   PrepareReport rep;
   rep.documents = N, rep.val = counted[0], rep.train = N - counted[0], rep.bytes = total[1], rep.input_bytes = counted[1];
   rep.empty = counted[2];
@@ -429,11 +491,16 @@ PrepareReport prepare_store(const PrepareOptions& o, const std::string& dir, con
       std::string dom;
       for (auto& d : domains) dom += escape_line(d) + "\n";
       write_file_atomic(tmp + "/domains.txt", dom);
+      if (in.tokens()) {
+        std::string src;
+        for (auto& f : in.sources) src += escape_line(f) + "\n";
+        write_file_atomic(tmp + "/sources.txt", src);
+      }
       write_file_atomic(tmp + "/stamp.txt", stamp);
       write_file_atomic(tmp + "/meta.txt", "format = dipaco-store 1\ndocuments = " + std::to_string(N) + "\ntrain = " +
                                                std::to_string(rep.train) + "\nval = " + std::to_string(rep.val) +
                                                "\nbytes = " + std::to_string(rep.bytes) + "\ncontent_hash = " +
-                                               std::to_string(content) + "\ntokens = bytes\nvocab_size = 256\n");
+                                               std::to_string(content) + "\n" + vocab);
       std::error_code ec;
       fs::remove_all(dir, ec);
       fs::rename(tmp, dir);

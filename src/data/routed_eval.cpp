@@ -108,7 +108,7 @@ RoutedEval routed_evaluate(Trainer& t, const std::vector<Document>& val, const s
     std::vector<Segment> segs;
     std::vector<FeatureWindow> windows;
     for (size_t d = first; d < std::min(val.size(), first + kChunk); ++d) {
-      const size_t end = std::min(val[d].text.size() + 1, size_t(deck.eval.doc_bytes));
+      const size_t end = std::min(val[d].tokens() + 1, size_t(deck.eval.doc_bytes));
       for (size_t s = prefix; s < end; s += every ? every : end) {
         segs.push_back({d, s, every ? std::min(end, s + every) : end});
         if (s > prefix) windows.push_back({&val[d], s - prefix});
@@ -146,7 +146,7 @@ std::vector<double> document_losses(Trainer& t, const std::vector<Document>& doc
   std::vector<size_t> cell;  // [doc, path] index of each item
   for (size_t i = 0; i < docs.size(); ++i)
     for (int p : candidates[i]) {
-      items.push_back({p, &docs[i], 1, std::min(docs[i].text.size() + 1, size_t(T)), size_t(T)});
+      items.push_back({p, &docs[i], 1, std::min(docs[i].tokens() + 1, size_t(T)), size_t(T)});
       cell.push_back(i * P + p);
     }
   std::vector<double> loss = score_items(t, items), out(docs.size() * P, INFINITY);

@@ -56,7 +56,7 @@ void write_split(hid_t f, const char* group, const Assignment& a, const std::vec
     hid_t pg = checked(H5Gcreate2(g, ("P" + std::to_string(p)).c_str(), H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT), "create shard group");
     std::vector<long long> index(a[p].begin(), a[p].end()), tokens;
     size_t width = 1;
-    for (int i : a[p]) tokens.push_back((long long)docs[i].text.size() + 1), width = std::max(width, docs[i].id.size());
+    for (int i : a[p]) tokens.push_back((long long)docs[i].tokens() + 1), width = std::max(width, docs[i].id.size());
     std::string ids(width * a[p].size(), '\0');
     for (size_t j = 0; j < a[p].size(); ++j) docs[a[p][j]].id.copy(&ids[j * width], width);
     hsize_t n = a[p].size();

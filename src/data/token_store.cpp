@@ -71,23 +71,30 @@ void MappedFile::release() const {
   if (data_) madvise(const_cast<char*>(data_), size_, MADV_DONTNEED);
 }
 
-ReadFile::ReadFile(const std::string& path) {
-  fd_ = open_sized(path, size_);
+ReadFile::ReadFile(const std::vector<std::string>& paths) {
+  std::vector<size_t> sizes;
+  try {
+    for (auto& path : paths) sizes.push_back(0), fds_.push_back(open_sized(path, sizes.back())), size_ += sizes.back();
+  } catch (...) {
+    for (int fd : fds_) ::close(fd);
+    throw;
+  }
   // Address space only: PROT_NONE, no file behind it, nothing resident.
   void* p = mmap(nullptr, std::max<size_t>(size_, 1), PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
   if (p == MAP_FAILED) {
-    ::close(fd_);
-    throw CorpusError("cannot reserve address space for " + path + ": " + std::strerror(errno));
+    for (int fd : fds_) ::close(fd);
+    throw CorpusError("cannot reserve address space for " + paths[0] + ": " + std::strerror(errno));
   }
   base_ = static_cast<const char*>(p);
-  register_text_file(base_, size_, fd_);
+  size_t at = 0;
+  for (size_t i = 0; i < paths.size(); ++i) register_text_file(base_ + at, sizes[i], fds_[i]), at += sizes[i];
 }
 
 ReadFile::~ReadFile() {
   if (!base_) return;
-  unregister_text_file(base_);
+  unregister_text_files(base_, std::max<size_t>(size_, 1));
   munmap(const_cast<char*>(base_), std::max<size_t>(size_, 1));
-  ::close(fd_);
+  for (int fd : fds_) ::close(fd);
 }
 
 std::string escape_line(std::string_view s) {
@@ -128,14 +135,30 @@ TokenStore::TokenStore(const std::string& dir) : dir_(dir) {
     for (auto& [k, v] : parse_key_lines(ss.str())) meta_.emplace_back(k, v);
   }
   if (meta("format") != "dipaco-store 1") throw bad("meta.txt", "not a dipaco token store (format '" + meta("format") + "')");
-  bin_ = std::make_unique<ReadFile>(dir + "/corpus.bin");
+  // Token inputs are read where they lie (sources.txt), bytes from corpus.bin.
+  std::vector<std::string> text_files{dir + "/corpus.bin"};
+  const bool in_place = meta("text") == "sources.txt";
+  if (in_place) {
+    text_files.clear();
+    std::ifstream src(dir + "/sources.txt");
+    for (std::string line; std::getline(src, line);) text_files.push_back(unescape_line(line));
+    if (text_files.empty()) throw bad("sources.txt", "missing or empty");
+  }
+  bin_ = std::make_unique<ReadFile>(text_files);
   idx_ = MappedFile(dir + "/corpus.idx");
   records_ = MappedFile(dir + "/docs.bin");
   ids_ = MappedFile(dir + "/ids.bin");
   if (idx_.size() < kIdxHeader || std::memcmp(idx_.data(), kIdxMagic, sizeof kIdxMagic) != 0)
     throw bad("corpus.idx", "not a Megatron indexed-dataset index (no MMIDIDX magic)");
   if (load<uint64_t>(idx_.data() + 9) != 1) throw bad("corpus.idx", "version " + std::to_string(load<uint64_t>(idx_.data() + 9)) + ", expected 1");
-  if (uint8_t(idx_.data()[17]) != 1) throw bad("corpus.idx", "dtype code " + std::to_string(int(uint8_t(idx_.data()[17]))) + ", expected 1 (uint8)");
+  dtype_ = uint8_t(idx_.data()[17]);
+  if (dtype_width(dtype_) == 0) throw bad("corpus.idx", "dtype code " + std::to_string(int(dtype_)) + " is not an integer type");
+  try {
+    eod_ = int32_t(std::stol(meta("eod").empty() ? "0" : meta("eod")));
+    vocab_ = int(std::stol(meta("vocab_size").empty() ? "256" : meta("vocab_size")));
+  } catch (const std::exception&) {
+    throw bad("meta.txt", "eod or vocab_size is not a number");
+  }
   const uint64_t n = load<uint64_t>(idx_.data() + 18), d = load<uint64_t>(idx_.data() + 26);
   if (d != n + 1 || idx_.size() != idx_doc_index_at(n) + 8 * d)
     throw bad("corpus.idx", std::to_string(idx_.size()) + " bytes do not hold " + std::to_string(n) + " sequences");
@@ -143,8 +166,9 @@ TokenStore::TokenStore(const std::string& dir) : dir_(dir) {
   docs_ = n;
   if (std::to_string(n) != meta("documents")) throw bad("meta.txt", "documents disagree with corpus.idx");
   // The last document must end where corpus.bin ends, and every id inside ids.bin.
-  if (n > 0) {
-    const uint64_t last = load<int64_t>(idx_.data() + idx_pointers_at(n) + 8 * (n - 1)) + load<int32_t>(idx_.data() + 4 * (n - 1) + kIdxHeader);
+  if (n > 0 && !in_place) {
+    const uint64_t last = load<int64_t>(idx_.data() + idx_pointers_at(n) + 8 * (n - 1)) +
+                          uint64_t(load<int32_t>(idx_.data() + 4 * (n - 1) + kIdxHeader)) * dtype_width(dtype_);
     if (last != bin_->size())
       throw bad("corpus.bin", std::to_string(bin_->size()) + " bytes, corpus.idx says " + std::to_string(last));
     DocRecord r = load<DocRecord>(records_.data() + (n - 1) * sizeof(DocRecord));
@@ -156,7 +180,7 @@ TokenStore::TokenStore(const std::string& dir) : dir_(dir) {
 
 std::string TokenStore::text(size_t i) const {
   const Document d = document(i);
-  std::string out(d.text.size(), '\0');
+  std::string out(d.text.size(), '\0');  // the tokens as stored
   read_text(d.text, 0, d.text.size(), out.data());
   return out;
 }
@@ -176,11 +200,12 @@ Document TokenStore::document(size_t i) const {
   const int32_t size = load<int32_t>(idx_.data() + kIdxHeader + 4 * i);
   const int64_t at = load<int64_t>(idx_.data() + idx_pointers_at(docs_) + 8 * i);
   const uint32_t domain = r.domain_val >> 1;
-  if (size < 0 || at < 0 || uint64_t(at) + uint64_t(size) > bin_->size() || domain >= domains_.size() ||
+  const uint64_t bytes = uint64_t(size) * uint64_t(dtype_width(dtype_));
+  if (size < 0 || at < 0 || uint64_t(at) + bytes > bin_->size() || domain >= domains_.size() ||
       r.id_offset + r.id_length > ids_.size())
     throw CorpusError(dir_ + ": document " + std::to_string(i) + " points outside the store's files");
   return Document{std::string_view(ids_.data() + r.id_offset, r.id_length), domains_[domain],
-                  std::string_view(bin_->data() + at, size_t(size))};
+                  std::string_view(bin_->data() + at, size_t(bytes)), dtype_, eod_};
 }
 
 Split TokenStore::split() const {

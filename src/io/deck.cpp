@@ -150,12 +150,15 @@ std::vector<DeckKey> make_keys() {
 
       K_STR("data.corpus", data.corpus, "inputs/corpus/embedded.jsonl",
             "training text: a JSONL file (plain, .gz or .zst; a text key, optional id and domain), a comma-separated list, "
-            "a glob or a directory of them"),
+            "a glob or a directory of them; or token files: Megatron PREFIX (.bin + .idx), llm.c shards"),
       K_STR("data.val", data.val, "", "validation text in the same forms (empty: data.val_fraction of data.corpus, by hash of id)"),
       K_STR("data.domain_key", data.domain_key, "",
             "JSON key holding a document's domain (empty: the key domain when present, else the file's name)"),
       K_FLOAT("data.piece_mb", data.piece_mb, "64", 0.001, 1e6,
               "plain input files are read in pieces of about this many MB, shared out over the ranks (compressed files whole)"),
+      K_INT("data.eot_token", data.eot_token, "-1", -1, 2147483647,
+            "token inputs' end-of-text id (-1: the format's own: 50256 in GPT-2 llm.c shards, 128000 in Llama 3 ones; "
+            "Megatron: a new id past the largest, or a document's last token when it equals this)"),
       K_STR("data.store", data.store, "", "directory of the token store prepare writes (empty: RUN_DIR/store)"),
       K_FLOAT("data.val_fraction", data.val_fraction, "0.1", 0.0, 0.9, "share of documents held out for validation (by hash of id)"),
       K_INT("data.min_val_docs", data.min_val_docs, "2", 0, kBig, "minimum validation documents per domain"),
@@ -163,7 +166,9 @@ std::vector<DeckKey> make_keys() {
       K_INT("model.d_model", model.d_model, "128", 8, 65536, "width of the residual stream"),
       K_INT("model.n_layers", model.n_layers, "4", 1, 1024, "transformer blocks"),
       K_INT("model.n_heads", model.n_heads, "4", 1, 1024, "attention heads (must divide d_model)"),
-      K_INT("model.context", model.context, "128", 2, 65536, "sequence length T in bytes"),
+      K_INT("model.context", model.context, "128", 2, 65536, "sequence length T in tokens (bytes for a byte-level corpus)"),
+      K_INT("model.vocab_size", model.vocab_size, "0", 0, 1 << 24,
+            "token ids the embedding and head hold (0: the data's own: 256 for bytes, the largest id + 1 for token inputs)"),
       K_LIST("model.layers_per_level", model.layers_per_level, "0", 0, 1024, "blocks per level, summing to n_layers (0: one level with all blocks)"),
 
       K_INT("train.steps", train.steps, "400", 0, kBig, "inner steps per path"),

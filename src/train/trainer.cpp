@@ -23,6 +23,7 @@ namespace dipaco {
 ModelShape model_shape(const Deck& deck) {
   ModelShape s;
   s.C = deck.model.d_model, s.L = deck.model.n_layers, s.H = deck.model.n_heads, s.T = deck.model.context;
+  s.V = deck.model.vocab_size > 0 ? deck.model.vocab_size : 256;  // 0: the data's, resolved at prepare (bytes: 256)
   s.layers_per_level = deck.model.layers_per_level;
   return s;
 }
@@ -30,7 +31,7 @@ ModelShape model_shape(const Deck& deck) {
 namespace {
 double text_bytes(const Shard& s) {
   double n = 0;
-  for (auto* d : s) n += double(d->text.size() + 1);
+  for (auto* d : s) n += double(d->tokens() + 1);
   return n;
 }
 long next_multiple(long step, long every) { return every > 0 ? (step / every + 1) * every : -1; }

@@ -170,7 +170,7 @@ check "a changed corpus: training starts over and says the corpus changed" 0 \
 $py -c "
 import json
 for i in range(60): print(json.dumps({'id': f's{i}', 'domain': 'd', 'text': 'short text ' + str(i)}))" >"$tmp/short.jsonl"
-check "validation documents within the prefix are refused before training" 2 "no validation document .* is longer than route.prefix_tokens = 32 bytes" -- \
+check "validation documents within the prefix are refused before training" 2 "no validation document .* is longer than route.prefix_tokens = 32 tokens" -- \
   run 2 --data.corpus="$tmp/short.jsonl" --route.method=hash --run.name=short
 inode=$(stat -c %i "$(store short)/meta.txt")
 check "  ... again with the store made: refused the same" 2 "no validation document .* is longer than route.prefix_tokens" -- \

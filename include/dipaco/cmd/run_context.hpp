@@ -20,7 +20,7 @@ namespace dipaco {
 struct RunContext {
   RunContext(const Deck& d, int r, int s) : deck(d), rank(r), size(s) {}
   // Inputs.
-  const Deck& deck;
+  Deck deck;  // the run's, with model.vocab_size resolved from the data at prepare
   int rank, size;
   std::string run_dir;
   Topology topo;

@@ -14,10 +14,19 @@ struct CorpusError : std::runtime_error {
   using std::runtime_error::runtime_error;
 };
 
+// Token ids as a store holds them: Megatron's dtype codes (1 uint8, 2 int8,
+// 3 int16, 4 int32, 5 int64, 8 uint16; 6/7 are floats, never token ids).
+int dtype_width(int dtype);  // bytes per token; 0 for a code that is not an integer type
+
 // A document as the stages see it: views into memory its owner keeps alive
-// (the memory-mapped token store in a run).
+// (the token store in a run). `text` is the document's tokens as stored
+// (bytes for a byte-level corpus, dtype_width bytes per token otherwise); its
+// stream is the tokens, then the end-of-document token `eod`.
 struct Document {
   std::string_view id, domain, text;
+  uint8_t dtype = 1;
+  int32_t eod = 0;
+  size_t tokens() const { return dtype == 1 ? text.size() : text.size() / size_t(dtype_width(dtype)); }
 };
 
 // Reading a document's text. The token store's text is not mapped into
@@ -27,9 +36,9 @@ struct Document {
 // the file, never touched, and these functions read through them. Views of
 // ordinary memory are copied.
 void register_text_file(const char* base, size_t size, int fd);
-void unregister_text_file(const char* base);
+void unregister_text_files(const char* base, size_t size);  // every file registered in [base, base + size)
 void read_text(std::string_view text, size_t off, size_t n, char* out);  // off + n <= text.size()
-// Tokens [begin, begin + n) of a document's stream: its text, then 0 bytes.
+// Tokens [begin, begin + n) of a document's stream: its tokens, then its eod token.
 void read_document(const Document& d, size_t begin, size_t n, int32_t* out);
 
 // The longest JSONL line read (one document).
@@ -49,19 +58,22 @@ struct Split {
 // the same rule across ranks (prepare.cpp); this is its in-memory reference.
 Split split_corpus(const std::vector<Document>& docs, double val_fraction, int min_val_docs);
 
-// Documents concatenated into one byte stream, each followed by a 0 byte (end
-// of document), without copying them: the stream is read through the views.
+// Documents concatenated into one token stream, each followed by its end token
+// (a 0 byte for bytes), without copying them: read through the views. Every
+// document of a stream has the same dtype and end token (one store).
 class TokenStream {
  public:
   TokenStream() = default;
   explicit TokenStream(const std::vector<const Document*>& docs);
   size_t size() const { return end_.empty() ? 0 : end_.back(); }
   size_t documents() const { return text_.size(); }
-  int32_t at(size_t pos) const;                     // byte pos of the stream
-  void read(size_t pos, size_t n, int32_t* out) const;  // bytes [pos, pos + n), pos + n <= size()
+  int32_t at(size_t pos) const;                     // token pos of the stream
+  void read(size_t pos, size_t n, int32_t* out) const;  // tokens [pos, pos + n), pos + n <= size()
 
  private:
   std::vector<std::string_view> text_;
+  uint8_t dtype_ = 1;
+  int32_t eod_ = 0;
   std::vector<uint64_t> end_;  // end_[i]: where document i's end byte is, plus one
 };
 // A window's inputs [pos, pos + T) and targets [pos + 1, pos + T]: the T + 1

@@ -14,8 +14,13 @@
 namespace dipaco {
 
 struct InputDocument {
-  std::string id, domain, text;
+  std::string id, domain, text;  // text: the tokens as stored for a token input (token_inputs.hpp)
+  uint64_t at = 0;               // a token input's: the tokens' byte offset in their file
+  int64_t max_token = -1;        // a token input's: its largest token id
 };
+
+// What an input file holds: JSONL text, or tokens another tool made.
+enum class TokenFormat : uint8_t { text, megatron, llmc };
 
 struct InputOptions {
   // JSON key whose string value is the domain (a line without it is an error);
@@ -28,7 +33,8 @@ struct InputOptions {
 
 // data.corpus / data.val spec: one path, a comma-separated list of paths, shell
 // glob patterns (glob(3)), or directories (every regular file below it,
-// recursively, whose name ends .jsonl .json .gz .zst). Deterministic: each list
+// recursively, whose name ends .jsonl .json .gz .zst .bin .idx); a Megatron
+// PREFIX (PREFIX.bin and PREFIX.idx exist) stands for PREFIX.bin. Deterministic: each list
 // element expanded and sorted by path (bytes), in the list's order; duplicates
 // removed. Throws CorpusError naming the element when one matches nothing or a
 // file cannot be opened.
@@ -41,6 +47,14 @@ struct InputPiece {
   uint64_t begin = 0, end = 0;
   bool compressed = false;
   int64_t lines_before = -1;  // lines of the file before begin, when known (else counted on demand)
+  // A token input (token_inputs.hpp): begin/end count documents (Megatron) or
+  // bytes (an llm.c shard, whole); its tokens' dtype code and end-of-text id
+  // (-1: none); which of the run's token files it is (the store reads them in place).
+  TokenFormat format = TokenFormat::text;
+  uint8_t dtype = 1;
+  int32_t eod = -1;
+  int source = -1;
+  uint64_t bytes = 0;  // a token piece's tokens in bytes (its share of the reading work)
 };
 // '\n' bytes in a plain piece (0 for a compressed one): summed over the pieces
 // before it, the line number a piece starts at, without re-reading the file.

@@ -4,6 +4,8 @@
 // order (files in the order data.corpus lists them, lines in file order), and
 // each rank writes its documents at offsets agreed from every rank's counts.
 // A prepare killed halfway leaves only DIR.tmp, which the next one removes.
+// Token inputs (Megatron, llm.c) are not copied: the store's index points into
+// them where they lie (sources.txt), and prepare checks every token id once.
 #pragma once
 #include <mpi.h>
 
@@ -20,6 +22,7 @@ struct PrepareOptions {
   double val_fraction = 0.1;
   int min_val_docs = 2;
   uint64_t piece_bytes = uint64_t(64) << 20;  // plain files are read in pieces of about this size
+  int32_t eot_token = -1;                      // data.eot_token (-1: the format's own, token_inputs.hpp)
   std::function<void()> after_piece;           // tests: a fault point after each piece read
 };
 

@@ -3,6 +3,8 @@
 //   corpus.bin    the documents' tokens one after another (uint8: bytes)
 //   corpus.idx    Megatron-LM's indexed-dataset index (MMIDIDX, version 1):
 //                 dtype, sequence sizes, byte pointers, document index
+//   sources.txt   instead of corpus.bin, for token inputs read in place: their
+//                 files, the pointers into them as if laid one after another
 //   docs.bin      per document {u64 id offset, u32 id length, u32 domain << 1 | val}
 //   ids.bin       the ids, one after another
 //   domains.txt   the domain names, one a line (\n and \\ escaped), sorted
@@ -59,12 +61,13 @@ class MappedFile {
   size_t size_ = 0;
 };
 
-// A file read through an address range reserved for it (never mapped, see
-// read_text in corpus.hpp): views point into the range, reads are preads.
+// Files read through one address range reserved for them, one after another
+// (never mapped, see read_text in corpus.hpp): views point into the range,
+// reads are preads of the file a view falls in.
 class ReadFile {
  public:
   ReadFile() = default;
-  explicit ReadFile(const std::string& path);
+  explicit ReadFile(const std::vector<std::string>& paths);
   ReadFile(const ReadFile&) = delete;
   ReadFile& operator=(const ReadFile&) = delete;
   ~ReadFile();
@@ -74,7 +77,7 @@ class ReadFile {
  private:
   const char* base_ = nullptr;
   size_t size_ = 0;
-  int fd_ = -1;
+  std::vector<int> fds_;
 };
 
 class TokenStore {
@@ -88,6 +91,8 @@ class TokenStore {
   std::string text(size_t i) const;
   bool is_val(size_t i) const;
   const std::vector<std::string>& domains() const { return domains_; }
+  int vocab_size() const { return vocab_; }  // 256 for bytes
+  bool bytes() const { return dtype_ == 1 && meta("tokens") == "bytes"; }
   // Drops the pages a pass over the documents touched from this process (they stay cached).
   void release() const { idx_.release(), records_.release(), ids_.release(); }
   // Every document, in store order, into the split (views into the maps).
@@ -101,6 +106,9 @@ class TokenStore {
   MappedFile idx_, records_, ids_;
   std::vector<std::string> domains_;
   std::vector<std::pair<std::string, std::string>> meta_;
+  uint8_t dtype_ = 1;
+  int32_t eod_ = 0;
+  int vocab_ = 256;
 };
 
 // A run's store: data.store when set, else RUN_DIR/store.

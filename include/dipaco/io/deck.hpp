@@ -29,10 +29,10 @@ struct Deck {
   struct Data {
     std::string corpus, val, domain_key, store;
     double val_fraction, piece_mb;
-    int min_val_docs;
+    int min_val_docs, eot_token;
   } data;
   struct Model {
-    int d_model, n_layers, n_heads, context;
+    int d_model, n_layers, n_heads, context, vocab_size;
     std::vector<int> layers_per_level;
   } model;
   struct Train {
