@@ -151,6 +151,7 @@ void use_split(RunContext& c, const std::string& how) {
                       ") is at or above model.vocab_size = " + std::to_string(c.deck.model.vocab_size) + ": the data needs " +
                       std::to_string(need) + " (0: the data's own)");
   }
+  c.loss_unit = c.store->bytes() ? "bits per byte" : "bits per token";
   c.corpus_line = "corpus.content_hash = " + c.store->meta("content_hash") + "\n";
   if (c.rank == 0)
     std::printf("stage prepare: %s: %zu training and %zu validation documents, %.1f MB %s\n", deck.data.corpus.c_str(),
@@ -312,6 +313,7 @@ void write_summary(const RunContext& c) {
         .add("val_bpb", sum.final_eval.bpb)
         .add_raw("path_val_bpb", json_array(sum.final_eval.path_bpb))
         .add("routed_val_bpb", c.routed_bpb)
+        .add("loss_unit", c.loss_unit)
         .add_raw("routed", c.routed_text)
         .add("wall_seconds", sum.wall_seconds)
         .add("tokens_per_second", sum.tokens / std::max(sum.wall_seconds, 1e-9))
@@ -336,7 +338,8 @@ void write_summary(const RunContext& c) {
 
     std::printf("\ndone: %ld steps, %.0f tokens in %s (%.1fk tok/s)\n", long(deck.train.steps), double(sum.tokens),
                 format_duration(sum.wall_seconds).c_str(), sum.tokens / std::max(sum.wall_seconds, 1e-9) / 1000);
-    std::printf("validation bits per byte: %.4f (windows of each path's shard); routed: %.4f\n", sum.final_eval.bpb, c.routed_bpb);
+    std::printf("validation %s: %.4f (windows of each path's shard); routed: %.4f\n", c.loss_unit.c_str(), sum.final_eval.bpb,
+                c.routed_bpb);
     if (sum.rounds > 0) {
       const double sent = sum.sync_bytes + sum.path_bytes;
       char saving[96] = "no rank sent anything: one rank holds every path";

@@ -27,11 +27,12 @@ std::vector<int> path_of_val(const ShardFile& s, size_t n) {
   return out;
 }
 
-std::string routed_json(const RoutedEval& r, const Deck& deck) {
+std::string routed_json(const RoutedEval& r, const Deck& deck, const std::string& unit) {
   JsonRecord dom;
   for (size_t d = 0; d < r.domains.size(); ++d) dom.add(r.domains[d], r.domain_bpb[d]);
   return JsonRecord()
       .add("val_bpb", r.bpb)
+      .add("loss_unit", unit)
       .add("scored_bytes", r.bytes)
       .add("reroute_every", long(deck.eval.reroute_every))
       .add("routing_decisions", r.segments)
@@ -42,11 +43,13 @@ std::string routed_json(const RoutedEval& r, const Deck& deck) {
       .str();
 }
 
-void print_routed(const RoutedEval& r) {
-  std::printf("routed validation: %.4f bits per byte over %.0f scored bytes (%ld routing decisions)\n", r.bpb, r.bytes,
+void print_routed(const RoutedEval& r, const std::string& unit) {
+  const char* per = unit == "bits per byte" ? "bytes" : "tokens";
+  std::printf("routed validation: %.4f %s over %.0f scored %s (%ld routing decisions)\n", r.bpb, unit.c_str(), r.bytes, per,
               r.segments);
   for (size_t d = 0; d < r.domains.size(); ++d)
-    std::printf("  %-14s %.4f bpb (%.0f bytes)\n", r.domains[d].c_str(), r.domain_bpb[d], r.domain_bytes[d]);
+    std::printf("  %-14s %.4f %s (%.0f %s)\n", r.domains[d].c_str(), r.domain_bpb[d], *per == 'b' ? "bpb" : "bits/token",
+                r.domain_bytes[d], per);
   std::fflush(stdout);
 }
 
@@ -68,7 +71,7 @@ bool load_evaluate(RunContext& c, const std::string& stamp, std::string& note) {
   if (at != std::string::npos && end == c.routed_text.c_str() + at + 10) c.routed_bpb = NAN;
   while (!c.routed_text.empty() && c.routed_text.back() == '\n') c.routed_text.pop_back();
   char line[96];
-  std::snprintf(line, sizeof line, ": routed validation %.4f bits per byte", c.routed_bpb);
+  std::snprintf(line, sizeof line, ": routed validation %.4f %s", c.routed_bpb, c.loss_unit.c_str());
   note = line;
   return true;
 }
@@ -79,7 +82,7 @@ int make_evaluate(RunContext& c, const std::string& stamp) {
   const double t0 = MPI_Wtime();
   const RoutedEval routed = routed_evaluate(*c.trainer, c.split.val, path_of_val(c.shards, c.split.val.size()),
                                             c.shards.has_router ? &c.shards.router : nullptr, c.features(), c.deck);
-  c.routed_text = routed_json(routed, c.deck);
+  c.routed_text = routed_json(routed, c.deck, c.loss_unit);
   c.routed_bpb = routed.bpb;
   if (c.rank == 0) {
     const std::string file = c.run_dir + "/eval.json";
@@ -87,7 +90,7 @@ int make_evaluate(RunContext& c, const std::string& stamp) {
     // An evaluation that met a loss that is not finite is made again next time (the run exits non-zero).
     if (std::isfinite(routed.bpb)) write_file_atomic(c.run_dir + "/eval.stamp", stamp);
     std::printf("stage evaluate: done in %s -> %s\n", format_duration(MPI_Wtime() - t0).c_str(), file.c_str());
-    print_routed(routed);
+    print_routed(routed, c.loss_unit);
   }
   return kExitOk;
 }

@@ -42,6 +42,8 @@ check "C4-shaped .json.gz directory trains a 2x2 run" 0 "stage prepare: $tmp/c4:
 if [[ "$(cat "$(store c4)/domains.txt")" == "$(printf 'c4-train.00000-of-00003\nc4-train.00001-of-00003\nc4-train.00002-of-00003')" ]] &&
    grep -q 'c4-train.00001-of-00003.json.gz:1' "$(store c4)/ids.bin"; then ok "C4 lines: domains are the file stems, ids file:line"
 else bad "C4 lines: domains or ids" "$(store c4)/domains.txt"; fi
+[[ "$($py -c "import json,sys; print(json.load(open(sys.argv[1]))['loss_unit'])" "$tmp/runs/c4/summary.json")" == "bits per byte" ]] &&
+  ok "a text run reports bits per byte" || bad "loss unit of a text run" "$tmp/runs/c4/summary.json"
 check "a list with a glob of .zst files" 0 "stage prepare: .*: 1[0-9][0-9] training and [0-9]+ validation" -- \
   run 2 --data.corpus="$tmp/z/part-0.jsonl.zst,$tmp/z/part-[12]*.zst" --run.name=zst
 

@@ -95,6 +95,10 @@ assert (sizes(f"{store}/corpus.idx") == sizes(prefix + ".idx")).all()
 assert "eod = 2\n" in open(f"{store}/meta.txt").read()
 PY
 
+unit() { $py -c "import json,sys; print(json.load(open(sys.argv[1]))['loss_unit'])" "$1"; }
+[[ "$(unit "$tmp/runs/mega/summary.json")" == "bits per token" && "$(unit "$tmp/runs/mega/eval.json")" == "bits per token" ]] &&
+  ok "a token run reports its loss as bits per token, named so (summary.json, eval.json)" || bad "loss unit" "$tmp/runs/mega/summary.json"
+
 # ---- llm.c shards: documents between end-of-text tokens, GPT-2's vocabulary
 check "llm.c GPT-2 shards (a glob) train a 2x2 run" 0 "stage prepare: .*: [0-9]+ training and [0-9]+ validation documents" -- \
   run 2 --data.corpus="$tmp/llmc/tiny_train_*.bin" --route.method=kmeans --run.name=llmc

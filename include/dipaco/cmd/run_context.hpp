@@ -29,6 +29,9 @@ struct RunContext {
   std::unique_ptr<TokenStore> store;  // prepare -> the documents, memory-mapped
   Split split;                        // views into the store
   std::string corpus_line;  // "corpus.content_hash = ...", in every stamp
+  // What the *_bpb figures measure: bits per byte on bytes; on token files
+  // (whose tokens' bytes are unknown) the same log2 loss is per token.
+  std::string loss_unit = "bits per byte";
   // warm start -> the weights every path starts from, whose features route.
   std::string warm_file;
   std::vector<float> warm;
