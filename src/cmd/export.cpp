@@ -292,8 +292,8 @@ int evaluate_on_shard(const TrainedModel& m, int path, const std::string& file) 
       throw DeckError("path " + std::to_string(path) + " has no validation documents in " + shard_file +
                       " (the router sent none there); use --text FILE");
     EvalResult e = t.evaluate();
-    std::printf("path %d: validation bits per byte %s on its own shard (%.0f tokens)\n", path, fixed(e.bpb, 6).c_str(),
-                e.path_tokens[0]);
+    std::printf("path %d: validation %s %s on its own shard (%.0f tokens)\n", path,
+                m.shape.V == 256 ? "bits per byte" : "bits per token", fixed(e.bpb, 6).c_str(), e.path_tokens[0]);
     return nonfinite_exit(e.bpb);
   });
 }
@@ -319,6 +319,7 @@ int cmd_evaluate(const Args& args) {
   if (path >= m.paths) throw DeckError("--path " + std::to_string(path) + ": the model has paths 0.." + std::to_string(m.paths - 1));
   const int p = m.only_path >= 0 ? int(m.only_path) : int(std::max(0L, path));
   if (text_file.empty()) return evaluate_on_shard(m, p, file);
+  require_byte_model(m, "evaluate --text");
   double scored = 0;
   const double bpb = text_bits_per_byte(m, p, read_text_file(text_file), scored);
   std::printf("path %d: %s bits per byte on %s (%.0f bytes scored, windows of %d)\n", p, fixed(bpb, 8).c_str(),

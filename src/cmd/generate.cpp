@@ -174,10 +174,7 @@ int cmd_generate(const Args& args) {
   // One position at a time is too little work to share: threads only wait on each other.
   if (!std::getenv("OMP_NUM_THREADS")) omp_set_num_threads(1);
   const TrainedModel m = open_trained_model(g.file);
-  if (m.shape.V != 256)
-    throw DeckError(g.file + ": a model with a vocabulary of " + std::to_string(m.shape.V) +
-                    " token ids trained on token files without a tokenizer: generate reads and writes bytes, "
-                    "so it needs a byte-level model");
+  require_byte_model(m, "generate");
   std::unique_ptr<RunRouter> rr;
   std::unique_ptr<TextRouter> router;
   if (m.only_path < 0 && g.path < 0 && m.paths > 1) {

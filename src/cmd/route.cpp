@@ -57,6 +57,7 @@ int cmd_route(const Args& args) {
   if (!std::getenv("OMP_NUM_THREADS")) omp_set_num_threads(1);  // one document at a time
   const TrainedModel m = open_trained_model(file);
   if (m.only_path >= 0) throw DeckError("'" + file + "' holds one path; route reads a checkpoint or a --all export");
+  require_byte_model(m, "route");
   const RunRouter rr = load_run_router(m, shards);
   const TextRouter router(rr, m.shape);
   if (!json)

@@ -209,4 +209,11 @@ std::string RouteChoice::why() const {
   return buf;
 }
 
+void require_byte_model(const TrainedModel& m, const std::string& command) {
+  if (m.shape.V != 256)
+    throw DeckError(m.file + ": a model with a vocabulary of " + std::to_string(m.shape.V) +
+                    " token ids trained on token files without a tokenizer: " + command +
+                    " reads and writes text as bytes, so it needs a byte-level model");
+}
+
 }  // namespace dipaco

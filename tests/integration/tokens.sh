@@ -138,4 +138,8 @@ check "a token id at or above model.vocab_size" 2 "token id $max \(document text
   run 2 --data.corpus="$tmp/mega/text_document" --route.method=hash --run.name=mega --model.vocab_size=1000
 check "generate on a token model without a tokenizer says so" 2 "vocabulary of $((max + 2)) token ids" -- \
   "$bin" generate "$(ls "$tmp"/runs/mega/checkpoints/ckpt-*.h5 | tail -1)" --prompt hello --tokens 5
+check "evaluate a token model's path on its shard: bits per token" 0 "path 1: validation bits per token [0-9.]+ on its own shard" -- \
+  "$bin" evaluate "$(ls "$tmp"/runs/mega/checkpoints/ckpt-*.h5 | tail -1)" --path 1
+check "route --text on a token model says so" 2 "route reads and writes text as bytes" -- \
+  "$bin" route "$(ls "$tmp"/runs/mega/checkpoints/ckpt-*.h5 | tail -1)" --text hello
 finish

@@ -28,6 +28,9 @@ struct TrainedModel {
 
 // Throws DeckError (exit 2) for a file that is neither, naming what it is.
 TrainedModel open_trained_model(const std::string& file);
+// Commands that read and write text (generate, route): a model of another
+// vocabulary than bytes is refused (DeckError), naming the command.
+void require_byte_model(const TrainedModel& m, const std::string& command);
 // The dense deck of one path: the source deck with a single level and module.
 Deck dense_deck(const std::string& source_deck, const Args& overrides = {});
 
