@@ -1,4 +1,5 @@
 #include "dipaco/dist/watchdog.hpp"
+#include "dipaco/io/run_lock.hpp"
 
 #include <unistd.h>
 
@@ -39,6 +40,7 @@ void start_watchdog(double timeout, int rank) {
                    "run the same command again to resume.\n",
                    rank, (now_ns() - t) / 1e9, g_what.load(), timeout, int(kExitPeerLost));
       std::fflush(stderr);
+      release_run_lock();
       _exit(kExitPeerLost);  // MPI cannot be called from here; mpirun ends the other ranks
     }
   });

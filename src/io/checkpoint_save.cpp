@@ -16,6 +16,7 @@
 #include "dipaco/dist/fault.hpp"
 #include "dipaco/dist/watchdog.hpp"
 #include "dipaco/io/checkpoint.hpp"
+#include "dipaco/io/run_lock.hpp"
 #include "dipaco/io/files.hpp"
 #include "dipaco/io/h5_collective.hpp"
 #include "dipaco/train/divergence.hpp"
@@ -283,6 +284,7 @@ void write_metrics(hid_t f, const Progress& pr, int paths, int rank, MPI_Comm co
   std::fflush(stdout);
   std::fflush(stderr);
   MPI_Barrier(comm);
+  release_run_lock();
   _exit(kExitFailure);
 }
 

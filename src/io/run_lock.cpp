@@ -6,6 +6,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <atomic>
 #include <cerrno>
 #include <chrono>
 #include <cstdio>
@@ -108,12 +109,20 @@ std::string take_run_lock(const std::string& file, int* fd_out) {
   return "";
 }
 
+namespace {
+std::atomic<RunLock*> g_held{nullptr};  // the lock this process holds, for release_run_lock
+}
+
+void release_run_lock() {
+  if (RunLock* l = g_held.exchange(nullptr)) l->release();
+}
+
 RunLock::RunLock(const std::string& dir, int rank, MPI_Comm comm) {
   std::string refusal;
   if (rank == 0) {
     try {
       refusal = take_run_lock(dir + "/lock", &fd_);
-      if (fd_ >= 0) file_ = dir + "/lock";
+      if (fd_ >= 0) file_ = dir + "/lock", g_held = this;
     } catch (const DeckError& e) {
       refusal = e.what();
     }
@@ -127,12 +136,18 @@ RunLock::RunLock(const std::string& dir, int rank, MPI_Comm comm) {
 }
 
 RunLock::~RunLock() {
+  RunLock* self = this;
+  if (g_held.compare_exchange_strong(self, nullptr)) release();  // else release_run_lock took it
+}
+
+void RunLock::release() {
   if (fd_ < 0) return;
   // Remove only our own file (not one made after a removal by hand), before the flock goes.
   struct stat a, b;
   if (fstat(fd_, &a) == 0 && stat(file_.c_str(), &b) == 0 && a.st_ino == b.st_ino && a.st_dev == b.st_dev)
     unlink(file_.c_str());
   close(fd_);
+  fd_ = -1;
 }
 
 }  // namespace dipaco

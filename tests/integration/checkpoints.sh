@@ -95,5 +95,11 @@ for limit in $((kb / 2)) $((kb + 4)); do  # a data write fails; the data fits, t
 done
 check "  ... and the next run resumes from it" 0 "resumed from .*ckpt-00000020.h5 at step 20 of 40" -- \
   env OMP_NUM_THREADS=1 "${mpirun[@]}" -np 2 "$bin" run "${two[@]}"
+# Only rank 1 limited: the checkpoint is abandoned on every rank, and rank 0's run lock goes with the job.
+rm -rf "$r"
+check "ulimit -f on rank 1 alone: the first checkpoint fails cleanly" 1 "error: writing checkpoint '.*ckpt-00000020.h5' failed" -- \
+  env OMP_NUM_THREADS=1 "${mpirun[@]}" -np 2 bash -c 'if [ "$OMPI_COMM_WORLD_RANK" = 1 ]; then ulimit -f 64; fi; exec "$@"' x \
+  "$bin" run "${two[@]}" --checkpoint.every=20
+[[ -d $r && ! -e $r/lock ]] && ok "  ... and leaves no run lock behind" || bad "  ... the run lock was left" <(ls -la "$r")
 
 finish

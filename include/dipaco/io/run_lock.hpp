@@ -22,9 +22,16 @@ class RunLock {
   RunLock& operator=(const RunLock&) = delete;
 
  private:
+  friend void release_run_lock();
+  void release();
   std::string file_;
   int fd_ = -1;
 };
+
+// Removes this process's run lock now: for the paths that leave with _exit,
+// without unwinding (a checkpoint abandoned, the watchdog). A lock left behind
+// would refuse the resubmitted job on another host.
+void release_run_lock();
 
 // Takes the lock file in this process; returns "" or why the directory is in use.
 // On success *fd holds it. Serial; RunLock calls it on rank 0.
