@@ -10,6 +10,8 @@
 #include <numeric>
 
 #include "dipaco/cmd/run_context.hpp"
+#include "dipaco/dist/first_error.hpp"
+#include "dipaco/io/files.hpp"
 #include "dipaco/cmd/app.hpp"
 #include "dipaco/data/routed_eval.hpp"
 #include "dipaco/data/router.hpp"
@@ -161,8 +163,15 @@ bool load_shards(const std::string& file, const std::string& stamp, const Split&
 
 void save_shards(const std::string& file, ShardFile& s, const std::string& stamp, const Split& split, int rank) {
   s.stamp = stamp;
-  if (rank == 0) write_shard_file(file, s, split);
-  watched("the barrier after writing the shard file", [] { MPI_Barrier(MPI_COMM_WORLD); });
+  std::string error;
+  if (rank == 0) try {
+      write_shard_file(file, s, split);
+    } catch (const std::exception& e) {
+      error = e.what();
+    }
+  if (auto e = first_error(error, MPI_COMM_WORLD); !e.empty())
+    throw WriteError("writing the shard file " + file + " failed: " + e + " (disk full or a file-size limit?); " +
+                     "the next run routes again");
 }
 
 std::string shard_sizes(const Assignment& a) {

@@ -10,6 +10,7 @@
 #include "dipaco/dist/pieces.hpp"
 #include "dipaco/cmd/app.hpp"
 #include "dipaco/cmd/run_context.hpp"
+#include "dipaco/dist/first_error.hpp"
 #include "dipaco/dist/watchdog.hpp"
 #include "dipaco/io/files.hpp"
 #include "dipaco/io/h5io.hpp"
@@ -35,20 +36,12 @@ bool read_warm_start(const std::string& file, const std::string& stamp, std::vec
 }
 
 void write_warm_start(const std::string& file, const std::string& stamp, const std::vector<float>& params) {
-  const std::string tmp = file + ".tmp";
   // A shared warm start (route.warm_start) may name a folder no run has made yet.
   if (const fs::path dir = fs::path(file).parent_path(); !dir.empty()) fs::create_directories(dir);
-  hid_t f = H5Fcreate(tmp.c_str(), H5F_ACC_TRUNC, H5P_DEFAULT, H5P_DEFAULT);
-  if (f < 0) throw CheckpointError("cannot create " + tmp);
-  try {
+  write_h5_atomic(file, [&](hid_t f) {
     write_attr_string(f, "stamp", stamp);
     write_floats(f, "params", params.data(), params.size());
-  } catch (...) {
-    H5Fclose(f);
-    throw;
-  }
-  if (H5Fclose(f) < 0) throw CheckpointError("writing " + tmp + " failed (disk full?)");
-  fs::rename(tmp, file);
+  });
 }
 
 // One path, no outer rounds, no early stop; checkpointed like training.
@@ -106,8 +99,15 @@ int make_warm_start(RunContext& c, const std::string& stamp) {
     return kExitRequeue;
   }
   c.kernels->to_host(c.warm.data(), t.paths()[0].params.get(), c.warm.size() * sizeof(float));
-  if (c.rank == 0) write_warm_start(c.warm_file, stamp, c.warm);
-  watched("the barrier after writing the warm start", [] { MPI_Barrier(MPI_COMM_WORLD); });
+  std::string error;
+  if (c.rank == 0) try {
+      write_warm_start(c.warm_file, stamp, c.warm);
+    } catch (const std::exception& e) {
+      error = e.what();
+    }
+  if (auto e = first_error(error, MPI_COMM_WORLD); !e.empty())
+    throw WriteError("writing the warm start " + c.warm_file + " failed: " + e + " (disk full or a file-size limit?); " +
+                     "its checkpoints in " + ckpt_dir + " are kept: run the same command again to write it");
   if (c.rank == 0) {
     fs::remove_all(ckpt_dir);  // warmstart.h5 replaces its checkpoints
     std::printf("stage warm start: done in %s, validation bpb %.4f -> %s\n", format_duration(s.wall_seconds).c_str(),

@@ -88,10 +88,7 @@ Assignment read_split(hid_t f, const char* group, int paths, const std::vector<D
 }  // namespace
 
 void write_shard_file(const std::string& path, const ShardFile& s, const Split& split) {
-  const std::string tmp = path + ".tmp";
-  hid_t f = H5Fcreate(tmp.c_str(), H5F_ACC_TRUNC, H5P_DEFAULT, H5P_DEFAULT);
-  if (f < 0) throw CheckpointError("cannot create " + tmp);
-  try {
+  write_h5_atomic(path, [&](hid_t f) {
     write_attr_string(f, "format", "dipaco-shards");
     write_attr_string(f, "stamp", s.stamp);
     write_attr_long(f, "paths", long(s.train.size()));
@@ -113,13 +110,7 @@ void write_shard_file(const std::string& path, const ShardFile& s, const Split& 
     }
     write_split(f, "train", s.train, split.train);
     write_split(f, "val", s.val, split.val);
-  } catch (...) {
-    H5Fclose(f);
-    std::remove(tmp.c_str());
-    throw;
-  }
-  if (H5Fclose(f) < 0) throw CheckpointError("writing " + tmp + " failed (disk full?)");
-  std::filesystem::rename(tmp, path);
+  });
 }
 
 std::string latest_shard_file(const std::string& run_dir) {

@@ -8,6 +8,9 @@
 #include <hdf5.h>
 
 #include <algorithm>
+#include <cerrno>
+#include <cstdio>
+#include <functional>
 #include <cstring>
 #include <string>
 #include <vector>
@@ -126,6 +129,27 @@ inline void write_floats(hid_t loc, const std::string& name, const float* data, 
   if (a >= 0) H5Aclose(a);
   H5Sclose(one), H5Dclose(d);
   if (e < 0 || e2 < 0) throw CheckpointError("HDF5 failed to write dataset " + name + " (disk full?)");
+}
+
+// A file written whole by one process: through PATH.tmp, renamed when complete
+// and removed when not, so that a failed write leaves nothing a later run reads.
+inline void write_h5_atomic(const std::string& path, const std::function<void(hid_t)>& write) {
+  const std::string tmp = path + ".tmp";
+  hid_t f = H5Fcreate(tmp.c_str(), H5F_ACC_TRUNC, H5P_DEFAULT, H5P_DEFAULT);
+  if (f < 0) throw CheckpointError("cannot create " + tmp);
+  try {
+    write(f);
+  } catch (...) {
+    H5Fclose(f);
+    std::remove(tmp.c_str());
+    throw;
+  }
+  const bool closed = H5Fclose(f) >= 0;
+  if (!closed || std::rename(tmp.c_str(), path.c_str()) != 0) {
+    const std::string why = closed ? std::strerror(errno) : "HDF5 could not flush and close it";
+    std::remove(tmp.c_str());
+    throw CheckpointError("cannot finish " + tmp + ": " + why);
+  }
 }
 
 inline std::string read_attr_string(hid_t obj, const char* name) {

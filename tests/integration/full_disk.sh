@@ -1,0 +1,58 @@
+#!/usr/bin/env bash
+# A full disk, on a real small file system (a 3 MB tmpfs filled to a few KB):
+# training stops at once naming what survives; a checkpoint that cannot fit is
+# refused before it is written; a warm start or shard file that cannot be
+# written stops every rank with exit 1, the file named, no .tmp left, and the
+# next run goes on from what is kept. Mounting needs root: without it the test
+# exits 77 (ctest: skipped). Usage: full_disk.sh BUILD_DIR SOURCE_DIR
+set -u
+build=$1 src=$2
+bin=$build/dipaco
+cd "$src"
+source tests/integration/lib.sh
+small=$tmp/small
+at_exit() { umount "$small" 2>/dev/null; }
+mkdir -p "$small"
+if ! mount -t tmpfs -o size=3m tmpfs "$small" 2>/dev/null; then
+  echo "skip: mounting a tmpfs needs root"
+  exit 77
+fi
+mpirun=(timeout -k 5 120 mpirun --allow-run-as-root --oversubscribe --bind-to none)
+tiny=(--model.d_model=32 --model.n_layers=2 --model.context=64 --eval.every=0 --eval.batches=1 --run.log_every=10)
+run() {  # run NP OUT_DIR NAME [overrides...]: the dense deck
+  local np=$1 out=$2 name=$3
+  shift 3
+  env OMP_NUM_THREADS=1 "${mpirun[@]}" -np "$np" "$bin" run inputs/dense.ini "${tiny[@]}" --run.out_dir="$out" --run.name="$name" "$@"
+}
+fill() {  # fill KB: leave about KB kilobytes free
+  rm -f "$small/filler"
+  local free; free=$(df -k --output=avail "$small" | tail -1)
+  dd if=/dev/zero of="$small/filler" bs=1k count=$((free - $1)) status=none
+}
+
+fill 48
+check "a full disk while training stops at once" 1 "cannot write metrics file .*No space left on device.*no checkpoint exists yet" -- \
+  run 1 "$small" full --train.steps=1000000 --data.store="$tmp/store-full"
+rm -rf "$small/full"
+fill 200
+check "a checkpoint that does not fit: the space check names what exists" 1 \
+  "not enough space for checkpoint .*no checkpoint exists yet" -- run 1 "$small" nofit --train.steps=20 \
+  --data.store="$tmp/store-nofit"
+rm -rf "$small/nofit"
+
+# The warm start written to the full disk (a shared one, route.warm_start), the run on a roomy one.
+fill 48
+two=(inputs/dipaco-2x2.ini "${tiny[@]}" --model.layers_per_level=1,1 --model.n_heads=2 --route.warm_steps=4
+     --train.steps=4 --dipaco.inner_steps=2 --route.method=hash --run.out_dir="$tmp/runs" --run.name=warm
+     --route.warm_start="$small/shared/warmstart.h5")
+check "a warm start that does not fit: every rank stops, the file named" 1 \
+  "writing the warm start $small/shared/warmstart.h5 failed: .*its checkpoints in .*warmstart are kept" -- \
+  env OMP_NUM_THREADS=1 "${mpirun[@]}" -np 2 "$bin" run "${two[@]}"
+[[ -z $(find "$small" -name '*.tmp') && ! -e $small/shared/warmstart.h5 ]] && ok "  ... no .tmp and no warm start left" ||
+  bad "  ... files left" <(find "$small")
+rm -f "$small/filler"
+check "  ... room again: the next run writes it from the kept checkpoint and trains" 0 "stage warm start: .*resumed from|stage route" -- \
+  env OMP_NUM_THREADS=1 "${mpirun[@]}" -np 2 "$bin" run "${two[@]}"
+[[ -f $small/shared/warmstart.h5 ]] && ok "  ... the warm start is there" || bad "  ... no warm start written"
+umount "$small"
+finish
