@@ -19,6 +19,7 @@
 #include "dipaco/cmd/trained_model.hpp"
 #include "dipaco/data/corpus.hpp"
 #include "dipaco/data/token_store.hpp"
+#include "dipaco/data/tokenizer.hpp"
 #include "dipaco/data/shards.hpp"
 #include "dipaco/dist/topology.hpp"
 #include "dipaco/io/checkpoint.hpp"
@@ -287,13 +288,15 @@ int evaluate_on_shard(const TrainedModel& m, int path, const std::string& file) 
     auto train = shards_of(split.train, ta), val = shards_of(split.val, va);
     auto k = make_kernels(d.run.device);
     Trainer t(d, MPI_COMM_WORLD, *k, {train[path]}, {val[path]}, "", false);
+    t.set_token_bytes(store_token_bytes(store));
     k->to_device(t.paths()[0].params.get(), m.params(path).data(), m.params(path).size() * sizeof(float));
     if (val[path].empty())
       throw DeckError("path " + std::to_string(path) + " has no validation documents in " + shard_file +
                       " (the router sent none there); use --text FILE");
     EvalResult e = t.evaluate();
     std::printf("path %d: validation %s %s on its own shard (%.0f tokens)\n", path,
-                m.shape.V == 256 ? "bits per byte" : "bits per token", fixed(e.bpb, 6).c_str(), e.path_tokens[0]);
+                store.bytes() || !t.token_bytes().empty() ? "bits per byte" : "bits per token", fixed(e.bpb, 6).c_str(),
+                e.path_tokens[0]);
     return nonfinite_exit(e.bpb);
   });
 }

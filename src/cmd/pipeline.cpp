@@ -14,6 +14,7 @@
 #include "dipaco/cmd/app.hpp"
 #include "dipaco/cmd/run_context.hpp"
 #include "dipaco/data/prepare.hpp"
+#include "dipaco/data/tokenizer.hpp"
 #include "dipaco/dist/fault.hpp"
 #include "dipaco/dist/memory_estimate.hpp"
 #include "dipaco/dist/watchdog.hpp"
@@ -113,6 +114,11 @@ PrepareOptions prepare_options(const Deck& deck) {
   o.corpus = deck.data.corpus, o.val = deck.data.val, o.domain_key = deck.data.domain_key;
   o.val_fraction = deck.data.val_fraction, o.min_val_docs = deck.data.min_val_docs;
   o.piece_bytes = uint64_t(deck.data.piece_mb * 1e6), o.eot_token = deck.data.eot_token;
+  o.sentencepiece = deck.data.tokenizer == "sentencepiece";
+  if (!o.sentencepiece && !deck.data.tokenizer_model.empty())
+    throw DeckError("data.tokenizer_model = " + deck.data.tokenizer_model + " needs data.tokenizer = sentencepiece");
+  o.tokenizer_model = deck.data.tokenizer_model, o.tokenizer_type = deck.data.tokenizer_type;
+  o.tokenizer_vocab = deck.data.tokenizer_vocab, o.tokenizer_sample_bytes = uint64_t(deck.data.tokenizer_sample_mb * 1e6);
   return o;
 }
 
@@ -151,7 +157,8 @@ void use_split(RunContext& c, const std::string& how) {
                       ") is at or above model.vocab_size = " + std::to_string(c.deck.model.vocab_size) + ": the data needs " +
                       std::to_string(need) + " (0: the data's own)");
   }
-  c.loss_unit = c.store->bytes() ? "bits per byte" : "bits per token";
+  c.token_bytes = store_token_bytes(*c.store);
+  c.loss_unit = c.store->bytes() || !c.token_bytes.empty() ? "bits per byte" : "bits per token";
   c.corpus_line = "corpus.content_hash = " + c.store->meta("content_hash") + "\n";
   if (c.rank == 0)
     std::printf("stage prepare: %s: %zu training and %zu validation documents, %.1f MB %s\n", deck.data.corpus.c_str(),
@@ -184,6 +191,9 @@ int make_prepare(RunContext& c, const std::string& stamp) {
   map_store(c);
   use_split(c, how);
   if (r.empty > 0) say(c.rank, "stage prepare: " + std::to_string(r.empty) + " line(s) with an empty text skipped");
+  if (r.tokens > 0)
+    say(c.rank, "stage prepare: " + std::to_string(r.tokens) + " SentencePiece tokens (" + c.store->meta("vocab_size") +
+                    " ids, " + c.store_dir + "/tokenizer.model), encoded in " + format_duration(r.encode_seconds));
   return kExitOk;
 }
 

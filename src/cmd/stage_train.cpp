@@ -111,6 +111,7 @@ bool load_train(RunContext& c, const std::string& stamp, std::string&) {
   c.trainer = std::make_unique<Trainer>(d, MPI_COMM_WORLD, *c.kernels, shards_of(c.split.train, c.shards.train),
                                         shards_of(c.split.val, c.shards.val), c.run_dir);
   c.trainer->set_initial_params(c.warm);
+  c.trainer->set_token_bytes(c.token_bytes);
   c.checkpointer = std::make_unique<Checkpointer>(d, c.run_dir, MPI_COMM_WORLD);
   const double t1 = MPI_Wtime();  // communicators, buffers and the paths' weights made
   c.resumed = c.checkpointer->load(*c.trainer, d.run.restart, d.run.restart_force);  // its collectives are watched one by one

@@ -80,6 +80,7 @@ int make_warm_start(RunContext& c, const std::string& stamp) {
   for (const auto& d : c.split.train) train[0].push_back(&d);
   for (const auto& d : c.split.val) val[0].push_back(&d);
   Trainer t(warm_deck, MPI_COMM_WORLD, *c.kernels, train, val, "", c.rank == 0);
+  t.set_token_bytes(c.token_bytes);
   // Its checkpoints live in <run dir>/warmstart/checkpoints, under the warm start's stamp.
   const std::string ckpt_dir = c.run_dir + "/warmstart", stamp_file = ckpt_dir + "/stamp";
   if (read_text_everywhere(stamp_file) != stamp && c.rank == 0) {

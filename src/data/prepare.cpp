@@ -16,7 +16,9 @@
 #include <vector>
 
 #include "dipaco/data/corpus.hpp"
+#include "dipaco/data/encode.hpp"
 #include "dipaco/data/input_files.hpp"
+#include "dipaco/data/store_files.hpp"
 #include "dipaco/data/token_inputs.hpp"
 #include "dipaco/data/token_store.hpp"
 #include "dipaco/dist/first_error.hpp"
@@ -94,34 +96,6 @@ std::pair<size_t, size_t> my_pieces(const Inputs& in, int rank, int size) {
   };
   return {first(rank), rank + 1 == size ? in.pieces.size() : first(rank + 1)};
 }
-
-// Raw writes that throw naming the file (a full disk must not pass unnoticed).
-struct OutFile {
-  std::string path;
-  int fd = -1;
-  OutFile(const std::string& p, bool create) : path(p) {
-    fd = ::open(p.c_str(), O_WRONLY | O_CLOEXEC | (create ? O_CREAT | O_TRUNC : 0), 0644);
-    if (fd < 0) throw WriteError(write_failure(p, errno));
-  }
-  ~OutFile() {
-    if (fd >= 0) ::close(fd);
-  }
-  void pwrite_all(const void* data, size_t n, uint64_t at) {
-    const char* p = static_cast<const char*>(data);
-    while (n > 0) {
-      const ssize_t w = ::pwrite(fd, p, std::min<size_t>(n, size_t(1) << 30), off_t(at));
-      if (w <= 0) throw WriteError(write_failure(path, w < 0 ? errno : ENOSPC));
-      p += w, n -= size_t(w), at += uint64_t(w);
-    }
-  }
-  void finish() {
-    if (::fsync(fd) != 0 || ::close(fd) != 0) {
-      fd = -1;
-      throw WriteError(write_failure(path, errno));
-    }
-    fd = -1;
-  }
-};
 
 // What one rank read: its documents' sizes, ids, domains and flags; the text
 // itself went to its part file as it was read.
@@ -348,6 +322,8 @@ PrepareReport prepare_store(const PrepareOptions& o, const std::string& dir, con
   size_t lo = 0, hi = 0;
   try {
     in = plan(o);
+    if (o.sentencepiece && in.tokens())
+      throw CorpusError("data.tokenizer = sentencepiece encodes text, but " + in.sources[0] + " holds tokens already");
     std::tie(lo, hi) = my_pieces(in, rank, size);
   } catch (const std::exception& e) {
     error = e.what();
@@ -398,12 +374,12 @@ PrepareReport prepare_store(const PrepareOptions& o, const std::string& dir, con
       idx.pwrite_all(head.data(), head.size(), 0);
       const int64_t zero = 0;
       idx.pwrite_all(&zero, 8, idx_doc_index_at(N));
-      if (::ftruncate(idx.fd, off_t(idx_doc_index_at(N) + 8 * (N + 1))) != 0) throw WriteError(write_failure(idx.path, errno));
+      idx.resize(idx_doc_index_at(N) + 8 * (N + 1));
       idx.finish();
       for (auto [name, bytes] : {std::pair<const char*, uint64_t>{"corpus.bin", total[1]}, {"docs.bin", N * sizeof(DocRecord)}, {"ids.bin", total[2]}}) {
         if (in.tokens() && name == std::string("corpus.bin")) continue;
         OutFile f(tmp + "/" + name, true);
-        if (::ftruncate(f.fd, off_t(bytes)) != 0) throw WriteError(write_failure(f.path, errno));
+        f.resize(bytes);
         f.finish();
       }
     } catch (const std::exception& e) {
@@ -415,24 +391,7 @@ PrepareReport prepare_store(const PrepareOptions& o, const std::string& dir, con
     if (!in.tokens()) {
       OutFile bin(tmp + "/corpus.bin", false);
       const std::string part = tmp + "/part-" + std::to_string(rank) + ".bin";
-      const int fd = ::open(part.c_str(), O_RDONLY | O_CLOEXEC);
-      if (fd < 0) throw WriteError("cannot read back " + part + ": " + std::strerror(errno));
-      // The kernel copies (copy_file_range: no pass through this process); read/pwrite where it cannot.
-      loff_t in_at = 0, out_at = loff_t(base[1]);
-      const loff_t total_part = loff_t(s.bytes);
-      while (in_at < total_part) {
-        const ssize_t r = ::copy_file_range(fd, &in_at, bin.fd, &out_at, size_t(total_part - in_at), 0);
-        if (r > 0) continue;
-        if (r < 0 && errno != EXDEV && errno != ENOSYS && errno != EOPNOTSUPP && errno != EINVAL) {
-          ::close(fd);
-          throw WriteError(write_failure(bin.path, errno));
-        }
-        std::vector<char> chunk(size_t(1) << 20);
-        for (ssize_t k; (k = ::pread(fd, chunk.data(), chunk.size(), in_at)) > 0; in_at += k, out_at += k)
-          bin.pwrite_all(chunk.data(), size_t(k), uint64_t(out_at));
-        break;
-      }
-      ::close(fd);
+      copy_part(part, bin, base[1], s.bytes);
       bin.finish();
       fs::remove(part);
     }
@@ -497,10 +456,30 @@ PrepareReport prepare_store(const PrepareOptions& o, const std::string& dir, con
         write_file_atomic(tmp + "/sources.txt", src);
       }
       write_file_atomic(tmp + "/stamp.txt", stamp);
-      write_file_atomic(tmp + "/meta.txt", "format = dipaco-store 1\ndocuments = " + std::to_string(N) + "\ntrain = " +
-                                               std::to_string(rep.train) + "\nval = " + std::to_string(rep.val) +
-                                               "\nbytes = " + std::to_string(rep.bytes) + "\ncontent_hash = " +
-                                               std::to_string(content) + "\n" + vocab);
+    } catch (const std::exception& e) {
+      error = e.what();
+    }
+  }
+  auto write_meta = [&] {
+    write_file_atomic(tmp + "/meta.txt", "format = dipaco-store 1\ndocuments = " + std::to_string(N) + "\ntrain = " +
+                                             std::to_string(rep.train) + "\nval = " + std::to_string(rep.val) +
+                                             "\nbytes = " + std::to_string(rep.bytes) + "\ncontent_hash = " +
+                                             std::to_string(content) + "\n" + vocab);
+  };
+  if (o.sentencepiece) {  // the byte store complete, then encoded in place (its meta read by every rank)
+    if (rank == 0) try {
+        write_meta();
+      } catch (const std::exception& e) {
+        error = e.what();
+      }
+    if (auto e = first_error(error, comm); !e.empty()) throw WriteError(e);
+    const EncodeReport enc = encode_store(o, tmp, comm);
+    vocab = enc.meta, rep.tokens = enc.tokens, rep.encode_seconds = enc.seconds;
+    content = hash64(std::to_string(enc.tokenizer_hash), content);  // another tokenizer: another corpus for the later stages
+  }
+  if (rank == 0) {
+    try {
+      write_meta();
       std::error_code ec;
       fs::remove_all(dir, ec);
       fs::rename(tmp, dir);

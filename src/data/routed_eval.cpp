@@ -123,8 +123,11 @@ RoutedEval routed_evaluate(Trainer& t, const std::vector<Document>& val, const s
       add_items(items, path, &val[s.doc], s.from, s.to, T);
     }
     std::vector<double> loss = score_items(t, items);
+    std::vector<int32_t> targets;
     for (size_t i = 0; i < items.size(); ++i) {
-      const double n = double(items[i].to - items[i].from);
+      targets.resize(items[i].to - items[i].from);
+      if (!t.token_bytes().empty()) read_document(*items[i].doc, items[i].from, targets.size(), targets.data());
+      const double n = target_bytes(targets.data(), targets.size(), t.token_bytes());
       const int di = domain_index[items[i].doc->domain];
       pl[items[i].path] += loss[i], r.path_bytes[items[i].path] += n;
       dl[di] += loss[i], r.domain_bytes[di] += n;

@@ -34,7 +34,7 @@ std::vector<double> Trainer::local_eval_sums() {
     padded_batches(mine.size(), local_batch_, fill, [&](size_t, size_t used) {
       window_losses(p, tok_, tgt_, fl);
       for (size_t i = 0; i < used * T; ++i) sums[p.id] += fl[i];
-      sums[P + p.id] += double(used * T);
+      sums[P + p.id] += target_bytes(tgt_.data(), used * T, token_bytes_);
     });
   }
   fault_point(deck_, "eval");

@@ -32,6 +32,7 @@ struct RunContext {
   // What the *_bpb figures measure: bits per byte on bytes; on token files
   // (whose tokens' bytes are unknown) the same log2 loss is per token.
   std::string loss_unit = "bits per byte";
+  std::vector<uint8_t> token_bytes;  // a SentencePiece store's: every trainer scores bytes with it
   // warm start -> the weights every path starts from, whose features route.
   std::string warm_file;
   std::vector<float> warm;

@@ -41,6 +41,15 @@ void read_text(std::string_view text, size_t off, size_t n, char* out);  // off 
 // Tokens [begin, begin + n) of a document's stream: its tokens, then its eod token.
 void read_document(const Document& d, size_t begin, size_t n, int32_t* out);
 
+// What targets stand for in the text: their count, or with a token-bytes table
+// (Tokenizer::token_bytes) the bytes of each.
+inline double target_bytes(const int32_t* tgt, size_t n, const std::vector<uint8_t>& table) {
+  if (table.empty()) return double(n);
+  double b = 0;
+  for (size_t i = 0; i < n; ++i) b += table[size_t(tgt[i])];
+  return b;
+}
+
 // The longest JSONL line read (one document).
 constexpr size_t kMaxCorpusLine = size_t(64) << 20;
 

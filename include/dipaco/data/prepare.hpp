@@ -23,6 +23,11 @@ struct PrepareOptions {
   int min_val_docs = 2;
   uint64_t piece_bytes = uint64_t(64) << 20;  // plain files are read in pieces of about this size
   int32_t eot_token = -1;                      // data.eot_token (-1: the format's own, token_inputs.hpp)
+  // data.tokenizer = sentencepiece: the text encoded after it is read (encode.hpp).
+  bool sentencepiece = false;
+  std::string tokenizer_model, tokenizer_type = "unigram";  // "" = trained on the training text
+  int tokenizer_vocab = 4000;
+  uint64_t tokenizer_sample_bytes = uint64_t(20) << 20;
   std::function<void()> after_piece;           // tests: a fault point after each piece read
 };
 
@@ -33,7 +38,8 @@ std::string input_identity(const PrepareOptions& o);
 struct PrepareReport {
   uint64_t documents = 0, train = 0, val = 0, bytes = 0, input_bytes = 0;
   uint64_t empty = 0;  // lines skipped for an empty text
-  double seconds = 0;
+  uint64_t tokens = 0;  // SentencePiece ids written (0 for bytes)
+  double seconds = 0, encode_seconds = 0;
 };
 // Collective over comm: writes the store into dir with stamp.txt = stamp.
 // Bad input: CorpusError on every rank, with the first failing rank's message.

@@ -93,6 +93,8 @@ class TokenStore {
   const std::vector<std::string>& domains() const { return domains_; }
   int vocab_size() const { return vocab_; }  // 256 for bytes
   bool bytes() const { return dtype_ == 1 && meta("tokens") == "bytes"; }
+  // The SentencePiece model the text was encoded with ("" for bytes and token inputs).
+  std::string tokenizer_file() const { return meta("tokenizer").empty() ? "" : dir_ + "/" + meta("tokenizer"); }
   // Drops the pages a pass over the documents touched from this process (they stay cached).
   void release() const { idx_.release(), records_.release(), ids_.release(); }
   // Every document, in store order, into the split (views into the maps).

@@ -27,9 +27,9 @@ struct Deck {
     double max_hours, collective_timeout;
   } run;
   struct Data {
-    std::string corpus, val, domain_key, store;
-    double val_fraction, piece_mb;
-    int min_val_docs, eot_token;
+    std::string corpus, val, domain_key, store, tokenizer, tokenizer_model, tokenizer_type;
+    double val_fraction, piece_mb, tokenizer_sample_mb;
+    int min_val_docs, eot_token, tokenizer_vocab;
   } data;
   struct Model {
     int d_model, n_layers, n_heads, context, vocab_size;

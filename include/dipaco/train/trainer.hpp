@@ -32,7 +32,7 @@ constexpr int kBetweenRounds = 10, kAtRoundBoundary = 11;
 struct EvalResult {
   double bpb = 0;                 // overall, weighted by tokens
   std::vector<double> path_bpb;   // per path (NaN where a path has no validation data)
-  std::vector<double> path_tokens;
+  std::vector<double> path_tokens;  // the targets scored: bytes when the tokens' bytes are known (set_token_bytes)
 };
 
 struct TrainSummary {
@@ -83,6 +83,10 @@ class Trainer {
   const std::vector<double>& shard_bytes() const { return shard_bytes_; }
   Progress& progress() { return progress_; }
   const Deck& deck() const { return deck_; }
+  // The UTF-8 bytes of each token id (a SentencePiece vocabulary): evaluations
+  // then divide by the bytes the scored targets stand for, not their count.
+  void set_token_bytes(std::vector<uint8_t> b) { token_bytes_ = std::move(b); }
+  const std::vector<uint8_t>& token_bytes() const { return token_bytes_; }
   Kernels& kernels() { return k_; }
   MPI_Comm world() const { return world_; }
   void set_checkpointer(Checkpointer* c) { checkpointer_ = c; }
@@ -136,6 +140,7 @@ class Trainer {
   DeviceBuffer<float> grads_;
   DeviceBuffer<int32_t> tok_dev_, tgt_dev_;
   std::vector<int32_t> tok_, tgt_;
+  std::vector<uint8_t> token_bytes_;  // empty: a target is one byte (bytes) or one token (token files)
   std::vector<float> grad_host_;
   std::unique_ptr<DeviceSum> device_sum_;  // the path's gradient sum on the GPUs (NCCL), or null: MPI
   std::unique_ptr<MetricsFile> metrics_;
