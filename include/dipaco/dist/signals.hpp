@@ -9,7 +9,6 @@ namespace dipaco {
 // Call first, before any other thread exists (MPI's and OpenMP's inherit the mask).
 void install_stop_handlers();
 int stop_signal();  // 0 when no stop was requested, else the signal number
-void request_stop(int sig);
 // Seconds since this process started: run.max_hours counts the whole session
 // (warm start, routing and training), not one training call.
 double session_seconds();
