@@ -66,7 +66,7 @@ int train_rounds(RunContext& c, const std::string& train_stamp) {
     dropped += c.summary.dropped;
     diverged += c.summary.diverged;
     step = c.trainer->progress().step;
-    if (c.summary.stopped) {
+    if (c.summary.stop) {
       say(c.rank, "exit " + std::to_string(int(kExitRequeue)) + ": checkpoint written; run the same command again to resume");
       return kExitRequeue;
     }

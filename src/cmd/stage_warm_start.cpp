@@ -86,7 +86,7 @@ int make_warm_start(RunContext& c, const std::string& stamp) {
   std::vector<Shard> train(1), val(1);
   for (const auto& d : c.split.train) train[0].push_back(&d);
   for (const auto& d : c.split.val) val[0].push_back(&d);
-  Trainer t(warm_deck, MPI_COMM_WORLD, *c.kernels, train, val, "", c.rank == 0);
+  Trainer t(warm_deck, MPI_COMM_WORLD, *c.kernels, train, val, "", c.rank == 0, TrainerRole::warm_start);
   // Its checkpoints live in <run dir>/warmstart/checkpoints, under the warm start's stamp.
   const std::string ckpt_dir = c.run_dir + "/warmstart", stamp_file = ckpt_dir + "/stamp";
   if (read_text_everywhere(stamp_file) != stamp && c.rank == 0) {
@@ -100,7 +100,7 @@ int make_warm_start(RunContext& c, const std::string& stamp) {
   say(c.rank, "stage warm start: a dense model on all training documents for " + std::to_string(deck.route.warm_steps) +
                   " steps" + (resumed.empty() ? "" : ", resumed from " + resumed + " at step " + std::to_string(t.progress().step)));
   const TrainSummary s = t.run();
-  if (s.stopped) {
+  if (s.stop) {
     say(c.rank, "exit " + std::to_string(int(kExitRequeue)) +
                     ": stopped during the warm start with a checkpoint; run the same command again to resume");
     return kExitRequeue;
