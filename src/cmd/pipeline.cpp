@@ -1,5 +1,6 @@
 #include "dipaco/cmd/pipeline.hpp"
 
+#include <hdf5.h>
 #include <mpi.h>
 #include <omp.h>
 
@@ -19,6 +20,7 @@
 #include "dipaco/dist/memory_estimate.hpp"
 #include "dipaco/dist/watchdog.hpp"
 #include "dipaco/io/files.hpp"
+#include "dipaco/io/h5io.hpp"
 #include "dipaco/io/key_lines.hpp"
 #include "dipaco/io/run_lock.hpp"
 #include "dipaco/train/divergence.hpp"
@@ -75,17 +77,39 @@ std::string read_text(const std::string& path) {
   return in ? s.str() : std::string();
 }
 
-// The same text on every rank: rank 0 reads the file and broadcasts it.
-std::string read_text_everywhere(const std::string& path) {
+namespace {
+int world_rank() {
   int rank;
   MPI_Comm_rank(MPI_COMM_WORLD, &rank);
-  std::string s = rank == 0 && fs::exists(path) ? read_text(path) : std::string();
+  return rank;
+}
+
+// Rank 0's text on every rank.
+std::string broadcast_text(std::string s) {
   long n = long(s.size());
   CollectiveScope wait("a broadcast of a file rank 0 read");
   MPI_Bcast(&n, 1, MPI_LONG, 0, MPI_COMM_WORLD);
   s.resize(n);
   MPI_Bcast(s.data(), int(n), MPI_CHAR, 0, MPI_COMM_WORLD);
   return s;
+}
+}  // namespace
+
+std::string read_text_everywhere(const std::string& path) {
+  return broadcast_text(world_rank() == 0 && fs::exists(path) ? read_text(path) : std::string());
+}
+
+std::string read_stamp_everywhere(const std::string& h5_file) {
+  std::string stamp;
+  if (world_rank() == 0 && fs::exists(h5_file)) {
+    H5Eset_auto2(H5E_DEFAULT, nullptr, nullptr);  // an unreadable file is one to make again, not an error
+    H5Id f(H5Fopen(h5_file.c_str(), H5F_ACC_RDONLY, H5P_DEFAULT), H5Fclose);
+    try {
+      if (f.ok()) stamp = read_attr_string(f, "stamp");
+    } catch (const CheckpointError&) {
+    }
+  }
+  return broadcast_text(stamp);
 }
 
 void say(int rank, const std::string& line) {
@@ -167,8 +191,11 @@ void use_split(RunContext& c, const std::string& how) {
 
 }  // namespace
 
-bool load_prepare(RunContext& c, const std::string& stamp, std::string&) {
-  if (read_text_everywhere(c.store_dir + "/stamp.txt") != stamp) return false;
+bool up_to_date_prepare(const RunContext& c, const std::string& stamp) {
+  return read_text_everywhere(c.store_dir + "/stamp.txt") == stamp;
+}
+
+bool load_prepare(RunContext& c, const std::string&, std::string&) {
   int ok = 1;
   try {
     map_store(c);
@@ -211,35 +238,36 @@ namespace {
 
 // A stage: its stamp (the deck keys of `keys` and of the stages before it, the
 // corpus hash, and `extra`), what its "up to date" line names (null: the
-// stage says it itself), and how it is read back or made (run_context.hpp).
+// stage says it itself), and its three steps (run_context.hpp).
 struct StageDef {
   const char* name;
   Stage keys;
   std::string (*names)(const RunContext&);
   std::string (*extra)(const RunContext&);
+  bool (*up_to_date)(const RunContext&, const std::string& stamp);
   bool (*load)(RunContext&, const std::string& stamp, std::string& note);
   int (*make)(RunContext&, const std::string& stamp);
 };
 
 const StageDef kStages[] = {
-    {"prepare", Stage::prepare, nullptr, nullptr, load_prepare, make_prepare},
-    {"warm start", Stage::warm_start, [](const RunContext& c) { return c.warm_file; }, nullptr, load_warm_start,
-     make_warm_start},
-    {"route", Stage::route, [](const RunContext& c) { return shard_file_name(c.run_dir, 0); }, nullptr, load_route,
-     make_route},
+    {"prepare", Stage::prepare, nullptr, nullptr, up_to_date_prepare, load_prepare, make_prepare},
+    {"warm start", Stage::warm_start, [](const RunContext& c) { return c.warm_file; }, nullptr, up_to_date_warm_start,
+     load_warm_start, make_warm_start},
+    {"route", Stage::route, [](const RunContext& c) { return shard_file_name(c.run_dir, 0); }, nullptr, up_to_date_route,
+     load_route, make_route},
     {"train", Stage::train,
      [](const RunContext& c) { return c.resumed + " at step " + std::to_string(c.trainer->progress().step); }, nullptr,
-     load_train, make_train},
+     up_to_date_train, load_train, make_train},
     {"evaluate", Stage::evaluate, [](const RunContext& c) { return c.run_dir + "/eval.json"; }, evaluate_stamp_lines,
-     load_evaluate, make_evaluate},
+     up_to_date_evaluate, load_evaluate, make_evaluate},
 };
 
-// Skips the stages whose output is up to date, runs the others; returns an exit code.
+// Reads back the stages whose output is up to date, makes the others; returns an exit code.
 int run_stage_table(RunContext& c) {
   for (const StageDef& s : kStages) {
     const std::string stamp = stage_stamp(c.deck, s.keys, c.corpus_line) + (s.extra ? s.extra(c) : "");
     std::string note;
-    if (s.load(c, stamp, note)) {
+    if (s.up_to_date(c, stamp) && s.load(c, stamp, note)) {
       if (s.names) say(c.rank, std::string("stage ") + s.name + ": up to date (" + s.names(c) + ")" + note);
       continue;
     }

@@ -60,10 +60,12 @@ std::string evaluate_stamp_lines(const RunContext& c) {
          std::to_string(c.shards.round) + "\n";
 }
 
-bool load_evaluate(RunContext& c, const std::string& stamp, std::string& note) {
-  const std::string file = c.run_dir + "/eval.json";
-  if (read_text_everywhere(c.run_dir + "/eval.stamp") != stamp || !fs::exists(file)) return false;
-  c.routed_text = read_text(file);
+bool up_to_date_evaluate(const RunContext& c, const std::string& stamp) {
+  return read_text_everywhere(c.run_dir + "/eval.stamp") == stamp && fs::exists(c.run_dir + "/eval.json");
+}
+
+bool load_evaluate(RunContext& c, const std::string&, std::string& note) {
+  c.routed_text = read_text(c.run_dir + "/eval.json");
   const auto at = c.routed_text.find("\"val_bpb\":");
   // null (not finite) reads as NaN, never as atof's 0.
   char* end = nullptr;

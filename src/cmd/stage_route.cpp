@@ -183,6 +183,10 @@ std::string shard_sizes(const Assignment& a) {
   return out;
 }
 
+bool up_to_date_route(const RunContext& c, const std::string& stamp) {
+  return read_stamp_everywhere(shard_file_name(c.run_dir, 0)) == stamp;
+}
+
 bool load_route(RunContext& c, const std::string& stamp, std::string&) {
   return load_shards(shard_file_name(c.run_dir, 0), stamp, c.split, c.shards);
 }

@@ -6,6 +6,8 @@
 
 #include <algorithm>
 #include <cstdio>
+#include <cstdlib>
+#include <filesystem>
 
 #include "dipaco/cmd/app.hpp"
 #include "dipaco/cmd/pipeline.hpp"
@@ -13,6 +15,8 @@
 #include "dipaco/dist/watchdog.hpp"
 #include "dipaco/io/files.hpp"
 #include "dipaco/train/metrics.hpp"
+
+namespace fs = std::filesystem;
 
 namespace dipaco {
 
@@ -66,7 +70,7 @@ int train_rounds(RunContext& c, const std::string& train_stamp) {
     dropped += c.summary.dropped;
     diverged += c.summary.diverged;
     step = c.trainer->progress().step;
-    if (c.summary.stopped) {
+    if (c.summary.stop) {
       say(c.rank, "exit " + std::to_string(int(kExitRequeue)) + ": checkpoint written; run the same command again to resume");
       return kExitRequeue;
     }
@@ -78,7 +82,9 @@ int train_rounds(RunContext& c, const std::string& train_stamp) {
   return kExitOk;
 }
 
-// The deck changed under existing checkpoints: they are kept aside and training starts over.
+// The deck the trainer runs: the run's, or, when the deck changed under
+// existing checkpoints, the run's starting over (those moved aside). Then
+// train.stamp names it.
 void set_train_deck(RunContext& c, const std::string& stamp) {
   const std::string stamp_file = c.run_dir + "/train.stamp";
   const std::string before = read_text_everywhere(stamp_file);
@@ -101,11 +107,11 @@ void set_train_deck(RunContext& c, const std::string& stamp) {
   watched("a barrier after rank 0 wrote a file", [] { MPI_Barrier(MPI_COMM_WORLD); });
 }
 
-}  // namespace
-
-// Up to date when the newest checkpoint is at train.steps (then only read back).
-bool load_train(RunContext& c, const std::string& stamp, std::string&) {
-  set_train_deck(c, stamp);
+// The trainer of c.train_deck, from the warm start, resumed from the newest
+// usable checkpoint (or none: fresh).
+void open_trainer(RunContext& c) {
+  if (c.deck.route.em_rounds > 0 && c.deck.route.method != "kmeans")
+    throw DeckError("route.em_rounds needs route.method = kmeans (re-routing refits the router)");
   const Deck& d = c.train_deck;
   const double t0 = MPI_Wtime();
   c.trainer = std::make_unique<Trainer>(d, MPI_COMM_WORLD, *c.kernels, shards_of(c.split.train, c.shards.train),
@@ -115,17 +121,40 @@ bool load_train(RunContext& c, const std::string& stamp, std::string&) {
   c.checkpointer = std::make_unique<Checkpointer>(d, c.run_dir, MPI_COMM_WORLD);
   const double t1 = MPI_Wtime();  // communicators, buffers and the paths' weights made
   c.resumed = c.checkpointer->load(*c.trainer, d.run.restart, d.run.restart_force);  // its collectives are watched one by one
+  c.trainer->set_checkpointer(c.checkpointer.get());
+  // Once each in summary.json, also when a load that proved unusable opened a trainer before.
+  std::erase_if(c.seconds, [](const auto& s) { return s.first == "train_setup" || s.first == "checkpoint_read"; });
   c.seconds.emplace_back("train_setup", t1 - t0);
   if (!c.resumed.empty()) c.seconds.emplace_back("checkpoint_read", MPI_Wtime() - t1);
-  c.trainer->set_checkpointer(c.checkpointer.get());
-  if (c.deck.route.em_rounds > 0 && c.deck.route.method != "kmeans")
-    throw DeckError("route.em_rounds needs route.method = kmeans (re-routing refits the router)");
-  const long step = c.trainer->progress().step;
-  if (c.resumed.empty() || step < c.deck.train.steps) return false;
+}
+
+}  // namespace
+
+// Trained with this stamp to train.steps: the checkpoint a resume takes first
+// (ckpt-<step>.h5) is at train.steps. run.restart = never or a checkpoint's
+// path goes through make_train, which says what it resumed.
+bool up_to_date_train(const RunContext& c, const std::string& stamp) {
+  if (c.deck.run.restart != "auto" || read_text_everywhere(c.run_dir + "/train.stamp") != stamp) return false;
+  long step = -1;
+  if (c.rank == 0)
+    if (const auto order = resume_order(c.run_dir + "/checkpoints"); !order.empty())
+      step = std::atol(fs::path(order[0]).filename().string().c_str() + 5);
+  watched("a broadcast of the newest checkpoint's step", [&] { MPI_Bcast(&step, 1, MPI_LONG, 0, MPI_COMM_WORLD); });
+  return step >= c.deck.train.steps;
+}
+
+// The finished run: its last checkpoint, its last shards and its final evaluation.
+bool load_train(RunContext& c, const std::string& stamp, std::string&) {
+  c.train_deck = c.deck;
+  open_trainer(c);
+  if (c.trainer->progress().step < c.deck.train.steps) return false;  // that checkpoint was unusable: train on
   return train_rounds(c, stamp) == kExitOk;
 }
 
 int make_train(RunContext& c, const std::string& stamp) {
+  c.checkpointer.reset(), c.trainer.reset();  // load_train's, if it proved unusable: it refers to c.train_deck
+  set_train_deck(c, stamp);
+  open_trainer(c);
   const long step = c.trainer->progress().step, steps = c.deck.train.steps;
   if (c.rank == 0) {
     if (!c.resumed.empty())

@@ -22,12 +22,11 @@ namespace dipaco {
 
 namespace {
 
-bool read_warm_start(const std::string& file, const std::string& stamp, std::vector<float>& params) {
+bool read_warm_start(const std::string& file, std::vector<float>& params) {
   H5Eset_auto2(H5E_DEFAULT, nullptr, nullptr);
   H5Id f(H5Fopen(file.c_str(), H5F_ACC_RDONLY, H5P_DEFAULT), H5Fclose);
   if (!f.ok()) return false;
   try {
-    if (read_attr_string(f, "stamp") != stamp) return false;
     read_floats(f, "params", params.size(), params.data(), file);
     return true;
   } catch (const CheckpointError&) {
@@ -58,10 +57,14 @@ Deck warm_start_deck(const Deck& deck) {
 
 }  // namespace
 
-bool load_warm_start(RunContext& c, const std::string& stamp, std::string&) {
+bool up_to_date_warm_start(const RunContext& c, const std::string& stamp) {
+  // Without warm-start steps there is nothing to read: make_warm_start says "none".
+  return c.deck.route.warm_steps > 0 && read_stamp_everywhere(c.warm_file) == stamp;
+}
+
+bool load_warm_start(RunContext& c, const std::string&, std::string&) {
   c.warm.resize(make_layout(model_shape(c.deck)).total);
-  if (c.deck.route.warm_steps == 0) return false;  // make_warm_start says "none"
-  int have = c.rank == 0 && read_warm_start(c.warm_file, stamp, c.warm);
+  int have = c.rank == 0 && read_warm_start(c.warm_file, c.warm);
   watched("the warm-start broadcast", [&] { MPI_Bcast(&have, 1, MPI_INT, 0, MPI_COMM_WORLD); });
   if (have)
     watched("the warm-start broadcast", [&] { bcast_pieces(c.warm.data(), c.warm.size(), MPI_FLOAT, 0, MPI_COMM_WORLD); });
@@ -79,8 +82,9 @@ int make_warm_start(RunContext& c, const std::string& stamp) {
   std::vector<Shard> train(1), val(1);
   for (const auto& d : c.split.train) train[0].push_back(&d);
   for (const auto& d : c.split.val) val[0].push_back(&d);
-  Trainer t(warm_deck, MPI_COMM_WORLD, *c.kernels, train, val, "", c.rank == 0);
+  Trainer t(warm_deck, MPI_COMM_WORLD, *c.kernels, train, val, "", c.rank == 0, TrainerRole::warm_start);
   t.set_token_bytes(c.token_bytes);
+  c.warm.resize(t.layout().total);
   // Its checkpoints live in <run dir>/warmstart/checkpoints, under the warm start's stamp.
   const std::string ckpt_dir = c.run_dir + "/warmstart", stamp_file = ckpt_dir + "/stamp";
   if (read_text_everywhere(stamp_file) != stamp && c.rank == 0) {
@@ -94,7 +98,7 @@ int make_warm_start(RunContext& c, const std::string& stamp) {
   say(c.rank, "stage warm start: a dense model on all training documents for " + std::to_string(deck.route.warm_steps) +
                   " steps" + (resumed.empty() ? "" : ", resumed from " + resumed + " at step " + std::to_string(t.progress().step)));
   const TrainSummary s = t.run();
-  if (s.stopped) {
+  if (s.stop) {
     say(c.rank, "exit " + std::to_string(int(kExitRequeue)) +
                     ": stopped during the warm start with a checkpoint; run the same command again to resume");
     return kExitRequeue;

@@ -40,6 +40,5 @@ namespace {
 const auto g_session_start = std::chrono::steady_clock::now();  // process start: the whole session counts
 }
 double session_seconds() { return std::chrono::duration<double>(std::chrono::steady_clock::now() - g_session_start).count(); }
-void request_stop(int sig) { g_stop = sig; }
 
 }  // namespace dipaco

@@ -21,9 +21,9 @@ StopAgreement::~StopAgreement() {
   if (steps_ != MPI_COMM_NULL) MPI_Comm_free(&steps_);
 }
 
-long StopAgreement::poll(int request, long step) {
+long StopAgreement::poll(StopRequest request, long step) {
   if (stop_step_ >= 0) return stop_step_;
-  values_.push_back(request);
+  values_.push_back(request.code());
   requests_.emplace_back();
   MPI_Iallreduce(MPI_IN_PLACE, &values_.back(), 1, MPI_INT, MPI_MAX, posts_, &requests_.back());
   ++posted_;

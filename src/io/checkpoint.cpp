@@ -163,14 +163,7 @@ std::string Checkpointer::load(Trainer& t, const std::string& restart, bool forc
   if (restart == "never") return start_fresh("run.restart = never");
   std::vector<std::string> candidates;
   if (restart == "auto") {
-    candidates = list_checkpoints(dir_);
-    // `latest` first when it names a file that exists.
-    std::ifstream in(dir_ + "/latest");
-    std::string latest;
-    if (in >> latest && fs::exists(dir_ + "/" + latest)) {
-      auto it = std::find(candidates.begin(), candidates.end(), dir_ + "/" + latest);
-      if (it != candidates.end()) std::rotate(candidates.begin(), it, it + 1);
-    }
+    candidates = resume_order(dir_);
     if (candidates.empty()) return start_fresh("no checkpoint to resume from");
   } else {
     if (!fs::exists(restart)) throw DeckError("run.restart = " + restart + ": no such checkpoint");

@@ -11,16 +11,18 @@ namespace fs = std::filesystem;
 
 namespace dipaco {
 
-std::string checkpoint_status(const std::string& dir) {
-  std::string latest, file;
+std::vector<std::string> resume_order(const std::string& dir) {
+  std::vector<std::string> order = list_checkpoints(dir);
+  std::string latest;
   std::ifstream(dir + "/latest") >> latest;
-  std::error_code ec;
-  if (!latest.empty() && fs::exists(dir + "/" + latest, ec)) file = dir + "/" + latest;
-  if (file.empty()) {
-    auto all = list_checkpoints(dir);
-    if (!all.empty()) file = all[0];
-  }
-  return file.empty() ? "no checkpoint exists yet" : "the previous checkpoint " + file + " is intact";
+  const auto it = latest.empty() ? order.end() : std::find(order.begin(), order.end(), dir + "/" + latest);
+  if (it != order.end()) std::rotate(order.begin(), it, it + 1);
+  return order;
+}
+
+std::string checkpoint_status(const std::string& dir) {
+  const auto order = resume_order(dir);
+  return order.empty() ? "no checkpoint exists yet" : "the previous checkpoint " + order[0] + " is intact";
 }
 
 void rotate_checkpoints(const std::string& dir, const std::string& written, int keep) {

@@ -3,9 +3,8 @@
 // gradient all-reduce of replica_mode = data): losses and evaluations are kept
 // and reduced over the world at the next boundary, where the ranks also agree
 // on stopping. So a slow path delays the others only at the round boundary,
-// where the outer round has to wait for it anyway. Boundaries: every H inner
-// steps (every run.log_every without outer rounds), at checkpoints, at
-// run.stop_after and at the end.
+// where the outer round has to wait for it anyway. When boundaries fall:
+// RoundSchedule (schedule.cpp).
 #include <algorithm>
 #include <cmath>
 #include <cstdio>
@@ -78,25 +77,25 @@ void Trainer::evaluate_between_rounds(long step) {
     keep_best(eval_result(sums));
     if (topo_.rank_in_path(rank_) != 0) std::fill(sums.begin(), sums.end(), 0.0);  // counted once in the world sum
   }
-  pending_evals_.push_back({step, MPI_Wtime() - t0_, std::move(sums)});
+  pending_.evals.push_back({step, MPI_Wtime() - t0_, std::move(sums)});
 }
 
 void Trainer::note_losses(long from, long to, const std::vector<std::vector<double>>& losses) {
   const int P = topo_.paths;
-  pending_loss_.resize(size_t(to - pending_from_) * P, 0.0);
+  pending_.loss.resize(size_t(to - pending_.from) * P, 0.0);
   for (size_t i = 0; i < paths_.size(); ++i)
     for (long s = from; s < to; ++s)
-      pending_loss_[size_t(s - pending_from_) * P + paths_[i].id] += losses[i][s - from] / topo_.ranks_per_path;
+      pending_.loss[size_t(s - pending_.from) * P + paths_[i].id] += losses[i][s - from] / topo_.ranks_per_path;
 }
 
 // Rank 0's progress line from the paths it trains; the others' losses are
 // known as of the last boundary.
 void Trainer::print_progress(long step) {
-  if (rank_ != 0 || !verbose_ || (step % deck_.run.log_every != 0 && step != deck_.train.steps)) return;
+  if (rank_ != 0 || !verbose_) return;
   const int P = topo_.paths;
-  const size_t row = size_t(step - 1 - pending_from_) * P;
+  const size_t row = size_t(step - 1 - pending_.from) * P;
   double loss = 0;
-  for (auto& p : paths_) loss += pending_loss_[row + p.id] * topo_.ranks_per_path / double(paths_.size());
+  for (auto& p : paths_) loss += pending_.loss[row + p.id] * topo_.ranks_per_path / double(paths_.size());
   const double elapsed = MPI_Wtime() - t0_;
   const double tokens_per_step = double(P) * deck_.train.batch_size * shape_.T * (replicas_ ? topo_.ranks_per_path : 1);
   const double rate = tokens_per_step * step / std::max(elapsed, 1e-9);
@@ -104,62 +103,51 @@ void Trainer::print_progress(long step) {
   char val[32] = "-", which[96] = "";
   if (std::isfinite(last_val_bpb_)) std::snprintf(val, sizeof val, "%.4f", last_val_bpb_);
   if (int(paths_.size()) < P)
-    std::snprintf(which, sizeof which, " (%zu of %d paths; all as of step %ld)", paths_.size(), P, pending_from_);
+    std::snprintf(which, sizeof which, " (%zu of %d paths; all as of step %ld)", paths_.size(), P, pending_.from);
   std::printf("step %6ld/%ld | loss %.4f%s | val bpb %s | %.1fk tok/s | elapsed %s | ETA %s\n", step,
               long(deck_.train.steps), loss, which, val, rate / 1000, format_duration(elapsed).c_str(),
               format_duration(eta).c_str());
   std::fflush(stdout);
 }
 
-bool Trainer::at_boundary(long step, long end, long session_first_step) const {
-  const long H = deck_.dipaco.inner_steps, every = H > 0 ? H : long(deck_.run.log_every);
-  if (step == end || step == deck_.train.steps || step % every == 0) return true;
-  // An overlapped round's end meets the world only when a checkpoint or stop agreed at its post waits for it.
-  if (step == flight_end_ && (deferred_save_ || deferred_stop_ != 0)) return true;
-  if (deck_.checkpoint.every > 0 && step % deck_.checkpoint.every == 0) return true;  // a checkpoint is collective
-  return deck_.run.stop_after > 0 && step - session_first_step >= deck_.run.stop_after;
+// This rank's stop request: a signal, a limit of the session, or the one the
+// world agreed on since the last boundary (the largest wins).
+StopRequest Trainer::stop_wanted(const RoundSchedule& plan, long step) const {
+  return strongest(strongest(StopRequest::on_signal(stop_signal()), plan.limit(step, session_seconds())), stop_->agreed());
 }
 
-// A stop on a signal, at run.max_hours or at run.stop_after, agreed by every
-// rank at a boundary (the largest request wins): 0 = go on, 1 = a limit, else
-// the signal. Between boundaries StopAgreement brings the boundary forward.
-int Trainer::stop_request() const {
-  int stop = stop_signal();
-  if (deck_.run.max_hours > 0 && session_seconds() > deck_.run.max_hours * 3600) stop = std::max(stop, 1);
-  return stop;
-}
-
-int Trainer::stop_wanted(long step, long session_first_step) const {
-  int stop = std::max(stop_request(), stop_->code());
-  if (deck_.run.stop_after > 0 && step - session_first_step >= deck_.run.stop_after) stop = std::max(stop, 1);
-  return stop;
+// A boundary completes every rank's posted requests; between boundaries
+// this rank's is posted and the earlier ones tested, with no wait
+// (stop_agreement.hpp), so that a stop costs about a chunk, not a round.
+long Trainer::agreed_stop_step(const RoundSchedule& plan, long step) {
+  return plan.boundary_due(step) ? stop_->drain(step) : stop_->poll(stop_wanted(plan, step), step);
 }
 
 // The boundary's world meeting: every pending loss, per-path time and
 // evaluation in one all-reduce (losses summed in path order: the same at any
 // rank count), their metrics records, and the stop agreement (each rank's
-// request in its own slot of the same all-reduce: one latency, not two). Returns the
-// last pending evaluation (empty when there was none).
-EvalResult Trainer::round_boundary(long step, long session_first_step, int& stop) {
+// request in its own slot of the same all-reduce: one latency, not two).
+StopRequest Trainer::round_boundary(long step, StopRequest wanted, EvalResult* last_eval) {
   const int P = topo_.paths;
-  const size_t n_loss = pending_loss_.size(), n_eval = pending_evals_.size(), n_chunk = chunk_seconds_.size();
+  const auto& evals = pending_.evals;
+  const size_t n_loss = pending_.loss.size(), n_eval = evals.size(), n_chunk = pending_.chunk_seconds.size();
   const size_t chunk_at = n_loss + n_eval * 2 * P, stop_at = chunk_at + n_chunk;
   std::vector<double> all(stop_at + topo_.ranks, 0.0);
-  std::copy(pending_loss_.begin(), pending_loss_.end(), all.begin());
-  for (size_t e = 0; e < n_eval; ++e) std::copy(pending_evals_[e].sums.begin(), pending_evals_[e].sums.end(), all.begin() + n_loss + e * 2 * P);
-  for (size_t i = 0; i < n_chunk; ++i) all[chunk_at + i] = chunk_seconds_[i] / topo_.ranks_per_path;
-  if (step > 0) all[stop_at + rank_] = stop_wanted(step, session_first_step);
+  std::copy(pending_.loss.begin(), pending_.loss.end(), all.begin());
+  for (size_t e = 0; e < n_eval; ++e) std::copy(evals[e].sums.begin(), evals[e].sums.end(), all.begin() + n_loss + e * 2 * P);
+  for (size_t i = 0; i < n_chunk; ++i) all[chunk_at + i] = pending_.chunk_seconds[i] / topo_.ranks_per_path;
+  all[stop_at + rank_] = wanted.code();
   {
     CollectiveScope wait("the round-boundary all-reduce");
     MPI_Allreduce(MPI_IN_PLACE, all.data(), int(all.size()), MPI_DOUBLE, MPI_SUM, world_);
   }
-  stop = int(*std::max_element(all.begin() + stop_at, all.end()));  // the largest request wins
+  const StopRequest agreed = StopRequest::from_code(int(*std::max_element(all.begin() + stop_at, all.end())));
   const Schedule sched{deck_.train.lr, deck_.train.min_lr_ratio, deck_.train.warmup, deck_.train.steps};
   const double tokens_per_step = double(P) * deck_.train.batch_size * shape_.T * (replicas_ ? topo_.ranks_per_path : 1);
   for (size_t s = 0; s < n_loss / P; ++s) {
     double mean = 0;
     for (int p = 0; p < P; ++p) mean += all[s * P + p] / P;
-    const long at = pending_from_ + long(s) + 1;
+    const long at = pending_.from + long(s) + 1;
     if (rank_ == 0 && metrics_)
       metrics_->write(JsonRecord().add("type", "train").add("step", at).add("loss", mean).add("lr", sched.at(at - 1))
                           .add("tokens", long(tokens_per_step * at)));
@@ -168,18 +156,18 @@ EvalResult Trainer::round_boundary(long step, long session_first_step, int& stop
   // slowest path per stretch is what the run would take with every path on its own island.
   // With several chunks in the stretch, each chunk's times too: the slowest path per chunk is what
   // a world meeting every chunk (a log line's loss reduction) would have cost.
-  if (rank_ == 0 && metrics_ && (!pending_rounds_.empty() || step > pending_from_)) {
+  const auto& rounds = pending_.rounds;
+  if (rank_ == 0 && metrics_ && (!rounds.empty() || step > pending_.from)) {
     std::vector<double> seconds(P, 0.0);
     for (size_t i = 0; i < n_chunk; ++i) seconds[i % P] += all[chunk_at + i];
-    auto round_record = [](const PendingRound& pr) {
+    auto round_record = [](const PendingMetrics::Round& pr) {
       return JsonRecord().add("type", "round").add("round", pr.round).add("step", pr.step)
           .add("sync_seconds", pr.seconds).add("bytes", pr.bytes).add("dropped", pr.dropped)
           .add("diverged", pr.diverged);
     };
     // Rounds completed since the last boundary; the last record carries the paths' seconds.
-    for (size_t k = 0; k + 1 < pending_rounds_.size(); ++k) metrics_->write(round_record(pending_rounds_[k]));
-    JsonRecord r = pending_rounds_.empty() ? JsonRecord().add("type", "boundary").add("step", step)
-                                           : round_record(pending_rounds_.back());
+    for (size_t k = 0; k + 1 < rounds.size(); ++k) metrics_->write(round_record(rounds[k]));
+    JsonRecord r = rounds.empty() ? JsonRecord().add("type", "boundary").add("step", step) : round_record(rounds.back());
     r.add_raw("path_seconds", json_array(seconds));
     if (n_chunk > size_t(P)) {
       std::string chunks = "[";
@@ -194,23 +182,20 @@ EvalResult Trainer::round_boundary(long step, long session_first_step, int& stop
     const std::vector<double> sums(all.begin() + n_loss + e * 2 * P, all.begin() + n_loss + (e + 1) * 2 * P);
     last = eval_result(sums);
     last_val_bpb_ = last.bpb;
-    progress_.eval_step.push_back(double(pending_evals_[e].step));
+    progress_.eval_step.push_back(double(evals[e].step));
     progress_.eval_bpb.push_back(last.bpb);
     progress_.eval_path_bpb.insert(progress_.eval_path_bpb.end(), last.path_bpb.begin(), last.path_bpb.end());
     if (rank_ == 0 && metrics_)
-      metrics_->write(JsonRecord().add("type", "eval").add("step", pending_evals_[e].step).add("val_bpb", last.bpb)
-                          .add("elapsed", pending_evals_[e].elapsed).add_raw("path_val_bpb", json_array(last.path_bpb)));
+      metrics_->write(JsonRecord().add("type", "eval").add("step", evals[e].step).add("val_bpb", last.bpb)
+                          .add("elapsed", evals[e].elapsed).add_raw("path_val_bpb", json_array(last.path_bpb)));
     if (rank_ == 0 && verbose_) {
-      std::printf("eval  step %6ld | val bpb %.4f\n", pending_evals_[e].step, last.bpb);
+      std::printf("eval  step %6ld | val bpb %.4f\n", evals[e].step, last.bpb);
       std::fflush(stdout);
     }
   }
-  pending_loss_.clear();
-  pending_evals_.clear();
-  pending_rounds_.clear();
-  chunk_seconds_.clear();
-  pending_from_ = step;
-  return last;
+  pending_.clear(step);
+  if (last_eval) *last_eval = last;
+  return agreed;
 }
 
 }  // namespace dipaco

@@ -34,12 +34,11 @@ double text_bytes(const Shard& s) {
   for (auto* d : s) n += double(d->tokens() + 1);
   return n;
 }
-long next_multiple(long step, long every) { return every > 0 ? (step / every + 1) * every : -1; }
 }  // namespace
 
 Trainer::Trainer(const Deck& deck, MPI_Comm world, Kernels& k, const std::vector<Shard>& train,
-                 const std::vector<Shard>& val, const std::string& run_dir, bool verbose)
-    : deck_(deck), world_(world), k_(k), shape_(model_shape(deck)), verbose_(verbose) {
+                 const std::vector<Shard>& val, const std::string& run_dir, bool verbose, TrainerRole role)
+    : deck_(deck), world_(world), k_(k), shape_(model_shape(deck)), verbose_(verbose), role_(role) {
   MPI_Comm_rank(world, &rank_);
   MPI_Comm_size(world, &world_size_);
   topo_ = make_topology(deck.dipaco.modules_per_level, world_size_, deck.dipaco.private_levels);
@@ -227,22 +226,40 @@ double Trainer::micro_batch_gradients(PathState& p) {
   return loss;
 }
 
-void Trainer::inner_step(PathState& p, std::vector<double>& losses) {
-  const auto& layout = model_->layout();
-  const int rip = topo_.rank_in_path(rank_);
-  fault_step_delay(deck_);
-  fault_point(deck_, run_dir_.empty() ? "warm_start" : "inner");
-  const bool poisoned = !run_dir_.empty() && fault_diverges(deck_, p.id, p.step + 1);
-  const double t0 = MPI_Wtime();
-  if (micro_ > 0) {
-    double loss = micro_batch_gradients(p);
-    if (poisoned) loss = NAN;
-    finish_step(p, loss);
-    losses.push_back(loss);
-    if (!run_dir_.empty()) fault_slow_path(deck_, p.id, p.step - 1, topo_.paths, MPI_Wtime() - t0);  // not in the warm start
-    return;
+// A step of every path of this rank from `from` to `to` (a chunk).
+void Trainer::inner_steps(long from, long to) {
+  std::vector<std::vector<double>> losses(paths_.size());
+  auto& seconds = pending_.chunk_seconds;
+  seconds.resize(seconds.size() + topo_.paths, 0.0);
+  for (size_t i = 0; i < paths_.size(); ++i) {
+    const double t = MPI_Wtime();
+    for (long s = from; s < to; ++s) {
+      inner_step(paths_[i], losses[i]);
+      outer_->progress();  // an overlapped round's ring moves on between inner steps
+    }
+    seconds[seconds.size() - topo_.paths + paths_[i].id] += MPI_Wtime() - t;
   }
-  double loss = local_gradients(p, rip * local_batch_);
+  note_losses(from, to, losses);
+}
+
+void Trainer::inner_step(PathState& p, std::vector<double>& losses) {
+  const bool paths = role_ == TrainerRole::paths;  // faults aimed at the paths spare the warm start
+  fault_step_delay(deck_);
+  fault_point(deck_, paths ? "inner" : "warm_start");
+  const bool poisoned = paths && fault_diverges(deck_, p.id, p.step + 1);
+  const double t0 = MPI_Wtime();
+  double loss = micro_ > 0 ? micro_batch_gradients(p) : data_parallel_gradients(p, poisoned);
+  if (poisoned) loss = NAN;
+  finish_step(p, loss);
+  losses.push_back(loss);
+  if (paths) fault_slow_path(deck_, p.id, p.step - 1, topo_.paths, MPI_Wtime() - t0);
+}
+
+// This rank's share of the path's batch, its gradient summed over the path's
+// ranks (data parallel; DiLoCo replicas keep their own). Returns its loss.
+double Trainer::data_parallel_gradients(PathState& p, bool poisoned) {
+  const auto& layout = model_->layout();
+  double loss = local_gradients(p, topo_.rank_in_path(rank_) * local_batch_);
   if (poisoned) loss = NAN;
   // A loss only this rank sees diverging poisons its gradient: the summed norm then tells every rank of the path.
   if (topo_.ranks_per_path > 1 && !replicas_ && !p.check.verdict(loss, 0).empty()) {
@@ -266,9 +283,7 @@ void Trainer::inner_step(PathState& p, std::vector<double>& losses) {
     if (g != grads_.get()) k_.to_device(grads_.get(), g, layout.total * sizeof(float));
   }
   if (topo_.ranks_per_path > 1 && !replicas_) path_bytes_ += 4.0 * layout.total;
-  finish_step(p, loss);
-  losses.push_back(loss);
-  if (!run_dir_.empty()) fault_slow_path(deck_, p.id, p.step - 1, topo_.paths, MPI_Wtime() - t0);  // not in the warm start
+  return loss;
 }
 
 // Clipping and the AdamW step on the path's summed gradient; a step that
@@ -287,7 +302,7 @@ void Trainer::finish_step(PathState& p, double loss) {
 // once by the path's first rank (each replica's own with DiLoCo replicas).
 // Without anchors to go back to, the job ends.
 void Trainer::diverged(PathState& p, long step, const std::string& why) {
-  const bool warm = run_dir_.empty();
+  const bool warm = role_ == TrainerRole::warm_start;
   std::string who = warm ? "the warm start" : topo_.paths == 1 ? "training" : "path " + std::to_string(p.id);
   if (replicas_ && topo_.ranks_per_path > 1) who += " (replica " + std::to_string(topo_.rank_in_path(rank_)) + ")";
   const std::string what = who + " diverged at step " + std::to_string(step) + ": " + why;
@@ -347,29 +362,12 @@ void Trainer::save_checkpoint() {
   }
 }
 
-// The end of the chunk that starts at `step`: the next step at which
-// something happens (a log line, an evaluation, an outer round, a checkpoint,
-// run.stop_after) or `end`.
-long Trainer::chunk_end(long step, long end, long session_first_step) const {
-  long next = end;
-  for (long every : {long(deck_.run.log_every), long(deck_.eval.every), long(deck_.dipaco.inner_steps),
-                     long(deck_.checkpoint.every)})
-    if (every > 0) next = std::min(next, next_multiple(step, every));
-  // (Past it, only when a stop waits for an overlapped round's end.)
-  if (deck_.run.stop_after > 0 && session_first_step + deck_.run.stop_after > step)
-    next = std::min(next, session_first_step + deck_.run.stop_after);
-  if (stop_step_ > step) next = std::min(next, stop_step_);
-  if (flight_end_ > step) next = std::min(next, flight_end_);
-  return next;
-}
-
 void Trainer::outer_round(long step, TrainSummary& sum, bool overlap) {
   std::vector<PathState*> own;
   for (auto& p : paths_) own.push_back(&p);
   agree_diverged(step, progress_.rounds);
   if (overlap) {
     outer_->post(progress_.rounds, own, shard_bytes_);
-    flight_end_ = step + deck_.dipaco.overlap_steps;
   } else {
     note_round(outer_->round(progress_.rounds, own, shard_bytes_), progress_.rounds, step, sum);  // watched one by one
   }
@@ -380,7 +378,6 @@ void Trainer::complete_round(long step, TrainSummary& sum) {
   std::vector<PathState*> own;
   for (auto& p : paths_) own.push_back(&p);
   note_round(outer_->complete(own), progress_.rounds - 1, step, sum);
-  flight_end_ = -1;
 }
 
 void Trainer::note_round(const RoundStats& rs, long round, long step, TrainSummary& sum) {
@@ -391,21 +388,24 @@ void Trainer::note_round(const RoundStats& rs, long round, long step, TrainSumma
   if (rank_ == 0)
     for (int p : rs.dropped)
       std::printf("outer round %ld: path %d's outer gradient dropped (fault.drop_outer_prob)\n", round, p);
-  pending_rounds_.push_back(
-      PendingRound{round, step, rs.seconds, rs.bytes, long(rs.dropped.size()), long(rs.diverged.size())});
+  pending_.rounds.push_back({round, step, rs.seconds, rs.bytes, long(rs.dropped.size()), long(rs.diverged.size())});
 }
 
-// The last evaluation, at the last boundary; with train.early_stop = path each
-// path ends on its best weights.
-EvalResult Trainer::final_evaluation(long step, long session_first_step, int& stop) {
-  evaluate_between_rounds(step);
-  EvalResult e = round_boundary(step, session_first_step, stop);
-  if (best_.empty()) return e;
+// train.early_stop = path: every path back to its weights of the best
+// validation bpb, evaluated again (the run's last evaluation).
+EvalResult Trainer::back_to_best() {
   restore_best();
-  e = evaluate();
+  const EvalResult e = evaluate();
   if (rank_ == 0 && verbose_)
     std::printf("early stop: every path back to its best validation weights: val bpb %.4f\n", e.bpb);
   return e;
+}
+
+void Trainer::say_stopped(long step, StopRequest stop) const {
+  if (rank_ != 0) return;
+  std::printf("stopped at step %ld (%s); resubmit the same command to resume\n", step,
+              stop.reason == StopReason::limit ? "run.max_hours or run.stop_after reached" : "signal received");
+  std::fflush(stdout);
 }
 
 void Trainer::summarize(TrainSummary& sum, long step) {
@@ -421,83 +421,53 @@ void Trainer::summarize(TrainSummary& sum, long step) {
   sum.dp_bytes = 4.0 * model_->layout().total * step * double(topo_.paths_per_rank);
 }
 
-// Between two round boundaries a rank talks only to the ranks of its own
-// path: losses and evaluations wait for the next boundary (round_boundary.cpp),
-// where they are reduced over the world and the ranks agree on stopping.
-TrainSummary Trainer::run(long until) {
-  TrainSummary sum;
-  const long steps = deck_.train.steps, H = deck_.dipaco.inner_steps;
-  const long end = until < 0 ? steps : std::min(until, steps);
+void Trainer::start_session() {
   t0_ = MPI_Wtime() - progress_.elapsed;
   open_metrics();
-  long step = progress_.step;
-  const long session_first_step = step;
-  int stop = 0;
-  pending_from_ = step;
-  if (step == 0 && steps > 0) {
-    evaluate_between_rounds(0);
-    round_boundary(0, session_first_step, stop);
-  }
+  pending_.from = progress_.step;
   if (!progress_.eval_bpb.empty()) last_val_bpb_ = progress_.eval_bpb.back();
+}
+
+// The paper's loop: inner steps on every path, an outer round every H of
+// them (RoundSchedule says which step does what). Between two round
+// boundaries a rank talks only to the ranks of its own path: losses and
+// evaluations wait for the next boundary (round_boundary.cpp), where they are
+// reduced over the world and the ranks agree on stopping.
+TrainSummary Trainer::run(long until) {
+  TrainSummary sum;
+  RoundSchedule plan(deck_, progress_.step, until);
+  start_session();
+  if (plan.evaluates_first()) {  // the weights before training: with train.steps = 0, the run's result
+    evaluate_between_rounds(0);
+    round_boundary(0, {}, deck_.train.steps == 0 ? &sum.final_eval : nullptr);
+  }
+  long step = progress_.step;
   MPI_Pcontrol(kBetweenRounds);
-  while (step < end) {
-    const long next = chunk_end(step, end, session_first_step);
-    std::vector<std::vector<double>> losses(paths_.size());
-    chunk_seconds_.resize(chunk_seconds_.size() + topo_.paths, 0.0);
-    for (size_t i = 0; i < paths_.size(); ++i) {
-      const double t = MPI_Wtime();
-      for (long s = step; s < next; ++s) {
-        inner_step(paths_[i], losses[i]);
-        outer_->progress();  // an overlapped round's ring moves on between inner steps
-      }
-      chunk_seconds_[chunk_seconds_.size() - topo_.paths + paths_[i].id] += MPI_Wtime() - t;
-    }
-    note_losses(step, next, losses);
+  while (step < plan.end()) {
+    const long next = plan.chunk_end(step);
+    inner_steps(step, next);
     step = progress_.step = next;
-    print_progress(step);
-    const bool scheduled = at_boundary(step, end, session_first_step);
-    if (stop_step_ < 0) stop_step_ = scheduled ? stop_->drain(step) : stop_->poll(stop_request(), step);
-    const bool boundary = scheduled || step == stop_step_;
-    if (boundary) MPI_Pcontrol(kAtRoundBoundary);
-    // An overlapped round completes tau steps after its post (or where this run ends).
-    if (outer_->in_flight() && (step == flight_end_ || step == end)) complete_round(step, sum);
-    // An outer round every H steps, and a last one at the end so shared modules agree.
-    if (H > 0 && (step % H == 0 || step == steps)) outer_round(step, sum, deck_.dipaco.overlap_steps > 0 && step < end);
-    if (step == steps) sum.final_eval = final_evaluation(step, session_first_step, stop);
-    else if (deck_.eval.every > 0 && step % deck_.eval.every == 0) evaluate_between_rounds(step);
-    if (!boundary) continue;
-    if (step != steps) round_boundary(step, session_first_step, stop);
-    const bool at_interval = deck_.checkpoint.every > 0 && step % deck_.checkpoint.every == 0;
-    if (outer_->in_flight()) {
-      // A checkpoint holds no round in flight: one due now, or a stop, waits for the round's end.
-      deferred_save_ = deferred_save_ || at_interval || stop;
-      deferred_stop_ = std::max(deferred_stop_, stop);
-      stop = 0;
-      MPI_Pcontrol(kBetweenRounds);
-      continue;
-    }
-    stop = std::max(stop, deferred_stop_);
-    if (stop || at_interval || step == end || deferred_save_) save_checkpoint();
-    deferred_save_ = false, deferred_stop_ = 0;
-    if (stop && step < steps) {
-      sum.stopped = true;
-      sum.stop_signal = stop;
-      if (rank_ == 0) {
-        std::printf("stopped at step %ld (%s); resubmit the same command to resume\n", step,
-                    stop == 1 ? "run.max_hours or run.stop_after reached" : "signal received");
-        std::fflush(stdout);
-      }
+    if (plan.logs(step)) print_progress(step);
+    plan.stop_at(agreed_stop_step(plan, step));
+    const StepPlan now = plan.at(step);
+    if (now.boundary) MPI_Pcontrol(kAtRoundBoundary);
+    if (now.complete_round) complete_round(step, sum);
+    if (now.outer_round) outer_round(step, sum, now.post_round);
+    if (now.evaluate) evaluate_between_rounds(step);
+    if (!now.boundary) continue;
+    const StopRequest agreed = round_boundary(step, stop_wanted(plan, step), now.final ? &sum.final_eval : nullptr);
+    if (now.back_to_best) sum.final_eval = back_to_best();
+    const BoundaryPlan then = plan.after_boundary(step, agreed);
+    if (then.checkpoint) save_checkpoint();
+    if (then.stop) {
+      sum.stop = then.stop;
+      say_stopped(step, then.stop);
       break;
     }
     MPI_Pcontrol(kBetweenRounds);
   }
   MPI_Pcontrol(kAtRoundBoundary);
-  if (steps == 0) {
-    evaluate_between_rounds(0);
-    sum.final_eval = round_boundary(0, session_first_step, stop);
-  } else if (progress_.step >= steps && sum.final_eval.path_bpb.empty()) {
-    sum.final_eval = evaluate();  // resumed a finished run
-  }
+  if (plan.trained_before()) sum.final_eval = evaluate();
   summarize(sum, step);
   return sum;
 }

@@ -32,6 +32,11 @@ inline int world_size() {
   return n;
 }
 
+// Each path's documents by a rule of route.method (hash, domain): the shards without a route stage.
+inline std::vector<dipaco::Shard> shard_by_rule(const std::vector<dipaco::Document>& docs, int paths, const std::string& rule) {
+  return dipaco::shards_of(docs, dipaco::assign_by_rule(docs, paths, rule));
+}
+
 // A temporary directory shared by all ranks (rank 0 picks the name).
 inline std::string shared_tmpdir(const std::string& tag) {
   char buf[256] = {};
@@ -90,8 +95,8 @@ inline RunOut train_on(MPI_Comm comm, std::vector<std::string> overrides) {
   dipaco::Deck deck = dipaco::load_deck("", overrides);
   auto k = dipaco::make_cpu_kernels();
   const int P = dipaco::path_count(deck.dipaco.modules_per_level);
-  auto train = dipaco::shard_by_rule(corpus().train, P, deck.route.method);
-  auto val = dipaco::shard_by_rule(corpus().val, P, deck.route.method);
+  auto train = shard_by_rule(corpus().train, P, deck.route.method);
+  auto val = shard_by_rule(corpus().val, P, deck.route.method);
   dipaco::Trainer t(deck, comm, *k, train, val, "", false);
   RunOut out;
   out.summary = t.run();

@@ -57,11 +57,11 @@ TEST(Checkpoint, ResumeIsBitExactIncludingMidRound) {
   auto d = deck_for(dir + "/b");
   d.push_back("run.stop_after=4");  // step 4 is inside the second round (H = 3)
   Session first = session(dir + "/b", d);
-  ASSERT_TRUE(first.summary.stopped);
+  ASSERT_TRUE(first.summary.stop);
   EXPECT_EQ(first.progress.step, 4);
   Session second = session(dir + "/b", d);
   EXPECT_NE(second.loaded.find("ckpt-00000004.h5"), std::string::npos) << second.loaded;
-  EXPECT_FALSE(second.summary.stopped);
+  EXPECT_FALSE(second.summary.stop);
   for (size_t i = 0; i < whole.params.size(); ++i) {
     size_t bytes = whole.params[i].size() * sizeof(float);
     EXPECT_EQ(0, std::memcmp(whole.params[i].data(), second.params[i].data(), bytes)) << "weights, path slot " << i;
@@ -97,7 +97,7 @@ TEST(Checkpoint, PrivateLevelResumesBitExact) {
   auto d = with_private(dir + "/b");
   d.push_back("run.stop_after=4");
   Session first = session(dir + "/b", d);
-  ASSERT_TRUE(first.summary.stopped);
+  ASSERT_TRUE(first.summary.stop);
   Session second = session(dir + "/b", d);
   EXPECT_NE(second.loaded.find("ckpt-00000004.h5"), std::string::npos) << second.loaded;
   for (size_t i = 0; i < whole.params.size(); ++i) {

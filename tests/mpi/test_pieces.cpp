@@ -29,13 +29,3 @@ TEST(Pieces, BcastMatchesOneCall) {
   bcast_pieces(x.data(), x.size(), MPI_FLOAT, 0, MPI_COMM_WORLD, 10);
   for (size_t i = 0; i < x.size(); ++i) ASSERT_EQ(x[i], 3.0f + float(i));
 }
-
-TEST(Pieces, AllgatherIsRankMajor) {
-  const size_t n = 23;
-  std::vector<uint16_t> send(n), one(n * world_size()), pieces(n * world_size());
-  for (size_t i = 0; i < n; ++i) send[i] = uint16_t(world_rank() * 1000 + i);
-  MPI_Allgather(send.data(), int(n), MPI_UINT16_T, one.data(), int(n), MPI_UINT16_T, MPI_COMM_WORLD);
-  allgather_pieces(send.data(), pieces.data(), n, MPI_UINT16_T, MPI_COMM_WORLD, 5);
-  EXPECT_EQ(one, pieces);
-  EXPECT_EQ(pieces[n * (world_size() - 1) + 4], uint16_t((world_size() - 1) * 1000 + 4));
-}

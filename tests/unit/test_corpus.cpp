@@ -85,14 +85,14 @@ TEST(Shards, HashAndDomainRules) {
   std::vector<std::string> ids;
   for (int i = 0; i < 40; ++i) ids.push_back("d" + std::to_string(i));
   for (int i = 0; i < 40; ++i) docs.push_back({ids[i], i % 2 ? "code" : "prose", "t"});
-  auto h = shard_by_rule(docs, 4, "hash");
+  auto h = shards_of(docs, assign_by_rule(docs, 4, "hash"));
   size_t n = 0;
   for (auto& s : h) {
     n += s.size();
     EXPECT_GT(s.size(), 0u);
   }
   EXPECT_EQ(n, 40u);
-  auto d = shard_by_rule(docs, 2, "domain");
+  auto d = shards_of(docs, assign_by_rule(docs, 2, "domain"));
   for (auto* x : d[0]) EXPECT_EQ(x->domain, "code");
   for (auto* x : d[1]) EXPECT_EQ(x->domain, "prose");
 }

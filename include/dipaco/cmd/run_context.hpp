@@ -61,6 +61,7 @@ struct RunContext {
 void say(int rank, const std::string& line);                  // a line from rank 0
 std::string read_text(const std::string& path);               // "" when missing
 std::string read_text_everywhere(const std::string& path);    // rank 0 reads, every rank gets it
+std::string read_stamp_everywhere(const std::string& h5_file);  // its "stamp" attribute ("" when none), the same way
 std::string shard_file_name(const std::string& run_dir, int round);
 bool load_shards(const std::string& file, const std::string& stamp, const Split& split, ShardFile& out);
 void save_shards(const std::string& file, ShardFile& s, const std::string& stamp, const Split& split, int rank);
@@ -70,18 +71,28 @@ ShardFile reroute_by_loss(const Deck& deck, const Split& split, Trainer& t, Feat
 // The evaluate stamp's lines beyond the deck: the checkpoint and shards it scored.
 std::string evaluate_stamp_lines(const RunContext& c);
 
-// The stages. load_X: the stage's output exists with this stamp (read back
-// into the context); returns what the "up to date" line adds, or false.
-// make_X: runs the stage and writes its output; returns an exit code
-// (kExitOk: go on). The pipeline's stage table (pipeline.cpp) lists them.
+// The stages, each in three steps; the pipeline's stage table (pipeline.cpp)
+// lists them and calls load_X when up_to_date_X, else (or when load_X fails) make_X.
+//   up_to_date_X: the stage's output exists with this stamp. It only reads
+//     (stamps, file names), the same answer on every rank.
+//   load_X: reads that output back into the context; false when it proves
+//     unusable (damaged), so that the stage is made again. `note`: what the
+//     "up to date" line adds.
+//   make_X: runs the stage from what the earlier stages left in the context
+//     and writes its output; returns an exit code (kExitOk: go on).
+bool up_to_date_prepare(const RunContext& c, const std::string& stamp);
 bool load_prepare(RunContext& c, const std::string& stamp, std::string& note);
 int make_prepare(RunContext& c, const std::string& stamp);
+bool up_to_date_warm_start(const RunContext& c, const std::string& stamp);
 bool load_warm_start(RunContext& c, const std::string& stamp, std::string& note);
 int make_warm_start(RunContext& c, const std::string& stamp);
+bool up_to_date_route(const RunContext& c, const std::string& stamp);
 bool load_route(RunContext& c, const std::string& stamp, std::string& note);
 int make_route(RunContext& c, const std::string& stamp);
+bool up_to_date_train(const RunContext& c, const std::string& stamp);
 bool load_train(RunContext& c, const std::string& stamp, std::string& note);
 int make_train(RunContext& c, const std::string& stamp);
+bool up_to_date_evaluate(const RunContext& c, const std::string& stamp);
 bool load_evaluate(RunContext& c, const std::string& stamp, std::string& note);
 int make_evaluate(RunContext& c, const std::string& stamp);
 

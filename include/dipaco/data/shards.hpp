@@ -22,9 +22,6 @@ using Assignment = std::vector<std::vector<int>>;  // per path: indices into the
 // rule: "hash" (hash of id mod P) or "domain" (sorted domain labels, round-robin over paths).
 Assignment assign_by_rule(const std::vector<Document>& docs, int paths, const std::string& rule);
 std::vector<Shard> shards_of(const std::vector<Document>& docs, const Assignment& a);
-inline std::vector<Shard> shard_by_rule(const std::vector<Document>& docs, int paths, const std::string& rule) {
-  return shards_of(docs, assign_by_rule(docs, paths, rule));
-}
 // Per document, the paths it is in -> per path, its documents.
 Assignment by_path(const std::vector<std::vector<int>>& paths_of_doc, int paths);
 

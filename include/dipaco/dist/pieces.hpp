@@ -15,8 +15,5 @@ constexpr size_t kMaxPiece = size_t(1) << 30;
 void allreduce_pieces(void* buf, size_t n, MPI_Datatype type, MPI_Op op, MPI_Comm comm, size_t max_piece = kMaxPiece);
 // buf[0..n) from `root` to every rank of comm.
 void bcast_pieces(void* buf, size_t n, MPI_Datatype type, int root, MPI_Comm comm, size_t max_piece = kMaxPiece);
-// Every rank's send[0..n) into recv[r * n .. (r + 1) * n), rank-major, as MPI_Allgather.
-void allgather_pieces(const void* send, void* recv, size_t n, MPI_Datatype type, MPI_Comm comm,
-                      size_t max_piece = kMaxPiece);
 
 }  // namespace dipaco

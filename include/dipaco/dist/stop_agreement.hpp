@@ -13,6 +13,8 @@
 #include <deque>
 #include <vector>
 
+#include "dipaco/dist/signals.hpp"
+
 namespace dipaco {
 
 class StopAgreement {
@@ -22,14 +24,13 @@ class StopAgreement {
   StopAgreement(const StopAgreement&) = delete;
   StopAgreement& operator=(const StopAgreement&) = delete;
 
-  // At the end of a chunk: posts `request` (0: none, 1: a limit, else a
-  // signal) and tests the earlier posts. Returns the step every rank stops
-  // at, once known (-1 before).
-  long poll(int request, long step);
+  // At the end of a chunk: posts this rank's request and tests the earlier
+  // posts. Returns the step every rank stops at, once known (-1 before).
+  long poll(StopRequest request, long step);
   // At a round boundary: completes every post (every rank has made the same
   // ones by now). Returns the step to stop at (this one) or -1.
   long drain(long step);
-  int code() const { return code_; }  // the agreed request (0: none yet)
+  StopRequest agreed() const { return StopRequest::from_code(code_); }  // none before the agreement
 
  private:
   long agree(long step);
@@ -39,7 +40,7 @@ class StopAgreement {
   std::vector<MPI_Request> requests_;
   size_t tested_ = 0;  // posts known complete (in order)
   long posted_ = 0;
-  int code_ = 0;
+  int code_ = 0;  // StopRequest::code() of the agreed request
   long stop_step_ = -1;
 };
 

@@ -92,6 +92,9 @@ std::vector<std::string> incompatible_keys(const std::string& saved_deck_text, c
 std::vector<std::string> list_checkpoints(const std::string& dir);
 
 // src/io/checkpoint_dir.cpp
+// The order a resume tries the checkpoints of dir in: the one `latest` names
+// (when it exists), then the others newest first.
+std::vector<std::string> resume_order(const std::string& dir);
 // "the previous checkpoint DIR/ckpt-….h5 is intact" (the one `latest` names,
 // else the newest), or "no checkpoint exists yet": for error messages.
 std::string checkpoint_status(const std::string& dir);

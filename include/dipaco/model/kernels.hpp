@@ -73,7 +73,7 @@ class Kernels {
   virtual ~Kernels() = default;
   virtual std::string name() const = 0;
 
-  // Device memory (host memory on the CPU). alloc returns zeroed memory.
+  // Device memory (host memory on the CPU). alloc_bytes returns zeroed memory.
   virtual void* alloc_bytes(size_t bytes) = 0;
   virtual void release(void* p) = 0;
   virtual void to_device(void* dst, const void* host_src, size_t bytes) = 0;
@@ -84,7 +84,6 @@ class Kernels {
   // The most device memory the kernels have held at once (their allocations and
   // scratch); 0 where memory is the host's (the process's peak RSS says it).
   virtual size_t peak_device_bytes() const { return 0; }
-  float* alloc(size_t n) { return static_cast<float*>(alloc_bytes(n * sizeof(float))); }
 
   virtual void gemm(const GemmShape& s, const float* A, const float* B, float* C, const float* bias) = 0;
   // out = in rounded to bf16 (to nearest, ties to even), as gemm rounds its operands.

@@ -21,6 +21,7 @@
 #include "dipaco/dist/device_sum.hpp"
 #include "dipaco/dist/stop_agreement.hpp"
 #include "dipaco/dist/topology.hpp"
+#include "dipaco/train/schedule.hpp"
 
 namespace dipaco {
 
@@ -37,8 +38,7 @@ struct EvalResult {
 
 struct TrainSummary {
   EvalResult final_eval;
-  bool stopped = false;  // ended early on a stop request or run.max_hours (checkpoint written)
-  int stop_signal = 0;
+  StopRequest stop;  // set when a stop request or a limit ended it early (checkpoint written)
   double wall_seconds = 0, sync_seconds = 0, sync_bytes = 0, dp_bytes = 0, path_bytes = 0;
   long tokens = 0, rounds = 0, dropped = 0;
   long diverged = 0;  // paths left out of an outer round because they diverged (one per path and round)
@@ -49,6 +49,35 @@ struct TrainSummary {
 ModelShape model_shape(const Deck& deck);
 
 class Checkpointer;
+
+// Which training a trainer does: the warm start (one dense path, before the
+// paths exist: no fault injection of the paths) or the paths themselves.
+enum class TrainerRole { warm_start, paths };
+
+// What waits for the next round boundary, where the world reduces it
+// (round_boundary.cpp): between two boundaries a rank talks only to its path.
+struct PendingMetrics {
+  struct Eval {
+    long step;
+    double elapsed;
+    std::vector<double> sums;  // this rank's share of [loss sums | token counts] per path
+  };
+  struct Round {
+    long round, step;
+    double seconds, bytes;
+    long dropped, diverged;
+  };
+  long from = 0;                      // the last boundary (first step of loss): what rank 0 knows of every path
+  std::vector<double> loss;           // [steps x P]: this rank's share of each path's loss
+  std::vector<Eval> evals;
+  std::vector<Round> rounds;          // completed since the last boundary (overlap: up to two)
+  std::vector<double> chunk_seconds;  // [chunks x P] seconds of inner steps per chunk (own paths)
+
+  void clear(long boundary) {
+    loss.clear(), evals.clear(), rounds.clear(), chunk_seconds.clear();
+    from = boundary;
+  }
+};
 
 // Where training stands: saved in checkpoints, restored on resume.
 struct Progress {
@@ -62,7 +91,7 @@ class Trainer {
  public:
   // train/val: one shard per path (all P, on every rank). run_dir "" writes no files.
   Trainer(const Deck& deck, MPI_Comm world, Kernels& k, const std::vector<Shard>& train, const std::vector<Shard>& val,
-          const std::string& run_dir, bool verbose = true);
+          const std::string& run_dir, bool verbose = true, TrainerRole role = TrainerRole::paths);
   ~Trainer();
   // Trains up to step `until` (-1: train.steps), with a checkpoint there.
   TrainSummary run(long until = -1);
@@ -92,18 +121,21 @@ class Trainer {
   void set_checkpointer(Checkpointer* c) { checkpointer_ = c; }
 
  private:
+  void inner_steps(long from, long to);  // every path of this rank, steps from..to
   void inner_step(PathState& p, std::vector<double>& losses);
   double local_gradients(PathState& p, int first);
+  double data_parallel_gradients(PathState& p, bool poisoned);
   double micro_batch_gradients(PathState& p);
   void finish_step(PathState& p, double loss);
   void diverged(PathState& p, long step, const std::string& why);
   void agree_diverged(long step, long round);
   void open_metrics();
   // The named steps of run().
-  EvalResult final_evaluation(long step, long session_first_step, int& stop);
+  void start_session();
+  EvalResult back_to_best();
   void save_checkpoint();
-  long chunk_end(long step, long end, long session_first_step) const;
-  // The round at `step`: run now, or posted (overlap) and completed by complete_round at flight_end_.
+  void say_stopped(long step, StopRequest stop) const;
+  // The round at `step`: run now, or posted (overlap) and completed by complete_round.
   void outer_round(long step, TrainSummary& sum, bool overlap);
   void complete_round(long step, TrainSummary& sum);
   void note_round(const RoundStats& rs, long round, long step, TrainSummary& sum);
@@ -113,10 +145,10 @@ class Trainer {
   void evaluate_between_rounds(long step);
   void note_losses(long from, long to, const std::vector<std::vector<double>>& losses);
   void print_progress(long step);
-  bool at_boundary(long step, long end, long session_first_step) const;
-  EvalResult round_boundary(long step, long session_first_step, int& stop);
-  int stop_wanted(long step, long session_first_step) const;  // this rank's; agreed in round_boundary
-  int stop_request() const;  // this rank's: a signal, or run.max_hours passed
+  // The world meeting; returns the agreed stop request, and the last pending evaluation in *last_eval.
+  StopRequest round_boundary(long step, StopRequest wanted, EvalResult* last_eval = nullptr);
+  StopRequest stop_wanted(const RoundSchedule& plan, long step) const;  // this rank's request
+  long agreed_stop_step(const RoundSchedule& plan, long step);          // -1 until the world agreed
   void summarize(TrainSummary& sum, long step);
   void keep_best(const EvalResult& e);  // train.early_stop = path
   void restore_best();
@@ -145,34 +177,16 @@ class Trainer {
   std::unique_ptr<DeviceSum> device_sum_;  // the path's gradient sum on the GPUs (NCCL), or null: MPI
   std::unique_ptr<MetricsFile> metrics_;
   bool verbose_;
+  TrainerRole role_;
   Progress progress_;
   Checkpointer* checkpointer_ = nullptr;
   std::string run_dir_;
   double path_bytes_ = 0, last_val_bpb_ = NAN;
   double checkpoint_seconds_ = 0;
   long checkpoints_ = 0;
-  double t0_ = 0;
-  // Kept until the next round boundary, where the world reduces them.
-  struct PendingEval {
-    long step;
-    double elapsed;
-    std::vector<double> sums;  // this rank's share of [loss sums | token counts] per path
-  };
-  struct PendingRound {
-    long round, step;
-    double seconds, bytes;
-    long dropped, diverged;
-  };
-  long pending_from_ = 0;             // the last boundary (first step of pending_loss_): what rank 0 knows of every path
-  std::vector<double> pending_loss_;  // [steps x P]: this rank's share of each path's loss
-  std::vector<PendingEval> pending_evals_;
-  std::vector<PendingRound> pending_rounds_;  // completed since the last boundary (overlap: up to two)
-  std::vector<double> chunk_seconds_; // [chunks x P] seconds of inner steps per chunk since the last boundary (own paths)
+  double t0_ = 0;  // MPI_Wtime() at step 0 of the run (the restored elapsed time subtracted)
+  PendingMetrics pending_;
   std::unique_ptr<StopAgreement> stop_;
-  long flight_end_ = -1;       // the step the posted round completes at (-1: none in flight)
-  bool deferred_save_ = false;  // a checkpoint or stop fell inside the flight: written at its end
-  int deferred_stop_ = 0;
-  long stop_step_ = -1;  // the step every rank stops at, once agreed  // MPI_Wtime() at step 0 of the run (the restored elapsed time subtracted)
   std::vector<DeviceBuffer<float>> best_;  // per own path: weights at its best validation bpb
   std::vector<double> best_bpb_;
   std::vector<long> diverged_count_;  // per path: divergence events this session (train.diverge_limit)
