@@ -180,12 +180,13 @@ int cmd_export(const Args& args) {
   if (path >= m.paths)
     throw DeckError("--path " + std::to_string(path) + ": the checkpoint has paths 0.." + std::to_string(m.paths - 1));
   H5Eset_auto2(H5E_DEFAULT, nullptr, nullptr);
-  const std::string tmp = out + ".tmp";
-  hid_t o = H5Fcreate(tmp.c_str(), H5F_ACC_TRUNC, H5P_DEFAULT, H5P_DEFAULT);
-  if (o < 0) throw CheckpointError("cannot create '" + tmp + "'");
-  try {
+  write_h5_atomic(out, [&](hid_t o) {
     write_attr_string(o, "format", all ? "dipaco-model-all" : "dipaco-model");
     write_hyperparameters(o, m);
+    if (m.tokenizer) {  // an export carries its tokenizer: it is read without the run's store
+      const hsize_t n = m.tokenizer->serialized().size();
+      write_dataset(o, "tokenizer", H5T_NATIVE_UINT8, 1, &n, m.tokenizer->serialized().data());
+    }
     if (all) {
       write_whole(o, m);
       write_router(o, m);
@@ -194,13 +195,7 @@ int cmd_export(const Args& args) {
       H5Id g = make_group(o, "tensors");
       write_tensors(g, make_layout(m.shape), m.params(int(path)).data(), TensorSet::all);
     }
-  } catch (...) {
-    H5Fclose(o);
-    fs::remove(tmp);
-    throw;
-  }
-  if (H5Fclose(o) < 0) throw CheckpointError("writing '" + tmp + "' failed (disk full?)");
-  fs::rename(tmp, out);
+  });
   const size_t n = make_layout(m.shape).total;
   if (all) std::printf("exported %d paths of %s (every module once, the path table, the router) to %s\n", m.paths, ckpt.c_str(), out.c_str());
   else std::printf("exported path %ld of %s (%zu parameters) to %s\n", path, ckpt.c_str(), n, out.c_str());
@@ -209,10 +204,13 @@ int cmd_export(const Args& args) {
 
 namespace {
 
-// Bits per byte of a text read as one byte stream in consecutive windows of T
-// targets: window w feeds bytes [wT, wT + T) and predicts bytes [wT + 1, wT + T + 1),
-// so every byte after the first is scored once, with the context of its window.
-double text_bits_per_byte(const TrainedModel& m, int path, const std::string& text, double& scored) {
+// Bits per byte of a text read as one token stream in consecutive windows of T
+// targets: window w feeds tokens [wT, wT + T) and predicts tokens [wT + 1, wT + T + 1),
+// so every token after the first is scored once, with the context of its window;
+// a SentencePiece token counts the bytes it stands for.
+double text_bits_per_byte(const TrainedModel& m, int path, const std::string& raw, double& scored) {
+  const std::vector<int32_t> text = encode_text(m, raw);
+  const std::vector<uint8_t> no_table, &table = m.tokenizer ? m.tokenizer->token_bytes() : no_table;
   const ModelShape& s = m.shape;
   auto k = make_kernels("cpu");
   Model model(*k, s, 1, Precision::fp32);
@@ -226,15 +224,15 @@ double text_bits_per_byte(const TrainedModel& m, int path, const std::string& te
   for (size_t w = 0; w + 1 < text.size(); w += s.T) {
     const size_t n = std::min<size_t>(s.T, text.size() - 1 - w);
     for (size_t t = 0; t < size_t(s.T); ++t) {
-      x[t] = t < n ? uint8_t(text[w + t]) : 0;
-      y[t] = t < n ? uint8_t(text[w + t + 1]) : 0;
+      x[t] = t < n ? text[w + t] : 0;
+      y[t] = t < n ? text[w + t + 1] : 0;
     }
     k->to_device(tok.get(), x.data(), x.size() * sizeof(int32_t));
     k->to_device(tgt.get(), y.data(), y.size() * sizeof(int32_t));
     model.forward(p.get(), tok.get(), tgt.get());
     k->to_host(loss.data(), model.token_losses(), loss.size() * sizeof(float));
     for (size_t t = 0; t < n; ++t) nats += loss[t];  // padding past the text is not scored (causal)
-    scored += double(n);
+    scored += target_bytes(y.data(), n, table);
   }
   return nats / std::log(2.0) / scored;
 }
@@ -322,7 +320,7 @@ int cmd_evaluate(const Args& args) {
   if (path >= m.paths) throw DeckError("--path " + std::to_string(path) + ": the model has paths 0.." + std::to_string(m.paths - 1));
   const int p = m.only_path >= 0 ? int(m.only_path) : int(std::max(0L, path));
   if (text_file.empty()) return evaluate_on_shard(m, p, file);
-  require_byte_model(m, "evaluate --text");
+  require_text_model(m, "evaluate --text");
   double scored = 0;
   const double bpb = text_bits_per_byte(m, p, read_text_file(text_file), scored);
   std::printf("path %d: %s bits per byte on %s (%.0f bytes scored, windows of %d)\n", p, fixed(bpb, 8).c_str(),

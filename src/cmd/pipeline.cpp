@@ -177,9 +177,11 @@ void use_split(RunContext& c, const std::string& how) {
   if (c.deck.model.vocab_size == 0) {
     c.deck.model.vocab_size = need, c.deck.values["model.vocab_size"] = std::to_string(need);
   } else if (c.deck.model.vocab_size < need) {
-    throw CorpusError("token id " + c.store->meta("max_token") + " (" + c.store->meta("max_token_at") +
-                      ") is at or above model.vocab_size = " + std::to_string(c.deck.model.vocab_size) + ": the data needs " +
-                      std::to_string(need) + " (0: the data's own)");
+    const std::string what = c.store->tokenizer_file().empty()
+                                 ? "token id " + c.store->meta("max_token") + " (" + c.store->meta("max_token_at") + ")"
+                                 : "the tokenizer's ids (" + c.store->tokenizer_file() + ")";
+    throw CorpusError(what + " is at or above model.vocab_size = " + std::to_string(c.deck.model.vocab_size) +
+                      ": the data needs " + std::to_string(need) + " (0: the data's own)");
   }
   c.token_bytes = store_token_bytes(*c.store);
   c.loss_unit = c.store->bytes() || !c.token_bytes.empty() ? "bits per byte" : "bits per token";

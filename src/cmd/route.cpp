@@ -57,16 +57,16 @@ int cmd_route(const Args& args) {
   if (!std::getenv("OMP_NUM_THREADS")) omp_set_num_threads(1);  // one document at a time
   const TrainedModel m = open_trained_model(file);
   if (m.only_path >= 0) throw DeckError("'" + file + "' holds one path; route reads a checkpoint or a --all export");
-  require_byte_model(m, "route");
+  require_text_model(m, "route");
   const RunRouter rr = load_run_router(m, shards);
-  const TextRouter router(rr, m.shape);
+  const TextRouter router(rr, m);
   if (!json)
-    std::printf("router %s (%s, %d paths) on the first %d bytes of each document, features of %s\n", rr.shard_file.c_str(),
-                rr.router.mode.c_str(), m.paths, rr.prefix, rr.warm_file.c_str());
+    std::printf("router %s (%s, %d paths) on the first %d %s of each document, features of %s\n", rr.shard_file.c_str(),
+                rr.router.mode.c_str(), m.paths, rr.prefix, m.tokenizer ? "tokens" : "bytes", rr.warm_file.c_str());
   DomainRows by_domain;
   long documents = 0;
   auto one = [&](const std::string& id, const std::string& domain, const std::string& t) {
-    RouteChoice c = router.route(t, 0);
+    RouteChoice c = router.route(t);
     auto& row = by_domain[domain];
     row.resize(m.paths, 0);
     ++row[c.path], ++documents;

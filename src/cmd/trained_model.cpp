@@ -34,6 +34,21 @@ const std::vector<float>& TrainedModel::params(int path) const {
 
 namespace {
 
+// An export carries its tokenizer (/tokenizer: the model's bytes); a
+// checkpoint's is the copy in its run's token store.
+std::shared_ptr<const Tokenizer> tokenizer_of(hid_t f, const TrainedModel& m) {
+  try {
+    if (H5Lexists(f, "tokenizer", H5P_DEFAULT) > 0) {
+      const std::vector<uint8_t> bytes = read_numbers<uint8_t>(f, "tokenizer", H5T_NATIVE_UINT8, hsize_t(1) << 30);
+      return std::make_shared<Tokenizer>(std::string(bytes.begin(), bytes.end()), m.file + "'s /tokenizer");
+    }
+    const std::string run_dir = fs::path(m.source).parent_path().parent_path().string();
+    return std::make_shared<Tokenizer>(store_dir_of(m.deck.data.store, run_dir) + "/tokenizer.model");
+  } catch (const CorpusError& e) {
+    throw DeckError(m.file + " was trained on SentencePiece tokens, but its tokenizer cannot be read: " + e.what());
+  }
+}
+
 void read_checkpoint_paths(hid_t f, TrainedModel& m) {
   m.paths = int(read_attr_long(open_group(f, "/topology"), "paths", 1, kMaxPaths));
   check_checkpoint_format(f, m.file);
@@ -104,6 +119,7 @@ TrainedModel open_trained_model(const std::string& file) {
     m.source = read_attr_string(f, "source_checkpoint");
     read_whole_export(f, m);
   }
+  if (m.deck.data.tokenizer == "sentencepiece") m.tokenizer = tokenizer_of(f, m);
   return m;
 }
 
@@ -168,19 +184,21 @@ RunRouter load_run_router(const TrainedModel& m, const std::string& shards) {
   return r;
 }
 
-TextRouter::TextRouter(const RunRouter& r, const ModelShape& s)
-    : r_(r), s_(s), k_(make_cpu_kernels()), model_(std::make_unique<Model>(*k_, s, 1, Precision::fp32)) {}
+TextRouter::TextRouter(const RunRouter& r, const TrainedModel& m)
+    : r_(r), m_(m), s_(m.shape), k_(make_cpu_kernels()), model_(std::make_unique<Model>(*k_, m.shape, 1, Precision::fp32)) {}
+
+RouteChoice TextRouter::route(const std::string& text) const { return route(encode_text(m_, text), 0); }
 
 // The routing features of the run (features.cpp): the warm-start model's
 // final hidden state mean-pooled over the prefix's positions.
-RouteChoice TextRouter::route(const std::string& text, size_t begin) const {
+RouteChoice TextRouter::route(const std::vector<int32_t>& ids, size_t begin) const {
   Model& model = *model_;
   std::vector<int32_t> tok(s_.T, 0);
-  Document doc{"", "", text};
+  const Document doc{"", "", std::string_view(reinterpret_cast<const char*>(ids.data()), ids.size() * 4), 4, end_token(m_)};
   read_document(doc, begin, size_t(s_.T), tok.data());
   model.forward(r_.features_params.data(), tok.data(), tok.data());
   const int C = s_.C, m = std::min(r_.prefix, s_.T);
-  const size_t left = text.size() + 1 > begin ? text.size() + 1 - begin : 1;
+  const size_t left = ids.size() + 1 > begin ? ids.size() + 1 - begin : 1;
   const int n = int(std::min<size_t>(m, left));
   std::vector<float> f(C, 0.0f);
   for (int t = 0; t < n; ++t)
@@ -209,11 +227,26 @@ std::string RouteChoice::why() const {
   return buf;
 }
 
-void require_byte_model(const TrainedModel& m, const std::string& command) {
-  if (m.shape.V != 256)
+void require_text_model(const TrainedModel& m, const std::string& command) {
+  if (m.shape.V != 256 && !m.tokenizer)
     throw DeckError(m.file + ": a model with a vocabulary of " + std::to_string(m.shape.V) +
                     " token ids trained on token files without a tokenizer: " + command +
-                    " reads and writes text as bytes, so it needs a byte-level model");
+                    " reads and writes text, so it needs a byte-level or SentencePiece model");
 }
+
+std::vector<int32_t> encode_text(const TrainedModel& m, const std::string& text) {
+  if (m.tokenizer) {
+    const std::vector<int> ids = m.tokenizer->encode(text);
+    return std::vector<int32_t>(ids.begin(), ids.end());
+  }
+  return std::vector<int32_t>(reinterpret_cast<const uint8_t*>(text.data()), reinterpret_cast<const uint8_t*>(text.data()) + text.size());
+}
+
+std::string decode_tokens(const TrainedModel& m, const std::vector<int32_t>& ids) {
+  if (m.tokenizer) return m.tokenizer->decode(std::vector<int>(ids.begin(), ids.end()));
+  return std::string(ids.begin(), ids.end());
+}
+
+int32_t end_token(const TrainedModel& m) { return m.tokenizer ? m.tokenizer->eod() : 0; }
 
 }  // namespace dipaco

@@ -45,8 +45,6 @@ void train_on_sample(const PrepareOptions& o, const std::string& dir, const std:
     return true;
   };
   train_tokenizer(next, o.tokenizer_vocab, o.tokenizer_type, model);
-  std::error_code ec;
-  fs::remove(dir + "/tokenizer.vocab", ec);  // SentencePiece's listing beside the model: not needed
 }
 
 uint64_t file_hash(const std::string& path) {

@@ -41,15 +41,6 @@ Assignment by_path(const std::vector<std::vector<int>>& paths_of_doc, int paths)
 
 namespace {
 
-void write_dataset(hid_t loc, const std::string& name, hid_t type, int rank, const hsize_t* dims, const void* data) {
-  hid_t sp = H5Screate_simple(rank, dims, nullptr);
-  hid_t d = checked(H5Dcreate2(loc, name.c_str(), type, sp, H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT), "create dataset " + name);
-  bool empty = false;
-  for (int i = 0; i < rank; ++i) empty |= dims[i] == 0;
-  if (!empty) check(H5Dwrite(d, type, H5S_ALL, H5S_ALL, H5P_DEFAULT, data), "write dataset " + name);
-  H5Dclose(d), H5Sclose(sp);
-}
-
 void write_split(hid_t f, const char* group, const Assignment& a, const std::vector<Document>& docs) {
   hid_t g = checked(H5Gcreate2(f, group, H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT), std::string("create group ") + group);
   for (size_t p = 0; p < a.size(); ++p) {

@@ -4,18 +4,32 @@
 #include <sentencepiece_trainer.h>
 
 #include <fstream>
+#include <sstream>
 
 #include "dipaco/data/corpus.hpp"  // CorpusError
 #include "dipaco/data/token_store.hpp"
+#include "dipaco/io/files.hpp"
 
 namespace dipaco {
 
-Tokenizer::Tokenizer(const std::string& model_file) : file_(model_file), sp_(std::make_unique<sentencepiece::SentencePieceProcessor>()) {
-  if (!std::ifstream(model_file)) throw CorpusError("cannot open the tokenizer model '" + model_file + "'");
-  const auto status = sp_->Load(model_file);
-  if (!status.ok())
-    throw CorpusError("'" + model_file + "' is not a SentencePiece model: " + std::string(status.message()));
-  if (sp_->eos_id() < 0) throw CorpusError("the tokenizer model '" + model_file + "' has no </s> (eos_id = -1): it ends documents");
+Tokenizer::Tokenizer(const std::string& model_file) : file_(model_file) {
+  std::ifstream in(model_file, std::ios::binary);
+  if (!in) throw CorpusError("cannot open the tokenizer model '" + model_file + "'");
+  std::ostringstream ss;
+  ss << in.rdbuf();
+  serialized_ = ss.str();
+  load("'" + model_file + "'");
+}
+
+Tokenizer::Tokenizer(const std::string& serialized, const std::string& what) : file_(what), serialized_(serialized) {
+  load(what);
+}
+
+void Tokenizer::load(const std::string& what) {
+  sp_ = std::make_unique<sentencepiece::SentencePieceProcessor>();
+  const auto status = sp_->LoadFromSerializedProto(serialized_);
+  if (!status.ok()) throw CorpusError(what + " is not a SentencePiece model: " + std::string(status.message()));
+  if (sp_->eos_id() < 0) throw CorpusError("the tokenizer model " + what + " has no </s> (eos_id = -1): it ends documents");
   bytes_.resize(size_t(sp_->GetPieceSize()));
   static const std::string kSpace = "\xe2\x96\x81";  // U+2581, SentencePiece's word-boundary marker
   for (int id = 0; id < sp_->GetPieceSize(); ++id) {
@@ -77,17 +91,18 @@ class Sentences : public sentencepiece::SentenceIterator {
 
 void train_tokenizer(const std::function<bool(std::string&)>& next, int vocab, const std::string& type,
                      const std::string& model_file) {
-  std::string prefix = model_file;
-  if (prefix.size() > 6 && prefix.compare(prefix.size() - 6, 6, ".model") == 0) prefix.resize(prefix.size() - 6);
   Sentences it(next);
   // Byte fallback: any text encodes (no <unk>); full character coverage for code and other scripts;
   // no normalisation, no dummy prefix, whitespace kept: a document's tokens stand for exactly its bytes.
-  const std::string args = "--model_prefix=" + prefix + " --vocab_size=" + std::to_string(vocab) + " --model_type=" + type +
+  // No model_prefix: the model comes back as bytes, and holds no path of this run (the same model at any rank count).
+  const std::string args = "--vocab_size=" + std::to_string(vocab) + " --model_type=" + type +
                            " --byte_fallback=true --character_coverage=1.0 --add_dummy_prefix=false"
                            " --normalization_rule_name=identity --remove_extra_whitespaces=false --split_digits=true"
                            " --max_sentence_length=16384 --minloglevel=2 --num_threads=1";
-  const auto status = sentencepiece::SentencePieceTrainer::Train(args, &it);
+  std::string model;
+  const auto status = sentencepiece::SentencePieceTrainer::Train(args, &it, &model);
   if (!status.ok()) throw CorpusError("SentencePiece could not train a tokenizer: " + std::string(status.message()));
+  write_file_atomic(model_file, model);
 }
 
 }  // namespace dipaco

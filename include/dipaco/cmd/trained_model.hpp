@@ -9,6 +9,7 @@
 
 #include "dipaco/cmd/app.hpp"
 #include "dipaco/data/router.hpp"
+#include "dipaco/data/tokenizer.hpp"
 #include "dipaco/io/deck.hpp"
 #include "dipaco/model/model.hpp"
 
@@ -23,14 +24,22 @@ struct TrainedModel {
   int paths = 1;
   long only_path = -1;     // a one-path export: the path it holds
   std::vector<std::vector<float>> path_params;  // [paths] arenas; only only_path's for a one-path export
+  // The SentencePiece model the run encoded its text with (a checkpoint: the
+  // run's store/tokenizer.model; an export: the copy it carries); null for bytes.
+  std::shared_ptr<const Tokenizer> tokenizer;
   const std::vector<float>& params(int path) const;
 };
+// A text as the model's tokens (its bytes, or its SentencePiece ids), and back.
+std::vector<int32_t> encode_text(const TrainedModel& m, const std::string& text);
+std::string decode_tokens(const TrainedModel& m, const std::vector<int32_t>& ids);
+// The end-of-document token (0 for bytes).
+int32_t end_token(const TrainedModel& m);
 
 // Throws DeckError (exit 2) for a file that is neither, naming what it is.
 TrainedModel open_trained_model(const std::string& file);
-// Commands that read and write text (generate, route): a model of another
-// vocabulary than bytes is refused (DeckError), naming the command.
-void require_byte_model(const TrainedModel& m, const std::string& command);
+// Commands that read and write text (generate, route): a model of token ids
+// without a tokenizer (trained on token files) is refused (DeckError), naming the command.
+void require_text_model(const TrainedModel& m, const std::string& command);
 // The dense deck of one path: the source deck with a single level and module.
 Deck dense_deck(const std::string& source_deck, const Args& overrides = {});
 
@@ -54,12 +63,15 @@ struct RouteChoice {
 };
 class TextRouter {
  public:
-  explicit TextRouter(const RunRouter& r, const ModelShape& s);
-  RouteChoice route(const std::string& text, size_t begin) const;
+  explicit TextRouter(const RunRouter& r, const TrainedModel& m);
+  RouteChoice route(const std::string& text) const;  // by its first prefix tokens
+  // Tokens [begin, begin + prefix) of ids, then end-of-document tokens.
+  RouteChoice route(const std::vector<int32_t>& ids, size_t begin) const;
   int prefix() const { return r_.prefix; }
 
  private:
   const RunRouter& r_;
+  const TrainedModel& m_;
   ModelShape s_;
   std::unique_ptr<Kernels> k_;
   std::unique_ptr<Model> model_;  // batch 1; route() reuses its activations

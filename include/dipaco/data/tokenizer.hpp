@@ -20,6 +20,8 @@ class Tokenizer {
  public:
   // A model file; CorpusError naming it when it is missing or not a model.
   explicit Tokenizer(const std::string& model_file);
+  // A model's bytes (an export carries them); `what` names it in errors.
+  Tokenizer(const std::string& serialized, const std::string& what);
   ~Tokenizer();
   Tokenizer(const Tokenizer&) = delete;
   Tokenizer& operator=(const Tokenizer&) = delete;
@@ -34,9 +36,11 @@ class Tokenizer {
   // <unk> none. Bits per byte divide a loss by these.
   const std::vector<uint8_t>& token_bytes() const { return bytes_; }
   const std::string& file() const { return file_; }
+  const std::string& serialized() const { return serialized_; }
 
  private:
-  std::string file_;
+  void load(const std::string& what);
+  std::string file_, serialized_;
   std::unique_ptr<sentencepiece::SentencePieceProcessor> sp_;
   std::vector<uint8_t> bytes_;
 };

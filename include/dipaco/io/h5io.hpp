@@ -131,6 +131,15 @@ inline void write_floats(hid_t loc, const std::string& name, const float* data, 
   if (e < 0 || e2 < 0) throw CheckpointError("HDF5 failed to write dataset " + name + " (disk full?)");
 }
 
+// A dataset of `rank` dimensions written whole (none of them zero: created empty).
+inline void write_dataset(hid_t loc, const std::string& name, hid_t type, int rank, const hsize_t* dims, const void* data) {
+  H5Id sp(H5Screate_simple(rank, dims, nullptr), H5Sclose);
+  H5Id d(checked(H5Dcreate2(loc, name.c_str(), type, sp, H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT), "create dataset " + name), H5Dclose);
+  bool empty = false;
+  for (int i = 0; i < rank; ++i) empty |= dims[i] == 0;
+  if (!empty) check(H5Dwrite(d, type, H5S_ALL, H5S_ALL, H5P_DEFAULT, data), "write dataset " + name);
+}
+
 // A file written whole by one process: through PATH.tmp, renamed when complete
 // and removed when not, so that a failed write leaves nothing a later run reads.
 inline void write_h5_atomic(const std::string& path, const std::function<void(hid_t)>& write) {
