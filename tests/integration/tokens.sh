@@ -140,6 +140,6 @@ check "generate on a token model without a tokenizer says so" 2 "vocabulary of $
   "$bin" generate "$(ls "$tmp"/runs/mega/checkpoints/ckpt-*.h5 | tail -1)" --prompt hello --tokens 5
 check "evaluate a token model's path on its shard: bits per token" 0 "path 1: validation bits per token [0-9.]+ on its own shard" -- \
   "$bin" evaluate "$(ls "$tmp"/runs/mega/checkpoints/ckpt-*.h5 | tail -1)" --path 1
-check "route --text on a token model says so" 2 "route reads and writes text as bytes" -- \
+check "route --text on a token model says so" 2 "route reads and writes text, so it needs a byte-level or SentencePiece model" -- \
   "$bin" route "$(ls "$tmp"/runs/mega/checkpoints/ckpt-*.h5 | tail -1)" --text hello
 finish
