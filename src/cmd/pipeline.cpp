@@ -220,9 +220,13 @@ int make_prepare(RunContext& c, const std::string& stamp) {
   map_store(c);
   use_split(c, how);
   if (r.empty > 0) say(c.rank, "stage prepare: " + std::to_string(r.empty) + " line(s) with an empty text skipped");
-  if (r.tokens > 0)
+  if (r.tokens > 0) {
+    char rate[200];
+    std::snprintf(rate, sizeof rate, "; tokenizer trained in %.1f s, text encoded in %.1f s (%.2f MB/s per rank)",
+                  r.train_tokenizer_seconds, r.encode_seconds, double(r.bytes) / std::max(r.encode_seconds, 1e-9) / 1e6 / c.size);
     say(c.rank, "stage prepare: " + std::to_string(r.tokens) + " SentencePiece tokens (" + c.store->meta("vocab_size") +
-                    " ids, " + c.store_dir + "/tokenizer.model), encoded in " + format_duration(r.encode_seconds));
+                    " ids, " + c.store_dir + "/tokenizer.model)" + rate);
+  }
   return kExitOk;
 }
 

@@ -182,7 +182,7 @@ EncodeReport encode_store(const PrepareOptions& o, const std::string& dir, MPI_C
   r.meta = "tokens = sentencepiece\nvocab_size = " + std::to_string(tk.vocab_size()) + "\neod = " + std::to_string(tk.eod()) +
            "\ntokenizer = tokenizer.model\ntokenizer_hash = " + std::to_string(r.tokenizer_hash) +
            "\ntoken_count = " + std::to_string(total) + "\n";
-  r.seconds = MPI_Wtime() - t0;
+  r.train_seconds = t_encode - t0, r.encode_seconds = MPI_Wtime() - t_encode;
   return r;
 }
 

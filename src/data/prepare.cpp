@@ -474,7 +474,8 @@ PrepareReport prepare_store(const PrepareOptions& o, const std::string& dir, con
       }
     if (auto e = first_error(error, comm); !e.empty()) throw WriteError(e);
     const EncodeReport enc = encode_store(o, tmp, comm);
-    vocab = enc.meta, rep.tokens = enc.tokens, rep.encode_seconds = enc.seconds;
+    vocab = enc.meta, rep.tokens = enc.tokens;
+    rep.train_tokenizer_seconds = enc.train_seconds, rep.encode_seconds = enc.encode_seconds;
     content = hash64(std::to_string(enc.tokenizer_hash), content);  // another tokenizer: another corpus for the later stages
   }
   if (rank == 0) {

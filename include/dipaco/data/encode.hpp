@@ -15,7 +15,7 @@ struct EncodeReport {
   std::string meta;  // meta.txt's token lines (tokens, vocab_size, eod, tokenizer_hash, ...)
   uint64_t tokenizer_hash = 0;
   uint64_t tokens = 0;
-  double seconds = 0;
+  double train_seconds = 0, encode_seconds = 0;  // the tokenizer's training (0 when given), the encoding pass
 };
 
 // Collective over comm. dir holds a complete byte store (not yet renamed into

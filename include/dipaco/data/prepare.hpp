@@ -39,7 +39,7 @@ struct PrepareReport {
   uint64_t documents = 0, train = 0, val = 0, bytes = 0, input_bytes = 0;
   uint64_t empty = 0;  // lines skipped for an empty text
   uint64_t tokens = 0;  // SentencePiece ids written (0 for bytes)
-  double seconds = 0, encode_seconds = 0;
+  double seconds = 0, train_tokenizer_seconds = 0, encode_seconds = 0;
 };
 // Collective over comm: writes the store into dir with stamp.txt = stamp.
 // Bad input: CorpusError on every rank, with the first failing rank's message.
