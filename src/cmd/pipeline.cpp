@@ -364,6 +364,7 @@ void write_summary(const RunContext& c) {
         .add("outer_rounds", sum.rounds)
         .add("dropped_contributions", sum.dropped)
         .add("diverged_contributions", sum.diverged)
+        .add("rolled_back", sum.rolled_back)
         .add("sync_seconds", sum.sync_seconds)
         .add("sync_share", sum.sync_seconds / std::max(sum.wall_seconds, 1e-9))
         .add("sync_bytes_per_rank", sum.sync_bytes)

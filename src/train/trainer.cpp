@@ -306,11 +306,25 @@ void Trainer::diverged(PathState& p, long step, const std::string& why) {
   std::string who = warm ? "the warm start" : topo_.paths == 1 ? "training" : "path " + std::to_string(p.id);
   if (replicas_ && topo_.ranks_per_path > 1) who += " (replica " + std::to_string(topo_.rank_in_path(rank_)) + ")";
   const std::string what = who + " diverged at step " + std::to_string(step) + ": " + why;
-  if (!outer_->reset_to_anchors(p))
-    throw DivergedError(what + "; " + (warm ? "it has" : "its weights have") +
-                        " no anchors to go back to (no outer rounds, or private levels): the job ends; lower train.lr " +
-                        "(or raise train.diverge_factor) and run again: it resumes from the last checkpoint, if any " +
-                        "(checkpoints never hold weights that are not finite)");
+  if (!outer_->reset_to_anchors(p)) {
+    const long back = roll_back(p);
+    if (back < 0)
+      throw DivergedError(what + "; " + (warm ? "it has" : "its weights have") +
+                          " no anchors and no good weights to go back to (no outer rounds, or private levels): the job "
+                          "ends; lower train.lr (or raise train.diverge_factor) and run again: it resumes from the last "
+                          "checkpoint, if any (checkpoints never hold weights that are not finite)");
+    if (++diverged_count_[p.id] > deck_.train.diverge_limit)
+      throw DivergedError(what + "; it diverged " + std::to_string(diverged_count_[p.id]) + " times (train.diverge_limit = " +
+                          std::to_string(deck_.train.diverge_limit) + "): the job ends; lower train.lr and run again: it "
+                          "resumes from the last checkpoint, if any (checkpoints never hold weights that are not finite)");
+    ++rolled_back_;
+    if (topo_.rank_in_path(rank_) == 0) {
+      std::printf("%s; back to its last good weights (step %ld: a checkpoint or the start), the batches since skipped (%ld of "
+                  "train.diverge_limit = %d)\n", what.c_str(), back, diverged_count_[p.id], deck_.train.diverge_limit);
+      std::fflush(stdout);
+    }
+    return;
+  }
   const size_t bytes = model_->layout().total * sizeof(float);
   k_.zero(p.m.get(), bytes), k_.zero(p.v.get(), bytes);
   ++p.diverged;
@@ -349,11 +363,35 @@ void Trainer::agree_diverged(long step, long round) {
   outer_->leave_out(round, std::move(left_out));
 }
 
+void Trainer::keep_rollback_point() {
+  if (role_ != TrainerRole::warm_start && deck_.dipaco.inner_steps > 0) return;  // DiPaCo paths go back to their anchors
+  const size_t n = model_->layout().total, bytes = n * sizeof(float);
+  rollback_.resize(paths_.size());
+  for (size_t i = 0; i < paths_.size(); ++i) {
+    PathState& p = paths_[i];
+    if (!std::isfinite(k_.sum_squares(p.params.get(), n))) continue;  // never a point to go back to
+    RollbackPoint& r = rollback_[i];
+    if (r.step < 0) r.params = DeviceBuffer<float>(k_, n), r.m = DeviceBuffer<float>(k_, n), r.v = DeviceBuffer<float>(k_, n);
+    k_.copy(r.params.get(), p.params.get(), bytes), k_.copy(r.m.get(), p.m.get(), bytes), k_.copy(r.v.get(), p.v.get(), bytes);
+    r.step = p.step;
+  }
+}
+
+long Trainer::roll_back(PathState& p) {
+  const size_t i = size_t(&p - paths_.data());
+  if (i >= rollback_.size() || rollback_[i].step < 0) return -1;
+  const RollbackPoint& r = rollback_[i];
+  const size_t bytes = model_->layout().total * sizeof(float);
+  k_.copy(p.params.get(), r.params.get(), bytes), k_.copy(p.m.get(), r.m.get(), bytes), k_.copy(p.v.get(), r.v.get(), bytes);
+  return r.step;  // p.step stays: the data cursor moves on past the batches that led here
+}
+
 void Trainer::save_checkpoint() {
   if (!checkpointer_) return;
   const double t = MPI_Wtime();
   progress_.elapsed = t - t0_;
   const std::string path = checkpointer_->save(*this);  // its collectives are watched one by one
+  keep_rollback_point();  // the weights just saved are finite (a checkpoint never holds others)
   checkpoint_seconds_ += MPI_Wtime() - t;
   ++checkpoints_;
   if (rank_ == 0 && verbose_) {
@@ -410,6 +448,7 @@ void Trainer::say_stopped(long step, StopRequest stop) const {
 
 void Trainer::summarize(TrainSummary& sum, long step) {
   sum.wall_seconds = progress_.elapsed = MPI_Wtime() - t0_;
+  sum.rolled_back = rolled_back_;
   sum.rounds = progress_.rounds;
   const double replicas = replicas_ ? topo_.ranks_per_path : 1;
   sum.tokens = long(double(topo_.paths) * deck_.train.batch_size * shape_.T * step * replicas);
@@ -437,6 +476,7 @@ TrainSummary Trainer::run(long until) {
   TrainSummary sum;
   RoundSchedule plan(deck_, progress_.step, until);
   start_session();
+  keep_rollback_point();
   if (plan.evaluates_first()) {  // the weights before training: with train.steps = 0, the run's result
     evaluate_between_rounds(0);
     round_boundary(0, {}, deck_.train.steps == 0 ? &sum.final_eval : nullptr);

@@ -1,10 +1,12 @@
 #!/usr/bin/env bash
-# Runs that diverge: a dense run with a learning rate far too high ends on the
-# step with exit 5 and a message, writes no checkpoint and no score of 0; a
-# DiPaCo path whose loss turns NaN goes back to its anchors, is left out of
-# its round, said once and counted, and the run finishes finite; a path that
-# keeps diverging past train.diverge_limit, or a warm start that diverges,
-# ends the job with exit 5, the last checkpoint finite.
+# Runs that diverge: a dense run that diverges goes back to its last good
+# weights and skips ahead, said and counted, and finishes; one with a learning
+# rate far too high keeps diverging and ends past train.diverge_limit with exit
+# 5 and a message, no checkpoint after the divergence and no score of 0; a
+# DiPaCo path whose loss turns NaN goes back to its anchors, is left out of its
+# round, said once and counted, and the run finishes finite; a path that keeps
+# diverging past train.diverge_limit, or a warm start that does, ends the job
+# with exit 5, the last checkpoint finite.
 # Usage: divergence.sh BUILD_DIR SOURCE_DIR
 set -u
 build=$1 src=$2
@@ -26,7 +28,7 @@ no_zero_score() {  # no_zero_score RUN: no eval.json or summary.json scoring 0 (
 # 1. lr 10 and weight decay 10 (NaN from the weights' overflow): exit 5 on the step, no checkpoint.
 check "dense NaN blow-up: exit 5 with the step and the value" 5 "training diverged at step [0-9]+: (loss|gradient norm) " -- \
   mpi 1 run "${dense[@]}" --train.lr=10 --train.weight_decay=10 --run.name=nan --checkpoint.every=1
-at=$(grep -oE "diverged at step [0-9]+" "$tmp/out" | grep -oE "[0-9]+$")
+at=$(grep -oE "diverged at step [0-9]+" "$tmp/out" | tail -1 | grep -oE "[0-9]+$")
 last=$(sed -n 's/^ckpt-0*\([0-9]*\)\.h5$/\1/p' "$tmp/nan/checkpoints/latest" 2>/dev/null)
 if [[ -n $at && -n $last && $last -lt $at ]] && no_zero_score nan; then
   ok "dense NaN blow-up: the last checkpoint (step $last) is before the divergence (step $at), no score of 0"
@@ -37,6 +39,14 @@ check "dense NaN blow-up: the last checkpoint evaluates finite" 0 "validation bi
 check "dense NaN blow-up, train.diverge_factor = 0: exit 5 on the first value that is not finite" 5 \
   "diverged at step [0-9]+: (loss|gradient norm) (nan|inf)" -- \
   mpi 1 run "${dense[@]}" --train.lr=10 --train.weight_decay=10 --train.diverge_factor=0 --run.name=nan0
+
+# A dense run that diverges twice (NaN losses at steps 15 and 33, 2 ranks): back to its last good weights each time.
+check "dense run diverging twice: finishes" 0 "^done: 60 steps" -- \
+  mpi 2 run "${dense[@]}" --run.name=back --fault.diverge_path=0 --fault.diverge_steps=15,33 --checkpoint.every=10
+[[ $(grep -c "back to its last good weights" "$tmp/out") == 2 ]] && grep -q "diverged at step 15: loss nan; back to its last good weights (step 10" "$tmp/out" &&
+  grep -q '"rolled_back":2' "$tmp/back/summary.json" && no_zero_score back &&
+  ok "dense run diverging twice: back to step 10's and step 30's weights, said once each, counted in summary.json" ||
+  bad "dense run diverging twice: what was said or counted"
 
 # 2. lr 10 alone (a finite blow-up, val bpb 90 once): above train.diverge_factor x the running mean.
 check "dense finite blow-up: exit 5" 5 "diverged at step [0-9]+: loss [0-9.]+ above 4 x its running mean" -- \
@@ -68,7 +78,7 @@ check "DiPaCo path past the limit: step 10's checkpoint evaluates finite" 0 "val
 # 5. Every path at lr 10: each diverges, is reset, and the job ends past the limit instead of finishing on garbage.
 check "DiPaCo at lr 10: exit 5" 5 "diverged [0-9]+ times by step" -- mpi 2 run "${tiny[@]}" --train.lr=10 --run.name=all
 
-# 6. A warm start that diverges has no anchors: exit 5 at the first.
+# 6. A warm start that keeps diverging: back to its last good weights each time, then exit 5 past the limit.
 check "warm start diverges: exit 5" 5 "the warm start diverged at step [0-9]+" -- \
   mpi 2 run "${tiny[@]}" --route.warm_steps=20 --train.lr=10 --train.weight_decay=10 --run.name=warm
 

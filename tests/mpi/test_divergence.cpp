@@ -91,10 +91,29 @@ TEST(Divergence, PastTheLimitEveryRankEnds) {
   EXPECT_THROW(r.t->run(), DivergedError);
 }
 
-// Dense training has no anchors to go back to: the first divergence ends it, on every rank.
+// Dense training whose weights were never good (no checkpoint, no finite start) has nothing to go back to:
+// the first divergence ends it, on every rank.
 TEST(Divergence, DenseRunEndsAtTheFirst) {
   TinyRun r = make_run("div_dense", {"dipaco.modules_per_level=1", "model.layers_per_level=0", "dipaco.inner_steps=0"});
   poison(r, 0);
+  EXPECT_THROW(r.t->run(), DivergedError);
+}
+
+// Dense training that diverges goes back to its last good weights (here the start: no checkpoint yet),
+// skips ahead and finishes; the weights it ends with are finite, the same on every rank.
+TEST(Divergence, DenseRunRollsBackToItsLastGoodWeights) {
+  TinyRun r = make_run("div_dense_back", {"dipaco.modules_per_level=1", "model.layers_per_level=0", "dipaco.inner_steps=0",
+                                          "fault.diverge_path=0", "fault.diverge_steps=3,5"});
+  const TrainSummary s = r.t->run();
+  EXPECT_EQ(s.rolled_back, 2);
+  EXPECT_EQ(r.t->progress().step, r.deck.train.steps);
+  EXPECT_TRUE(all_finite(r));
+}
+
+// ... and past train.diverge_limit the job ends, on every rank.
+TEST(Divergence, DenseRunPastTheLimitEnds) {
+  TinyRun r = make_run("div_dense_limit", {"dipaco.modules_per_level=1", "model.layers_per_level=0", "dipaco.inner_steps=0",
+                                           "train.diverge_limit=1", "fault.diverge_path=0", "fault.diverge_steps=2,4"});
   EXPECT_THROW(r.t->run(), DivergedError);
 }
 

@@ -42,6 +42,7 @@ struct TrainSummary {
   double wall_seconds = 0, sync_seconds = 0, sync_bytes = 0, dp_bytes = 0, path_bytes = 0;
   long tokens = 0, rounds = 0, dropped = 0;
   long diverged = 0;  // paths left out of an outer round because they diverged (one per path and round)
+  long rolled_back = 0;  // dense runs and the warm start: divergences undone by going back to the last good weights
   double checkpoint_seconds = 0;  // writing checkpoints, all of them
   long checkpoints = 0;
 };
@@ -134,6 +135,11 @@ class Trainer {
   void start_session();
   EvalResult back_to_best();
   void save_checkpoint();
+  // Dense training and the warm start have no anchors: a divergence rolls the
+  // path back to its last good weights (the last checkpoint, or the session's
+  // start) and skips ahead; past train.diverge_limit the job ends.
+  void keep_rollback_point();
+  long roll_back(PathState& p);  // the step it went back to; -1: nothing to go back to
   void say_stopped(long step, StopRequest stop) const;
   // The round at `step`: run now, or posted (overlap) and completed by complete_round.
   void outer_round(long step, TrainSummary& sum, bool overlap);
@@ -172,7 +178,13 @@ class Trainer {
   DeviceBuffer<float> grads_;
   DeviceBuffer<int32_t> tok_dev_, tgt_dev_;
   std::vector<int32_t> tok_, tgt_;
-  std::vector<uint8_t> token_bytes_;  // empty: a target is one byte (bytes) or one token (token files)
+  std::vector<uint8_t> token_bytes_;
+  struct RollbackPoint {
+    DeviceBuffer<float> params, m, v;
+    long step = -1;  // -1: none kept
+  };
+  std::vector<RollbackPoint> rollback_;  // per own path (dense runs and the warm start only)
+  long rolled_back_ = 0;  // empty: a target is one byte (bytes) or one token (token files)
   std::vector<float> grad_host_;
   std::unique_ptr<DeviceSum> device_sum_;  // the path's gradient sum on the GPUs (NCCL), or null: MPI
   std::unique_ptr<MetricsFile> metrics_;
