@@ -138,7 +138,7 @@ PrepareOptions prepare_options(const Deck& deck) {
   o.corpus = deck.data.corpus, o.val = deck.data.val, o.domain_key = deck.data.domain_key;
   o.val_fraction = deck.data.val_fraction, o.min_val_docs = deck.data.min_val_docs;
   o.piece_bytes = uint64_t(deck.data.piece_mb * 1e6), o.eot_token = deck.data.eot_token;
-  o.sentencepiece = deck.data.tokenizer == "sentencepiece";
+  o.sentencepiece = deck.data.tokenizer == "sentencepiece", o.decode_table = deck.data.decode_table;
   if (!o.sentencepiece && !deck.data.tokenizer_model.empty())
     throw DeckError("data.tokenizer_model = " + deck.data.tokenizer_model + " needs data.tokenizer = sentencepiece");
   o.tokenizer_model = deck.data.tokenizer_model, o.tokenizer_type = deck.data.tokenizer_type;

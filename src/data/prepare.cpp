@@ -324,6 +324,8 @@ PrepareReport prepare_store(const PrepareOptions& o, const std::string& dir, con
     in = plan(o);
     if (o.sentencepiece && in.tokens())
       throw CorpusError("data.tokenizer = sentencepiece encodes text, but " + in.sources[0] + " holds tokens already");
+    if (!o.decode_table.empty() && !in.tokens())
+      throw CorpusError("data.decode_table = " + o.decode_table + " is for token files; data.corpus holds text");
     std::tie(lo, hi) = my_pieces(in, rank, size);
   } catch (const std::exception& e) {
     error = e.what();
@@ -436,10 +438,23 @@ PrepareReport prepare_store(const PrepareOptions& o, const std::string& dir, con
   MPI_Allreduce(MPI_IN_PLACE, &max_token, 1, MPI_INT64_T, MPI_MAX, comm);
   const std::string max_at = first_error(s.max_token == max_token && max_token >= 0 ? s.max_at : "", comm);
   std::string vocab = "tokens = bytes\nvocab_size = 256\neod = 0\n";
+  std::vector<uint8_t> decode;  // each id's bytes (data.decode_table), kept as token_bytes.bin
   if (in.tokens()) {
     const int64_t eod = in.pieces[0].eod >= 0 ? in.pieces[0].eod : max_token + 1;
     vocab = "tokens = ids\nvocab_size = " + std::to_string(std::max(max_token, eod) + 1) + "\neod = " + std::to_string(eod) +
             "\nmax_token = " + std::to_string(max_token) + "\nmax_token_at = " + max_at + "\ntext = sources.txt\n";
+    if (!o.decode_table.empty()) {
+      try {
+        decode = read_decode_table(o.decode_table, int32_t(eod));
+      } catch (const std::exception& e) {
+        error = e.what();
+      }
+      if (error.empty() && int64_t(decode.size()) <= std::max(max_token, eod))
+        error = o.decode_table + ": " + std::to_string(decode.size()) + " tokens, but the data holds token id " +
+                std::to_string(std::max(max_token, eod)) + " (" + max_at + ")";
+      if (auto e = first_error(error, comm); !e.empty()) throw CorpusError(e);
+      vocab += "token_bytes = token_bytes.bin\n";
+    }
   }
 
   PrepareReport rep;
@@ -455,6 +470,7 @@ PrepareReport prepare_store(const PrepareOptions& o, const std::string& dir, con
         for (auto& f : in.sources) src += escape_line(f) + "\n";
         write_file_atomic(tmp + "/sources.txt", src);
       }
+      if (!decode.empty()) write_file_atomic(tmp + "/token_bytes.bin", std::string(decode.begin(), decode.end()));
       write_file_atomic(tmp + "/stamp.txt", stamp);
     } catch (const std::exception& e) {
       error = e.what();

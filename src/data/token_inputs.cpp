@@ -257,4 +257,27 @@ void read_token_piece(const InputPiece& piece, const std::function<void(InputDoc
   if (!doc.empty()) emit(++number, doc_at, std::move(doc));
 }
 
+std::vector<uint8_t> read_decode_table(const std::string& file, int32_t eod) {
+  const Fd f(file);
+  const uint64_t size = f.size();
+  uint32_t h[256] = {};
+  if (size < sizeof h) throw CorpusError(file + ": shorter than llm.c's tokenizer header (1,024 bytes)");
+  f.read_exact(h, sizeof h, 0);
+  if (h[0] != 20240328 || (h[1] != 1 && h[1] != 2))
+    throw CorpusError(file + ": not an llm.c tokenizer file (magic " + std::to_string(h[0]) + ", version " + std::to_string(h[1]) +
+                      "; expected 20240328, version 1 or 2)");
+  std::vector<char> body(size - sizeof h);
+  f.read_exact(body.data(), body.size(), sizeof h);
+  std::vector<uint8_t> bytes;
+  size_t at = 0;
+  for (uint32_t id = 0; id < h[2]; ++id) {
+    if (at >= body.size()) throw CorpusError(file + ": ends at token " + std::to_string(id) + " of " + std::to_string(h[2]));
+    const uint8_t n = uint8_t(body[at]);
+    at += 1 + n;
+    bytes.push_back(int32_t(id) == eod ? 1 : n);
+  }
+  if (at != body.size()) throw CorpusError(file + ": " + std::to_string(body.size() - at) + " bytes past its " + std::to_string(h[2]) + " tokens");
+  return bytes;
+}
+
 }  // namespace dipaco

@@ -69,8 +69,15 @@ std::string Tokenizer::decode(const std::vector<int>& ids) const {
 }
 
 std::vector<uint8_t> store_token_bytes(const TokenStore& store) {
-  const std::string file = store.tokenizer_file();
-  return file.empty() ? std::vector<uint8_t>{} : Tokenizer(file).token_bytes();
+  if (const std::string file = store.tokenizer_file(); !file.empty()) return Tokenizer(file).token_bytes();
+  if (store.meta("token_bytes").empty()) return {};
+  const std::string file = store.dir() + "/" + store.meta("token_bytes");
+  std::ifstream in(file, std::ios::binary);
+  std::ostringstream ss;
+  ss << in.rdbuf();
+  const std::string b = ss.str();
+  if (!in || b.size() < size_t(store.vocab_size())) throw CorpusError(file + ": missing or shorter than the vocabulary");
+  return std::vector<uint8_t>(b.begin(), b.end());
 }
 
 namespace {

@@ -167,6 +167,8 @@ std::vector<DeckKey> make_keys() {
       K_CHOICE("data.tokenizer_type", data.tokenizer_type, "unigram", "unigram|bpe", "the kind of tokenizer trained at prepare"),
       K_FLOAT("data.tokenizer_sample_mb", data.tokenizer_sample_mb, "20", 0.01, 1e5,
               "MB of training text (documents chosen by a hash of the id) a tokenizer is trained on"),
+      K_STR("data.decode_table", data.decode_table, "",
+            "token files: llm.c's tokenizer file (each id's bytes), so that losses are bits per byte, not per token"),
       K_STR("data.store", data.store, "", "directory of the token store prepare writes (empty: RUN_DIR/store)"),
       K_FLOAT("data.val_fraction", data.val_fraction, "0.1", 0.0, 0.9, "share of documents held out for validation (by hash of id)"),
       K_INT("data.min_val_docs", data.min_val_docs, "2", 0, kBig, "minimum validation documents per domain"),

@@ -18,6 +18,11 @@ tiny=(--model.d_model=32 --model.n_layers=2 --model.layers_per_level=1,1 --model
       --eval.batches=1 --checkpoint.every=0 --run.log_every=1000 --run.out_dir="$tmp/runs")
 run() { "${mpi[@]}" -np "$1" "$bin" run inputs/dipaco-2x2.ini "${tiny[@]}" "${@:2}"; }
 store() { echo "$tmp/runs/$1/store"; }
+refuse() {  # refuse NAME PATTERN CORPUS [deck overrides]
+  check "$1" 2 "$2" -- run 2 --data.corpus="$3" --route.method=hash --run.name=bad "${@:4}"
+  [[ ! -e $(store bad)/meta.txt ]] || bad "$1: a store was left"
+  rm -rf "$tmp/runs/bad"
+}
 
 # Token ids from the embedded corpus's text: each byte b becomes 300 + 7 b (ids
 # past 255, so a byte-level reader would be caught), one document per line.
@@ -109,6 +114,27 @@ if grep -qx "vocab_size = 50257" "$l/meta.txt" && grep -qx "eod = 50256" "$l/met
   ok "llm.c: $n documents split at <|endoftext|>, ids FILE:N, vocabulary 50257, read in place"
 else bad "llm.c store" "$l/meta.txt"; fi
 
+# llm.c's tokenizer file as the decode table: each id's bytes (here two for each, so the scored bytes double).
+$py - "$tmp/llmc/tokenizer.bin" <<'PY'
+import sys, numpy as np
+header = np.zeros(256, np.uint32); header[:4] = [20240328, 2, 50257, 50256]
+with open(sys.argv[1], "wb") as f:
+    f.write(header.tobytes())
+    for i in range(50257):
+        piece = b"<|endoftext|>" if i == 50256 else bytes([(i - 300) // 7]) * 2 if i >= 300 and (i - 300) % 7 == 0 and (i - 300) // 7 < 256 else b""
+        f.write(bytes([len(piece)]) + piece)
+PY
+check "llm.c shards with their decode table: bits per byte" 0 "routed validation: [0-9.]+ bits per byte over [0-9]+ scored bytes" -- \
+  run 2 --data.corpus="$tmp/llmc/tiny_train_*.bin" --data.decode_table="$tmp/llmc/tokenizer.bin" --route.method=kmeans --run.name=llmc_bytes
+$py - "$tmp/runs/llmc/eval.json" "$tmp/runs/llmc_bytes/eval.json" >"$tmp/check.out" 2>&1 <<'PY' && ok "  ... each target counts its bytes from the table (two a token, one for <|endoftext|>)" || bad "decode table bytes" "$tmp/check.out"
+import json, sys
+a, b = (json.load(open(f)) for f in sys.argv[1:])
+assert a["loss_unit"] == "bits per token" and b["loss_unit"] == "bits per byte", (a["loss_unit"], b["loss_unit"])
+assert 1.9 < b["scored_bytes"] / a["scored_bytes"] <= 2.0, (a["scored_bytes"], b["scored_bytes"])
+PY
+head -c 2000 "$tmp/llmc/tokenizer.bin" >"$tmp/bad/short-tokenizer.bin"
+refuse "a decode table cut short" "short-tokenizer.bin: ends at token [0-9]+ of 50257" "$tmp/llmc/tiny_train_*.bin" --data.decode_table="$tmp/bad/short-tokenizer.bin"
+
 # ---- the same store at any rank count (Megatron in pieces of ~20 kB)
 for np in 1 2 4; do
   run $np --data.corpus="$tmp/mega/text_document" --data.piece_mb=0.02 --route.method=hash --run.name=np$np \
@@ -121,11 +147,6 @@ done
 ((same)) && ok "token store: the same bytes at np 1, 2 and 4" || bad "token store differs between rank counts"
 
 # ---- bad token inputs: exit 2, the file named, no store left
-refuse() {  # refuse NAME PATTERN CORPUS [deck overrides]
-  check "$1" 2 "$2" -- run 2 --data.corpus="$3" --route.method=hash --run.name=bad "${@:4}"
-  [[ ! -e $(store bad)/meta.txt ]] || bad "$1: a store was left"
-  rm -rf "$tmp/runs/bad"
-}
 refuse "an .idx whose sizes disagree with its .bin" "short.idx: its sizes end at byte [0-9]+ but .*short.bin holds" "$tmp/bad/short"
 refuse "Megatron's legacy TNTIDX index" "legacy.idx: Megatron's legacy TNTIDX" "$tmp/bad/legacy"
 refuse "an .idx of version 2" "version.idx: version 2, expected 1" "$tmp/bad/version"

@@ -23,6 +23,7 @@ struct PrepareOptions {
   int min_val_docs = 2;
   uint64_t piece_bytes = uint64_t(64) << 20;  // plain files are read in pieces of about this size
   int32_t eot_token = -1;                      // data.eot_token (-1: the format's own, token_inputs.hpp)
+  std::string decode_table;                    // data.decode_table: llm.c's tokenizer file for token inputs
   // data.tokenizer = sentencepiece: the text encoded after it is read (encode.hpp).
   bool sentencepiece = false;
   std::string tokenizer_model, tokenizer_type = "unigram";  // "" = trained on the training text

@@ -38,4 +38,10 @@ std::vector<InputPiece> plan_token_pieces(const std::string& file, int source, u
 // file and byte offset.
 void read_token_piece(const InputPiece& piece, const std::function<void(InputDocument&&)>& fn, uint64_t* empty);
 
+// llm.c's decode-only tokenizer file (tokenizer.h: uint32[256] header, magic
+// 20240328, version 1 or 2, the vocabulary size; then per id a uint8 length and
+// its bytes): the bytes each id stands for, the end-of-document id counted as
+// one (as the byte-level end of document). CorpusError naming the file.
+std::vector<uint8_t> read_decode_table(const std::string& file, int32_t eod);
+
 }  // namespace dipaco

@@ -27,7 +27,7 @@ struct Deck {
     double max_hours, collective_timeout;
   } run;
   struct Data {
-    std::string corpus, val, domain_key, store, tokenizer, tokenizer_model, tokenizer_type;
+    std::string corpus, val, domain_key, store, tokenizer, tokenizer_model, tokenizer_type, decode_table;
     double val_fraction, piece_mb, tokenizer_sample_mb;
     int min_val_docs, eot_token, tokenizer_vocab;
   } data;
