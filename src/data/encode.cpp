@@ -4,6 +4,7 @@
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
+#include <functional>
 #include <sstream>
 #include <vector>
 
@@ -47,6 +48,21 @@ void train_on_sample(const PrepareOptions& o, const std::string& dir, const std:
   train_tokenizer(next, o.tokenizer_vocab, o.tokenizer_type, model);
 }
 
+// Runs body on this rank when `here`, then every rank agrees: bad input
+// (CorpusError) anywhere is bad input on all of them, any other failure a write error.
+void agreed(bool here, const std::function<void()>& body, MPI_Comm comm) {
+  std::string error, failure;
+  if (here) try {
+      body();
+    } catch (const CorpusError& e) {
+      error = e.what();
+    } catch (const std::exception& e) {
+      failure = e.what();
+    }
+  if (auto e = first_error(failure, comm); !e.empty()) throw WriteError(e);
+  if (auto e = first_error(error, comm); !e.empty()) throw CorpusError(e);
+}
+
 uint64_t file_hash(const std::string& path) {
   std::ifstream in(path, std::ios::binary);
   std::stringstream ss;
@@ -62,26 +78,17 @@ EncodeReport encode_store(const PrepareOptions& o, const std::string& dir, MPI_C
   MPI_Comm_size(comm, &size);
   const double t0 = MPI_Wtime();
   const std::string model = dir + "/tokenizer.model";
-  std::string error, failure;
-  if (rank == 0) {
-    try {
-      if (!o.tokenizer_model.empty()) {
-        const Tokenizer check(o.tokenizer_model);  // names the file when it is no model
-        fs::copy_file(o.tokenizer_model, model, fs::copy_options::overwrite_existing);
-      } else {
-        std::printf("prepare: training a %s tokenizer of %d ids on about %.1f MB of the training text\n",
-                    o.tokenizer_type.c_str(), o.tokenizer_vocab, double(o.tokenizer_sample_bytes) / 1e6);
-        std::fflush(stdout);
-        train_on_sample(o, dir, model);
-      }
-    } catch (const CorpusError& e) {
-      error = e.what();
-    } catch (const std::exception& e) {
-      failure = e.what();
+  agreed(rank == 0, [&] {
+    if (!o.tokenizer_model.empty()) {
+      const Tokenizer check(o.tokenizer_model);  // names the file when it is no model
+      fs::copy_file(o.tokenizer_model, model, fs::copy_options::overwrite_existing);
+      return;
     }
-  }
-  if (auto e = first_error(failure, comm); !e.empty()) throw WriteError(e);
-  if (auto e = first_error(error, comm); !e.empty()) throw CorpusError(e);
+    std::printf("prepare: training a %s tokenizer of %d ids on about %.1f MB of the training text\n",
+                o.tokenizer_type.c_str(), o.tokenizer_vocab, double(o.tokenizer_sample_bytes) / 1e6);
+    std::fflush(stdout);
+    train_on_sample(o, dir, model);
+  }, comm);
 
   const Tokenizer tk(model);
   const double t_encode = MPI_Wtime();  // the progress line's rate counts encoding only
@@ -90,7 +97,7 @@ EncodeReport encode_store(const PrepareOptions& o, const std::string& dir, MPI_C
   uint64_t n = 0, lo = 0, hi = 0, mine = 0;
   std::vector<int32_t> sizes;
   const std::string part = dir + "/tokens-part-" + std::to_string(rank);
-  try {
+  agreed(true, [&] {
     const TokenStore bytes(dir);
     n = bytes.documents(), lo = n * uint64_t(rank) / uint64_t(size), hi = n * uint64_t(rank + 1) / uint64_t(size);
     OutFile out(part, true);
@@ -118,13 +125,7 @@ EncodeReport encode_store(const PrepareOptions& o, const std::string& dir, MPI_C
     }
     out.pwrite_all(buf.data(), buf.size(), mine * w), mine += buf.size() / w;
     out.finish();
-  } catch (const CorpusError& e) {
-    error = e.what();
-  } catch (const std::exception& e) {
-    failure = e.what();
-  }
-  if (auto e = first_error(failure, comm); !e.empty()) throw WriteError(e);
-  if (auto e = first_error(error, comm); !e.empty()) throw CorpusError(e);
+  }, comm);
 
   // Offsets from every rank's token count; rank 0 sizes the files, each rank writes its part.
   std::vector<uint64_t> counts(size_t(size), 0);
@@ -132,24 +133,19 @@ EncodeReport encode_store(const PrepareOptions& o, const std::string& dir, MPI_C
   uint64_t base = 0, total = 0;
   for (int r = 0; r < size; ++r) base += r < rank ? counts[size_t(r)] : 0, total += counts[size_t(r)];
   const std::string bin = dir + "/tokens.bin", idx = dir + "/tokens.idx";
-  if (rank == 0) {
-    try {
-      OutFile i(idx, true);
-      const std::string head = idx_header_bytes(IdxHeader{dtype, n, n + 1});
-      i.pwrite_all(head.data(), head.size(), 0);
-      const int64_t zero = 0;
-      i.pwrite_all(&zero, 8, idx_doc_index_at(n));
-      i.resize(idx_doc_index_at(n) + 8 * (n + 1));
-      i.finish();
-      OutFile b(bin, true);
-      b.resize(total * w);
-      b.finish();
-    } catch (const std::exception& e) {
-      failure = e.what();
-    }
-  }
-  if (auto e = first_error(failure, comm); !e.empty()) throw WriteError(e);
-  try {
+  agreed(rank == 0, [&] {
+    OutFile i(idx, true);
+    const std::string head = idx_header_bytes(IdxHeader{dtype, n, n + 1});
+    i.pwrite_all(head.data(), head.size(), 0);
+    const int64_t zero = 0;
+    i.pwrite_all(&zero, 8, idx_doc_index_at(n));
+    i.resize(idx_doc_index_at(n) + 8 * (n + 1));
+    i.finish();
+    OutFile b(bin, true);
+    b.resize(total * w);
+    b.finish();
+  }, comm);
+  agreed(true, [&] {
     OutFile b(bin, false);
     copy_part(part, b, base * w, mine * w);
     b.finish();
@@ -162,19 +158,11 @@ EncodeReport encode_store(const PrepareOptions& o, const std::string& dir, MPI_C
     i.pwrite_all(ptr.data(), 8 * ptr.size(), idx_pointers_at(n) + 8 * lo);
     i.pwrite_all(doc.data(), 8 * doc.size(), idx_doc_index_at(n) + 8 * (lo + 1));
     i.finish();
-  } catch (const std::exception& e) {
-    failure = e.what();
-  }
-  if (auto e = first_error(failure, comm); !e.empty()) throw WriteError(e);
-  if (rank == 0) {
-    try {
-      fs::rename(bin, dir + "/corpus.bin");
-      fs::rename(idx, dir + "/corpus.idx");
-    } catch (const std::exception& e) {
-      failure = e.what();
-    }
-  }
-  if (auto e = first_error(failure, comm); !e.empty()) throw WriteError(e);
+  }, comm);
+  agreed(rank == 0, [&] {
+    fs::rename(bin, dir + "/corpus.bin");
+    fs::rename(idx, dir + "/corpus.idx");
+  }, comm);
 
   EncodeReport r;
   r.tokenizer_hash = file_hash(model);

@@ -23,3 +23,13 @@ check() {  # check NAME EXPECTED_CODE PATTERN -- command...
   else bad "$name (exit $code, wanted $want; pattern '$pattern')"; fi
 }
 finish() { echo "$pass passed, $fail failed"; [[ $fail -eq 0 ]]; }
+
+# The data tests' tiny 2x2 run (a script sets bin first): run2x2 NP [overrides...]
+# runs inputs/dipaco-2x2.ini into $tmp/runs; store NAME is that run's token store.
+py=/usr/bin/python3
+mpi=(env OMP_NUM_THREADS=1 mpirun --allow-run-as-root --oversubscribe --bind-to none)
+tiny=(--model.d_model=32 --model.n_layers=2 --model.layers_per_level=1,1 --model.n_heads=2 --model.context=64
+      --train.batch_size=4 --route.warm_steps=4 --train.steps=4 --dipaco.inner_steps=2 --eval.every=0
+      --eval.batches=1 --checkpoint.every=0 --run.log_every=1000 --run.out_dir="$tmp/runs")
+run2x2() { "${mpi[@]}" -np "$1" "$bin" run inputs/dipaco-2x2.ini "${tiny[@]}" "${@:2}"; }
+store() { echo "$tmp/runs/$1/store"; }

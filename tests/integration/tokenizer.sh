@@ -11,14 +11,8 @@ build=$1 src=$2
 bin=$build/dipaco
 cd "$src"
 source tests/integration/lib.sh
-py=/usr/bin/python3
-mpi=(env OMP_NUM_THREADS=1 mpirun --allow-run-as-root --oversubscribe --bind-to none)
-tiny=(--model.d_model=32 --model.n_layers=2 --model.layers_per_level=1,1 --model.n_heads=2 --model.context=64
-      --train.batch_size=4 --route.warm_steps=8 --train.steps=8 --dipaco.inner_steps=4 --eval.every=0
-      --eval.batches=1 --checkpoint.every=0 --run.log_every=1000 --run.out_dir="$tmp/runs"
-      --data.tokenizer=sentencepiece --data.tokenizer_vocab=1000)
-run() { "${mpi[@]}" -np "$1" "$bin" run inputs/dipaco-2x2.ini "${tiny[@]}" "${@:2}"; }
-store() { echo "$tmp/runs/$1/store"; }
+run() { run2x2 "$1" --route.warm_steps=8 --train.steps=8 --dipaco.inner_steps=4 --data.tokenizer=sentencepiece \
+  --data.tokenizer_vocab=1000 "${@:2}"; }
 
 check "a 2x2 run from raw JSONL with a tokenizer trained at prepare" 0 \
   "stage prepare: [0-9]+ SentencePiece tokens \(1000 ids, .*tokenizer.model\)" -- run 2 --route.method=kmeans --run.name=spm

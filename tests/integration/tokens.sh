@@ -11,13 +11,7 @@ build=$1 src=$2
 bin=$build/dipaco
 cd "$src"
 source tests/integration/lib.sh
-py=/usr/bin/python3
-mpi=(env OMP_NUM_THREADS=1 mpirun --allow-run-as-root --oversubscribe --bind-to none)
-tiny=(--model.d_model=32 --model.n_layers=2 --model.layers_per_level=1,1 --model.n_heads=2 --model.context=64
-      --train.batch_size=4 --route.warm_steps=4 --train.steps=4 --dipaco.inner_steps=2 --eval.every=0
-      --eval.batches=1 --checkpoint.every=0 --run.log_every=1000 --run.out_dir="$tmp/runs")
-run() { "${mpi[@]}" -np "$1" "$bin" run inputs/dipaco-2x2.ini "${tiny[@]}" "${@:2}"; }
-store() { echo "$tmp/runs/$1/store"; }
+run() { run2x2 "$@"; }
 refuse() {  # refuse NAME PATTERN CORPUS [deck overrides]
   check "$1" 2 "$2" -- run 2 --data.corpus="$3" --route.method=hash --run.name=bad "${@:4}"
   [[ ! -e $(store bad)/meta.txt ]] || bad "$1: a store was left"
