@@ -27,7 +27,7 @@ namespace dipaco {
 namespace {
 
 struct GenerateArgs {
-  std::string file, prompt, shards;
+  std::string file, prompt, shards, top_k;
   long tokens = 200, seed = 1, path = -1, reroute_every = 0;
   Sampling sampling;
   bool json = false, no_cache = false;
@@ -47,7 +47,7 @@ GenerateArgs parse_generate(const Args& args) {
     else if (is_flag(a, "--temperature"))
       g.sampling.temperature =
           number_option("--temperature", option(args, i, "--temperature"), 0, 100, "[0, 100] (0: always the likeliest byte)");
-    else if (is_flag(a, "--top-k")) g.sampling.top_k = int(int_option("--top-k", option(args, i, "--top-k"), 0, 1 << 24));
+    else if (is_flag(a, "--top-k")) g.top_k = option(args, i, "--top-k");  // checked against the model's vocabulary
     else if (is_flag(a, "--top-p"))
       g.sampling.top_p = number_option("--top-p", option(args, i, "--top-p"), 1e-9, 1, "(0, 1] (1: no nucleus cut)");
     else if (is_flag(a, "--seed")) g.seed = int_option("--seed", option(args, i, "--seed"), 0, std::numeric_limits<long>::max());
@@ -171,11 +171,12 @@ void print_json(const GenerateArgs& g, const TrainedModel& m, const Generation& 
 }  // namespace
 
 int cmd_generate(const Args& args) {
-  const GenerateArgs g = parse_generate(args);
+  GenerateArgs g = parse_generate(args);
   // One position at a time is too little work to share: threads only wait on each other.
   if (!std::getenv("OMP_NUM_THREADS")) omp_set_num_threads(1);
   const TrainedModel m = open_trained_model(g.file);
   require_text_model(m, "generate");
+  if (!g.top_k.empty()) g.sampling.top_k = int(int_option("--top-k", g.top_k, 0, m.shape.V));
   std::unique_ptr<RunRouter> rr;
   std::unique_ptr<TextRouter> router;
   if (m.only_path < 0 && g.path < 0 && m.paths > 1) {
