@@ -4,6 +4,7 @@
 
 #include "dipaco/cmd/app.hpp"
 #include "dipaco/io/deck.hpp"
+#include "dipaco/io/input_error.hpp"
 #include "dipaco/dist/memory_estimate.hpp"
 #include "dipaco/model/model.hpp"
 #include "dipaco/dist/topology.hpp"
@@ -56,9 +57,9 @@ void split_deck_args(const Args& args, std::string& deck, Args& overrides, Args*
           extra->push_back(args[++i]);
         continue;
       }
-      throw DeckError("unknown option '" + a + "'");
+      throw UsageError("unknown option '" + a + "'");
     }
-    if (!deck.empty()) throw DeckError("more than one deck file given: '" + deck + "' and '" + a + "'");
+    if (!deck.empty()) throw UsageError("more than one deck file given: '" + deck + "' and '" + a + "'");
     deck = a;
   }
 }
@@ -114,14 +115,14 @@ int cmd_topology(const Args& args) {
   int ranks = 1;
   for (size_t i = 0; i < extra.size(); ++i) {
     std::string a = extra[i];
-    if (a.rfind("--ranks", 0) != 0) throw DeckError("unknown option '" + a + "' (topology takes --ranks R)");
+    if (a.rfind("--ranks", 0) != 0) throw UsageError("unknown option '" + a + "' (topology takes --ranks R)");
     std::string v = a.find('=') != std::string::npos ? a.substr(a.find('=') + 1) : (i + 1 < extra.size() ? extra[++i] : "");
     try {
       ranks = std::stoi(v);
     } catch (...) {
-      throw DeckError("--ranks needs a positive integer, got '" + v + "'");
+      throw UsageError("--ranks needs a positive integer, got '" + v + "'");
     }
-    if (ranks < 1 || ranks > (1 << 20)) throw DeckError("--ranks needs an integer in [1, 1048576], got '" + v + "'");
+    if (ranks < 1 || ranks > (1 << 20)) throw UsageError("--ranks needs an integer in [1, 1048576], got '" + v + "'");
   }
   Deck d = load_deck(file, ov);
   Topology t = make_topology(d.dipaco.modules_per_level, ranks, d.dipaco.private_levels);

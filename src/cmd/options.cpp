@@ -5,14 +5,14 @@
 #include <cmath>
 #include <exception>
 
-#include "dipaco/io/deck.hpp"
+#include "dipaco/io/input_error.hpp"
 
 namespace dipaco {
 
 std::string option(const Args& args, size_t& i, const std::string& name) {
   const std::string& a = args[i];
   if (a.rfind(name + "=", 0) == 0) return a.substr(name.size() + 1);
-  if (i + 1 >= args.size()) throw DeckError(name + " needs a value");
+  if (i + 1 >= args.size()) throw UsageError(name + " needs a value");
   return args[++i];
 }
 
@@ -28,7 +28,7 @@ long int_option(const std::string& name, const std::string& v, long lo, long hi)
     pos = 0;
   }
   if (v.empty() || pos != v.size() || x < lo || x > hi)
-    throw DeckError(name + " needs an integer in [" + std::to_string(lo) + ", " + std::to_string(hi) + "], got '" + v + "'");
+    throw UsageError(name + " needs an integer in [" + std::to_string(lo) + ", " + std::to_string(hi) + "], got '" + v + "'");
   return x;
 }
 
@@ -41,7 +41,7 @@ double number_option(const std::string& name, const std::string& v, double lo, d
     pos = 0;
   }
   if (v.empty() || pos != v.size() || !std::isfinite(x) || x < lo || x > hi)
-    throw DeckError(name + " needs a number in " + allowed + ", got '" + v + "'");
+    throw UsageError(name + " needs a number in " + allowed + ", got '" + v + "'");
   return x;
 }
 

@@ -9,10 +9,12 @@
 #include <string>
 #include <vector>
 
+#include "dipaco/io/input_error.hpp"
+
 namespace dipaco {
 
-struct DeckError : std::runtime_error {
-  using std::runtime_error::runtime_error;
+struct DeckError : InputError {
+  using InputError::InputError;
 };
 
 // The most paths (product of dipaco.modules_per_level) a deck may ask for.
