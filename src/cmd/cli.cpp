@@ -1,8 +1,11 @@
 // Commands that only read a deck: usage, deck, topology.
+#include <climits>
 #include <cstdio>
 #include <sstream>
 
 #include "dipaco/cmd/app.hpp"
+#include "dipaco/cmd/options.hpp"
+#include "dipaco/io/parse_number.hpp"
 #include "dipaco/io/deck.hpp"
 #include "dipaco/io/input_error.hpp"
 #include "dipaco/dist/memory_estimate.hpp"
@@ -117,12 +120,9 @@ int cmd_topology(const Args& args) {
     std::string a = extra[i];
     if (a.rfind("--ranks", 0) != 0) throw UsageError("unknown option '" + a + "' (topology takes --ranks R)");
     std::string v = a.find('=') != std::string::npos ? a.substr(a.find('=') + 1) : (i + 1 < extra.size() ? extra[++i] : "");
-    try {
-      ranks = std::stoi(v);
-    } catch (...) {
-      throw UsageError("--ranks needs a positive integer, got '" + v + "'");
-    }
-    if (ranks < 1 || ranks > (1 << 20)) throw UsageError("--ranks needs an integer in [1, 1048576], got '" + v + "'");
+    // Text that is no number is told so; a number out of range is told the range.
+    if (!parse_integer(v, LLONG_MIN, LLONG_MAX)) throw UsageError("--ranks needs a positive integer, got '" + v + "'");
+    ranks = int(int_option("--ranks", v, 1, 1 << 20));
   }
   Deck d = load_deck(file, ov);
   Topology t = make_topology(d.dipaco.modules_per_level, ranks, d.dipaco.private_levels);

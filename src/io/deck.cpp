@@ -13,6 +13,8 @@
 #include <sstream>
 #include <utility>
 
+#include "dipaco/io/parse_number.hpp"
+
 namespace po = boost::program_options;
 
 namespace dipaco {
@@ -23,18 +25,8 @@ namespace {
 }
 
 long long parse_int(const std::string& key, const std::string& v, long long lo, long long hi) {
-  size_t pos = 0;
-  long long x = 0;
-  try {
-    x = std::stoll(v, &pos);
-  } catch (...) {
-    pos = 0;
-  }
-  if (v.empty() || pos != v.size())
-    bad_value(key, v, "an integer in [" + std::to_string(lo) + ", " + std::to_string(hi) + "]");
-  if (x < lo || x > hi)
-    bad_value(key, v, "an integer in [" + std::to_string(lo) + ", " + std::to_string(hi) + "]");
-  return x;
+  if (const auto x = parse_integer(v, lo, hi)) return *x;
+  bad_value(key, v, "an integer in [" + std::to_string(lo) + ", " + std::to_string(hi) + "]");
 }
 
 std::string fmt(double x) {
@@ -44,16 +36,8 @@ std::string fmt(double x) {
 }
 
 double parse_float(const std::string& key, const std::string& v, double lo, double hi) {
-  size_t pos = 0;
-  double x = 0;
-  try {
-    x = std::stod(v, &pos);
-  } catch (...) {
-    pos = 0;
-  }
-  if (v.empty() || pos != v.size() || !std::isfinite(x) || x < lo || x > hi)
-    bad_value(key, v, "a number in [" + fmt(lo) + ", " + fmt(hi) + "]");
-  return x;
+  if (const auto x = parse_real(v, lo, hi)) return *x;
+  bad_value(key, v, "a number in [" + fmt(lo) + ", " + fmt(hi) + "]");
 }
 
 std::string parse_choice(const std::string& key, const std::string& v, const std::string& choices) {
@@ -91,16 +75,9 @@ std::vector<int> parse_list(const std::string& key, const std::string& v, int lo
   while (std::getline(ss, item, ',')) {
     item.erase(0, item.find_first_not_of(" \t"));
     item.erase(item.find_last_not_of(" \t") + 1);
-    size_t pos = 0;
-    long x = 0;
-    try {
-      x = std::stol(item, &pos);
-    } catch (...) {
-      pos = 0;
-    }
-    if (item.empty() || pos != item.size() || x < lo || x > hi)
-      bad_value(key, v, "a comma-separated list of integers in [" + std::to_string(lo) + ", " + std::to_string(hi) + "]");
-    out.push_back(int(x));
+    const auto x = parse_integer(item, lo, hi);
+    if (!x) bad_value(key, v, "a comma-separated list of integers in [" + std::to_string(lo) + ", " + std::to_string(hi) + "]");
+    out.push_back(int(*x));
     if (out.size() > kMaxListItems) bad_value(key, v.substr(0, 40) + "...", "at most " + std::to_string(kMaxListItems) + " items");
   }
   if (out.empty()) bad_value(key, v, "a non-empty comma-separated list of integers");
