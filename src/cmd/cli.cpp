@@ -47,10 +47,9 @@ void split_deck_args(const Args& args, std::string& deck, Args& overrides, Args*
   for (size_t i = 0; i < args.size(); ++i) {
     const std::string& a = args[i];
     if (a.rfind("--", 0) == 0) {
-      std::string key = a.substr(2, a.find('=') == std::string::npos ? std::string::npos : a.find('=') - 2);
-      if (key.find('.') != std::string::npos) {
+      if (const Override o = split_override(a); o.key.find('.') != std::string::npos) {
         // "--a.b=c" or "--a.b c"
-        if (a.find('=') == std::string::npos && i + 1 < args.size()) overrides.push_back(a + "=" + args[++i]);
+        if (!o.has_value && i + 1 < args.size()) overrides.push_back(a + "=" + args[++i]);
         else overrides.push_back(a);
         continue;
       }

@@ -332,6 +332,13 @@ std::string closest_key(const std::string& name) {
   return best_d <= std::max<size_t>(3, name.size() / 3) ? best : "";
 }
 
+Override split_override(const std::string& arg) {
+  const size_t from = arg.rfind("--", 0) == 0 ? 2 : 0;
+  const size_t eq = arg.find('=', from);
+  if (eq == std::string::npos) return {arg.substr(from), "", false};
+  return {arg.substr(from, eq - from), arg.substr(eq + 1), true};
+}
+
 Deck load_deck(const std::string& file, const std::vector<std::string>& overrides) {
   return load_deck_source(file, nullptr, overrides);
 }
@@ -348,26 +355,23 @@ namespace {
 // "" is a text key's documented default (route.warm_start): keys given empty
 // go to `empty`, set past Boost.
 std::vector<std::string> override_args(const std::vector<std::string>& overrides, std::set<std::string>& empty) {
-  std::vector<std::string> args;
+  std::vector<Override> last;
   std::map<std::string, size_t> slot;
-  for (auto a : overrides) {
-    if (a.rfind("--", 0) != 0) a = "--" + a;
-    const std::string key = a.substr(0, a.find('='));
-    if (slot.count(key)) {
-      args[slot[key]] = a;
+  for (const auto& a : overrides) {
+    Override o = split_override(a);
+    if (auto [it, fresh] = slot.try_emplace(o.key, last.size()); fresh) last.push_back(std::move(o));
+    else last[it->second] = std::move(o);
+  }
+  std::vector<std::string> args;
+  for (const auto& o : last) {
+    if (o.has_value && o.value.empty()) {
+      bool known = std::any_of(deck_keys().begin(), deck_keys().end(), [&](const DeckKey& k) { return k.name == o.key; });
+      if (!known) throw DeckError(unknown_key_message("command line: ", o.key));
+      empty.insert(o.key);
     } else {
-      slot[key] = args.size();
-      args.push_back(a);
+      args.push_back("--" + o.key + (o.has_value ? "=" + o.value : ""));
     }
   }
-  std::erase_if(args, [&](const std::string& a) {
-    if (a.size() < 3 || a.back() != '=' || a.find('=') != a.size() - 1) return false;
-    std::string key = a.substr(2, a.size() - 3);
-    bool known = std::any_of(deck_keys().begin(), deck_keys().end(), [&](const DeckKey& k) { return k.name == key; });
-    if (!known) throw DeckError(unknown_key_message("command line: ", key));
-    empty.insert(key);
-    return true;
-  });
   return args;
 }
 
