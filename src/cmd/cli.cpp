@@ -1,9 +1,13 @@
 // Commands that only read a deck: usage, deck, topology.
+#include <climits>
 #include <cstdio>
 #include <sstream>
 
 #include "dipaco/cmd/app.hpp"
+#include "dipaco/cmd/options.hpp"
+#include "dipaco/io/parse_number.hpp"
 #include "dipaco/io/deck.hpp"
+#include "dipaco/io/input_error.hpp"
 #include "dipaco/dist/memory_estimate.hpp"
 #include "dipaco/model/model.hpp"
 #include "dipaco/dist/topology.hpp"
@@ -43,10 +47,9 @@ void split_deck_args(const Args& args, std::string& deck, Args& overrides, Args*
   for (size_t i = 0; i < args.size(); ++i) {
     const std::string& a = args[i];
     if (a.rfind("--", 0) == 0) {
-      std::string key = a.substr(2, a.find('=') == std::string::npos ? std::string::npos : a.find('=') - 2);
-      if (key.find('.') != std::string::npos) {
+      if (const Override o = split_override(a); o.key.find('.') != std::string::npos) {
         // "--a.b=c" or "--a.b c"
-        if (a.find('=') == std::string::npos && i + 1 < args.size()) overrides.push_back(a + "=" + args[++i]);
+        if (!o.has_value && i + 1 < args.size()) overrides.push_back(a + "=" + args[++i]);
         else overrides.push_back(a);
         continue;
       }
@@ -56,9 +59,9 @@ void split_deck_args(const Args& args, std::string& deck, Args& overrides, Args*
           extra->push_back(args[++i]);
         continue;
       }
-      throw DeckError("unknown option '" + a + "'");
+      throw UsageError("unknown option '" + a + "'");
     }
-    if (!deck.empty()) throw DeckError("more than one deck file given: '" + deck + "' and '" + a + "'");
+    if (!deck.empty()) throw UsageError("more than one deck file given: '" + deck + "' and '" + a + "'");
     deck = a;
   }
 }
@@ -114,14 +117,11 @@ int cmd_topology(const Args& args) {
   int ranks = 1;
   for (size_t i = 0; i < extra.size(); ++i) {
     std::string a = extra[i];
-    if (a.rfind("--ranks", 0) != 0) throw DeckError("unknown option '" + a + "' (topology takes --ranks R)");
+    if (a.rfind("--ranks", 0) != 0) throw UsageError("unknown option '" + a + "' (topology takes --ranks R)");
     std::string v = a.find('=') != std::string::npos ? a.substr(a.find('=') + 1) : (i + 1 < extra.size() ? extra[++i] : "");
-    try {
-      ranks = std::stoi(v);
-    } catch (...) {
-      throw DeckError("--ranks needs a positive integer, got '" + v + "'");
-    }
-    if (ranks < 1 || ranks > (1 << 20)) throw DeckError("--ranks needs an integer in [1, 1048576], got '" + v + "'");
+    // Text that is no number is told so; a number out of range is told the range.
+    if (!parse_integer(v, LLONG_MIN, LLONG_MAX)) throw UsageError("--ranks needs a positive integer, got '" + v + "'");
+    ranks = int(int_option("--ranks", v, 1, 1 << 20));
   }
   Deck d = load_deck(file, ov);
   Topology t = make_topology(d.dipaco.modules_per_level, ranks, d.dipaco.private_levels);

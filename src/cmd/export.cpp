@@ -24,6 +24,7 @@
 #include "dipaco/dist/topology.hpp"
 #include "dipaco/io/checkpoint.hpp"
 #include "dipaco/io/deck.hpp"
+#include "dipaco/io/input_error.hpp"
 #include "dipaco/io/h5io.hpp"
 #include "dipaco/io/named_tensors.hpp"
 #include "dipaco/model/kernels.hpp"
@@ -120,7 +121,7 @@ void write_router(hid_t o, const TrainedModel& m) {
 void write_whole(hid_t o, const TrainedModel& m) {
   // The whole-model layout names one module per (level, index); a private level has one per path.
   if (!m.deck.dipaco.private_levels.empty())
-    throw DeckError("export --all: the run has dipaco.private_levels = " + m.deck.values.at("dipaco.private_levels") +
+    throw InputError("export --all: the run has dipaco.private_levels = " + m.deck.values.at("dipaco.private_levels") +
                     " (a module per path there), which the whole-model layout does not hold; export paths with --path P");
   const Topology topo = make_topology(m.deck.dipaco.modules_per_level, 1);
   const ParamLayout lay = make_layout(model_shape(m.deck));
@@ -166,19 +167,19 @@ int cmd_export(const Args& args) {
   for (size_t i = 0; i < args.size(); ++i) {
     if (is_flag(args[i], "--path")) path = int_option("--path", option(args, i, "--path"), 0, kMaxPaths - 1);
     else if (args[i] == "--all") all = true;
-    else if (args[i].rfind("--", 0) == 0) throw DeckError("unknown option '" + args[i] + "' (export takes --path P or --all)");
+    else if (args[i].rfind("--", 0) == 0) throw UsageError("unknown option '" + args[i] + "' (export takes --path P or --all)");
     else (ckpt.empty() ? ckpt : out) = args[i];
   }
   if (ckpt.empty() || out.empty() || (path < 0) == !all)
-    throw DeckError("usage: dipaco export CKPT.h5 (--path P | --all) OUT.h5");
+    throw UsageError("usage: dipaco export CKPT.h5 (--path P | --all) OUT.h5");
   // The export would replace its own source (the rename at the end): refused before anything is read.
   std::error_code ec;
   if (fs::equivalent(ckpt, out, ec) || fs::weakly_canonical(ckpt, ec) == fs::weakly_canonical(out, ec))
-    throw DeckError("export: '" + out + "' is the checkpoint it reads ('" + ckpt + "'); name another output file");
+    throw UsageError("export: '" + out + "' is the checkpoint it reads ('" + ckpt + "'); name another output file");
   const TrainedModel m = open_trained_model(ckpt);
-  if (m.kind != "checkpoint") throw DeckError("'" + ckpt + "' is a " + m.kind + "; export reads a training checkpoint");
+  if (m.kind != "checkpoint") throw InputError("'" + ckpt + "' is a " + m.kind + "; export reads a training checkpoint");
   if (path >= m.paths)
-    throw DeckError("--path " + std::to_string(path) + ": the checkpoint has paths 0.." + std::to_string(m.paths - 1));
+    throw UsageError("--path " + std::to_string(path) + ": the checkpoint has paths 0.." + std::to_string(m.paths - 1));
   H5Eset_auto2(H5E_DEFAULT, nullptr, nullptr);
   write_h5_atomic(out, [&](hid_t o) {
     write_attr_string(o, "format", all ? "dipaco-model-all" : "dipaco-model");
@@ -239,10 +240,10 @@ double text_bits_per_byte(const TrainedModel& m, int path, const std::string& ra
 
 std::string read_text_file(const std::string& file) {
   std::ifstream in(file, std::ios::binary);
-  if (!in) throw DeckError("--text: cannot read '" + file + "'");
+  if (!in) throw InputError("--text: cannot read '" + file + "'");
   std::ostringstream ss;
   ss << in.rdbuf();
-  if (ss.str().size() < 2) throw DeckError("--text: '" + file + "' needs at least 2 bytes (one to predict)");
+  if (ss.str().size() < 2) throw InputError("--text: '" + file + "' needs at least 2 bytes (one to predict)");
   return ss.str();
 }
 
@@ -279,7 +280,7 @@ int evaluate_on_shard(const TrainedModel& m, int path, const std::string& file) 
     } else if (src.route.method != "kmeans") {
       ta = assign_by_rule(split.train, P, src.route.method), va = assign_by_rule(split.val, P, src.route.method);
     } else {
-      throw DeckError("the shard file of the run that trained " + file + " is missing (expected next to " + m.source + ")");
+      throw InputError("the shard file of the run that trained " + file + " is missing (expected next to " + m.source + ")");
     }
     if (int(ta.size()) != P)
       throw CheckpointError(shard_file + " holds " + std::to_string(ta.size()) + " paths, the model's run had " + std::to_string(P));
@@ -289,7 +290,7 @@ int evaluate_on_shard(const TrainedModel& m, int path, const std::string& file) 
     t.set_token_bytes(store_token_bytes(store));
     k->to_device(t.paths()[0].params.get(), m.params(path).data(), m.params(path).size() * sizeof(float));
     if (val[path].empty())
-      throw DeckError("path " + std::to_string(path) + " has no validation documents in " + shard_file +
+      throw InputError("path " + std::to_string(path) + " has no validation documents in " + shard_file +
                       " (the router sent none there); use --text FILE");
     EvalResult e = t.evaluate();
     std::printf("path %d: validation %s %s on its own shard (%.0f tokens)\n", path,
@@ -307,17 +308,17 @@ int cmd_evaluate(const Args& args) {
   for (size_t i = 0; i < args.size(); ++i) {
     if (is_flag(args[i], "--path")) path = int_option("--path", option(args, i, "--path"), 0, kMaxPaths - 1);
     else if (is_flag(args[i], "--text")) text_file = option(args, i, "--text");
-    else if (args[i].rfind("--", 0) == 0) throw DeckError("unknown option '" + args[i] + "' (evaluate takes --path P, --text FILE)");
+    else if (args[i].rfind("--", 0) == 0) throw UsageError("unknown option '" + args[i] + "' (evaluate takes --path P, --text FILE)");
     else if (file.empty()) file = args[i];
-    else throw DeckError("usage: dipaco evaluate MODEL.h5 [--path P] [--text FILE]");
+    else throw UsageError("usage: dipaco evaluate MODEL.h5 [--path P] [--text FILE]");
   }
-  if (file.empty()) throw DeckError("usage: dipaco evaluate MODEL.h5 [--path P] [--text FILE]");
+  if (file.empty()) throw UsageError("usage: dipaco evaluate MODEL.h5 [--path P] [--text FILE]");
   const TrainedModel m = open_trained_model(file);
   if (m.only_path >= 0 && path >= 0 && path != m.only_path)
-    throw DeckError("--path " + std::to_string(path) + ": " + file + " holds only path " + std::to_string(m.only_path));
+    throw UsageError("--path " + std::to_string(path) + ": " + file + " holds only path " + std::to_string(m.only_path));
   if (m.only_path < 0 && path < 0 && m.paths > 1)
-    throw DeckError(file + " holds " + std::to_string(m.paths) + " paths: choose one with --path (0.." + std::to_string(m.paths - 1) + ")");
-  if (path >= m.paths) throw DeckError("--path " + std::to_string(path) + ": the model has paths 0.." + std::to_string(m.paths - 1));
+    throw UsageError(file + " holds " + std::to_string(m.paths) + " paths: choose one with --path (0.." + std::to_string(m.paths - 1) + ")");
+  if (path >= m.paths) throw UsageError("--path " + std::to_string(path) + ": the model has paths 0.." + std::to_string(m.paths - 1));
   const int p = m.only_path >= 0 ? int(m.only_path) : int(std::max(0L, path));
   if (text_file.empty()) return evaluate_on_shard(m, p, file);
   require_text_model(m, "evaluate --text");

@@ -19,6 +19,7 @@
 #include "dipaco/cmd/options.hpp"
 #include "dipaco/cmd/trained_model.hpp"
 #include "dipaco/io/deck.hpp"
+#include "dipaco/io/input_error.hpp"
 #include "dipaco/model/kv_cache.hpp"
 #include "dipaco/model/sampling.hpp"
 #include "dipaco/train/metrics.hpp"
@@ -57,13 +58,13 @@ GenerateArgs parse_generate(const Args& args) {
     else if (is_flag(a, "--shards")) g.shards = option(args, i, "--shards");
     else if (a == "--json") g.json = true;
     else if (a == "--no-cache") g.no_cache = true;
-    else if (a.rfind("--", 0) == 0) throw DeckError("unknown option '" + a + "'\n" + kGenerateUsage);
+    else if (a.rfind("--", 0) == 0) throw UsageError("unknown option '" + a + "'\n" + kGenerateUsage);
     else if (g.file.empty()) g.file = a;
-    else throw DeckError("one model file, got '" + g.file + "' and '" + a + "'\n" + kGenerateUsage);
+    else throw UsageError("one model file, got '" + g.file + "' and '" + a + "'\n" + kGenerateUsage);
   }
-  if (g.file.empty()) throw DeckError(kGenerateUsage);
+  if (g.file.empty()) throw UsageError(kGenerateUsage);
   if (g.path >= 0 && g.reroute_every > 0)
-    throw DeckError("--path forces one path; --reroute-every needs the router to choose (give one or the other)");
+    throw UsageError("--path forces one path; --reroute-every needs the router to choose (give one or the other)");
   g.prompt_given = !g.prompt.empty();
   if (g.prompt.empty()) g.prompt = "\n";
   return g;
@@ -79,12 +80,12 @@ struct RouteEvent {
 int first_path(const GenerateArgs& g, const TrainedModel& m, const TextRouter* router, std::vector<RouteEvent>& events) {
   if (m.only_path >= 0) {
     if (g.path >= 0 && g.path != m.only_path)
-      throw DeckError("--path " + std::to_string(g.path) + ": " + g.file + " holds only path " + std::to_string(m.only_path));
+      throw UsageError("--path " + std::to_string(g.path) + ": " + g.file + " holds only path " + std::to_string(m.only_path));
     events.push_back({0, int(m.only_path), "the exported path"});
     return int(m.only_path);
   }
   if (g.path >= m.paths)
-    throw DeckError("--path " + std::to_string(g.path) + ": the model has paths 0.." + std::to_string(m.paths - 1));
+    throw UsageError("--path " + std::to_string(g.path) + ": the model has paths 0.." + std::to_string(m.paths - 1));
   if (g.path >= 0) {
     events.push_back({0, int(g.path), "forced by --path"});
     return int(g.path);
@@ -183,7 +184,7 @@ int cmd_generate(const Args& args) {
     rr = std::make_unique<RunRouter>(load_run_router(m, g.shards));
     router = std::make_unique<TextRouter>(*rr, m);
   } else if (g.reroute_every > 0) {
-    throw DeckError("--reroute-every: " + g.file + " holds one path; there is nothing to route between");
+    throw UsageError("--reroute-every: " + g.file + " holds one path; there is nothing to route between");
   }
   const Generation r = generate(g, m, router.get());
   if (g.json) {

@@ -14,6 +14,7 @@
 #include "dipaco/cmd/app.hpp"
 #include "dipaco/io/checkpoint.hpp"
 #include "dipaco/io/deck.hpp"
+#include "dipaco/io/input_error.hpp"
 #include "dipaco/train/metrics.hpp"
 #include "dipaco/io/h5io.hpp"
 #include "dipaco/io/path_arrays.hpp"
@@ -57,22 +58,22 @@ InspectArgs parse_args(const Args& args) {
   for (const auto& a : args) {
     if (a == "--json") in.json = true;
     else if (a == "--layout") in.layout = true;
-    else if (a.rfind("--", 0) == 0) throw DeckError("unknown option '" + a + "' (inspect takes --json, --layout)");
+    else if (a.rfind("--", 0) == 0) throw UsageError("unknown option '" + a + "' (inspect takes --json, --layout)");
     else in.file = a;
   }
-  if (in.file.empty()) throw DeckError("usage: dipaco inspect CKPT.h5 [--json] [--layout]");
+  if (in.file.empty()) throw UsageError("usage: dipaco inspect CKPT.h5 [--json] [--layout]");
   return in;
 }
 
 // Opens a checkpoint, naming what a file is when it is not one.
 H5Id open_checkpoint(const std::string& file) {
   std::error_code ec;
-  if (!std::filesystem::exists(file, ec)) throw DeckError("cannot open checkpoint '" + file + "': no such file");
+  if (!std::filesystem::exists(file, ec)) throw InputError("cannot open checkpoint '" + file + "': no such file");
   if (std::filesystem::is_directory(file, ec))
-    throw DeckError("cannot open checkpoint '" + file + "': it is a directory (checkpoints are " + kCheckpointFiles + ")");
+    throw InputError("cannot open checkpoint '" + file + "': it is a directory (checkpoints are " + kCheckpointFiles + ")");
   H5Eset_auto2(H5E_DEFAULT, nullptr, nullptr);
   H5Id f(H5Fopen(file.c_str(), H5F_ACC_RDONLY, H5P_DEFAULT), H5Fclose);
-  if (!f.ok()) throw DeckError("cannot open checkpoint '" + file + "' (not an HDF5 file, or truncated)");
+  if (!f.ok()) throw InputError("cannot open checkpoint '" + file + "' (not an HDF5 file, or truncated)");
   // The other HDF5 files dipaco writes carry a "format" attribute (a checkpoint
   // has "format_version" instead): name them rather than a missing attribute.
   if (H5Aexists(f, "format") > 0) {
@@ -80,11 +81,11 @@ H5Id open_checkpoint(const std::string& file) {
     const std::string what = format == "dipaco-shards" ? "a dipaco shard file"
                              : format == "dipaco-model" ? "an exported path model"
                                                         : "a '" + format.substr(0, 40) + "' file";
-    throw DeckError(file + " is " + what + ", not a checkpoint; inspect reads training checkpoints (" + kCheckpointFiles + ")");
+    throw InputError(file + " is " + what + ", not a checkpoint; inspect reads training checkpoints (" + kCheckpointFiles + ")");
   }
   // A warm-start file: one flat "params" dataset and the stage's stamp, no format_version.
   if (H5Aexists(f, "format_version") <= 0 && H5Aexists(f, "stamp") > 0 && H5Lexists(f, "params", H5P_DEFAULT) > 0)
-    throw DeckError(file + " is a warm-start file (the dense model every path starts from and whose features route), "
+    throw InputError(file + " is a warm-start file (the dense model every path starts from and whose features route), "
                     "not a checkpoint; inspect reads training checkpoints (" + kCheckpointFiles +
                     "; the warm start's own are in <run dir>/warmstart/checkpoints/)");
   return f;

@@ -3,8 +3,7 @@
 #include <exception>
 
 #include "dipaco/cmd/app.hpp"
-#include "dipaco/data/corpus.hpp"
-#include "dipaco/io/deck.hpp"
+#include "dipaco/cmd/exit_code.hpp"
 #include "dipaco_git.hpp"  // generated: the commit this binary was built from
 
 int main(int argc, char** argv) {
@@ -29,15 +28,9 @@ int main(int argc, char** argv) {
     if (cmd == "evaluate") return cmd_evaluate(args);
     if (cmd == "generate") return cmd_generate(args);
     if (cmd == "route") return cmd_route(args);
-  } catch (const DeckError& e) {
-    std::fprintf(stderr, "dipaco: error: %s\n", e.what());
-    return kExitBadInput;
-  } catch (const CorpusError& e) {  // bad input files: the same code as `run` gives them
-    std::fprintf(stderr, "dipaco: error: %s\n", e.what());
-    return kExitBadInput;
   } catch (const std::exception& e) {
     std::fprintf(stderr, "dipaco: error: %s\n", e.what());
-    return kExitFailure;
+    return exit_code_of(e);
   }
   std::fprintf(stderr, "dipaco: unknown command '%s'\n\n%s", cmd.c_str(), usage().c_str());
   return kExitBadInput;

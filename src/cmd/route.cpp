@@ -13,6 +13,7 @@
 #include "dipaco/cmd/trained_model.hpp"
 #include "dipaco/data/input_files.hpp"
 #include "dipaco/io/deck.hpp"
+#include "dipaco/io/input_error.hpp"
 #include "dipaco/train/metrics.hpp"
 
 namespace dipaco {
@@ -47,16 +48,16 @@ int cmd_route(const Args& args) {
     if (is_flag(args[i], "--text")) text = option(args, i, "--text"), have_text = true;
     else if (is_flag(args[i], "--shards")) shards = option(args, i, "--shards");
     else if (args[i] == "--json") json = true;
-    else if (args[i].rfind("--", 0) == 0) throw DeckError("unknown option '" + args[i] + "'\n" + kRouteUsage);
+    else if (args[i].rfind("--", 0) == 0) throw UsageError("unknown option '" + args[i] + "'\n" + kRouteUsage);
     else if (file.empty()) file = args[i];
     else if (corpus.empty()) corpus = args[i];
-    else throw DeckError(kRouteUsage);
+    else throw UsageError(kRouteUsage);
   }
-  if (file.empty() || have_text == !corpus.empty()) throw DeckError(kRouteUsage);
-  if (have_text && text.empty()) throw DeckError("--text needs a non-empty text");
+  if (file.empty() || have_text == !corpus.empty()) throw UsageError(kRouteUsage);
+  if (have_text && text.empty()) throw UsageError("--text needs a non-empty text");
   if (!std::getenv("OMP_NUM_THREADS")) omp_set_num_threads(1);  // one document at a time
   const TrainedModel m = open_trained_model(file);
-  if (m.only_path >= 0) throw DeckError("'" + file + "' holds one path; route reads a checkpoint or a --all export");
+  if (m.only_path >= 0) throw InputError("'" + file + "' holds one path; route reads a checkpoint or a --all export");
   require_text_model(m, "route");
   const RunRouter rr = load_run_router(m, shards);
   const TextRouter router(rr, m);

@@ -14,13 +14,12 @@
 #include <thread>
 
 #include "dipaco/cmd/app.hpp"
-#include "dipaco/io/checkpoint.hpp"
-#include "dipaco/data/corpus.hpp"
+#include "dipaco/cmd/exit_code.hpp"
 #include "dipaco/io/deck.hpp"
+#include "dipaco/io/input_error.hpp"
 #include "dipaco/cmd/pipeline.hpp"
 #include "dipaco/dist/signals.hpp"
 #include "dipaco/dist/watchdog.hpp"
-#include "dipaco/train/divergence.hpp"
 
 namespace dipaco {
 namespace {
@@ -69,17 +68,11 @@ int cmd_run(const Args& args) {
     std::string file;
     Args ov;
     split_deck_args(args, file, ov);
-    if (file.empty()) throw DeckError("run needs a deck file: dipaco run DECK.ini [--section.key=value ...]");
+    if (file.empty()) throw UsageError("run needs a deck file: dipaco run DECK.ini [--section.key=value ...]");
     Deck deck = load_deck(file, ov);
     code = run_pipeline(deck, rank, size);
-  } catch (const DeckError& e) {
-    fail_together(fail_comm, rank, size, code = kExitBadInput, e.what());
-  } catch (const CorpusError& e) {
-    fail_together(fail_comm, rank, size, code = kExitBadInput, e.what());
-  } catch (const DivergedError& e) {
-    fail_together(fail_comm, rank, size, code = kExitDiverged, e.what());
-  } catch (const std::exception& e) {  // CheckpointError (agreed on by every rank) or a failure on some ranks
-    fail_together(fail_comm, rank, size, code = kExitFailure, e.what());
+  } catch (const std::exception& e) {  // on every rank or only some: fail_together tells which
+    fail_together(fail_comm, rank, size, code = exit_code_of(e), e.what());
   }
   stop_watchdog();
   MPI_Comm_free(&fail_comm);

@@ -13,6 +13,7 @@
 #include "dipaco/data/shards.hpp"
 #include "dipaco/io/checkpoint.hpp"
 #include "dipaco/io/h5io.hpp"
+#include "dipaco/io/input_error.hpp"
 #include "dipaco/io/named_tensors.hpp"
 #include "dipaco/io/path_arrays.hpp"
 #include "dipaco/train/trainer.hpp"
@@ -45,7 +46,7 @@ std::shared_ptr<const Tokenizer> tokenizer_of(hid_t f, const TrainedModel& m) {
     const std::string run_dir = fs::path(m.source).parent_path().parent_path().string();
     return std::make_shared<Tokenizer>(store_dir_of(m.deck.data.store, run_dir) + "/tokenizer.model");
   } catch (const CorpusError& e) {
-    throw DeckError(m.file + " was trained on SentencePiece tokens, but its tokenizer cannot be read: " + e.what());
+    throw InputError(m.file + " was trained on SentencePiece tokens, but its tokenizer cannot be read: " + e.what());
   }
 }
 
@@ -90,16 +91,16 @@ void read_whole_export(hid_t f, TrainedModel& m) {
 
 TrainedModel open_trained_model(const std::string& file) {
   H5Eset_auto2(H5E_DEFAULT, nullptr, nullptr);
-  if (!fs::is_regular_file(file)) throw DeckError("cannot open '" + file + "': no such file (a checkpoint or an export)");
+  if (!fs::is_regular_file(file)) throw InputError("cannot open '" + file + "': no such file (a checkpoint or an export)");
   H5Id f(H5Fopen(file.c_str(), H5F_ACC_RDONLY, H5P_DEFAULT), H5Fclose);
-  if (!f.ok()) throw DeckError("'" + file + "' is not an HDF5 file (give a checkpoint ckpt-*.h5 or an export)");
+  if (!f.ok()) throw InputError("'" + file + "' is not an HDF5 file (give a checkpoint ckpt-*.h5 or an export)");
   TrainedModel m;
   m.file = file;
   std::string format;
   if (H5Aexists(f, "format") > 0) format = read_attr_string(f, "format");
   const bool ours = format == "dipaco-model" || format == "dipaco-model-all";
   if ((format.empty() && H5Aexists(f, "format_version") <= 0) || (!format.empty() && !ours))
-    throw DeckError("'" + file + "' is neither a checkpoint nor an exported model" +
+    throw InputError("'" + file + "' is neither a checkpoint nor an exported model" +
                     (format.empty() ? std::string(" (a warm start?)") : " (its format is " + format + ")"));
   m.deck_text = read_attr_string(f, "deck");
   m.deck = load_deck_text(m.deck_text, "the model's deck");
@@ -154,7 +155,7 @@ RunRouter router_of_export(const TrainedModel& m) {
 
 RunRouter load_run_router(const TrainedModel& m, const std::string& shards) {
   if (m.deck.route.method != "kmeans")
-    throw DeckError("the run routed by route.method = " + m.deck.route.method +
+    throw InputError("the run routed by route.method = " + m.deck.route.method +
                     ", not by features: there is no router (choose a path with --path)");
   if (m.kind == "whole-model export" && shards.empty()) return router_of_export(m);
   RunRouter r;
@@ -162,14 +163,14 @@ RunRouter load_run_router(const TrainedModel& m, const std::string& shards) {
   const std::string run_dir = fs::path(m.source).parent_path().parent_path().string();
   r.shard_file = shards.empty() ? latest_shard_file(run_dir) : shards;
   if (r.shard_file.empty())
-    throw DeckError("no shard file in " + run_dir + " (the run directory of " + m.source + "); give one with --shards FILE");
+    throw InputError("no shard file in " + run_dir + " (the run directory of " + m.source + "); give one with --shards FILE");
   const Deck& d = m.deck;
   const TokenStore store(store_dir_of(d.data.store, run_dir));
   ShardFile sf = read_shard_file(r.shard_file, store.split());
-  if (!sf.has_router) throw DeckError(r.shard_file + " holds no router");
+  if (!sf.has_router) throw InputError(r.shard_file + " holds no router");
   r.router = sf.router;
   if (r.router.paths() != m.paths)
-    throw DeckError(r.shard_file + " routes to " + std::to_string(r.router.paths()) + " paths, the model has " + std::to_string(m.paths));
+    throw InputError(r.shard_file + " routes to " + std::to_string(r.router.paths()) + " paths, the model has " + std::to_string(m.paths));
   const ModelShape s = model_shape(d);
   r.features_params.resize(make_layout(s).total);
   if (d.route.warm_steps == 0) {
@@ -179,7 +180,7 @@ RunRouter load_run_router(const TrainedModel& m, const std::string& shards) {
   }
   r.warm_file = d.route.warm_start.empty() ? run_dir + "/warmstart.h5" : d.route.warm_start;
   H5Id f(fs::is_regular_file(r.warm_file) ? H5Fopen(r.warm_file.c_str(), H5F_ACC_RDONLY, H5P_DEFAULT) : -1, H5Fclose);
-  if (!f.ok()) throw DeckError("the warm start " + r.warm_file + " whose features route is missing");
+  if (!f.ok()) throw InputError("the warm start " + r.warm_file + " whose features route is missing");
   read_floats(f, "params", r.features_params.size(), r.features_params.data(), r.warm_file);
   return r;
 }
@@ -229,7 +230,7 @@ std::string RouteChoice::why() const {
 
 void require_text_model(const TrainedModel& m, const std::string& command) {
   if (m.shape.V != 256 && !m.tokenizer)
-    throw DeckError(m.file + ": a model with a vocabulary of " + std::to_string(m.shape.V) +
+    throw InputError(m.file + ": a model with a vocabulary of " + std::to_string(m.shape.V) +
                     " token ids trained on token files without a tokenizer: " + command +
                     " reads and writes text, so it needs a byte-level or SentencePiece model");
 }

@@ -98,7 +98,7 @@ std::unique_ptr<DeviceSum> make_device_sum(const std::string& mode, const Kernel
   std::unique_ptr<DeviceSum> s;
   if (mode == "mpi") {
     *why = "run.path_allreduce = mpi";
-  } else if (k.name() != "cuda") {
+  } else if (!k.device_memory()) {
     *why = "the kernels are " + k.name() + "'s, in host memory";
   } else {
 #ifdef DIPACO_HAVE_NCCL

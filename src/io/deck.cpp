@@ -13,6 +13,8 @@
 #include <sstream>
 #include <utility>
 
+#include "dipaco/io/parse_number.hpp"
+
 namespace po = boost::program_options;
 
 namespace dipaco {
@@ -23,18 +25,8 @@ namespace {
 }
 
 long long parse_int(const std::string& key, const std::string& v, long long lo, long long hi) {
-  size_t pos = 0;
-  long long x = 0;
-  try {
-    x = std::stoll(v, &pos);
-  } catch (...) {
-    pos = 0;
-  }
-  if (v.empty() || pos != v.size())
-    bad_value(key, v, "an integer in [" + std::to_string(lo) + ", " + std::to_string(hi) + "]");
-  if (x < lo || x > hi)
-    bad_value(key, v, "an integer in [" + std::to_string(lo) + ", " + std::to_string(hi) + "]");
-  return x;
+  if (const auto x = parse_integer(v, lo, hi)) return *x;
+  bad_value(key, v, "an integer in [" + std::to_string(lo) + ", " + std::to_string(hi) + "]");
 }
 
 std::string fmt(double x) {
@@ -44,16 +36,8 @@ std::string fmt(double x) {
 }
 
 double parse_float(const std::string& key, const std::string& v, double lo, double hi) {
-  size_t pos = 0;
-  double x = 0;
-  try {
-    x = std::stod(v, &pos);
-  } catch (...) {
-    pos = 0;
-  }
-  if (v.empty() || pos != v.size() || !std::isfinite(x) || x < lo || x > hi)
-    bad_value(key, v, "a number in [" + fmt(lo) + ", " + fmt(hi) + "]");
-  return x;
+  if (const auto x = parse_real(v, lo, hi)) return *x;
+  bad_value(key, v, "a number in [" + fmt(lo) + ", " + fmt(hi) + "]");
 }
 
 std::string parse_choice(const std::string& key, const std::string& v, const std::string& choices) {
@@ -91,16 +75,9 @@ std::vector<int> parse_list(const std::string& key, const std::string& v, int lo
   while (std::getline(ss, item, ',')) {
     item.erase(0, item.find_first_not_of(" \t"));
     item.erase(item.find_last_not_of(" \t") + 1);
-    size_t pos = 0;
-    long x = 0;
-    try {
-      x = std::stol(item, &pos);
-    } catch (...) {
-      pos = 0;
-    }
-    if (item.empty() || pos != item.size() || x < lo || x > hi)
-      bad_value(key, v, "a comma-separated list of integers in [" + std::to_string(lo) + ", " + std::to_string(hi) + "]");
-    out.push_back(int(x));
+    const auto x = parse_integer(item, lo, hi);
+    if (!x) bad_value(key, v, "a comma-separated list of integers in [" + std::to_string(lo) + ", " + std::to_string(hi) + "]");
+    out.push_back(int(*x));
     if (out.size() > kMaxListItems) bad_value(key, v.substr(0, 40) + "...", "at most " + std::to_string(kMaxListItems) + " items");
   }
   if (out.empty()) bad_value(key, v, "a non-empty comma-separated list of integers");
@@ -357,6 +334,13 @@ std::string closest_key(const std::string& name) {
   return best_d <= std::max<size_t>(3, name.size() / 3) ? best : "";
 }
 
+Override split_override(const std::string& arg) {
+  const size_t from = arg.rfind("--", 0) == 0 ? 2 : 0;
+  const size_t eq = arg.find('=', from);
+  if (eq == std::string::npos) return {arg.substr(from), "", false};
+  return {arg.substr(from, eq - from), arg.substr(eq + 1), true};
+}
+
 Deck load_deck(const std::string& file, const std::vector<std::string>& overrides) {
   return load_deck_source(file, nullptr, overrides);
 }
@@ -373,26 +357,23 @@ namespace {
 // "" is a text key's documented default (route.warm_start): keys given empty
 // go to `empty`, set past Boost.
 std::vector<std::string> override_args(const std::vector<std::string>& overrides, std::set<std::string>& empty) {
-  std::vector<std::string> args;
+  std::vector<Override> last;
   std::map<std::string, size_t> slot;
-  for (auto a : overrides) {
-    if (a.rfind("--", 0) != 0) a = "--" + a;
-    const std::string key = a.substr(0, a.find('='));
-    if (slot.count(key)) {
-      args[slot[key]] = a;
+  for (const auto& a : overrides) {
+    Override o = split_override(a);
+    if (auto [it, fresh] = slot.try_emplace(o.key, last.size()); fresh) last.push_back(std::move(o));
+    else last[it->second] = std::move(o);
+  }
+  std::vector<std::string> args;
+  for (const auto& o : last) {
+    if (o.has_value && o.value.empty()) {
+      bool known = std::any_of(deck_keys().begin(), deck_keys().end(), [&](const DeckKey& k) { return k.name == o.key; });
+      if (!known) throw DeckError(unknown_key_message("command line: ", o.key));
+      empty.insert(o.key);
     } else {
-      slot[key] = args.size();
-      args.push_back(a);
+      args.push_back("--" + o.key + (o.has_value ? "=" + o.value : ""));
     }
   }
-  std::erase_if(args, [&](const std::string& a) {
-    if (a.size() < 3 || a.back() != '=' || a.find('=') != a.size() - 1) return false;
-    std::string key = a.substr(2, a.size() - 3);
-    bool known = std::any_of(deck_keys().begin(), deck_keys().end(), [&](const DeckKey& k) { return k.name == key; });
-    if (!known) throw DeckError(unknown_key_message("command line: ", key));
-    empty.insert(key);
-    return true;
-  });
   return args;
 }
 

@@ -2,19 +2,14 @@
 
 #include <sstream>
 
+#include "dipaco/io/parse_number.hpp"
+
 namespace dipaco {
 
 size_t parse_count(const std::string& s, const std::string& what) {
-  size_t pos = 0;
-  unsigned long long v = 0;
-  try {
-    v = std::stoull(s, &pos);
-  } catch (const std::exception&) {
-    pos = 0;
-  }
-  if (s.empty() || pos != s.size() || s[0] == '-' || v > (1ULL << 40))
-    throw CheckpointError(what + ": '" + s.substr(0, 40) + "' is not a count");
-  return size_t(v);
+  const auto v = parse_integer(s, 0, 1LL << 40);
+  if (!v) throw CheckpointError(what + ": '" + s.substr(0, 40) + "' is not a count");
+  return size_t(*v);
 }
 
 std::vector<std::pair<std::string, GroupSpan>> parse_arena_groups(const std::string& text, const std::string& what) {

@@ -18,6 +18,7 @@
 #include <thread>
 
 #include "dipaco/io/deck.hpp"
+#include "dipaco/io/files.hpp"
 #include "dipaco/io/key_lines.hpp"
 
 namespace dipaco {
@@ -63,7 +64,7 @@ std::string take_run_lock(const std::string& file, int* fd_out) {
   int locked = 0;  // 1 held, 0 busy, -1 the file system has no flock
   for (;;) {
     fd = open(file.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0644);
-    if (fd < 0) throw DeckError("cannot create the lock file " + file + ": " + std::strerror(errno));
+    if (fd < 0) throw WriteError("cannot create the lock file " + file + ": " + std::strerror(errno));
     if (flock(fd, LOCK_EX | LOCK_NB) == 0) locked = 1;
     else locked = errno == EWOULDBLOCK ? 0 : -1;
     // The holder may have removed the file between our open and flock: lock the file that is there now.
@@ -102,7 +103,7 @@ std::string take_run_lock(const std::string& file, int* fd_out) {
   if (ftruncate(fd, 0) != 0 || pwrite(fd, text.data(), text.size(), 0) != ssize_t(text.size())) {
     const std::string why = std::strerror(errno);
     close(fd);
-    throw DeckError("cannot write the lock file " + file + ": " + why);
+    throw WriteError("cannot write the lock file " + file + ": " + why);
   }
   fsync(fd);
   *fd_out = fd;
@@ -118,21 +119,27 @@ void release_run_lock() {
 }
 
 RunLock::RunLock(const std::string& dir, int rank, MPI_Comm comm) {
-  std::string refusal;
+  // Rank 0's outcome: the directory in use (bad input, exit 2) or the lock
+  // file not written (a failure, exit 1), with its message.
+  enum : int { kTaken, kInUse, kNotWritten };
+  int outcome = kTaken;
+  std::string why;
   if (rank == 0) {
     try {
-      refusal = take_run_lock(dir + "/lock", &fd_);
+      why = take_run_lock(dir + "/lock", &fd_);
+      if (!why.empty()) outcome = kInUse;
       if (fd_ >= 0) file_ = dir + "/lock", g_held = this;
-    } catch (const DeckError& e) {
-      refusal = e.what();
+    } catch (const WriteError& e) {
+      outcome = kNotWritten, why = e.what();
     }
   }
-  // Every rank learns the outcome, so all of them stop together with the same message.
-  int n = int(refusal.size());
-  MPI_Bcast(&n, 1, MPI_INT, 0, comm);
-  refusal.resize(size_t(n));
-  if (n > 0) MPI_Bcast(refusal.data(), n, MPI_CHAR, 0, comm);
-  if (n > 0) throw DeckError(refusal);
+  // Every rank learns the outcome, so all of them stop together with the same message and code.
+  int head[2] = {outcome, int(why.size())};
+  MPI_Bcast(head, 2, MPI_INT, 0, comm);
+  why.resize(size_t(head[1]));
+  if (head[1] > 0) MPI_Bcast(why.data(), head[1], MPI_CHAR, 0, comm);
+  if (head[0] == kInUse) throw DeckError(why);
+  if (head[0] == kNotWritten) throw WriteError(why);
 }
 
 RunLock::~RunLock() {

@@ -72,7 +72,7 @@ Trainer::Trainer(const Deck& deck, MPI_Comm world, Kernels& k, const std::vector
     std::string why;
     watched("setting up the path's gradient sum",
             [&] { device_sum_ = make_device_sum(deck.run.path_allreduce, k, path_comm_, &why); });
-    if (rank_ == 0 && verbose && k.name() != "cpu")
+    if (rank_ == 0 && verbose && k.device_memory())
       std::printf("path gradient all-reduce: %s\n",
                   device_sum_ ? "NCCL, on the GPUs" : ("MPI through host memory: " + why).c_str());
   }
@@ -271,7 +271,7 @@ double Trainer::data_parallel_gradients(PathState& p, bool poisoned) {
     device_sum_->sum(grads_.get(), layout.total);
   } else if (topo_.ranks_per_path > 1 && !replicas_) {
     float* g = grads_.get();
-    if (k_.name() != "cpu") {  // stage through host memory
+    if (k_.device_memory()) {  // stage through host memory
       grad_host_.resize(layout.total);
       k_.to_host(grad_host_.data(), g, layout.total * sizeof(float));
       g = grad_host_.data();

@@ -41,6 +41,7 @@ class TimedKernels final : public Kernels {
   Scope timer_{*this, NAME}; \
   return CALL
   std::string name() const override { return k_.name(); }
+  bool device_memory() const override { return k_.device_memory(); }
   void* alloc_bytes(size_t b) override { return k_.alloc_bytes(b); }
   void release(void* p) override { k_.release(p); }
   void to_device(void* d, const void* s, size_t n) override { k_.to_device(d, s, n); }

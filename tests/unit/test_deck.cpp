@@ -5,6 +5,7 @@
 #include <cstdio>
 #include <fstream>
 
+#include "dipaco/cmd/app.hpp"
 #include "dipaco/io/deck.hpp"
 #include "dipaco/dist/fault.hpp"
 #include "dipaco/dist/topology.hpp"
@@ -269,4 +270,30 @@ TEST(Deck, OverlapNeedsARingAndFitsInARound) {
             std::string::npos);
   EXPECT_EQ(error_of("", {"dipaco.inner_steps=10", "dipaco.overlap_steps=9", "dipaco.outer_dtype=fp4"}), "");
   EXPECT_NE(error_of("", {"dipaco.outer_dtype=fp8"}).find("fp32|bf16|int8|fp4"), std::string::npos);
+}
+
+// One splitter for overrides: the command line's (split_deck_args) and the deck's.
+TEST(Deck, OverridesSplitOneWay) {
+  const Override a = split_override("--train.steps=9");
+  EXPECT_EQ(a.key, "train.steps");
+  EXPECT_EQ(a.value, "9");
+  EXPECT_TRUE(a.has_value);
+  const Override b = split_override("route.warm_start=");
+  EXPECT_EQ(b.key, "route.warm_start");
+  EXPECT_TRUE(b.has_value && b.value.empty());
+  const Override c = split_override("--train.lr");
+  EXPECT_EQ(c.key, "train.lr");
+  EXPECT_FALSE(c.has_value);
+  EXPECT_EQ(split_override("--data.corpus=a=b.jsonl").value, "a=b.jsonl");  // the first '=' splits
+  EXPECT_EQ(split_override("--ranks=4").key, "ranks");                        // no '.': a command's flag
+
+  std::string deck;
+  Args ov, extra;
+  split_deck_args({"d.ini", "--train.steps", "9", "--model.d_model=64", "--ranks", "4"}, deck, ov, &extra);
+  EXPECT_EQ(deck, "d.ini");
+  EXPECT_EQ(ov, (Args{"--train.steps=9", "--model.d_model=64"}));
+  EXPECT_EQ(extra, (Args{"--ranks", "4"}));
+  const Deck d = load_deck("", ov);
+  EXPECT_EQ(d.train.steps, 9);
+  EXPECT_EQ(d.model.d_model, 64);
 }

@@ -1,5 +1,5 @@
 // Flags of the inference commands (export, evaluate, generate, route): values
-// checked against their range, errors naming the flag (DeckError: exit 2).
+// checked against their range, errors naming the flag (UsageError: exit 2).
 #pragma once
 #include <functional>
 #include <string>

@@ -35,10 +35,10 @@ std::string decode_tokens(const TrainedModel& m, const std::vector<int32_t>& ids
 // The end-of-document token (0 for bytes).
 int32_t end_token(const TrainedModel& m);
 
-// Throws DeckError (exit 2) for a file that is neither, naming what it is.
+// Throws InputError (exit 2) for a file that is neither, naming what it is.
 TrainedModel open_trained_model(const std::string& file);
 // Commands that read and write text (generate, route): a model of token ids
-// without a tokenizer (trained on token files) is refused (DeckError), naming the command.
+// without a tokenizer (trained on token files) is refused (InputError), naming the command.
 void require_text_model(const TrainedModel& m, const std::string& command);
 // The dense deck of one path: the source deck with a single level and module.
 Deck dense_deck(const std::string& source_deck, const Args& overrides = {});
@@ -51,7 +51,7 @@ struct RunRouter {
   int prefix = 32;
 };
 // shards: a shard file to use instead of the run's newest ("" to find it).
-// Throws DeckError naming what is missing and how to give it.
+// Throws InputError naming what is missing and how to give it.
 RunRouter load_run_router(const TrainedModel& m, const std::string& shards);
 
 // Routing one text: the path its bytes [begin, begin + prefix) pick, and every path's score.

@@ -8,10 +8,12 @@
 #include <string_view>
 #include <vector>
 
+#include "dipaco/io/input_error.hpp"
+
 namespace dipaco {
 
-struct CorpusError : std::runtime_error {
-  using std::runtime_error::runtime_error;
+struct CorpusError : InputError {
+  using InputError::InputError;
 };
 
 // Token ids as a store holds them: Megatron's dtype codes (1 uint8, 2 int8,

@@ -9,10 +9,12 @@
 #include <string>
 #include <vector>
 
+#include "dipaco/io/input_error.hpp"
+
 namespace dipaco {
 
-struct DeckError : std::runtime_error {
-  using std::runtime_error::runtime_error;
+struct DeckError : InputError {
+  using InputError::InputError;
 };
 
 // The most paths (product of dipaco.modules_per_level) a deck may ask for.
@@ -83,6 +85,15 @@ struct DeckKey {
 };
 
 const std::vector<DeckKey>& deck_keys();
+
+// One override as given: "--section.key=value", "section.key=value", or
+// "--section.key" (on a command line its value is the next argument).
+struct Override {
+  std::string key;  // "section.key", without the dashes; no '.' in it: not an override
+  std::string value;
+  bool has_value = false;  // an '=' was given (the value may be empty)
+};
+Override split_override(const std::string& arg);
 
 // Reads FILE (may be "" for defaults) and applies overrides of the form
 // --section.key=value (or section.key=value). Throws DeckError.

@@ -13,9 +13,10 @@ namespace dipaco {
 class RunLock {
  public:
   // Collective over comm: rank 0 takes dir/lock; when the directory is in use
-  // every rank throws DeckError with the holder named. A lock left by a dead
-  // process on this host is taken over with a note; one written on another
-  // host is respected (its liveness cannot be checked from here).
+  // every rank throws DeckError with the holder named, when the lock file
+  // cannot be written WriteError. A lock left by a dead process on this host
+  // is taken over with a note; one written on another host is respected (its
+  // liveness cannot be checked from here).
   RunLock(const std::string& dir, int rank, MPI_Comm comm);
   ~RunLock();  // removes the file (also on exit 3 and while an exception unwinds)
   RunLock(const RunLock&) = delete;
@@ -34,7 +35,8 @@ class RunLock {
 void release_run_lock();
 
 // Takes the lock file in this process; returns "" or why the directory is in use.
-// On success *fd holds it. Serial; RunLock calls it on rank 0.
+// On success *fd holds it; WriteError when the file cannot be created or
+// written. Serial; RunLock calls it on rank 0.
 std::string take_run_lock(const std::string& file, int* fd);
 
 }  // namespace dipaco

@@ -71,7 +71,10 @@ struct AdamwRun {
 class Kernels {
  public:
   virtual ~Kernels() = default;
-  virtual std::string name() const = 0;
+  virtual std::string name() const = 0;  // "cpu", "cuda": for messages; decisions ask device_memory()
+  // True when buffers live in a GPU's memory (the host reaches them only
+  // through to_device/to_host), false when they are host memory.
+  virtual bool device_memory() const = 0;
 
   // Device memory (host memory on the CPU). alloc_bytes returns zeroed memory.
   virtual void* alloc_bytes(size_t bytes) = 0;

@@ -26,6 +26,7 @@ constexpr size_t kChunk = 4096;
 class CpuKernels final : public Kernels {
  public:
   std::string name() const override { return "cpu"; }
+  bool device_memory() const override { return false; }
 
   void* alloc_bytes(size_t bytes) override {
     void* p = std::aligned_alloc(64, std::max<size_t>(64, (bytes + 63) / 64 * 64));

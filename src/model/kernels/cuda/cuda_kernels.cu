@@ -77,6 +77,7 @@ class CudaKernels final : public Kernels {
   ~CudaKernels() override { cublasDestroy(blas_); }
 
   std::string name() const override { return "cuda"; }
+  bool device_memory() const override { return true; }
 
   void* alloc_bytes(size_t bytes) override {
     void* p = nullptr;
