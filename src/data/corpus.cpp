@@ -152,6 +152,13 @@ void TokenStream::read(size_t pos, size_t n, int32_t* out) const {
 }
 
 void read_window(const TokenStream& s, size_t pos, int T, int32_t* tok, int32_t* tgt) {
+  if (pos + size_t(T) + 1 > s.size()) {  // a stream shorter than the window: the rest is end-of-document tokens
+    std::vector<int32_t> all(size_t(T) + 1, s.eod());
+    if (pos < s.size()) s.read(pos, s.size() - pos, all.data());
+    std::copy(all.begin(), all.end() - 1, tok);
+    std::copy(all.begin() + 1, all.end(), tgt);
+    return;
+  }
   s.read(pos, size_t(T), tok);
   std::copy(tok + 1, tok + T, tgt);
   tgt[T - 1] = s.at(pos + size_t(T));
@@ -185,7 +192,11 @@ void sample_window(const TokenStream& s, int T, uint64_t seed, int path, long st
 int validation_windows(const TokenStream& s, int T, int count, std::vector<size_t>& starts) {
   starts.clear();
   const size_t n = s.size();
-  if (n < size_t(T) + 1 || count <= 0) return 0;
+  if (n < 2 || count <= 0) return 0;
+  if (n < size_t(T) + 1) {  // shorter than one window: one window, padded (its n - 1 targets scored)
+    starts.push_back(0);
+    return 1;
+  }
   size_t available = (n - 1) / T;
   size_t k = std::min<size_t>(available, count);
   size_t stride = k > 1 ? (n - 1 - T) / (k - 1) : 0;

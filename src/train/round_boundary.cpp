@@ -30,10 +30,14 @@ std::vector<double> Trainer::local_eval_sums() {
       const size_t s = mine[item];
       read_window(p.val, s, T, &tok_[b * T], &tgt_[b * T]);
     };
-    padded_batches(mine.size(), local_batch_, fill, [&](size_t, size_t used) {
+    padded_batches(mine.size(), local_batch_, fill, [&](size_t first, size_t used) {
       window_losses(p, tok_, tgt_, fl);
-      for (size_t i = 0; i < used * T; ++i) sums[p.id] += fl[i];
-      sums[P + p.id] += target_bytes(tgt_.data(), used * T, token_bytes_);
+      for (size_t b = 0; b < used; ++b) {
+        // A shard shorter than the context has one window, padded: only its own targets count.
+        const size_t valid = std::min<size_t>(T, p.val.size() - 1 - mine[first + b]);
+        for (size_t t = 0; t < valid; ++t) sums[p.id] += fl[b * T + t];
+        sums[P + p.id] += target_bytes(&tgt_[b * T], valid, token_bytes_);
+      }
     });
   }
   fault_point(deck_, "eval");

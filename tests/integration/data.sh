@@ -166,6 +166,12 @@ check "a changed corpus: training starts over and says the corpus changed" 0 \
 $py -c "
 import json
 for i in range(60): print(json.dumps({'id': f's{i}', 'domain': 'd', 'text': 'short text ' + str(i)}))" >"$tmp/short.jsonl"
+# Validation shards shorter than the context: one padded window each, scored, not NaN.
+$py -c "
+import json
+for i in range(40): print(json.dumps({'id': 'd%d' % i, 'domain': 'x', 'text': ('word%d ' % i) * 12}))" >"$tmp/shortval.jsonl"
+check "validation shards shorter than the context are scored (one padded window)" 0 "validation bits per byte: [0-9.]+ \(windows" -- \
+  run 1 --data.corpus="$tmp/shortval.jsonl" --model.context=256 --route.method=hash --route.prefix_tokens=8 --run.name=shortval
 check "validation documents within the prefix are refused before training" 2 "no validation document .* is longer than route.prefix_tokens = 32 tokens" -- \
   run 2 --data.corpus="$tmp/short.jsonl" --route.method=hash --run.name=short
 inode=$(stat -c %i "$(store short)/meta.txt")

@@ -80,6 +80,24 @@ TEST(Corpus, WindowsAreDeterministicAndInRange) {
   for (size_t st : starts) EXPECT_LE(st + 65, s.size());
 }
 
+// A stream shorter than the context gets one window, padded with end-of-document tokens after its own.
+TEST(Corpus, ShortStreamHasOnePaddedWindow) {
+  std::vector<Document> docs = {{"a", "x", "hello"}, {"b", "x", "you"}};
+  std::vector<const Document*> ptr = {&docs[0], &docs[1]};
+  TokenStream s(ptr);  // "hello\0you\0": 10 tokens
+  std::vector<size_t> starts;
+  ASSERT_EQ(validation_windows(s, 64, 8, starts), 1);
+  EXPECT_EQ(starts, std::vector<size_t>{0});
+  std::vector<int32_t> tok(64), tgt(64);
+  read_window(s, 0, 64, tok.data(), tgt.data());
+  const std::string all("hello\0you\0", 10);
+  for (size_t i = 0; i < 64; ++i) {
+    EXPECT_EQ(tok[i], i < 10 ? uint8_t(all[i]) : 0) << i;
+    EXPECT_EQ(tgt[i], i + 1 < 10 ? uint8_t(all[i + 1]) : 0) << i;
+  }
+  EXPECT_EQ(validation_windows(TokenStream({&docs[1]}), 64, 8, starts), 1);
+}
+
 TEST(Shards, HashAndDomainRules) {
   std::vector<Document> docs;
   std::vector<std::string> ids;

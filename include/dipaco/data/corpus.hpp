@@ -78,6 +78,7 @@ class TokenStream {
   explicit TokenStream(const std::vector<const Document*>& docs);
   size_t size() const { return end_.empty() ? 0 : end_.back(); }
   size_t documents() const { return text_.size(); }
+  int32_t eod() const { return eod_; }
   int32_t at(size_t pos) const;                     // token pos of the stream
   void read(size_t pos, size_t n, int32_t* out) const;  // tokens [pos, pos + n), pos + n <= size()
 
@@ -96,7 +97,8 @@ inline TokenStream make_stream(const std::vector<const Document*>& docs) { retur
 // Training window (seed, path, step, sequence) -> T+1 bytes, independent of
 // how many ranks share the path: the data cursor is just the step.
 void sample_window(const TokenStream& s, int T, uint64_t seed, int path, long step, int seq, int32_t* tok, int32_t* tgt);
-// Validation windows: `count` evenly spaced, non-overlapping where possible.
+// Validation windows: `count` evenly spaced, non-overlapping where possible;
+// a stream shorter than one window gets one, padded (read_window pads it).
 // Returns how many windows the stream really holds (<= count).
 int validation_windows(const TokenStream& s, int T, int count, std::vector<size_t>& starts);
 
