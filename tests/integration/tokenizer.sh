@@ -76,6 +76,10 @@ check "an export carries the tokenizer: generate from it alone" 0 "\"tokens\":5"
            '$bin' generate '$tmp/p1.h5' --prompt 'func main' --tokens 5 --json; code=\$?; mv '$s/moved' '$s/tokenizer.model'; exit \$code"
 check "evaluate --text: bits per byte through the tokenizer" 0 "path 1: [0-9.]+ bits per byte on inputs/quickstart.ini \([0-9]+ bytes scored" -- \
   "$bin" evaluate "$tmp/p1.h5" --text inputs/quickstart.ini
+ours=$(grep -oE "path 1: [0-9.]+ bits per byte" "$tmp/out" | grep -oE "[0-9]+\.[0-9]+")
+theirs=$($py scripts/load-export "$tmp/p1.h5" inputs/quickstart.ini 2>&1 | grep -oE "[0-9]+\.[0-9]+ bits per byte" | grep -oE "^[0-9.]+")
+$py -c "import sys; a, b = float(sys.argv[1]), float(sys.argv[2]); sys.exit(abs(a - b) > 1e-5)" "${ours:-nan}" "${theirs:-0}" &&
+  ok "scripts/load-export scores the export with its own tokenizer: $theirs (dipaco: $ours)" || bad "load-export: '$theirs' vs '$ours'"
 
 # The same store at np 1; the same again from the model file given.
 run 1 --route.method=hash --run.name=np1 >"$tmp/np1.out" 2>&1 || bad "np 1" "$tmp/np1.out"
