@@ -63,7 +63,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     try {
       cmd_inspect(args);
     } catch (const CheckpointError&) {
-    } catch (const DeckError&) {
+    } catch (const InputError&) {  // a deck, or a file that is no checkpoint: exit 2, named
     }
   }
   if (ssize_t open = H5Fget_obj_count(H5F_OBJ_ALL, H5F_OBJ_ALL); open != 0) {
