@@ -4,7 +4,6 @@
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
-#include <functional>
 #include <sstream>
 #include <vector>
 
@@ -46,21 +45,6 @@ void train_on_sample(const PrepareOptions& o, const std::string& dir, const std:
     return true;
   };
   train_tokenizer(next, o.tokenizer_vocab, o.tokenizer_type, model);
-}
-
-// Runs body on this rank when `here`, then every rank agrees: bad input
-// (CorpusError) anywhere is bad input on all of them, any other failure a write error.
-void agreed(bool here, const std::function<void()>& body, MPI_Comm comm) {
-  std::string error, failure;
-  if (here) try {
-      body();
-    } catch (const CorpusError& e) {
-      error = e.what();
-    } catch (const std::exception& e) {
-      failure = e.what();
-    }
-  if (auto e = first_error(failure, comm); !e.empty()) throw WriteError(e);
-  if (auto e = first_error(error, comm); !e.empty()) throw CorpusError(e);
 }
 
 uint64_t file_hash(const std::string& path) {

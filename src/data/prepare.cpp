@@ -49,7 +49,8 @@ Inputs plan(const PrepareOptions& o) {
   auto add = [&](const std::string& spec, bool val) {
     std::vector<std::string> plain;
     for (const auto& f : expand_inputs(spec)) {
-      if (token_format(f) == TokenFormat::text) {
+      const TokenFormat format = token_format(f);
+      if (format == TokenFormat::text) {
         plain.push_back(f), text = true;
         continue;
       }
@@ -58,7 +59,7 @@ Inputs plan(const PrepareOptions& o) {
       const int source = int(in.sources.size());
       in.sources.push_back(fs::absolute(bin).lexically_normal().string());
       in.source_at.push_back(source ? in.source_at.back() + fs::file_size(in.sources[source - 1]) : 0);
-      for (auto& p : plan_token_pieces(bin, source, o.piece_bytes, o.eot_token)) {
+      for (auto& p : plan_token_pieces(bin, format, source, o.piece_bytes, o.eot_token)) {
         if (!in.pieces.empty() && in.pieces.back().format != TokenFormat::text && p.dtype != in.pieces.back().dtype)
           throw CorpusError(bin + ": tokens of " + std::to_string(dtype_width(p.dtype)) + " bytes, " +
                             in.pieces.back().file + "'s of " + std::to_string(dtype_width(in.pieces.back().dtype)) +
@@ -444,15 +445,12 @@ PrepareReport prepare_store(const PrepareOptions& o, const std::string& dir, con
     vocab = "tokens = ids\nvocab_size = " + std::to_string(std::max(max_token, eod) + 1) + "\neod = " + std::to_string(eod) +
             "\nmax_token = " + std::to_string(max_token) + "\nmax_token_at = " + max_at + "\ntext = sources.txt\n";
     if (!o.decode_table.empty()) {
-      try {
+      agreed(rank == 0, [&] {  // rank 0 keeps it
         decode = read_decode_table(o.decode_table, int32_t(eod));
-      } catch (const std::exception& e) {
-        error = e.what();
-      }
-      if (error.empty() && int64_t(decode.size()) <= std::max(max_token, eod))
-        error = o.decode_table + ": " + std::to_string(decode.size()) + " tokens, but the data holds token id " +
-                std::to_string(std::max(max_token, eod)) + " (" + max_at + ")";
-      if (auto e = first_error(error, comm); !e.empty()) throw CorpusError(e);
+        if (int64_t(decode.size()) <= std::max(max_token, eod))
+          throw CorpusError(o.decode_table + ": " + std::to_string(decode.size()) + " tokens, but the data holds token id " +
+                            std::to_string(std::max(max_token, eod)) + " (" + max_at + ")");
+      }, comm);
       vocab += "token_bytes = token_bytes.bin\n";
     }
   }
@@ -460,22 +458,18 @@ PrepareReport prepare_store(const PrepareOptions& o, const std::string& dir, con
   PrepareReport rep;
   rep.documents = N, rep.val = counted[0], rep.train = N - counted[0], rep.bytes = total[1], rep.input_bytes = counted[1];
   rep.empty = counted[2];
-  if (rank == 0) {
-    try {
-      std::string dom;
-      for (auto& d : domains) dom += escape_line(d) + "\n";
-      write_file_atomic(tmp + "/domains.txt", dom);
-      if (in.tokens()) {
-        std::string src;
-        for (auto& f : in.sources) src += escape_line(f) + "\n";
-        write_file_atomic(tmp + "/sources.txt", src);
-      }
-      if (!decode.empty()) write_file_atomic(tmp + "/token_bytes.bin", std::string(decode.begin(), decode.end()));
-      write_file_atomic(tmp + "/stamp.txt", stamp);
-    } catch (const std::exception& e) {
-      error = e.what();
+  agreed(rank == 0, [&] {
+    std::string dom;
+    for (auto& d : domains) dom += escape_line(d) + "\n";
+    write_file_atomic(tmp + "/domains.txt", dom);
+    if (in.tokens()) {
+      std::string src;
+      for (auto& f : in.sources) src += escape_line(f) + "\n";
+      write_file_atomic(tmp + "/sources.txt", src);
     }
-  }
+    if (!decode.empty()) write_file_atomic(tmp + "/token_bytes.bin", std::string(decode.begin(), decode.end()));
+    write_file_atomic(tmp + "/stamp.txt", stamp);
+  }, comm);
   auto write_meta = [&] {
     write_file_atomic(tmp + "/meta.txt", "format = dipaco-store 1\ndocuments = " + std::to_string(N) + "\ntrain = " +
                                              std::to_string(rep.train) + "\nval = " + std::to_string(rep.val) +
@@ -483,28 +477,18 @@ PrepareReport prepare_store(const PrepareOptions& o, const std::string& dir, con
                                              std::to_string(content) + "\n" + vocab);
   };
   if (o.sentencepiece) {  // the byte store complete, then encoded in place (its meta read by every rank)
-    if (rank == 0) try {
-        write_meta();
-      } catch (const std::exception& e) {
-        error = e.what();
-      }
-    if (auto e = first_error(error, comm); !e.empty()) throw WriteError(e);
+    agreed(rank == 0, write_meta, comm);
     const EncodeReport enc = encode_store(o, tmp, comm);
     vocab = enc.meta, rep.tokens = enc.tokens;
     rep.train_tokenizer_seconds = enc.train_seconds, rep.encode_seconds = enc.encode_seconds;
     content = hash64(std::to_string(enc.tokenizer_hash), content);  // another tokenizer: another corpus for the later stages
   }
-  if (rank == 0) {
-    try {
-      write_meta();
-      std::error_code ec;
-      fs::remove_all(dir, ec);
-      fs::rename(tmp, dir);
-    } catch (const std::exception& e) {
-      error = e.what();
-    }
-  }
-  if (auto e = first_error(error, comm); !e.empty()) throw WriteError(e);
+  agreed(rank == 0, [&] {
+    write_meta();
+    std::error_code ec;
+    fs::remove_all(dir, ec);
+    fs::rename(tmp, dir);
+  }, comm);
   rep.seconds = MPI_Wtime() - t0;
   return rep;
 }

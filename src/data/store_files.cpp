@@ -8,6 +8,8 @@
 #include <cstring>
 #include <vector>
 
+#include "dipaco/data/corpus.hpp"  // CorpusError
+#include "dipaco/dist/first_error.hpp"
 #include "dipaco/io/files.hpp"
 
 namespace dipaco {
@@ -65,6 +67,19 @@ void copy_part(const std::string& part, OutFile& out, uint64_t at, uint64_t byte
     break;
   }
   ::close(fd);
+}
+
+void agreed(bool here, const std::function<void()>& body, MPI_Comm comm) {
+  std::string error, failure;
+  if (here) try {
+      body();
+    } catch (const CorpusError& e) {
+      error = e.what();
+    } catch (const std::exception& e) {
+      failure = e.what();
+    }
+  if (auto e = first_error(failure, comm); !e.empty()) throw WriteError(e);
+  if (auto e = first_error(error, comm); !e.empty()) throw CorpusError(e);
 }
 
 }  // namespace dipaco

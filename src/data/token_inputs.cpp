@@ -172,11 +172,12 @@ TokenFormat token_format(const std::string& file) {
   return TokenFormat::text;
 }
 
-std::vector<InputPiece> plan_token_pieces(const std::string& file, int source, uint64_t piece_bytes, int32_t eot_token) {
+std::vector<InputPiece> plan_token_pieces(const std::string& file, TokenFormat format, int source, uint64_t piece_bytes,
+                                          int32_t eot_token) {
   std::vector<InputPiece> out;
   InputPiece p;
   p.file = megatron_bin(file), p.source = source;
-  if (token_format(file) == TokenFormat::llmc) {
+  if (format == TokenFormat::llmc) {
     Fd f(p.file);
     int32_t eod = 0;
     p.format = TokenFormat::llmc, p.dtype = llmc_header(f, &eod), p.eod = eot_token >= 0 ? eot_token : eod;

@@ -2,7 +2,10 @@
 // full disk must not pass unnoticed), and a rank's part file copied into the
 // shared file at its offset. Shared by prepare and the tokenizer's encoding.
 #pragma once
+#include <mpi.h>
+
 #include <cstdint>
+#include <functional>
 #include <string>
 
 namespace dipaco {
@@ -22,5 +25,10 @@ struct OutFile {
 // Bytes [0, bytes) of the file `part` into `out` at `at`: the kernel copies
 // (copy_file_range: no pass through this process), read/pwrite where it cannot.
 void copy_part(const std::string& part, OutFile& out, uint64_t at, uint64_t bytes);
+
+// Collective: runs body on this rank when `here`, then every rank agrees, so
+// that all of them stop together: bad input (CorpusError) on any rank is a
+// CorpusError on all, any other failure a WriteError, with the first rank's words.
+void agreed(bool here, const std::function<void()>& body, MPI_Comm comm);
 
 }  // namespace dipaco

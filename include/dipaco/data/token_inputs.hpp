@@ -28,7 +28,9 @@ std::string megatron_bin(const std::string& file);  // PREFIX.bin for PREFIX.bin
 // token files): runs of Megatron documents of about piece_bytes of tokens, or a
 // whole llm.c shard. eot_token: the deck's end-of-text id, -1 for the format's
 // own (llm.c: 50256 in GPT-2 shards, 128000 in Llama 3 shards; Megatron: none).
-std::vector<InputPiece> plan_token_pieces(const std::string& file, int source, uint64_t piece_bytes, int32_t eot_token);
+// `format` is token_format(file)'s answer (not text).
+std::vector<InputPiece> plan_token_pieces(const std::string& file, TokenFormat format, int source, uint64_t piece_bytes,
+                                          int32_t eot_token);
 
 // A piece's documents in order: text = the tokens as stored, at = their byte
 // offset in the file, max_token; id "FILE:N" (the N-th document of the file),
