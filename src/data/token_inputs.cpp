@@ -196,6 +196,7 @@ std::vector<InputPiece> plan_token_pieces(const std::string& file, TokenFormat f
       out.push_back(p);
     }
   }
+  m.idx.release();  // a pass over the whole index need not stay in this rank's memory
   if (out.empty()) throw CorpusError(idx_of(p.file) + ": no documents");
   return out;
 }
@@ -234,6 +235,7 @@ void read_token_piece(const InputPiece& piece, const std::function<void(InputDoc
         tokens.resize((n - 1) * w);
       emit(j + 1, at, std::move(tokens));
     }
+    m.idx.release();
     return;
   }
   // llm.c: documents between end-of-text tokens, read a megabyte at a time.
