@@ -233,7 +233,8 @@ int make_prepare(RunContext& c, const std::string& stamp) {
 FeatureModel& RunContext::features() {
   if (!features_) {
     const Precision precision = parse_precision(deck.train.precision);
-    features_ = std::make_unique<FeatureModel>(*kernels, model_shape(deck), precision, warm, deck.train.batch_size);
+    features_ = std::make_unique<FeatureModel>(*kernels, model_shape(deck), precision, warm, deck.train.batch_size,
+                                               deck.route.prefix_tokens);
   }
   return *features_;
 }

@@ -26,21 +26,16 @@ namespace dipaco {
 
 namespace {
 
-std::vector<float> doc_features(FeatureModel& fm, const std::vector<Document>& docs, int prefix) {
+std::vector<float> doc_features(FeatureModel& fm, const DocList& list) {
+  const std::vector<Document> docs(list.begin(), list.end());  // the windows point at them
   std::vector<FeatureWindow> w;
   for (const auto& d : docs) w.push_back({&d, 0});
-  return fm.features(w, prefix, MPI_COMM_WORLD);
+  return fm.features(w, MPI_COMM_WORLD);
 }
 
 std::vector<int> nearest_paths(const Router& r, const std::vector<float>& f) {
   std::vector<int> out(f.size() / r.dim);
   for (size_t i = 0; i < out.size(); ++i) out[i] = r.nearest_path(&f[i * r.dim]);
-  return out;
-}
-
-std::vector<std::vector<int>> single(const std::vector<int>& path_of_doc) {
-  std::vector<std::vector<int>> out;
-  for (int p : path_of_doc) out.push_back({p});
   return out;
 }
 
@@ -51,25 +46,21 @@ std::pair<size_t, size_t> block_of(size_t n, int rank, int size) { return {n * r
 // `use(first, features)`: a rank holds one chunk's features, never its block's.
 // The chunk's text is read, not mapped (corpus.hpp).
 template <class Use>
-void chunked_features(FeatureModel& fm, const std::vector<const Document*>& docs, int prefix, Use use) {
+void chunked_features(FeatureModel& fm, const DocList& docs, Use use) {
   constexpr size_t kChunk = 4096;
   for (size_t a = 0; a < docs.size(); a += kChunk) {
+    std::vector<Document> chunk;  // the chunk's views, which the windows point at
+    for (size_t i = a; i < std::min(docs.size(), a + kChunk); ++i) chunk.push_back(docs[i]);
     std::vector<FeatureWindow> w;
-    for (size_t i = a; i < std::min(docs.size(), a + kChunk); ++i) w.push_back({docs[i], 0});
-    use(a, fm.local_features(w, prefix));
+    for (const Document& d : chunk) w.push_back({&d, 0});
+    use(a, fm.local_features(w));
   }
-}
-
-std::vector<const Document*> pointers(const std::vector<Document>& docs, size_t lo, size_t hi) {
-  std::vector<const Document*> out;
-  for (size_t i = lo; i < hi; ++i) out.push_back(&docs[i]);
-  return out;
 }
 
 // k-means is fit on about route.fit_docs training documents, chosen by a hash
 // of their id (all of them in a smaller corpus), the same at any rank count.
 bool in_fit_sample(const Document& d, double fraction) {
-  return fraction >= 1 || double(hash64(d.id, 41) >> 11) / double(1ULL << 53) < fraction;
+  return fraction >= 1 || double(hash64(read_view(d.id), 41) >> 11) / double(1ULL << 53) < fraction;
 }
 
 // Every rank pools the features of the sample's documents in its block; they
@@ -88,19 +79,20 @@ ShardFile route_documents(const Deck& deck, const Split& split, FeatureModel& fm
     s.val = assign_by_rule(split.val, P, deck.route.method);
     return s;
   }
-  const int prefix = deck.route.prefix_tokens, C = fm.dim();
+  const int C = fm.dim();
   const size_t n = split.train.size();
   if (n < size_t(P))
     throw DeckError(std::to_string(n) + " training documents cannot be routed to " + std::to_string(P) + " paths");
   const auto [lo, hi] = block_of(n, rank, size);
   const auto [vlo, vhi] = block_of(split.val.size(), rank, size);
-  const std::vector<const Document*> mine = pointers(split.train, lo, hi), vmine = pointers(split.val, vlo, vhi);
+  const DocList mine = split.train.slice(lo, hi), vmine = split.val.slice(vlo, vhi);
   const double fraction = double(deck.route.fit_docs) / double(n);
-  std::vector<const Document*> in_sample;
-  for (const Document* d : mine)
-    if (in_fit_sample(*d, fraction)) in_sample.push_back(d);
+  std::vector<int> picks;
+  for (size_t i = 0; i < mine.size(); ++i)
+    if (in_fit_sample(mine[i], fraction)) picks.push_back(int(i));
+  const DocList in_sample = mine.subset(picks);
   std::vector<float> sample;
-  chunked_features(fm, in_sample, prefix, [&](size_t, const std::vector<float>& f) { sample.insert(sample.end(), f.begin(), f.end()); });
+  chunked_features(fm, in_sample, [&](size_t, const std::vector<float>& f) { sample.insert(sample.end(), f.begin(), f.end()); });
   fault_point(deck, "route");
   sample = gather_rows(sample, size_t(C), true, MPI_COMM_WORLD, "the router's sample gather");
   if (sample.size() < size_t(P) * C) throw DeckError("route.fit_docs = " + std::to_string(deck.route.fit_docs) + " leaves " +
@@ -110,11 +102,11 @@ ShardFile route_documents(const Deck& deck, const Split& split, FeatureModel& fm
   sample = {};
   std::vector<int> nearest(mine.size()), vnear(vmine.size());
   std::vector<long> count(P, 0);
-  chunked_features(fm, mine, prefix, [&](size_t first, const std::vector<float>& f) {
+  chunked_features(fm, mine, [&](size_t first, const std::vector<float>& f) {
 #pragma omp parallel for schedule(static)
     for (size_t i = 0; i < f.size() / C; ++i) nearest[first + i] = s.router.nearest_path(&f[i * C]);
   });
-  chunked_features(fm, vmine, prefix, [&](size_t first, const std::vector<float>& f) {
+  chunked_features(fm, vmine, [&](size_t first, const std::vector<float>& f) {
     for (size_t i = 0; i < f.size() / C; ++i) vnear[first + i] = s.router.nearest_path(&f[i * C]);
   });
   for (int p : nearest) ++count[p];
@@ -125,17 +117,17 @@ ShardFile route_documents(const Deck& deck, const Split& split, FeatureModel& fm
   const std::vector<int> vpath = gather_rows(vnear, 1, false, MPI_COMM_WORLD, "the validation paths' gather");
   if (free) {
     const std::vector<int> path = gather_rows(nearest, 1, false, MPI_COMM_WORLD, "the training paths' gather");
-    if (rank == 0) s.train = by_path(single(path), P);
+    if (rank == 0) s.train = by_path(path, P);
   } else {
     std::vector<double> scores(mine.size() * P);
-    chunked_features(fm, mine, prefix, [&](size_t first, const std::vector<float>& f) {
+    chunked_features(fm, mine, [&](size_t first, const std::vector<float>& f) {
 #pragma omp parallel for schedule(static)
       for (size_t i = 0; i < f.size() / C; ++i) s.router.path_scores(&f[i * C], &scores[(first + i) * P]);
     });
     const std::vector<double> all = gather_rows(scores, size_t(P), false, MPI_COMM_WORLD, "the routing scores' gather");
     if (rank == 0) s.train = by_path(assign_paths(all, n, P, deck.route.max_shard_fraction, deck.route.overlap), P);
   }
-  if (rank == 0) s.val = by_path(single(vpath), P);
+  if (rank == 0) s.val = by_path(vpath, P);
   return s;
 }
 
@@ -216,7 +208,7 @@ ShardFile reroute_by_loss(const Deck& deck, const Split& split, Trainer& t, Feat
                           int round) {
   const int P = t.topology().paths, C = fm.dim();
   const int c = deck.route.em_candidates > 0 ? std::min(deck.route.em_candidates, P) : P;
-  std::vector<float> ft = doc_features(fm, split.train, deck.route.prefix_tokens);
+  std::vector<float> ft = doc_features(fm, split.train);
   std::vector<std::vector<int>> candidates(split.train.size());
   std::vector<double> score(P);
   for (size_t i = 0; i < split.train.size(); ++i) {
@@ -235,7 +227,7 @@ ShardFile reroute_by_loss(const Deck& deck, const Split& split, Trainer& t, Feat
   s.has_router = true;
   s.router = deck.route.refit == "logistic" ? refit_router_logistic(ft, C, primary, P) : refit_router(ft, C, primary, P);
   s.train = by_path(paths_of_doc, P);
-  s.val = by_path(single(nearest_paths(s.router, doc_features(fm, split.val, deck.route.prefix_tokens))), P);
+  s.val = by_path(nearest_paths(s.router, doc_features(fm, split.val)), P);
   return s;
 }
 

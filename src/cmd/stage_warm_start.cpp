@@ -79,9 +79,7 @@ int make_warm_start(RunContext& c, const std::string& stamp) {
     return kExitOk;
   }
   const Deck warm_deck = warm_start_deck(deck);
-  std::vector<Shard> train(1), val(1);
-  for (const auto& d : c.split.train) train[0].push_back(&d);
-  for (const auto& d : c.split.val) val[0].push_back(&d);
+  const std::vector<Shard> train{c.split.train}, val{c.split.val};
   Trainer t(warm_deck, MPI_COMM_WORLD, *c.kernels, train, val, "", c.rank == 0, TrainerRole::warm_start);
   t.set_token_bytes(c.token_bytes);
   c.warm.resize(t.layout().total);

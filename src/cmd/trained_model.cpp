@@ -186,7 +186,8 @@ RunRouter load_run_router(const TrainedModel& m, const std::string& shards) {
 }
 
 TextRouter::TextRouter(const RunRouter& r, const TrainedModel& m)
-    : r_(r), m_(m), s_(m.shape), k_(make_cpu_kernels()), model_(std::make_unique<Model>(*k_, m.shape, 1, Precision::fp32)) {}
+    : r_(r), m_(m), s_(prefix_shape(m.shape, r.prefix)), params_(prefix_params(m.shape, r.features_params, r.prefix)),
+      k_(make_cpu_kernels()), model_(std::make_unique<Model>(*k_, s_, 1, Precision::fp32)) {}
 
 RouteChoice TextRouter::route(const std::string& text) const { return route(encode_text(m_, text), 0); }
 
@@ -197,8 +198,8 @@ RouteChoice TextRouter::route(const std::vector<int32_t>& ids, size_t begin) con
   std::vector<int32_t> tok(s_.T, 0);
   const Document doc{"", "", std::string_view(reinterpret_cast<const char*>(ids.data()), ids.size() * 4), 4, end_token(m_)};
   read_document(doc, begin, size_t(s_.T), tok.data());
-  model.forward(r_.features_params.data(), tok.data(), tok.data());
-  const int C = s_.C, m = std::min(r_.prefix, s_.T);
+  model.forward(params_.data(), tok.data(), tok.data());
+  const int C = s_.C, m = s_.T;
   const size_t left = ids.size() + 1 > begin ? ids.size() + 1 - begin : 1;
   const int n = int(std::min<size_t>(m, left));
   std::vector<float> f(C, 0.0f);

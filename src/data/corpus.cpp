@@ -39,7 +39,41 @@ Split split_corpus(const std::vector<Document>& docs, double val_fraction, int m
       is_val[train[j]] = true;
     if (val_count[domain] == 0) out.unvalidated.emplace_back(domain);
   }
-  for (size_t i = 0; i < docs.size(); ++i) (is_val[i] ? out.val : out.train).push_back(docs[i]);
+  std::vector<int> train, val;
+  for (size_t i = 0; i < docs.size(); ++i) (is_val[i] ? val : train).push_back(int(i));
+  const DocList all(docs);
+  out.train = all.subset(train), out.val = all.subset(val);
+  return out;
+}
+
+namespace {
+struct MemoryDocuments : DocumentSource {
+  explicit MemoryDocuments(std::vector<Document> d) : docs(std::move(d)) {}
+  Document document(size_t i) const override { return docs[i]; }
+  std::vector<Document> docs;
+};
+}  // namespace
+
+DocList::DocList(std::vector<Document> docs) : index_(docs.size()) {
+  for (size_t i = 0; i < index_.size(); ++i) index_[i] = uint32_t(i);
+  owned_ = std::make_shared<MemoryDocuments>(std::move(docs));
+  source_ = owned_.get();
+}
+
+DocList::DocList(const DocumentSource& source, std::vector<uint32_t> index) : source_(&source), index_(std::move(index)) {}
+
+DocList DocList::subset(const std::vector<int>& picks) const {
+  DocList out;
+  out.owned_ = owned_, out.source_ = source_;
+  out.index_.reserve(picks.size());
+  for (int i : picks) out.index_.push_back(index_.at(size_t(i)));
+  return out;
+}
+
+DocList DocList::slice(size_t lo, size_t hi) const {
+  DocList out;
+  out.owned_ = owned_, out.source_ = source_;
+  out.index_.assign(index_.begin() + lo, index_.begin() + hi);
   return out;
 }
 
@@ -125,12 +159,12 @@ void read_document(const Document& d, size_t begin, size_t n, int32_t* out) {
   std::fill(out + have, out + n, d.eod);
 }
 
-TokenStream::TokenStream(const std::vector<const Document*>& docs) {
+TokenStream::TokenStream(const DocList& docs) {
   text_.reserve(docs.size());
   end_.reserve(docs.size());
   uint64_t n = 0;
-  if (!docs.empty()) dtype_ = docs[0]->dtype, eod_ = docs[0]->eod;
-  for (auto* d : docs) text_.push_back(d->text), end_.push_back(n += d->tokens() + 1);
+  if (!docs.empty()) dtype_ = docs[0].dtype, eod_ = docs[0].eod;
+  for (const Document& d : docs) text_.push_back(d.text), end_.push_back(n += d.tokens() + 1);
 }
 
 int32_t TokenStream::at(size_t pos) const {

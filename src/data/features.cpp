@@ -7,15 +7,40 @@
 
 namespace dipaco {
 
-FeatureModel::FeatureModel(Kernels& k, const ModelShape& s, Precision p, const std::vector<float>& params, int batch)
-    : k_(k), shape_(s), model_(k, s, batch, p), params_(k, params.size()), tok_(k, size_t(batch) * s.T),
-      tgt_(k, size_t(batch) * s.T) {
-  k.to_device(params_.get(), params.data(), params.size() * sizeof(float));
+ModelShape prefix_shape(const ModelShape& s, int prefix) {
+  ModelShape p = s;
+  p.T = std::max(1, std::min(prefix, s.T));
+  return p;
 }
 
-std::vector<float> FeatureModel::local_features(const std::vector<FeatureWindow>& windows, int prefix) {
+std::vector<float> prefix_params(const ModelShape& s, const std::vector<float>& params, int prefix) {
+  // The flat vector starts wte [V, C], wpe [T, C] (model.cpp): drop wpe's rows past the prefix.
+  const ModelShape p = prefix_shape(s, prefix);
+  const size_t keep = size_t(s.V + p.T) * s.C, cut = size_t(s.T - p.T) * s.C;
+  std::vector<float> out(params.begin(), params.begin() + keep);
+  out.insert(out.end(), params.begin() + keep + cut, params.end());
+  if (out.size() != make_layout(p).total) throw std::runtime_error("internal: the prefix model's layout is not the cut one");
+  return out;
+}
+
+namespace {
+int prefix_batch(const ModelShape& s, int batch, int prefix) {
+  return std::max(1, batch * s.T / prefix_shape(s, prefix).T);
+}
+}  // namespace
+
+FeatureModel::FeatureModel(Kernels& k, const ModelShape& s, Precision p, const std::vector<float>& params, int batch,
+                           int prefix)
+    : k_(k), shape_(prefix_shape(s, prefix)), model_(k, shape_, prefix_batch(s, batch, prefix), p),
+      params_(k, make_layout(shape_).total), tok_(k, size_t(model_.batch()) * shape_.T),
+      tgt_(k, size_t(model_.batch()) * shape_.T) {
+  const std::vector<float> cut = prefix_params(s, params, prefix);
+  k.to_device(params_.get(), cut.data(), cut.size() * sizeof(float));
+}
+
+std::vector<float> FeatureModel::local_features(const std::vector<FeatureWindow>& windows) {
   const int T = shape_.T, C = shape_.C, B = model_.batch();
-  const int m = std::min(prefix, T);  // positions pooled
+  const int m = T;  // positions pooled: the whole prefix
   std::vector<float> out(windows.size() * C, 0.0f);
   std::vector<int32_t> tok(size_t(B) * T, 0), tgt(size_t(B) * T, 0);
   std::vector<float> hidden(size_t(B) * T * C);
@@ -41,7 +66,7 @@ std::vector<float> FeatureModel::local_features(const std::vector<FeatureWindow>
   return out;
 }
 
-std::vector<float> FeatureModel::features(const std::vector<FeatureWindow>& windows, int prefix, MPI_Comm comm) {
+std::vector<float> FeatureModel::features(const std::vector<FeatureWindow>& windows, MPI_Comm comm) {
   int rank, size;
   MPI_Comm_rank(comm, &rank);
   MPI_Comm_size(comm, &size);
@@ -49,7 +74,7 @@ std::vector<float> FeatureModel::features(const std::vector<FeatureWindow>& wind
   // mostly-zero all-reduce).
   const size_t lo = windows.size() * size_t(rank) / size, hi = windows.size() * size_t(rank + 1) / size;
   const std::vector<FeatureWindow> mine(windows.begin() + lo, windows.begin() + hi);
-  return gather_rows(local_features(mine, prefix), size_t(shape_.C), true, comm, "the routing-feature gather");
+  return gather_rows(local_features(mine), size_t(shape_.C), true, comm, "the routing-feature gather");
 }
 
 }  // namespace dipaco

@@ -85,14 +85,14 @@ std::vector<double> score_items(Trainer& t, const std::vector<ScoreItem>& items)
   return loss;
 }
 
-RoutedEval routed_evaluate(Trainer& t, const std::vector<Document>& val, const std::vector<int>& doc_path,
+RoutedEval routed_evaluate(Trainer& t, const DocList& val, const std::vector<int>& doc_path,
                            const Router* router, FeatureModel& features, const Deck& deck) {
   const int T = deck.model.context, P = t.topology().paths;
   const size_t prefix = size_t(deck.route.prefix_tokens);
   const size_t every = router ? size_t(deck.eval.reroute_every) : 0;
   RoutedEval r;
   std::map<std::string_view, int> domain_index;
-  for (const auto& d : val) domain_index.emplace(d.domain, 0);
+  for (const Document& d : val) domain_index.emplace(d.domain, 0);  // views of the source's names
   for (auto& [name, idx] : domain_index) idx = int(r.domains.size()), r.domains.emplace_back(name);
   std::vector<double> pl(P, 0), dl(r.domains.size(), 0);
   r.path_bytes.assign(P, 0), r.domain_bytes.assign(r.domains.size(), 0);
@@ -107,20 +107,23 @@ RoutedEval routed_evaluate(Trainer& t, const std::vector<Document>& val, const s
     };
     std::vector<Segment> segs;
     std::vector<FeatureWindow> windows;
-    for (size_t d = first; d < std::min(val.size(), first + kChunk); ++d) {
-      const size_t end = std::min(val[d].tokens() + 1, size_t(deck.eval.doc_bytes));
+    std::vector<Document> docs;  // the chunk's views, which the items point at
+    for (size_t d = first; d < std::min(val.size(), first + kChunk); ++d) docs.push_back(val[d]);
+    for (size_t d = first; d < first + docs.size(); ++d) {
+      const Document& doc = docs[d - first];
+      const size_t end = std::min(doc.tokens() + 1, size_t(deck.eval.doc_bytes));
       for (size_t s = prefix; s < end; s += every ? every : end) {
         segs.push_back({d, s, every ? std::min(end, s + every) : end});
-        if (s > prefix) windows.push_back({&val[d], s - prefix});
+        if (s > prefix) windows.push_back({&doc, s - prefix});
       }
     }
-    std::vector<float> f = features.features(windows, int(prefix), t.world());
+    std::vector<float> f = features.features(windows, t.world());
     std::vector<ScoreItem> items;
     size_t w = 0;
     for (size_t i = 0; i < segs.size(); ++i) {
       const Segment& s = segs[i];
       int path = s.from == prefix ? doc_path[s.doc] : router->nearest_path(&f[(w++) * features.dim()]);
-      add_items(items, path, &val[s.doc], s.from, s.to, T);
+      add_items(items, path, &docs[s.doc - first], s.from, s.to, T);
     }
     std::vector<double> loss = score_items(t, items);
     std::vector<int32_t> targets;
@@ -142,8 +145,9 @@ RoutedEval routed_evaluate(Trainer& t, const std::vector<Document>& val, const s
   return r;
 }
 
-std::vector<double> document_losses(Trainer& t, const std::vector<Document>& docs,
+std::vector<double> document_losses(Trainer& t, const DocList& list,
                                     const std::vector<std::vector<int>>& candidates) {
+  const std::vector<Document> docs(list.begin(), list.end());  // the items point at them
   const int T = t.deck().model.context, P = t.topology().paths;
   std::vector<ScoreItem> items;
   std::vector<size_t> cell;  // [doc, path] index of each item

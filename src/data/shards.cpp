@@ -11,25 +11,32 @@
 
 namespace dipaco {
 
-Assignment assign_by_rule(const std::vector<Document>& docs, int paths, const std::string& rule) {
+Assignment assign_by_rule(const DocList& docs, int paths, const std::string& rule) {
   Assignment a(paths);
-  std::map<std::string_view, int> domain_index;
-  for (const auto& d : docs) domain_index.emplace(d.domain, 0);
-  int i = 0;
-  for (auto& [name, idx] : domain_index) idx = i++;
+  std::map<std::string, int> domain_index;
+  if (rule == "domain") {
+    for (const Document& d : docs) domain_index.emplace(d.domain, 0);
+    int i = 0;
+    for (auto& [name, idx] : domain_index) idx = i++;
+  }
   for (size_t j = 0; j < docs.size(); ++j) {
-    const auto& d = docs[j];
-    int p = rule == "domain" ? domain_index[d.domain] % paths : int(hash64(d.id, 17) % uint64_t(paths));
+    const Document d = docs[j];
+    int p = rule == "domain" ? domain_index[std::string(d.domain)] % paths : int(hash64(read_view(d.id), 17) % uint64_t(paths));
     a[p].push_back(int(j));
   }
   return a;
 }
 
-std::vector<Shard> shards_of(const std::vector<Document>& docs, const Assignment& a) {
-  std::vector<Shard> out(a.size());
-  for (size_t p = 0; p < a.size(); ++p)
-    for (int i : a[p]) out[p].push_back(&docs[i]);
+std::vector<Shard> shards_of(const DocList& docs, const Assignment& a) {
+  std::vector<Shard> out;
+  for (const auto& picks : a) out.push_back(docs.subset(picks));
   return out;
+}
+
+Assignment by_path(const std::vector<int>& path_of_doc, int paths) {
+  Assignment a(paths);
+  for (size_t i = 0; i < path_of_doc.size(); ++i) a[path_of_doc[i]].push_back(int(i));
+  return a;
 }
 
 Assignment by_path(const std::vector<std::vector<int>>& paths_of_doc, int paths) {
@@ -41,15 +48,21 @@ Assignment by_path(const std::vector<std::vector<int>>& paths_of_doc, int paths)
 
 namespace {
 
-void write_split(hid_t f, const char* group, const Assignment& a, const std::vector<Document>& docs) {
+void write_split(hid_t f, const char* group, const Assignment& a, const DocList& docs) {
   hid_t g = checked(H5Gcreate2(f, group, H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT), std::string("create group ") + group);
   for (size_t p = 0; p < a.size(); ++p) {
     hid_t pg = checked(H5Gcreate2(g, ("P" + std::to_string(p)).c_str(), H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT), "create shard group");
     std::vector<long long> index(a[p].begin(), a[p].end()), tokens;
     size_t width = 1;
-    for (int i : a[p]) tokens.push_back((long long)docs[i].tokens() + 1), width = std::max(width, docs[i].id.size());
+    for (int i : a[p]) {
+      const Document d = docs[i];
+      tokens.push_back((long long)d.tokens() + 1), width = std::max(width, d.id.size());
+    }
     std::string ids(width * a[p].size(), '\0');
-    for (size_t j = 0; j < a[p].size(); ++j) docs[a[p][j]].id.copy(&ids[j * width], width);
+    for (size_t j = 0; j < a[p].size(); ++j) {
+      const Document d = docs[a[p][j]];  // made again: views of every document would outweigh the ids
+      read_text(d.id, 0, d.id.size(), &ids[j * width]);
+    }
     hsize_t n = a[p].size();
     write_dataset(pg, "doc_index", H5T_NATIVE_LLONG, 1, &n, index.data());
     write_dataset(pg, "tokens", H5T_NATIVE_LLONG, 1, &n, tokens.data());
@@ -61,7 +74,7 @@ void write_split(hid_t f, const char* group, const Assignment& a, const std::vec
   H5Gclose(g);
 }
 
-Assignment read_split(hid_t f, const char* group, int paths, const std::vector<Document>& docs, const std::string& file) {
+Assignment read_split(hid_t f, const char* group, int paths, const DocList& docs, const std::string& file) {
   Assignment a(paths);
   for (int p = 0; p < paths; ++p) {
     const std::string name = std::string("/") + group + "/P" + std::to_string(p);

@@ -123,6 +123,13 @@ T load(const char* p) {
   std::memcpy(&v, p, sizeof v);  // the .idx arrays start at byte 34: unaligned
   return v;
 }
+// A value at byte offset `at` of a file read through a reserved range.
+template <class T>
+T fetch(const ReadFile& f, size_t at) {
+  char buf[sizeof(T)];
+  read_text({f.data(), f.size()}, at, sizeof(T), buf);
+  return load<T>(buf);
+}
 }  // namespace
 
 TokenStore::TokenStore(const std::string& dir) : dir_(dir) {
@@ -145,13 +152,15 @@ TokenStore::TokenStore(const std::string& dir) : dir_(dir) {
     if (text_files.empty()) throw bad("sources.txt", "missing or empty");
   }
   bin_ = std::make_unique<ReadFile>(text_files);
-  idx_ = MappedFile(dir + "/corpus.idx");
-  records_ = MappedFile(dir + "/docs.bin");
-  ids_ = MappedFile(dir + "/ids.bin");
-  if (idx_.size() < kIdxHeader || std::memcmp(idx_.data(), kIdxMagic, sizeof kIdxMagic) != 0)
+  idx_ = std::make_unique<ReadFile>(std::vector<std::string>{dir + "/corpus.idx"});
+  records_ = std::make_unique<ReadFile>(std::vector<std::string>{dir + "/docs.bin"});
+  ids_ = std::make_unique<ReadFile>(std::vector<std::string>{dir + "/ids.bin"});
+  char head[kIdxHeader] = {};
+  if (idx_->size() >= kIdxHeader) read_text({idx_->data(), idx_->size()}, 0, kIdxHeader, head);
+  if (idx_->size() < kIdxHeader || std::memcmp(head, kIdxMagic, sizeof kIdxMagic) != 0)
     throw bad("corpus.idx", "not a Megatron indexed-dataset index (no MMIDIDX magic)");
-  if (load<uint64_t>(idx_.data() + 9) != 1) throw bad("corpus.idx", "version " + std::to_string(load<uint64_t>(idx_.data() + 9)) + ", expected 1");
-  dtype_ = uint8_t(idx_.data()[17]);
+  if (load<uint64_t>(head + 9) != 1) throw bad("corpus.idx", "version " + std::to_string(load<uint64_t>(head + 9)) + ", expected 1");
+  dtype_ = uint8_t(head[17]);
   if (dtype_width(dtype_) == 0) throw bad("corpus.idx", "dtype code " + std::to_string(int(dtype_)) + " is not an integer type");
   try {
     eod_ = int32_t(std::stol(meta("eod").empty() ? "0" : meta("eod")));
@@ -159,20 +168,21 @@ TokenStore::TokenStore(const std::string& dir) : dir_(dir) {
   } catch (const std::exception&) {
     throw bad("meta.txt", "eod or vocab_size is not a number");
   }
-  const uint64_t n = load<uint64_t>(idx_.data() + 18), d = load<uint64_t>(idx_.data() + 26);
-  if (d != n + 1 || idx_.size() != idx_doc_index_at(n) + 8 * d)
-    throw bad("corpus.idx", std::to_string(idx_.size()) + " bytes do not hold " + std::to_string(n) + " sequences");
-  if (records_.size() != n * sizeof(DocRecord)) throw bad("docs.bin", "size disagrees with corpus.idx's " + std::to_string(n) + " documents");
+  const uint64_t n = load<uint64_t>(head + 18), d = load<uint64_t>(head + 26);
+  if (d != n + 1 || idx_->size() != idx_doc_index_at(n) + 8 * d)
+    throw bad("corpus.idx", std::to_string(idx_->size()) + " bytes do not hold " + std::to_string(n) + " sequences");
+  if (records_->size() != n * sizeof(DocRecord)) throw bad("docs.bin", "size disagrees with corpus.idx's " + std::to_string(n) + " documents");
+  if (n > uint64_t(INT32_MAX)) throw bad("corpus.idx", std::to_string(n) + " documents: at most 2^31 - 1 a store");
   docs_ = n;
   if (std::to_string(n) != meta("documents")) throw bad("meta.txt", "documents disagree with corpus.idx");
   // The last document must end where corpus.bin ends, and every id inside ids.bin.
   if (n > 0 && !in_place) {
-    const uint64_t last = load<int64_t>(idx_.data() + idx_pointers_at(n) + 8 * (n - 1)) +
-                          uint64_t(load<int32_t>(idx_.data() + 4 * (n - 1) + kIdxHeader)) * dtype_width(dtype_);
+    const uint64_t last = uint64_t(fetch<int64_t>(*idx_, idx_pointers_at(n) + 8 * (n - 1))) +
+                          uint64_t(fetch<int32_t>(*idx_, kIdxHeader + 4 * (n - 1))) * dtype_width(dtype_);
     if (last != bin_->size())
       throw bad("corpus.bin", std::to_string(bin_->size()) + " bytes, corpus.idx says " + std::to_string(last));
-    DocRecord r = load<DocRecord>(records_.data() + (n - 1) * sizeof(DocRecord));
-    if (r.id_offset + r.id_length != ids_.size()) throw bad("ids.bin", "size disagrees with docs.bin");
+    const DocRecord r = record(n - 1);
+    if (r.id_offset + r.id_length != ids_->size()) throw bad("ids.bin", "size disagrees with docs.bin");
   }
   std::ifstream in(dir + "/domains.txt");
   for (std::string line; std::getline(in, line);) domains_.push_back(unescape_line(line));
@@ -191,36 +201,43 @@ std::string TokenStore::meta(const std::string& key) const {
   return "";
 }
 
-DocRecord TokenStore::record(size_t i) const { return load<DocRecord>(records_.data() + i * sizeof(DocRecord)); }
+DocRecord TokenStore::record(size_t i) const { return fetch<DocRecord>(*records_, i * sizeof(DocRecord)); }
 
 bool TokenStore::is_val(size_t i) const { return record(i).domain_val & 1; }
 
 Document TokenStore::document(size_t i) const {
   const DocRecord r = record(i);
-  const int32_t size = load<int32_t>(idx_.data() + kIdxHeader + 4 * i);
-  const int64_t at = load<int64_t>(idx_.data() + idx_pointers_at(docs_) + 8 * i);
+  const int32_t size = fetch<int32_t>(*idx_, kIdxHeader + 4 * i);
+  const int64_t at = fetch<int64_t>(*idx_, idx_pointers_at(docs_) + 8 * i);
   const uint32_t domain = r.domain_val >> 1;
   const uint64_t bytes = uint64_t(size) * uint64_t(dtype_width(dtype_));
   if (size < 0 || at < 0 || uint64_t(at) + bytes > bin_->size() || domain >= domains_.size() ||
-      r.id_offset + r.id_length > ids_.size())
+      r.id_offset + r.id_length > ids_->size())
     throw CorpusError(dir_ + ": document " + std::to_string(i) + " points outside the store's files");
-  return Document{std::string_view(ids_.data() + r.id_offset, r.id_length), domains_[domain],
+  return Document{std::string_view(ids_->data() + r.id_offset, r.id_length), domains_[domain],
                   std::string_view(bin_->data() + at, size_t(bytes)), dtype_, eod_};
 }
 
 Split TokenStore::split() const {
   Split s;
   std::vector<long> train_n(domains_.size()), val_n(domains_.size());
+  std::vector<uint32_t> train, val;
+  std::vector<DocRecord> block;
   for (size_t i = 0; i < docs_; ++i) {
-    const uint32_t domain_val = record(i).domain_val;
-    const bool val = domain_val & 1;
-    (val ? s.val : s.train).push_back(document(i));
-    ++(val ? val_n : train_n)[domain_val >> 1];
+    constexpr size_t kBlock = 1 << 14;  // records read at a time
+    if (i % kBlock == 0) {
+      block.resize(std::min(kBlock, docs_ - i));
+      read_text({records_->data(), records_->size()}, i * sizeof(DocRecord), block.size() * sizeof(DocRecord),
+                reinterpret_cast<char*>(block.data()));
+    }
+    const uint32_t domain_val = block[i % kBlock].domain_val;
+    const bool is_val = domain_val & 1;
+    (is_val ? val : train).push_back(uint32_t(i));
+    ++(is_val ? val_n : train_n)[domain_val >> 1];
   }
+  s.train = DocList(*this, std::move(train)), s.val = DocList(*this, std::move(val));
   for (size_t k = 0; k < domains_.size(); ++k)
     if (train_n[k] > 0 && val_n[k] == 0) s.unvalidated.push_back(domains_[k]);
-  // The pass touched every index page; they need not stay resident.
-  idx_.release(), records_.release();
   return s;
 }
 

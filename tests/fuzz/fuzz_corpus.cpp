@@ -33,9 +33,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   for (auto& d : owned) docs.push_back({d.id, d.domain, d.text});
   Split split = split_corpus(docs, 0.1, 2);
   if (split.train.size() + split.val.size() != docs.size()) __builtin_trap();
-  std::vector<const Document*> all;
-  for (const auto& d : split.train) all.push_back(&d);
-  TokenStream s = make_stream(all);
+  TokenStream s = make_stream(split.train);
   std::vector<size_t> starts;
   validation_windows(s, 8, 4, starts);
   for (size_t st : starts)

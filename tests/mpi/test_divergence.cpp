@@ -133,7 +133,7 @@ TEST(Divergence, ScoresOfNaNWeightsAreNaN) {
   TinyRun r = make_run("div_score", {});
   poison(r, 1);
   std::vector<ScoreItem> items;
-  const auto& val = corpus().val;
+  const std::vector<Document> val{corpus().val[0], corpus().val[1], corpus().val[2], corpus().val[3]};
   for (int p = 0; p < 4; ++p) add_items(items, p, &val[p], 1, std::min<size_t>(val[p].text.size(), 60), 32);
   const std::vector<double> loss = score_items(*r.t, items);
   for (size_t i = 0; i < items.size(); ++i) {

@@ -73,7 +73,7 @@ TEST(Routing, ShardFileRoundTrip) {
   for (size_t i = 0; i < s.train.size(); i += 17) EXPECT_EQ(in3.router.nearest_path(&f[i * 4]), out.router.nearest_path(&f[i * 4]));
   // A split that does not match the file is refused with the field named.
   Split fewer = s;
-  fewer.train.resize(3);
+  fewer.train = fewer.train.slice(0, 3);
   try {
     read_shard_file(file, fewer);
     ADD_FAILURE() << "accepted indices past the end";
@@ -87,13 +87,42 @@ TEST(Routing, FeaturesDoNotDependOnTheRankCount) {
   auto k = make_cpu_kernels();
   const ModelShape shape = model_shape(d);
   const auto params = init_params(shape, make_layout(shape), 11);
+  const std::vector<Document> val(corpus().val.begin(), corpus().val.end());
   std::vector<FeatureWindow> w;
-  for (const auto& doc : corpus().val) w.push_back({&doc, 0}), w.push_back({&doc, 40});
-  FeatureModel fm(*k, shape, Precision::fp32, params, 4);
-  auto all = fm.features(w, 8, MPI_COMM_WORLD);
-  auto alone = fm.features(w, 8, MPI_COMM_SELF);
+  for (const auto& doc : val) w.push_back({&doc, 0}), w.push_back({&doc, 40});
+  FeatureModel fm(*k, shape, Precision::fp32, params, 4, 8);
+  auto all = fm.features(w, MPI_COMM_WORLD);
+  auto alone = fm.features(w, MPI_COMM_SELF);
   ASSERT_EQ(all.size(), w.size() * 32);
   EXPECT_EQ(all, alone);
+}
+
+// The features run a model cut to the prefix (causal: the first positions'
+// states do not depend on later ones); they are the whole-context model's
+// states pooled over the prefix, up to rounding.
+TEST(Routing, FeaturesNeedOnlyThePrefix) {
+  Deck d = load_deck("", one_path_deck());
+  auto k = make_cpu_kernels();
+  const ModelShape shape = model_shape(d);
+  const auto params = init_params(shape, make_layout(shape), 12);
+  const std::vector<Document> val(corpus().val.begin(), corpus().val.end());
+  const int prefix = 8;
+  ASSERT_LT(prefix, shape.T);
+  std::vector<FeatureWindow> w;
+  for (size_t i = 0; i < 6; ++i) w.push_back({&val[i], 0}), w.push_back({&val[i], 17});
+  FeatureModel fm(*k, shape, Precision::fp32, params, 4, prefix);
+  const std::vector<float> got = fm.local_features(w);
+  Model full(*k, shape, 1, Precision::fp32);
+  std::vector<int32_t> tok(size_t(shape.T));
+  for (size_t i = 0; i < w.size(); ++i) {
+    read_document(*w[i].doc, w[i].begin, tok.size(), tok.data());
+    full.forward(params.data(), tok.data(), tok.data());
+    for (int c = 0; c < shape.C; ++c) {
+      double want = 0;
+      for (int t = 0; t < prefix; ++t) want += full.hidden()[size_t(t) * shape.C + c] / prefix;
+      ASSERT_NEAR(got[i * shape.C + c], want, 1e-4) << "window " << i << " channel " << c;
+    }
+  }
 }
 
 TEST(Routing, OnePathRoutedEvalIsThePlainLossAfterThePrefix) {
@@ -105,7 +134,7 @@ TEST(Routing, OnePathRoutedEvalIsThePlainLossAfterThePrefix) {
   const ModelShape shape = model_shape(d);
   std::vector<float> params(t.layout().total);
   k->to_host(params.data(), t.paths()[0].params.get(), params.size() * sizeof(float));
-  FeatureModel fm(*k, shape, Precision::fp32, params, 4);
+  FeatureModel fm(*k, shape, Precision::fp32, params, 4, d.route.prefix_tokens);
   RoutedEval r = routed_evaluate(t, s.val, std::vector<int>(s.val.size(), 0), nullptr, fm, d);
 
   // Reference: one window per document from its start, scored after the prefix.
@@ -150,7 +179,7 @@ TEST(Routing, OnePathReroutedScoresExactlyAsRoutedOnce) {
   t.run();
   std::vector<float> params(t.layout().total);
   k->to_host(params.data(), t.paths()[0].params.get(), params.size() * sizeof(float));
-  FeatureModel fm(*k, model_shape(once), Precision::fp32, params, 4);
+  FeatureModel fm(*k, model_shape(once), Precision::fp32, params, 4, once.route.prefix_tokens);
   Router one;  // a router with one path: every re-routing decision picks path 0
   one.mode = "flat", one.dim = fm.dim(), one.modules_per_level = {1};
   one.centroids = {std::vector<float>(size_t(fm.dim()), 0.0f)};

@@ -49,7 +49,7 @@ TEST(TokenStore, SplitAndDocumentsMatchTheInMemoryReader) {
   ASSERT_EQ(store.documents(), docs.size());
   for (size_t i = 0; i < docs.size(); ++i) {
     const Document d = store.document(i);
-    ASSERT_EQ(d.id, docs[i].id);
+    ASSERT_EQ(read_view(d.id), docs[i].id);
     ASSERT_EQ(d.domain, docs[i].domain);
     ASSERT_EQ(store.text(i), docs[i].text);
   }
@@ -57,7 +57,7 @@ TEST(TokenStore, SplitAndDocumentsMatchTheInMemoryReader) {
   const Split b = split_corpus(corpus_views(), 0.1, 2);  // input order, as the store keeps it
   ASSERT_EQ(a.train.size(), b.train.size());
   ASSERT_EQ(a.val.size(), b.val.size());
-  for (size_t i = 0; i < a.val.size(); ++i) EXPECT_EQ(a.val[i].id, b.val[i].id);
+  for (size_t i = 0; i < a.val.size(); ++i) EXPECT_EQ(read_view(a.val[i].id), b.val[i].id);
   EXPECT_EQ(a.unvalidated, b.unvalidated);
   MPI_Barrier(MPI_COMM_WORLD);
 }
@@ -129,7 +129,7 @@ TEST(TokenStore, FileLineIdsAcrossPieces) {
     for (size_t i = 0; i < s.documents(); ++i) {
       const Document d = s.document(i);
       const std::string line = s.text(i).substr(5);  // "line N" is on line N
-      EXPECT_EQ(d.id, "c4.jsonl:" + line);
+      EXPECT_EQ(read_view(d.id), "c4.jsonl:" + line);
     }
   }
   MPI_Barrier(MPI_COMM_WORLD);

@@ -34,7 +34,7 @@ TEST(Corpus, EmbeddedCorpusSplitIsStableAndCoversEveryDomain) {
   auto docs = owned.views();
   Split a = split_corpus(docs, 0.1, 2);
   std::map<std::string_view, int> val;
-  for (auto& d : a.val) ++val[d.domain];
+  for (const Document& d : a.val) ++val[d.domain];
   std::set<std::string_view> domains;
   for (auto& d : docs) domains.insert(d.domain);
   EXPECT_GE(domains.size(), 5u);
@@ -44,8 +44,8 @@ TEST(Corpus, EmbeddedCorpusSplitIsStableAndCoversEveryDomain) {
   more.push_back({"zz-new", "new", "text"});
   Split b = split_corpus(more, 0.1, 2);
   std::set<std::string_view> va, vb;
-  for (auto& d : a.val) va.insert(d.id);
-  for (auto& d : b.val) vb.insert(d.id);
+  for (const Document& d : a.val) va.insert(d.id);
+  for (const Document& d : b.val) vb.insert(d.id);
   for (auto& id : va) EXPECT_TRUE(vb.count(id)) << id;
 }
 
@@ -62,8 +62,7 @@ TEST(Corpus, SplitNamesDomainsWithoutValidation) {
 TEST(Corpus, WindowsAreDeterministicAndInRange) {
   const std::string a(500, 'a'), b(300, 'b');
   std::vector<Document> docs = {{"a", "x", a}, {"b", "y", b}};
-  std::vector<const Document*> ptrs = {&docs[0], &docs[1]};
-  TokenStream s = make_stream(ptrs);
+  TokenStream s = make_stream(DocList(docs));
   EXPECT_EQ(s.size(), 802u);
   EXPECT_EQ(s.at(500), 0);  // the end-of-document byte
   EXPECT_EQ(s.at(501), 'b');
@@ -83,8 +82,8 @@ TEST(Corpus, WindowsAreDeterministicAndInRange) {
 // A stream shorter than the context gets one window, padded with end-of-document tokens after its own.
 TEST(Corpus, ShortStreamHasOnePaddedWindow) {
   std::vector<Document> docs = {{"a", "x", "hello"}, {"b", "x", "you"}};
-  std::vector<const Document*> ptr = {&docs[0], &docs[1]};
-  TokenStream s(ptr);  // "hello\0you\0": 10 tokens
+  const DocList list(docs);
+  TokenStream s(list);  // "hello\0you\0": 10 tokens
   std::vector<size_t> starts;
   ASSERT_EQ(validation_windows(s, 64, 8, starts), 1);
   EXPECT_EQ(starts, std::vector<size_t>{0});
@@ -95,7 +94,7 @@ TEST(Corpus, ShortStreamHasOnePaddedWindow) {
     EXPECT_EQ(tok[i], i < 10 ? uint8_t(all[i]) : 0) << i;
     EXPECT_EQ(tgt[i], i + 1 < 10 ? uint8_t(all[i + 1]) : 0) << i;
   }
-  EXPECT_EQ(validation_windows(TokenStream({&docs[1]}), 64, 8, starts), 1);
+  EXPECT_EQ(validation_windows(TokenStream(list.subset({1})), 64, 8, starts), 1);
 }
 
 TEST(Shards, HashAndDomainRules) {
@@ -103,14 +102,15 @@ TEST(Shards, HashAndDomainRules) {
   std::vector<std::string> ids;
   for (int i = 0; i < 40; ++i) ids.push_back("d" + std::to_string(i));
   for (int i = 0; i < 40; ++i) docs.push_back({ids[i], i % 2 ? "code" : "prose", "t"});
-  auto h = shards_of(docs, assign_by_rule(docs, 4, "hash"));
+  const DocList list(docs);
+  auto h = shards_of(list, assign_by_rule(list, 4, "hash"));
   size_t n = 0;
   for (auto& s : h) {
     n += s.size();
     EXPECT_GT(s.size(), 0u);
   }
   EXPECT_EQ(n, 40u);
-  auto d = shards_of(docs, assign_by_rule(docs, 2, "domain"));
-  for (auto* x : d[0]) EXPECT_EQ(x->domain, "code");
-  for (auto* x : d[1]) EXPECT_EQ(x->domain, "prose");
+  auto d = shards_of(list, assign_by_rule(list, 2, "domain"));
+  for (const Document& x : d[0]) EXPECT_EQ(x.domain, "code");
+  for (const Document& x : d[1]) EXPECT_EQ(x.domain, "prose");
 }

@@ -72,7 +72,8 @@ class TextRouter {
  private:
   const RunRouter& r_;
   const TrainedModel& m_;
-  ModelShape s_;
+  ModelShape s_;                  // the prefix model's (features.hpp)
+  std::vector<float> params_;     // the warm start cut to the prefix
   std::unique_ptr<Kernels> k_;
   std::unique_ptr<Model> model_;  // batch 1; route() reuses its activations
 };

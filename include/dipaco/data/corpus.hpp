@@ -2,7 +2,10 @@
 // owner), byte-level tokens, a stable train/validation split by a hash of the
 // document id, and the token streams that paths sample training windows from.
 #pragma once
+#include <cstddef>
 #include <cstdint>
+#include <iterator>
+#include <memory>
 #include <stdexcept>
 #include <string>
 #include <string_view>
@@ -21,7 +24,8 @@ struct CorpusError : InputError {
 int dtype_width(int dtype);  // bytes per token; 0 for a code that is not an integer type
 
 // A document as the stages see it: views into memory its owner keeps alive
-// (the token store in a run). `text` is the document's tokens as stored
+// (the token store in a run, whose id and text views are read with
+// read_view/read_text, never touched). `text` is the document's tokens as stored
 // (bytes for a byte-level corpus, dtype_width bytes per token otherwise); its
 // stream is the tokens, then the end-of-document token `eod`.
 struct Document {
@@ -40,6 +44,12 @@ struct Document {
 void register_text_file(const char* base, size_t size, int fd);
 void unregister_text_files(const char* base, size_t size);  // every file registered in [base, base + size)
 void read_text(std::string_view text, size_t off, size_t n, char* out);  // off + n <= text.size()
+// A view's bytes (a store document's id is such a view: read, not touched).
+inline std::string read_view(std::string_view v) {
+  std::string out(v.size(), '\0');
+  read_text(v, 0, v.size(), out.data());
+  return out;
+}
 // Tokens [begin, begin + n) of a document's stream: its tokens, then its eod token.
 void read_document(const Document& d, size_t begin, size_t n, int32_t* out);
 
@@ -58,8 +68,56 @@ constexpr size_t kMaxCorpusLine = size_t(64) << 20;
 uint64_t hash64(std::string_view s, uint64_t seed = 0);
 double unit_hash(std::string_view s);  // in [0, 1)
 
+// Where a list's documents live: the token store, or memory (tests, inference).
+class DocumentSource {
+ public:
+  virtual ~DocumentSource() = default;
+  virtual Document document(size_t i) const = 0;
+};
+
+// Documents by index: 4 bytes a document, each made (its views) when asked,
+// so that a list of every document of a large corpus stays small. Subsets
+// share the source; a store's lists need the store to outlive them.
+class DocList {
+ public:
+  DocList() = default;
+  explicit DocList(std::vector<Document> docs);                    // held by the list and its subsets
+  DocList(const DocumentSource& source, std::vector<uint32_t> index);  // indices into source
+  size_t size() const { return index_.size(); }
+  bool empty() const { return index_.empty(); }
+  Document operator[](size_t i) const { return source_->document(index_[i]); }
+  uint32_t source_index(size_t i) const { return index_[i]; }
+  DocList subset(const std::vector<int>& picks) const;  // picks index this list
+  DocList slice(size_t lo, size_t hi) const;            // documents [lo, hi)
+
+  class iterator {
+   public:
+    using iterator_category = std::input_iterator_tag;
+    using value_type = Document;
+    using difference_type = std::ptrdiff_t;
+    using pointer = void;
+    using reference = Document;
+    iterator(const DocList* l, size_t i) : l_(l), i_(i) {}
+    Document operator*() const { return (*l_)[i_]; }
+    iterator& operator++() { return ++i_, *this; }
+    bool operator!=(const iterator& o) const { return i_ != o.i_; }
+    bool operator==(const iterator& o) const { return i_ == o.i_; }
+
+   private:
+    const DocList* l_;
+    size_t i_;
+  };
+  iterator begin() const { return {this, 0}; }
+  iterator end() const { return {this, size()}; }
+
+ private:
+  std::shared_ptr<const DocumentSource> owned_;  // in-memory documents
+  const DocumentSource* source_ = nullptr;
+  std::vector<uint32_t> index_;
+};
+
 struct Split {
-  std::vector<Document> train, val;
+  DocList train, val;
   std::vector<std::string> unvalidated;  // domains left without a validation document
 };
 // The split rule, in input order: a document is held out when unit_hash(id) <
@@ -75,7 +133,7 @@ Split split_corpus(const std::vector<Document>& docs, double val_fraction, int m
 class TokenStream {
  public:
   TokenStream() = default;
-  explicit TokenStream(const std::vector<const Document*>& docs);
+  explicit TokenStream(const DocList& docs);
   size_t size() const { return end_.empty() ? 0 : end_.back(); }
   size_t documents() const { return text_.size(); }
   int32_t eod() const { return eod_; }
@@ -92,7 +150,7 @@ class TokenStream {
 // tokens read once, the targets the inputs shifted by one.
 void read_window(const TokenStream& s, size_t pos, int T, int32_t* tok, int32_t* tgt);
 void read_window(const Document& d, size_t begin, int T, int32_t* tok, int32_t* tgt);
-inline TokenStream make_stream(const std::vector<const Document*>& docs) { return TokenStream(docs); }
+inline TokenStream make_stream(const DocList& docs) { return TokenStream(docs); }
 
 // Training window (seed, path, step, sequence) -> T+1 bytes, independent of
 // how many ranks share the path: the data cursor is just the step.

@@ -43,12 +43,12 @@ struct RoutedEval {
 
 // doc_path: the path of each validation document by its prefix (from the shard file).
 // With eval.reroute_every > 0 and a router, later segments are re-routed by features.
-RoutedEval routed_evaluate(Trainer& t, const std::vector<Document>& val, const std::vector<int>& doc_path,
+RoutedEval routed_evaluate(Trainer& t, const DocList& val, const std::vector<int>& doc_path,
                            const Router* router, FeatureModel& features, const Deck& deck);
 
 // Collective: mean loss (nats per byte) on the first window of each document
 // for each of its candidate paths: [n, P] on every rank, infinity elsewhere.
-std::vector<double> document_losses(Trainer& t, const std::vector<Document>& docs,
+std::vector<double> document_losses(Trainer& t, const DocList& docs,
                                     const std::vector<std::vector<int>>& candidates);
 
 }  // namespace dipaco

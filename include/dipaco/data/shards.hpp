@@ -16,14 +16,15 @@
 
 namespace dipaco {
 
-using Shard = std::vector<const Document*>;
+using Shard = DocList;
 using Assignment = std::vector<std::vector<int>>;  // per path: indices into the split's documents
 
 // rule: "hash" (hash of id mod P) or "domain" (sorted domain labels, round-robin over paths).
-Assignment assign_by_rule(const std::vector<Document>& docs, int paths, const std::string& rule);
-std::vector<Shard> shards_of(const std::vector<Document>& docs, const Assignment& a);
-// Per document, the paths it is in -> per path, its documents.
+Assignment assign_by_rule(const DocList& docs, int paths, const std::string& rule);
+std::vector<Shard> shards_of(const DocList& docs, const Assignment& a);
+// Per document, the paths it is in (or its one path) -> per path, its documents.
 Assignment by_path(const std::vector<std::vector<int>>& paths_of_doc, int paths);
+Assignment by_path(const std::vector<int>& path_of_doc, int paths);
 
 struct ShardFile {
   std::string stamp;

@@ -1,4 +1,4 @@
-// The token store: a corpus on disk, memory-mapped by every rank, never read
+// The token store: a corpus on disk, read (pread) by every rank, never read
 // whole into memory. Made once by the prepare stage (prepare.hpp); a directory
 //   corpus.bin    the documents' tokens one after another (uint8: bytes)
 //   corpus.idx    Megatron-LM's indexed-dataset index (MMIDIDX, version 1):
@@ -80,14 +80,15 @@ class ReadFile {
   std::vector<int> fds_;
 };
 
-class TokenStore {
+class TokenStore : public DocumentSource {
  public:
   // Opens and checks every file of the store; throws CorpusError naming the file.
   explicit TokenStore(const std::string& dir);
   size_t documents() const { return docs_; }
   const std::string& dir() const { return dir_; }
   std::string meta(const std::string& key) const;  // "" when absent
-  Document document(size_t i) const;  // its text is read with read_text (corpus.hpp)
+  // Its text and id are views read with read_text / read_id (corpus.hpp).
+  Document document(size_t i) const override;
   std::string text(size_t i) const;
   bool is_val(size_t i) const;
   const std::vector<std::string>& domains() const { return domains_; }
@@ -95,17 +96,16 @@ class TokenStore {
   bool bytes() const { return dtype_ == 1 && meta("tokens") == "bytes"; }
   // The SentencePiece model the text was encoded with ("" for bytes and token inputs).
   std::string tokenizer_file() const { return meta("tokenizer").empty() ? "" : dir_ + "/" + meta("tokenizer"); }
-  // Drops the pages a pass over the documents touched from this process (they stay cached).
-  void release() const { idx_.release(), records_.release(), ids_.release(); }
-  // Every document, in store order, into the split (views into the maps).
+  // Every document, in store order, into the split (indices: 4 bytes a document).
   Split split() const;
 
  private:
   DocRecord record(size_t i) const;
   std::string dir_;
   size_t docs_ = 0;
-  std::unique_ptr<ReadFile> bin_;
-  MappedFile idx_, records_, ids_;
+  // Every file is read, never mapped (corpus.hpp): a pass over the documents
+  // leaves nothing of them in this rank's resident memory.
+  std::unique_ptr<ReadFile> bin_, idx_, records_, ids_;
   std::vector<std::string> domains_;
   std::vector<std::pair<std::string, std::string>> meta_;
   uint8_t dtype_ = 1;
