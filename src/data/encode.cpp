@@ -33,7 +33,7 @@ void train_on_sample(const PrepareOptions& o, const std::string& dir, const std:
   auto next = [&](std::string& out) {
     while (at >= text.size()) {  // the next sampled training document
       for (; doc < store.documents(); ++doc)
-        if (!store.is_val(doc) && unit_hash(store.document(doc).id) < fraction) break;
+        if (!store.is_val(doc) && unit_hash(read_view(store.document(doc).id)) < fraction) break;
       if (doc >= store.documents()) return false;
       text = store.text(doc++), at = 0;
     }
