@@ -159,12 +159,11 @@ void read_document(const Document& d, size_t begin, size_t n, int32_t* out) {
   std::fill(out + have, out + n, d.eod);
 }
 
-TokenStream::TokenStream(const DocList& docs) {
-  text_.reserve(docs.size());
+TokenStream::TokenStream(const DocList& docs) : docs_(docs) {
   end_.reserve(docs.size());
   uint64_t n = 0;
   if (!docs.empty()) dtype_ = docs[0].dtype, eod_ = docs[0].eod;
-  for (const Document& d : docs) text_.push_back(d.text), end_.push_back(n += d.tokens() + 1);
+  for (const Document& d : docs) end_.push_back(n += d.tokens() + 1);
 }
 
 int32_t TokenStream::at(size_t pos) const {
@@ -177,7 +176,7 @@ void TokenStream::read(size_t pos, size_t n, int32_t* out) const {
   size_t i = std::upper_bound(end_.begin(), end_.end(), uint64_t(pos)) - end_.begin();
   size_t off = pos - (i ? end_[i - 1] : 0);
   while (n > 0) {
-    const Document d{{}, {}, text_[i], dtype_, eod_};
+    const Document d = docs_[i];
     const size_t take = std::min(n, d.tokens() + 1 - off);  // up to and with the end-of-document token
     read_document(d, off, take, out);
     out += take, n -= take;

@@ -48,28 +48,47 @@ Assignment by_path(const std::vector<std::vector<int>>& paths_of_doc, int paths)
 
 namespace {
 
+// A 1-D dataset of n elements of `type` written kBlock at a time from `fill(first, count, buf)`,
+// so that a path's arrays are never held whole (a shard may hold most of the corpus).
+constexpr size_t kBlock = 1 << 16;
+template <class T, class Fill>
+void write_blocks(hid_t g, const char* name, hid_t type, size_t width, hsize_t n, Fill fill) {
+  H5Id sp(H5Screate_simple(1, &n, nullptr), H5Sclose);
+  H5Id d(checked(H5Dcreate2(g, name, type, sp, H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT), std::string("create dataset ") + name), H5Dclose);
+  std::vector<T> buf;
+  for (hsize_t first = 0; first < n; first += kBlock) {
+    hsize_t count = std::min<hsize_t>(kBlock, n - first);
+    buf.assign(size_t(count) * width, T{});
+    fill(size_t(first), size_t(count), buf.data());
+    H5Id file_space(H5Dget_space(d), H5Sclose), mem(H5Screate_simple(1, &count, nullptr), H5Sclose);
+    check(H5Sselect_hyperslab(file_space, H5S_SELECT_SET, &first, nullptr, &count, nullptr), "select a block");
+    check(H5Dwrite(d, type, mem, file_space, H5P_DEFAULT, buf.data()), std::string("write dataset ") + name);
+  }
+}
+
 void write_split(hid_t f, const char* group, const Assignment& a, const DocList& docs) {
   hid_t g = checked(H5Gcreate2(f, group, H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT), std::string("create group ") + group);
   for (size_t p = 0; p < a.size(); ++p) {
     hid_t pg = checked(H5Gcreate2(g, ("P" + std::to_string(p)).c_str(), H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT), "create shard group");
-    std::vector<long long> index(a[p].begin(), a[p].end()), tokens;
-    size_t width = 1;
-    for (int i : a[p]) {
-      const Document d = docs[i];
-      tokens.push_back((long long)d.tokens() + 1), width = std::max(width, d.id.size());
-    }
-    std::string ids(width * a[p].size(), '\0');
-    for (size_t j = 0; j < a[p].size(); ++j) {
-      const Document d = docs[a[p][j]];  // made again: views of every document would outweigh the ids
-      read_text(d.id, 0, d.id.size(), &ids[j * width]);
-    }
-    hsize_t n = a[p].size();
-    write_dataset(pg, "doc_index", H5T_NATIVE_LLONG, 1, &n, index.data());
-    write_dataset(pg, "tokens", H5T_NATIVE_LLONG, 1, &n, tokens.data());
-    hid_t st = H5Tcopy(H5T_C_S1);
+    const std::vector<int>& picks = a[p];
+    const hsize_t n = picks.size();
+    size_t width = 1;  // the ids are fixed-width strings: the longest one's
+    for (int i : picks) width = std::max(width, docs[i].id.size());
+    write_blocks<long long>(pg, "doc_index", H5T_NATIVE_LLONG, 1, n, [&](size_t first, size_t count, long long* out) {
+      for (size_t j = 0; j < count; ++j) out[j] = picks[first + j];
+    });
+    write_blocks<long long>(pg, "tokens", H5T_NATIVE_LLONG, 1, n, [&](size_t first, size_t count, long long* out) {
+      for (size_t j = 0; j < count; ++j) out[j] = (long long)docs[picks[first + j]].tokens() + 1;
+    });
+    H5Id st(H5Tcopy(H5T_C_S1), H5Tclose);
     H5Tset_size(st, width);
-    write_dataset(pg, "ids", st, 1, &n, ids.data());
-    H5Tclose(st), H5Gclose(pg);
+    write_blocks<char>(pg, "ids", st, width, n, [&](size_t first, size_t count, char* out) {
+      for (size_t j = 0; j < count; ++j) {
+        const Document d = docs[picks[first + j]];
+        read_text(d.id, 0, d.id.size(), out + j * width);
+      }
+    });
+    H5Gclose(pg);
   }
   H5Gclose(g);
 }

@@ -128,23 +128,23 @@ struct Split {
 Split split_corpus(const std::vector<Document>& docs, double val_fraction, int min_val_docs);
 
 // Documents concatenated into one token stream, each followed by its end token
-// (a 0 byte for bytes), without copying them: read through the views. Every
+// (a 0 byte for bytes), without copying them: 12 bytes a document. Every
 // document of a stream has the same dtype and end token (one store).
 class TokenStream {
  public:
   TokenStream() = default;
   explicit TokenStream(const DocList& docs);
   size_t size() const { return end_.empty() ? 0 : end_.back(); }
-  size_t documents() const { return text_.size(); }
+  size_t documents() const { return docs_.size(); }
   int32_t eod() const { return eod_; }
   int32_t at(size_t pos) const;                     // token pos of the stream
   void read(size_t pos, size_t n, int32_t* out) const;  // tokens [pos, pos + n), pos + n <= size()
 
  private:
-  std::vector<std::string_view> text_;
+  DocList docs_;  // 4 bytes a document: a read makes the views of the documents it spans
   uint8_t dtype_ = 1;
   int32_t eod_ = 0;
-  std::vector<uint64_t> end_;  // end_[i]: where document i's end byte is, plus one
+  std::vector<uint64_t> end_;  // end_[i]: where document i's end token is, plus one
 };
 // A window's inputs [pos, pos + T) and targets [pos + 1, pos + T]: the T + 1
 // tokens read once, the targets the inputs shifted by one.
