@@ -70,6 +70,12 @@ DocList DocList::subset(const std::vector<int>& picks) const {
   return out;
 }
 
+std::vector<uint64_t> DocList::tokens() const {
+  std::vector<uint64_t> out(index_.size());
+  if (!index_.empty()) source_->tokens(index_.data(), index_.size(), out.data());
+  return out;
+}
+
 DocList DocList::slice(size_t lo, size_t hi) const {
   DocList out;
   out.owned_ = owned_, out.source_ = source_;
@@ -159,11 +165,10 @@ void read_document(const Document& d, size_t begin, size_t n, int32_t* out) {
   std::fill(out + have, out + n, d.eod);
 }
 
-TokenStream::TokenStream(const DocList& docs) : docs_(docs) {
-  end_.reserve(docs.size());
+TokenStream::TokenStream(const DocList& docs) : docs_(docs), end_(docs.tokens()) {
   uint64_t n = 0;
   if (!docs.empty()) dtype_ = docs[0].dtype, eod_ = docs[0].eod;
-  for (const Document& d : docs) end_.push_back(n += d.tokens() + 1);
+  for (auto& e : end_) e = n += e + 1;
 }
 
 int32_t TokenStream::at(size_t pos) const {

@@ -6,6 +6,7 @@
 #include <unistd.h>
 
 #include <cerrno>
+#include <cstdint>
 #include <cstring>
 #include <fstream>
 #include <algorithm>
@@ -216,6 +217,24 @@ Document TokenStore::document(size_t i) const {
     throw CorpusError(dir_ + ": document " + std::to_string(i) + " points outside the store's files");
   return Document{std::string_view(ids_->data() + r.id_offset, r.id_length), domains_[domain],
                   std::string_view(bin_->data() + at, size_t(bytes)), dtype_, eod_};
+}
+
+void TokenStore::tokens(const uint32_t* index, size_t n, uint64_t* out) const {
+  // The sizes array a block at a time: one read per block that the (usually ascending) indices visit.
+  constexpr size_t kBlock = kSizesBlock;
+  std::vector<int32_t> block;
+  size_t first = SIZE_MAX;
+  for (size_t j = 0; j < n; ++j) {
+    const size_t i = index[j];
+    if (i >= docs_) throw CorpusError(dir_ + ": document " + std::to_string(i) + " is not in the store");
+    if (first == SIZE_MAX || i < first || i >= first + block.size()) {
+      first = i / kBlock * kBlock;
+      block.resize(std::min(kBlock, docs_ - first));
+      read_text({idx_->data(), idx_->size()}, kIdxHeader + 4 * first, 4 * block.size(), reinterpret_cast<char*>(block.data()));
+    }
+    if (block[i - first] < 0) throw CorpusError(dir_ + ": document " + std::to_string(i) + " has a negative size");
+    out[j] = uint64_t(block[i - first]);
+  }
 }
 
 Split TokenStore::split() const {

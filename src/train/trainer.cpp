@@ -31,7 +31,7 @@ ModelShape model_shape(const Deck& deck) {
 namespace {
 double text_bytes(const Shard& s) {
   double n = 0;
-  for (const Document& d : s) n += double(d.tokens() + 1);
+  for (uint64_t t : s.tokens()) n += double(t + 1);
   return n;
 }
 }  // namespace

@@ -109,6 +109,30 @@ TEST(TokenStore, DuplicateIdsAreCountedAndNamed) {
   MPI_Barrier(MPI_COMM_WORLD);
 }
 
+// Token counts read in bulk (the index a block at a time) are each document's,
+// in any order, across blocks.
+TEST(TokenStore, BulkTokenCountsAreEachDocuments) {
+  const std::string dir = shared_tmpdir("store_bulk");
+  const int n = 3 * int(TokenStore::kSizesBlock) + 17;
+  if (world_rank() == 0) {
+    std::ofstream f(dir + "/many.jsonl");
+    for (int i = 0; i < n; ++i) f << "{\"id\":\"d" << i << "\",\"text\":\"" << std::string(size_t(1 + i % 13), 'x') << "\"}\n";
+  }
+  MPI_Barrier(MPI_COMM_WORLD);
+  PrepareOptions o;
+  o.corpus = dir + "/many.jsonl";
+  prepare_store(o, dir + "/s", "stamp\n", MPI_COMM_WORLD);
+  const TokenStore store(dir + "/s");
+  ASSERT_EQ(store.documents(), size_t(n));
+  std::vector<uint32_t> order(store.documents());
+  for (size_t i = 0; i < order.size(); ++i) order[i] = uint32_t((i * 7919) % order.size());
+  for (const auto& index : {order, store.split().train.index()}) {
+    const std::vector<uint64_t> bulk = DocList(store, index).tokens();
+    for (size_t i = 0; i < index.size(); ++i) ASSERT_EQ(bulk[i], store.document(index[i]).tokens()) << i;
+  }
+  MPI_Barrier(MPI_COMM_WORLD);
+}
+
 // Lines without ids are "file:line" by their line in the file, whichever rank
 // reads the piece they are in (a plain file cut into many pieces).
 TEST(TokenStore, FileLineIdsAcrossPieces) {

@@ -73,6 +73,10 @@ class DocumentSource {
  public:
   virtual ~DocumentSource() = default;
   virtual Document document(size_t i) const = 0;
+  // Token counts of documents index[0..n), in bulk (a store reads its index in blocks).
+  virtual void tokens(const uint32_t* index, size_t n, uint64_t* out) const {
+    for (size_t i = 0; i < n; ++i) out[i] = document(index[i]).tokens();
+  }
 };
 
 // Documents by index: 4 bytes a document, each made (its views) when asked,
@@ -86,7 +90,8 @@ class DocList {
   size_t size() const { return index_.size(); }
   bool empty() const { return index_.empty(); }
   Document operator[](size_t i) const { return source_->document(index_[i]); }
-  uint32_t source_index(size_t i) const { return index_[i]; }
+  const std::vector<uint32_t>& index() const { return index_; }  // into the source
+  std::vector<uint64_t> tokens() const;  // every document's token count, in bulk
   DocList subset(const std::vector<int>& picks) const;  // picks index this list
   DocList slice(size_t lo, size_t hi) const;            // documents [lo, hi)
 

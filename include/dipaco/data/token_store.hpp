@@ -89,6 +89,8 @@ class TokenStore : public DocumentSource {
   std::string meta(const std::string& key) const;  // "" when absent
   // Its text and id are views read with read_text / read_id (corpus.hpp).
   Document document(size_t i) const override;
+  void tokens(const uint32_t* index, size_t n, uint64_t* out) const override;
+  static constexpr size_t kSizesBlock = 1 << 12;  // entries of the sizes array a bulk read takes at a time
   std::string text(size_t i) const;
   bool is_val(size_t i) const;
   const std::vector<std::string>& domains() const { return domains_; }
