@@ -27,7 +27,7 @@ namespace dipaco {
 namespace {
 
 std::vector<float> doc_features(FeatureModel& fm, const DocList& list) {
-  const std::vector<Document> docs(list.begin(), list.end());  // the windows point at them
+  const std::vector<Document> docs = list.documents(0, list.size());  // the windows point at them
   std::vector<FeatureWindow> w;
   for (const auto& d : docs) w.push_back({&d, 0});
   return fm.features(w, MPI_COMM_WORLD);
@@ -49,8 +49,7 @@ template <class Use>
 void chunked_features(FeatureModel& fm, const DocList& docs, Use use) {
   constexpr size_t kChunk = 4096;
   for (size_t a = 0; a < docs.size(); a += kChunk) {
-    std::vector<Document> chunk;  // the chunk's views, which the windows point at
-    for (size_t i = a; i < std::min(docs.size(), a + kChunk); ++i) chunk.push_back(docs[i]);
+    const std::vector<Document> chunk = docs.documents(a, std::min(docs.size(), a + kChunk));  // the windows point at them
     std::vector<FeatureWindow> w;
     for (const Document& d : chunk) w.push_back({&d, 0});
     use(a, fm.local_features(w));
@@ -88,8 +87,11 @@ ShardFile route_documents(const Deck& deck, const Split& split, FeatureModel& fm
   const DocList mine = split.train.slice(lo, hi), vmine = split.val.slice(vlo, vhi);
   const double fraction = double(deck.route.fit_docs) / double(n);
   std::vector<int> picks;
-  for (size_t i = 0; i < mine.size(); ++i)
-    if (in_fit_sample(mine[i], fraction)) picks.push_back(int(i));
+  for (size_t a = 0; a < mine.size(); a += 4096) {
+    const std::vector<Document> chunk = mine.documents(a, std::min(mine.size(), a + 4096));
+    for (size_t i = 0; i < chunk.size(); ++i)
+      if (in_fit_sample(chunk[i], fraction)) picks.push_back(int(a + i));
+  }
   const DocList in_sample = mine.subset(picks);
   std::vector<float> sample;
   chunked_features(fm, in_sample, [&](size_t, const std::vector<float>& f) { sample.insert(sample.end(), f.begin(), f.end()); });

@@ -76,6 +76,12 @@ std::vector<uint64_t> DocList::tokens() const {
   return out;
 }
 
+std::vector<Document> DocList::documents(size_t lo, size_t hi) const {
+  std::vector<Document> out(hi - lo);
+  if (hi > lo) source_->documents(index_.data() + lo, hi - lo, out.data());
+  return out;
+}
+
 DocList DocList::slice(size_t lo, size_t hi) const {
   DocList out;
   out.owned_ = owned_, out.source_ = source_;

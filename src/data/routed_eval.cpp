@@ -107,8 +107,7 @@ RoutedEval routed_evaluate(Trainer& t, const DocList& val, const std::vector<int
     };
     std::vector<Segment> segs;
     std::vector<FeatureWindow> windows;
-    std::vector<Document> docs;  // the chunk's views, which the items point at
-    for (size_t d = first; d < std::min(val.size(), first + kChunk); ++d) docs.push_back(val[d]);
+    const std::vector<Document> docs = val.documents(first, std::min(val.size(), first + kChunk));  // the items point at them
     for (size_t d = first; d < first + docs.size(); ++d) {
       const Document& doc = docs[d - first];
       const size_t end = std::min(doc.tokens() + 1, size_t(deck.eval.doc_bytes));
@@ -147,7 +146,7 @@ RoutedEval routed_evaluate(Trainer& t, const DocList& val, const std::vector<int
 
 std::vector<double> document_losses(Trainer& t, const DocList& list,
                                     const std::vector<std::vector<int>>& candidates) {
-  const std::vector<Document> docs(list.begin(), list.end());  // the items point at them
+  const std::vector<Document> docs = list.documents(0, list.size());  // the items point at them
   const int T = t.deck().model.context, P = t.topology().paths;
   std::vector<ScoreItem> items;
   std::vector<size_t> cell;  // [doc, path] index of each item

@@ -19,10 +19,13 @@ Assignment assign_by_rule(const DocList& docs, int paths, const std::string& rul
     int i = 0;
     for (auto& [name, idx] : domain_index) idx = i++;
   }
-  for (size_t j = 0; j < docs.size(); ++j) {
-    const Document d = docs[j];
-    int p = rule == "domain" ? domain_index[std::string(d.domain)] % paths : int(hash64(read_view(d.id), 17) % uint64_t(paths));
-    a[p].push_back(int(j));
+  for (size_t first = 0; first < docs.size(); first += 4096) {
+    const std::vector<Document> block = docs.documents(first, std::min(docs.size(), first + 4096));
+    for (size_t j = 0; j < block.size(); ++j) {
+      const Document& d = block[j];
+      int p = rule == "domain" ? domain_index[std::string(d.domain)] % paths : int(hash64(read_view(d.id), 17) % uint64_t(paths));
+      a[p].push_back(int(first + j));
+    }
   }
   return a;
 }
@@ -71,22 +74,23 @@ void write_split(hid_t f, const char* group, const Assignment& a, const DocList&
   for (size_t p = 0; p < a.size(); ++p) {
     hid_t pg = checked(H5Gcreate2(g, ("P" + std::to_string(p)).c_str(), H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT), "create shard group");
     const std::vector<int>& picks = a[p];
+    const DocList shard = docs.subset(picks);
     const hsize_t n = picks.size();
     size_t width = 1;  // the ids are fixed-width strings: the longest one's
-    for (int i : picks) width = std::max(width, docs[i].id.size());
+    for (size_t first = 0; first < n; first += kBlock)
+      for (const Document& d : shard.documents(first, std::min<size_t>(n, first + kBlock))) width = std::max(width, d.id.size());
     write_blocks<long long>(pg, "doc_index", H5T_NATIVE_LLONG, 1, n, [&](size_t first, size_t count, long long* out) {
       for (size_t j = 0; j < count; ++j) out[j] = picks[first + j];
     });
     write_blocks<long long>(pg, "tokens", H5T_NATIVE_LLONG, 1, n, [&](size_t first, size_t count, long long* out) {
-      for (size_t j = 0; j < count; ++j) out[j] = (long long)docs[picks[first + j]].tokens() + 1;
+      const std::vector<uint64_t> t = shard.slice(first, first + count).tokens();
+      for (size_t j = 0; j < count; ++j) out[j] = (long long)t[j] + 1;
     });
     H5Id st(H5Tcopy(H5T_C_S1), H5Tclose);
     H5Tset_size(st, width);
     write_blocks<char>(pg, "ids", st, width, n, [&](size_t first, size_t count, char* out) {
-      for (size_t j = 0; j < count; ++j) {
-        const Document d = docs[picks[first + j]];
-        read_text(d.id, 0, d.id.size(), out + j * width);
-      }
+      const std::vector<Document> block = shard.documents(first, first + count);
+      for (size_t j = 0; j < count; ++j) read_text(block[j].id, 0, block[j].id.size(), out + j * width);
     });
     H5Gclose(pg);
   }

@@ -206,10 +206,31 @@ DocRecord TokenStore::record(size_t i) const { return fetch<DocRecord>(*records_
 
 bool TokenStore::is_val(size_t i) const { return record(i).domain_val & 1; }
 
-Document TokenStore::document(size_t i) const {
-  const DocRecord r = record(i);
-  const int32_t size = fetch<int32_t>(*idx_, kIdxHeader + 4 * i);
-  const int64_t at = fetch<int64_t>(*idx_, idx_pointers_at(docs_) + 8 * i);
+namespace {
+// An array of a file read a block at a time: one read per block that the
+// (usually ascending) indices visit, never one per element.
+template <class T>
+class BlockReader {
+ public:
+  BlockReader(const ReadFile& f, size_t offset, size_t count) : f_(f), offset_(offset), count_(count) {}
+  T operator[](size_t i) {
+    if (first_ == SIZE_MAX || i < first_ || i >= first_ + block_.size()) {
+      first_ = i / TokenStore::kSizesBlock * TokenStore::kSizesBlock;
+      block_.resize(std::min(TokenStore::kSizesBlock, count_ - first_));
+      read_text({f_.data(), f_.size()}, offset_ + sizeof(T) * first_, sizeof(T) * block_.size(),
+                reinterpret_cast<char*>(block_.data()));
+    }
+    return block_[i - first_];
+  }
+
+ private:
+  const ReadFile& f_;
+  size_t offset_, count_, first_ = SIZE_MAX;
+  std::vector<T> block_;
+};
+}  // namespace
+
+Document TokenStore::make_document(size_t i, const DocRecord& r, int32_t size, int64_t at) const {
   const uint32_t domain = r.domain_val >> 1;
   const uint64_t bytes = uint64_t(size) * uint64_t(dtype_width(dtype_));
   if (size < 0 || at < 0 || uint64_t(at) + bytes > bin_->size() || domain >= domains_.size() ||
@@ -219,21 +240,31 @@ Document TokenStore::document(size_t i) const {
                   std::string_view(bin_->data() + at, size_t(bytes)), dtype_, eod_};
 }
 
-void TokenStore::tokens(const uint32_t* index, size_t n, uint64_t* out) const {
-  // The sizes array a block at a time: one read per block that the (usually ascending) indices visit.
-  constexpr size_t kBlock = kSizesBlock;
-  std::vector<int32_t> block;
-  size_t first = SIZE_MAX;
+Document TokenStore::document(size_t i) const {
+  if (i >= docs_) throw CorpusError(dir_ + ": document " + std::to_string(i) + " is not in the store");
+  return make_document(i, record(i), fetch<int32_t>(*idx_, kIdxHeader + 4 * i),
+                       fetch<int64_t>(*idx_, idx_pointers_at(docs_) + 8 * i));
+}
+
+void TokenStore::documents(const uint32_t* index, size_t n, Document* out) const {
+  BlockReader<DocRecord> records(*records_, 0, docs_);
+  BlockReader<int32_t> sizes(*idx_, kIdxHeader, docs_);
+  BlockReader<int64_t> pointers(*idx_, idx_pointers_at(docs_), docs_);
   for (size_t j = 0; j < n; ++j) {
     const size_t i = index[j];
     if (i >= docs_) throw CorpusError(dir_ + ": document " + std::to_string(i) + " is not in the store");
-    if (first == SIZE_MAX || i < first || i >= first + block.size()) {
-      first = i / kBlock * kBlock;
-      block.resize(std::min(kBlock, docs_ - first));
-      read_text({idx_->data(), idx_->size()}, kIdxHeader + 4 * first, 4 * block.size(), reinterpret_cast<char*>(block.data()));
-    }
-    if (block[i - first] < 0) throw CorpusError(dir_ + ": document " + std::to_string(i) + " has a negative size");
-    out[j] = uint64_t(block[i - first]);
+    out[j] = make_document(i, records[i], sizes[i], pointers[i]);
+  }
+}
+
+void TokenStore::tokens(const uint32_t* index, size_t n, uint64_t* out) const {
+  BlockReader<int32_t> sizes(*idx_, kIdxHeader, docs_);
+  for (size_t j = 0; j < n; ++j) {
+    const size_t i = index[j];
+    if (i >= docs_) throw CorpusError(dir_ + ": document " + std::to_string(i) + " is not in the store");
+    const int32_t size = sizes[i];
+    if (size < 0) throw CorpusError(dir_ + ": document " + std::to_string(i) + " has a negative size");
+    out[j] = uint64_t(size);
   }
 }
 
@@ -241,15 +272,9 @@ Split TokenStore::split() const {
   Split s;
   std::vector<long> train_n(domains_.size()), val_n(domains_.size());
   std::vector<uint32_t> train, val;
-  std::vector<DocRecord> block;
+  BlockReader<DocRecord> records(*records_, 0, docs_);
   for (size_t i = 0; i < docs_; ++i) {
-    constexpr size_t kBlock = 1 << 14;  // records read at a time
-    if (i % kBlock == 0) {
-      block.resize(std::min(kBlock, docs_ - i));
-      read_text({records_->data(), records_->size()}, i * sizeof(DocRecord), block.size() * sizeof(DocRecord),
-                reinterpret_cast<char*>(block.data()));
-    }
-    const uint32_t domain_val = block[i % kBlock].domain_val;
+    const uint32_t domain_val = records[i].domain_val;
     const bool is_val = domain_val & 1;
     (is_val ? val : train).push_back(uint32_t(i));
     ++(is_val ? val_n : train_n)[domain_val >> 1];

@@ -109,9 +109,9 @@ TEST(TokenStore, DuplicateIdsAreCountedAndNamed) {
   MPI_Barrier(MPI_COMM_WORLD);
 }
 
-// Token counts read in bulk (the index a block at a time) are each document's,
-// in any order, across blocks.
-TEST(TokenStore, BulkTokenCountsAreEachDocuments) {
+// Documents and token counts read in bulk (the index a block at a time) are
+// each document's, in any order, across blocks.
+TEST(TokenStore, BulkReadsAreEachDocuments) {
   const std::string dir = shared_tmpdir("store_bulk");
   const int n = 3 * int(TokenStore::kSizesBlock) + 17;
   if (world_rank() == 0) {
@@ -127,8 +127,18 @@ TEST(TokenStore, BulkTokenCountsAreEachDocuments) {
   std::vector<uint32_t> order(store.documents());
   for (size_t i = 0; i < order.size(); ++i) order[i] = uint32_t((i * 7919) % order.size());
   for (const auto& index : {order, store.split().train.index()}) {
-    const std::vector<uint64_t> bulk = DocList(store, index).tokens();
-    for (size_t i = 0; i < index.size(); ++i) ASSERT_EQ(bulk[i], store.document(index[i]).tokens()) << i;
+    const DocList list(store, index);
+    const std::vector<uint64_t> bulk = list.tokens();
+    const std::vector<Document> docs = list.documents(0, list.size());
+    for (size_t i = 0; i < index.size(); ++i) {
+      const Document one = store.document(index[i]);
+      ASSERT_EQ(bulk[i], one.tokens()) << i;
+      ASSERT_EQ(docs[i].text.data(), one.text.data()) << i;  // the same views, made in bulk
+      ASSERT_EQ(docs[i].text.size(), one.text.size()) << i;
+      ASSERT_EQ(docs[i].id.data(), one.id.data()) << i;
+      ASSERT_EQ(docs[i].id.size(), one.id.size()) << i;
+      ASSERT_EQ(docs[i].domain, one.domain) << i;
+    }
   }
   MPI_Barrier(MPI_COMM_WORLD);
 }

@@ -73,7 +73,10 @@ class DocumentSource {
  public:
   virtual ~DocumentSource() = default;
   virtual Document document(size_t i) const = 0;
-  // Token counts of documents index[0..n), in bulk (a store reads its index in blocks).
+  // Documents index[0..n) and their token counts, in bulk (a store reads its index in blocks).
+  virtual void documents(const uint32_t* index, size_t n, Document* out) const {
+    for (size_t i = 0; i < n; ++i) out[i] = document(index[i]);
+  }
   virtual void tokens(const uint32_t* index, size_t n, uint64_t* out) const {
     for (size_t i = 0; i < n; ++i) out[i] = document(index[i]).tokens();
   }
@@ -91,7 +94,8 @@ class DocList {
   bool empty() const { return index_.empty(); }
   Document operator[](size_t i) const { return source_->document(index_[i]); }
   const std::vector<uint32_t>& index() const { return index_; }  // into the source
-  std::vector<uint64_t> tokens() const;  // every document's token count, in bulk
+  std::vector<uint64_t> tokens() const;                      // every document's token count, in bulk
+  std::vector<Document> documents(size_t lo, size_t hi) const;  // documents [lo, hi), in bulk
   DocList subset(const std::vector<int>& picks) const;  // picks index this list
   DocList slice(size_t lo, size_t hi) const;            // documents [lo, hi)
 

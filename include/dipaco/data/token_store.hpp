@@ -89,8 +89,9 @@ class TokenStore : public DocumentSource {
   std::string meta(const std::string& key) const;  // "" when absent
   // Its text and id are views read with read_text / read_id (corpus.hpp).
   Document document(size_t i) const override;
+  void documents(const uint32_t* index, size_t n, Document* out) const override;
   void tokens(const uint32_t* index, size_t n, uint64_t* out) const override;
-  static constexpr size_t kSizesBlock = 1 << 12;  // entries of the sizes array a bulk read takes at a time
+  static constexpr size_t kSizesBlock = 1 << 12;  // entries of an index array a bulk read takes at a time
   std::string text(size_t i) const;
   bool is_val(size_t i) const;
   const std::vector<std::string>& domains() const { return domains_; }
@@ -103,6 +104,7 @@ class TokenStore : public DocumentSource {
 
  private:
   DocRecord record(size_t i) const;
+  Document make_document(size_t i, const DocRecord& r, int32_t size, int64_t at) const;  // checked
   std::string dir_;
   size_t docs_ = 0;
   // Every file is read, never mapped (corpus.hpp): a pass over the documents
