@@ -96,7 +96,7 @@ ShardFile route_documents(const Deck& deck, const Split& split, FeatureModel& fm
   std::vector<float> sample;
   chunked_features(fm, in_sample, [&](size_t, const std::vector<float>& f) { sample.insert(sample.end(), f.begin(), f.end()); });
   fault_point(deck, "route");
-  sample = gather_rows(sample, size_t(C), true, MPI_COMM_WORLD, "the router's sample gather");
+  if (size > 1) sample = gather_rows(sample, size_t(C), true, MPI_COMM_WORLD, "the router's sample gather");  // else: no copy
   if (sample.size() < size_t(P) * C) throw DeckError("route.fit_docs = " + std::to_string(deck.route.fit_docs) + " leaves " +
                                                      std::to_string(sample.size() / C) + " documents to fit " + std::to_string(P) + " paths");
   s.has_router = true;
