@@ -47,13 +47,11 @@ std::pair<size_t, size_t> block_of(size_t n, int rank, int size) { return {n * r
 // The chunk's text is read, not mapped (corpus.hpp).
 template <class Use>
 void chunked_features(FeatureModel& fm, const DocList& docs, Use use) {
-  constexpr size_t kChunk = 4096;
-  for (size_t a = 0; a < docs.size(); a += kChunk) {
-    const std::vector<Document> chunk = docs.documents(a, std::min(docs.size(), a + kChunk));  // the windows point at them
+  docs.each_block(4096, [&](size_t a, const std::vector<Document>& chunk) {  // the windows point at chunk
     std::vector<FeatureWindow> w;
     for (const Document& d : chunk) w.push_back({&d, 0});
     use(a, fm.local_features(w));
-  }
+  });
 }
 
 // k-means is fit on about route.fit_docs training documents, chosen by a hash
@@ -87,11 +85,10 @@ ShardFile route_documents(const Deck& deck, const Split& split, FeatureModel& fm
   const DocList mine = split.train.slice(lo, hi), vmine = split.val.slice(vlo, vhi);
   const double fraction = double(deck.route.fit_docs) / double(n);
   std::vector<int> picks;
-  for (size_t a = 0; a < mine.size(); a += 4096) {
-    const std::vector<Document> chunk = mine.documents(a, std::min(mine.size(), a + 4096));
+  mine.each_block(4096, [&](size_t a, const std::vector<Document>& chunk) {
     for (size_t i = 0; i < chunk.size(); ++i)
       if (in_fit_sample(chunk[i], fraction)) picks.push_back(int(a + i));
-  }
+  });
   const DocList in_sample = mine.subset(picks);
   std::vector<float> sample;
   chunked_features(fm, in_sample, [&](size_t, const std::vector<float>& f) { sample.insert(sample.end(), f.begin(), f.end()); });

@@ -19,14 +19,13 @@ Assignment assign_by_rule(const DocList& docs, int paths, const std::string& rul
     int i = 0;
     for (auto& [name, idx] : domain_index) idx = i++;
   }
-  for (size_t first = 0; first < docs.size(); first += 4096) {
-    const std::vector<Document> block = docs.documents(first, std::min(docs.size(), first + 4096));
+  docs.each_block(4096, [&](size_t first, const std::vector<Document>& block) {
     for (size_t j = 0; j < block.size(); ++j) {
       const Document& d = block[j];
       int p = rule == "domain" ? domain_index[std::string(d.domain)] % paths : int(hash64(read_view(d.id), 17) % uint64_t(paths));
       a[p].push_back(int(first + j));
     }
-  }
+  });
   return a;
 }
 
@@ -77,8 +76,9 @@ void write_split(hid_t f, const char* group, const Assignment& a, const DocList&
     const DocList shard = docs.subset(picks);
     const hsize_t n = picks.size();
     size_t width = 1;  // the ids are fixed-width strings: the longest one's
-    for (size_t first = 0; first < n; first += kBlock)
-      for (const Document& d : shard.documents(first, std::min<size_t>(n, first + kBlock))) width = std::max(width, d.id.size());
+    shard.each_block(kBlock, [&](size_t, const std::vector<Document>& block) {
+      for (const Document& d : block) width = std::max(width, d.id.size());
+    });
     write_blocks<long long>(pg, "doc_index", H5T_NATIVE_LLONG, 1, n, [&](size_t first, size_t count, long long* out) {
       for (size_t j = 0; j < count; ++j) out[j] = picks[first + j];
     });

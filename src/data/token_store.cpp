@@ -189,12 +189,7 @@ TokenStore::TokenStore(const std::string& dir) : dir_(dir) {
   for (std::string line; std::getline(in, line);) domains_.push_back(unescape_line(line));
 }
 
-std::string TokenStore::text(size_t i) const {
-  const Document d = document(i);
-  std::string out(d.text.size(), '\0');  // the tokens as stored
-  read_text(d.text, 0, d.text.size(), out.data());
-  return out;
-}
+std::string TokenStore::text(size_t i) const { return read_view(document(i).text); }  // the tokens as stored
 
 std::string TokenStore::meta(const std::string& key) const {
   for (auto& [k, v] : meta_)

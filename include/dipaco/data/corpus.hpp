@@ -2,6 +2,7 @@
 // owner), byte-level tokens, a stable train/validation split by a hash of the
 // document id, and the token streams that paths sample training windows from.
 #pragma once
+#include <algorithm>
 #include <cstddef>
 #include <cstdint>
 #include <iterator>
@@ -96,6 +97,11 @@ class DocList {
   const std::vector<uint32_t>& index() const { return index_; }  // into the source
   std::vector<uint64_t> tokens() const;                      // every document's token count, in bulk
   std::vector<Document> documents(size_t lo, size_t hi) const;  // documents [lo, hi), in bulk
+  // use(first, views) for documents [first, first + block) in turn, each block's views made in bulk.
+  template <class Use>
+  void each_block(size_t block, Use use) const {
+    for (size_t first = 0; first < size(); first += block) use(first, documents(first, std::min(size(), first + block)));
+  }
   DocList subset(const std::vector<int>& picks) const;  // picks index this list
   DocList slice(size_t lo, size_t hi) const;            // documents [lo, hi)
 

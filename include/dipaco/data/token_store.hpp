@@ -87,7 +87,7 @@ class TokenStore : public DocumentSource {
   size_t documents() const { return docs_; }
   const std::string& dir() const { return dir_; }
   std::string meta(const std::string& key) const;  // "" when absent
-  // Its text and id are views read with read_text / read_id (corpus.hpp).
+  // Its text and id are views read with read_text / read_view (corpus.hpp).
   Document document(size_t i) const override;
   void documents(const uint32_t* index, size_t n, Document* out) const override;
   void tokens(const uint32_t* index, size_t n, uint64_t* out) const override;
