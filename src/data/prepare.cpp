@@ -10,6 +10,7 @@
 #include <cstring>
 #include <filesystem>
 #include <map>
+#include <memory>
 #include <optional>
 #include <set>
 #include <tuple>
@@ -18,6 +19,7 @@
 #include "dipaco/data/corpus.hpp"
 #include "dipaco/data/encode.hpp"
 #include "dipaco/data/input_files.hpp"
+#include "dipaco/data/read_records.hpp"
 #include "dipaco/data/store_files.hpp"
 #include "dipaco/data/token_inputs.hpp"
 #include "dipaco/data/token_store.hpp"
@@ -98,22 +100,20 @@ std::pair<size_t, size_t> my_pieces(const Inputs& in, int rank, int size) {
   return {first(rank), rank + 1 == size ? in.pieces.size() : first(rank + 1)};
 }
 
-// What one rank read: its documents' sizes, ids, domains and flags; the text
-// itself went to its part file as it was read.
+// What one rank read: its documents' records and ids in part files (read_records.hpp),
+// the text itself in a third as it was read; in memory only counts and names.
 struct Slice {
-  std::vector<int32_t> sizes;
-  std::vector<uint32_t> id_len, domain;  // domain: local index until remapped
-  std::vector<uint8_t> val;
-  std::vector<double> id_hash;  // unit_hash(id)
-  std::string ids;
+  std::string dir;
+  int rank = 0;
+  std::unique_ptr<RecordFile> records;
+  uint64_t id_bytes = 0;
   std::vector<std::string> domains;  // local names
   std::vector<uint64_t> piece_hash;
   uint64_t bytes = 0, input_bytes = 0, empty = 0;
-  // Token inputs: each document's byte offset in the store's address space
-  // (Inputs::source_at), and the largest token id with where it is.
-  std::vector<int64_t> ptr;
-  int64_t max_token = -1;
+  int64_t max_token = -1;  // token inputs: the largest token id, and where it is
   std::string max_at;
+  std::string part(const char* what) const { return dir + "/" + what + "-" + std::to_string(rank) + ".bin"; }
+  uint64_t docs() const { return records->size(); }
 };
 
 // Each piece's first line number: every rank counts the lines of its own plain
@@ -138,13 +138,12 @@ void number_lines(Inputs& in, size_t lo, size_t hi, MPI_Comm comm) {
   }
 }
 
-void read_slice(const PrepareOptions& o, const Inputs& in, size_t lo, size_t hi, const std::string& part, Slice& s,
-                int rank, double t0) {
-  std::optional<OutFile> out;  // token inputs stay where they are
-  if (!in.tokens()) out.emplace(part, true);
+void read_slice(const PrepareOptions& o, const Inputs& in, size_t lo, size_t hi, Slice& s, double t0) {
+  std::optional<Appender> text;  // token inputs stay where they are
+  if (!in.tokens()) text.emplace(s.part("part"));
+  Appender ids(s.part("ids"));
+  s.records = std::make_unique<RecordFile>(s.part("records"));
   const size_t width = size_t(dtype_width(in.dtype));
-  std::string buf;
-  uint64_t at = 0;
   std::map<std::string, uint32_t> local;
   InputOptions io;
   io.domain_key = o.domain_key;
@@ -156,23 +155,24 @@ void read_slice(const PrepareOptions& o, const Inputs& in, size_t lo, size_t hi,
     const InputPiece& piece = in.pieces[i];
     auto take = [&](InputDocument&& d) {
       if (d.text.size() / width >= size_t(1) << 31) throw CorpusError(d.id + ": a document of 2^31 tokens or more");
-      s.sizes.push_back(int32_t(d.text.size() / width));
+      ReadRecord r;
+      r.size = int32_t(d.text.size() / width);
       if (in.tokens()) {
-        s.ptr.push_back(int64_t(in.source_at[size_t(piece.source)] + d.at));
+        r.ptr = int64_t(in.source_at[size_t(piece.source)] + d.at);
         if (d.max_token > s.max_token) s.max_token = d.max_token, s.max_at = "document " + d.id;
       }
-      s.id_len.push_back(uint32_t(d.id.size()));
-      s.ids += d.id;
+      r.id_len = uint32_t(d.id.size());
+      r.id_key = hash64(d.id, 7);
+      r.id_hash = unit_hash(d.id);
       auto [it, added] = local.emplace(d.domain, uint32_t(local.size()));
       if (added) s.domains.push_back(d.domain);
-      s.domain.push_back(it->second);
-      s.val.push_back(in.val[i] ? 1 : 0);
-      s.id_hash.push_back(unit_hash(d.id));
+      r.domain = it->second;
+      r.val = in.val[i] ? 1 : 0;
+      s.records->push(r);
+      ids.append(d.id);
       h = hash64(d.text, hash64(d.id, h));
       s.bytes += d.text.size();
-      if (in.tokens()) return;
-      buf += d.text;
-      if (buf.size() >= (size_t(1) << 20)) out->pwrite_all(buf.data(), buf.size(), at), at += buf.size(), buf.clear();
+      if (text) text->append(d.text);
     };
     if (piece.format == TokenFormat::text) read_piece(piece, io, take, &s.empty);
     else read_token_piece(piece, take, &s.empty);
@@ -180,7 +180,7 @@ void read_slice(const PrepareOptions& o, const Inputs& in, size_t lo, size_t hi,
     if (o.after_piece) o.after_piece();
     s.input_bytes += piece_size(in.pieces[i]);
     const double now = MPI_Wtime();
-    if (rank == 0 && now - last > 5 && i + 1 < hi) {
+    if (s.rank == 0 && now - last > 5 && i + 1 < hi) {
       last = now;
       const double rate = s.input_bytes / std::max(now - t0, 1e-9);
       std::printf("prepare: %.0f of %.0f MB on rank 0 (%.0f MB/s), ETA %.0f s\n", s.input_bytes / 1e6, mine / 1e6, rate / 1e6,
@@ -188,7 +188,10 @@ void read_slice(const PrepareOptions& o, const Inputs& in, size_t lo, size_t hi,
       std::fflush(stdout);
     }
   }
-  if (out) out->pwrite_all(buf.data(), buf.size(), at), out->finish();
+  s.records->flush();
+  s.id_bytes = ids.size();
+  ids.finish();
+  if (text) text->finish();
 }
 
 // Every rank's strings, in rank order.
@@ -206,83 +209,162 @@ std::vector<std::string> allgather_strings(const std::vector<std::string>& mine,
 }
 
 // The split rule of split_corpus (corpus.hpp) over every rank's documents:
-// domains short of min_val_docs take their lowest-hash training documents.
-void top_up_validation(const PrepareOptions& o, Slice& s, uint64_t base, size_t domains, MPI_Comm comm) {
+// held out when unit_hash(id) < val_fraction; domains short of min_val_docs
+// take their lowest-hash training documents.
+void split_slice(const PrepareOptions& o, Slice& s, uint64_t base, size_t domains, MPI_Comm comm) {
   std::vector<long> val_n(domains, 0), train_n(domains, 0);
-  for (size_t i = 0; i < s.val.size(); ++i) ++(s.val[i] ? val_n : train_n)[s.domain[i]];
+  s.records->each_block([&](uint64_t, std::vector<ReadRecord>& b) {
+    for (auto& r : b) r.val = r.id_hash < o.val_fraction, ++(r.val ? val_n : train_n)[r.domain];
+  }, true);
   MPI_Allreduce(MPI_IN_PLACE, val_n.data(), int(domains), MPI_LONG, MPI_SUM, comm);
   MPI_Allreduce(MPI_IN_PLACE, train_n.data(), int(domains), MPI_LONG, MPI_SUM, comm);
-  // Each rank's candidates: per needy domain its k lowest (hash, index) training documents.
+  bool needy = false;
+  for (size_t d = 0; d < domains; ++d) needy |= val_n[d] < o.min_val_docs;
+  if (!needy) return;  // the same answer on every rank: the counts are global
+  // Each rank's candidates: per needy domain its k lowest (hash, index)
+  // training documents, kept in a bounded heap while the records stream by.
   struct Cand {
     double hash;
     uint64_t index;
     uint64_t domain;
   };
-  std::vector<std::vector<Cand>> best(domains);
-  const size_t k = size_t(std::max(o.min_val_docs, 0));
-  for (size_t i = 0; i < s.val.size(); ++i) {
-    const uint32_t d = s.domain[i];
-    if (s.val[i] || val_n[d] >= o.min_val_docs) continue;
-    best[d].push_back({s.id_hash[i], base + i, d});
-  }
-  std::vector<Cand> mine;
   auto less = [](const Cand& a, const Cand& b) { return a.hash != b.hash ? a.hash < b.hash : a.index < b.index; };
-  for (auto& b : best) {
-    std::sort(b.begin(), b.end(), less);
-    mine.insert(mine.end(), b.begin(), b.begin() + std::min(k, b.size()));
-  }
+  const size_t k = size_t(std::max(o.min_val_docs, 0));
+  std::vector<std::vector<Cand>> best(domains);  // max-heaps by `less`
+  s.records->each_block([&](uint64_t first, std::vector<ReadRecord>& b) {
+    for (size_t i = 0; i < b.size(); ++i) {
+      const uint32_t d = b[i].domain;
+      if (b[i].val || val_n[d] >= o.min_val_docs || k == 0) continue;
+      const Cand c{b[i].id_hash, base + first + i, d};
+      auto& h = best[d];
+      if (h.size() < k) h.push_back(c), std::push_heap(h.begin(), h.end(), less);
+      else if (less(c, h.front())) std::pop_heap(h.begin(), h.end(), less), h.back() = c, std::push_heap(h.begin(), h.end(), less);
+    }
+  });
+  std::vector<Cand> mine;
+  for (auto& b : best) mine.insert(mine.end(), b.begin(), b.end());
   const std::vector<Cand> all = gather_rows(mine, 1, true, comm, "gathering the validation candidates");
   std::vector<std::vector<Cand>> per(domains);
   for (auto& c : all) per[c.domain].push_back(c);
+  std::vector<uint64_t> chosen;  // this rank's, ascending
   for (size_t d = 0; d < domains; ++d) {
     std::sort(per[d].begin(), per[d].end(), less);
     long have = val_n[d];
     for (size_t j = 0; have < o.min_val_docs && long(j) + 1 < train_n[d] && j < per[d].size(); ++j, ++have)
-      if (per[d][j].index >= base && per[d][j].index < base + s.val.size()) s.val[per[d][j].index - base] = 1;
+      if (per[d][j].index >= base && per[d][j].index < base + s.docs()) chosen.push_back(per[d][j].index - base);
   }
+  std::sort(chosen.begin(), chosen.end());
+  s.records->each_block([&](uint64_t first, std::vector<ReadRecord>& b) {
+    auto it = std::lower_bound(chosen.begin(), chosen.end(), first);
+    for (; it != chosen.end() && *it < first + b.size(); ++it) b[*it - first].val = 1;
+  }, true);
 }
 
 // Ids must be unique (the split and the shard files name documents by them):
-// each id's hash goes to one rank, which counts repeats.
-void refuse_duplicate_ids(const Slice& s, uint64_t base, MPI_Comm comm) {
+// each id's hash goes to one rank, which counts repeats. In rounds, each a
+// share of the hash space, so that a rank holds about kRound hashes at once.
+void refuse_duplicate_ids(Slice& s, uint64_t base, uint64_t total, MPI_Comm comm) {
+  constexpr uint64_t kRound = 65536;
   int rank, size;
   MPI_Comm_rank(comm, &rank);
   MPI_Comm_size(comm, &size);
-  std::vector<std::vector<uint64_t>> out(size);
-  size_t off = 0;
-  for (size_t i = 0; i < s.id_len.size(); ++i) {
-    const uint64_t h = hash64(std::string_view(s.ids.data() + off, s.id_len[i]), 7);
-    off += s.id_len[i];
-    out[h % uint64_t(size)].push_back(h), out[h % uint64_t(size)].push_back(base + i);
-  }
-  std::vector<int> sc(size), rc(size), sd(size), rd(size);
-  std::vector<uint64_t> send;
-  for (int r = 0; r < size; ++r) sd[r] = int(send.size()), sc[r] = int(out[r].size()), send.insert(send.end(), out[r].begin(), out[r].end());
-  MPI_Alltoall(sc.data(), 1, MPI_INT, rc.data(), 1, MPI_INT, comm);
-  int total = 0;
-  for (int r = 0; r < size; ++r) rd[r] = total, total += rc[r];
-  std::vector<uint64_t> recv(static_cast<size_t>(total));
-  MPI_Alltoallv(send.data(), sc.data(), sd.data(), MPI_UINT64_T, recv.data(), rc.data(), rd.data(), MPI_UINT64_T, comm);
-  std::vector<std::pair<uint64_t, uint64_t>> pairs;
-  for (size_t i = 0; i + 1 < recv.size(); i += 2) pairs.emplace_back(recv[i], recv[i + 1]);
-  std::sort(pairs.begin(), pairs.end());
+  const uint64_t rounds = std::max<uint64_t>(1, (total + kRound * uint64_t(size) - 1) / (kRound * uint64_t(size)));
   uint64_t repeats = 0, first = UINT64_MAX;
-  for (size_t i = 1; i < pairs.size(); ++i)
-    if (pairs[i].first == pairs[i - 1].first) ++repeats, first = std::min(first, pairs[i].second);
+  for (uint64_t round = 0; round < rounds; ++round) {
+    std::vector<std::vector<uint64_t>> out(size);
+    s.records->each_block([&](uint64_t at, std::vector<ReadRecord>& b) {
+      for (size_t i = 0; i < b.size(); ++i) {
+        const uint64_t h = b[i].id_key;
+        if ((h / uint64_t(size)) % rounds != round) continue;
+        auto& o = out[h % uint64_t(size)];
+        o.push_back(h), o.push_back(base + at + i);
+      }
+    });
+    std::vector<int> sc(size), rc(size), sd(size), rd(size);
+    std::vector<uint64_t> send;
+    for (int r = 0; r < size; ++r)
+      sd[r] = int(send.size()), sc[r] = int(out[r].size()), send.insert(send.end(), out[r].begin(), out[r].end());
+    out = {};
+    MPI_Alltoall(sc.data(), 1, MPI_INT, rc.data(), 1, MPI_INT, comm);
+    int got = 0;
+    for (int r = 0; r < size; ++r) rd[r] = got, got += rc[r];
+    std::vector<uint64_t> recv(static_cast<size_t>(got));
+    MPI_Alltoallv(send.data(), sc.data(), sd.data(), MPI_UINT64_T, recv.data(), rc.data(), rd.data(), MPI_UINT64_T, comm);
+    send = {};
+    std::vector<std::pair<uint64_t, uint64_t>> pairs;
+    pairs.reserve(recv.size() / 2);
+    for (size_t i = 0; i + 1 < recv.size(); i += 2) pairs.emplace_back(recv[i], recv[i + 1]);
+    recv = {};
+    std::sort(pairs.begin(), pairs.end());
+    for (size_t i = 1; i < pairs.size(); ++i)
+      if (pairs[i].first == pairs[i - 1].first) ++repeats, first = std::min(first, pairs[i].second);
+  }
   MPI_Allreduce(MPI_IN_PLACE, &repeats, 1, MPI_UINT64_T, MPI_SUM, comm);
   MPI_Allreduce(MPI_IN_PLACE, &first, 1, MPI_UINT64_T, MPI_MIN, comm);
   if (repeats == 0) return;
   // The rank holding the first repeat names its id.
   std::string id;
-  if (first >= base && first < base + s.id_len.size()) {
-    size_t o = 0;
-    for (size_t i = 0; i < first - base; ++i) o += s.id_len[i];
-    id = s.ids.substr(o, s.id_len[first - base]);
+  if (first >= base && first < base + s.docs()) {
+    uint64_t off = 0, len = 0;
+    s.records->each_block([&](uint64_t at, std::vector<ReadRecord>& b) {
+      for (size_t i = 0; i < b.size() && at + i <= first - base; ++i) (at + i == first - base ? len : off) += b[i].id_len;
+    });
+    id = std::string(len, '\0');
+    const int fd = ::open(s.part("ids").c_str(), O_RDONLY | O_CLOEXEC);
+    if (fd < 0 || ::pread(fd, id.data(), len, off_t(off)) != ssize_t(len)) id = "?";
+    if (fd >= 0) ::close(fd);
   }
   id = first_error(id, comm);
   throw CorpusError(std::to_string(repeats) + " duplicate document id(s) in the corpus (the first repeat: '" + id +
                     "', document " + std::to_string(first + 1) + "); ids must be unique (drop the id key from the lines to "
                     "use file:line ids)");
+}
+
+// A rank's part file into the store's file at `at`: rank 0's part becomes the
+// file (renamed, then sized to `total`: no copy), the others are copied in
+// after it exists. Collective.
+void join_parts(const std::string& part, const std::string& file, uint64_t at, uint64_t bytes, uint64_t total, int rank,
+                MPI_Comm comm) {
+  agreed(rank == 0, [&] {
+    fs::rename(part, file);
+    OutFile f(file, false);
+    f.resize(total);
+    f.finish();
+  }, comm);
+  agreed(rank != 0, [&] {
+    OutFile f(file, false);
+    copy_part(part, f, at, bytes);
+    f.finish();
+    fs::remove(part);
+  }, comm);
+}
+
+// The store's index (sizes, pointers, document index) and records for this
+// rank's documents, a block of records at a time.
+void write_index(Slice& s, const Inputs& in, const std::string& tmp, uint64_t N, const uint64_t base[3]) {
+  OutFile idx(tmp + "/corpus.idx", false), docs(tmp + "/docs.bin", false);
+  uint64_t p = base[1], id_off = base[2];
+  s.records->each_block([&](uint64_t first, std::vector<ReadRecord>& b) {
+    const size_t n = b.size();
+    const uint64_t at = base[0] + first;
+    std::vector<int32_t> sizes(n);
+    std::vector<int64_t> ptr(n), doc(n);
+    std::vector<DocRecord> rec(n);
+    for (size_t i = 0; i < n; ++i) {
+      sizes[i] = b[i].size;
+      ptr[i] = in.tokens() ? b[i].ptr : int64_t(p);
+      p += uint64_t(b[i].size);
+      doc[i] = int64_t(at + i + 1);
+      rec[i] = {id_off, b[i].id_len, b[i].domain << 1 | b[i].val};
+      id_off += b[i].id_len;
+    }
+    idx.pwrite_all(sizes.data(), 4 * n, idx_sizes_at(N) + 4 * at);
+    idx.pwrite_all(ptr.data(), 8 * n, idx_pointers_at(N) + 8 * at);
+    idx.pwrite_all(doc.data(), 8 * n, idx_doc_index_at(N) + 8 * (at + 1));
+    docs.pwrite_all(rec.data(), n * sizeof(DocRecord), at * sizeof(DocRecord));
+  });
+  idx.finish();
+  docs.finish();
 }
 
 }  // namespace
@@ -319,6 +401,7 @@ PrepareReport prepare_store(const PrepareOptions& o, const std::string& dir, con
   }
   if (auto e = first_error(error, comm); !e.empty()) throw WriteError(e);
   Slice s;
+  s.dir = tmp, s.rank = rank;
   Inputs in;
   size_t lo = 0, hi = 0;
   try {
@@ -335,7 +418,7 @@ PrepareReport prepare_store(const PrepareOptions& o, const std::string& dir, con
   number_lines(in, lo, hi, comm);
   std::string failure;  // a write (a full disk) or the system, not the input
   try {
-    read_slice(o, in, lo, hi, tmp + "/part-" + std::to_string(rank) + ".bin", s, rank, t0);
+    read_slice(o, in, lo, hi, s, t0);
   } catch (const CorpusError& e) {
     error = e.what();
   } catch (const std::exception& e) {
@@ -345,8 +428,8 @@ PrepareReport prepare_store(const PrepareOptions& o, const std::string& dir, con
   if (auto e = first_error(error, comm); !e.empty()) throw CorpusError(e);
 
   // Where this rank's documents go: every rank's counts.
-  const uint64_t n_mine = s.sizes.size();
-  uint64_t mine[3] = {n_mine, s.bytes, uint64_t(s.ids.size())};
+  const uint64_t n_mine = s.docs();
+  uint64_t mine[3] = {n_mine, s.bytes, s.id_bytes};
   std::vector<uint64_t> all(3 * size_t(size));
   MPI_Allgather(mine, 3, MPI_UINT64_T, all.data(), 3, MPI_UINT64_T, comm);
   uint64_t base[3] = {0, 0, 0}, total[3] = {0, 0, 0};
@@ -360,77 +443,40 @@ PrepareReport prepare_store(const PrepareOptions& o, const std::string& dir, con
   const std::vector<std::string> domains(names.begin(), names.end());
   std::vector<uint32_t> remap;
   for (auto& d : s.domains) remap.push_back(uint32_t(std::lower_bound(domains.begin(), domains.end(), d) - domains.begin()));
-  for (auto& d : s.domain) d = remap[d];
+  s.records->each_block([&](uint64_t, std::vector<ReadRecord>& b) {
+    for (auto& r : b) r.domain = remap[r.domain];
+  }, true);
 
-  refuse_duplicate_ids(s, base[0], comm);
-  if (o.val.empty()) {
-    for (size_t i = 0; i < n_mine; ++i) s.val[i] = s.id_hash[i] < o.val_fraction;
-    top_up_validation(o, s, base[0], domains.size(), comm);
-  }
+  refuse_duplicate_ids(s, base[0], total[0], comm);
+  if (o.val.empty()) split_slice(o, s, base[0], domains.size(), comm);
 
-  // The files at their final sizes (rank 0), then every rank writes its part.
+  // The index at its final size (rank 0), then every rank writes its part.
   const uint64_t N = total[0];
-  if (rank == 0) {
-    try {
-      OutFile idx(tmp + "/corpus.idx", true);
-      const std::string head = idx_header_bytes(IdxHeader{in.dtype, N, N + 1});
-      idx.pwrite_all(head.data(), head.size(), 0);
-      const int64_t zero = 0;
-      idx.pwrite_all(&zero, 8, idx_doc_index_at(N));
-      idx.resize(idx_doc_index_at(N) + 8 * (N + 1));
-      idx.finish();
-      for (auto [name, bytes] : {std::pair<const char*, uint64_t>{"corpus.bin", total[1]}, {"docs.bin", N * sizeof(DocRecord)}, {"ids.bin", total[2]}}) {
-        if (in.tokens() && name == std::string("corpus.bin")) continue;
-        OutFile f(tmp + "/" + name, true);
-        f.resize(bytes);
-        f.finish();
-      }
-    } catch (const std::exception& e) {
-      error = e.what();
-    }
-  }
-  if (auto e = first_error(error, comm); !e.empty()) throw WriteError(e);
-  try {
-    if (!in.tokens()) {
-      OutFile bin(tmp + "/corpus.bin", false);
-      const std::string part = tmp + "/part-" + std::to_string(rank) + ".bin";
-      copy_part(part, bin, base[1], s.bytes);
-      bin.finish();
-      fs::remove(part);
-    }
-    {
-      OutFile idx(tmp + "/corpus.idx", false);
-      std::vector<int64_t> ptr(n_mine), doc(n_mine);
-      uint64_t p = base[1];
-      for (size_t i = 0; i < n_mine; ++i) ptr[i] = int64_t(p), p += uint64_t(s.sizes[i]), doc[i] = int64_t(base[0] + i + 1);
-      if (in.tokens()) ptr = s.ptr;
-      idx.pwrite_all(s.sizes.data(), 4 * n_mine, idx_sizes_at(N) + 4 * base[0]);
-      idx.pwrite_all(ptr.data(), 8 * n_mine, idx_pointers_at(N) + 8 * base[0]);
-      idx.pwrite_all(doc.data(), 8 * n_mine, idx_doc_index_at(N) + 8 * (base[0] + 1));
-      idx.finish();
-    }
-    {
-      std::vector<DocRecord> rec(n_mine);
-      uint64_t off = base[2];
-      for (size_t i = 0; i < n_mine; ++i) rec[i] = {off, s.id_len[i], s.domain[i] << 1 | s.val[i]}, off += s.id_len[i];
-      OutFile docs(tmp + "/docs.bin", false);
-      docs.pwrite_all(rec.data(), rec.size() * sizeof(DocRecord), base[0] * sizeof(DocRecord));
-      docs.finish();
-      OutFile ids(tmp + "/ids.bin", false);
-      ids.pwrite_all(s.ids.data(), s.ids.size(), base[2]);
-      ids.finish();
-    }
-  } catch (const std::exception& e) {
-    error = e.what();
-  }
-  if (auto e = first_error(error, comm); !e.empty()) throw WriteError(e);
+  agreed(rank == 0, [&] {
+    OutFile idx(tmp + "/corpus.idx", true);
+    const std::string head = idx_header_bytes(IdxHeader{in.dtype, N, N + 1});
+    idx.pwrite_all(head.data(), head.size(), 0);
+    const int64_t zero = 0;
+    idx.pwrite_all(&zero, 8, idx_doc_index_at(N));
+    idx.resize(idx_doc_index_at(N) + 8 * (N + 1));
+    idx.finish();
+    OutFile docs(tmp + "/docs.bin", true);
+    docs.resize(N * sizeof(DocRecord));
+    docs.finish();
+  }, comm);
+  if (!in.tokens()) join_parts(s.part("part"), tmp + "/corpus.bin", base[1], s.bytes, total[1], rank, comm);
+  join_parts(s.part("ids"), tmp + "/ids.bin", base[2], s.id_bytes, total[2], rank, comm);
+  agreed(true, [&] { write_index(s, in, tmp, N, base); }, comm);
+  uint64_t counted[3] = {0, s.input_bytes, s.empty};
+  s.records->each_block([&](uint64_t, std::vector<ReadRecord>& b) {
+    for (auto& r : b) counted[0] += r.val;
+  });
+  s.records->remove();
 
   // The content hash over the pieces in input order (the same at any rank count).
   const std::vector<uint64_t> hashes = gather_rows(s.piece_hash, 1, true, comm, "gathering the pieces' hashes");
   uint64_t content = 0;
   for (uint64_t h : hashes) content = hash64(std::string_view(reinterpret_cast<const char*>(&h), 8), content);
-  uint64_t counted[3] = {0, s.input_bytes, s.empty};
-  for (size_t i = 0; i < n_mine; ++i) counted[0] += s.val[i];
   MPI_Allreduce(MPI_IN_PLACE, counted, 3, MPI_UINT64_T, MPI_SUM, comm);
 
   // Token inputs: the vocabulary the data needs, and its end-of-document token

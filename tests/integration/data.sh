@@ -108,10 +108,11 @@ with open(f"{sys.argv[1]}/many.jsonl", "w") as f:
         domain, text = chunks[i % len(chunks)]
         f.write(json.dumps({"id": f"d{i}", "domain": domain, "text": f"{text} #{i}"}) + "\n")
 PY
-rss() {
-  "${mpi[@]}" -np 2 /usr/bin/time -f "maxrss_kb %M" "$bin" run inputs/dipaco-2x2.ini "${tiny[@]}" --train.steps=20 \
-    --data.corpus="$tmp/$1.jsonl" --route.method=kmeans --route.fit_docs=500 --run.name="$1" >"$tmp/$1.out" 2>&1
-  grep -o "maxrss_kb [0-9]*" "$tmp/$1.out" | awk '$2 > m { m = $2 } END { print m + 0 }'
+rss() {  # each rank's peak to its own file: two ranks' lines on one stderr can interleave
+  "${mpi[@]}" -np 2 sh -c '/usr/bin/time -f "%M" -o "$0.$OMPI_COMM_WORLD_RANK" "$@"' "$tmp/$1.maxrss" "$bin" run \
+    inputs/dipaco-2x2.ini "${tiny[@]}" --train.steps=20 --data.corpus="$tmp/$1.jsonl" --route.method=kmeans \
+    --route.fit_docs=500 --run.name="$1" >"$tmp/$1.out" 2>&1
+  cat "$tmp/$1.maxrss".* 2>/dev/null | awk '$1 > m { m = $1 } END { print m + 0 }'
 }
 small=$(rss x4) large=$(rss many)
 [[ $small -gt 0 ]] || cat "$tmp/x4.out"
