@@ -1,6 +1,7 @@
 #include "dipaco/cmd/pipeline.hpp"
 
 #include <hdf5.h>
+#include <malloc.h>
 #include <mpi.h>
 #include <omp.h>
 
@@ -279,6 +280,7 @@ int run_stage_table(RunContext& c) {
       continue;
     }
     if (const int code = s.make(c, stamp); code != kExitOk) return code;
+    malloc_trim(0);  // a stage's freed buffers back to the system, not kept for the next stage's peak
   }
   return kExitOk;
 }

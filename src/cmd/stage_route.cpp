@@ -91,6 +91,7 @@ ShardFile route_documents(const Deck& deck, const Split& split, FeatureModel& fm
   });
   const DocList in_sample = mine.subset(picks);
   std::vector<float> sample;
+  sample.reserve(picks.size() * size_t(C));  // grown by doubling it would peak at up to twice this
   chunked_features(fm, in_sample, [&](size_t, const std::vector<float>& f) { sample.insert(sample.end(), f.begin(), f.end()); });
   fault_point(deck, "route");
   if (size > 1) sample = gather_rows(sample, size_t(C), true, MPI_COMM_WORLD, "the router's sample gather");  // else: no copy
