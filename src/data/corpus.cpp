@@ -19,6 +19,37 @@ uint64_t hash64(std::string_view s, uint64_t seed) {
   return h;
 }
 
+uint64_t bulk_hash64(std::string_view s, uint64_t seed) {
+  // Four independent lanes of 8 bytes: no multiply waits on the one before,
+  // about 8x hash64's byte-at-a-time rate.
+  auto mix = [](uint64_t h, uint64_t v) {
+    h ^= v * 0xBF58476D1CE4E5B9ULL;
+    return (h << 31 | h >> 33) * 0x94D049BB133111EBULL;
+  };
+  uint64_t lane[4] = {seed ^ 0x9E3779B97F4A7C15ULL, seed + 0xC2B2AE3D27D4EB4FULL, ~seed, seed * 0x9E3779B97F4A7C15ULL + 1};
+  const char* p = s.data();
+  size_t n = s.size();
+  for (; n >= 32; p += 32, n -= 32)
+    for (int i = 0; i < 4; ++i) {
+      uint64_t v;
+      std::memcpy(&v, p + 8 * i, 8);
+      lane[i] = mix(lane[i], v);
+    }
+  uint64_t h = mix(mix(mix(lane[0], lane[1]), lane[2]), lane[3]) ^ s.size();
+  for (; n >= 8; p += 8, n -= 8) {
+    uint64_t v;
+    std::memcpy(&v, p, 8);
+    h = mix(h, v);
+  }
+  if (n) {
+    uint64_t v = 0;
+    std::memcpy(&v, p, n);
+    h = mix(h, v ^ uint64_t(n) << 56);
+  }
+  h ^= h >> 30, h *= 0xBF58476D1CE4E5B9ULL, h ^= h >> 27, h *= 0x94D049BB133111EBULL, h ^= h >> 31;
+  return h;
+}
+
 double unit_hash(std::string_view s) { return double(hash64(s) >> 11) / double(1ULL << 53); }
 
 Split split_corpus(const std::vector<Document>& docs, double val_fraction, int min_val_docs) {
@@ -196,6 +227,7 @@ void TokenStream::read(size_t pos, size_t n, int32_t* out) const {
 }
 
 void read_window(const TokenStream& s, size_t pos, int T, int32_t* tok, int32_t* tgt) {
+  if (T <= 0) return;  // no window (and g++ would warn of the copies below)
   if (pos + size_t(T) + 1 > s.size()) {  // a stream shorter than the window: the rest is end-of-document tokens
     std::vector<int32_t> all(size_t(T) + 1, s.eod());
     if (pos < s.size()) s.read(pos, s.size() - pos, all.data());

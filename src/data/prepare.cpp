@@ -170,7 +170,7 @@ void read_slice(const PrepareOptions& o, const Inputs& in, size_t lo, size_t hi,
       r.val = in.val[i] ? 1 : 0;
       s.records->push(r);
       ids.append(d.id);
-      h = hash64(d.text, hash64(d.id, h));
+      h = bulk_hash64(d.text, hash64(d.id, h));
       s.bytes += d.text.size();
       if (text) text->append(d.text);
     };

@@ -114,3 +114,26 @@ TEST(Shards, HashAndDomainRules) {
   for (const Document& x : d[0]) EXPECT_EQ(x.domain, "code");
   for (const Document& x : d[1]) EXPECT_EQ(x.domain, "prose");
 }
+
+// The store's content hash must see every byte: one flipped bit anywhere, a
+// trailing zero byte or a changed seed gives another value, at every length
+// around the 32- and 8-byte strides.
+TEST(Corpus, BulkHashSeesEveryByteAndTheLength) {
+  std::string s;
+  for (int i = 0; i < 100; ++i) s += char('a' + i % 26);
+  std::set<uint64_t> seen;
+  size_t made = 0;
+  for (size_t n = 0; n <= s.size(); ++n) {
+    const std::string_view v(s.data(), n);
+    seen.insert(bulk_hash64(v)), ++made;
+    seen.insert(bulk_hash64(v, 1)), ++made;
+    seen.insert(bulk_hash64(std::string(v) + '\0')), ++made;
+    for (size_t i = 0; i < n; i += 3) {
+      std::string t(v);
+      t[i] ^= char(1 << (i % 8));
+      seen.insert(bulk_hash64(t)), ++made;
+    }
+  }
+  EXPECT_EQ(seen.size(), made);
+  EXPECT_EQ(bulk_hash64(s, 5), bulk_hash64(std::string(s), 5));  // a function of the bytes only
+}

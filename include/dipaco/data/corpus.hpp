@@ -67,6 +67,9 @@ inline double target_bytes(const int32_t* tgt, size_t n, const std::vector<uint8
 constexpr size_t kMaxCorpusLine = size_t(64) << 20;
 
 uint64_t hash64(std::string_view s, uint64_t seed = 0);
+// The same job for bulk text (the store's content hash), 8 bytes at a time;
+// other values than hash64's, so never for ids (the split depends on those).
+uint64_t bulk_hash64(std::string_view s, uint64_t seed = 0);
 double unit_hash(std::string_view s);  // in [0, 1)
 
 // Where a list's documents live: the token store, or memory (tests, inference).
