@@ -137,13 +137,14 @@ std::string shard_file_name(const std::string& run_dir, int round) {
   return run_dir + (round == 0 ? "/shards.h5" : "/shards-r" + std::to_string(round) + ".h5");
 }
 
-bool load_shards(const std::string& file, const std::string& stamp, const Split& split, ShardFile& out) {
+bool load_shards(const std::string& file, const std::string& stamp, const Split& split, const std::vector<int>& held,
+                 ShardFile& out) {
   int ok = 1;
   try {
     if (!fs::exists(file)) {
       ok = 0;
     } else {
-      out = read_shard_file(file, split);
+      out = read_shard_file(file, split, &held);
       ok = out.stamp == stamp;
     }
   } catch (const CheckpointError&) {
@@ -166,12 +167,9 @@ void save_shards(const std::string& file, ShardFile& s, const std::string& stamp
                      "the next run routes again");
 }
 
-std::string shard_sizes(const Assignment& a) {
+std::string shard_sizes(const std::vector<long>& docs) {
   std::string out;
-  for (size_t p = 0; p < a.size(); ++p) {
-    if (p) out += ' ';
-    out += std::to_string(a[p].size());
-  }
+  for (size_t p = 0; p < docs.size(); ++p) out += (p ? " " : "") + std::to_string(docs[p]);
   return out;
 }
 
@@ -180,7 +178,7 @@ bool up_to_date_route(const RunContext& c, const std::string& stamp) {
 }
 
 bool load_route(RunContext& c, const std::string& stamp, std::string&) {
-  return load_shards(shard_file_name(c.run_dir, 0), stamp, c.split, c.shards);
+  return load_shards(shard_file_name(c.run_dir, 0), stamp, c.split, c.topo.paths_of_rank(c.rank), c.shards);
 }
 
 int make_route(RunContext& c, const std::string& stamp) {
@@ -189,7 +187,11 @@ int make_route(RunContext& c, const std::string& stamp) {
   const std::string file = shard_file_name(c.run_dir, 0);
   c.shards = route_documents(deck, c.split, c.features(), c.topo.paths, c.rank, c.size);
   save_shards(file, c.shards, stamp, c.split, c.rank);
-  if (c.rank != 0 && deck.route.method == "kmeans") c.shards = read_shard_file(file, c.split);
+  // A rank keeps the lists of its own paths: rank 0 (and each rank, routing by a
+  // rule) made them all, the others read theirs from the file.
+  const std::vector<int> held = c.topo.paths_of_rank(c.rank);
+  if (c.rank == 0 || deck.route.method != "kmeans") keep_held(c.shards, c.split.train, held);
+  else c.shards = read_shard_file(file, c.split, &held);
   const double seconds = MPI_Wtime() - t0;
   c.seconds.emplace_back("route", seconds);
   char took[32];  // short routings (the scale test's) in hundredths of a second
@@ -197,7 +199,7 @@ int make_route(RunContext& c, const std::string& stamp) {
   if (c.rank == 0)
     std::printf("stage route: %s%s in %s; training documents per path: %s -> %s\n", deck.route.method.c_str(),
                 deck.route.method == "kmeans" ? (" (" + deck.route.routing + ")").c_str() : "",
-                seconds < 60 ? took : format_duration(seconds).c_str(), shard_sizes(c.shards.train).c_str(), file.c_str());
+                seconds < 60 ? took : format_duration(seconds).c_str(), shard_sizes(c.shards.train_docs).c_str(), file.c_str());
   return kExitOk;
 }
 

@@ -37,19 +37,27 @@ std::vector<long> resharding_steps(const Deck& deck) {
 // Re-sharding round e at step `at`: the file of this round, or made from the current weights.
 void reshard(RunContext& c, size_t e, long at, const std::string& train_stamp) {
   const std::string file = shard_file_name(c.run_dir, int(e)), stamp = train_stamp + "em_round = " + std::to_string(e) + "\n";
-  if (!load_shards(file, stamp, c.split, c.shards)) {
+  const std::vector<int> held = c.topo.paths_of_rank(c.rank);
+  if (!load_shards(file, stamp, c.split, held, c.shards)) {
     const double t0 = MPI_Wtime();
     ShardFile next = reroute_by_loss(c.deck, c.split, *c.trainer, c.features(), c.shards.router, int(e));
+    // The placements that moved, each path counted by the first rank that holds it.
     long moved = 0;
-    for (size_t p = 0; p < next.train.size(); ++p)
-      for (int i : next.train[p]) moved += !std::count(c.shards.train[p].begin(), c.shards.train[p].end(), i);
+    for (int p : held) {
+      if (c.topo.ranks_of_path(p)[0] != c.rank) continue;
+      std::vector<int> before = c.shards.train[size_t(p)];
+      std::sort(before.begin(), before.end());
+      for (int i : next.train[size_t(p)]) moved += !std::binary_search(before.begin(), before.end(), i);
+    }
+    watched("counting the moved placements", [&] { MPI_Allreduce(MPI_IN_PLACE, &moved, 1, MPI_LONG, MPI_SUM, MPI_COMM_WORLD); });
     c.shards = std::move(next);
     save_shards(file, c.shards, stamp, c.split, c.rank);
+    keep_held(c.shards, c.split.train, held);
     if (c.rank == 0)
       std::printf("re-routing round %zu at step %ld: %ld document placements changed by loss in %s; per path: %s -> %s\n", e,
-                  at, moved, format_duration(MPI_Wtime() - t0).c_str(), shard_sizes(c.shards.train).c_str(), file.c_str());
+                  at, moved, format_duration(MPI_Wtime() - t0).c_str(), shard_sizes(c.shards.train_docs).c_str(), file.c_str());
   }
-  c.trainer->set_shards(shards_of(c.split.train, c.shards.train), shards_of(c.split.val, c.shards.val));
+  c.trainer->set_shards(shards_of(c.split.train, c.shards.train), shards_of(c.split.val, c.shards.val), c.shards.train_bytes);
 }
 
 // Trains to train.steps, re-sharding at each boundary passed; a finished run
@@ -115,7 +123,8 @@ void open_trainer(RunContext& c) {
   const Deck& d = c.train_deck;
   const double t0 = MPI_Wtime();
   c.trainer = std::make_unique<Trainer>(d, MPI_COMM_WORLD, *c.kernels, shards_of(c.split.train, c.shards.train),
-                                        shards_of(c.split.val, c.shards.val), c.run_dir);
+                                        shards_of(c.split.val, c.shards.val), c.run_dir, true, TrainerRole::paths,
+                                        c.shards.train_bytes);
   c.trainer->set_initial_params(c.warm);
   c.trainer->set_token_bytes(c.token_bytes);
   c.checkpointer = std::make_unique<Checkpointer>(d, c.run_dir, MPI_COMM_WORLD);

@@ -2,6 +2,7 @@
 
 #include <hdf5.h>
 
+#include <algorithm>
 #include <cstdio>
 #include <filesystem>
 #include <map>
@@ -49,10 +50,27 @@ Assignment by_path(const std::vector<std::vector<int>>& paths_of_doc, int paths)
 }
 
 namespace {
+// Rows a shard file is written and read in (a shard may hold most of the corpus).
+constexpr size_t kBlock = 1 << 16;
+}  // namespace
+
+void keep_held(ShardFile& s, const DocList& train, const std::vector<int>& held) {
+  s.train_docs.clear(), s.train_bytes.clear();
+  for (size_t p = 0; p < s.train.size(); ++p) {
+    double bytes = 0;
+    const DocList shard = train.subset(s.train[p]);
+    for (size_t a = 0; a < shard.size(); a += kBlock)
+      for (uint64_t t : shard.slice(a, std::min(shard.size(), a + kBlock)).tokens()) bytes += double(t + 1);
+    s.train_docs.push_back(long(s.train[p].size()));
+    s.train_bytes.push_back(bytes);
+    if (!std::count(held.begin(), held.end(), int(p))) s.train[p] = {};
+  }
+}
+
+namespace {
 
 // A 1-D dataset of n elements of `type` written kBlock at a time from `fill(first, count, buf)`,
-// so that a path's arrays are never held whole (a shard may hold most of the corpus).
-constexpr size_t kBlock = 1 << 16;
+// so that a path's arrays are never held whole.
 template <class T, class Fill>
 void write_blocks(hid_t g, const char* name, hid_t type, size_t width, hsize_t n, Fill fill) {
   H5Id sp(H5Screate_simple(1, &n, nullptr), H5Sclose);
@@ -97,17 +115,39 @@ void write_split(hid_t f, const char* group, const Assignment& a, const DocList&
   H5Gclose(g);
 }
 
-Assignment read_split(hid_t f, const char* group, int paths, const DocList& docs, const std::string& file) {
+// One group's lists; with train_docs/train_bytes (the training group) every
+// path's size is read too, and only `held` paths' lists (all when null).
+Assignment read_split(hid_t f, const char* group, int paths, const DocList& docs, const std::string& file,
+                      const std::vector<int>* held, std::vector<long>* train_docs, std::vector<double>* train_bytes) {
   Assignment a(paths);
   for (int p = 0; p < paths; ++p) {
     const std::string name = std::string("/") + group + "/P" + std::to_string(p);
     H5Id g = open_group(f, name);
-    for (long long i : read_numbers<long long>(g, "doc_index", H5T_NATIVE_LLONG, docs.size() * size_t(paths))) {
-      if (i < 0 || size_t(i) >= docs.size())
-        throw CheckpointError(file + ": " + name + "/doc_index: index " + std::to_string(i) + " outside the split's " +
-                              std::to_string(docs.size()) + " documents (was the corpus changed?)");
-      a[p].push_back(int(i));
+    const hsize_t most = docs.size();
+    if (!held || std::count(held->begin(), held->end(), p)) {
+      read_number_blocks<long long>(g, "doc_index", H5T_NATIVE_LLONG, most, [&](size_t, const std::vector<long long>& b) {
+        for (long long i : b) {
+          if (i < 0 || size_t(i) >= docs.size())
+            throw CheckpointError(file + ": " + name + "/doc_index: index " + std::to_string(i) + " outside the split's " +
+                                  std::to_string(docs.size()) + " documents (was the corpus changed?)");
+          a[p].push_back(int(i));
+        }
+      });
     }
+    if (!train_docs) continue;
+    double bytes = 0;
+    const hsize_t n = read_number_blocks<long long>(g, "tokens", H5T_NATIVE_LLONG, most, [&](size_t, const std::vector<long long>& b) {
+      for (long long t : b) {
+        if (t < 1 || t > (1LL << 31) + 1)
+          throw CheckpointError(file + ": " + name + "/tokens: a document of " + std::to_string(t) + " tokens + 1");
+        bytes += double(t);
+      }
+    });
+    if (held && !a[p].empty() && a[p].size() != n)
+      throw CheckpointError(file + ": " + name + ": " + std::to_string(a[p].size()) + " documents but " + std::to_string(n) +
+                            " token counts");
+    train_docs->push_back(long(n));
+    train_bytes->push_back(bytes);
   }
   return a;
 }
@@ -185,7 +225,7 @@ Router read_router(hid_t g, long paths, const std::string& path) {
 }
 }  // namespace
 
-ShardFile read_shard_file(const std::string& path, const Split& split) {
+ShardFile read_shard_file(const std::string& path, const Split& split, const std::vector<int>* held) {
   H5Eset_auto2(H5E_DEFAULT, nullptr, nullptr);
   H5Id f(H5Fopen(path.c_str(), H5F_ACC_RDONLY, H5P_DEFAULT), H5Fclose);
   if (!f.ok()) throw CheckpointError("cannot open shard file " + path);
@@ -199,8 +239,8 @@ ShardFile read_shard_file(const std::string& path, const Split& split) {
     s.has_router = true;
     s.router = read_router(open_group(f, "router"), paths, path);
   }
-  s.train = read_split(f, "train", int(paths), split.train, path);
-  s.val = read_split(f, "val", int(paths), split.val, path);
+  s.train = read_split(f, "train", int(paths), split.train, path, held, &s.train_docs, &s.train_bytes);
+  s.val = read_split(f, "val", int(paths), split.val, path, nullptr, nullptr, nullptr);
   return s;
 }
 

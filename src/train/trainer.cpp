@@ -37,7 +37,8 @@ double text_bytes(const Shard& s) {
 }  // namespace
 
 Trainer::Trainer(const Deck& deck, MPI_Comm world, Kernels& k, const std::vector<Shard>& train,
-                 const std::vector<Shard>& val, const std::string& run_dir, bool verbose, TrainerRole role)
+                 const std::vector<Shard>& val, const std::string& run_dir, bool verbose, TrainerRole role,
+                 const std::vector<double>& shard_bytes)
     : deck_(deck), world_(world), k_(k), shape_(model_shape(deck)), verbose_(verbose), role_(role) {
   MPI_Comm_rank(world, &rank_);
   MPI_Comm_size(world, &world_size_);
@@ -95,7 +96,7 @@ Trainer::Trainer(const Deck& deck, MPI_Comm world, Kernels& k, const std::vector
     ps.check = DivergenceCheck(deck.train.diverge_factor);
   }
   diverged_count_.assign(topo_.paths, 0);
-  set_shards(train, val);
+  set_shards(train, val, shard_bytes);
   stop_ = std::make_unique<StopAgreement>(world);
   grads_ = DeviceBuffer<float>(k, layout.total);
   const size_t N = size_t(local_batch_) * shape_.T;
@@ -128,11 +129,14 @@ void Trainer::open_metrics() {
   metrics_ = std::make_unique<MetricsFile>(path, true);
 }
 
-void Trainer::set_shards(const std::vector<Shard>& train, const std::vector<Shard>& val) {
-  if (int(train.size()) != topo_.paths || int(val.size()) != topo_.paths)
+void Trainer::set_shards(const std::vector<Shard>& train, const std::vector<Shard>& val,
+                         const std::vector<double>& shard_bytes) {
+  if (int(train.size()) != topo_.paths || int(val.size()) != topo_.paths ||
+      (!shard_bytes.empty() && int(shard_bytes.size()) != topo_.paths))
     throw std::runtime_error("internal: need one training and one validation shard per path");
-  shard_bytes_.clear();
-  for (int p = 0; p < topo_.paths; ++p) shard_bytes_.push_back(text_bytes(train[p]));
+  shard_bytes_ = shard_bytes;
+  if (shard_bytes_.empty())
+    for (int p = 0; p < topo_.paths; ++p) shard_bytes_.push_back(text_bytes(train[p]));
   // Checked for every path on every rank, so that all ranks refuse together.
   std::string empty;
   int n_empty = 0;

@@ -51,6 +51,23 @@ TEST(Routing, ShardFileRoundTrip) {
   EXPECT_EQ(in.router.modules_per_level, (std::vector<int>{2, 2}));
   EXPECT_EQ(in.router.centroids, out.router.centroids);
   EXPECT_EQ(latest_shard_file(file.substr(0, file.rfind('/'))), file);
+  // A rank reads only its own paths' training lists, and every path's size:
+  // the same sizes as summed from the whole lists (keep_held).
+  ShardFile whole = out;
+  keep_held(whole, s.train, {1, 2});
+  const std::vector<int> held{world_rank() % 4};
+  ShardFile mine = read_shard_file(file, s, &held);
+  for (int p = 0; p < 4; ++p) {
+    EXPECT_EQ(mine.train[p], p == held[0] ? out.train[p] : std::vector<int>{}) << "path " << p;
+    EXPECT_EQ(whole.train[p], p == 1 || p == 2 ? out.train[p] : std::vector<int>{}) << "path " << p;
+    EXPECT_EQ(mine.train_docs[p], long(out.train[p].size()));
+    EXPECT_EQ(whole.train_docs[p], long(out.train[p].size()));
+    double bytes = 0;
+    for (uint64_t t : s.train.subset(out.train[p]).tokens()) bytes += double(t + 1);
+    EXPECT_EQ(mine.train_bytes[p], bytes);
+    EXPECT_EQ(whole.train_bytes[p], bytes);
+  }
+  EXPECT_EQ(mine.val, out.val);  // every path's validation lists (the routed evaluation)
   // A logistic router round-trips too.
   out.router = refit_router_logistic(f, 4, std::vector<int>(s.train.size(), 1), 4, 5);
   const std::string file2 = file.substr(0, file.rfind('/')) + "/shards-r1.h5";

@@ -63,9 +63,11 @@ std::string read_text(const std::string& path);               // "" when missing
 std::string read_text_everywhere(const std::string& path);    // rank 0 reads, every rank gets it
 std::string read_stamp_everywhere(const std::string& h5_file);  // its "stamp" attribute ("" when none), the same way
 std::string shard_file_name(const std::string& run_dir, int round);
-bool load_shards(const std::string& file, const std::string& stamp, const Split& split, ShardFile& out);
+// Reads the training lists of `held` paths only (Topology::paths_of_rank).
+bool load_shards(const std::string& file, const std::string& stamp, const Split& split, const std::vector<int>& held,
+                 ShardFile& out);
 void save_shards(const std::string& file, ShardFile& s, const std::string& stamp, const Split& split, int rank);
-std::string shard_sizes(const Assignment& a);
+std::string shard_sizes(const std::vector<long>& docs);  // "n0 n1 ...": every path's training documents
 // Re-sharding by loss (stage_route.cpp), for the train stage's em_rounds.
 ShardFile reroute_by_loss(const Deck& deck, const Split& split, Trainer& t, FeatureModel& fm, const Router& now, int round);
 // The evaluate stamp's lines beyond the deck: the checkpoint and shards it scored.

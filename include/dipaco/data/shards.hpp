@@ -31,14 +31,22 @@ struct ShardFile {
   int round = 0;
   bool has_router = false;
   Router router;
+  // train: the documents of the paths a rank holds (read_shard_file's `held`;
+  // the others empty); val: every path's (a small share, for the routed evaluation).
   Assignment train, val;
+  // Every path's training documents and tokens + 1 each (DiLoCo's weights).
+  std::vector<long> train_docs;
+  std::vector<double> train_bytes;
 };
 
 // Written from one rank; throws CheckpointError on failure (the previous file stays).
 void write_shard_file(const std::string& path, const ShardFile& s, const Split& split);
 // The newest shard file of a run directory (shards-r<N>.h5 with the largest N, else shards.h5; "" if none).
 std::string latest_shard_file(const std::string& run_dir);
-// Validates every index against the split; throws CheckpointError naming the file and field.
-ShardFile read_shard_file(const std::string& path, const Split& split);
+// Validates every index against the split; throws CheckpointError naming the
+// file and field. With `held`, only those paths' training documents are read.
+ShardFile read_shard_file(const std::string& path, const Split& split, const std::vector<int>* held = nullptr);
+// Fills train_docs / train_bytes from the training lists, then keeps those of `held` only.
+void keep_held(ShardFile& s, const DocList& train, const std::vector<int>& held);
 
 }  // namespace dipaco

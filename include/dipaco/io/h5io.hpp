@@ -247,6 +247,28 @@ std::vector<T> read_numbers(hid_t loc, const std::string& name, hid_t mem_type, 
     throw CheckpointError(h5_file_name(loc) + ": dataset " + h5_child_name(loc, name) + " cannot be read (truncated file?)");
   return v;
 }
+// The rows of a 1-D dataset handed to fn(first row, block) kBlock rows at a
+// time, so that a long one (a shard's index) is never held whole; returns the rows.
+template <typename T, class Fn>
+hsize_t read_number_blocks(hid_t loc, const std::string& name, hid_t mem_type, hsize_t max_rows, Fn fn) {
+  constexpr hsize_t kBlock = hsize_t(1) << 16;
+  const std::string where = h5_file_name(loc) + ": dataset " + h5_child_name(loc, name);
+  hsize_t rows = 0;
+  H5Id d = open_numbers(loc, name, rows);
+  if (rows > max_rows)
+    throw CheckpointError(where + " holds " + std::to_string(rows) + " rows, at most " + std::to_string(max_rows) + " are possible");
+  std::vector<T> buf;
+  for (hsize_t first = 0; first < rows; first += kBlock) {
+    hsize_t count = std::min(kBlock, rows - first);
+    buf.resize(size_t(count));
+    H5Id file_space(H5Dget_space(d), H5Sclose), mem(H5Screate_simple(1, &count, nullptr), H5Sclose);
+    if (H5Sselect_hyperslab(file_space, H5S_SELECT_SET, &first, nullptr, &count, nullptr) < 0 ||
+        H5Dread(d, mem_type, mem, file_space, H5P_DEFAULT, buf.data()) < 0)
+      throw CheckpointError(where + " cannot be read (truncated file?)");
+    fn(size_t(first), buf);
+  }
+  return rows;
+}
 // A small dataset of doubles (metrics).
 inline std::vector<double> read_doubles(hid_t loc, const std::string& name, hsize_t max_rows, hsize_t cols = 0) {
   return read_numbers<double>(loc, name, H5T_NATIVE_DOUBLE, max_rows, cols);

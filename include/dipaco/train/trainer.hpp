@@ -90,15 +90,18 @@ struct Progress {
 
 class Trainer {
  public:
-  // train/val: one shard per path (all P, on every rank). run_dir "" writes no files.
+  // train/val: one shard per path (all P); shard_bytes: every path's tokens + 1
+  // (DiLoCo's weights), or empty: summed from train, which then holds every
+  // path's documents, not only this rank's. run_dir "" writes no files.
   Trainer(const Deck& deck, MPI_Comm world, Kernels& k, const std::vector<Shard>& train, const std::vector<Shard>& val,
-          const std::string& run_dir, bool verbose = true, TrainerRole role = TrainerRole::paths);
+          const std::string& run_dir, bool verbose = true, TrainerRole role = TrainerRole::paths,
+          const std::vector<double>& shard_bytes = {});
   ~Trainer();
   // Trains up to step `until` (-1: train.steps), with a checkpoint there.
   TrainSummary run(long until = -1);
   EvalResult evaluate();
   // New shards for every path (re-routing); the DiLoCo weights follow their sizes.
-  void set_shards(const std::vector<Shard>& train, const std::vector<Shard>& val);
+  void set_shards(const std::vector<Shard>& train, const std::vector<Shard>& val, const std::vector<double>& shard_bytes = {});
   // Starts every path (and every anchor) from these weights, e.g. a warm start.
   void set_initial_params(const std::vector<float>& params);
   // Per-token losses of path p on local_batch() windows of T tokens: tok, tgt
