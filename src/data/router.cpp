@@ -34,14 +34,6 @@ int nearest(const float* x, const float* c, int k, int d, double* dist) {
   return best;
 }
 
-// Copies columns [from, from+width) of x [n, dim].
-std::vector<float> slice(const std::vector<float>& x, int dim, int from, int width) {
-  size_t n = x.size() / dim;
-  std::vector<float> out(n * width);
-  for (size_t i = 0; i < n; ++i) std::copy_n(&x[i * dim + from], width, &out[i * width]);
-  return out;
-}
-
 // Level l of a product router routes on its own contiguous slice of the features.
 void level_slice(int dim, int levels, int l, int& from, int& width) {
   from = dim * l / levels;
@@ -53,20 +45,20 @@ void level_slice(int dim, int levels, int l, int& from, int& width) {
 namespace {
 
 // One k-means++ start followed by Lloyd iterations.
-KMeansResult kmeans_once(const float* x, size_t n, int d, int k, uint64_t seed, int max_iters) {
+KMeansResult kmeans_once(const float* x, size_t n, int d, size_t stride, int k, uint64_t seed, int max_iters) {
   KMeansResult r;
   r.centroids.resize(size_t(k) * d);
   std::mt19937_64 rng(seed);
   // k-means++: each next centroid is drawn with probability proportional to D^2.
   std::vector<double> d2(n, std::numeric_limits<double>::infinity());
   size_t first = size_t(rng() % n);
-  std::copy_n(x + first * d, d, r.centroids.data());
+  std::copy_n(x + first * stride, d, r.centroids.data());
   for (int j = 1; j < k; ++j) {
     double total = 0;
     const float* prev = &r.centroids[size_t(j - 1) * d];
     // The distances in parallel (each its own), their sum in document order: the same at any thread count.
 #pragma omp parallel for schedule(static)
-    for (size_t i = 0; i < n; ++i) d2[i] = std::min(d2[i], sqdist(x + i * d, prev, d));
+    for (size_t i = 0; i < n; ++i) d2[i] = std::min(d2[i], sqdist(x + i * stride, prev, d));
     for (size_t i = 0; i < n; ++i) total += d2[i];
     size_t pick = 0;
     if (total > 0) {
@@ -76,7 +68,7 @@ KMeansResult kmeans_once(const float* x, size_t n, int d, int k, uint64_t seed, 
     } else {
       pick = size_t(rng() % n);  // all points coincide with a centroid
     }
-    std::copy_n(x + pick * d, d, &r.centroids[size_t(j) * d]);
+    std::copy_n(x + pick * stride, d, &r.centroids[size_t(j) * d]);
   }
 
   r.labels.assign(n, -1);
@@ -87,7 +79,7 @@ KMeansResult kmeans_once(const float* x, size_t n, int d, int k, uint64_t seed, 
     int changed = 0;
 #pragma omp parallel for schedule(static) reduction(| : changed)
     for (size_t i = 0; i < n; ++i) {
-      int j = nearest(x + i * d, r.centroids.data(), k, d, &dist[i]);
+      int j = nearest(x + i * stride, r.centroids.data(), k, d, &dist[i]);
       changed |= j != r.labels[i];
       r.labels[i] = j;
     }
@@ -96,7 +88,7 @@ KMeansResult kmeans_once(const float* x, size_t n, int d, int k, uint64_t seed, 
     std::fill(count.begin(), count.end(), 0);
     for (size_t i = 0; i < n; ++i) {
       ++count[r.labels[i]];
-      for (int t = 0; t < d; ++t) sum[size_t(r.labels[i]) * d + t] += x[i * d + t];
+      for (int t = 0; t < d; ++t) sum[size_t(r.labels[i]) * d + t] += x[i * stride + t];
     }
     // Repair empty clusters: each takes the point farthest from its centroid.
     for (int j = 0; j < k; ++j) {
@@ -104,26 +96,27 @@ KMeansResult kmeans_once(const float* x, size_t n, int d, int k, uint64_t seed, 
       size_t far = size_t(std::max_element(dist.begin(), dist.end()) - dist.begin());
       int from = r.labels[far];
       --count[from], ++count[j];
-      for (int t = 0; t < d; ++t) sum[size_t(from) * d + t] -= x[far * d + t], sum[size_t(j) * d + t] += x[far * d + t];
+      for (int t = 0; t < d; ++t) sum[size_t(from) * d + t] -= x[far * stride + t], sum[size_t(j) * d + t] += x[far * stride + t];
       r.labels[far] = j, dist[far] = 0;
     }
     for (int j = 0; j < k; ++j)
       for (int t = 0; t < d; ++t) r.centroids[size_t(j) * d + t] = float(sum[size_t(j) * d + t] / double(count[j]));
   }
   r.inertia = 0;
-  for (size_t i = 0; i < n; ++i) r.inertia += sqdist(x + i * d, &r.centroids[size_t(r.labels[i]) * d], d);
+  for (size_t i = 0; i < n; ++i) r.inertia += sqdist(x + i * stride, &r.centroids[size_t(r.labels[i]) * d], d);
   return r;
 }
 
 }  // namespace
 
-KMeansResult kmeans(const float* x, size_t n, int d, int k, uint64_t seed, int max_iters) {
+KMeansResult kmeans(const float* x, size_t n, int d, int k, uint64_t seed, int max_iters, size_t stride) {
+  if (stride == 0) stride = size_t(d);
   if (k < 1 || size_t(k) > n)
     throw std::runtime_error("k-means needs 1 <= k <= points (k = " + std::to_string(k) + ", points = " + std::to_string(n) + ")");
   // k-means++ can still start two centroids in one cluster; the best of a few starts rarely does.
   KMeansResult best;
   for (int start = 0; start < kKMeansStarts; ++start) {
-    KMeansResult r = kmeans_once(x, n, d, k, seed * 0x9E3779B97F4A7C15ULL + uint64_t(start), max_iters);
+    KMeansResult r = kmeans_once(x, n, d, stride, k, seed * 0x9E3779B97F4A7C15ULL + uint64_t(start), max_iters);
     if (start == 0 || r.inertia < best.inertia) best = std::move(r);
   }
   return best;
@@ -229,8 +222,9 @@ Router fit_router(const std::vector<float>& features, int dim, const std::vector
   for (int l = 0; l < levels; ++l) {
     int from, width;
     level_slice(dim, levels, l, from, width);
-    auto part = slice(features, dim, from, width);
-    r.centroids.push_back(kmeans(part.data(), n, width, modules_per_level[l], seed + 7919 * uint64_t(l), max_iters).centroids);
+    // The level's columns read in place (a copy would add half the sample).
+    r.centroids.push_back(
+        kmeans(features.data() + from, n, width, modules_per_level[l], seed + 7919 * uint64_t(l), max_iters, size_t(dim)).centroids);
   }
   return r;
 }

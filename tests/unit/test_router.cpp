@@ -110,6 +110,20 @@ TEST(KMeans, SameResultAtAnyThreadCount) {
   EXPECT_EQ(a.inertia, b.inertia);
 }
 
+// A product router's level reads its columns of the features in place: the
+// same result as k-means on a copy of those columns.
+TEST(KMeans, ColumnsInPlaceAreTheCopiedColumns) {
+  std::vector<int> truth;
+  auto x = blobs(kCentres, 40, 2.5f, 9, truth);  // rows of 6
+  const size_t n = truth.size();
+  std::vector<float> cols(n * 3);
+  for (size_t i = 0; i < n; ++i) std::copy_n(&x[i * 6 + 2], 3, &cols[i * 3]);
+  KMeansResult a = kmeans(cols.data(), n, 3, 5, 11, 50), b = kmeans(x.data() + 2, n, 3, 5, 11, 50, 6);
+  EXPECT_EQ(a.labels, b.labels);
+  EXPECT_EQ(a.centroids, b.centroids);
+  EXPECT_EQ(a.inertia, b.inertia);
+}
+
 TEST(KMeans, EmptyClustersAreRepaired) {
   // All points identical: k-means++ can only repeat a centroid, so a cluster
   // starts empty; the repair gives it a point.

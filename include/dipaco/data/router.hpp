@@ -23,10 +23,11 @@ struct KMeansResult {
   double inertia = 0;  // sum of squared distances to the assigned centroid
 };
 
-// x: [n, dim] row-major. Deterministic for a seed; k <= n required. The best
+// x: n rows of dim values, each row `stride` floats after the one before (0:
+// dim). Deterministic for a seed; k <= n required. The best
 // (lowest inertia) of kKMeansStarts k-means++ starts.
 constexpr int kKMeansStarts = 4;
-KMeansResult kmeans(const float* x, size_t n, int dim, int k, uint64_t seed, int max_iters);
+KMeansResult kmeans(const float* x, size_t n, int dim, int k, uint64_t seed, int max_iters, size_t stride = 0);
 
 struct Router {
   std::string mode;                       // "product", "residual", "flat" or "logistic"
