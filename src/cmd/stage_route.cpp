@@ -115,9 +115,16 @@ ShardFile route_documents(const Deck& deck, const Split& split, FeatureModel& fm
   bool free = deck.route.overlap == 1;
   for (long c : count) free &= c > 0 && c <= cap;
   const std::vector<int> vpath = gather_rows(vnear, 1, false, MPI_COMM_WORLD, "the validation paths' gather");
-  if (free) {
-    const std::vector<int> path = gather_rows(nearest, 1, false, MPI_COMM_WORLD, "the training paths' gather");
-    if (rank == 0) s.train = by_path(path, P);
+  if (free) {  // each rank keeps its block's lists; save_shards writes them a rank at a time
+    s.train.assign(size_t(P), {});
+    for (size_t i = 0; i < nearest.size(); ++i) s.train[size_t(nearest[i])].push_back(int(lo + i));
+    s.train_docs.assign(count.begin(), count.end());
+    std::vector<unsigned long> width(size_t(P), 1);
+    mine.each_block(4096, [&](size_t first, const std::vector<Document>& chunk) {
+      for (size_t j = 0; j < chunk.size(); ++j) width[size_t(nearest[first + j])] = std::max<unsigned long>(width[size_t(nearest[first + j])], chunk[j].id.size());
+    });
+    watched("the ids' widths", [&] { MPI_Allreduce(MPI_IN_PLACE, width.data(), P, MPI_UNSIGNED_LONG, MPI_MAX, MPI_COMM_WORLD); });
+    s.block_id_width.assign(width.begin(), width.end());
   } else {
     std::vector<double> scores(mine.size() * P);
     chunked_features(fm, mine, [&](size_t first, const std::vector<float>& f) {
@@ -154,10 +161,76 @@ bool load_shards(const std::string& file, const std::string& stamp, const Split&
   return ok;
 }
 
+namespace {
+
+constexpr int kBlockListsTag = 3107;
+
+// A rank's block lists as one message: every path's count, then the indices.
+std::vector<int> pack_lists(const Assignment& a) {
+  std::vector<int> out;
+  for (const auto& l : a) out.push_back(int(l.size()));
+  for (const auto& l : a) out.insert(out.end(), l.begin(), l.end());
+  return out;
+}
+
+Assignment unpack_lists(const std::vector<int>& m, size_t paths) {
+  Assignment a(paths);
+  size_t at = paths;
+  for (size_t p = 0; p < paths; ++p) a[p].assign(m.begin() + long(at), m.begin() + long(at + size_t(m[p]))), at += size_t(m[p]);
+  return a;
+}
+
+// Rank 0 writes the file from its own block's lists, then every other rank's in
+// rank order (each sends its own when asked, so rank 0 holds one block at a
+// time); a failed write still takes every message, so that no rank waits on it.
+void save_block_lists(const std::string& file, const ShardFile& s, const Split& split, int rank, std::string& error) {
+  int size;
+  MPI_Comm_size(MPI_COMM_WORLD, &size);
+  if (rank != 0) {
+    const std::vector<int> m = pack_lists(s.train);
+    watched("sending the shard lists to rank 0", [&] {
+      MPI_Send(m.data(), int(m.size()), MPI_INT, 0, kBlockListsTag, MPI_COMM_WORLD);
+    });
+    return;
+  }
+  int from = 0;  // the rank whose lists were handed out last
+  Assignment buf;
+  auto receive = [&](int r) {
+    MPI_Status st;
+    int n = 0;
+    std::vector<int> m;
+    watched("receiving a rank's shard lists", [&] {
+      MPI_Probe(r, kBlockListsTag, MPI_COMM_WORLD, &st);
+      MPI_Get_count(&st, MPI_INT, &n);
+      m.resize(size_t(n));
+      MPI_Recv(m.data(), n, MPI_INT, r, kBlockListsTag, MPI_COMM_WORLD, MPI_STATUS_IGNORE);
+    });
+    return m;
+  };
+  ShardPieces pieces;
+  pieces.docs = s.train_docs;
+  pieces.id_width = s.block_id_width;
+  pieces.next = [&]() -> const Assignment* {
+    if (from == 0) return from = 1, &s.train;
+    if (from >= size) return nullptr;
+    buf = unpack_lists(receive(from++), s.train.size());
+    return &buf;
+  };
+  try {
+    write_shard_file(file, s, split, &pieces);
+  } catch (const std::exception& e) {
+    error = e.what();
+  }
+  for (from = std::max(from, 1); from < size; ++from) receive(from);  // the rest, unread
+}
+
+}  // namespace
+
 void save_shards(const std::string& file, ShardFile& s, const std::string& stamp, const Split& split, int rank) {
   s.stamp = stamp;
   std::string error;
-  if (rank == 0) try {
+  if (!s.block_id_width.empty()) save_block_lists(file, s, split, rank, error);
+  else if (rank == 0) try {
       write_shard_file(file, s, split);
     } catch (const std::exception& e) {
       error = e.what();
@@ -187,10 +260,10 @@ int make_route(RunContext& c, const std::string& stamp) {
   const std::string file = shard_file_name(c.run_dir, 0);
   c.shards = route_documents(deck, c.split, c.features(), c.topo.paths, c.rank, c.size);
   save_shards(file, c.shards, stamp, c.split, c.rank);
-  // A rank keeps the lists of its own paths: rank 0 (and each rank, routing by a
-  // rule) made them all, the others read theirs from the file.
+  // A rank keeps the lists of its own paths: from the whole lists when it made
+  // them (rank 0 with caps, every rank routing by a rule), else from the file.
   const std::vector<int> held = c.topo.paths_of_rank(c.rank);
-  if (c.rank == 0 || deck.route.method != "kmeans") keep_held(c.shards, c.split.train, held);
+  if (c.shards.block_id_width.empty() && (c.rank == 0 || deck.route.method != "kmeans")) keep_held(c.shards, c.split.train, held);
   else c.shards = read_shard_file(file, c.split, &held);
   const double seconds = MPI_Wtime() - t0;
   c.seconds.emplace_back("route", seconds);

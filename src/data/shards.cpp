@@ -5,6 +5,9 @@
 #include <algorithm>
 #include <cstdio>
 #include <filesystem>
+#include <functional>
+#include <memory>
+#include <utility>
 #include <map>
 #include <sstream>
 
@@ -69,50 +72,93 @@ void keep_held(ShardFile& s, const DocList& train, const std::vector<int>& held)
 
 namespace {
 
-// A 1-D dataset of n elements of `type` written kBlock at a time from `fill(first, count, buf)`,
-// so that a path's arrays are never held whole.
+// Rows [at, at + n) of a 1-D dataset written kBlock at a time from
+// `fill(first, count, buf)`, so that a path's arrays are never held whole.
 template <class T, class Fill>
-void write_blocks(hid_t g, const char* name, hid_t type, size_t width, hsize_t n, Fill fill) {
-  H5Id sp(H5Screate_simple(1, &n, nullptr), H5Sclose);
-  H5Id d(checked(H5Dcreate2(g, name, type, sp, H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT), std::string("create dataset ") + name), H5Dclose);
+void write_rows(hid_t d, const char* name, hid_t type, size_t width, hsize_t at, hsize_t n, Fill fill) {
   std::vector<T> buf;
   for (hsize_t first = 0; first < n; first += kBlock) {
-    hsize_t count = std::min<hsize_t>(kBlock, n - first);
+    hsize_t count = std::min<hsize_t>(kBlock, n - first), start = at + first;
     buf.assign(size_t(count) * width, T{});
     fill(size_t(first), size_t(count), buf.data());
     H5Id file_space(H5Dget_space(d), H5Sclose), mem(H5Screate_simple(1, &count, nullptr), H5Sclose);
-    check(H5Sselect_hyperslab(file_space, H5S_SELECT_SET, &first, nullptr, &count, nullptr), "select a block");
+    check(H5Sselect_hyperslab(file_space, H5S_SELECT_SET, &start, nullptr, &count, nullptr), "select a block");
     check(H5Dwrite(d, type, mem, file_space, H5P_DEFAULT, buf.data()), std::string("write dataset ") + name);
   }
 }
 
-void write_split(hid_t f, const char* group, const Assignment& a, const DocList& docs) {
-  hid_t g = checked(H5Gcreate2(f, group, H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT), std::string("create group ") + group);
-  for (size_t p = 0; p < a.size(); ++p) {
-    hid_t pg = checked(H5Gcreate2(g, ("P" + std::to_string(p)).c_str(), H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT), "create shard group");
-    const std::vector<int>& picks = a[p];
-    const DocList shard = docs.subset(picks);
-    const hsize_t n = picks.size();
-    size_t width = 1;  // the ids are fixed-width strings: the longest one's
-    shard.each_block(kBlock, [&](size_t, const std::vector<Document>& block) {
+H5Id create_rows(hid_t g, const char* name, hid_t type, hsize_t n) {
+  H5Id sp(H5Screate_simple(1, &n, nullptr), H5Sclose);
+  return H5Id(checked(H5Dcreate2(g, name, type, sp, H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT), std::string("create dataset ") + name),
+              H5Dclose);
+}
+
+// One path's datasets, created at their full length, filled a piece at a time.
+struct PathRows {
+  H5Id group, id_type, index, tokens, ids;
+  size_t width = 1;
+  hsize_t n = 0, at = 0;
+};
+
+void write_split(hid_t f, const char* group, const DocList& docs, const ShardPieces& pieces) {
+  H5Id g(checked(H5Gcreate2(f, group, H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT), std::string("create group ") + group), H5Gclose);
+  std::vector<PathRows> w(pieces.docs.size());
+  for (size_t p = 0; p < w.size(); ++p) {
+    const std::string name = "P" + std::to_string(p);
+    w[p].group = H5Id(checked(H5Gcreate2(g, name.c_str(), H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT), "create shard group"), H5Gclose);
+    w[p].n = hsize_t(pieces.docs[p]);
+    w[p].width = std::max<size_t>(1, pieces.id_width[p]);  // the ids are fixed-width strings: the longest one's
+    w[p].id_type = H5Id(H5Tcopy(H5T_C_S1), H5Tclose);
+    H5Tset_size(w[p].id_type, w[p].width);
+    w[p].index = create_rows(w[p].group, "doc_index", H5T_NATIVE_LLONG, w[p].n);
+    w[p].tokens = create_rows(w[p].group, "tokens", H5T_NATIVE_LLONG, w[p].n);
+    w[p].ids = create_rows(w[p].group, "ids", w[p].id_type, w[p].n);
+  }
+  auto internal = [&](size_t p, const std::string& what) {
+    return CheckpointError(std::string("internal: shard file ") + group + "/P" + std::to_string(p) + ": " + what);
+  };
+  while (const Assignment* a = pieces.next()) {
+    for (size_t p = 0; p < a->size() && p < w.size(); ++p) {
+      const std::vector<int>& picks = (*a)[p];
+      PathRows& r = w[p];
+      if (picks.empty()) continue;
+      if (r.at + picks.size() > r.n) throw internal(p, "more documents than counted");
+      const DocList shard = docs.subset(picks);
+      write_rows<long long>(r.index, "doc_index", H5T_NATIVE_LLONG, 1, r.at, picks.size(), [&](size_t first, size_t count, long long* out) {
+        for (size_t j = 0; j < count; ++j) out[j] = picks[first + j];
+      });
+      write_rows<long long>(r.tokens, "tokens", H5T_NATIVE_LLONG, 1, r.at, picks.size(), [&](size_t first, size_t count, long long* out) {
+        const std::vector<uint64_t> t = shard.slice(first, first + count).tokens();
+        for (size_t j = 0; j < count; ++j) out[j] = (long long)t[j] + 1;
+      });
+      write_rows<char>(r.ids, "ids", r.id_type, r.width, r.at, picks.size(), [&](size_t first, size_t count, char* out) {
+        const std::vector<Document> block = shard.documents(first, first + count);
+        for (size_t j = 0; j < count; ++j) {
+          if (block[j].id.size() > r.width) throw internal(p, "an id longer than the counted width");
+          read_text(block[j].id, 0, block[j].id.size(), out + j * r.width);
+        }
+      });
+      r.at += picks.size();
+    }
+  }
+  for (size_t p = 0; p < w.size(); ++p)
+    if (w[p].at != w[p].n) throw internal(p, std::to_string(w[p].at) + " documents written of " + std::to_string(w[p].n));
+}
+
+// A whole assignment as one piece, its counts and id widths from its lists.
+ShardPieces whole(const Assignment& a, const DocList& docs) {
+  ShardPieces out;
+  for (const auto& picks : a) {
+    size_t width = 1;
+    docs.subset(picks).each_block(kBlock, [&](size_t, const std::vector<Document>& block) {
       for (const Document& d : block) width = std::max(width, d.id.size());
     });
-    write_blocks<long long>(pg, "doc_index", H5T_NATIVE_LLONG, 1, n, [&](size_t first, size_t count, long long* out) {
-      for (size_t j = 0; j < count; ++j) out[j] = picks[first + j];
-    });
-    write_blocks<long long>(pg, "tokens", H5T_NATIVE_LLONG, 1, n, [&](size_t first, size_t count, long long* out) {
-      const std::vector<uint64_t> t = shard.slice(first, first + count).tokens();
-      for (size_t j = 0; j < count; ++j) out[j] = (long long)t[j] + 1;
-    });
-    H5Id st(H5Tcopy(H5T_C_S1), H5Tclose);
-    H5Tset_size(st, width);
-    write_blocks<char>(pg, "ids", st, width, n, [&](size_t first, size_t count, char* out) {
-      const std::vector<Document> block = shard.documents(first, first + count);
-      for (size_t j = 0; j < count; ++j) read_text(block[j].id, 0, block[j].id.size(), out + j * width);
-    });
-    H5Gclose(pg);
+    out.docs.push_back(long(picks.size()));
+    out.id_width.push_back(width);
   }
-  H5Gclose(g);
+  auto given = std::make_shared<bool>(false);
+  out.next = [&a, given]() -> const Assignment* { return std::exchange(*given, true) ? nullptr : &a; };
+  return out;
 }
 
 // One group's lists; with train_docs/train_bytes (the training group) every
@@ -154,7 +200,7 @@ Assignment read_split(hid_t f, const char* group, int paths, const DocList& docs
 
 }  // namespace
 
-void write_shard_file(const std::string& path, const ShardFile& s, const Split& split) {
+void write_shard_file(const std::string& path, const ShardFile& s, const Split& split, const ShardPieces* train) {
   write_h5_atomic(path, [&](hid_t f) {
     write_attr_string(f, "format", "dipaco-shards");
     write_attr_string(f, "stamp", s.stamp);
@@ -175,8 +221,8 @@ void write_shard_file(const std::string& path, const ShardFile& s, const Split& 
       }
       H5Gclose(g);
     }
-    write_split(f, "train", s.train, split.train);
-    write_split(f, "val", s.val, split.val);
+    write_split(f, "train", split.train, train ? *train : whole(s.train, split.train));
+    write_split(f, "val", split.val, whole(s.val, split.val));
   });
 }
 

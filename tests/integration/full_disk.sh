@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# A full disk, on a real small file system (a 3 MB tmpfs filled to a few KB):
+# A full disk, on a real small file system (a 6 MB tmpfs filled to a few KB):
 # training stops at once naming what survives; a checkpoint that cannot fit is
 # refused before it is written; a warm start or shard file that cannot be
 # written stops every rank with exit 1, the file named, no .tmp left, and the
@@ -13,7 +13,7 @@ source tests/integration/lib.sh
 small=$tmp/small
 at_exit() { umount "$small" 2>/dev/null; }
 mkdir -p "$small"
-if ! mount -t tmpfs -o size=3m tmpfs "$small" 2>/dev/null; then
+if ! mount -t tmpfs -o size=6m tmpfs "$small" 2>/dev/null; then
   echo "skip: mounting a tmpfs needs root"
   exit 77
 fi
@@ -54,5 +54,29 @@ rm -f "$small/filler"
 check "  ... room again: the next run writes it from the kept checkpoint and trains" 0 "stage warm start: .*resumed from|stage route" -- \
   env OMP_NUM_THREADS=1 "${mpirun[@]}" -np 2 "$bin" run "${two[@]}"
 [[ -f $small/shared/warmstart.h5 ]] && ok "  ... the warm start is there" || bad "  ... no warm start written"
+
+# The shard file on the full disk (60,000 short documents: a larger file than the
+# warm start's checkpoint), the store and the warm start elsewhere. Two ranks route
+# by k-means: rank 0 writes the other's lists as they arrive, and a failed write
+# must still take them, or that rank would wait.
+/usr/bin/python3 - "$tmp/many.jsonl" <<'PY'
+import json, sys
+with open(sys.argv[1], "w") as f:
+    for i in range(60000):
+        f.write(json.dumps({"id": f"doc-{i:06d}", "domain": "abc"[i % 3], "text": f"text number {i} " * (3 + i % 5)}) + "\n")
+PY
+rm -rf "$small/shared" "$small/filler"
+fill 1000
+shards=(inputs/dipaco-2x2.ini "${tiny[@]}" --model.layers_per_level=1,1 --model.n_heads=2 --route.warm_steps=4
+        --train.steps=4 --dipaco.inner_steps=2 --route.method=kmeans --run.out_dir="$small" --run.name=shards
+        --data.corpus="$tmp/many.jsonl" --data.store="$tmp/store-many" --route.warm_start="$tmp/warm-many.h5")
+check "a shard file that does not fit: every rank stops, the file named" 1 \
+  "writing the shard file $small/shards/shards.h5 failed: .*the next run routes again" -- \
+  env OMP_NUM_THREADS=1 "${mpirun[@]}" -np 2 "$bin" run "${shards[@]}"
+[[ -z $(find "$small" -name '*.tmp') && ! -e $small/shards/shards.h5 ]] && ok "  ... no .tmp and no shard file left" ||
+  bad "  ... files left" <(find "$small")
+rm -f "$small/filler"
+check "  ... room again: the next run routes and trains" 0 "stage route: kmeans .*shards.h5" -- \
+  env OMP_NUM_THREADS=1 "${mpirun[@]}" -np 2 "$bin" run "${shards[@]}"
 umount "$small"
 finish

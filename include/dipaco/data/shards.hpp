@@ -8,6 +8,7 @@
 // doc_index counts documents of the split in corpus order; tokens are bytes + 1
 // (end of document), the shard size that weights DiLoCo's outer gradients.
 #pragma once
+#include <functional>
 #include <string>
 #include <vector>
 
@@ -37,10 +38,23 @@ struct ShardFile {
   // Every path's training documents and tokens + 1 each (DiLoCo's weights).
   std::vector<long> train_docs;
   std::vector<double> train_bytes;
+  // Set by the route: train holds the lists of this rank's block of documents
+  // only, written a rank at a time; every path's longest id.
+  std::vector<size_t> block_id_width;
 };
 
-// Written from one rank; throws CheckpointError on failure (the previous file stays).
-void write_shard_file(const std::string& path, const ShardFile& s, const Split& split);
+// Training lists that reach the writer in pieces (the route's, one rank's block
+// at a time): next() gives every path's next documents, ascending, and nullptr
+// at the end; docs and id_width are every path's totals (documents, longest id).
+struct ShardPieces {
+  std::vector<long> docs;
+  std::vector<size_t> id_width;
+  std::function<const Assignment*()> next;
+};
+
+// Written from one rank; throws CheckpointError on failure (the previous file
+// stays). The training lists are s.train's, or `train`'s pieces when given.
+void write_shard_file(const std::string& path, const ShardFile& s, const Split& split, const ShardPieces* train = nullptr);
 // The newest shard file of a run directory (shards-r<N>.h5 with the largest N, else shards.h5; "" if none).
 std::string latest_shard_file(const std::string& run_dir);
 // Validates every index against the split; throws CheckpointError naming the

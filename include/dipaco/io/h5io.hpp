@@ -6,6 +6,7 @@
 #pragma once
 #include <utility>
 #include <hdf5.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <cerrno>
@@ -146,16 +147,25 @@ inline void write_h5_atomic(const std::string& path, const std::function<void(hi
   const std::string tmp = path + ".tmp";
   hid_t f = H5Fcreate(tmp.c_str(), H5F_ACC_TRUNC, H5P_DEFAULT, H5P_DEFAULT);
   if (f < 0) throw CheckpointError("cannot create " + tmp);
+  // A file given up on (a full disk): emptied first, so that closing it has
+  // room to flush; a file HDF5 could not close would crash the library's exit.
+  auto abandon = [&] {
+    if (::truncate(tmp.c_str(), 0) != 0) {}  // best effort: the close below says whether it worked
+    if (H5Fclose(f) < 0) H5Fclose(f);
+    std::remove(tmp.c_str());
+  };
   try {
     write(f);
   } catch (...) {
-    H5Fclose(f);
-    std::remove(tmp.c_str());
+    abandon();
     throw;
   }
-  const bool closed = H5Fclose(f) >= 0;
-  if (!closed || std::rename(tmp.c_str(), path.c_str()) != 0) {
-    const std::string why = closed ? std::strerror(errno) : "HDF5 could not flush and close it";
+  if (H5Fclose(f) < 0) {
+    abandon();
+    throw CheckpointError("cannot finish " + tmp + ": HDF5 could not flush and close it (disk full?)");
+  }
+  if (std::rename(tmp.c_str(), path.c_str()) != 0) {
+    const std::string why = std::strerror(errno);
     std::remove(tmp.c_str());
     throw CheckpointError("cannot finish " + tmp + ": " + why);
   }
