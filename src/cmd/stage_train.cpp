@@ -109,7 +109,7 @@ void set_train_deck(RunContext& c, const std::string& stamp) {
       std::printf("stage train: %s (%s); earlier checkpoints moved to %s, training starts over\n", what, changes.c_str(),
                   aside.c_str());
     }
-    c.train_deck.run.restart = "never";
+    c.train_deck = with_overrides(c.deck, {"run.restart=never"});
   }
   if (c.rank == 0) write_file_atomic(stamp_file, stamp);
   watched("a barrier after rank 0 wrote a file", [] { MPI_Barrier(MPI_COMM_WORLD); });
@@ -118,8 +118,6 @@ void set_train_deck(RunContext& c, const std::string& stamp) {
 // The trainer of c.train_deck, from the warm start, resumed from the newest
 // usable checkpoint (or none: fresh).
 void open_trainer(RunContext& c) {
-  if (c.deck.route.em_rounds > 0 && c.deck.route.method != "kmeans")
-    throw DeckError("route.em_rounds needs route.method = kmeans (re-routing refits the router)");
   const Deck& d = c.train_deck;
   const double t0 = MPI_Wtime();
   c.trainer = std::make_unique<Trainer>(d, MPI_COMM_WORLD, *c.kernels, shards_of(c.split.train, c.shards.train),

@@ -45,14 +45,11 @@ void write_warm_start(const std::string& file, const std::string& stamp, const s
 
 // One path, no outer rounds, no early stop; checkpointed like training.
 Deck warm_start_deck(const Deck& deck) {
-  Deck warm = deck;
-  warm.dipaco.modules_per_level.assign(deck.dipaco.modules_per_level.size(), 1);
-  warm.dipaco.inner_steps = 0;
-  warm.dipaco.replica_mode = "data";
-  warm.train.steps = int(deck.route.warm_steps);
-  warm.train.early_stop = "none";
-  warm.run.stop_after = 0;
-  return warm;
+  std::string ones;
+  for (size_t l = 0; l < deck.dipaco.modules_per_level.size(); ++l) ones += l ? ",1" : "1";
+  return with_overrides(deck, {"dipaco.modules_per_level=" + ones, "dipaco.inner_steps=0", "dipaco.overlap_steps=0",
+                               "dipaco.replica_mode=data", "train.steps=" + std::to_string(deck.route.warm_steps),
+                               "train.early_stop=none", "run.stop_after=0"});
 }
 
 }  // namespace

@@ -23,7 +23,8 @@ namespace fs = std::filesystem;
 namespace dipaco {
 
 Deck dense_deck(const std::string& source_deck, const Args& overrides) {
-  Args ov = {"dipaco.modules_per_level=1", "model.layers_per_level=0", "dipaco.private_levels=none", "dipaco.inner_steps=0"};
+  Args ov = {"dipaco.modules_per_level=1", "model.layers_per_level=0", "dipaco.private_levels=none", "dipaco.inner_steps=0",
+             "dipaco.overlap_steps=0", "dipaco.replica_mode=data"};
   ov.insert(ov.end(), overrides.begin(), overrides.end());
   return load_deck_text(source_deck, "the model's deck", ov);
 }

@@ -349,6 +349,13 @@ Deck load_deck_text(const std::string& text, const std::string& name, const std:
   return load_deck_source(name, &text, overrides);
 }
 
+Deck with_overrides(const Deck& deck, const std::vector<std::string>& overrides) {
+  const std::string text = deck.text();
+  Deck out = load_deck_source(deck.source, &text, overrides);
+  out.source = deck.source;
+  return out;
+}
+
 namespace {
 
 // Command-line overrides as Boost arguments. Boost keeps the first value
@@ -472,6 +479,10 @@ void check_cross_keys(Deck& deck) {
   if (deck.train.micro_batch > 0 && deck.train.batch_size % deck.train.micro_batch != 0)
     throw DeckError("train.micro_batch = " + std::to_string(deck.train.micro_batch) + " must divide train.batch_size = " +
                     std::to_string(deck.train.batch_size));
+  if (deck.dipaco.replica_mode == "diloco" && deck.dipaco.inner_steps == 0)
+    throw DeckError("dipaco.replica_mode = diloco needs dipaco.inner_steps > 0 (the replicas meet only in outer rounds)");
+  if (deck.route.em_rounds > 0 && deck.route.method != "kmeans")
+    throw DeckError("route.em_rounds needs route.method = kmeans (re-routing refits the router)");
   if (deck.run.path_allreduce == "nccl" && deck.run.device != "cuda")
     throw DeckError("run.path_allreduce = nccl needs run.device = cuda (NCCL sums GPU memory)");
   if (const auto& d = deck.dipaco; d.overlap_steps > 0) {

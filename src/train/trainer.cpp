@@ -44,8 +44,6 @@ Trainer::Trainer(const Deck& deck, MPI_Comm world, Kernels& k, const std::vector
   MPI_Comm_size(world, &world_size_);
   topo_ = make_topology(deck.dipaco.modules_per_level, world_size_, deck.dipaco.private_levels);
   replicas_ = deck.dipaco.replica_mode == "diloco";
-  if (replicas_ && deck.dipaco.inner_steps == 0)
-    throw DeckError("dipaco.replica_mode = diloco needs dipaco.inner_steps > 0 (the replicas meet only in outer rounds)");
   micro_ = replicas_ ? 0 : deck.train.micro_batch;
   if (!replicas_ && micro_ == 0 && deck.train.batch_size % topo_.ranks_per_path != 0) {
     // A batch the path's ranks cannot split evenly (the warm start of 16 sequences on 64 ranks) is

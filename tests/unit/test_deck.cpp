@@ -297,3 +297,28 @@ TEST(Deck, OverridesSplitOneWay) {
   EXPECT_EQ(d.train.steps, 9);
   EXPECT_EQ(d.model.d_model, 64);
 }
+
+// A rule that spans keys lives in the deck's own check, so `dipaco deck`
+// refuses what `dipaco run` would, before anything starts.
+TEST(Deck, CrossKeyRulesAreTheDecks) {
+  EXPECT_NE(error_of("", {"dipaco.replica_mode=diloco", "dipaco.inner_steps=0"}).find("needs dipaco.inner_steps > 0"),
+            std::string::npos);
+  EXPECT_NE(error_of("", {"route.em_rounds=1", "route.method=hash"}).find("route.em_rounds needs route.method = kmeans"),
+            std::string::npos);
+  EXPECT_EQ(error_of("", {"route.em_rounds=1", "route.method=kmeans"}), "");
+}
+
+// A variant deck is made through overrides: what it records is what it runs,
+// and the deck it came from is untouched.
+TEST(Deck, VariantRecordsWhatItRuns) {
+  const Deck d = load_deck("", {"dipaco.modules_per_level=2,2", "model.layers_per_level=2,2", "train.steps=30"});
+  const Deck v = with_overrides(d, {"dipaco.modules_per_level=1,1", "train.steps=7"});
+  EXPECT_EQ(v.dipaco.modules_per_level, (std::vector<int>{1, 1}));
+  EXPECT_EQ(v.train.steps, 7);
+  EXPECT_NE(v.text().find("modules_per_level = 1,1"), std::string::npos);
+  EXPECT_NE(v.text().find("[train]\nsteps = 7"), std::string::npos);
+  EXPECT_EQ(load_deck_text(v.text(), "v").text(), v.text());
+  EXPECT_EQ(d.train.steps, 30);
+  EXPECT_EQ(v.model.layers_per_level, d.model.layers_per_level);
+  EXPECT_THROW(with_overrides(d, {"dipaco.inner_steps=10", "dipaco.overlap_steps=10", "dipaco.outer_dtype=int8"}), DeckError);
+}

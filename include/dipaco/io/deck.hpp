@@ -102,6 +102,9 @@ Deck load_deck(const std::string& file, const std::vector<std::string>& override
 // The same from deck text (e.g. the deck stored in a checkpoint); `name` labels errors.
 Deck load_deck_text(const std::string& text, const std::string& name, const std::vector<std::string>& overrides = {});
 Deck load_deck_source(const std::string& file, const std::string* text, const std::vector<std::string>& overrides);
+// A variant of a deck (the warm start's, a dense twin): its text with overrides,
+// checked like any deck, so that what it records (text()) is what it runs.
+Deck with_overrides(const Deck& deck, const std::vector<std::string>& overrides);
 
 // `dipaco --help` text for all keys.
 std::string deck_help();
