@@ -32,30 +32,9 @@ namespace fs = std::filesystem;
 namespace dipaco {
 
 std::string stage_stamp(const Deck& deck, Stage s, const std::string& extra) {
-  static const std::set<std::string> warm = {"model.", "run.seed", "route.warm_steps", "train.batch_size", "train.lr",
-                                             "train.min_lr_ratio", "train.warmup", "train.micro_batch", "train.weight_decay", "train.beta1",
-                                             "train.beta2", "train.eps", "train.grad_clip", "train.precision"};
-  static const std::set<std::string> route = {"route.method", "route.routing", "route.prefix_tokens", "route.kmeans_iters",
-                                              "route.max_shard_fraction", "route.overlap", "route.fit_docs", "dipaco.modules_per_level"};
-  static const std::set<std::string> train = {"train.", "dipaco.", "route.em_rounds", "route.em_candidates", "route.refit", "eval.every", "eval.batches", "fault.drop_outer_prob",
-                                              "fault.diverge_path", "fault.diverge_steps"};
-  static const std::set<std::string> eval = {"eval.reroute_every", "eval.doc_bytes"};
-  auto in = [](const std::set<std::string>& set, const std::string& key) {
-    for (const auto& k : set)
-      if (key == k || (k.back() == '.' && key.rfind(k, 0) == 0)) return true;
-    return false;
-  };
   std::string out;
-  for (const auto& [key, value] : deck.values) {
-    // What a run does when it diverges, not what it trains: changed to resume a run that ended on it.
-    if (key.rfind("train.diverge_", 0) == 0) continue;
-    bool use = key.rfind("data.", 0) == 0;
-    if (s >= Stage::warm_start) use |= in(warm, key);
-    if (s >= Stage::route) use |= in(route, key);
-    if (s >= Stage::train) use |= in(train, key);
-    if (s >= Stage::evaluate) use |= in(eval, key);
-    if (use) out += key + " = " + value + "\n";
-  }
+  for (const auto& [key, value] : deck.values)  // sorted by key
+    if (const DeckStage k = deck_key(key).stage; k != DeckStage::none && k <= s) out += key + " = " + value + "\n";
   return out + extra;
 }
 

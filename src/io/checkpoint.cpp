@@ -65,14 +65,15 @@ long stored_replicas(const std::string& file, MPI_Comm comm) {
 std::vector<std::string> incompatible_keys(const std::string& saved, const Deck& now) {
   auto old = parse_key_lines(saved);
   std::vector<std::string> diff;
-  for (const char* k : {"model.d_model", "model.n_layers", "model.n_heads", "model.context", "model.layers_per_level",
-                        "dipaco.modules_per_level", "dipaco.shared", "dipaco.private_levels"}) {
+  for (const DeckKey& key : deck_keys()) {
+    if (!key.shape) continue;
+    const std::string& k = key.name;
     auto it = old.find(k);
     // A key newer than the checkpoint's deck held its default there.
     std::string saved = it != old.end() ? it->second : "?";
-    if (it == old.end() && std::string(k) == "dipaco.private_levels") saved = "none";
+    if (it == old.end() && k == "dipaco.private_levels") saved = "none";
     if (saved != now.values.at(k))
-      diff.push_back(std::string(k) + " (checkpoint: " + saved.substr(0, 80) + ", deck: " + now.values.at(k) + ")");
+      diff.push_back(k + " (checkpoint: " + saved.substr(0, 80) + ", deck: " + now.values.at(k) + ")");
   }
   return diff;
 }

@@ -9,6 +9,7 @@
 #include <filesystem>
 #include <fstream>
 #include <limits>
+#include <map>
 #include <set>
 #include <sstream>
 #include <utility>
@@ -116,7 +117,7 @@ std::vector<DeckKey> make_keys() {
       K_CHOICE("run.path_allreduce", run.path_allreduce, "auto", "auto|mpi|nccl",
                "how the ranks of one path sum their gradients (replica_mode = data): auto is NCCL on the GPUs where "
                "run.device = cuda and every rank can load libnccl.so.2 (one GPU each), else MPI through host memory"),
-      K_INT("run.seed", run.seed, "1234", 0, kBig, "seed for initialisation, data order and faults"),
+      K_INT("run.seed", run.seed, "1234", 0, kBig, "seed for initialisation, data order and faults").at(DeckStage::warm_start),
       K_INT("run.threads", run.threads, "0", 0, 1024, "OpenMP threads per rank (0: OMP_NUM_THREADS, else the node's cores shared by its ranks)"),
       K_INT("run.log_every", run.log_every, "10", 1, kBig, "inner steps between progress lines"),
       K_STR("run.restart", run.restart, "auto", "auto (resume from the run directory's latest checkpoint), never, or a checkpoint path"),
@@ -127,122 +128,122 @@ std::vector<DeckKey> make_keys() {
 
       K_STR("data.corpus", data.corpus, "inputs/corpus/embedded.jsonl",
             "training text: a JSONL file (plain, .gz or .zst; a text key, optional id and domain), a comma-separated list, "
-            "a glob or a directory of them; or token files: Megatron PREFIX (.bin + .idx), llm.c shards"),
-      K_STR("data.val", data.val, "", "validation text in the same forms (empty: data.val_fraction of data.corpus, by hash of id)"),
+            "a glob or a directory of them; or token files: Megatron PREFIX (.bin + .idx), llm.c shards").at(DeckStage::prepare),
+      K_STR("data.val", data.val, "", "validation text in the same forms (empty: data.val_fraction of data.corpus, by hash of id)").at(DeckStage::prepare),
       K_STR("data.domain_key", data.domain_key, "",
-            "JSON key holding a document's domain (empty: the key domain when present, else the file's name)"),
+            "JSON key holding a document's domain (empty: the key domain when present, else the file's name)").at(DeckStage::prepare),
       K_FLOAT("data.piece_mb", data.piece_mb, "64", 0.001, 1e6,
-              "plain input files are read in pieces of about this many MB, shared out over the ranks (compressed files whole)"),
+              "plain input files are read in pieces of about this many MB, shared out over the ranks (compressed files whole)").at(DeckStage::prepare),
       K_INT("data.eot_token", data.eot_token, "-1", -1, 2147483647,
             "token inputs' end-of-text id (-1: the format's own: 50256 in GPT-2 llm.c shards, 128000 in Llama 3 ones; "
-            "Megatron: a new id past the largest, or a document's last token when it equals this)"),
+            "Megatron: a new id past the largest, or a document's last token when it equals this)").at(DeckStage::prepare),
       K_CHOICE("data.tokenizer", data.tokenizer, "bytes", "bytes|sentencepiece",
-               "how text becomes tokens: bytes (vocabulary 256), or a SentencePiece model encoding it at prepare"),
+               "how text becomes tokens: bytes (vocabulary 256), or a SentencePiece model encoding it at prepare").at(DeckStage::prepare),
       K_STR("data.tokenizer_model", data.tokenizer_model, "",
-            "a SentencePiece .model (empty with data.tokenizer = sentencepiece: one is trained at prepare on the training text)"),
-      K_INT("data.tokenizer_vocab", data.tokenizer_vocab, "4000", 300, 1 << 20, "ids of a tokenizer trained at prepare"),
-      K_CHOICE("data.tokenizer_type", data.tokenizer_type, "unigram", "unigram|bpe", "the kind of tokenizer trained at prepare"),
+            "a SentencePiece .model (empty with data.tokenizer = sentencepiece: one is trained at prepare on the training text)").at(DeckStage::prepare),
+      K_INT("data.tokenizer_vocab", data.tokenizer_vocab, "4000", 300, 1 << 20, "ids of a tokenizer trained at prepare").at(DeckStage::prepare),
+      K_CHOICE("data.tokenizer_type", data.tokenizer_type, "unigram", "unigram|bpe", "the kind of tokenizer trained at prepare").at(DeckStage::prepare),
       K_FLOAT("data.tokenizer_sample_mb", data.tokenizer_sample_mb, "20", 0.01, 1e5,
-              "MB of training text (documents chosen by a hash of the id) a tokenizer is trained on"),
+              "MB of training text (documents chosen by a hash of the id) a tokenizer is trained on").at(DeckStage::prepare),
       K_STR("data.decode_table", data.decode_table, "",
-            "token files: llm.c's tokenizer file (each id's bytes), so that losses are bits per byte, not per token"),
-      K_STR("data.store", data.store, "", "directory of the token store prepare writes (empty: RUN_DIR/store)"),
-      K_FLOAT("data.val_fraction", data.val_fraction, "0.1", 0.0, 0.9, "share of documents held out for validation (by hash of id)"),
-      K_INT("data.min_val_docs", data.min_val_docs, "2", 0, kBig, "minimum validation documents per domain"),
+            "token files: llm.c's tokenizer file (each id's bytes), so that losses are bits per byte, not per token").at(DeckStage::prepare),
+      K_STR("data.store", data.store, "", "directory of the token store prepare writes (empty: RUN_DIR/store)").at(DeckStage::prepare),
+      K_FLOAT("data.val_fraction", data.val_fraction, "0.1", 0.0, 0.9, "share of documents held out for validation (by hash of id)").at(DeckStage::prepare),
+      K_INT("data.min_val_docs", data.min_val_docs, "2", 0, kBig, "minimum validation documents per domain").at(DeckStage::prepare),
 
-      K_INT("model.d_model", model.d_model, "128", 8, 65536, "width of the residual stream"),
-      K_INT("model.n_layers", model.n_layers, "4", 1, 1024, "transformer blocks"),
-      K_INT("model.n_heads", model.n_heads, "4", 1, 1024, "attention heads (must divide d_model)"),
-      K_INT("model.context", model.context, "128", 2, 65536, "sequence length T in tokens (bytes for a byte-level corpus)"),
+      K_INT("model.d_model", model.d_model, "128", 8, 65536, "width of the residual stream").at(DeckStage::warm_start).shaping(),
+      K_INT("model.n_layers", model.n_layers, "4", 1, 1024, "transformer blocks").at(DeckStage::warm_start).shaping(),
+      K_INT("model.n_heads", model.n_heads, "4", 1, 1024, "attention heads (must divide d_model)").at(DeckStage::warm_start).shaping(),
+      K_INT("model.context", model.context, "128", 2, 65536, "sequence length T in tokens (bytes for a byte-level corpus)").at(DeckStage::warm_start).shaping(),
       K_INT("model.vocab_size", model.vocab_size, "0", 0, 1 << 24,
-            "token ids the embedding and head hold (0: the data's own: 256 for bytes, the largest id + 1 for token inputs)"),
-      K_LIST("model.layers_per_level", model.layers_per_level, "0", 0, 1024, "blocks per level, summing to n_layers (0: one level with all blocks)"),
+            "token ids the embedding and head hold (0: the data's own: 256 for bytes, the largest id + 1 for token inputs)").at(DeckStage::warm_start),
+      K_LIST("model.layers_per_level", model.layers_per_level, "0", 0, 1024, "blocks per level, summing to n_layers (0: one level with all blocks)").at(DeckStage::warm_start).shaping(),
 
-      K_INT("train.steps", train.steps, "400", 0, kBig, "inner steps per path"),
-      K_INT("train.batch_size", train.batch_size, "16", 1, 1 << 20, "sequences per step per path (split over the path's ranks)"),
+      K_INT("train.steps", train.steps, "400", 0, kBig, "inner steps per path").at(DeckStage::train),
+      K_INT("train.batch_size", train.batch_size, "16", 1, 1 << 20, "sequences per step per path (split over the path's ranks)").at(DeckStage::warm_start),
       K_INT("train.micro_batch", train.micro_batch, "0", 0, 1 << 20,
             "sequences per fixed micro-batch, summed exactly over a path's ranks: the same weights at any rank count "
-            "(0: the batch split over the path's ranks, summed in fp32)"),
-      K_FLOAT("train.lr", train.lr, "3e-3", 0, 10, "peak AdamW learning rate"),
-      K_FLOAT("train.min_lr_ratio", train.min_lr_ratio, "0.1", 0, 1, "final learning rate as a fraction of the peak (cosine decay)"),
-      K_INT("train.warmup", train.warmup, "40", 0, kBig, "linear warm-up steps"),
-      K_FLOAT("train.weight_decay", train.weight_decay, "0.1", 0, 10, "decoupled weight decay (not on gains and biases)"),
-      K_FLOAT("train.beta1", train.beta1, "0.9", 0, 0.999999, "AdamW beta1"),
-      K_FLOAT("train.beta2", train.beta2, "0.95", 0, 0.999999, "AdamW beta2"),
-      K_FLOAT("train.eps", train.eps, "1e-8", 1e-30, 1, "AdamW epsilon"),
-      K_FLOAT("train.grad_clip", train.grad_clip, "1.0", 0, 1e9, "global gradient-norm clip (0: off)"),
+            "(0: the batch split over the path's ranks, summed in fp32)").at(DeckStage::warm_start),
+      K_FLOAT("train.lr", train.lr, "3e-3", 0, 10, "peak AdamW learning rate").at(DeckStage::warm_start),
+      K_FLOAT("train.min_lr_ratio", train.min_lr_ratio, "0.1", 0, 1, "final learning rate as a fraction of the peak (cosine decay)").at(DeckStage::warm_start),
+      K_INT("train.warmup", train.warmup, "40", 0, kBig, "linear warm-up steps").at(DeckStage::warm_start),
+      K_FLOAT("train.weight_decay", train.weight_decay, "0.1", 0, 10, "decoupled weight decay (not on gains and biases)").at(DeckStage::warm_start),
+      K_FLOAT("train.beta1", train.beta1, "0.9", 0, 0.999999, "AdamW beta1").at(DeckStage::warm_start),
+      K_FLOAT("train.beta2", train.beta2, "0.95", 0, 0.999999, "AdamW beta2").at(DeckStage::warm_start),
+      K_FLOAT("train.eps", train.eps, "1e-8", 1e-30, 1, "AdamW epsilon").at(DeckStage::warm_start),
+      K_FLOAT("train.grad_clip", train.grad_clip, "1.0", 0, 1e9, "global gradient-norm clip (0: off)").at(DeckStage::warm_start),
       K_CHOICE("train.precision", train.precision, "fp32", "fp32|tf32|bf16",
                "matmul precision (bf16: bf16 inputs, fp32 accumulation; weights stay fp32; tf32: fp32 inputs "
-               "rounded to tf32 on CUDA tensor cores, the same as fp32 on the CPU)"),
+               "rounded to tf32 on CUDA tensor cores, the same as fp32 on the CPU)").at(DeckStage::warm_start),
       K_FLOAT("train.diverge_factor", train.diverge_factor, "4", 0, 1e9,
               "a step diverges when its loss or gradient norm is not finite, or its loss is above this many times "
               "the path's running mean loss (0: only non-finite values)"),
       K_INT("train.diverge_limit", train.diverge_limit, "3", 0, kBig,
             "divergences a path may have (each: back to its anchors, the batch skipped, left out of its outer round) "
             "before the job ends with exit code 5; a path without anchors (dense, warm start) ends it at the first"),
-      K_CHOICE("train.early_stop", train.early_stop, "none", "none|path", "path: each path ends on its weights with the best bpb on its own validation shard"),
+      K_CHOICE("train.early_stop", train.early_stop, "none", "none|path", "path: each path ends on its weights with the best bpb on its own validation shard").at(DeckStage::train),
 
       K_CHOICE("route.method", route.method, "hash", "hash|domain|kmeans",
-               "how documents reach paths: hash of the id, domain label, or k-means on prefix features"),
+               "how documents reach paths: hash of the id, domain label, or k-means on prefix features").at(DeckStage::route),
       K_CHOICE("route.routing", route.routing, "product", "product|residual|flat|factorised",
                "kmeans: one k-means per level on its slice of the features (product), one per level on what the "
                "levels above leave (residual: level 0 on the features, level 1 on feature minus level-0 centroid), "
                "one with P centroids (flat), or flat with its clusters placed on the modules so that near "
-               "clusters share them (factorised)"),
-      K_INT("route.prefix_tokens", route.prefix_tokens, "32", 1, 65536, "leading tokens of a document whose features route it (not scored in evaluation)"),
-      K_INT("route.warm_steps", route.warm_steps, "0", 0, kBig, "steps of the dense warm-start model that every path starts from and whose features route (0: none)"),
+               "clusters share them (factorised)").at(DeckStage::route),
+      K_INT("route.prefix_tokens", route.prefix_tokens, "32", 1, 65536, "leading tokens of a document whose features route it (not scored in evaluation)").at(DeckStage::route),
+      K_INT("route.warm_steps", route.warm_steps, "0", 0, kBig, "steps of the dense warm-start model that every path starts from and whose features route (0: none)").at(DeckStage::warm_start),
       K_STR("route.warm_start", route.warm_start, "", "file of the warm-start weights, shareable between runs (\"\": <run dir>/warmstart.h5)"),
-      K_INT("route.kmeans_iters", route.kmeans_iters, "100", 1, 100000, "cap on Lloyd iterations"),
+      K_INT("route.kmeans_iters", route.kmeans_iters, "100", 1, 100000, "cap on Lloyd iterations").at(DeckStage::route),
       K_INT("route.fit_docs", route.fit_docs, "100000", 1, kBig,
-            "k-means is fit on about this many training documents, chosen by a hash of their id (all when fewer)"),
-      K_FLOAT("route.max_shard_fraction", route.max_shard_fraction, "1", 0, 1, "largest share of the training documents one shard may take (overflow: next-nearest path)"),
-      K_INT("route.overlap", route.overlap, "1", 1, 4096, "each training document goes to its k nearest paths"),
+            "k-means is fit on about this many training documents, chosen by a hash of their id (all when fewer)").at(DeckStage::route),
+      K_FLOAT("route.max_shard_fraction", route.max_shard_fraction, "1", 0, 1, "largest share of the training documents one shard may take (overflow: next-nearest path)").at(DeckStage::route),
+      K_INT("route.overlap", route.overlap, "1", 1, 4096, "each training document goes to its k nearest paths").at(DeckStage::route),
       K_INT("route.em_rounds", route.em_rounds, "0", 0, 1000,
-            "re-shardings during training: documents move to the path with the lowest loss, the router is refit"),
+            "re-shardings during training: documents move to the path with the lowest loss, the router is refit").at(DeckStage::train),
       K_CHOICE("route.refit", route.refit, "centroid", "centroid|logistic",
-               "re-sharding: the router refit to the new shards (nearest centroid, or logistic regression on the features)"),
+               "re-sharding: the router refit to the new shards (nearest centroid, or logistic regression on the features)").at(DeckStage::train),
       K_INT("route.em_candidates", route.em_candidates, "4", 0, 4096,
-            "re-sharding: paths whose loss is measured per document, the nearest by the router (0: all)"),
+            "re-sharding: paths whose loss is measured per document, the nearest by the router (0: all)").at(DeckStage::train),
 
-      K_LIST("dipaco.modules_per_level", dipaco.modules_per_level, "1", 1, 4096, "modules per level; paths = their product (1: dense)"),
+      K_LIST("dipaco.modules_per_level", dipaco.modules_per_level, "1", 1, 4096, "modules per level; paths = their product (1: dense)").at(DeckStage::route).shaping(),
       DeckKey{"dipaco.private_levels", "list|none", "none",
               "levels whose modules are private to each path: one module per path, never averaged across paths "
               "(replica_mode = diloco: averaged across the path's replicas); none: every level shared",
               [](Deck& d, const std::string& v) {
                 d.dipaco.private_levels.clear();
                 if (v != "none") d.dipaco.private_levels = parse_list("dipaco.private_levels", v, 0, 1023);
-              }},
-      K_INT("dipaco.inner_steps", dipaco.inner_steps, "0", 0, kBig, "H, inner steps per outer round (0: no outer rounds, plain training)"),
-      K_FLOAT("dipaco.outer_lr", dipaco.outer_lr, "0.7", 0, 10, "outer SGD learning rate"),
+              }}.at(DeckStage::train).shaping(),
+      K_INT("dipaco.inner_steps", dipaco.inner_steps, "0", 0, kBig, "H, inner steps per outer round (0: no outer rounds, plain training)").at(DeckStage::train),
+      K_FLOAT("dipaco.outer_lr", dipaco.outer_lr, "0.7", 0, 10, "outer SGD learning rate").at(DeckStage::train),
       K_INT("dipaco.outer_warmup", dipaco.outer_warmup, "0", 0, kBig,
             "outer rounds over which the outer lr grows linearly: round r (from 0) uses outer_lr * min(1, (r + 1) / "
-            "outer_warmup) (0: the full outer lr from the first round)"),
-      K_FLOAT("dipaco.outer_momentum", dipaco.outer_momentum, "0.9", 0, 0.999999, "outer Nesterov momentum"),
-      K_CHOICE("dipaco.shared", dipaco.shared, "embeddings", "embeddings|none", "groups shared by all paths: embeddings (tokens, positions, final norm) or none (private)"),
-      K_CHOICE("dipaco.sharing_scale", dipaco.sharing_scale, "none", "none|sqrt", "multiply a module's outer gradient by sqrt(paths sharing it)"),
+            "outer_warmup) (0: the full outer lr from the first round)").at(DeckStage::train),
+      K_FLOAT("dipaco.outer_momentum", dipaco.outer_momentum, "0.9", 0, 0.999999, "outer Nesterov momentum").at(DeckStage::train),
+      K_CHOICE("dipaco.shared", dipaco.shared, "embeddings", "embeddings|none", "groups shared by all paths: embeddings (tokens, positions, final norm) or none (private)").at(DeckStage::train).shaping(),
+      K_CHOICE("dipaco.sharing_scale", dipaco.sharing_scale, "none", "none|sqrt", "multiply a module's outer gradient by sqrt(paths sharing it)").at(DeckStage::train),
       K_CHOICE("dipaco.replica_mode", dipaco.replica_mode, "data", "data|diloco",
-               "the R/P ranks of a path: data (gradient all-reduce every step) or diloco (independent workers, averaged every H steps)"),
+               "the R/P ranks of a path: data (gradient all-reduce every step) or diloco (independent workers, averaged every H steps)").at(DeckStage::train),
       K_CHOICE("dipaco.outer_dtype", dipaco.outer_dtype, "fp32", "fp32|bf16|int8|fp4",
                "type outer gradients travel in: fp32 (an exact int64 fixed-point all-reduce), or bf16, int8, fp4 "
-               "(int8 and fp4 with a scale per 128 values) through a ring re-encoding at every hop, summed in fp32"),
+               "(int8 and fp4 with a scale per 128 values) through a ring re-encoding at every hop, summed in fp32").at(DeckStage::train),
       K_INT("dipaco.overlap_steps", dipaco.overlap_steps, "0", 0, kBig,
             "tau: an outer round's sums travel while the paths train tau more steps, then each path takes the new "
             "anchor plus what it learnt in those steps (0: the paths wait for the sums; needs outer_dtype bf16|int8|fp4 "
-            "and tau < inner_steps)"),
+            "and tau < inner_steps)").at(DeckStage::train),
       K_CHOICE("dipaco.error_feedback", dipaco.error_feedback, "on", "on|off",
                "bf16/int8/fp4 outer gradients: each path keeps what encoding lost and adds it to its next outer gradient "
-               "(kept in checkpoints)"),
+               "(kept in checkpoints)").at(DeckStage::train),
 
       K_INT("checkpoint.every", checkpoint.every, "0", 0, kBig, "inner steps between checkpoints (0: only at the end)"),
       K_INT("checkpoint.keep", checkpoint.keep, "2", 1, 1000, "checkpoints kept in the run directory"),
 
-      K_INT("eval.every", eval.every, "100", 0, kBig, "inner steps between validation evaluations (0: only at the end)"),
-      K_INT("eval.batches", eval.batches, "8", 1, 1 << 20, "validation batches of train.batch_size sequences per evaluation"),
+      K_INT("eval.every", eval.every, "100", 0, kBig, "inner steps between validation evaluations (0: only at the end)").at(DeckStage::train),
+      K_INT("eval.batches", eval.batches, "8", 1, 1 << 20, "validation batches of train.batch_size sequences per evaluation").at(DeckStage::train),
       K_INT("eval.reroute_every", eval.reroute_every, "0", 0, 1 << 20,
-            "routed evaluation: re-route every N tokens by the preceding prefix_tokens (0: once per document)"),
-      K_INT("eval.doc_bytes", eval.doc_bytes, "1024", 2, 1 << 30, "routed evaluation: leading bytes of each validation document it reads"),
+            "routed evaluation: re-route every N tokens by the preceding prefix_tokens (0: once per document)").at(DeckStage::evaluate),
+      K_INT("eval.doc_bytes", eval.doc_bytes, "1024", 2, 1 << 30, "routed evaluation: leading bytes of each validation document it reads").at(DeckStage::evaluate),
 
-      K_FLOAT("fault.drop_outer_prob", fault.drop_outer_prob, "0", 0, 1, "probability that a path's outer gradient is dropped from a round"),
+      K_FLOAT("fault.drop_outer_prob", fault.drop_outer_prob, "0", 0, 1, "probability that a path's outer gradient is dropped from a round").at(DeckStage::train),
       K_STR("fault.kill_at", fault.kill_at, "",
             "tests: PHASE:N kills rank fault.kill_rank the N-th time it reaches PHASE (prepare|warm_start|route|inner|outer_allreduce|checkpoint|eval)"),
       K_INT("fault.kill_rank", fault.kill_rank, "0", 0, 1 << 30, "tests: the rank fault.kill_at kills"),
@@ -253,11 +254,11 @@ std::vector<DeckKey> make_keys() {
       K_FLOAT("fault.slow_factor", fault.slow_factor, "2", 1, 100,
               "benchmarks: the straggler's inner steps take this many times as long (it sleeps in proportion)"),
       K_INT("fault.diverge_path", fault.diverge_path, "-1", -1, kMaxPaths,
-            "tests: this path's loss is NaN at the inner steps fault.diverge_steps (-1: none)"),
+            "tests: this path's loss is NaN at the inner steps fault.diverge_steps (-1: none)").at(DeckStage::train),
       K_LIST("fault.diverge_steps", fault.diverge_steps, "0", 0, 1 << 30,
-             "tests: the inner steps (from 1) at which fault.diverge_path's loss is NaN"),
+             "tests: the inner steps (from 1) at which fault.diverge_path's loss is NaN").at(DeckStage::train),
       K_INT("fault.slow_moves", fault.slow_moves, "0", 0, kBig,
-            "benchmarks: the straggler moves to the next path every this many inner steps (0: it stays)"),
+            "benchmarks: the straggler moves to the next path every this many inner steps (0: it stays)")
   };
 }
 
@@ -316,6 +317,17 @@ std::string unknown_key_message(const std::string& where, const std::string& key
 const std::vector<DeckKey>& deck_keys() {
   static const std::vector<DeckKey> keys = make_keys();
   return keys;
+}
+
+const DeckKey& deck_key(const std::string& name) {
+  static const std::map<std::string, const DeckKey*> by_name = [] {
+    std::map<std::string, const DeckKey*> m;
+    for (const auto& k : deck_keys()) m[k.name] = &k;
+    return m;
+  }();
+  const auto it = by_name.find(name);
+  if (it == by_name.end()) throw DeckError("unknown deck key " + name);
+  return *it->second;
 }
 
 std::string closest_key(const std::string& name) {
@@ -542,6 +554,18 @@ std::string Deck::text() const {
   return out.str();
 }
 
+const char* stage_name(DeckStage s) {
+  switch (s) {
+    case DeckStage::prepare: return "prepare";
+    case DeckStage::warm_start: return "warm start";
+    case DeckStage::route: return "route";
+    case DeckStage::train: return "train";
+    case DeckStage::evaluate: return "evaluate";
+    case DeckStage::none: break;
+  }
+  return "none";
+}
+
 std::string deck_help() {
   std::ostringstream out;
   std::string section;
@@ -552,7 +576,9 @@ std::string deck_help() {
       section = s;
     }
     std::string head = "  --" + k.name + " <" + k.type + ">";
-    out << head << std::string(head.size() < 44 ? 44 - head.size() : 1, ' ') << k.help << " (default: " << k.deflt << ")\n";
+    out << head << std::string(head.size() < 44 ? 44 - head.size() : 1, ' ') << k.help << " (default: " << k.deflt << ")";
+    if (k.stage != DeckStage::none) out << " [from stage " << stage_name(k.stage) << (k.shape ? "; a checkpoint's shape" : "") << "]";
+    out << "\n";
   }
   return out.str();
 }

@@ -6,6 +6,7 @@
 #include <fstream>
 
 #include "dipaco/cmd/app.hpp"
+#include "dipaco/io/checkpoint.hpp"
 #include "dipaco/io/deck.hpp"
 #include "dipaco/dist/fault.hpp"
 #include "dipaco/dist/topology.hpp"
@@ -321,4 +322,26 @@ TEST(Deck, VariantRecordsWhatItRuns) {
   EXPECT_EQ(d.train.steps, 30);
   EXPECT_EQ(v.model.layers_per_level, d.model.layers_per_level);
   EXPECT_THROW(with_overrides(d, {"dipaco.inner_steps=10", "dipaco.overlap_steps=10", "dipaco.outer_dtype=int8"}), DeckError);
+}
+
+// Each key's stage and whether it shapes a checkpoint are facts of its registry
+// entry: the stamps, checkpoint compatibility and --help read them there.
+TEST(Deck, RegistryHoldsStageAndShape) {
+  EXPECT_EQ(deck_key("data.corpus").stage, DeckStage::prepare);
+  EXPECT_EQ(deck_key("train.lr").stage, DeckStage::warm_start);  // the warm start trains with it
+  EXPECT_EQ(deck_key("route.fit_docs").stage, DeckStage::route);
+  EXPECT_EQ(deck_key("dipaco.outer_lr").stage, DeckStage::train);
+  EXPECT_EQ(deck_key("eval.doc_bytes").stage, DeckStage::evaluate);
+  EXPECT_EQ(deck_key("run.log_every").stage, DeckStage::none);
+  EXPECT_EQ(deck_key("train.diverge_factor").stage, DeckStage::none);  // what a run does when it diverges
+  EXPECT_TRUE(deck_key("model.d_model").shape);
+  EXPECT_TRUE(deck_key("dipaco.private_levels").shape);
+  EXPECT_FALSE(deck_key("train.lr").shape);
+  for (const auto& k : deck_keys())
+    if (k.shape) EXPECT_NE(k.stage, DeckStage::none) << k.name;
+  EXPECT_THROW(deck_key("train.no_such_key"), DeckError);
+  const Deck d = load_deck("", {"model.d_model=64"});
+  EXPECT_EQ(incompatible_keys(load_deck("").text(), d).size(), 1u);
+  EXPECT_NE(deck_help().find("--model.d_model <int>"), std::string::npos);
+  EXPECT_NE(deck_help().find("[from stage warm start; a checkpoint's shape]"), std::string::npos);
 }

@@ -298,7 +298,7 @@ TEST(Stages, AChangedValueTouchesExactlyTheStagesThatDependOnIt) {
   EXPECT_EQ(changed("route.warm_steps=50"), (V{false, true, true, true, true}));
   EXPECT_EQ(changed("route.overlap=2"), (V{false, false, true, true, true}));
   EXPECT_EQ(changed("train.steps=50"), (V{false, false, false, true, true}));
-  EXPECT_EQ(changed("route.em_rounds=1"), (V{false, false, false, true, true}));
+  EXPECT_EQ(changed("route.em_candidates=2"), (V{false, false, false, true, true}));
   EXPECT_EQ(changed("eval.reroute_every=64"), (V{false, false, false, false, true}));
   EXPECT_EQ(changed("run.log_every=3"), (V{false, false, false, false, false}));
   EXPECT_EQ(stamp_changes(base[3], stamps({"train.steps=50"})[3]), "train.steps: 400 -> 50");

@@ -11,7 +11,7 @@
 
 namespace dipaco {
 
-enum class Stage { prepare, warm_start, route, train, evaluate };
+using Stage = DeckStage;  // the registry says which stage each key belongs to (io/deck.hpp)
 
 // "key = value" lines of the deck values a stage depends on (sorted), plus extra lines.
 std::string stage_stamp(const Deck& deck, Stage s, const std::string& extra = "");

@@ -76,15 +76,25 @@ struct Deck {
   std::string text() const;
 };
 
+// The first stage of a run whose output a key changes (its stamp holds the key,
+// and every later stage's does too); none: a key that changes no output.
+enum class DeckStage { none, prepare, warm_start, route, train, evaluate };
+
 struct DeckKey {
   std::string name;     // "section.key"
   std::string type;     // int, float, string, list, or choice "a|b"
   std::string deflt;    // default as text
   std::string help;     // one line
   std::function<void(Deck&, const std::string&)> set;  // parse + validate
+  DeckStage stage = DeckStage::none;
+  bool shape = false;  // changes the parameters' shapes: a checkpoint of another value cannot be resumed
+  DeckKey at(DeckStage s) && { return stage = s, std::move(*this); }
+  DeckKey shaping() && { return shape = true, std::move(*this); }
 };
+const char* stage_name(DeckStage s);  // "prepare", "warm start", ...
 
 const std::vector<DeckKey>& deck_keys();
+const DeckKey& deck_key(const std::string& name);  // throws DeckError for a name not in the registry
 
 // One override as given: "--section.key=value", "section.key=value", or
 // "--section.key" (on a command line its value is the next argument).
