@@ -30,6 +30,20 @@ fill() {  # fill KB: leave about KB kilobytes free
   dd if=/dev/zero of="$small/filler" bs=1k count=$((free - $1)) status=none
 }
 
+# WHAT FILE FAILED AGAIN ARGS...: a 2-rank run whose FILE cannot be written on the
+# full disk stops with exit 1 (FAILED) and leaves neither FILE nor a .tmp; with
+# room again the same command goes on (AGAIN).
+full_then_room() {
+  local what=$1 file=$2 failed=$3 again=$4
+  shift 4
+  check "a $what that does not fit: every rank stops, the file named" 1 "$failed" -- \
+    env OMP_NUM_THREADS=1 "${mpirun[@]}" -np 2 "$bin" run "$@"
+  [[ -z $(find "$small" -name '*.tmp') && ! -e $file ]] && ok "  ... no .tmp and no $what left" ||
+    bad "  ... files left" <(find "$small")
+  rm -f "$small/filler"
+  check "  ... room again: the next run goes on" 0 "$again" -- env OMP_NUM_THREADS=1 "${mpirun[@]}" -np 2 "$bin" run "$@"
+}
+
 fill 48
 check "a full disk while training stops at once" 1 "cannot write metrics file .*No space left on device.*no checkpoint exists yet" -- \
   run 1 "$small" full --train.steps=1000000 --data.store="$tmp/store-full"
@@ -45,14 +59,9 @@ fill 48
 two=(inputs/dipaco-2x2.ini "${tiny[@]}" --model.layers_per_level=1,1 --model.n_heads=2 --route.warm_steps=4
      --train.steps=4 --dipaco.inner_steps=2 --route.method=hash --run.out_dir="$tmp/runs" --run.name=warm
      --route.warm_start="$small/shared/warmstart.h5")
-check "a warm start that does not fit: every rank stops, the file named" 1 \
-  "writing the warm start $small/shared/warmstart.h5 failed: .*its checkpoints in .*warmstart are kept" -- \
-  env OMP_NUM_THREADS=1 "${mpirun[@]}" -np 2 "$bin" run "${two[@]}"
-[[ -z $(find "$small" -name '*.tmp') && ! -e $small/shared/warmstart.h5 ]] && ok "  ... no .tmp and no warm start left" ||
-  bad "  ... files left" <(find "$small")
-rm -f "$small/filler"
-check "  ... room again: the next run writes it from the kept checkpoint and trains" 0 "stage warm start: .*resumed from|stage route" -- \
-  env OMP_NUM_THREADS=1 "${mpirun[@]}" -np 2 "$bin" run "${two[@]}"
+full_then_room "warm start" "$small/shared/warmstart.h5" \
+  "writing the warm start $small/shared/warmstart.h5 failed: .*its checkpoints in .*warmstart are kept" \
+  "stage warm start: .*resumed from|stage route" "${two[@]}"
 [[ -f $small/shared/warmstart.h5 ]] && ok "  ... the warm start is there" || bad "  ... no warm start written"
 
 # The shard file on the full disk (60,000 short documents: a larger file than the
@@ -70,13 +79,8 @@ fill 1000
 shards=(inputs/dipaco-2x2.ini "${tiny[@]}" --model.layers_per_level=1,1 --model.n_heads=2 --route.warm_steps=4
         --train.steps=4 --dipaco.inner_steps=2 --route.method=kmeans --run.out_dir="$small" --run.name=shards
         --data.corpus="$tmp/many.jsonl" --data.store="$tmp/store-many" --route.warm_start="$tmp/warm-many.h5")
-check "a shard file that does not fit: every rank stops, the file named" 1 \
-  "writing the shard file $small/shards/shards.h5 failed: .*the next run routes again" -- \
-  env OMP_NUM_THREADS=1 "${mpirun[@]}" -np 2 "$bin" run "${shards[@]}"
-[[ -z $(find "$small" -name '*.tmp') && ! -e $small/shards/shards.h5 ]] && ok "  ... no .tmp and no shard file left" ||
-  bad "  ... files left" <(find "$small")
-rm -f "$small/filler"
-check "  ... room again: the next run routes and trains" 0 "stage route: kmeans .*shards.h5" -- \
-  env OMP_NUM_THREADS=1 "${mpirun[@]}" -np 2 "$bin" run "${shards[@]}"
+full_then_room "shard file" "$small/shards/shards.h5" \
+  "writing the shard file $small/shards/shards.h5 failed: .*the next run routes again" "stage route: kmeans .*shards.h5" \
+  "${shards[@]}"
 umount "$small"
 finish
