@@ -12,7 +12,7 @@ py=/usr/bin/python3
 
 # A small routed 2x2 run: warm start, k-means routing, two outer rounds.
 check "routed 2x2 run" 0 "outer rounds: 2" -- env OMP_NUM_THREADS=1 "${mpirun[@]}" -np 1 "$bin" run inputs/quickstart.ini \
-  --model.d_model=32 --model.context=64 --route.warm_steps=20 --route.prefix_tokens=16 --train.steps=20 \
+  --model.d_model=32 --model.context=64 --route.warm_steps=20 --route.prefix_tokens=16 --route.routing=product --train.steps=20 \
   --dipaco.inner_steps=10 --eval.every=10 --eval.batches=1 --eval.doc_bytes=128 --run.out_dir="$tmp/runs" --run.name=r
 run=$tmp/runs/r
 ckpt=$run/checkpoints/ckpt-00000020.h5
