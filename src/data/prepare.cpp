@@ -340,10 +340,10 @@ void join_parts(const std::string& part, const std::string& file, uint64_t at, u
 }
 
 // The store's index (sizes, pointers, document index) and records for this
-// rank's documents, a block of records at a time.
-void write_index(Slice& s, const Inputs& in, const std::string& tmp, uint64_t N, const uint64_t base[3]) {
+// rank's documents, a block of records at a time; returns its validation documents.
+uint64_t write_index(Slice& s, const Inputs& in, const std::string& tmp, uint64_t N, const uint64_t base[3]) {
   OutFile idx(tmp + "/corpus.idx", false), docs(tmp + "/docs.bin", false);
-  uint64_t p = base[1], id_off = base[2];
+  uint64_t p = base[1], id_off = base[2], val = 0;
   s.records->each_block([&](uint64_t first, std::vector<ReadRecord>& b) {
     const size_t n = b.size();
     const uint64_t at = base[0] + first;
@@ -356,7 +356,7 @@ void write_index(Slice& s, const Inputs& in, const std::string& tmp, uint64_t N,
       p += uint64_t(b[i].size);
       doc[i] = int64_t(at + i + 1);
       rec[i] = {id_off, b[i].id_len, b[i].domain << 1 | b[i].val};
-      id_off += b[i].id_len;
+      id_off += b[i].id_len, val += b[i].val;
     }
     idx.pwrite_all(sizes.data(), 4 * n, idx_sizes_at(N) + 4 * at);
     idx.pwrite_all(ptr.data(), 8 * n, idx_pointers_at(N) + 8 * at);
@@ -365,6 +365,7 @@ void write_index(Slice& s, const Inputs& in, const std::string& tmp, uint64_t N,
   });
   idx.finish();
   docs.finish();
+  return val;
 }
 
 }  // namespace
@@ -466,11 +467,8 @@ PrepareReport prepare_store(const PrepareOptions& o, const std::string& dir, con
   }, comm);
   if (!in.tokens()) join_parts(s.part("part"), tmp + "/corpus.bin", base[1], s.bytes, total[1], rank, comm);
   join_parts(s.part("ids"), tmp + "/ids.bin", base[2], s.id_bytes, total[2], rank, comm);
-  agreed(true, [&] { write_index(s, in, tmp, N, base); }, comm);
   uint64_t counted[3] = {0, s.input_bytes, s.empty};
-  s.records->each_block([&](uint64_t, std::vector<ReadRecord>& b) {
-    for (auto& r : b) counted[0] += r.val;
-  });
+  agreed(true, [&] { counted[0] = write_index(s, in, tmp, N, base); }, comm);
   s.records->remove();
 
   // The content hash over the pieces in input order (the same at any rank count).

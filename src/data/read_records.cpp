@@ -12,17 +12,8 @@ namespace dipaco {
 
 namespace {
 
-void write_all(int fd, const std::string& path, const void* data, size_t n, uint64_t at) {
-  const char* p = static_cast<const char*>(data);
-  while (n > 0) {
-    const ssize_t w = ::pwrite(fd, p, n, off_t(at));
-    if (w <= 0) throw WriteError(write_failure(path, w < 0 ? errno : ENOSPC));
-    p += w, n -= size_t(w), at += uint64_t(w);
-  }
-}
-
 int create(const std::string& path) {
-  const int fd = ::open(path.c_str(), O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+  const int fd = ::open(path.c_str(), O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);  // read back, unlike OutFile
   if (fd < 0) throw WriteError(write_failure(path, errno));
   return fd;
 }
@@ -41,7 +32,7 @@ void RecordFile::push(const ReadRecord& r) {
 }
 
 void RecordFile::flush() {
-  write_all(fd_, path_, buf_.data(), buf_.size() * sizeof(ReadRecord), n_ * sizeof(ReadRecord));
+  pwrite_all(fd_, path_, buf_.data(), buf_.size() * sizeof(ReadRecord), n_ * sizeof(ReadRecord));
   n_ += buf_.size();
   buf_.clear();
 }
@@ -60,7 +51,7 @@ void RecordFile::each_block(const std::function<void(uint64_t, std::vector<ReadR
       got += size_t(r);
     }
     fn(first, block);
-    if (write_back) write_all(fd_, path_, block.data(), bytes, first * sizeof(ReadRecord));
+    if (write_back) pwrite_all(fd_, path_, block.data(), bytes, first * sizeof(ReadRecord));
   }
 }
 
@@ -69,14 +60,8 @@ void RecordFile::remove() {
   ::unlink(path_.c_str());
 }
 
-Appender::Appender(const std::string& path) : path_(path), fd_(create(path)) {}
-
-Appender::~Appender() {
-  if (fd_ >= 0) ::close(fd_);
-}
-
 void Appender::write_out() {
-  write_all(fd_, path_, buf_.data(), buf_.size(), at_);
+  out_.pwrite_all(buf_.data(), buf_.size(), at_);
   at_ += buf_.size();
   buf_.clear();
 }
@@ -88,9 +73,7 @@ void Appender::append(std::string_view s) {
 
 void Appender::finish() {
   write_out();
-  const int fd = fd_;
-  fd_ = -1;
-  if (::fsync(fd) != 0 || ::close(fd) != 0) throw WriteError(write_failure(path_, errno));
+  out_.finish();
 }
 
 }  // namespace dipaco

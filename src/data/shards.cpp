@@ -6,7 +6,6 @@
 #include <cstdio>
 #include <filesystem>
 #include <functional>
-#include <memory>
 #include <utility>
 #include <map>
 #include <sstream>
@@ -57,15 +56,18 @@ namespace {
 constexpr size_t kBlock = 1 << 16;
 }  // namespace
 
+double shard_bytes(const Shard& shard) {
+  double bytes = 0;
+  for (size_t a = 0; a < shard.size(); a += kBlock)
+    for (uint64_t t : shard.slice(a, std::min(shard.size(), a + kBlock)).tokens()) bytes += double(t + 1);
+  return bytes;
+}
+
 void keep_held(ShardFile& s, const DocList& train, const std::vector<int>& held) {
   s.train_docs.clear(), s.train_bytes.clear();
   for (size_t p = 0; p < s.train.size(); ++p) {
-    double bytes = 0;
-    const DocList shard = train.subset(s.train[p]);
-    for (size_t a = 0; a < shard.size(); a += kBlock)
-      for (uint64_t t : shard.slice(a, std::min(shard.size(), a + kBlock)).tokens()) bytes += double(t + 1);
     s.train_docs.push_back(long(s.train[p].size()));
-    s.train_bytes.push_back(bytes);
+    s.train_bytes.push_back(shard_bytes(train.subset(s.train[p])));
     if (!std::count(held.begin(), held.end(), int(p))) s.train[p] = {};
   }
 }
@@ -156,8 +158,7 @@ ShardPieces whole(const Assignment& a, const DocList& docs) {
     out.docs.push_back(long(picks.size()));
     out.id_width.push_back(width);
   }
-  auto given = std::make_shared<bool>(false);
-  out.next = [&a, given]() -> const Assignment* { return std::exchange(*given, true) ? nullptr : &a; };
+  out.next = [&a, given = false]() mutable -> const Assignment* { return std::exchange(given, true) ? nullptr : &a; };
   return out;
 }
 

@@ -23,7 +23,7 @@ OutFile::~OutFile() {
   if (fd >= 0) ::close(fd);
 }
 
-void OutFile::pwrite_all(const void* data, size_t n, uint64_t at) {
+void pwrite_all(int fd, const std::string& path, const void* data, size_t n, uint64_t at) {
   const char* p = static_cast<const char*>(data);
   while (n > 0) {
     const ssize_t w = ::pwrite(fd, p, std::min<size_t>(n, size_t(1) << 30), off_t(at));
@@ -31,6 +31,8 @@ void OutFile::pwrite_all(const void* data, size_t n, uint64_t at) {
     p += w, n -= size_t(w), at += uint64_t(w);
   }
 }
+
+void OutFile::pwrite_all(const void* data, size_t n, uint64_t at) { dipaco::pwrite_all(fd, path, data, n, at); }
 
 void OutFile::resize(uint64_t bytes) {
   if (::ftruncate(fd, off_t(bytes)) != 0) throw WriteError(write_failure(path, errno));

@@ -28,14 +28,6 @@ ModelShape model_shape(const Deck& deck) {
   return s;
 }
 
-namespace {
-double text_bytes(const Shard& s) {
-  double n = 0;
-  for (uint64_t t : s.tokens()) n += double(t + 1);
-  return n;
-}
-}  // namespace
-
 Trainer::Trainer(const Deck& deck, MPI_Comm world, Kernels& k, const std::vector<Shard>& train,
                  const std::vector<Shard>& val, const std::string& run_dir, bool verbose, TrainerRole role,
                  const std::vector<double>& shard_bytes)
@@ -134,7 +126,7 @@ void Trainer::set_shards(const std::vector<Shard>& train, const std::vector<Shar
     throw std::runtime_error("internal: need one training and one validation shard per path");
   shard_bytes_ = shard_bytes;
   if (shard_bytes_.empty())
-    for (int p = 0; p < topo_.paths; ++p) shard_bytes_.push_back(text_bytes(train[p]));
+    for (int p = 0; p < topo_.paths; ++p) shard_bytes_.push_back(dipaco::shard_bytes(train[p]));
   // Checked for every path on every rank, so that all ranks refuse together.
   std::string empty;
   int n_empty = 0;

@@ -9,6 +9,8 @@
 #include <string_view>
 #include <vector>
 
+#include "dipaco/data/store_files.hpp"
+
 namespace dipaco {
 
 struct ReadRecord {
@@ -48,17 +50,13 @@ class RecordFile {
 // Bytes appended to a file through a 1 MB buffer (a rank's text and ids).
 class Appender {
  public:
-  explicit Appender(const std::string& path);  // created empty
-  ~Appender();
-  Appender(const Appender&) = delete;
-  Appender& operator=(const Appender&) = delete;
+  explicit Appender(const std::string& path) : out_(path, true) {}  // created empty
   void append(std::string_view s);
   void finish();  // flushed, fsynced and closed
   uint64_t size() const { return at_ + buf_.size(); }
 
  private:
-  std::string path_;
-  int fd_ = -1;
+  OutFile out_;
   uint64_t at_ = 0;
   std::string buf_;
   void write_out();

@@ -23,6 +23,8 @@ using Assignment = std::vector<std::vector<int>>;  // per path: indices into the
 // rule: "hash" (hash of id mod P) or "domain" (sorted domain labels, round-robin over paths).
 Assignment assign_by_rule(const DocList& docs, int paths, const std::string& rule);
 std::vector<Shard> shards_of(const DocList& docs, const Assignment& a);
+// A shard's tokens + 1 a document (the end of document): its DiLoCo weight, read in blocks.
+double shard_bytes(const Shard& shard);
 // Per document, the paths it is in (or its one path) -> per path, its documents.
 Assignment by_path(const std::vector<std::vector<int>>& paths_of_doc, int paths);
 Assignment by_path(const std::vector<int>& path_of_doc, int paths);

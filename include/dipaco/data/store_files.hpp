@@ -10,6 +10,9 @@
 
 namespace dipaco {
 
+// All n bytes written at `at`, or a WriteError naming `path` (a full disk must not pass unnoticed).
+void pwrite_all(int fd, const std::string& path, const void* data, size_t n, uint64_t at);
+
 struct OutFile {
   std::string path;
   int fd = -1;
