@@ -286,12 +286,15 @@ Router refit_router_logistic(const std::vector<float>& features, int dim, const 
 }
 
 std::vector<std::vector<int>> assign_paths(const std::vector<double>& scores, size_t n, int P, double max_fraction,
-                                           int overlap) {
+                                           int overlap, double min_fraction) {
   overlap = std::clamp(overlap, 1, P);
-  const size_t cap = std::max<size_t>(1, size_t(std::ceil(max_fraction * double(n) - 1e-9)));
+  const size_t cap = shard_cap(max_fraction, n), floor = shard_floor(min_fraction, n);
   if (cap * size_t(P) < n)
     throw std::runtime_error("route.max_shard_fraction = " + std::to_string(max_fraction) + " cannot hold " +
                              std::to_string(n) + " documents in " + std::to_string(P) + " paths (needs >= 1/P)");
+  if (floor * size_t(P) > n)
+    throw std::runtime_error("route.min_shard_fraction = " + std::to_string(min_fraction) + " asks more than " +
+                             std::to_string(n) + " documents of " + std::to_string(P) + " paths (needs <= 1/P)");
   // Each document's paths from best to worst (ties: lower path index).
   std::vector<std::vector<int>> order(n, std::vector<int>(P));
   std::vector<double> margin(n, 0.0);
@@ -314,15 +317,16 @@ std::vector<std::vector<int>> assign_paths(const std::vector<double>& scores, si
         break;
       }
   }
-  // A path no document chose (possible with product routing: an unused pair of
-  // modules) takes the documents nearest to it from the largest shards, so that
-  // it has something to train on.
+  // A path under the floor takes the documents nearest to it from shards above
+  // it, so that no path is starved. A path no document chose (possible with
+  // product routing: an unused pair of modules) has a floor of a quarter of an
+  // even share even when the deck sets none, so that it has something to train on.
   std::vector<size_t> size(P, 0);
   for (auto& o : out)
     if (!o.empty()) ++size[o[0]];
-  const size_t want = std::max<size_t>(1, n / (4 * size_t(P)));
   for (int p = 0; p < P; ++p) {
-    if (size[p] > 0) continue;
+    const size_t want = size[p] == 0 ? std::max({floor, size_t(1), n / (4 * size_t(P))}) : floor;
+    if (size[p] >= want) continue;
     std::vector<size_t> near(n);
     std::iota(near.begin(), near.end(), size_t(0));
     std::stable_sort(near.begin(), near.end(), [&](size_t a, size_t b) { return scores[a * P + p] < scores[b * P + p]; });

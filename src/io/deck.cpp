@@ -197,6 +197,7 @@ std::vector<DeckKey> make_keys() {
       K_INT("route.fit_docs", route.fit_docs, "100000", 1, kBig,
             "k-means is fit on about this many training documents, chosen by a hash of their id (all when fewer)").at(DeckStage::route),
       K_FLOAT("route.max_shard_fraction", route.max_shard_fraction, "1", 0, 1, "largest share of the training documents one shard may take (overflow: next-nearest path)").at(DeckStage::route),
+      K_FLOAT("route.min_shard_fraction", route.min_shard_fraction, "0", 0, 1, "fewest of the training documents a shard must take, as a share (underflow: the documents nearest to it from larger shards)").at(DeckStage::route),
       K_INT("route.overlap", route.overlap, "1", 1, 4096, "each training document goes to its k nearest paths").at(DeckStage::route),
       K_INT("route.em_rounds", route.em_rounds, "0", 0, 1000,
             "re-shardings during training: documents move to the path with the lowest loss, the router is refit").at(DeckStage::train),
@@ -495,6 +496,13 @@ void check_cross_keys(Deck& deck) {
     throw DeckError("dipaco.replica_mode = diloco needs dipaco.inner_steps > 0 (the replicas meet only in outer rounds)");
   if (deck.route.em_rounds > 0 && deck.route.method != "kmeans")
     throw DeckError("route.em_rounds needs route.method = kmeans (re-routing refits the router)");
+  if (const auto& r = deck.route; r.min_shard_fraction > 0) {
+    long paths = 1;
+    for (int k : deck.dipaco.modules_per_level) paths *= k;
+    if (r.min_shard_fraction * double(paths) > 1 + 1e-9 || r.min_shard_fraction > r.max_shard_fraction)
+      throw DeckError("route.min_shard_fraction = " + deck.values["route.min_shard_fraction"] + " must be at most 1/paths = 1/" +
+                      std::to_string(paths) + " and at most route.max_shard_fraction = " + deck.values["route.max_shard_fraction"]);
+  }
   if (deck.run.path_allreduce == "nccl" && deck.run.device != "cuda")
     throw DeckError("run.path_allreduce = nccl needs run.device = cuda (NCCL sums GPU memory)");
   if (const auto& d = deck.dipaco; d.overlap_steps > 0) {

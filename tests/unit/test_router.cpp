@@ -278,6 +278,32 @@ TEST(Assign, CapOverflowAndOverlap) {
   EXPECT_THROW(assign_paths(s, n, P, 0.2, 1), std::runtime_error);  // 3 x 2 < 10
 }
 
+TEST(Assign, FloorTakesTheNearestDocumentsFromLargerShards) {
+  // Twelve documents: nine prefer path 0, three path 1; path 2 is everyone's last
+  // choice, its score falling with i (document 11 is nearest to it).
+  const size_t n = 12;
+  const int P = 3;
+  std::vector<double> s;
+  for (size_t i = 0; i < n; ++i) {
+    const double p2 = 5.0 - 0.1 * double(i);
+    if (i < 9) s.insert(s.end(), {0.0, 1.0, p2});
+    else s.insert(s.end(), {1.0, 0.0, p2});
+  }
+  auto sizes = [&](const std::vector<std::vector<int>>& a) {
+    std::vector<int> size(P, 0);
+    for (auto& p : a) ++size[p[0]];
+    return size;
+  };
+  // Without a floor path 2 (empty) takes a quarter of an even share: one document.
+  EXPECT_EQ(sizes(assign_paths(s, n, P, 1.0, 1)), (std::vector<int>{9, 2, 1}));
+  // A floor of 0.25 (3 documents): path 2 takes the three nearest to it from the
+  // shards above the floor, which leaves path 1 its three.
+  auto floored = assign_paths(s, n, P, 1.0, 1, 0.25);
+  EXPECT_EQ(sizes(floored), (std::vector<int>{6, 3, 3}));
+  for (size_t i : {6, 7, 8}) EXPECT_EQ(floored[i][0], 2);
+  EXPECT_THROW(assign_paths(s, n, P, 1.0, 1, 0.34), std::runtime_error);  // 3 x 5 > 12
+}
+
 TEST(Stages, AChangedValueTouchesExactlyTheStagesThatDependOnIt) {
   auto stamps = [](const std::vector<std::string>& ov) {
     Deck d = load_deck("", ov);

@@ -9,6 +9,8 @@
 // scored by how well that sum reconstructs the feature). Assignment turns per-path scores into shards,
 // with a cap on a shard's share and optional overlap (k nearest paths).
 #pragma once
+#include <algorithm>
+#include <cmath>
 #include <cstddef>
 #include <cstdint>
 #include <string>
@@ -62,8 +64,13 @@ Router refit_router_logistic(const std::vector<float>& features, int dim, const 
 // paths (one per choice round). In a round a path takes at most
 // max(1, ceil(max_fraction * n)) documents; overflow goes to the next-best
 // path with room. Documents with the clearest preference (largest margin
-// between their best and second-best path) are placed first.
+// between their best and second-best path) are placed first. Then a path under
+// ceil(min_fraction * n) first choices takes the documents nearest to it from
+// the shards above that floor.
 std::vector<std::vector<int>> assign_paths(const std::vector<double>& scores, size_t n, int P, double max_fraction,
-                                           int overlap);
+                                           int overlap, double min_fraction = 0);
+// The most and fewest first choices a shard of n documents may hold.
+inline size_t shard_cap(double max_fraction, size_t n) { return std::max<size_t>(1, size_t(std::ceil(max_fraction * double(n) - 1e-9))); }
+inline size_t shard_floor(double min_fraction, size_t n) { return size_t(std::ceil(min_fraction * double(n) - 1e-9)); }
 
 }  // namespace dipaco

@@ -46,7 +46,7 @@ struct Deck {
     std::string method, routing, warm_start, refit;
     int prefix_tokens, kmeans_iters, overlap, em_rounds, em_candidates, fit_docs;
     int warm_steps;  // the warm-start model's train.steps
-    double max_shard_fraction;
+    double max_shard_fraction, min_shard_fraction;
   } route;
   struct Dipaco {
     std::vector<int> modules_per_level;
