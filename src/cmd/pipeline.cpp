@@ -118,10 +118,10 @@ PrepareOptions prepare_options(const Deck& deck) {
   o.corpus = deck.data.corpus, o.val = deck.data.val, o.domain_key = deck.data.domain_key;
   o.val_fraction = deck.data.val_fraction, o.min_val_docs = deck.data.min_val_docs;
   o.piece_bytes = uint64_t(deck.data.piece_mb * 1e6), o.eot_token = deck.data.eot_token;
-  o.sentencepiece = deck.data.tokenizer == "sentencepiece", o.decode_table = deck.data.decode_table;
+  o.sentencepiece = deck.data.tokenizer == TokenizerKind::sentencepiece, o.decode_table = deck.data.decode_table;
   if (!o.sentencepiece && !deck.data.tokenizer_model.empty())
     throw DeckError("data.tokenizer_model = " + deck.data.tokenizer_model + " needs data.tokenizer = sentencepiece");
-  o.tokenizer_model = deck.data.tokenizer_model, o.tokenizer_type = deck.data.tokenizer_type;
+  o.tokenizer_model = deck.data.tokenizer_model, o.tokenizer_type = name(deck.data.tokenizer_type);
   o.tokenizer_vocab = deck.data.tokenizer_vocab, o.tokenizer_sample_bytes = uint64_t(deck.data.tokenizer_sample_mb * 1e6);
   return o;
 }
@@ -212,7 +212,7 @@ int make_prepare(RunContext& c, const std::string& stamp) {
 
 FeatureModel& RunContext::features() {
   if (!features_) {
-    const Precision precision = parse_precision(deck.train.precision);
+    const Precision precision = deck.train.precision;
     features_ = std::make_unique<FeatureModel>(*kernels, model_shape(deck), precision, warm, deck.train.batch_size,
                                                deck.route.prefix_tokens);
   }
@@ -298,7 +298,7 @@ void set_up(RunContext& c, std::unique_ptr<RunLock>& lock) {
   if (c.rank == 0) {
     std::printf("dipaco %s: %d rank(s), %d path(s), %d thread(s) per rank, device %s, precision %s, memory per rank: %s\n",
                 DIPACO_VERSION, c.size, c.topo.paths, omp_get_max_threads(), c.kernels->name().c_str(),
-                deck.train.precision.c_str(), memory.describe().c_str());
+                name(deck.train.precision).c_str(), memory.describe().c_str());
     std::fflush(stdout);
   }
 }

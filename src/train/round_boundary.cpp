@@ -73,7 +73,7 @@ EvalResult Trainer::evaluate() {
 // communicator), since each path keeps its best weights now.
 void Trainer::evaluate_between_rounds(long step) {
   std::vector<double> sums = local_eval_sums();
-  if (deck_.train.early_stop == "path") {
+  if (deck_.train.early_stop == EarlyStop::path) {
     if (topo_.ranks_per_path > 1) {
       CollectiveScope wait("the evaluation all-reduce of a path");
       MPI_Allreduce(MPI_IN_PLACE, sums.data(), int(sums.size()), MPI_DOUBLE, MPI_SUM, path_comm_);
@@ -95,7 +95,7 @@ void Trainer::note_losses(long from, long to, const std::vector<std::vector<doub
 // Rank 0's progress line from the paths it trains; the others' losses are
 // known as of the last boundary.
 void Trainer::print_progress(long step) {
-  if (rank_ != 0 || !verbose_) return;
+  if (!verbose_) return;
   const int P = topo_.paths;
   const size_t row = size_t(step - 1 - pending_.from) * P;
   double loss = 0;

@@ -35,7 +35,7 @@ Trainer::Trainer(const Deck& deck, MPI_Comm world, Kernels& k, const std::vector
   MPI_Comm_rank(world, &rank_);
   MPI_Comm_size(world, &world_size_);
   topo_ = make_topology(deck.dipaco.modules_per_level, world_size_, deck.dipaco.private_levels);
-  replicas_ = deck.dipaco.replica_mode == "diloco";
+  replicas_ = deck.dipaco.replica_mode == ReplicaMode::diloco;
   micro_ = replicas_ ? 0 : deck.train.micro_batch;
   if (!replicas_ && micro_ == 0 && deck.train.batch_size % topo_.ranks_per_path != 0) {
     // A batch the path's ranks cannot split evenly (the warm start of 16 sequences on 64 ranks) is
@@ -46,7 +46,7 @@ Trainer::Trainer(const Deck& deck, MPI_Comm world, Kernels& k, const std::vector
                   "sequence dealt to them in turn (set train.micro_batch to choose)\n",
                   deck.train.batch_size, topo_.ranks_per_path);
   }
-  precision_ = parse_precision(deck.train.precision);
+  precision_ = deck.train.precision;
   // Data parallel: the path's batch is split over its ranks, or into fixed micro-batches dealt to them in
   // turn (train.micro_batch). DiLoCo replicas: each trains a whole batch of its own.
   local_batch_ = replicas_ ? deck.train.batch_size : micro_ > 0 ? micro_ : deck.train.batch_size / topo_.ranks_per_path;
@@ -160,7 +160,7 @@ void Trainer::window_losses(PathState& p, const std::vector<int32_t>& tok, const
 }
 
 void Trainer::keep_best(const EvalResult& e) {
-  if (deck_.train.early_stop != "path") return;
+  if (deck_.train.early_stop != EarlyStop::path) return;
   if (best_.empty())
     for (size_t i = 0; i < paths_.size(); ++i) best_.emplace_back(k_, model_->layout().total), best_bpb_.push_back(INFINITY);
   for (size_t i = 0; i < paths_.size(); ++i) {
