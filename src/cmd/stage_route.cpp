@@ -269,10 +269,9 @@ int make_route(RunContext& c, const std::string& stamp) {
   c.seconds.emplace_back("route", seconds);
   char took[32];  // short routings (the scale test's) in hundredths of a second
   std::snprintf(took, sizeof took, "%.2fs", seconds);
-  if (c.rank == 0)
-    std::printf("stage route: %s%s in %s; training documents per path: %s -> %s\n", name(deck.route.method).c_str(),
-                deck.route.method == RouteMethod::kmeans ? (" (" + name(deck.route.routing) + ")").c_str() : "",
-                seconds < 60 ? took : format_duration(seconds).c_str(), shard_sizes(c.shards.train_docs).c_str(), file.c_str());
+  say("stage route: %s%s in %s; training documents per path: %s -> %s\n", name(deck.route.method).c_str(),
+      deck.route.method == RouteMethod::kmeans ? (" (" + name(deck.route.routing) + ")").c_str() : "",
+      seconds < 60 ? took : format_duration(seconds).c_str(), shard_sizes(c.shards.train_docs).c_str(), file.c_str());
   return kExitOk;
 }
 

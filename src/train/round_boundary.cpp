@@ -13,6 +13,7 @@
 #include "dipaco/dist/fault.hpp"
 #include "dipaco/dist/signals.hpp"
 #include "dipaco/dist/watchdog.hpp"
+#include "dipaco/io/log.hpp"
 #include "dipaco/model/optimizer.hpp"
 #include "dipaco/train/trainer.hpp"
 
@@ -108,10 +109,8 @@ void Trainer::print_progress(long step) {
   if (std::isfinite(last_val_bpb_)) std::snprintf(val, sizeof val, "%.4f", last_val_bpb_);
   if (int(paths_.size()) < P)
     std::snprintf(which, sizeof which, " (%zu of %d paths; all as of step %ld)", paths_.size(), P, pending_.from);
-  std::printf("step %6ld/%ld | loss %.4f%s | val bpb %s | %.1fk tok/s | elapsed %s | ETA %s\n", step,
-              long(deck_.train.steps), loss, which, val, rate / 1000, format_duration(elapsed).c_str(),
-              format_duration(eta).c_str());
-  std::fflush(stdout);
+  say("step %6ld/%ld | loss %.4f%s | val bpb %s | %.1fk tok/s | elapsed %s | ETA %s\n", step, long(deck_.train.steps), loss,
+      which, val, rate / 1000, format_duration(elapsed).c_str(), format_duration(eta).c_str());
 }
 
 // This rank's stop request: a signal, a limit of the session, or the one the
@@ -192,10 +191,7 @@ StopRequest Trainer::round_boundary(long step, StopRequest wanted, EvalResult* l
     if (rank_ == 0 && metrics_)
       metrics_->write(JsonRecord().add("type", "eval").add("step", evals[e].step).add("val_bpb", last.bpb)
                           .add("elapsed", evals[e].elapsed).add_raw("path_val_bpb", json_array(last.path_bpb)));
-    if (rank_ == 0 && verbose_) {
-      std::printf("eval  step %6ld | val bpb %.4f\n", evals[e].step, last.bpb);
-      std::fflush(stdout);
-    }
+    if (verbose_) say("eval  step %6ld | val bpb %.4f\n", evals[e].step, last.bpb);
   }
   pending_.clear(step);
   if (last_eval) *last_eval = last;
