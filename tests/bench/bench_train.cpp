@@ -23,6 +23,9 @@ using Clock = std::chrono::steady_clock;
 
 namespace {
 
+// Parameters outside the embeddings: the 6N of the usual flops-per-token estimate.
+size_t count_non_embedding(const ModelShape& s) { return size_t(s.L) * (12 * size_t(s.C) * s.C + 13 * size_t(s.C)) + 2 * s.C; }
+
 // Wraps a Kernels and accumulates wall time per primitive.
 class TimedKernels final : public Kernels {
  public:
