@@ -80,7 +80,7 @@ namespace {
 // The topology's rows of level modules (shared, or one private row per level);
 // returns their fp32 bytes all-reduced per outer round, summed over ranks.
 double level_rows(const Deck& d, const Topology& t, const ParamLayout& layout, std::ostringstream& o) {
-  const bool replica_units = d.dipaco.replica_mode == "diloco" && t.ranks_per_path > 1;
+  const bool replica_units = d.dipaco.replica_mode == ReplicaMode::diloco && t.ranks_per_path > 1;
   double bytes = 0;
   char line[256];
   for (int l = 0; l < t.levels(); ++l) {
@@ -143,7 +143,7 @@ int cmd_topology(const Args& args) {
   }
   o << "\nparameter group        shared by     params   communicator ranks\n";
   const auto& emb = layout.groups[0];
-  bool shared_emb = d.dipaco.shared == "embeddings";
+  bool shared_emb = d.dipaco.shared == SharedGroups::embeddings;
   auto list = [](const std::vector<int>& v) {
     std::string s;
     for (int x : v) s += std::to_string(x) + " ";

@@ -54,7 +54,7 @@ void write_hyperparameters(hid_t o, const TrainedModel& m) {
   write_attr_long(o, "prefix_tokens", m.deck.route.prefix_tokens);
   write_attr_string(o, "layers_per_level", join(model_shape(m.deck).layers_per_level));
   write_attr_string(o, "modules_per_level", join(m.deck.dipaco.modules_per_level));
-  write_attr_string(o, "shared", m.deck.dipaco.shared);
+  write_attr_string(o, "shared", name(m.deck.dipaco.shared));
   write_attr_string(o, "architecture",
                     "pre-LayerNorm GPT: x = wte[tok] + wpe[pos]; per block x += attn.proj(attn(ln1(x))), "
                     "x += mlp.proj(gelu_tanh(mlp.fc(ln2(x)))); logits = lnf(x) wte^T; LayerNorm eps 1e-5; "
@@ -89,7 +89,7 @@ void write_plain_floats(hid_t loc, const std::string& name, const std::vector<fl
 // /router: the centroids (or logistic weights) and the warm-start model whose
 // features they read, as named tensors; omitted for a run routed by a rule.
 void write_router(hid_t o, const TrainedModel& m) {
-  if (m.deck.route.method != "kmeans") return;
+  if (m.deck.route.method != RouteMethod::kmeans) return;
   RunRouter r = load_run_router(m, "");
   H5Id g = make_group(o, "router");
   write_attr_string(g, "mode", r.router.mode);
@@ -143,7 +143,7 @@ void write_whole(hid_t o, const TrainedModel& m) {
       write_attr_long(mg, "from_path", holders[0]);
       write_tensors(mg, lay, m.params(holders[0]).data(), TensorSet::blocks, l);
     }
-  if (m.deck.dipaco.shared == "embeddings") {
+  if (m.deck.dipaco.shared == SharedGroups::embeddings) {
     H5Id e = make_group(o, "embeddings");
     write_tensors(e, lay, m.params(0).data(), TensorSet::embeddings);
   } else {
@@ -213,7 +213,7 @@ double text_bits_per_byte(const TrainedModel& m, int path, const std::string& ra
   const std::vector<int32_t> text = encode_text(m, raw);
   const std::vector<uint8_t> no_table, &table = m.tokenizer ? m.tokenizer->token_bytes() : no_table;
   const ModelShape& s = m.shape;
-  auto k = make_kernels("cpu");
+  auto k = make_kernels(Device::cpu);
   Model model(*k, s, 1, Precision::fp32);
   DeviceBuffer<float> p(*k, m.params(path).size());
   k->to_device(p.get(), m.params(path).data(), m.params(path).size() * sizeof(float));
@@ -277,7 +277,7 @@ int evaluate_on_shard(const TrainedModel& m, int path, const std::string& file) 
     if (!shard_file.empty()) {
       ShardFile sf = read_shard_file(shard_file, split);
       ta = sf.train, va = sf.val;
-    } else if (src.route.method != "kmeans") {
+    } else if (src.route.method != RouteMethod::kmeans) {
       ta = assign_by_rule(split.train, P, src.route.method), va = assign_by_rule(split.val, P, src.route.method);
     } else {
       throw InputError("the shard file of the run that trained " + file + " is missing (expected next to " + m.source + ")");

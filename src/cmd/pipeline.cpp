@@ -23,6 +23,7 @@
 #include "dipaco/io/files.hpp"
 #include "dipaco/io/h5io.hpp"
 #include "dipaco/io/key_lines.hpp"
+#include "dipaco/io/log.hpp"
 #include "dipaco/io/run_lock.hpp"
 #include "dipaco/train/divergence.hpp"
 #include "dipaco/train/metrics.hpp"
@@ -92,12 +93,6 @@ std::string read_stamp_everywhere(const std::string& h5_file) {
   return broadcast_text(stamp);
 }
 
-void say(int rank, const std::string& line) {
-  if (rank != 0) return;
-  std::printf("%s\n", line.c_str());
-  std::fflush(stdout);
-}
-
 namespace {
 
 // This rank's index among the ranks on its node, and their number (any launcher: mpirun, srun).
@@ -118,10 +113,10 @@ PrepareOptions prepare_options(const Deck& deck) {
   o.corpus = deck.data.corpus, o.val = deck.data.val, o.domain_key = deck.data.domain_key;
   o.val_fraction = deck.data.val_fraction, o.min_val_docs = deck.data.min_val_docs;
   o.piece_bytes = uint64_t(deck.data.piece_mb * 1e6), o.eot_token = deck.data.eot_token;
-  o.sentencepiece = deck.data.tokenizer == "sentencepiece", o.decode_table = deck.data.decode_table;
+  o.sentencepiece = deck.data.tokenizer == TokenizerKind::sentencepiece, o.decode_table = deck.data.decode_table;
   if (!o.sentencepiece && !deck.data.tokenizer_model.empty())
     throw DeckError("data.tokenizer_model = " + deck.data.tokenizer_model + " needs data.tokenizer = sentencepiece");
-  o.tokenizer_model = deck.data.tokenizer_model, o.tokenizer_type = deck.data.tokenizer_type;
+  o.tokenizer_model = deck.data.tokenizer_model, o.tokenizer_type = name(deck.data.tokenizer_type);
   o.tokenizer_vocab = deck.data.tokenizer_vocab, o.tokenizer_sample_bytes = uint64_t(deck.data.tokenizer_sample_mb * 1e6);
   return o;
 }
@@ -166,9 +161,8 @@ void use_split(RunContext& c, const std::string& how) {
   c.token_bytes = store_token_bytes(*c.store);
   c.loss_unit = c.store->bytes() || !c.token_bytes.empty() ? "bits per byte" : "bits per token";
   c.corpus_line = "corpus.content_hash = " + c.store->meta("content_hash") + "\n";
-  if (c.rank == 0)
-    std::printf("stage prepare: %s: %zu training and %zu validation documents, %.1f MB %s\n", deck.data.corpus.c_str(),
-                c.split.train.size(), c.split.val.size(), std::atof(c.store->meta("bytes").c_str()) / 1e6, how.c_str());
+  say("stage prepare: %s: %zu training and %zu validation documents, %.1f MB %s\n", deck.data.corpus.c_str(),
+      c.split.train.size(), c.split.val.size(), std::atof(c.store->meta("bytes").c_str()) / 1e6, how.c_str());
 }
 
 }  // namespace
@@ -199,20 +193,20 @@ int make_prepare(RunContext& c, const std::string& stamp) {
                 r.input_bytes / std::max(r.seconds, 1e-9) / 1e6 / c.size);
   map_store(c);
   use_split(c, how);
-  if (r.empty > 0) say(c.rank, "stage prepare: " + std::to_string(r.empty) + " line(s) with an empty text skipped");
+  if (r.empty > 0) say("stage prepare: " + std::to_string(r.empty) + " line(s) with an empty text skipped");
   if (r.tokens > 0) {
     char rate[200];
     std::snprintf(rate, sizeof rate, "; tokenizer trained in %.1f s, text encoded in %.1f s (%.2f MB/s per rank)",
                   r.train_tokenizer_seconds, r.encode_seconds, double(r.bytes) / std::max(r.encode_seconds, 1e-9) / 1e6 / c.size);
-    say(c.rank, "stage prepare: " + std::to_string(r.tokens) + " SentencePiece tokens (" + c.store->meta("vocab_size") +
-                    " ids, " + c.store_dir + "/tokenizer.model)" + rate);
+    say("stage prepare: " + std::to_string(r.tokens) + " SentencePiece tokens (" + c.store->meta("vocab_size") +
+        " ids, " + c.store_dir + "/tokenizer.model)" + rate);
   }
   return kExitOk;
 }
 
 FeatureModel& RunContext::features() {
   if (!features_) {
-    const Precision precision = parse_precision(deck.train.precision);
+    const Precision precision = deck.train.precision;
     features_ = std::make_unique<FeatureModel>(*kernels, model_shape(deck), precision, warm, deck.train.batch_size,
                                                deck.route.prefix_tokens);
   }
@@ -255,7 +249,7 @@ int run_stage_table(RunContext& c) {
     const std::string stamp = stage_stamp(c.deck, s.keys, c.corpus_line) + (s.extra ? s.extra(c) : "");
     std::string note;
     if (s.up_to_date(c, stamp) && s.load(c, stamp, note)) {
-      if (s.names) say(c.rank, std::string("stage ") + s.name + ": up to date (" + s.names(c) + ")" + note);
+      if (s.names) say(std::string("stage ") + s.name + ": up to date (" + s.names(c) + ")" + note);
       continue;
     }
     if (const int code = s.make(c, stamp); code != kExitOk) return code;
@@ -295,12 +289,9 @@ void set_up(RunContext& c, std::unique_ptr<RunLock>& lock) {
   c.corpus_line = input_identity(prepare_options(deck));  // the prepare stamp; then the store's content hash
   c.kernels = make_kernels(deck.run.device, local_rank);
   c.warm_file = deck.route.warm_start.empty() ? c.run_dir + "/warmstart.h5" : deck.route.warm_start;
-  if (c.rank == 0) {
-    std::printf("dipaco %s: %d rank(s), %d path(s), %d thread(s) per rank, device %s, precision %s, memory per rank: %s\n",
-                DIPACO_VERSION, c.size, c.topo.paths, omp_get_max_threads(), c.kernels->name().c_str(),
-                deck.train.precision.c_str(), memory.describe().c_str());
-    std::fflush(stdout);
-  }
+  say("dipaco %s: %d rank(s), %d path(s), %d thread(s) per rank, device %s, precision %s, memory per rank: %s\n",
+      DIPACO_VERSION, c.size, c.topo.paths, omp_get_max_threads(), c.kernels->name().c_str(),
+      name(deck.train.precision).c_str(), memory.describe().c_str());
 }
 
 std::string json_strings(const std::vector<std::string>& v) {
@@ -363,19 +354,19 @@ void write_summary(const RunContext& c) {
     r.add_raw("files", json_strings(files_written(run_dir, c.warm_file)));
     write_file_atomic(run_dir + "/summary.json", r.str() + "\n");
 
-    std::printf("\ndone: %ld steps, %.0f tokens in %s (%.1fk tok/s)\n", long(deck.train.steps), double(sum.tokens),
-                format_duration(sum.wall_seconds).c_str(), sum.tokens / std::max(sum.wall_seconds, 1e-9) / 1000);
-    std::printf("validation %s: %.4f (windows of each path's shard); routed: %.4f\n", c.loss_unit.c_str(), sum.final_eval.bpb,
-                c.routed_bpb);
+    say("\ndone: %ld steps, %.0f tokens in %s (%.1fk tok/s)\n", long(deck.train.steps), double(sum.tokens),
+        format_duration(sum.wall_seconds).c_str(), sum.tokens / std::max(sum.wall_seconds, 1e-9) / 1000);
+    say("validation %s: %.4f (windows of each path's shard); routed: %.4f\n", c.loss_unit.c_str(), sum.final_eval.bpb,
+        c.routed_bpb);
     if (sum.rounds > 0) {
       const double sent = sum.sync_bytes + sum.path_bytes;
       char saving[96] = "no rank sent anything: one rank holds every path";
       if (sent > 0)
         std::snprintf(saving, sizeof saving, "data-parallel would be %.1f MB: %.0fx less", sum.dp_bytes / 1e6, sum.dp_bytes / sent);
-      std::printf("outer rounds: %ld; sync %.3f s = %.2f%% of wall time; %.2f MB sent per rank (%s)\n", sum.rounds,
-                  sum.sync_seconds, 100 * sum.sync_seconds / std::max(sum.wall_seconds, 1e-9), sent / 1e6, saving);
+      say("outer rounds: %ld; sync %.3f s = %.2f%% of wall time; %.2f MB sent per rank (%s)\n", sum.rounds,
+          sum.sync_seconds, 100 * sum.sync_seconds / std::max(sum.wall_seconds, 1e-9), sent / 1e6, saving);
     }
-    std::printf("results: %s/{metrics.jsonl,summary.json,eval.json,deck.ini}\n", run_dir.c_str());
+    say("results: %s/{metrics.jsonl,summary.json,eval.json,deck.ini}\n", run_dir.c_str());
   }
 }
 

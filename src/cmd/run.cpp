@@ -17,6 +17,7 @@
 #include "dipaco/cmd/exit_code.hpp"
 #include "dipaco/io/deck.hpp"
 #include "dipaco/io/input_error.hpp"
+#include "dipaco/io/log.hpp"
 #include "dipaco/cmd/pipeline.hpp"
 #include "dipaco/dist/signals.hpp"
 #include "dipaco/dist/watchdog.hpp"
@@ -61,6 +62,7 @@ int cmd_run(const Args& args) {
   int rank, size;
   MPI_Comm_rank(MPI_COMM_WORLD, &rank);
   MPI_Comm_size(MPI_COMM_WORLD, &size);
+  set_log_rank(rank);
   MPI_Comm fail_comm;
   MPI_Comm_dup(MPI_COMM_WORLD, &fail_comm);
   int code = kExitOk;

@@ -45,12 +45,10 @@ std::string routed_json(const RoutedEval& r, const Deck& deck, const std::string
 
 void print_routed(const RoutedEval& r, const std::string& unit) {
   const char* per = unit == "bits per byte" ? "bytes" : "tokens";
-  std::printf("routed validation: %.4f %s over %.0f scored %s (%ld routing decisions)\n", r.bpb, unit.c_str(), r.bytes, per,
-              r.segments);
+  say("routed validation: %.4f %s over %.0f scored %s (%ld routing decisions)\n", r.bpb, unit.c_str(), r.bytes, per, r.segments);
   for (size_t d = 0; d < r.domains.size(); ++d)
-    std::printf("  %-14s %.4f %s (%.0f %s)\n", r.domains[d].c_str(), r.domain_bpb[d], *per == 'b' ? "bpb" : "bits/token",
-                r.domain_bytes[d], per);
-  std::fflush(stdout);
+    say("  %-14s %.4f %s (%.0f %s)\n", r.domains[d].c_str(), r.domain_bpb[d], *per == 'b' ? "bpb" : "bits/token",
+        r.domain_bytes[d], per);
 }
 
 }  // namespace
@@ -80,7 +78,7 @@ bool load_evaluate(RunContext& c, const std::string&, std::string& note) {
 
 int make_evaluate(RunContext& c, const std::string& stamp) {
   if (c.deck.eval.reroute_every > 0 && !c.shards.has_router)
-    say(c.rank, "note: eval.reroute_every needs route.method = kmeans; each document is routed once");
+    say("note: eval.reroute_every needs route.method = kmeans; each document is routed once");
   const double t0 = MPI_Wtime();
   const RoutedEval routed = routed_evaluate(*c.trainer, c.split.val, path_of_val(c.shards, c.split.val.size()),
                                             c.shards.has_router ? &c.shards.router : nullptr, c.features(), c.deck);
@@ -91,7 +89,7 @@ int make_evaluate(RunContext& c, const std::string& stamp) {
     write_file_atomic(file, c.routed_text + "\n");
     // An evaluation that met a loss that is not finite is made again next time (the run exits non-zero).
     if (std::isfinite(routed.bpb)) write_file_atomic(c.run_dir + "/eval.stamp", stamp);
-    std::printf("stage evaluate: done in %s -> %s\n", format_duration(MPI_Wtime() - t0).c_str(), file.c_str());
+    say("stage evaluate: done in %s -> %s\n", format_duration(MPI_Wtime() - t0).c_str(), file.c_str());
     print_routed(routed, c.loss_unit);
   }
   return kExitOk;

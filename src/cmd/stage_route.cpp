@@ -71,7 +71,7 @@ bool in_fit_sample(const Document& d, double fraction) {
 // the file rank 0 writes. A rank's memory: the sample, a chunk, an int per document.
 ShardFile route_documents(const Deck& deck, const Split& split, FeatureModel& fm, int P, int rank, int size) {
   ShardFile s;
-  if (deck.route.method != "kmeans") {
+  if (deck.route.method != RouteMethod::kmeans) {
     s.train = assign_by_rule(split.train, P, deck.route.method);
     s.val = assign_by_rule(split.val, P, deck.route.method);
     return s;
@@ -263,16 +263,15 @@ int make_route(RunContext& c, const std::string& stamp) {
   // A rank keeps the lists of its own paths: from the whole lists when it made
   // them (rank 0 with caps, every rank routing by a rule), else from the file.
   const std::vector<int> held = c.topo.paths_of_rank(c.rank);
-  if (c.shards.block_id_width.empty() && (c.rank == 0 || deck.route.method != "kmeans")) keep_held(c.shards, c.split.train, held);
+  if (c.shards.block_id_width.empty() && (c.rank == 0 || deck.route.method != RouteMethod::kmeans)) keep_held(c.shards, c.split.train, held);
   else c.shards = read_shard_file(file, c.split, &held);
   const double seconds = MPI_Wtime() - t0;
   c.seconds.emplace_back("route", seconds);
   char took[32];  // short routings (the scale test's) in hundredths of a second
   std::snprintf(took, sizeof took, "%.2fs", seconds);
-  if (c.rank == 0)
-    std::printf("stage route: %s%s in %s; training documents per path: %s -> %s\n", deck.route.method.c_str(),
-                deck.route.method == "kmeans" ? (" (" + deck.route.routing + ")").c_str() : "",
-                seconds < 60 ? took : format_duration(seconds).c_str(), shard_sizes(c.shards.train_docs).c_str(), file.c_str());
+  say("stage route: %s%s in %s; training documents per path: %s -> %s\n", name(deck.route.method).c_str(),
+      deck.route.method == RouteMethod::kmeans ? (" (" + name(deck.route.routing) + ")").c_str() : "",
+      seconds < 60 ? took : format_duration(seconds).c_str(), shard_sizes(c.shards.train_docs).c_str(), file.c_str());
   return kExitOk;
 }
 
@@ -301,7 +300,7 @@ ShardFile reroute_by_loss(const Deck& deck, const Split& split, Trainer& t, Feat
   ShardFile s;
   s.round = round;
   s.has_router = true;
-  s.router = deck.route.refit == "logistic" ? refit_router_logistic(ft, C, primary, P) : refit_router(ft, C, primary, P);
+  s.router = deck.route.refit == Refit::logistic ? refit_router_logistic(ft, C, primary, P) : refit_router(ft, C, primary, P);
   s.train = by_path(paths_of_doc, P);
   s.val = by_path(nearest_paths(s.router, doc_features(fm, split.val)), P);
   return s;

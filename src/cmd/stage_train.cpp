@@ -53,9 +53,8 @@ void reshard(RunContext& c, size_t e, long at, const std::string& train_stamp) {
     c.shards = std::move(next);
     save_shards(file, c.shards, stamp, c.split, c.rank);
     keep_held(c.shards, c.split.train, held);
-    if (c.rank == 0)
-      std::printf("re-routing round %zu at step %ld: %ld document placements changed by loss in %s; per path: %s -> %s\n", e,
-                  at, moved, format_duration(MPI_Wtime() - t0).c_str(), shard_sizes(c.shards.train_docs).c_str(), file.c_str());
+    say("re-routing round %zu at step %ld: %ld document placements changed by loss in %s; per path: %s -> %s\n", e, at, moved,
+        format_duration(MPI_Wtime() - t0).c_str(), shard_sizes(c.shards.train_docs).c_str(), file.c_str());
   }
   c.trainer->set_shards(shards_of(c.split.train, c.shards.train), shards_of(c.split.val, c.shards.val), c.shards.train_bytes);
 }
@@ -79,7 +78,7 @@ int train_rounds(RunContext& c, const std::string& train_stamp) {
     diverged += c.summary.diverged;
     step = c.trainer->progress().step;
     if (c.summary.stop) {
-      say(c.rank, "exit " + std::to_string(int(kExitRequeue)) + ": checkpoint written; run the same command again to resume");
+      say("exit " + std::to_string(int(kExitRequeue)) + ": checkpoint written; run the same command again to resume");
       return kExitRequeue;
     }
   }
@@ -106,8 +105,7 @@ void set_train_deck(RunContext& c, const std::string& stamp) {
       const bool corpus = changes.find("corpus.content_hash") != std::string::npos;
       const bool keys = changes.find(',') != std::string::npos || !corpus;
       const char* what = corpus && keys ? "the deck and the corpus changed" : corpus ? "the corpus changed" : "the deck changed";
-      std::printf("stage train: %s (%s); earlier checkpoints moved to %s, training starts over\n", what, changes.c_str(),
-                  aside.c_str());
+      say("stage train: %s (%s); earlier checkpoints moved to %s, training starts over\n", what, changes.c_str(), aside.c_str());
     }
     c.train_deck = with_overrides(c.deck, {"run.restart=never"});
   }
@@ -163,13 +161,10 @@ int make_train(RunContext& c, const std::string& stamp) {
   set_train_deck(c, stamp);
   open_trainer(c);
   const long step = c.trainer->progress().step, steps = c.deck.train.steps;
-  if (c.rank == 0) {
-    if (!c.resumed.empty())
-      std::printf("stage train: resumed from %s at step %ld of %ld (outer round %ld)\n", c.resumed.c_str(), step, steps,
-                  c.trainer->progress().rounds);
-    else std::printf("stage train: %ld steps per path on %d path(s)\n", steps, c.topo.paths);
-    std::fflush(stdout);
-  }
+  if (!c.resumed.empty())
+    say("stage train: resumed from %s at step %ld of %ld (outer round %ld)\n", c.resumed.c_str(), step, steps,
+        c.trainer->progress().rounds);
+  else say("stage train: %ld steps per path on %d path(s)\n", steps, c.topo.paths);
   return train_rounds(c, stamp);
 }
 

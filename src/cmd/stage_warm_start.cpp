@@ -72,7 +72,7 @@ int make_warm_start(RunContext& c, const std::string& stamp) {
   const Deck& deck = c.deck;
   if (deck.route.warm_steps == 0) {
     c.warm = init_params(model_shape(deck), make_layout(model_shape(deck)), deck.run.seed);
-    say(c.rank, "stage warm start: none (route.warm_steps = 0); paths start from the seed's initialisation");
+    say("stage warm start: none (route.warm_steps = 0); paths start from the seed's initialisation");
     return kExitOk;
   }
   const Deck warm_deck = warm_start_deck(deck);
@@ -90,12 +90,12 @@ int make_warm_start(RunContext& c, const std::string& stamp) {
   Checkpointer ckpt(warm_deck, ckpt_dir, MPI_COMM_WORLD);
   const std::string resumed = ckpt.load(t, "auto", false);
   t.set_checkpointer(&ckpt);
-  say(c.rank, "stage warm start: a dense model on all training documents for " + std::to_string(deck.route.warm_steps) +
-                  " steps" + (resumed.empty() ? "" : ", resumed from " + resumed + " at step " + std::to_string(t.progress().step)));
+  say("stage warm start: a dense model on all training documents for " + std::to_string(deck.route.warm_steps) + " steps" +
+      (resumed.empty() ? "" : ", resumed from " + resumed + " at step " + std::to_string(t.progress().step)));
   const TrainSummary s = t.run();
   if (s.stop) {
-    say(c.rank, "exit " + std::to_string(int(kExitRequeue)) +
-                    ": stopped during the warm start with a checkpoint; run the same command again to resume");
+    say("exit " + std::to_string(int(kExitRequeue)) +
+        ": stopped during the warm start with a checkpoint; run the same command again to resume");
     return kExitRequeue;
   }
   c.kernels->to_host(c.warm.data(), t.paths()[0].params.get(), c.warm.size() * sizeof(float));
@@ -110,8 +110,8 @@ int make_warm_start(RunContext& c, const std::string& stamp) {
                      "its checkpoints in " + ckpt_dir + " are kept: run the same command again to write it");
   if (c.rank == 0) {
     fs::remove_all(ckpt_dir);  // warmstart.h5 replaces its checkpoints
-    std::printf("stage warm start: done in %s, validation bpb %.4f -> %s\n", format_duration(s.wall_seconds).c_str(),
-                s.final_eval.bpb, c.warm_file.c_str());
+    say("stage warm start: done in %s, validation bpb %.4f -> %s\n", format_duration(s.wall_seconds).c_str(), s.final_eval.bpb,
+        c.warm_file.c_str());
   }
   return kExitOk;
 }

@@ -74,7 +74,7 @@ void read_whole_export(hid_t f, TrainedModel& m) {
   // The path's layout by level: the whole-model block numbers of each level.
   ModelShape ps = model_shape(m.deck);
   ParamLayout lay = make_layout(ps);
-  const bool shared = m.deck.dipaco.shared == "embeddings";
+  const bool shared = m.deck.dipaco.shared == SharedGroups::embeddings;
   for (int p = 0; p < m.paths; ++p) {
     std::vector<float> arena(lay.total);
     read_tensors(open_group(f, shared ? "/embeddings" : "/paths/P" + std::to_string(p) + "/embeddings"), lay, arena.data(),
@@ -121,7 +121,7 @@ TrainedModel open_trained_model(const std::string& file) {
     m.source = read_attr_string(f, "source_checkpoint");
     read_whole_export(f, m);
   }
-  if (m.deck.data.tokenizer == "sentencepiece") m.tokenizer = tokenizer_of(f, m);
+  if (m.deck.data.tokenizer == TokenizerKind::sentencepiece) m.tokenizer = tokenizer_of(f, m);
   return m;
 }
 
@@ -155,8 +155,8 @@ RunRouter router_of_export(const TrainedModel& m) {
 }  // namespace
 
 RunRouter load_run_router(const TrainedModel& m, const std::string& shards) {
-  if (m.deck.route.method != "kmeans")
-    throw InputError("the run routed by route.method = " + m.deck.route.method +
+  if (m.deck.route.method != RouteMethod::kmeans)
+    throw InputError("the run routed by route.method = " + name(m.deck.route.method) +
                     ", not by features: there is no router (choose a path with --path)");
   if (m.kind == "whole-model export" && shards.empty()) return router_of_export(m);
   RunRouter r;

@@ -189,14 +189,14 @@ int Router::nearest_path(const float* f) const {
 }
 
 Router fit_router(const std::vector<float>& features, int dim, const std::vector<int>& modules_per_level,
-                  const std::string& mode, uint64_t seed, int max_iters) {
+                  Routing mode, uint64_t seed, int max_iters) {
   Router r;
-  r.mode = mode, r.dim = dim, r.modules_per_level = modules_per_level;
+  r.mode = name(mode), r.dim = dim, r.modules_per_level = modules_per_level;
   const size_t n = features.size() / dim;
   const int P = path_count(modules_per_level);
-  if (mode == "flat" || mode == "factorised") {
+  if (mode == Routing::flat || mode == Routing::factorised) {
     r.centroids.push_back(kmeans(features.data(), n, dim, P, seed, max_iters).centroids);
-    if (mode == "factorised") {  // a flat router whose rows are placed so that near clusters share modules
+    if (mode == Routing::factorised) {  // a flat router whose rows are placed so that near clusters share modules
       const std::vector<int> order = factorise(r.centroids[0], dim, modules_per_level, seed);
       std::vector<float> placed(r.centroids[0].size());
       for (int p = 0; p < P; ++p)
@@ -207,7 +207,7 @@ Router fit_router(const std::vector<float>& features, int dim, const std::vector
     return r;
   }
   const int levels = int(modules_per_level.size());
-  if (mode == "residual") {
+  if (mode == Routing::residual) {
     // Each level clusters what the levels above leave unexplained.
     std::vector<float> rest = features;
     for (int l = 0; l < levels; ++l) {

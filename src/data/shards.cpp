@@ -14,10 +14,10 @@
 
 namespace dipaco {
 
-Assignment assign_by_rule(const DocList& docs, int paths, const std::string& rule) {
+Assignment assign_by_rule(const DocList& docs, int paths, RouteMethod rule) {
   Assignment a(paths);
   std::map<std::string, int> domain_index;
-  if (rule == "domain") {
+  if (rule == RouteMethod::domain) {
     for (const Document& d : docs) domain_index.emplace(d.domain, 0);
     int i = 0;
     for (auto& [name, idx] : domain_index) idx = i++;
@@ -25,7 +25,7 @@ Assignment assign_by_rule(const DocList& docs, int paths, const std::string& rul
   docs.each_block(4096, [&](size_t first, const std::vector<Document>& block) {
     for (size_t j = 0; j < block.size(); ++j) {
       const Document& d = block[j];
-      int p = rule == "domain" ? domain_index[std::string(d.domain)] % paths : int(hash64(read_view(d.id), 17) % uint64_t(paths));
+      int p = rule == RouteMethod::domain ? domain_index[std::string(d.domain)] % paths : int(hash64(read_view(d.id), 17) % uint64_t(paths));
       a[p].push_back(int(first + j));
     }
   });

@@ -94,9 +94,9 @@ std::unique_ptr<DeviceSum> make_nccl(MPI_Comm comm, std::string* why) {
 
 }  // namespace
 
-std::unique_ptr<DeviceSum> make_device_sum(const std::string& mode, const Kernels& k, MPI_Comm comm, std::string* why) {
+std::unique_ptr<DeviceSum> make_device_sum(PathAllreduce mode, const Kernels& k, MPI_Comm comm, std::string* why) {
   std::unique_ptr<DeviceSum> s;
-  if (mode == "mpi") {
+  if (mode == PathAllreduce::mpi) {
     *why = "run.path_allreduce = mpi";
   } else if (!k.device_memory()) {
     *why = "the kernels are " + k.name() + "'s, in host memory";
@@ -108,7 +108,7 @@ std::unique_ptr<DeviceSum> make_device_sum(const std::string& mode, const Kernel
     *why = "this build has no NCCL header";
 #endif
   }
-  if (!s && mode == "nccl") throw std::runtime_error("run.path_allreduce = nccl, but NCCL cannot be used: " + *why);
+  if (!s && mode == PathAllreduce::nccl) throw std::runtime_error("run.path_allreduce = nccl, but NCCL cannot be used: " + *why);
   return s;
 }
 

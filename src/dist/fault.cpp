@@ -27,7 +27,7 @@ void fault_point(const Deck& deck, const char* phase) {
   int rank = 0;
   MPI_Comm_rank(MPI_COMM_WORLD, &rank);
   if (rank != deck.fault.kill_rank) return;
-  const bool launcher = deck.fault.kill_target == "mpirun", hang = deck.fault.kill_target == "stop";
+  const bool launcher = deck.fault.kill_target == KillTarget::mpirun, hang = deck.fault.kill_target == KillTarget::stop;
   std::fprintf(stderr, "fault: rank %d at %s #%ld: %s\n", rank, phase, n,
                hang ? "SIGSTOP to this rank" : launcher ? "SIGKILL to mpirun and this rank" : "SIGKILL to this rank");
   std::fflush(stderr);

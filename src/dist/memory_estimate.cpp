@@ -37,7 +37,7 @@ MemoryEstimate estimate_memory(const Deck& deck, const Topology& topo, int rank,
   const ParamLayout layout = make_layout(shape);
   const double A = 4.0 * double(layout.total);  // one full arena in bytes
   const double own = double(topo.paths_of_rank(rank).size());
-  const bool replicas = deck.dipaco.replica_mode == "diloco";
+  const bool replicas = deck.dipaco.replica_mode == ReplicaMode::diloco;
   const int micro = replicas ? 0 : deck.train.micro_batch;
   const int local_batch = replicas ? deck.train.batch_size : micro > 0 ? micro : deck.train.batch_size / topo.ranks_per_path;
   MemoryEstimate e;
@@ -50,7 +50,7 @@ MemoryEstimate estimate_memory(const Deck& deck, const Topology& topo, int rank,
     units += 4.0 * double(floats);
     largest_comm = std::max(largest_comm, double(ranks.size()));
   };
-  if (deck.dipaco.shared == "embeddings") unit(layout.groups[0].size, std::vector<int>(topo.ranks), true);
+  if (deck.dipaco.shared == SharedGroups::embeddings) unit(layout.groups[0].size, std::vector<int>(topo.ranks), true);
   for (int l = 0; l < topo.levels(); ++l) {
     // A private level: a unit per path only where DiLoCo replicas average it.
     if (topo.is_private(l)) {
@@ -64,12 +64,12 @@ MemoryEstimate estimate_memory(const Deck& deck, const Topology& topo, int rank,
     }
   }
 
-  e.params = own * 3 * A + A + 2 * units + (deck.train.early_stop == "path" ? own * A : 0);
+  e.params = own * 3 * A + A + 2 * units + (deck.train.early_stop == EarlyStop::path ? own * A : 0);
   // The training Model, and the routing features' Model of a whole batch (allocated, hence written: the
   // CPU backend zeroes what it allocates).
   // Fused attention saves no probabilities: the CPU's always, CUDA's up to its widest head.
-  const bool fused = deck.run.device == "cpu" || shape.C / shape.H <= kCudaFusedAttentionMaxHead;
-  const bool bf16 = deck.train.precision == "bf16";
+  const bool fused = deck.run.device == Device::cpu || shape.C / shape.H <= kCudaFusedAttentionMaxHead;
+  const bool bf16 = deck.train.precision == Precision::bf16;
   e.activations =
       model_activation_bytes(shape, local_batch, fused, bf16) + model_activation_bytes(shape, deck.train.batch_size, fused, bf16);
   // The text stays on disk in the mapped token store; what is held is a view of each
@@ -82,11 +82,11 @@ MemoryEstimate estimate_memory(const Deck& deck, const Topology& topo, int rank,
   e.buffers = 2 * A + 3 * A + 2 * largest + 5 * largest;
   if (deck.dipaco.inner_steps > 0) {
     e.buffers += own * largest;  // each own path's outer gradient
-    if (deck.dipaco.outer_dtype != "fp32") {
+    if (deck.dipaco.outer_dtype != OuterDtype::fp32) {
       // Every unit's ring at once: the outer gradients of all units, the rings' encoded buffers
       // (bf16 at most half the floats), their chunk sums and the units' sums.
       e.buffers += own * (A - largest) + A / 2 + 3 * A;
-      if (deck.dipaco.error_feedback == "on") e.params += own * A, e.buffers += own * A;  // residuals, their host copies
+      if (deck.dipaco.error_feedback == ErrorFeedback::on) e.params += own * A, e.buffers += own * A;  // residuals, their host copies
       if (deck.dipaco.overlap_steps > 0) e.buffers += own * A;  // the paths' weights at the post
     } else if (largest_comm > 1) {
       e.buffers += 2 * largest;  // MPI's scratch for the int64 all-reduce
@@ -147,7 +147,7 @@ double available_memory_bytes() {
 MemoryEstimate check_memory(const Deck& deck, const Topology& topo, int rank, MPI_Comm comm) {
   const MemoryEstimate e = estimate_memory(deck, topo, rank, corpus_file_bytes(deck));
   // On a GPU the model's buffers are device memory, which MemAvailable does not describe: printed, not enforced.
-  if (deck.run.device != "cpu") return e;
+  if (deck.run.device != Device::cpu) return e;
   // Ranks on one node share its memory.
   MPI_Comm node;
   MPI_Comm_split_type(comm, MPI_COMM_TYPE_SHARED, rank, MPI_INFO_NULL, &node);

@@ -171,7 +171,7 @@ std::string Checkpointer::load(Trainer& t, const std::string& restart, bool forc
     candidates = {restart};
   }
   const ParamLayout& layout = t.layout();
-  const int replicas = t.deck().dipaco.replica_mode == "diloco" ? t.topology().ranks_per_path : 1;
+  const int replicas = t.deck().dipaco.replica_mode == ReplicaMode::diloco ? t.topology().ranks_per_path : 1;
   // What this rank restores from a file written with `stored` replicas per path: its own
   // replica when the file has it, else replica 0 (another rank count: a warning says so).
   auto groups_for = [&](long stored) {

@@ -51,7 +51,7 @@ double checkpoint_bytes(Trainer& t, const std::vector<int>& stored) {
   // The float datasets: every path's arena twice (adam_m, adam_v; three times with outer_error) and its
   // stored params groups for each stored replica, every sync unit's anchor and momentum.
   const int paths = t.topology().paths;
-  const int replicas = t.deck().dipaco.replica_mode == "diloco" ? t.topology().ranks_per_path : 1;
+  const int replicas = t.deck().dipaco.replica_mode == ReplicaMode::diloco ? t.topology().ranks_per_path : 1;
   double columns = (OuterOptimizer::error_feedback(t.deck()) ? 3.0 : 2.0) * double(layout.total);  // + outer_error
   for (int g : stored) columns += double(layout.groups[g].size);
   double data = 4 * columns * paths * replicas, meta = 0;

@@ -248,7 +248,7 @@ void write_paths(hid_t f, Trainer& t, const std::vector<int>& stored, int rank, 
   std::vector<long> steps(topo.paths, 0);
   for (auto& p : t.paths()) steps[p.id] = p.step;
   watched("agreeing on the paths' steps", [&] { MPI_Allreduce(MPI_IN_PLACE, steps.data(), topo.paths, MPI_LONG, MPI_MAX, comm); });
-  const int replicas = t.deck().dipaco.replica_mode == "diloco" ? topo.ranks_per_path : 1;
+  const int replicas = t.deck().dipaco.replica_mode == ReplicaMode::diloco ? topo.ranks_per_path : 1;
   attr_long(paths, "replicas", replicas);
   attr_array<long>(paths, "steps", H5T_NATIVE_LONG, steps);
   attr_array<double>(paths, "shard_tokens", H5T_NATIVE_DOUBLE, t.shard_bytes());  // bytes; the name is the file format's

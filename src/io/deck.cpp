@@ -41,12 +41,10 @@ double parse_float(const std::string& key, const std::string& v, double lo, doub
   bad_value(key, v, "a number in [" + fmt(lo) + ", " + fmt(hi) + "]");
 }
 
-std::string parse_choice(const std::string& key, const std::string& v, const std::string& choices) {
-  std::stringstream ss(choices);
-  std::string c;
-  while (std::getline(ss, c, '|'))
-    if (c == v) return v;
-  bad_value(key, v, "one of " + choices);
+template <typename E>
+E parse_choice(const std::string& key, const std::string& v) {
+  if (const auto x = choice_of<E>(v)) return *x;
+  bad_value(key, v, "one of " + std::string(choice_names<E>));
 }
 
 // Strings are written back into the resolved deck (deck.ini, checkpoints), so
@@ -103,8 +101,9 @@ constexpr long long field_max(long long hi) {
   DeckKey{NAME, "float", DEF, HELP, [](Deck& d, const std::string& v) { d.FIELD = parse_float(NAME, v, LO, HI); }}
 #define K_STR(NAME, FIELD, DEF, HELP) \
   DeckKey{NAME, "string", DEF, HELP, [](Deck& d, const std::string& v) { d.FIELD = parse_string(NAME, v); }}
-#define K_CHOICE(NAME, FIELD, DEF, CHOICES, HELP) \
-  DeckKey{NAME, CHOICES, DEF, HELP, [](Deck& d, const std::string& v) { d.FIELD = parse_choice(NAME, v, CHOICES); }}
+#define K_CHOICE(NAME, FIELD, DEF, HELP)                                                     \
+  DeckKey{NAME, std::string(choice_names<decltype(Deck::FIELD)>), DEF, HELP,                  \
+          [](Deck& d, const std::string& v) { d.FIELD = parse_choice<decltype(d.FIELD)>(NAME, v); }}
 #define K_LIST(NAME, FIELD, DEF, LO, HI, HELP) \
   DeckKey{NAME, "list", DEF, HELP, [](Deck& d, const std::string& v) { d.FIELD = parse_list(NAME, v, LO, HI); }}
 
@@ -113,8 +112,8 @@ std::vector<DeckKey> make_keys() {
       DeckKey{"run.name", "string", "quickstart", "run name; output goes to <out_dir>/<name>",
               [](Deck& d, const std::string& v) { d.run.name = parse_run_name("run.name", v); }},
       K_STR("run.out_dir", run.out_dir, "runs", "directory that holds run directories"),
-      K_CHOICE("run.device", run.device, "cpu", "cpu|cuda", "where kernels run (cuda: one GPU per rank)"),
-      K_CHOICE("run.path_allreduce", run.path_allreduce, "auto", "auto|mpi|nccl",
+      K_CHOICE("run.device", run.device, "cpu", "where kernels run (cuda: one GPU per rank)"),
+      K_CHOICE("run.path_allreduce", run.path_allreduce, "auto",
                "how the ranks of one path sum their gradients (replica_mode = data): auto is NCCL on the GPUs where "
                "run.device = cuda and every rank can load libnccl.so.2 (one GPU each), else MPI through host memory"),
       K_INT("run.seed", run.seed, "1234", 0, kBig, "seed for initialisation, data order and faults").at(DeckStage::warm_start),
@@ -137,12 +136,12 @@ std::vector<DeckKey> make_keys() {
       K_INT("data.eot_token", data.eot_token, "-1", -1, 2147483647,
             "token inputs' end-of-text id (-1: the format's own: 50256 in GPT-2 llm.c shards, 128000 in Llama 3 ones; "
             "Megatron: a new id past the largest, or a document's last token when it equals this)").at(DeckStage::prepare),
-      K_CHOICE("data.tokenizer", data.tokenizer, "bytes", "bytes|sentencepiece",
+      K_CHOICE("data.tokenizer", data.tokenizer, "bytes",
                "how text becomes tokens: bytes (vocabulary 256), or a SentencePiece model encoding it at prepare").at(DeckStage::prepare),
       K_STR("data.tokenizer_model", data.tokenizer_model, "",
             "a SentencePiece .model (empty with data.tokenizer = sentencepiece: one is trained at prepare on the training text)").at(DeckStage::prepare),
       K_INT("data.tokenizer_vocab", data.tokenizer_vocab, "4000", 300, 1 << 20, "ids of a tokenizer trained at prepare").at(DeckStage::prepare),
-      K_CHOICE("data.tokenizer_type", data.tokenizer_type, "unigram", "unigram|bpe", "the kind of tokenizer trained at prepare").at(DeckStage::prepare),
+      K_CHOICE("data.tokenizer_type", data.tokenizer_type, "unigram", "the kind of tokenizer trained at prepare").at(DeckStage::prepare),
       K_FLOAT("data.tokenizer_sample_mb", data.tokenizer_sample_mb, "20", 0.01, 1e5,
               "MB of training text (documents chosen by a hash of the id) a tokenizer is trained on").at(DeckStage::prepare),
       K_STR("data.decode_table", data.decode_table, "",
@@ -172,7 +171,7 @@ std::vector<DeckKey> make_keys() {
       K_FLOAT("train.beta2", train.beta2, "0.95", 0, 0.999999, "AdamW beta2").at(DeckStage::warm_start),
       K_FLOAT("train.eps", train.eps, "1e-8", 1e-30, 1, "AdamW epsilon").at(DeckStage::warm_start),
       K_FLOAT("train.grad_clip", train.grad_clip, "1.0", 0, 1e9, "global gradient-norm clip (0: off)").at(DeckStage::warm_start),
-      K_CHOICE("train.precision", train.precision, "fp32", "fp32|tf32|bf16",
+      K_CHOICE("train.precision", train.precision, "fp32",
                "matmul precision (bf16: bf16 inputs, fp32 accumulation; weights stay fp32; tf32: fp32 inputs "
                "rounded to tf32 on CUDA tensor cores, the same as fp32 on the CPU)").at(DeckStage::warm_start),
       K_FLOAT("train.diverge_factor", train.diverge_factor, "4", 0, 1e9,
@@ -181,11 +180,12 @@ std::vector<DeckKey> make_keys() {
       K_INT("train.diverge_limit", train.diverge_limit, "3", 0, kBig,
             "divergences a path may have (each: back to its anchors, the batch skipped, left out of its outer round) "
             "before the job ends with exit code 5; a path without anchors (dense, warm start) ends it at the first"),
-      K_CHOICE("train.early_stop", train.early_stop, "none", "none|path", "path: each path ends on its weights with the best bpb on its own validation shard").at(DeckStage::train),
+      K_CHOICE("train.early_stop", train.early_stop, "none",
+               "path: each path ends on its weights with the best bpb on its own validation shard").at(DeckStage::train),
 
-      K_CHOICE("route.method", route.method, "hash", "hash|domain|kmeans",
+      K_CHOICE("route.method", route.method, "hash",
                "how documents reach paths: hash of the id, domain label, or k-means on prefix features").at(DeckStage::route),
-      K_CHOICE("route.routing", route.routing, "product", "product|residual|flat|factorised",
+      K_CHOICE("route.routing", route.routing, "product",
                "kmeans: one k-means per level on its slice of the features (product), one per level on what the "
                "levels above leave (residual: level 0 on the features, level 1 on feature minus level-0 centroid), "
                "one with P centroids (flat), or flat with its clusters placed on the modules so that near "
@@ -201,7 +201,7 @@ std::vector<DeckKey> make_keys() {
       K_INT("route.overlap", route.overlap, "1", 1, 4096, "each training document goes to its k nearest paths").at(DeckStage::route),
       K_INT("route.em_rounds", route.em_rounds, "0", 0, 1000,
             "re-shardings during training: documents move to the path with the lowest loss, the router is refit").at(DeckStage::train),
-      K_CHOICE("route.refit", route.refit, "centroid", "centroid|logistic",
+      K_CHOICE("route.refit", route.refit, "centroid",
                "re-sharding: the router refit to the new shards (nearest centroid, or logistic regression on the features)").at(DeckStage::train),
       K_INT("route.em_candidates", route.em_candidates, "4", 0, 4096,
             "re-sharding: paths whose loss is measured per document, the nearest by the router (0: all)").at(DeckStage::train),
@@ -220,18 +220,20 @@ std::vector<DeckKey> make_keys() {
             "outer rounds over which the outer lr grows linearly: round r (from 0) uses outer_lr * min(1, (r + 1) / "
             "outer_warmup) (0: the full outer lr from the first round)").at(DeckStage::train),
       K_FLOAT("dipaco.outer_momentum", dipaco.outer_momentum, "0.9", 0, 0.999999, "outer Nesterov momentum").at(DeckStage::train),
-      K_CHOICE("dipaco.shared", dipaco.shared, "embeddings", "embeddings|none", "groups shared by all paths: embeddings (tokens, positions, final norm) or none (private)").at(DeckStage::train).shaping(),
-      K_CHOICE("dipaco.sharing_scale", dipaco.sharing_scale, "none", "none|sqrt", "multiply a module's outer gradient by sqrt(paths sharing it)").at(DeckStage::train),
-      K_CHOICE("dipaco.replica_mode", dipaco.replica_mode, "data", "data|diloco",
+      K_CHOICE("dipaco.shared", dipaco.shared, "embeddings",
+               "groups shared by all paths: embeddings (tokens, positions, final norm) or none (private)").at(DeckStage::train).shaping(),
+      K_CHOICE("dipaco.sharing_scale", dipaco.sharing_scale, "none",
+               "multiply a module's outer gradient by sqrt(paths sharing it)").at(DeckStage::train),
+      K_CHOICE("dipaco.replica_mode", dipaco.replica_mode, "data",
                "the R/P ranks of a path: data (gradient all-reduce every step) or diloco (independent workers, averaged every H steps)").at(DeckStage::train),
-      K_CHOICE("dipaco.outer_dtype", dipaco.outer_dtype, "fp32", "fp32|bf16|int8|fp4",
+      K_CHOICE("dipaco.outer_dtype", dipaco.outer_dtype, "fp32",
                "type outer gradients travel in: fp32 (an exact int64 fixed-point all-reduce), or bf16, int8, fp4 "
                "(int8 and fp4 with a scale per 128 values) through a ring re-encoding at every hop, summed in fp32").at(DeckStage::train),
       K_INT("dipaco.overlap_steps", dipaco.overlap_steps, "0", 0, kBig,
             "tau: an outer round's sums travel while the paths train tau more steps, then each path takes the new "
             "anchor plus what it learnt in those steps (0: the paths wait for the sums; needs outer_dtype bf16|int8|fp4 "
             "and tau < inner_steps)").at(DeckStage::train),
-      K_CHOICE("dipaco.error_feedback", dipaco.error_feedback, "on", "on|off",
+      K_CHOICE("dipaco.error_feedback", dipaco.error_feedback, "on",
                "bf16/int8/fp4 outer gradients: each path keeps what encoding lost and adds it to its next outer gradient "
                "(kept in checkpoints)").at(DeckStage::train),
 
@@ -248,7 +250,7 @@ std::vector<DeckKey> make_keys() {
       K_STR("fault.kill_at", fault.kill_at, "",
             "tests: PHASE:N kills rank fault.kill_rank the N-th time it reaches PHASE (prepare|warm_start|route|inner|outer_allreduce|checkpoint|eval)"),
       K_INT("fault.kill_rank", fault.kill_rank, "0", 0, 1 << 30, "tests: the rank fault.kill_at kills"),
-      K_CHOICE("fault.kill_target", fault.kill_target, "rank", "rank|mpirun|stop",
+      K_CHOICE("fault.kill_target", fault.kill_target, "rank",
                "tests: fault.kill_at kills the rank, or mpirun and then the rank, or stops the rank (SIGSTOP: a hung peer)"),
       K_FLOAT("fault.step_delay", fault.step_delay, "0", 0, 60, "tests: seconds every inner step sleeps (a run that lives long enough to be stopped)"),
       K_INT("fault.slow_path", fault.slow_path, "-1", -1, kMaxPaths, "benchmarks: this path is a straggler (-1: none)"),
@@ -492,9 +494,9 @@ void check_cross_keys(Deck& deck) {
   if (deck.train.micro_batch > 0 && deck.train.batch_size % deck.train.micro_batch != 0)
     throw DeckError("train.micro_batch = " + std::to_string(deck.train.micro_batch) + " must divide train.batch_size = " +
                     std::to_string(deck.train.batch_size));
-  if (deck.dipaco.replica_mode == "diloco" && deck.dipaco.inner_steps == 0)
+  if (deck.dipaco.replica_mode == ReplicaMode::diloco && deck.dipaco.inner_steps == 0)
     throw DeckError("dipaco.replica_mode = diloco needs dipaco.inner_steps > 0 (the replicas meet only in outer rounds)");
-  if (deck.route.em_rounds > 0 && deck.route.method != "kmeans")
+  if (deck.route.em_rounds > 0 && deck.route.method != RouteMethod::kmeans)
     throw DeckError("route.em_rounds needs route.method = kmeans (re-routing refits the router)");
   if (const auto& r = deck.route; r.min_shard_fraction > 0) {
     long paths = 1;
@@ -503,10 +505,10 @@ void check_cross_keys(Deck& deck) {
       throw DeckError("route.min_shard_fraction = " + deck.values["route.min_shard_fraction"] + " must be at most 1/paths = 1/" +
                       std::to_string(paths) + " and at most route.max_shard_fraction = " + deck.values["route.max_shard_fraction"]);
   }
-  if (deck.run.path_allreduce == "nccl" && deck.run.device != "cuda")
+  if (deck.run.path_allreduce == PathAllreduce::nccl && deck.run.device != Device::cuda)
     throw DeckError("run.path_allreduce = nccl needs run.device = cuda (NCCL sums GPU memory)");
   if (const auto& d = deck.dipaco; d.overlap_steps > 0) {
-    if (d.outer_dtype == "fp32")
+    if (d.outer_dtype == OuterDtype::fp32)
       throw DeckError("dipaco.overlap_steps = " + std::to_string(d.overlap_steps) +
                       " needs dipaco.outer_dtype = bf16, int8 or fp4 (fp32 outer gradients are summed by a blocking all-reduce)");
     if (d.overlap_steps >= d.inner_steps)

@@ -59,8 +59,6 @@ ParamLayout make_layout(const ModelShape& s) {
   return L;
 }
 
-size_t count_non_embedding(const ModelShape& s) { return size_t(s.L) * (12 * size_t(s.C) * s.C + 13 * size_t(s.C)) + 2 * s.C; }
-
 std::vector<float> init_params(const ModelShape& s, const ParamLayout& layout, uint64_t seed) {
   std::vector<float> p(layout.total, 0.0f);
   std::mt19937_64 rng(seed);

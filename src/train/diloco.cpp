@@ -13,14 +13,14 @@ namespace dipaco {
 
 OuterOptimizer::OuterOptimizer(const Deck& deck, const Topology& topo, const ParamLayout& layout, Kernels& k,
                                MPI_Comm world)
-    : deck_(deck), topo_(topo), layout_(layout), k_(k), codec_(parse_outer_dtype(deck.dipaco.outer_dtype)) {
+    : deck_(deck), topo_(topo), layout_(layout), k_(k), codec_(deck.dipaco.outer_dtype) {
   MPI_Comm_rank(world, &rank_);
   std::vector<int> all(topo.paths), world_ranks(topo.ranks);
   for (int p = 0; p < topo.paths; ++p) all[p] = p;
   for (int r = 0; r < topo.ranks; ++r) world_ranks[r] = r;
   // Private groups of DiLoCo replicas: averaged among the replicas of their
   // path (otherwise they would drift apart for good); never across paths.
-  const bool replica_units = deck.dipaco.replica_mode == "diloco" && topo.ranks_per_path > 1;
+  const bool replica_units = deck.dipaco.replica_mode == ReplicaMode::diloco && topo.ranks_per_path > 1;
   auto add_path_units = [&](const std::string& name, int group, int level) {
     for (int p = 0; p < topo.paths; ++p) {
       auto ranks = topo.ranks_of_path(p);
@@ -28,7 +28,7 @@ OuterOptimizer::OuterOptimizer(const Deck& deck, const Topology& topo, const Par
       units_.push_back({name + ".P" + std::to_string(p), group, level, -1, p, {p}, mine, ranks, MPI_COMM_NULL, {}, {}});
     }
   };
-  if (deck.dipaco.shared == "embeddings") units_.push_back({"embeddings", 0, -1, -1, -1, all, true, world_ranks, MPI_COMM_NULL, {}, {}});
+  if (deck.dipaco.shared == SharedGroups::embeddings) units_.push_back({"embeddings", 0, -1, -1, -1, all, true, world_ranks, MPI_COMM_NULL, {}, {}});
   else if (replica_units) add_path_units("embeddings", 0, -1);
   for (int l = 0; l < topo.levels(); ++l) {
     const std::string level = "L" + std::to_string(l);
@@ -100,7 +100,7 @@ bool OuterOptimizer::fault_dropped(long index, int p) const {
 }
 
 std::vector<int> OuterOptimizer::term_owners(const SyncUnit& u, long index) const {
-  const bool replicas = deck_.dipaco.replica_mode == "diloco";
+  const bool replicas = deck_.dipaco.replica_mode == ReplicaMode::diloco;
   auto comm_rank = [&](int world) { return int(std::lower_bound(u.ranks.begin(), u.ranks.end(), world) - u.ranks.begin()); };
   std::vector<int> owners;
   for (int p : u.paths) {
@@ -122,7 +122,7 @@ void OuterOptimizer::post_unit(size_t ui, long index, const std::vector<PathStat
   const size_t n = g.size;
   // Data-parallel ranks of a path hold the same weights: the first counts for
   // the path. DiLoCo replicas differ: each counts for an equal share.
-  const bool replicas = deck_.dipaco.replica_mode == "diloco";
+  const bool replicas = deck_.dipaco.replica_mode == ReplicaMode::diloco;
   const bool contributes = replicas || topo_.rank_in_path(rank_) == 0;
   const double share = replicas ? 1.0 / topo_.ranks_per_path : 1.0;
   f.outer_lr = outer_lr_at(deck_, index);
@@ -130,7 +130,7 @@ void OuterOptimizer::post_unit(size_t ui, long index, const std::vector<PathStat
   f.total = 0;
   for (int p : u.paths)
     if (!dropped(index, p)) f.total += shard_bytes[p];
-  const double scale = deck_.dipaco.sharing_scale == "sqrt" ? std::sqrt(double(u.paths.size())) : 1.0;
+  const double scale = deck_.dipaco.sharing_scale == SharingScale::sqrt ? std::sqrt(double(u.paths.size())) : 1.0;
   f.fed.clear(), f.snapshots.clear();
   std::vector<const float*> terms;
   std::vector<RingTerm> ring_terms;

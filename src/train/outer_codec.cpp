@@ -33,24 +33,6 @@ float block_amax(const float* x, size_t m) {
 
 }  // namespace
 
-OuterDtype parse_outer_dtype(const std::string& name) {
-  if (name == "fp32") return OuterDtype::fp32;
-  if (name == "bf16") return OuterDtype::bf16;
-  if (name == "int8") return OuterDtype::int8;
-  if (name == "fp4") return OuterDtype::fp4;
-  throw std::invalid_argument("unknown outer dtype '" + name + "' (fp32|bf16|int8|fp4)");
-}
-
-const char* outer_dtype_name(OuterDtype t) {
-  switch (t) {
-    case OuterDtype::fp32: return "fp32";
-    case OuterDtype::bf16: return "bf16";
-    case OuterDtype::int8: return "int8";
-    case OuterDtype::fp4: return "fp4";
-  }
-  return "?";
-}
-
 size_t OuterCodec::block_bytes(size_t m) const {
   switch (t_) {
     case OuterDtype::fp32: return 4 * m;

@@ -13,6 +13,7 @@
 #include "dipaco/dist/fault.hpp"
 #include "dipaco/dist/signals.hpp"
 #include "dipaco/dist/watchdog.hpp"
+#include "dipaco/io/log.hpp"
 #include "dipaco/model/optimizer.hpp"
 #include "dipaco/train/trainer.hpp"
 
@@ -73,7 +74,7 @@ EvalResult Trainer::evaluate() {
 // communicator), since each path keeps its best weights now.
 void Trainer::evaluate_between_rounds(long step) {
   std::vector<double> sums = local_eval_sums();
-  if (deck_.train.early_stop == "path") {
+  if (deck_.train.early_stop == EarlyStop::path) {
     if (topo_.ranks_per_path > 1) {
       CollectiveScope wait("the evaluation all-reduce of a path");
       MPI_Allreduce(MPI_IN_PLACE, sums.data(), int(sums.size()), MPI_DOUBLE, MPI_SUM, path_comm_);
@@ -95,7 +96,7 @@ void Trainer::note_losses(long from, long to, const std::vector<std::vector<doub
 // Rank 0's progress line from the paths it trains; the others' losses are
 // known as of the last boundary.
 void Trainer::print_progress(long step) {
-  if (rank_ != 0 || !verbose_) return;
+  if (!verbose_) return;
   const int P = topo_.paths;
   const size_t row = size_t(step - 1 - pending_.from) * P;
   double loss = 0;
@@ -108,10 +109,8 @@ void Trainer::print_progress(long step) {
   if (std::isfinite(last_val_bpb_)) std::snprintf(val, sizeof val, "%.4f", last_val_bpb_);
   if (int(paths_.size()) < P)
     std::snprintf(which, sizeof which, " (%zu of %d paths; all as of step %ld)", paths_.size(), P, pending_.from);
-  std::printf("step %6ld/%ld | loss %.4f%s | val bpb %s | %.1fk tok/s | elapsed %s | ETA %s\n", step,
-              long(deck_.train.steps), loss, which, val, rate / 1000, format_duration(elapsed).c_str(),
-              format_duration(eta).c_str());
-  std::fflush(stdout);
+  say("step %6ld/%ld | loss %.4f%s | val bpb %s | %.1fk tok/s | elapsed %s | ETA %s\n", step, long(deck_.train.steps), loss,
+      which, val, rate / 1000, format_duration(elapsed).c_str(), format_duration(eta).c_str());
 }
 
 // This rank's stop request: a signal, a limit of the session, or the one the
@@ -192,10 +191,7 @@ StopRequest Trainer::round_boundary(long step, StopRequest wanted, EvalResult* l
     if (rank_ == 0 && metrics_)
       metrics_->write(JsonRecord().add("type", "eval").add("step", evals[e].step).add("val_bpb", last.bpb)
                           .add("elapsed", evals[e].elapsed).add_raw("path_val_bpb", json_array(last.path_bpb)));
-    if (rank_ == 0 && verbose_) {
-      std::printf("eval  step %6ld | val bpb %.4f\n", evals[e].step, last.bpb);
-      std::fflush(stdout);
-    }
+    if (verbose_) say("eval  step %6ld | val bpb %.4f\n", evals[e].step, last.bpb);
   }
   pending_.clear(step);
   if (last_eval) *last_eval = last;

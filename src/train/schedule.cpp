@@ -22,7 +22,7 @@ RoundSchedule::RoundSchedule(const Deck& deck, long first, long until)
       checkpoint_every_(deck.checkpoint.every),
       stop_after_(deck.run.stop_after),
       max_hours_(deck.run.max_hours),
-      early_stop_(deck.train.early_stop == "path") {}
+      early_stop_(deck.train.early_stop == EarlyStop::path) {}
 
 long RoundSchedule::chunk_end(long step) const {
   long next = end_;

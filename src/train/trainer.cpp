@@ -10,6 +10,7 @@
 #include "dipaco/io/checkpoint.hpp"
 #include "dipaco/dist/fault.hpp"
 #include "dipaco/io/files.hpp"
+#include "dipaco/io/log.hpp"
 #include "dipaco/model/optimizer.hpp"
 #include "dipaco/dist/signals.hpp"
 #include "dipaco/dist/watchdog.hpp"
@@ -35,18 +36,18 @@ Trainer::Trainer(const Deck& deck, MPI_Comm world, Kernels& k, const std::vector
   MPI_Comm_rank(world, &rank_);
   MPI_Comm_size(world, &world_size_);
   topo_ = make_topology(deck.dipaco.modules_per_level, world_size_, deck.dipaco.private_levels);
-  replicas_ = deck.dipaco.replica_mode == "diloco";
+  replicas_ = deck.dipaco.replica_mode == ReplicaMode::diloco;
   micro_ = replicas_ ? 0 : deck.train.micro_batch;
   if (!replicas_ && micro_ == 0 && deck.train.batch_size % topo_.ranks_per_path != 0) {
     // A batch the path's ranks cannot split evenly (the warm start of 16 sequences on 64 ranks) is
     // dealt out in micro-batches of one sequence, summed exactly; ranks beyond the batch add nothing.
     micro_ = 1;
-    if (rank_ == 0 && verbose)
-      std::printf("note: train.batch_size = %d is not divisible by the %d ranks of a path: micro-batches of 1 "
-                  "sequence dealt to them in turn (set train.micro_batch to choose)\n",
-                  deck.train.batch_size, topo_.ranks_per_path);
+    if (verbose)
+      say("note: train.batch_size = %d is not divisible by the %d ranks of a path: micro-batches of 1 "
+          "sequence dealt to them in turn (set train.micro_batch to choose)\n",
+          deck.train.batch_size, topo_.ranks_per_path);
   }
-  precision_ = parse_precision(deck.train.precision);
+  precision_ = deck.train.precision;
   // Data parallel: the path's batch is split over its ranks, or into fixed micro-batches dealt to them in
   // turn (train.micro_batch). DiLoCo replicas: each trains a whole batch of its own.
   local_batch_ = replicas_ ? deck.train.batch_size : micro_ > 0 ? micro_ : deck.train.batch_size / topo_.ranks_per_path;
@@ -63,9 +64,8 @@ Trainer::Trainer(const Deck& deck, MPI_Comm world, Kernels& k, const std::vector
     std::string why;
     watched("setting up the path's gradient sum",
             [&] { device_sum_ = make_device_sum(deck.run.path_allreduce, k, path_comm_, &why); });
-    if (rank_ == 0 && verbose && k.device_memory())
-      std::printf("path gradient all-reduce: %s\n",
-                  device_sum_ ? "NCCL, on the GPUs" : ("MPI through host memory: " + why).c_str());
+    if (verbose && k.device_memory())
+      say("path gradient all-reduce: %s\n", device_sum_ ? "NCCL, on the GPUs" : ("MPI through host memory: " + why).c_str());
   }
 
   // Every path starts from bitwise the same weights (a common seed).
@@ -160,7 +160,7 @@ void Trainer::window_losses(PathState& p, const std::vector<int32_t>& tok, const
 }
 
 void Trainer::keep_best(const EvalResult& e) {
-  if (deck_.train.early_stop != "path") return;
+  if (deck_.train.early_stop != EarlyStop::path) return;
   if (best_.empty())
     for (size_t i = 0; i < paths_.size(); ++i) best_.emplace_back(k_, model_->layout().total), best_bpb_.push_back(INFINITY);
   for (size_t i = 0; i < paths_.size(); ++i) {
@@ -388,10 +388,7 @@ void Trainer::save_checkpoint() {
   keep_rollback_point();  // the weights just saved are finite (a checkpoint never holds others)
   checkpoint_seconds_ += MPI_Wtime() - t;
   ++checkpoints_;
-  if (rank_ == 0 && verbose_) {
-    std::printf("checkpoint step %ld: %s (%.2f s)\n", progress_.step, path.c_str(), MPI_Wtime() - t);
-    std::fflush(stdout);
-  }
+  if (verbose_) say("checkpoint step %ld: %s (%.2f s)\n", progress_.step, path.c_str(), MPI_Wtime() - t);
 }
 
 void Trainer::outer_round(long step, TrainSummary& sum, bool overlap) {
@@ -417,9 +414,7 @@ void Trainer::note_round(const RoundStats& rs, long round, long step, TrainSumma
   sum.sync_bytes += rs.bytes;
   sum.dropped += long(rs.dropped.size());
   sum.diverged += long(rs.diverged.size());
-  if (rank_ == 0)
-    for (int p : rs.dropped)
-      std::printf("outer round %ld: path %d's outer gradient dropped (fault.drop_outer_prob)\n", round, p);
+  for (int p : rs.dropped) say("outer round %ld: path %d's outer gradient dropped (fault.drop_outer_prob)\n", round, p);
   pending_.rounds.push_back({round, step, rs.seconds, rs.bytes, long(rs.dropped.size()), long(rs.diverged.size())});
 }
 
@@ -428,16 +423,13 @@ void Trainer::note_round(const RoundStats& rs, long round, long step, TrainSumma
 EvalResult Trainer::back_to_best() {
   restore_best();
   const EvalResult e = evaluate();
-  if (rank_ == 0 && verbose_)
-    std::printf("early stop: every path back to its best validation weights: val bpb %.4f\n", e.bpb);
+  if (verbose_) say("early stop: every path back to its best validation weights: val bpb %.4f\n", e.bpb);
   return e;
 }
 
 void Trainer::say_stopped(long step, StopRequest stop) const {
-  if (rank_ != 0) return;
-  std::printf("stopped at step %ld (%s); resubmit the same command to resume\n", step,
-              stop.reason == StopReason::limit ? "run.max_hours or run.stop_after reached" : "signal received");
-  std::fflush(stdout);
+  say("stopped at step %ld (%s); resubmit the same command to resume\n", step,
+      stop.reason == StopReason::limit ? "run.max_hours or run.stop_after reached" : "signal received");
 }
 
 void Trainer::summarize(TrainSummary& sum, long step) {

@@ -48,7 +48,7 @@ int main(int argc, char** argv) {
     if (a == "--docs") docs = std::stoull(v);
     else if (a == "--dim") dim = std::stoi(v);
     else if (a == "--iters") iters = std::stoi(v);
-    else if (a == "--routing") routing = v;
+    else if (a == "--routing" && choice_of<Routing>(v)) routing = v;
     else if (a == "--max-fraction") max_fraction = std::stod(v);
     else if (a == "--levels") {
       levels.clear();
@@ -77,7 +77,7 @@ int main(int argc, char** argv) {
   std::printf("%zu documents x %d features, %d paths (%s), %d Lloyd iterations at most, %d starts\n", docs, dim, P,
               routing.c_str(), iters, kKMeansStarts);
   t0 = std::chrono::steady_clock::now();
-  Router r = fit_router(f, dim, levels, routing, 1234, iters);
+  Router r = fit_router(f, dim, levels, *choice_of<Routing>(routing), 1234, iters);
   const double t_fit = seconds_since(t0);
   t0 = std::chrono::steady_clock::now();
   std::vector<double> scores(docs * P);

@@ -23,6 +23,9 @@ using Clock = std::chrono::steady_clock;
 
 namespace {
 
+// Parameters outside the embeddings: the 6N of the usual flops-per-token estimate.
+size_t count_non_embedding(const ModelShape& s) { return size_t(s.L) * (12 * size_t(s.C) * s.C + 13 * size_t(s.C)) + 2 * s.C; }
+
 // Wraps a Kernels and accumulates wall time per primitive.
 class TimedKernels final : public Kernels {
  public:
@@ -175,16 +178,19 @@ int main(int argc, char** argv) {
       return 2;
     }
   }
-  if (precision != "fp32" && precision != "tf32" && precision != "bf16") {
-    std::fprintf(stderr, "--precision %s: one of fp32|tf32|bf16\n", precision.c_str());
+  const auto prec = choice_of<Precision>(precision);
+  const auto dev = choice_of<Device>(device);
+  if (!prec || !dev) {
+    std::fprintf(stderr, "--precision %s --device %s: one of %s, one of %s\n", precision.c_str(), device.c_str(),
+                 choice_names<Precision>.data(), choice_names<Device>.data());
     return 2;
   }
-  auto base = make_kernels(device);
+  auto base = make_kernels(*dev);
   TimedKernels timed(*base);
   Kernels& k = profile ? static_cast<Kernels&>(timed) : *base;
   ModelShape s;
   s.C = d, s.L = L, s.H = H, s.T = T, s.layers_per_level = {L};
-  Model model(k, s, B, parse_precision(precision));
+  Model model(k, s, B, *prec);
   const auto& layout = model.layout();
   auto init = init_params(s, layout, 1);
   DeviceBuffer<float> p(k, layout.total), g(k, layout.total), m(k, layout.total), v(k, layout.total);

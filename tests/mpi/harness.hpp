@@ -33,7 +33,7 @@ inline int world_size() {
 }
 
 // Each path's documents by a rule of route.method (hash, domain): the shards without a route stage.
-inline std::vector<dipaco::Shard> shard_by_rule(const dipaco::DocList& docs, int paths, const std::string& rule) {
+inline std::vector<dipaco::Shard> shard_by_rule(const dipaco::DocList& docs, int paths, dipaco::RouteMethod rule) {
   return dipaco::shards_of(docs, dipaco::assign_by_rule(docs, paths, rule));
 }
 

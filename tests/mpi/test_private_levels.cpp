@@ -68,7 +68,7 @@ TEST(PrivateLevels, ReplicasAverageTheirPathsPrivateModule) {
                                 "train.warmup=1", "train.lr=1e-2"};
   Deck deck = load_deck("", d);
   auto k = make_cpu_kernels();
-  auto train = shard_by_rule(corpus().train, 1, "hash"), val = shard_by_rule(corpus().val, 1, "hash");
+  auto train = shard_by_rule(corpus().train, 1, RouteMethod::hash), val = shard_by_rule(corpus().val, 1, RouteMethod::hash);
   Trainer t(deck, MPI_COMM_WORLD, *k, train, val, "", false);
   t.run();
   bool has_unit = false;

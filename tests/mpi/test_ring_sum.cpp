@@ -75,7 +75,7 @@ void check(OuterDtype dtype, int S, size_t n, bool feedback) {
     const double sent = ring.sum(codec, mine, owners, n, MPI_COMM_WORLD, out.data());
     EXPECT_EQ(sent, RingSum::bytes_sent(codec, owners, n, rank, size));
     const auto ref = reference(codec, terms, feedback ? &all_errors : nullptr, n);
-    ASSERT_EQ(out, ref) << outer_dtype_name(dtype) << " S=" << S << " n=" << n << " round " << round;
+    ASSERT_EQ(out, ref) << name(dtype) << " S=" << S << " n=" << n << " round " << round;
     for (int t = 0; t < S; ++t)
       if (pl.owner(t) == rank && feedback) ASSERT_EQ(my_errors[t], all_errors[t]);
     // Within the codec's error of the exact sum: S encodings of partial sums no larger than S terms.
@@ -89,7 +89,7 @@ void check(OuterDtype dtype, int S, size_t n, bool feedback) {
     for (size_t i = 0; i < n && !feedback; ++i) {
       double e = 0;
       for (int t = 0; t < S; ++t) e += terms[t][i];
-      ASSERT_NEAR(out[i], e, S * codec.error_bound(2 * S * amax) + 1e-6) << outer_dtype_name(dtype) << " i=" << i;
+      ASSERT_NEAR(out[i], e, S * codec.error_bound(2 * S * amax) + 1e-6) << name(dtype) << " i=" << i;
     }
   }
   if (feedback) {
@@ -145,7 +145,7 @@ TEST(RingSum, NotFiniteTermGivesNaNNotNumbers) {
     std::vector<float> out(n);
     RingSum ring;
     ring.sum(codec, {RingTerm{term.data(), nullptr}}, owners, n, MPI_COMM_WORLD, out.data());
-    EXPECT_TRUE(std::isnan(out[OuterCodec::kBlock + 3])) << outer_dtype_name(dtype);
-    for (size_t i = 0; i < OuterCodec::kBlock; ++i) ASSERT_TRUE(std::isfinite(out[i])) << outer_dtype_name(dtype);
+    EXPECT_TRUE(std::isnan(out[OuterCodec::kBlock + 3])) << name(dtype);
+    for (size_t i = 0; i < OuterCodec::kBlock; ++i) ASSERT_TRUE(std::isfinite(out[i])) << name(dtype);
   }
 }

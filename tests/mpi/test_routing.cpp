@@ -33,11 +33,11 @@ TEST(Routing, ShardFileRoundTrip) {
   out.stamp = "route.method = kmeans\n";
   out.round = 2;
   out.has_router = true;
-  out.router = fit_router(f, 4, {2, 2}, "product", 5, 50);
+  out.router = fit_router(f, 4, {2, 2}, Routing::product, 5, 50);
   std::vector<double> scores(s.train.size() * 4);
   for (size_t i = 0; i < s.train.size(); ++i) out.router.path_scores(&f[i * 4], &scores[i * 4]);
   out.train = by_path(assign_paths(scores, s.train.size(), 4, 0.5, 2), 4);
-  out.val = assign_by_rule(s.val, 4, "hash");
+  out.val = assign_by_rule(s.val, 4, RouteMethod::hash);
   const std::string file = shared_tmpdir("shards") + "/shards.h5";
   if (world_rank() == 0) write_shard_file(file, out, s);
   MPI_Barrier(MPI_COMM_WORLD);
@@ -79,7 +79,7 @@ TEST(Routing, ShardFileRoundTrip) {
   EXPECT_EQ(in2.router.centroids, out.router.centroids);
   EXPECT_EQ(latest_shard_file(file.substr(0, file.rfind('/'))), file2);
   // So does a residual router (every level's centroids as wide as the features).
-  out.router = fit_router(f, 4, {2, 2}, "residual", 5, 50);
+  out.router = fit_router(f, 4, {2, 2}, Routing::residual, 5, 50);
   const std::string file3 = file.substr(0, file.rfind('/')) + "/shards-r2.h5";
   MPI_Barrier(MPI_COMM_WORLD);
   if (world_rank() == 0) write_shard_file(file3, out, s);
@@ -146,7 +146,7 @@ TEST(Routing, OnePathRoutedEvalIsThePlainLossAfterThePrefix) {
   Deck d = load_deck("", one_path_deck());
   auto k = make_cpu_kernels();
   const Split& s = corpus();
-  Trainer t(d, MPI_COMM_WORLD, *k, shard_by_rule(s.train, 1, "hash"), shard_by_rule(s.val, 1, "hash"), "", false);
+  Trainer t(d, MPI_COMM_WORLD, *k, shard_by_rule(s.train, 1, RouteMethod::hash), shard_by_rule(s.val, 1, RouteMethod::hash), "", false);
   t.run();
   const ModelShape shape = model_shape(d);
   std::vector<float> params(t.layout().total);
@@ -192,7 +192,7 @@ TEST(Routing, OnePathReroutedScoresExactlyAsRoutedOnce) {
   Deck rerouted = load_deck("", ov);
   auto k = make_cpu_kernels();
   const Split& s = corpus();
-  Trainer t(once, MPI_COMM_WORLD, *k, shard_by_rule(s.train, 1, "hash"), shard_by_rule(s.val, 1, "hash"), "", false);
+  Trainer t(once, MPI_COMM_WORLD, *k, shard_by_rule(s.train, 1, RouteMethod::hash), shard_by_rule(s.val, 1, RouteMethod::hash), "", false);
   t.run();
   std::vector<float> params(t.layout().total);
   k->to_host(params.data(), t.paths()[0].params.get(), params.size() * sizeof(float));

@@ -103,14 +103,14 @@ TEST(Shards, HashAndDomainRules) {
   for (int i = 0; i < 40; ++i) ids.push_back("d" + std::to_string(i));
   for (int i = 0; i < 40; ++i) docs.push_back({ids[i], i % 2 ? "code" : "prose", "t"});
   const DocList list(docs);
-  auto h = shards_of(list, assign_by_rule(list, 4, "hash"));
+  auto h = shards_of(list, assign_by_rule(list, 4, RouteMethod::hash));
   size_t n = 0;
   for (auto& s : h) {
     n += s.size();
     EXPECT_GT(s.size(), 0u);
   }
   EXPECT_EQ(n, 40u);
-  auto d = shards_of(list, assign_by_rule(list, 2, "domain"));
+  auto d = shards_of(list, assign_by_rule(list, 2, RouteMethod::domain));
   for (const Document& x : d[0]) EXPECT_EQ(x.domain, "code");
   for (const Document& x : d[1]) EXPECT_EQ(x.domain, "prose");
 }

@@ -51,7 +51,7 @@ class CudaKernelsTest : public ::testing::Test {
  protected:
   void SetUp() override {
     try {
-      gpu = make_kernels("cuda");
+      gpu = make_kernels(Device::cuda);
     } catch (const std::exception& e) {
       GTEST_SKIP() << "no CUDA device: " << e.what();
     }
@@ -468,7 +468,7 @@ TEST_F(CudaModelTest, BitwiseReproducible) {
 // Where there is no GPU, asking for one fails with a message that says so.
 TEST(CudaDevice, UnavailableIsAClearError) {
   try {
-    auto k = make_kernels("cuda");
+    auto k = make_kernels(Device::cuda);
   } catch (const std::runtime_error& e) {
     EXPECT_NE(std::string(e.what()).find("run.device = cuda but no CUDA device is visible"), std::string::npos)
         << e.what();

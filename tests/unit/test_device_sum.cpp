@@ -10,11 +10,11 @@ using namespace dipaco;
 TEST(DeviceSum, CpuKernelsSumThroughMpi) {
   auto k = make_cpu_kernels();
   std::string why;
-  EXPECT_EQ(make_device_sum("auto", *k, MPI_COMM_NULL, &why), nullptr);
+  EXPECT_EQ(make_device_sum(PathAllreduce::automatic, *k, MPI_COMM_NULL, &why), nullptr);
   EXPECT_NE(why.find("cpu"), std::string::npos) << why;
-  EXPECT_EQ(make_device_sum("mpi", *k, MPI_COMM_NULL, &why), nullptr);
+  EXPECT_EQ(make_device_sum(PathAllreduce::mpi, *k, MPI_COMM_NULL, &why), nullptr);
   try {
-    make_device_sum("nccl", *k, MPI_COMM_NULL, &why);
+    make_device_sum(PathAllreduce::nccl, *k, MPI_COMM_NULL, &why);
     FAIL() << "nccl on CPU kernels was accepted";
   } catch (const std::runtime_error& e) {
     EXPECT_NE(std::string(e.what()).find("run.path_allreduce = nccl"), std::string::npos) << e.what();
@@ -28,5 +28,5 @@ TEST(DeviceSum, DeckRefusesNcclWithoutCuda) {
   } catch (const DeckError& e) {
     EXPECT_NE(std::string(e.what()).find("needs run.device = cuda"), std::string::npos) << e.what();
   }
-  EXPECT_EQ(load_deck("", {"run.path_allreduce=mpi"}).run.path_allreduce, "mpi");
+  EXPECT_EQ(load_deck("", {"run.path_allreduce=mpi"}).run.path_allreduce, PathAllreduce::mpi);
 }

@@ -64,7 +64,7 @@ double measured_step_bytes(Kernels& k, const ModelShape& s, int B) {
 }  // namespace
 
 TEST(MemoryEstimate, ActivationsAreWhatModelAllocates) {
-  auto k = make_kernels("cpu");
+  auto k = make_kernels(Device::cpu);
   for (auto [C, L, T, B] : std::vector<std::array<int, 4>>{{32, 2, 64, 4}, {128, 4, 128, 16}, {64, 3, 32, 5}}) {
     for (Precision p : {Precision::fp32, Precision::bf16}) {  // bf16 holds its operands' copies too
       Model m(*k, shape(C, L, T), B, p);
@@ -79,7 +79,7 @@ TEST(MemoryEstimate, WithinThirtyPercentOfResidentMemory) {
 #if defined(__SANITIZE_ADDRESS__)
   GTEST_SKIP() << "AddressSanitizer's shadow memory and quarantine change resident memory";
 #endif
-  auto k = make_kernels("cpu");
+  auto k = make_kernels(Device::cpu);
   measured_step_bytes(*k, shape(16, 1, 16), 2);  // thread pools and matmul kernels come up once, outside the figures
   for (auto [C, L, T, B] : std::vector<std::array<int, 4>>{{64, 2, 64, 8}, {128, 4, 128, 16}}) {
     const ModelShape s = shape(C, L, T);

@@ -36,8 +36,8 @@ TEST(OuterCodec, SizesPerBlock) {
   EXPECT_EQ(OuterCodec(OuterDtype::int8).bytes(300), 2 * (4 + 128) + (4 + 44));
   EXPECT_EQ(OuterCodec(OuterDtype::fp4).bytes(300), 2 * (4 + 64) + (4 + 22));
   EXPECT_EQ(OuterCodec(OuterDtype::fp4).bytes(129), (4 + 64) + (4 + 1));
-  EXPECT_EQ(parse_outer_dtype("int8"), OuterDtype::int8);
-  EXPECT_THROW(parse_outer_dtype("fp8"), std::invalid_argument);
+  EXPECT_EQ(choice_of<OuterDtype>("int8"), OuterDtype::int8);
+  EXPECT_EQ(choice_of<OuterDtype>("fp8"), std::nullopt);
 }
 
 TEST(OuterCodec, DecodedWithinTheBoundOfEachBlock) {
@@ -54,7 +54,7 @@ TEST(OuterCodec, DecodedWithinTheBoundOfEachBlock) {
         double amax = 0;
         for (size_t i = b; i < e; ++i) amax = std::max(amax, double(std::fabs(x[i])));
         for (size_t i = b; i < e; ++i)
-          ASSERT_LE(std::fabs(double(x[i]) - y[i]), c.error_bound(amax)) << outer_dtype_name(t) << " n=" << n << " i=" << i;
+          ASSERT_LE(std::fabs(double(x[i]) - y[i]), c.error_bound(amax)) << name(t) << " n=" << n << " i=" << i;
       }
     }
   }
@@ -96,7 +96,7 @@ TEST(OuterCodec, RangesOnBlockBoundariesAreSlices) {
     const size_t cut = 2 * OuterCodec::kBlock;
     c.encode(x.data(), cut, parts.data());
     c.encode(x.data() + cut, n - cut, parts.data() + c.bytes(cut));
-    EXPECT_EQ(whole, parts) << outer_dtype_name(t);
+    EXPECT_EQ(whole, parts) << name(t);
   }
 }
 
@@ -115,12 +115,12 @@ TEST(OuterCodec, NotFiniteNeverDecodesFinite) {
       std::vector<float> y(n);
       c.encode(x.data(), n, w.data());
       c.decode(w.data(), n, y.data());
-      EXPECT_FALSE(std::isfinite(y[OuterCodec::kBlock + 5])) << outer_dtype_name(t) << " " << bad;
+      EXPECT_FALSE(std::isfinite(y[OuterCodec::kBlock + 5])) << name(t) << " " << bad;
       for (size_t i = OuterCodec::kBlock; i < 2 * OuterCodec::kBlock && t != OuterDtype::bf16; ++i)
-        ASSERT_TRUE(std::isnan(y[i])) << outer_dtype_name(t) << " " << bad << " i=" << i;
+        ASSERT_TRUE(std::isnan(y[i])) << name(t) << " " << bad << " i=" << i;
       for (size_t i = 0; i < OuterCodec::kBlock; ++i) {
-        ASSERT_TRUE(std::isfinite(y[i])) << outer_dtype_name(t);
-        ASSERT_TRUE(std::isfinite(y[2 * OuterCodec::kBlock + i])) << outer_dtype_name(t);
+        ASSERT_TRUE(std::isfinite(y[i])) << name(t);
+        ASSERT_TRUE(std::isfinite(y[2 * OuterCodec::kBlock + i])) << name(t);
       }
     }
   }

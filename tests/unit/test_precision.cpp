@@ -34,9 +34,9 @@ Step step(Kernels& k, const ModelShape& s, Precision p) {
 
 // train.precision = tf32 is a tensor-core mode; the CPU computes it as fp32, bit for bit.
 TEST(Precision, Tf32IsFp32OnTheCpu) {
-  EXPECT_EQ(parse_precision("tf32"), Precision::tf32);
-  EXPECT_EQ(parse_precision("bf16"), Precision::bf16);
-  EXPECT_EQ(parse_precision("fp32"), Precision::fp32);
+  EXPECT_EQ(choice_of<Precision>("tf32"), Precision::tf32);
+  EXPECT_EQ(choice_of<Precision>("bf16"), Precision::bf16);
+  EXPECT_EQ(choice_of<Precision>("fp32"), Precision::fp32);
   auto k = make_cpu_kernels();
   const Step a = step(*k, small_two_level_shape(), Precision::fp32), b = step(*k, small_two_level_shape(), Precision::tf32);
   EXPECT_EQ(a.loss, b.loss);

@@ -146,12 +146,12 @@ TEST(Router, ProductRoutingIsTheTupleOfNearestCentroids) {
         f.insert(f.end(), {10.0f * a + noise(rng), noise(rng), 10.0f * b + noise(rng), -10.0f * b + noise(rng)});
         want.push_back(a * 3 + b);
       }
-  Router r = fit_router(f, 4, {2, 3}, "product", 1, 100);
+  Router r = fit_router(f, 4, {2, 3}, Routing::product, 1, 100);
   EXPECT_EQ(r.paths(), 6);
   std::vector<int> got;
   for (size_t i = 0; i < want.size(); ++i) got.push_back(r.nearest_path(&f[i * 4]));
   expect_same_partition(want, got);
-  Router flat = fit_router(f, 4, {2, 3}, "flat", 1, 100);
+  Router flat = fit_router(f, 4, {2, 3}, Routing::flat, 1, 100);
   std::vector<int> got_flat;
   for (size_t i = 0; i < want.size(); ++i) got_flat.push_back(flat.nearest_path(&f[i * 4]));
   expect_same_partition(want, got_flat);
@@ -164,7 +164,7 @@ TEST(Router, ResidualRoutingFindsTheFactorLevelZeroLeaves) {
   const std::vector<std::vector<float>> B = {{4, -4, 0, 0}, {0, 0, 4, -4}, {-4, 4, -4, 4}};
   std::vector<int> want;
   const std::vector<float> f = sums_of_factors(A, B, 3, want);
-  Router r = fit_router(f, 4, {2, 3}, "residual", 1, 100);
+  Router r = fit_router(f, 4, {2, 3}, Routing::residual, 1, 100);
   EXPECT_EQ(r.paths(), 6);
   ASSERT_EQ(r.centroids.size(), 2u);
   EXPECT_EQ(r.centroids[1].size(), 3u * 4);  // level 1 centroids span all features
@@ -188,8 +188,8 @@ TEST(Router, FactorisedRoutingPlacesClustersThatShareAFactorOnOneModule) {
   std::vector<int> cell, a_of, b_of;
   const std::vector<float> f = sums_of_factors(A, B, 9, cell);
   for (int c : cell) a_of.push_back(c / 3), b_of.push_back(c % 3);
-  Router flat = fit_router(f, 4, {2, 3}, "flat", 1, 100);
-  Router r = fit_router(f, 4, {2, 3}, "factorised", 1, 100);
+  Router flat = fit_router(f, 4, {2, 3}, Routing::flat, 1, 100);
+  Router r = fit_router(f, 4, {2, 3}, Routing::factorised, 1, 100);
   EXPECT_EQ(r.mode, "flat");  // read back, exported and served like any flat router
   EXPECT_EQ(r.paths(), 6);
   // The same clusters, rows placed: every row of r is a row of the flat router.

@@ -12,6 +12,7 @@
 #include "dipaco/dist/topology.hpp"
 #include "dipaco/io/checkpoint.hpp"
 #include "dipaco/io/deck.hpp"
+#include "dipaco/io/log.hpp"  // say: the stages' lines
 #include "dipaco/model/kernels.hpp"
 #include "dipaco/train/trainer.hpp"
 
@@ -58,7 +59,6 @@ struct RunContext {
 };
 
 // Helpers the stages share (pipeline.cpp).
-void say(int rank, const std::string& line);                  // a line from rank 0
 std::string read_text(const std::string& path);               // "" when missing
 std::string read_text_everywhere(const std::string& path);    // rank 0 reads, every rank gets it
 std::string read_stamp_everywhere(const std::string& h5_file);  // its "stamp" attribute ("" when none), the same way

@@ -16,6 +16,8 @@
 #include <string>
 #include <vector>
 
+#include "dipaco/io/deck.hpp"  // Routing
+
 namespace dipaco {
 
 struct KMeansResult {
@@ -50,7 +52,7 @@ struct Router {
 
 // Fits a router on features [n, dim] for a topology's modules per level.
 Router fit_router(const std::vector<float>& features, int dim, const std::vector<int>& modules_per_level,
-                  const std::string& mode, uint64_t seed, int max_iters);
+                  Routing mode, uint64_t seed, int max_iters);
 // Nearest-centroid router refit to a given assignment (path per document):
 // a flat router whose centroid p is the mean feature of p's documents
 // (a path left without documents keeps the overall mean, so it is never chosen first).

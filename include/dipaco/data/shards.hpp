@@ -20,8 +20,8 @@ namespace dipaco {
 using Shard = DocList;
 using Assignment = std::vector<std::vector<int>>;  // per path: indices into the split's documents
 
-// rule: "hash" (hash of id mod P) or "domain" (sorted domain labels, round-robin over paths).
-Assignment assign_by_rule(const DocList& docs, int paths, const std::string& rule);
+// rule: hash (hash of id mod P) or domain (sorted domain labels, round-robin over paths).
+Assignment assign_by_rule(const DocList& docs, int paths, RouteMethod rule);
 std::vector<Shard> shards_of(const DocList& docs, const Assignment& a);
 // A shard's tokens + 1 a document (the end of document): its DiLoCo weight, read in blocks.
 double shard_bytes(const Shard& shard);

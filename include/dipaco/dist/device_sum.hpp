@@ -23,6 +23,6 @@ class DeviceSum {
 // Collective over comm. mode (run.path_allreduce): "mpi" gives null; "auto"
 // gives NCCL where the kernels are CUDA and every rank could load and set it
 // up, else null with the reason in *why; "nccl" throws where auto would fall back.
-std::unique_ptr<DeviceSum> make_device_sum(const std::string& mode, const Kernels& k, MPI_Comm comm, std::string* why);
+std::unique_ptr<DeviceSum> make_device_sum(PathAllreduce mode, const Kernels& k, MPI_Comm comm, std::string* why);
 
 }  // namespace dipaco

@@ -5,8 +5,10 @@
 #include <cstdint>
 #include <functional>
 #include <map>
+#include <optional>
 #include <stdexcept>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "dipaco/io/input_error.hpp"
@@ -20,16 +22,80 @@ struct DeckError : InputError {
 // The most paths (product of dipaco.modules_per_level) a deck may ask for.
 constexpr long kMaxPaths = 1 << 20;
 
+// The values of the choice keys. Each enum's names, in its order, are its
+// choice_names ("a|b": the registry's choice text and what a deck may say).
+enum class Device { cpu, cuda };
+enum class PathAllreduce { automatic, mpi, nccl };
+enum class TokenizerKind { bytes, sentencepiece };
+enum class TokenizerType { unigram, bpe };
+// Matmul precision. tf32: fp32 operands multiplied on tensor cores with 10-bit
+// mantissas where the device has them (CUDA); the CPU computes it as fp32.
+enum class Precision { fp32, tf32, bf16 };
+enum class EarlyStop { none, path };
+enum class RouteMethod { hash, domain, kmeans };
+enum class Routing { product, residual, flat, factorised };
+enum class Refit { centroid, logistic };
+enum class SharedGroups { embeddings, none };
+enum class SharingScale { none, sqrt };
+enum class ReplicaMode { data, diloco };
+enum class OuterDtype { fp32, bf16, int8, fp4 };
+enum class ErrorFeedback { on, off };
+enum class KillTarget { rank, mpirun, stop };
+
+template <typename E>
+inline constexpr std::string_view choice_names = "";
+template <> inline constexpr std::string_view choice_names<Device> = "cpu|cuda";
+template <> inline constexpr std::string_view choice_names<PathAllreduce> = "auto|mpi|nccl";
+template <> inline constexpr std::string_view choice_names<TokenizerKind> = "bytes|sentencepiece";
+template <> inline constexpr std::string_view choice_names<TokenizerType> = "unigram|bpe";
+template <> inline constexpr std::string_view choice_names<Precision> = "fp32|tf32|bf16";
+template <> inline constexpr std::string_view choice_names<EarlyStop> = "none|path";
+template <> inline constexpr std::string_view choice_names<RouteMethod> = "hash|domain|kmeans";
+template <> inline constexpr std::string_view choice_names<Routing> = "product|residual|flat|factorised";
+template <> inline constexpr std::string_view choice_names<Refit> = "centroid|logistic";
+template <> inline constexpr std::string_view choice_names<SharedGroups> = "embeddings|none";
+template <> inline constexpr std::string_view choice_names<SharingScale> = "none|sqrt";
+template <> inline constexpr std::string_view choice_names<ReplicaMode> = "data|diloco";
+template <> inline constexpr std::string_view choice_names<OuterDtype> = "fp32|bf16|int8|fp4";
+template <> inline constexpr std::string_view choice_names<ErrorFeedback> = "on|off";
+template <> inline constexpr std::string_view choice_names<KillTarget> = "rank|mpirun|stop";
+
+// The value named `text` (nullopt: none is).
+template <typename E>
+constexpr std::optional<E> choice_of(std::string_view text) {
+  static_assert(!choice_names<E>.empty(), "an enum without choice_names");
+  std::string_view rest = choice_names<E>;
+  for (int i = 0;; ++i) {
+    const size_t bar = rest.find('|');
+    if (rest.substr(0, bar) == text) return E(i);
+    if (bar == std::string_view::npos) return std::nullopt;
+    rest.remove_prefix(bar + 1);
+  }
+}
+
+// A value's name (what the deck says).
+template <typename E>
+std::string name(E value) {
+  static_assert(!choice_names<E>.empty(), "an enum without choice_names");
+  std::string_view rest = choice_names<E>;
+  for (int i = 0; i < int(value); ++i) rest.remove_prefix(rest.find('|') + 1);
+  return std::string(rest.substr(0, rest.find('|')));
+}
+
 struct Deck {
   struct Run {
-    std::string name, out_dir, device, path_allreduce, restart;
+    std::string name, out_dir, restart;
+    Device device;
+    PathAllreduce path_allreduce;
     uint64_t seed;
     int threads, log_every, restart_force;
     long stop_after;
     double max_hours, collective_timeout;
   } run;
   struct Data {
-    std::string corpus, val, domain_key, store, tokenizer, tokenizer_model, tokenizer_type, decode_table;
+    std::string corpus, val, domain_key, store, tokenizer_model, decode_table;
+    TokenizerKind tokenizer;
+    TokenizerType tokenizer_type;
     double val_fraction, piece_mb, tokenizer_sample_mb;
     int min_val_docs, eot_token, tokenizer_vocab;
   } data;
@@ -40,10 +106,14 @@ struct Deck {
   struct Train {
     int steps, batch_size, warmup, micro_batch, diverge_limit;
     double lr, min_lr_ratio, weight_decay, beta1, beta2, eps, grad_clip, diverge_factor;
-    std::string precision, early_stop;
+    Precision precision;
+    EarlyStop early_stop;
   } train;
   struct Route {
-    std::string method, routing, warm_start, refit;
+    std::string warm_start;
+    RouteMethod method;
+    Routing routing;
+    Refit refit;
     int prefix_tokens, kmeans_iters, overlap, em_rounds, em_candidates, fit_docs;
     int warm_steps;  // the warm-start model's train.steps
     double max_shard_fraction, min_shard_fraction;
@@ -53,7 +123,11 @@ struct Deck {
     std::vector<int> private_levels;  // levels whose modules are private to each path (ascending)
     int inner_steps, overlap_steps, outer_warmup;
     double outer_lr, outer_momentum;
-    std::string shared, sharing_scale, outer_dtype, replica_mode, error_feedback;
+    SharedGroups shared;
+    SharingScale sharing_scale;
+    OuterDtype outer_dtype;
+    ReplicaMode replica_mode;
+    ErrorFeedback error_feedback;
   } dipaco;
   struct Checkpoint {
     int every, keep;
@@ -63,7 +137,8 @@ struct Deck {
   } eval;
   struct Fault {
     double drop_outer_prob, step_delay, slow_factor;
-    std::string kill_at, kill_target;
+    std::string kill_at;
+    KillTarget kill_target;
     int kill_rank, slow_path, slow_moves, diverge_path;
     std::vector<int> diverge_steps;
   } fault;

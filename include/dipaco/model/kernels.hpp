@@ -13,16 +13,9 @@
 #include <string>
 #include <vector>
 
-namespace dipaco {
+#include "dipaco/io/deck.hpp"  // Device, Precision (train.precision)
 
-// Matmul precision (train.precision). tf32: fp32 operands multiplied on tensor
-// cores with 10-bit mantissas where the device has them (CUDA); the CPU
-// computes it as fp32.
-enum class Precision { fp32, tf32, bf16 };
-// "fp32", "tf32" or "bf16" (the deck has checked the name).
-inline Precision parse_precision(const std::string& name) {
-  return name == "bf16" ? Precision::bf16 : name == "tf32" ? Precision::tf32 : Precision::fp32;
-}
+namespace dipaco {
 
 // The widest head the CUDA kernels' fused (flash) attention takes; wider heads
 // get the composed attention and its [B, H, T, T] probabilities.
@@ -169,8 +162,8 @@ inline void Kernels::fused_attention_backward(float*, const float*, const float*
   throw std::logic_error(name() + " kernels have no fused attention");
 }
 
-// device: "cpu" or "cuda". Throws std::runtime_error when unavailable.
-std::unique_ptr<Kernels> make_kernels(const std::string& device, int local_rank = 0);
+// Throws std::runtime_error when the device is unavailable (cuda in a build without CUDA).
+std::unique_ptr<Kernels> make_kernels(Device device, int local_rank = 0);
 std::unique_ptr<Kernels> make_cpu_kernels();
 #ifdef DIPACO_HAVE_CUDA
 std::unique_ptr<Kernels> make_cuda_kernels(int device_index);

@@ -45,7 +45,6 @@ struct ParamLayout {
 ParamLayout make_layout(const ModelShape& s);
 // Deterministic initialisation (GPT-2 style, scaled residual projections) on the host.
 std::vector<float> init_params(const ModelShape& s, const ParamLayout& layout, uint64_t seed);
-size_t count_non_embedding(const ModelShape& s);
 
 // Activations for B sequences of T tokens; forward/backward over a param arena.
 class Model {

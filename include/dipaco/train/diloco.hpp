@@ -82,7 +82,7 @@ class OuterOptimizer {
   // Whether the paths keep their outer gradients' residuals (PathState::outer_error).
   // (Inline: the checkpoint readers use it without the rest of the optimizer.)
   static bool error_feedback(const Deck& deck) {
-    return deck.dipaco.outer_dtype != "fp32" && deck.dipaco.error_feedback == "on";
+    return deck.dipaco.outer_dtype != OuterDtype::fp32 && deck.dipaco.error_feedback == ErrorFeedback::on;
   }
 
  private:

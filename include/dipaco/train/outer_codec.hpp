@@ -9,14 +9,10 @@
 #pragma once
 #include <cstddef>
 #include <cstdint>
-#include <string>
+
+#include "dipaco/io/deck.hpp"  // OuterDtype
 
 namespace dipaco {
-
-enum class OuterDtype { fp32, bf16, int8, fp4 };
-
-OuterDtype parse_outer_dtype(const std::string& name);  // a deck choice
-const char* outer_dtype_name(OuterDtype t);
 
 class OuterCodec {
  public:

@@ -213,17 +213,14 @@ class CpuKernels final : public Kernels {
 
 std::unique_ptr<Kernels> make_cpu_kernels() { return std::make_unique<CpuKernels>(); }
 
-std::unique_ptr<Kernels> make_kernels(const std::string& device, int local_rank) {
-  if (device == "cpu") return make_cpu_kernels();
-  if (device == "cuda") {
+std::unique_ptr<Kernels> make_kernels(Device device, int local_rank) {
+  if (device == Device::cpu) return make_cpu_kernels();
 #ifdef DIPACO_HAVE_CUDA
-    return make_cuda_kernels(local_rank);
+  return make_cuda_kernels(local_rank);
 #else
-    (void)local_rank;
-    throw std::runtime_error("run.device = cuda, but this dipaco was built without CUDA (configure with -DDIPACO_CUDA=ON)");
+  (void)local_rank;
+  throw std::runtime_error("run.device = cuda, but this dipaco was built without CUDA (configure with -DDIPACO_CUDA=ON)");
 #endif
-  }
-  throw std::runtime_error("unknown device '" + device + "'");
 }
 
 }  // namespace dipaco
