@@ -105,8 +105,13 @@ void Trainer::print_progress(long step) {
   const double tokens_per_step = double(P) * deck_.train.batch_size * shape_.T * (replicas_ ? topo_.ranks_per_path : 1);
   const double rate = tokens_per_step * step / std::max(elapsed, 1e-9);
   const double eta = (deck_.train.steps - step) * tokens_per_step / std::max(rate, 1e-9);
-  char val[32] = "-", which[96] = "";
-  if (std::isfinite(last_val_bpb_)) std::snprintf(val, sizeof val, "%.4f", last_val_bpb_);
+  // The last evaluation's value, with its step when it is older than this one.
+  char val[48] = "-", which[96] = "";
+  if (!progress_.eval_bpb.empty() && std::isfinite(progress_.eval_bpb.back())) {
+    const long at = long(progress_.eval_step.back());
+    if (at == step) std::snprintf(val, sizeof val, "%.4f", progress_.eval_bpb.back());
+    else std::snprintf(val, sizeof val, "%.4f (step %ld)", progress_.eval_bpb.back(), at);
+  }
   if (int(paths_.size()) < P)
     std::snprintf(which, sizeof which, " (%zu of %d paths; all as of step %ld)", paths_.size(), P, pending_.from);
   say("step %6ld/%ld | loss %.4f%s | val bpb %s | %.1fk tok/s | elapsed %s | ETA %s\n", step, long(deck_.train.steps), loss,
@@ -184,7 +189,6 @@ StopRequest Trainer::round_boundary(long step, StopRequest wanted, EvalResult* l
   for (size_t e = 0; e < n_eval; ++e) {
     const std::vector<double> sums(all.begin() + n_loss + e * 2 * P, all.begin() + n_loss + (e + 1) * 2 * P);
     last = eval_result(sums);
-    last_val_bpb_ = last.bpb;
     progress_.eval_step.push_back(double(evals[e].step));
     progress_.eval_bpb.push_back(last.bpb);
     progress_.eval_path_bpb.insert(progress_.eval_path_bpb.end(), last.path_bpb.begin(), last.path_bpb.end());

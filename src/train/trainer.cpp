@@ -450,7 +450,6 @@ void Trainer::start_session() {
   t0_ = MPI_Wtime() - progress_.elapsed;
   open_metrics();
   pending_.from = progress_.step;
-  if (!progress_.eval_bpb.empty()) last_val_bpb_ = progress_.eval_bpb.back();
 }
 
 // The paper's loop: inner steps on every path, an outer round every H of

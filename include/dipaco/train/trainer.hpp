@@ -196,7 +196,7 @@ class Trainer {
   Progress progress_;
   Checkpointer* checkpointer_ = nullptr;
   std::string run_dir_;
-  double path_bytes_ = 0, last_val_bpb_ = NAN;
+  double path_bytes_ = 0;
   double checkpoint_seconds_ = 0;
   long checkpoints_ = 0;
   double t0_ = 0;  // MPI_Wtime() at step 0 of the run (the restored elapsed time subtracted)
