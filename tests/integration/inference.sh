@@ -13,7 +13,10 @@ py=/usr/bin/python3
 # A small routed 2x2 run: warm start, k-means routing, two outer rounds.
 check "routed 2x2 run" 0 "outer rounds: 2" -- env OMP_NUM_THREADS=1 "${mpirun[@]}" -np 1 "$bin" run inputs/quickstart.ini \
   --model.d_model=32 --model.context=64 --route.warm_steps=20 --route.prefix_tokens=16 --route.routing=product --train.steps=20 \
-  --dipaco.inner_steps=10 --eval.every=10 --eval.batches=1 --eval.doc_bytes=128 --run.out_dir="$tmp/runs" --run.name=r
+  --dipaco.inner_steps=10 --eval.every=10 --eval.batches=1 --eval.doc_bytes=128 --run.log_every=10 --run.out_dir="$tmp/runs" --run.name=r
+# A progress line shows the last evaluation's value with its step when that is older than the line's.
+grep -qE "^step +10/20 \| .*\| val bpb [0-9.]+ \(step 0\) \|" "$tmp/out" && grep -qE "^step +20/20 \| .*\| val bpb [0-9.]+ \(step 10\) \|" "$tmp/out" &&
+  ok "progress lines date an older evaluation" || bad "progress lines' val bpb" "$tmp/out"
 run=$tmp/runs/r
 ckpt=$run/checkpoints/ckpt-00000020.h5
 gen() { "$bin" generate "$ckpt" --tokens 100 "$@"; }

@@ -307,6 +307,13 @@ TEST(Deck, CrossKeyRulesAreTheDecks) {
   EXPECT_NE(error_of("", {"route.em_rounds=1", "route.method=hash"}).find("route.em_rounds needs route.method = kmeans"),
             std::string::npos);
   EXPECT_EQ(error_of("", {"route.em_rounds=1", "route.method=kmeans"}), "");
+  // A shard floor above an even share, or above the cap, cannot be met.
+  const std::vector<std::string> four = {"dipaco.modules_per_level=2,2", "model.layers_per_level=2,2"};
+  auto with = [&](std::vector<std::string> ov) { return ov.insert(ov.end(), four.begin(), four.end()), ov; };
+  EXPECT_NE(error_of("", with({"route.min_shard_fraction=0.3"})).find("must be at most 1/paths = 1/4"), std::string::npos);
+  EXPECT_NE(error_of("", with({"route.min_shard_fraction=0.2", "route.max_shard_fraction=0.1"})).find("route.max_shard_fraction = 0.1"),
+            std::string::npos);
+  EXPECT_EQ(error_of("", with({"route.min_shard_fraction=0.25", "route.max_shard_fraction=0.4"})), "");
 }
 
 // A variant deck is made through overrides: what it records is what it runs,
