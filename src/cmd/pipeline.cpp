@@ -206,8 +206,7 @@ int make_prepare(RunContext& c, const std::string& stamp) {
 
 FeatureModel& RunContext::features() {
   if (!features_) {
-    const Precision precision = deck.train.precision;
-    features_ = std::make_unique<FeatureModel>(*kernels, model_shape(deck), precision, warm, deck.train.batch_size,
+    features_ = std::make_unique<FeatureModel>(*kernels, model_shape(deck), deck.train.precision, warm, deck.train.batch_size,
                                                deck.route.prefix_tokens);
   }
   return *features_;

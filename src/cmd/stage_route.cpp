@@ -63,12 +63,13 @@ bool in_fit_sample(const Document& d, double fraction) {
 // Every rank pools the features of the sample's documents in its block; they
 // are gathered to every rank, which fits the same router (redundant, so that no
 // rank waits minutes for another in a watched collective). Each rank then
-// scores its block a chunk at a time; when no balance cap binds (no shard over
-// route.max_shard_fraction or under route.min_shard_fraction, none empty, route.overlap = 1) each document goes to
-// its nearest path and rank 0 gathers one path index per document; else the
-// features are computed again and rank 0 gathers the scores ([documents, paths]
-// doubles) to assign them with the caps. The others keep the router and read
-// the file rank 0 writes. A rank's memory: the sample, a chunk, an int per document.
+// scores its block a chunk at a time; when no balance bound binds (no shard over
+// route.max_shard_fraction or under route.min_shard_fraction, none empty,
+// route.overlap = 1) each document goes to its nearest path and each rank keeps
+// its block's lists; else the features are computed again and rank 0 gathers
+// the scores ([documents, paths] doubles) to assign them within the bounds. The
+// others keep the router and read the file rank 0 writes. A rank's memory: the
+// sample, a chunk, an int per document.
 ShardFile route_documents(const Deck& deck, const Split& split, FeatureModel& fm, int P, int rank, int size) {
   ShardFile s;
   if (deck.route.method != RouteMethod::kmeans) {
@@ -111,7 +112,8 @@ ShardFile route_documents(const Deck& deck, const Split& split, FeatureModel& fm
   });
   for (int p : nearest) ++count[p];
   watched("counting the nearest paths", [&] { MPI_Allreduce(MPI_IN_PLACE, count.data(), P, MPI_LONG, MPI_SUM, MPI_COMM_WORLD); });
-  const long cap = long(shard_cap(deck.route.max_shard_fraction, n)), floor = long(shard_floor(deck.route.min_shard_fraction, n));
+  const long cap = long(shard_cap(deck.route.max_shard_fraction, n));
+  const long floor = long(shard_floor(deck.route.min_shard_fraction, n));
   bool free = deck.route.overlap == 1;
   for (long c : count) free &= c > 0 && c <= cap && c >= floor;
   const std::vector<int> vpath = gather_rows(vnear, 1, false, MPI_COMM_WORLD, "the validation paths' gather");
@@ -132,7 +134,8 @@ ShardFile route_documents(const Deck& deck, const Split& split, FeatureModel& fm
       for (size_t i = 0; i < f.size() / C; ++i) s.router.path_scores(&f[i * C], &scores[(first + i) * P]);
     });
     const std::vector<double> all = gather_rows(scores, size_t(P), false, MPI_COMM_WORLD, "the routing scores' gather");
-    if (rank == 0) s.train = by_path(assign_paths(all, n, P, deck.route.max_shard_fraction, deck.route.overlap, deck.route.min_shard_fraction), P);
+    if (rank == 0)
+      s.train = by_path(assign_paths(all, n, P, deck.route.max_shard_fraction, deck.route.overlap, deck.route.min_shard_fraction), P);
   }
   if (rank == 0) s.val = by_path(vpath, P);
   return s;

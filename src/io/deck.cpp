@@ -197,7 +197,9 @@ std::vector<DeckKey> make_keys() {
       K_INT("route.fit_docs", route.fit_docs, "100000", 1, kBig,
             "k-means is fit on about this many training documents, chosen by a hash of their id (all when fewer)").at(DeckStage::route),
       K_FLOAT("route.max_shard_fraction", route.max_shard_fraction, "1", 0, 1, "largest share of the training documents one shard may take (overflow: next-nearest path)").at(DeckStage::route),
-      K_FLOAT("route.min_shard_fraction", route.min_shard_fraction, "0", 0, 1, "fewest of the training documents a shard must take, as a share (underflow: the documents nearest to it from larger shards)").at(DeckStage::route),
+      K_FLOAT("route.min_shard_fraction", route.min_shard_fraction, "0", 0, 1,
+              "fewest of the training documents a shard must take, as a share (underflow: the documents nearest to it "
+              "from larger shards)").at(DeckStage::route),
       K_INT("route.overlap", route.overlap, "1", 1, 4096, "each training document goes to its k nearest paths").at(DeckStage::route),
       K_INT("route.em_rounds", route.em_rounds, "0", 0, 1000,
             "re-shardings during training: documents move to the path with the lowest loss, the router is refit").at(DeckStage::train),
@@ -449,7 +451,8 @@ void store_deck_file(const std::string& file, const std::string* text, const po:
 }
 
 // model.layers_per_level against model.n_layers and dipaco.modules_per_level.
-void check_levels(Deck& deck) {
+// Returns the number of paths (the product of dipaco.modules_per_level).
+long check_levels(Deck& deck) {
   auto& m = deck.model;
   if (m.layers_per_level.size() == 1 && m.layers_per_level[0] == 0) m.layers_per_level = {m.n_layers};
   int sum = 0;
@@ -483,6 +486,7 @@ void check_levels(Deck& deck) {
     if ((paths *= x) > kMaxPaths)
       throw DeckError("dipaco.modules_per_level = " + deck.values["dipaco.modules_per_level"] + " gives more than " +
                       std::to_string(kMaxPaths) + " paths");
+  return paths;
 }
 
 // Checks that involve more than one key.
@@ -490,7 +494,7 @@ void check_cross_keys(Deck& deck) {
   const auto& m = deck.model;
   if (m.d_model % m.n_heads != 0)
     throw DeckError("model.n_heads = " + std::to_string(m.n_heads) + " must divide model.d_model = " + std::to_string(m.d_model));
-  check_levels(deck);
+  const long paths = check_levels(deck);
   if (deck.train.micro_batch > 0 && deck.train.batch_size % deck.train.micro_batch != 0)
     throw DeckError("train.micro_batch = " + std::to_string(deck.train.micro_batch) + " must divide train.batch_size = " +
                     std::to_string(deck.train.batch_size));
@@ -499,8 +503,6 @@ void check_cross_keys(Deck& deck) {
   if (deck.route.em_rounds > 0 && deck.route.method != RouteMethod::kmeans)
     throw DeckError("route.em_rounds needs route.method = kmeans (re-routing refits the router)");
   if (const auto& r = deck.route; r.min_shard_fraction > 0) {
-    long paths = 1;
-    for (int k : deck.dipaco.modules_per_level) paths *= k;
     if (r.min_shard_fraction * double(paths) > 1 + 1e-9 || r.min_shard_fraction > r.max_shard_fraction)
       throw DeckError("route.min_shard_fraction = " + deck.values["route.min_shard_fraction"] + " must be at most 1/paths = 1/" +
                       std::to_string(paths) + " and at most route.max_shard_fraction = " + deck.values["route.max_shard_fraction"]);

@@ -72,7 +72,7 @@ Router refit_router_logistic(const std::vector<float>& features, int dim, const 
 std::vector<std::vector<int>> assign_paths(const std::vector<double>& scores, size_t n, int P, double max_fraction,
                                            int overlap, double min_fraction = 0);
 // The most and fewest first choices a shard of n documents may hold.
-inline size_t shard_cap(double max_fraction, size_t n) { return std::max<size_t>(1, size_t(std::ceil(max_fraction * double(n) - 1e-9))); }
 inline size_t shard_floor(double min_fraction, size_t n) { return size_t(std::ceil(min_fraction * double(n) - 1e-9)); }
+inline size_t shard_cap(double max_fraction, size_t n) { return std::max<size_t>(1, shard_floor(max_fraction, n)); }
 
 }  // namespace dipaco
