@@ -225,7 +225,8 @@ std::vector<DeckKey> make_keys() {
       K_CHOICE("dipaco.shared", dipaco.shared, "embeddings",
                "groups shared by all paths: embeddings (tokens, positions, final norm) or none (private)").at(DeckStage::train).shaping(),
       K_CHOICE("dipaco.sharing_scale", dipaco.sharing_scale, "none",
-               "multiply a module's outer gradient by sqrt(paths sharing it)").at(DeckStage::train),
+               "a module's averaged outer gradient times sqrt(k), k the paths sharing it: none, sqrt, or capped (sqrt(k) at most, "
+               "and never past the mean norm of the k paths' own outer gradients: updates that agree get no boost)").at(DeckStage::train),
       K_CHOICE("dipaco.replica_mode", dipaco.replica_mode, "data",
                "the R/P ranks of a path: data (gradient all-reduce every step) or diloco (independent workers, averaged every H steps)").at(DeckStage::train),
       K_CHOICE("dipaco.outer_dtype", dipaco.outer_dtype, "fp32",

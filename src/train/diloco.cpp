@@ -134,6 +134,9 @@ void OuterOptimizer::post_unit(size_t ui, long index, const std::vector<PathStat
   f.fed.clear(), f.snapshots.clear();
   std::vector<const float*> terms;
   std::vector<RingTerm> ring_terms;
+  const bool capped = deck_.dipaco.sharing_scale == SharingScale::capped;
+  std::vector<float> norms(own.size());  // capped: each term's norm (its weight is in it)
+  std::vector<const float*> norm_terms;
   size_t t = 0;
   for (auto* p : own) {
     if (!std::count(u.paths.begin(), u.paths.end(), p->id)) continue;
@@ -145,6 +148,7 @@ void OuterOptimizer::post_unit(size_t ui, long index, const std::vector<PathStat
     k_.zero(delta_dev_.get(), n * sizeof(float));
     k_.weighted_difference(delta_dev_.get(), u.anchor.get(), p->params.get() + g.offset,
                            float(share * scale * shard_bytes[p->id] / f.total), n);
+    if (capped) norms[t] = float(std::sqrt(k_.sum_squares(delta_dev_.get(), n))), norm_terms.push_back(&norms[t]);
     if (f.terms.size() <= t) f.terms.emplace_back(), f.errors.emplace_back();
     f.terms[t].resize(n);
     k_.to_host(f.terms[t].data(), delta_dev_.get(), n * sizeof(float));
@@ -162,10 +166,11 @@ void OuterOptimizer::post_unit(size_t ui, long index, const std::vector<PathStat
   fault_point(deck_, "outer_allreduce");
   f.sum.resize(n);
   f.bytes = 0;
+  const long max_terms = long(u.paths.size()) * (replicas ? topo_.ranks_per_path : 1);
+  if (capped) f.bytes += exact_.sum(norm_terms, 1, max_terms, u.comm, &f.mean_norm);
   if (!codec_.lossy()) {
     // Exact: the same anchor at any rank count and placement of paths on ranks.
-    const long max_terms = long(u.paths.size()) * (replicas ? topo_.ranks_per_path : 1);
-    f.bytes = exact_.sum(terms, n, max_terms, u.comm, f.sum.data());
+    f.bytes += exact_.sum(terms, n, max_terms, u.comm, f.sum.data());
   } else {
     // Compressed on the wire, re-encoded at every hop, in an order fixed by the paths alone.
     f.ring.start(codec_, ring_terms, term_owners(u, index), n, u.comm);
@@ -187,6 +192,12 @@ void OuterOptimizer::complete_unit(size_t ui, const std::vector<PathState*>& own
   // A non-finite sum never reaches the anchor (the trainer leaves diverged paths out; this is the backstop).
   if (f.total > 0 && !std::all_of(f.sum.begin(), f.sum.end(), [](float x) { return std::isfinite(x); }))
     throw DivergedError("the outer gradient of " + u.name + " is not finite: its anchor is left as it was and the job ends");
+  if (f.total > 0 && deck_.dipaco.sharing_scale == SharingScale::capped) {
+    double ss = 0;  // on the host, in order: the same factor on every rank
+    for (float x : f.sum) ss += double(x) * x;
+    const float s = float(capped_scale(u.paths.size(), f.mean_norm, std::sqrt(ss)));
+    for (float& x : f.sum) x *= s;
+  }
   // A module with no path present keeps its anchor (and momentum).
   if (f.total > 0) {
     k_.to_device(delta_dev_.get(), f.sum.data(), n * sizeof(float));

@@ -263,6 +263,81 @@ TEST(OuterRound, HandBuiltAnchorsAndDroppedPath) {
 }
 
 
+// sharing_scale: a module's average times sqrt(k) (sqrt), or times the ratio of
+// the paths' mean norm to the average's norm, at most sqrt(k) (capped). Path p
+// moves only the elements i with i % 4 == p (orthogonal outer gradients;
+// in the opposed case, paths that share a module move the same elements opposite ways), shard sizes 100..400.
+TEST(OuterRound, SharingScaleSqrtAndCapped) {
+  if (world_size() > 4) GTEST_SKIP();
+  for (std::string mode : {"none", "sqrt", "capped"}) {
+    for (bool opposed : {false, true}) {
+      Deck deck = load_deck("", {"model.d_model=8", "model.n_layers=2", "model.n_heads=1", "model.context=4",
+                                 "model.layers_per_level=1,1", "dipaco.modules_per_level=2,2", "dipaco.inner_steps=1",
+                                 "dipaco.outer_lr=1", "dipaco.outer_momentum=0", "dipaco.sharing_scale=" + mode});
+      Topology topo = make_topology(deck.dipaco.modules_per_level, world_size());
+      ParamLayout layout = make_layout(model_shape(deck));
+      auto k = make_cpu_kernels();
+      OuterOptimizer outer(deck, topo, layout, *k, MPI_COMM_WORLD);
+      std::vector<PathState> paths;
+      for (int p : topo.paths_of_rank(world_rank())) {
+        PathState ps;
+        ps.id = p;
+        ps.params = DeviceBuffer<float>(*k, layout.total);
+        paths.push_back(std::move(ps));
+      }
+      std::vector<PathState*> own;
+      for (auto& p : paths) own.push_back(&p);
+      outer.init_anchors(own);
+      auto moved = [&](int p, size_t i) {  // path p's weights after its inner steps (from 0)
+        // Opposed: paths sharing a module differ in one module index, so in the parity of p's bits.
+        if (opposed) return float(i % 2 == 0 ? (__builtin_popcount(p) % 2 == 0 ? 1 : -1) : 0);
+        return float(i % 4 == size_t(p) ? 1 : 0);
+      };
+      for (auto* p : own)
+        for (size_t i = 0; i < layout.total; ++i) p->params.get()[i] = moved(p->id, i);
+      const std::vector<double> bytes = {100, 300, 200, 400};
+      outer.round(0, own, bytes);
+      // The reference, in doubles: anchor = -lr * scale * (0 - weighted mean of the moved weights).
+      for (auto* p : own) {
+        for (int g : {0, 1, 2}) {
+          const auto& grp = layout.groups[g];
+          std::vector<int> with;  // the paths holding p's unit of group g
+          if (g == 0) with = {0, 1, 2, 3};
+          else {
+            const int m = topo.path_modules(p->id)[g - 1];
+            for (int q = 0; q < 4; ++q)
+              if (topo.path_modules(q)[g - 1] == m) with.push_back(q);
+          }
+          double total = 0, mean_norm = 0, sum_sq = 0;
+          for (int q : with) total += bytes[q];
+          std::vector<double> avg(grp.size, 0.0);
+          for (int q : with) {
+            double nq = 0;
+            for (size_t i = 0; i < grp.size; ++i) {
+              const double d = bytes[q] / total * moved(q, grp.offset + i);
+              avg[i] += d, nq += d * d;
+            }
+            mean_norm += std::sqrt(nq);
+          }
+          for (double a : avg) sum_sq += a * a;
+          const double root_k = std::sqrt(double(with.size()));
+          double scale = 1;
+          if (mode == "sqrt") scale = root_k;
+          if (mode == "capped") scale = std::min(root_k, std::max(1.0, mean_norm / std::sqrt(sum_sq)));
+          if (mode == "capped" && opposed) EXPECT_DOUBLE_EQ(scale, root_k) << "anti-aligned: the cap binds";
+          if (mode == "capped" && !opposed) {
+            EXPECT_GT(scale, 1.05) << "orthogonal: a boost";
+            EXPECT_LT(scale, root_k - 1e-3) << "unequal weights: under the cap";
+          }
+          for (size_t i = 0; i < grp.size; ++i)
+            ASSERT_NEAR(p->params.get()[grp.offset + i], scale * avg[i], 2e-6 * (1 + std::abs(scale * avg[i])))
+                << mode << (opposed ? " opposed" : " orthogonal") << " group " << g << " element " << i;
+        }
+      }
+    }
+  }
+}
+
 // An overlapped round: posted from the weights at the boundary, completed after
 // the paths moved on; each copy is the new anchor plus what the path learnt in flight.
 TEST(OuterRound, OverlappedRoundMergesTheStepsTrainedInFlight) {

@@ -36,7 +36,7 @@ enum class RouteMethod { hash, domain, kmeans };
 enum class Routing { product, residual, flat, factorised };
 enum class Refit { centroid, logistic };
 enum class SharedGroups { embeddings, none };
-enum class SharingScale { none, sqrt };
+enum class SharingScale { none, sqrt, capped };
 enum class ReplicaMode { data, diloco };
 enum class OuterDtype { fp32, bf16, int8, fp4 };
 enum class ErrorFeedback { on, off };
@@ -54,7 +54,7 @@ template <> inline constexpr std::string_view choice_names<RouteMethod> = "hash|
 template <> inline constexpr std::string_view choice_names<Routing> = "product|residual|flat|factorised";
 template <> inline constexpr std::string_view choice_names<Refit> = "centroid|logistic";
 template <> inline constexpr std::string_view choice_names<SharedGroups> = "embeddings|none";
-template <> inline constexpr std::string_view choice_names<SharingScale> = "none|sqrt";
+template <> inline constexpr std::string_view choice_names<SharingScale> = "none|sqrt|capped";
 template <> inline constexpr std::string_view choice_names<ReplicaMode> = "data|diloco";
 template <> inline constexpr std::string_view choice_names<OuterDtype> = "fp32|bf16|int8|fp4";
 template <> inline constexpr std::string_view choice_names<ErrorFeedback> = "on|off";

@@ -9,6 +9,8 @@
 #pragma once
 #include <mpi.h>
 
+#include <algorithm>
+#include <cmath>
 #include <string>
 #include <vector>
 
@@ -72,6 +74,15 @@ class OuterOptimizer {
   bool reset_to_anchors(PathState& p);
 
   std::vector<SyncUnit>& units() { return units_; }
+  // dipaco.sharing_scale=capped: the factor for an average of k outer
+  // gradients whose (weighted) mean norm is mean_norm and whose sum has
+  // norm sum_norm: sqrt(k) when they are orthogonal (averaging shrank the norm
+  // by sqrt(k)), 1 when they agree (it shrank nothing), never above sqrt(k).
+  static double capped_scale(size_t k, double mean_norm, double sum_norm) {
+    const double cap = std::sqrt(double(k));
+    if (!(sum_norm > 0)) return cap;
+    return std::clamp(mean_norm / sum_norm, 1.0, cap);
+  }
   // The outer learning rate of round `index` (from 0): dipaco.outer_lr, ramped
   // linearly over the first dipaco.outer_warmup rounds (few rounds overshoot with
   // momentum at the full rate from the start).
@@ -96,6 +107,7 @@ class OuterOptimizer {
   struct InFlight {
     double total = 0, bytes = 0;                      // the weights' sum (0: no path present); bytes sent
     double outer_lr = 0;                              // this round's (outer_lr_at)
+    float mean_norm = 0;                              // sharing_scale capped: the weighted mean of the paths' norms
     std::vector<std::vector<float>> terms, errors;   // per own contributing path: outer gradient, residuals
     std::vector<PathState*> fed;                      // whose residuals `errors` are
     std::vector<std::vector<float>> snapshots;        // per own path holding the unit: its weights at the post
