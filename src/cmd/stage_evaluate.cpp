@@ -11,6 +11,7 @@
 #include "dipaco/cmd/app.hpp"
 #include "dipaco/cmd/run_context.hpp"
 #include "dipaco/data/routed_eval.hpp"
+#include "dipaco/data/window_router.hpp"
 #include "dipaco/io/files.hpp"
 #include "dipaco/train/metrics.hpp"
 
@@ -80,8 +81,15 @@ int make_evaluate(RunContext& c, const std::string& stamp) {
   if (c.deck.eval.reroute_every > 0 && !c.shards.has_router)
     say("note: eval.reroute_every needs route.method = kmeans; each document is routed once");
   const double t0 = MPI_Wtime();
-  const RoutedEval routed = routed_evaluate(*c.trainer, c.split.val, path_of_val(c.shards, c.split.val.size()),
-                                            c.shards.has_router ? &c.shards.router : nullptr, c.features(), c.deck);
+  const Router* router = c.shards.has_router ? &c.shards.router : nullptr;
+  Router windows;
+  if (router && c.deck.eval.reroute_every > 0 && c.deck.eval.reroute_router == RerouteRouter::windows) {
+    windows = window_router(c.shards.train, c.split.train, c.trainer->topology(), c.rank, c.features(), c.deck,
+                            c.trainer->world());
+    router = &windows;
+  }
+  const RoutedEval routed =
+      routed_evaluate(*c.trainer, c.split.val, path_of_val(c.shards, c.split.val.size()), router, c.features(), c.deck);
   c.routed_text = routed_json(routed, c.deck, c.loss_unit);
   c.routed_bpb = routed.bpb;
   if (c.rank == 0) {

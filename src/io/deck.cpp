@@ -247,6 +247,9 @@ std::vector<DeckKey> make_keys() {
       K_INT("eval.batches", eval.batches, "8", 1, 1 << 20, "validation batches of train.batch_size sequences per evaluation").at(DeckStage::train),
       K_INT("eval.reroute_every", eval.reroute_every, "0", 0, 1 << 20,
             "routed evaluation: re-route every N tokens by the preceding prefix_tokens (0: once per document)").at(DeckStage::evaluate),
+      K_CHOICE("eval.reroute_router", eval.reroute_router, "windows",
+               "what re-routes a segment: windows (each path's mean feature of the windows re-routing reads in its "
+               "own training documents) or starts (the route's k-means, fit on document starts)").at(DeckStage::evaluate),
       K_INT("eval.doc_bytes", eval.doc_bytes, "1024", 2, 1 << 30, "routed evaluation: leading bytes of each validation document it reads").at(DeckStage::evaluate),
 
       K_FLOAT("fault.drop_outer_prob", fault.drop_outer_prob, "0", 0, 1, "probability that a path's outer gradient is dropped from a round").at(DeckStage::train),

@@ -41,6 +41,7 @@ enum class ReplicaMode { data, diloco };
 enum class OuterDtype { fp32, bf16, int8, fp4 };
 enum class ErrorFeedback { on, off };
 enum class KillTarget { rank, mpirun, stop };
+enum class RerouteRouter { starts, windows };
 
 template <typename E>
 inline constexpr std::string_view choice_names = "";
@@ -59,6 +60,7 @@ template <> inline constexpr std::string_view choice_names<ReplicaMode> = "data|
 template <> inline constexpr std::string_view choice_names<OuterDtype> = "fp32|bf16|int8|fp4";
 template <> inline constexpr std::string_view choice_names<ErrorFeedback> = "on|off";
 template <> inline constexpr std::string_view choice_names<KillTarget> = "rank|mpirun|stop";
+template <> inline constexpr std::string_view choice_names<RerouteRouter> = "starts|windows";
 
 // The value named `text` (nullopt: none is).
 template <typename E>
@@ -134,6 +136,7 @@ struct Deck {
   } checkpoint;
   struct Eval {
     int every, batches, reroute_every, doc_bytes;
+    RerouteRouter reroute_router;
   } eval;
   struct Fault {
     double drop_outer_prob, step_delay, slow_factor;

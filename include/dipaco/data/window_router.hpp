@@ -1,0 +1,28 @@
+// The router that re-routes (eval.reroute_router = windows). A window in the
+// middle of a document is not a document start, and the k-means fit on starts
+// sends it astray; this router's centroid for path p is the mean feature of
+// the windows re-routing will see in p's own training documents: tokens
+// [k * every - prefix, k * every) for every re-routed segment start k * every
+// (k >= 1 after the prefix), as in routed_evaluate.
+#pragma once
+#include <mpi.h>
+
+#include "dipaco/data/corpus.hpp"
+#include "dipaco/data/features.hpp"
+#include "dipaco/data/router.hpp"
+#include "dipaco/data/shards.hpp"
+#include "dipaco/dist/topology.hpp"
+#include "dipaco/io/deck.hpp"
+
+namespace dipaco {
+
+// Training documents per path whose windows make its centroid (the first ones of its shard).
+constexpr size_t kWindowRouterDocs = 128;
+
+// Collective over world: each path's first rank reads its path's windows; the
+// flat router of P centroids reaches every rank. A path with no window gets the
+// mean of all (never the nearest before a path that has its own).
+Router window_router(const Assignment& train, const DocList& docs, const Topology& topo, int rank,
+                     FeatureModel& features, const Deck& deck, MPI_Comm world);
+
+}  // namespace dipaco
