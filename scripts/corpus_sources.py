@@ -463,6 +463,289 @@ FULL_SOURCES = [
 
 
 # ---------------------------------------------------------------------------
+# Sources of the large corpus (scripts/get-corpus --large).  The packages are
+# big, so these sources yield a loader, a function that reads the text when
+# the document is chosen, in place of the text; a loader returns None for a
+# document that turns out to be generated or a table of numbers.
+
+HUGE_FILE = 1_000_000  # bytes; larger source files are generated tables
+GENERATED = re.compile(
+    r"(?i)(do not edit|@generated|(automatically|mechanically)[ -]generated|"
+    r"this (file|code|source) (is|was|has been) (\w+ )?generated|"
+    r"auto-?generated (file|code|from|by)|generated (file|code)\b)")
+_HEX = re.compile(r"\b0[xX][0-9a-fA-F]+\b")
+
+
+def letter_fraction(text):
+    """Letters among the characters that are not blanks; hex literals count
+    as one digit, so a table of 0x1f-style numbers scores low."""
+    s = _HEX.sub("0", text)
+    visible = len(s) - sum(s.count(c) for c in " \t\n")
+    return sum(c.isalpha() for c in s) / visible if visible else 0.0
+
+
+def prose_or_code(text, code=True, min_letters=0.4):
+    """TEXT, or None if it is mostly numbers or (CODE) says near its top
+    that it is generated."""
+    if code and GENERATED.search(text[:2000]):
+        return None
+    return text if letter_fraction(text) >= min_letters else None
+
+
+def file_loader(path, code=True):
+    return lambda: prose_or_code(read_text(path), code)
+
+
+def walk_files(root, keep, skip_dirs=()):
+    """Yields (path relative to ROOT, path) of the regular files under ROOT
+    for which keep(relative path) holds, in sorted order; directories named
+    in SKIP_DIRS and files over HUGE_FILE bytes are left out."""
+    for dirpath, dirnames, filenames in os.walk(root):
+        dirnames[:] = sorted(d for d in dirnames if d not in skip_dirs)
+        for name in sorted(filenames):
+            path = os.path.join(dirpath, name)
+            rel = os.path.relpath(path, root)
+            if (keep(rel) and not os.path.islink(path)
+                    and os.path.getsize(path) <= HUGE_FILE):
+                yield rel, path
+
+
+def tar_tree(cache, pkg, pattern, name, keep):
+    """Unpacks the members of the tarball PATTERN (a glob inside Debian
+    package PKG) for which keep(path without the top directory) holds into
+    CACHE/tree/NAME-VERSION, streaming, once; returns that directory."""
+    root = cache.deb(pkg)
+    out = os.path.join(cache.root, "tree", "%s-%s" % (name, cache.versions[pkg]))
+    if cache._done(out):
+        return out
+    tarball = sorted(glob.glob(os.path.join(root, pattern)))[-1]
+    log("unpack %s from %s" % (name, os.path.basename(tarball)))
+    tmp = out + ".tmp"
+    shutil.rmtree(tmp, ignore_errors=True)
+    os.makedirs(tmp)
+    n = 0
+    with tarfile.open(tarball, "r|*") as tar:
+        for m in tar:
+            rel = os.path.normpath(m.name).split(os.sep, 1)[-1]
+            if (not m.isfile() or m.size > HUGE_FILE or rel.startswith("..")
+                    or os.path.isabs(rel) or not keep(rel)):
+                continue
+            dst = os.path.join(tmp, rel)
+            os.makedirs(os.path.dirname(dst), exist_ok=True)
+            with open(dst, "wb") as f:
+                shutil.copyfileobj(tar.extractfile(m), f)
+            n += 1
+    log("unpacked %d files" % n)
+    cache._finish(tmp, out)
+    return out
+
+
+def has_part(rel, names):
+    return any(p in names for p in rel.split("/")[:-1])
+
+
+KERNEL_SKIP = {"testing", "selftests", "asic_reg", "firmware"}
+
+
+def kernel_tree(cache):
+    def keep(rel):
+        if rel.startswith("Documentation/"):
+            return rel.endswith((".rst", ".txt"))
+        return rel.endswith((".c", ".h")) and not has_part(rel, KERNEL_SKIP)
+    return tar_tree(cache, "linux-source-6.1", "usr/src/linux-source-*.tar.*",
+                    "linux", keep)
+
+
+def src_kernel(cache):
+    """Linux 6.1 C sources (GPL-2.0) and its Documentation (mostly GPL-2.0),
+    as two domains; tests, firmware and register tables left out."""
+    root = kernel_tree(cache)
+    for rel, path in walk_files(root, lambda r: True):
+        if rel.startswith("Documentation/"):
+            yield "linux/" + rel, "docs-kernel", file_loader(path, code=False)
+        else:
+            yield "linux/" + rel, "code-c", file_loader(path)
+
+
+RUST_SKIP = {"test", "tests", "testdata", "benches", "ui", "vendor"}
+
+
+def rust_root(cache):
+    return glob.glob(os.path.join(cache.deb("rust-src"), "usr/src/rustc-*"))[0]
+
+
+def src_rust(cache):
+    """Rust 1.63 compiler, standard library and tools (MIT or Apache-2.0)."""
+    root = rust_root(cache)
+    for top in ("compiler", "library", "src"):
+        for rel, path in walk_files(os.path.join(root, top),
+                                    lambda r: r.endswith(".rs"),
+                                    RUST_SKIP | {"doc"}):
+            yield "rust/%s/%s" % (top, rel), "code-rust", file_loader(path)
+
+
+def src_rust_doc(cache):
+    """The Rust books (The Rust Programming Language, Rust by Example, the
+    Reference, the Rustonomicon, ...) and error code explanations, Markdown
+    (MIT or Apache-2.0)."""
+    root = rust_root(cache)
+    for top in ("src/doc", "compiler/rustc_error_codes"):
+        for rel, path in walk_files(os.path.join(root, top),
+                                    lambda r: r.endswith(".md"), RUST_SKIP):
+            yield ("rust-doc/%s/%s" % (top, rel), "docs-rust",
+                   file_loader(path, code=False))
+
+
+def gcc_tree(cache):
+    def keep(rel):
+        if has_part(rel, {"testsuite", "testsuites", "po", "doc", "generated"}):
+            return False
+        if rel.startswith(("gcc/", "libstdc++-v3/", "libphobos/", "libcody/",
+                           "c++tools/", "libitm/")):
+            return rel.endswith((".cc", ".h", ".tcc", ".adb", ".ads", ".d")) \
+                or rel.startswith("libstdc++-v3/include/std/")
+        return False
+    return tar_tree(cache, "gcc-12-source", "usr/src/gcc-12/gcc-*.tar.*",
+                    "gcc", keep)
+
+
+def src_gcc(cache):
+    """GCC 12 sources (GPL-3.0+ with the runtime exception) in three
+    languages: C++ (the compiler and libstdc++), Ada (GNAT) and D (the D
+    front end and its runtime library)."""
+    root = gcc_tree(cache)
+    for rel, path in walk_files(root, lambda r: True):
+        if rel.endswith((".adb", ".ads")):
+            domain = "code-ada"
+        elif rel.endswith(".d"):
+            domain = "code-d"
+        elif rel.startswith("gcc/ada/"):
+            continue  # the Ada front end's C glue
+        else:
+            domain = "code-cpp"
+        yield "gcc/" + rel, domain, file_loader(path)
+
+
+def src_java(cache):
+    """OpenJDK 17 class library sources, src.zip (GPL-2.0 with the
+    Classpath exception)."""
+    import zipfile
+    root = cache.deb("openjdk-17-source")
+    path = glob.glob(os.path.join(root, "usr/lib/jvm/openjdk-*/lib/src.zip"))[0]
+    z = zipfile.ZipFile(path)
+
+    def loader(info):
+        def load():
+            data = z.read(info)
+            try:
+                text = data.decode("utf-8")
+            except UnicodeDecodeError:
+                text = data.decode("latin-1")
+            return prose_or_code(text)
+        return load
+
+    for info in sorted(z.infolist(), key=lambda i: i.filename):
+        name = info.filename
+        if (name.endswith(".java") and info.file_size <= HUGE_FILE
+                and not has_part(name, {"test", "tests"})
+                and not name.startswith(("jdk.localedata/", "jdk.charsets/"))):
+            yield "java/" + name, "code-java", loader(info)
+
+
+def rendered_man_pages(cache, tag, paths):
+    """{id: text} of the man pages PATHS ({id: .gz path}), rendered with
+    groff once and kept in CACHE/man-rendered-TAG.json."""
+    if shutil.which("groff") is None:
+        raise RuntimeError("groff not found: apt-get install groff-base")
+    store = os.path.join(cache.root, "man-rendered-%s.json" % tag)
+    if os.path.exists(store):
+        with open(store, encoding="utf-8") as f:
+            return json.load(f)
+    log("render %d man pages with groff" % len(paths))
+    ids = sorted(paths)
+    with ThreadPoolExecutor(max_workers=max(2, os.cpu_count() or 2)) as ex:
+        texts = list(ex.map(lambda i: render_man(paths[i]), ids))
+    rendered = {i: t for i, t in zip(ids, texts) if t}
+    with open(store + ".tmp", "w", encoding="utf-8") as f:
+        json.dump(rendered, f, ensure_ascii=False, sort_keys=True)
+    os.rename(store + ".tmp", store)
+    return rendered
+
+
+def src_perl_doc(cache):
+    """Perl 5.36 manual (POD sources) and the manual pages of its core
+    modules (GPL-1.0+ or Artistic)."""
+    root = cache.deb("perl-doc")
+    for path in sorted(glob.glob(os.path.join(root, "usr/share/perl/*/pod/*.pod"))):
+        name = os.path.basename(path)[:-4]
+        yield "perl/pod/" + name, "docs-perl", file_loader(path, code=False)
+    pages = {}
+    for path in sorted(glob.glob(os.path.join(root, "usr/share/man/man3/*.gz"))):
+        if not os.path.islink(path):
+            pages["perl/man/" + os.path.basename(path)[:-3]] = path
+    rendered = rendered_man_pages(cache, "perl-doc-" + cache.versions["perl-doc"],
+                                  pages)
+    for doc_id in sorted(rendered):
+        yield doc_id, "docs-perl", rendered[doc_id]
+
+
+def src_gcide(cache):
+    """GNU Collaborative International Dictionary of English (GPL-2.0+),
+    entries in dictionary order, grouped into documents of about 16 KB
+    named after their first headword."""
+    root = os.path.join(cache.deb("dict-gcide"), "usr/share/dictd")
+    b64 = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/"
+
+    def num(s):
+        n = 0
+        for c in s:
+            n = n * 64 + b64.index(c)
+        return n
+
+    heads = {}  # offset -> (length, first headword)
+    for line in read_text(os.path.join(root, "gcide.index")).split("\n"):
+        f = line.split("\t")
+        if len(f) == 3 and not f[0].startswith(("00database", "00-")):
+            off, size = num(f[1]), num(f[2])
+            if off not in heads:
+                heads[off] = (size, f[0])
+    data = gzip.open(os.path.join(root, "gcide.dict.dz")).read()
+    seen, group, group_bytes = set(), [], 0
+
+    def flush():
+        doc_id = base = "gcide/" + (slug(group[0][0]) or "entry")
+        k = 1
+        while doc_id in seen:
+            k += 1
+            doc_id = "%s-%d" % (base, k)
+        seen.add(doc_id)
+        return doc_id, "dictionary", "\n\n".join(t for _, t in group) + "\n"
+
+    for off in sorted(heads):
+        size, head = heads[off]
+        text = data[off:off + size].decode("utf-8", "replace").strip()
+        if group and group_bytes + len(text) > SPLIT_BYTES - 512:
+            yield flush()
+            group, group_bytes = [], 0
+        group.append((head, text))
+        group_bytes += len(text) + 2
+    if group:
+        yield flush()
+
+
+# Sources added by --large, after FULL_SOURCES.
+LARGE_SOURCES = [
+    ("linux", src_kernel),
+    ("rust", src_rust),
+    ("rust-doc", src_rust_doc),
+    ("gcc", src_gcc),
+    ("java", src_java),
+    ("perl-doc", src_perl_doc),
+    ("gcide", src_gcide),
+]
+
+
+# ---------------------------------------------------------------------------
 # Cleaning, splitting, selection, output
 
 _CONTROL = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f]")
