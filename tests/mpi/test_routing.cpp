@@ -10,6 +10,8 @@
 #include "dipaco/data/routed_eval.hpp"
 #include "dipaco/data/router.hpp"
 #include "dipaco/data/shards.hpp"
+#include "dipaco/data/window_router.hpp"
+#include "dipaco/dist/topology.hpp"
 #include "harness.hpp"
 
 using namespace dipaco;
@@ -207,4 +209,53 @@ TEST(Routing, OnePathReroutedScoresExactlyAsRoutedOnce) {
   EXPECT_EQ(a.bytes, b.bytes);
   EXPECT_EQ(a.bpb, b.bpb);
   EXPECT_EQ(a.domain_bpb, b.domain_bpb);
+}
+
+// The re-routing router: path p's centroid is the mean feature of the windows
+// re-routing reads ([s - prefix, s) for s = prefix + k * every, k >= 1) in p's
+// first training documents; a path without documents gets the mean of all.
+// Each path's first rank reads its windows: the same router at any rank count.
+TEST(Routing, WindowRouterCentroidsAreTheWindowsMeans) {
+  auto ov = one_path_deck();
+  ov.insert(ov.end(), {"eval.doc_bytes=300", "eval.reroute_every=20"});
+  Deck d = load_deck("", ov);
+  auto k = make_cpu_kernels();
+  const ModelShape shape = model_shape(d);
+  const auto params = init_params(shape, make_layout(shape), 11);
+  FeatureModel fm(*k, shape, Precision::fp32, params, 4, d.route.prefix_tokens);
+  const Split& s = corpus();
+  const Topology topo = make_topology({2, 2}, world_size());
+  Assignment train(4);  // path 0 holds more documents than are read, path 3 none
+  for (size_t i = 0; i < s.train.size(); ++i) {
+    train[0].push_back(int(i));
+    if (i % 2) train[1].push_back(int(i));
+    if (i % 3 == 0) train[2].push_back(int(i));
+  }
+  ASSERT_GT(train[0].size(), kWindowRouterDocs);
+  const Router r = window_router(train, s.train, topo, world_rank(), fm, d, MPI_COMM_WORLD);
+  ASSERT_EQ(r.mode, "flat");
+  ASSERT_EQ(r.paths(), 4);
+  std::vector<double> all(size_t(fm.dim()), 0.0);
+  double windows = 0;
+  for (int p = 0; p < 4; ++p) {
+    const size_t n = std::min(train[p].size(), kWindowRouterDocs);
+    std::vector<Document> docs;
+    for (size_t j = 0; j < n; ++j) docs.push_back(s.train[size_t(train[p][j])]);
+    std::vector<FeatureWindow> w;
+    for (const Document& doc : docs) {
+      const size_t end = std::min(doc.tokens() + 1, size_t(300));
+      for (size_t at = 8 + 20; at < end; at += 20) w.push_back({&doc, at - 8});
+    }
+    if (p < 3) ASSERT_GT(w.size(), n) << "documents longer than one segment";
+    const std::vector<float> f = fm.local_features(w);
+    for (int c = 0; c < fm.dim(); ++c) {
+      double mean = 0;
+      for (size_t i = 0; i < w.size(); ++i) mean += f[i * fm.dim() + c];
+      all[c] += mean;
+      if (p < 3) EXPECT_NEAR(r.centroids[0][size_t(p) * fm.dim() + c], mean / double(w.size()), 1e-5) << p << " " << c;
+    }
+    windows += double(w.size());
+  }
+  for (int c = 0; c < fm.dim(); ++c)
+    EXPECT_NEAR(r.centroids[0][size_t(3) * fm.dim() + c], all[c] / windows, 1e-5) << "the empty path: the mean of all";
 }
