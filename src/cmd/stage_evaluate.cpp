@@ -36,6 +36,7 @@ std::string routed_json(const RoutedEval& r, const Deck& deck, const std::string
       .add("loss_unit", unit)
       .add("scored_bytes", r.bytes)
       .add("reroute_every", long(deck.eval.reroute_every))
+      .add("reroute_router", name(deck.eval.reroute_router))
       .add("routing_decisions", r.segments)
       .add_raw("path_val_bpb", json_array(r.path_bpb))
       .add_raw("path_scored_bytes", json_array(r.path_bytes))
