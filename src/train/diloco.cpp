@@ -131,6 +131,7 @@ void OuterOptimizer::post_unit(size_t ui, long index, const std::vector<PathStat
   for (int p : u.paths)
     if (!dropped(index, p)) f.total += shard_bytes[p];
   const double scale = deck_.dipaco.sharing_scale == SharingScale::sqrt ? std::sqrt(double(u.paths.size())) : 1.0;
+  f.scale = scale;
   f.fed.clear(), f.snapshots.clear();
   std::vector<const float*> terms;
   std::vector<RingTerm> ring_terms;
@@ -197,6 +198,11 @@ void OuterOptimizer::complete_unit(size_t ui, const std::vector<PathState*>& own
     for (float x : f.sum) ss += double(x) * x;
     const float s = float(capped_scale(u.paths.size(), f.mean_norm, std::sqrt(ss)));
     for (float& x : f.sum) x *= s;
+    f.scale = s;
+  }
+  if (f.total > 0 && u.path < 0) {  // RoundStats' scales: the group shared by all, the modules
+    if (u.level < 0) shared_scale_ = f.scale;
+    else module_scales_.first += f.scale, ++module_scales_.second;
   }
   // A module with no path present keeps its anchor (and momentum).
   if (f.total > 0) {
@@ -241,7 +247,14 @@ RoundStats OuterOptimizer::round(long index, const std::vector<PathState*>& own,
   }
   k_.synchronize();
   st.seconds = MPI_Wtime() - t0;
+  take_scales(st);
   return st;
+}
+
+void OuterOptimizer::take_scales(RoundStats& st) {
+  st.shared_scale = shared_scale_;
+  st.module_scale = module_scales_.second ? module_scales_.first / module_scales_.second : NAN;
+  shared_scale_ = NAN, module_scales_ = {0, 0};
 }
 
 // Until every ring is done: a wait on the first one still waiting, then every
@@ -303,6 +316,7 @@ void OuterOptimizer::progress() {
 RoundStats OuterOptimizer::complete(const std::vector<PathState*>& own) {
   const double t0 = MPI_Wtime();
   posted_.bytes += complete_units(own, true);
+  take_scales(posted_);
   for (auto* p : own) p->reset = false;
   in_flight_ = false;
   posted_.seconds += MPI_Wtime() - t0;

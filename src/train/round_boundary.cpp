@@ -168,10 +168,14 @@ StopRequest Trainer::round_boundary(long step, StopRequest wanted, EvalResult* l
   if (rank_ == 0 && metrics_ && (!rounds.empty() || step > pending_.from)) {
     std::vector<double> seconds(P, 0.0);
     for (size_t i = 0; i < n_chunk; ++i) seconds[i % P] += all[chunk_at + i];
-    auto round_record = [](const PendingMetrics::Round& pr) {
-      return JsonRecord().add("type", "round").add("round", pr.round).add("step", pr.step)
+    auto round_record = [this](const PendingMetrics::Round& pr) {
+      JsonRecord r = JsonRecord().add("type", "round").add("round", pr.round).add("step", pr.step)
           .add("sync_seconds", pr.seconds).add("bytes", pr.bytes).add("dropped", pr.dropped)
           .add("diverged", pr.diverged);
+      // The factors dipaco.sharing_scale applied (rank 0's modules: a sample of them).
+      if (deck_.dipaco.sharing_scale != SharingScale::none)
+        r.add("shared_scale", pr.shared_scale).add("module_scale", pr.module_scale);
+      return r;
     };
     // Rounds completed since the last boundary; the last record carries the paths' seconds.
     for (size_t k = 0; k + 1 < rounds.size(); ++k) metrics_->write(round_record(rounds[k]));

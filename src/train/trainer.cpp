@@ -415,7 +415,8 @@ void Trainer::note_round(const RoundStats& rs, long round, long step, TrainSumma
   sum.dropped += long(rs.dropped.size());
   sum.diverged += long(rs.diverged.size());
   for (int p : rs.dropped) say("outer round %ld: path %d's outer gradient dropped (fault.drop_outer_prob)\n", round, p);
-  pending_.rounds.push_back({round, step, rs.seconds, rs.bytes, long(rs.dropped.size()), long(rs.diverged.size())});
+  pending_.rounds.push_back({round, step, rs.seconds, rs.bytes, long(rs.dropped.size()), long(rs.diverged.size()),
+                            rs.shared_scale, rs.module_scale});
 }
 
 // train.early_stop = path: every path back to its weights of the best

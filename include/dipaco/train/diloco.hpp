@@ -12,6 +12,7 @@
 #include <algorithm>
 #include <cmath>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "dipaco/io/deck.hpp"
@@ -41,6 +42,9 @@ struct RoundStats {
   double seconds = 0, bytes = 0;
   std::vector<int> dropped;   // paths whose outer gradient was left out (fault.drop_outer_prob)
   std::vector<int> diverged;  // paths left out because they diverged since the last round
+  // dipaco.sharing_scale: the factor of the group shared by all paths and the mean over the
+  // modules this rank holds (NaN where it holds none of them).
+  double shared_scale = NAN, module_scale = NAN;
 };
 
 class OuterOptimizer {
@@ -108,6 +112,7 @@ class OuterOptimizer {
     double total = 0, bytes = 0;                      // the weights' sum (0: no path present); bytes sent
     double outer_lr = 0;                              // this round's (outer_lr_at)
     float mean_norm = 0;                              // sharing_scale capped: the weighted mean of the paths' norms
+    double scale = 1;                                 // the factor applied (sharing_scale)
     std::vector<std::vector<float>> terms, errors;   // per own contributing path: outer gradient, residuals
     std::vector<PathState*> fed;                      // whose residuals `errors` are
     std::vector<std::vector<float>> snapshots;        // per own path holding the unit: its weights at the post
@@ -131,6 +136,9 @@ class OuterOptimizer {
   bool in_flight_ = false;
   RoundStats posted_;
   std::vector<float> merge_now_, merge_anchor_;
+  double shared_scale_ = NAN;                      // this round's factors so far (take_scales)
+  std::pair<double, int> module_scales_{0, 0};    // their sum and count
+  void take_scales(RoundStats& st);
   // The communicator rank of each term of unit u in round `index`, in term order (path, then replica).
   std::vector<int> term_owners(const SyncUnit& u, long index) const;
 };

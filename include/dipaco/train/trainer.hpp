@@ -67,6 +67,7 @@ struct PendingMetrics {
     long round, step;
     double seconds, bytes;
     long dropped, diverged;
+    double shared_scale, module_scale;  // RoundStats'
   };
   long from = 0;                      // the last boundary (first step of loss): what rank 0 knows of every path
   std::vector<double> loss;           // [steps x P]: this rank's share of each path's loss
