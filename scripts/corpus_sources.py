@@ -349,8 +349,6 @@ def render_man(path):
 
 def src_man(cache):
     """Linux man-pages (sections 1-8), rendered once and cached as text."""
-    if shutil.which("groff") is None:
-        raise RuntimeError("groff not found: apt-get install groff-base")
     pages = {}
     versions = []
     for pkg in ("manpages", "manpages-dev"):
@@ -360,19 +358,7 @@ def src_man(cache):
             if not os.path.islink(path):
                 name = os.path.basename(path)[:-3]  # open.2
                 pages["man/" + name] = path
-    store = os.path.join(cache.root, "man-rendered-%s.json" % "-".join(versions))
-    if os.path.exists(store):
-        with open(store, encoding="utf-8") as f:
-            rendered = json.load(f)
-    else:
-        log("render %d man pages with groff" % len(pages))
-        ids = sorted(pages)
-        with ThreadPoolExecutor(max_workers=max(2, os.cpu_count() or 2)) as ex:
-            texts = list(ex.map(lambda i: render_man(pages[i]), ids))
-        rendered = {i: t for i, t in zip(ids, texts) if t}
-        with open(store + ".tmp", "w", encoding="utf-8") as f:
-            json.dump(rendered, f, ensure_ascii=False, sort_keys=True)
-        os.rename(store + ".tmp", store)
+    rendered = rendered_man_pages(cache, "-".join(versions), pages)
     for doc_id in sorted(rendered):
         yield doc_id, "manpages", rendered[doc_id]
 

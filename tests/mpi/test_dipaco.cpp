@@ -5,6 +5,7 @@
 
 #include <cmath>
 #include <cstring>
+#include <memory>
 
 #include "dipaco/io/deck.hpp"
 #include "dipaco/train/diloco.hpp"
@@ -22,6 +23,35 @@ MPI_Comm first_ranks(int n) {
   MPI_Comm_split(MPI_COMM_WORLD, world_rank() < n ? 0 : MPI_UNDEFINED, world_rank(), &c);
   return c;
 }
+
+// A hand-built outer round on a 2x2 of tiny paths: the deck (the common keys
+// plus `extra`), its optimizer and this rank's paths, their weights and anchors 0.
+struct HandRound {
+  Deck deck;
+  Topology topo;
+  ParamLayout layout;
+  std::unique_ptr<Kernels> k = make_cpu_kernels();
+  std::vector<PathState> paths;
+  std::vector<PathState*> own;
+  std::unique_ptr<OuterOptimizer> outer;
+  explicit HandRound(std::vector<std::string> extra) {
+    std::vector<std::string> keys = {"model.d_model=8", "model.n_layers=2", "model.n_heads=1", "model.context=4",
+                                     "model.layers_per_level=1,1", "dipaco.modules_per_level=2,2"};
+    keys.insert(keys.end(), extra.begin(), extra.end());
+    deck = load_deck("", keys);
+    topo = make_topology(deck.dipaco.modules_per_level, world_size());
+    layout = make_layout(model_shape(deck));
+    outer = std::make_unique<OuterOptimizer>(deck, topo, layout, *k, MPI_COMM_WORLD);
+    for (int p : topo.paths_of_rank(world_rank())) {
+      PathState ps;
+      ps.id = p;
+      ps.params = DeviceBuffer<float>(*k, layout.total);
+      paths.push_back(std::move(ps));
+    }
+    for (auto& p : paths) own.push_back(&p);
+    outer->init_anchors(own);
+  }
+};
 
 const float* group_of(const RunOut& r, int path, int group) {
   return r.params[path].data() + r.layout.groups[group].offset;
@@ -214,36 +244,19 @@ TEST(DiPaCo, TrainsWithDroppedOuterGradients) {
 // A hand-built outer round: known shard sizes, known weights, one path dropped.
 TEST(OuterRound, HandBuiltAnchorsAndDroppedPath) {
   if (world_size() > 4) GTEST_SKIP();
-  Deck deck = load_deck("", {"model.d_model=8", "model.n_layers=2", "model.n_heads=1", "model.context=4",
-                             "model.layers_per_level=1,1", "dipaco.modules_per_level=2,2", "dipaco.inner_steps=1",
-                             "dipaco.outer_lr=0.5", "dipaco.outer_momentum=0.9", "run.seed=11"});
-  Topology topo = make_topology(deck.dipaco.modules_per_level, world_size());
-  ModelShape shape = model_shape(deck);
-  ParamLayout layout = make_layout(shape);
-  auto k = make_cpu_kernels();
-  OuterOptimizer outer(deck, topo, layout, *k, MPI_COMM_WORLD);
+  HandRound h({"dipaco.inner_steps=1", "dipaco.outer_lr=0.5", "dipaco.outer_momentum=0.9", "run.seed=11"});
+  auto& [deck, topo, layout, k, paths, own, outer] = h;
   // Every path starts at 0; path p ends the round at weights (p+1) everywhere.
-  std::vector<PathState> paths;
-  for (int p : topo.paths_of_rank(world_rank())) {
-    PathState ps;
-    ps.id = p;
-    ps.params = DeviceBuffer<float>(*k, layout.total);
-    paths.push_back(std::move(ps));
-  }
-  std::vector<PathState*> own;
-  for (auto& p : paths) own.push_back(&p);
-  outer.init_anchors(own);
   for (auto* p : own) std::fill(p->params.get(), p->params.get() + layout.total, float(p->id + 1));
   std::vector<double> tokens = {100, 300, 200, 400};
   // Find a round in which exactly path 1 is dropped, with drop probability 0.25.
-  Deck& d = const_cast<Deck&>(deck);
-  d.fault.drop_outer_prob = 0.25;
+  deck.fault.drop_outer_prob = 0.25;
   long round = 0;
   auto only_path1 = [&](long r) {
-    return outer.dropped(r, 1) && !outer.dropped(r, 0) && !outer.dropped(r, 2) && !outer.dropped(r, 3);
+    return outer->dropped(r, 1) && !outer->dropped(r, 0) && !outer->dropped(r, 2) && !outer->dropped(r, 3);
   };
   while (!only_path1(round)) ++round;
-  outer.round(round, own, tokens);
+  outer->round(round, own, tokens);
   // Module L0.M0 holds paths 0 and 1; path 1 dropped: delta = 1.0*(0 - 1) = -1.
   // Module L1.M1 holds paths 1 and 3; only path 3 present: delta = -4.
   // Module L1.M0 holds paths 0 and 2: delta = -(100*1 + 200*3)/300.
@@ -271,23 +284,9 @@ TEST(OuterRound, SharingScaleSqrtAndCapped) {
   if (world_size() > 4) GTEST_SKIP();
   for (std::string mode : {"none", "sqrt", "capped"}) {
     for (bool opposed : {false, true}) {
-      Deck deck = load_deck("", {"model.d_model=8", "model.n_layers=2", "model.n_heads=1", "model.context=4",
-                                 "model.layers_per_level=1,1", "dipaco.modules_per_level=2,2", "dipaco.inner_steps=1",
-                                 "dipaco.outer_lr=1", "dipaco.outer_momentum=0", "dipaco.sharing_scale=" + mode});
-      Topology topo = make_topology(deck.dipaco.modules_per_level, world_size());
-      ParamLayout layout = make_layout(model_shape(deck));
-      auto k = make_cpu_kernels();
-      OuterOptimizer outer(deck, topo, layout, *k, MPI_COMM_WORLD);
-      std::vector<PathState> paths;
-      for (int p : topo.paths_of_rank(world_rank())) {
-        PathState ps;
-        ps.id = p;
-        ps.params = DeviceBuffer<float>(*k, layout.total);
-        paths.push_back(std::move(ps));
-      }
-      std::vector<PathState*> own;
-      for (auto& p : paths) own.push_back(&p);
-      outer.init_anchors(own);
+      HandRound h({"dipaco.inner_steps=1", "dipaco.outer_lr=1", "dipaco.outer_momentum=0",
+                   "dipaco.sharing_scale=" + mode});
+      auto& [deck, topo, layout, k, paths, own, outer] = h;
       auto moved = [&](int p, size_t i) {  // path p's weights after its inner steps (from 0)
         // Opposed: paths sharing a module differ in one module index, so in the parity of p's bits.
         if (opposed) return float(i % 2 == 0 ? (__builtin_popcount(p) % 2 == 0 ? 1 : -1) : 0);
@@ -296,7 +295,7 @@ TEST(OuterRound, SharingScaleSqrtAndCapped) {
       for (auto* p : own)
         for (size_t i = 0; i < layout.total; ++i) p->params.get()[i] = moved(p->id, i);
       const std::vector<double> bytes = {100, 300, 200, 400};
-      outer.round(0, own, bytes);
+      outer->round(0, own, bytes);
       // The reference, in doubles: anchor = -lr * scale * (0 - weighted mean of the moved weights).
       for (auto* p : own) {
         for (int g : {0, 1, 2}) {
@@ -342,31 +341,16 @@ TEST(OuterRound, SharingScaleSqrtAndCapped) {
 // the paths moved on; each copy is the new anchor plus what the path learnt in flight.
 TEST(OuterRound, OverlappedRoundMergesTheStepsTrainedInFlight) {
   if (world_size() > 4) GTEST_SKIP();
-  Deck deck = load_deck("", {"model.d_model=8", "model.n_layers=2", "model.n_heads=1", "model.context=4",
-                             "model.layers_per_level=1,1", "dipaco.modules_per_level=2,2", "dipaco.inner_steps=4",
-                             "dipaco.outer_lr=0.5", "dipaco.outer_momentum=0.9", "run.seed=11"});
-  Topology topo = make_topology(deck.dipaco.modules_per_level, world_size());
-  ParamLayout layout = make_layout(model_shape(deck));
-  auto k = make_cpu_kernels();
-  OuterOptimizer outer(deck, topo, layout, *k, MPI_COMM_WORLD);
-  std::vector<PathState> paths;
-  for (int p : topo.paths_of_rank(world_rank())) {
-    PathState ps;
-    ps.id = p;
-    ps.params = DeviceBuffer<float>(*k, layout.total);
-    paths.push_back(std::move(ps));
-  }
-  std::vector<PathState*> own;
-  for (auto& p : paths) own.push_back(&p);
-  outer.init_anchors(own);  // every anchor 0
+  HandRound h({"dipaco.inner_steps=4", "dipaco.outer_lr=0.5", "dipaco.outer_momentum=0.9", "run.seed=11"});
+  auto& [deck, topo, layout, k, paths, own, outer] = h;
   for (auto* p : own) std::fill(p->params.get(), p->params.get() + layout.total, float(p->id + 1));
   const std::vector<double> tokens = {100, 300, 200, 400};
-  outer.post(0, own, tokens);
-  EXPECT_TRUE(outer.in_flight());
+  outer->post(0, own, tokens);
+  EXPECT_TRUE(outer->in_flight());
   for (auto* p : own) std::fill(p->params.get(), p->params.get() + layout.total, float(p->id + 1) + 0.25f);  // steps in flight
-  outer.progress();
-  outer.complete(own);
-  EXPECT_FALSE(outer.in_flight());
+  outer->progress();
+  outer->complete(own);
+  EXPECT_FALSE(outer->in_flight());
   auto anchor = [](double delta) { return float(-0.5 * (delta + 0.9 * delta)); };
   for (auto* p : own) {
     auto mods = topo.path_modules(p->id);
