@@ -326,6 +326,8 @@ TEST(Stages, AChangedValueTouchesExactlyTheStagesThatDependOnIt) {
   EXPECT_EQ(changed("train.steps=50"), (V{false, false, false, true, true}));
   EXPECT_EQ(changed("route.em_candidates=2"), (V{false, false, false, true, true}));
   EXPECT_EQ(changed("eval.reroute_every=64"), (V{false, false, false, false, true}));
+  EXPECT_EQ(changed("eval.reroute_router=starts"), (V{false, false, false, false, true}));
+  EXPECT_EQ(changed("dipaco.sharing_scale=capped"), (V{false, false, false, true, true}));
   EXPECT_EQ(changed("run.log_every=3"), (V{false, false, false, false, false}));
   EXPECT_EQ(stamp_changes(base[3], stamps({"train.steps=50"})[3]), "train.steps: 400 -> 50");
 }
