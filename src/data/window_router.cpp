@@ -2,6 +2,8 @@
 
 #include <algorithm>
 
+#include "dipaco/dist/watchdog.hpp"
+
 namespace dipaco {
 
 Router window_router(const Assignment& train, const DocList& docs, const Topology& topo, int rank,
@@ -28,7 +30,8 @@ Router window_router(const Assignment& train, const DocList& docs, const Topolog
         for (int t = 0; t < dim; ++t) out[t] += f[w * dim + t];
       out[dim] += double(windows.size());
     }
-  MPI_Allreduce(MPI_IN_PLACE, sums.data(), int(sums.size()), MPI_DOUBLE, MPI_SUM, world);
+  watched("the window router's sums",
+          [&] { MPI_Allreduce(MPI_IN_PLACE, sums.data(), int(sums.size()), MPI_DOUBLE, MPI_SUM, world); });
   std::vector<double> all(dim + 1, 0.0);
   for (int p = 0; p < P; ++p)
     for (int t = 0; t <= dim; ++t) all[t] += sums[size_t(p) * (dim + 1) + t];
