@@ -85,6 +85,14 @@ std::vector<double> score_items(Trainer& t, const std::vector<ScoreItem>& items)
   return loss;
 }
 
+std::vector<Segment> scored_segments(const Document& d, const Deck& deck, size_t every) {
+  const size_t prefix = size_t(deck.route.prefix_tokens);
+  const size_t end = std::min(d.tokens() + 1, size_t(deck.eval.doc_bytes));
+  std::vector<Segment> out;
+  for (size_t s = prefix; s < end; s += every ? every : end) out.push_back({s, every ? std::min(end, s + every) : end});
+  return out;
+}
+
 RoutedEval routed_evaluate(Trainer& t, const DocList& val, const std::vector<int>& doc_path,
                            const Router* router, FeatureModel& features, const Deck& deck) {
   const int T = deck.model.context, P = t.topology().paths;
@@ -101,26 +109,25 @@ RoutedEval routed_evaluate(Trainer& t, const DocList& val, const std::vector<int
   // held do not grow with the validation set; the fixed-point sums do not depend on it.
   constexpr size_t kChunk = 1024;
   for (size_t first = 0; first < val.size(); first += kChunk) {
-    // Segments [s, e) of each document, and the window that routes each re-routed one.
-    struct Segment {
+    // Segments of each document, and the window that routes each re-routed one.
+    struct DocSegment {
       size_t doc, from, to;
     };
-    std::vector<Segment> segs;
+    std::vector<DocSegment> segs;
     std::vector<FeatureWindow> windows;
     const std::vector<Document> docs = val.documents(first, std::min(val.size(), first + kChunk));  // the items point at them
     for (size_t d = first; d < first + docs.size(); ++d) {
       const Document& doc = docs[d - first];
-      const size_t end = std::min(doc.tokens() + 1, size_t(deck.eval.doc_bytes));
-      for (size_t s = prefix; s < end; s += every ? every : end) {
-        segs.push_back({d, s, every ? std::min(end, s + every) : end});
-        if (s > prefix) windows.push_back({&doc, s - prefix});
+      for (const Segment& s : scored_segments(doc, deck, every)) {
+        segs.push_back({d, s.from, s.to});
+        if (s.from > prefix) windows.push_back({&doc, s.from - prefix});
       }
     }
     std::vector<float> f = features.features(windows, t.world());
     std::vector<ScoreItem> items;
     size_t w = 0;
     for (size_t i = 0; i < segs.size(); ++i) {
-      const Segment& s = segs[i];
+      const DocSegment& s = segs[i];
       int path = s.from == prefix ? doc_path[s.doc] : router->nearest_path(&f[(w++) * features.dim()]);
       add_items(items, path, &docs[s.doc - first], s.from, s.to, T);
     }

@@ -230,20 +230,28 @@ Router fit_router(const std::vector<float>& features, int dim, const std::vector
 }
 
 Router refit_router(const std::vector<float>& features, int dim, const std::vector<int>& path_of_doc, int paths) {
+  std::vector<double> sum(size_t(paths) * dim, 0.0), count(paths, 0.0);
+  for (size_t i = 0; i < path_of_doc.size(); ++i) {
+    ++count[path_of_doc[i]];
+    for (int t = 0; t < dim; ++t) sum[size_t(path_of_doc[i]) * dim + t] += features[i * dim + t];
+  }
+  return centroid_router(sum, count, dim, paths);
+}
+
+Router centroid_router(const std::vector<double>& sums, const std::vector<double>& counts, int dim, int paths) {
+  std::vector<double> all(dim, 0.0);
+  double n = 0;
+  for (int p = 0; p < paths; ++p) {
+    n += counts[p];
+    for (int t = 0; t < dim; ++t) all[t] += sums[size_t(p) * dim + t];
+  }
   Router r;
   r.mode = "flat", r.dim = dim, r.modules_per_level = {paths};
-  const size_t n = path_of_doc.size();
-  std::vector<double> sum(size_t(paths) * dim, 0.0), all(dim, 0.0);
-  std::vector<size_t> count(paths, 0);
-  for (size_t i = 0; i < n; ++i) {
-    ++count[path_of_doc[i]];
-    for (int t = 0; t < dim; ++t) sum[size_t(path_of_doc[i]) * dim + t] += features[i * dim + t], all[t] += features[i * dim + t];
-  }
   r.centroids.assign(1, std::vector<float>(size_t(paths) * dim));
   for (int p = 0; p < paths; ++p)
     for (int t = 0; t < dim; ++t)
       r.centroids[0][size_t(p) * dim + t] =
-          float(count[p] ? sum[size_t(p) * dim + t] / double(count[p]) : all[t] / double(std::max<size_t>(n, 1)));
+          float(counts[p] > 0 ? sums[size_t(p) * dim + t] / counts[p] : all[t] / std::max(n, 1.0));
   return r;
 }
 

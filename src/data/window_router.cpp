@@ -2,6 +2,7 @@
 
 #include <algorithm>
 
+#include "dipaco/data/routed_eval.hpp"
 #include "dipaco/dist/watchdog.hpp"
 
 namespace dipaco {
@@ -10,8 +11,9 @@ Router window_router(const Assignment& train, const DocList& docs, const Topolog
                      FeatureModel& features, const Deck& deck, MPI_Comm world) {
   const int P = topo.paths, dim = features.dim();
   const size_t prefix = size_t(deck.route.prefix_tokens), every = size_t(deck.eval.reroute_every);
-  // Per path: the feature sums (dim) and the window count, summed over ranks.
+  // The feature sums per path [P, dim], then the window counts [P]: one sum over ranks.
   std::vector<double> sums(size_t(P) * (dim + 1), 0.0);
+  double* counts = &sums[size_t(P) * dim];
   if (topo.rank_in_path(rank) == 0 && every > 0)  // a path's other ranks hold the same documents
     for (int p : topo.paths_of_rank(rank)) {
       if (size_t(p) >= train.size() || train[p].empty()) continue;
@@ -19,32 +21,19 @@ Router window_router(const Assignment& train, const DocList& docs, const Topolog
       const std::vector<Document> held =
           docs.subset(std::vector<int>(train[p].begin(), train[p].begin() + long(n))).documents(0, n);
       std::vector<FeatureWindow> windows;
-      for (const Document& d : held) {
-        const size_t end = std::min(d.tokens() + 1, size_t(deck.eval.doc_bytes));
-        for (size_t s = prefix + every; s < end; s += every) windows.push_back({&d, s - prefix});
-      }
+      for (const Document& d : held)
+        for (const Segment& s : scored_segments(d, deck, every))
+          if (s.from > prefix) windows.push_back({&d, s.from - prefix});
       if (windows.empty()) continue;
       const std::vector<float> f = features.local_features(windows);
-      double* out = &sums[size_t(p) * (dim + 1)];
       for (size_t w = 0; w < windows.size(); ++w)
-        for (int t = 0; t < dim; ++t) out[t] += f[w * dim + t];
-      out[dim] += double(windows.size());
+        for (int t = 0; t < dim; ++t) sums[size_t(p) * dim + t] += f[w * dim + t];
+      counts[p] += double(windows.size());
     }
   watched("the window router's sums",
           [&] { MPI_Allreduce(MPI_IN_PLACE, sums.data(), int(sums.size()), MPI_DOUBLE, MPI_SUM, world); });
-  std::vector<double> all(dim + 1, 0.0);
-  for (int p = 0; p < P; ++p)
-    for (int t = 0; t <= dim; ++t) all[t] += sums[size_t(p) * (dim + 1) + t];
-  Router r;
-  r.mode = "flat", r.dim = dim, r.modules_per_level = {P};
-  r.centroids.assign(1, std::vector<float>(size_t(P) * dim));
-  for (int p = 0; p < P; ++p) {
-    const double* s = &sums[size_t(p) * (dim + 1)];
-    const double* from = s[dim] > 0 ? s : all.data();
-    const double n = std::max(from[dim], 1.0);
-    for (int t = 0; t < dim; ++t) r.centroids[0][size_t(p) * dim + t] = float(from[t] / n);
-  }
-  return r;
+  return centroid_router(std::vector<double>(sums.begin(), sums.begin() + long(P) * dim),
+                         std::vector<double>(counts, counts + P), dim, P);
 }
 
 }  // namespace dipaco

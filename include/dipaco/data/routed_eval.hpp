@@ -41,6 +41,15 @@ struct RoutedEval {
   long segments = 0;  // routing decisions made
 };
 
+// The scored segments [from, to) of a validation document: from the routing
+// prefix to its first eval.doc_bytes tokens (its end token included), cut
+// every `every` tokens (0: one segment). Each segment after the first is
+// re-routed by the prefix_tokens before it: the window [from - prefix, from).
+struct Segment {
+  size_t from, to;
+};
+std::vector<Segment> scored_segments(const Document& d, const Deck& deck, size_t every);
+
 // doc_path: the path of each validation document by its prefix (from the shard file).
 // With eval.reroute_every > 0 and a router, later segments are re-routed by features.
 RoutedEval routed_evaluate(Trainer& t, const DocList& val, const std::vector<int>& doc_path,

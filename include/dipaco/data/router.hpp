@@ -57,6 +57,10 @@ Router fit_router(const std::vector<float>& features, int dim, const std::vector
 // a flat router whose centroid p is the mean feature of p's documents
 // (a path left without documents keeps the overall mean, so it is never chosen first).
 Router refit_router(const std::vector<float>& features, int dim, const std::vector<int>& path_of_doc, int paths);
+// The flat router of those centroids from their sums: sums [paths, dim] of the
+// features of each path's rows, counts [paths] the rows. A path without rows
+// gets the mean of all (the same rule as refit_router).
+Router centroid_router(const std::vector<double>& sums, const std::vector<double>& counts, int dim, int paths);
 // A logistic-regression (softmax) router fit to the same assignment: mode
 // "logistic", centroids[0] holds one row [w_p, b_p] per path.
 Router refit_router_logistic(const std::vector<float>& features, int dim, const std::vector<int>& path_of_doc, int paths,
