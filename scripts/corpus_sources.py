@@ -80,16 +80,21 @@ def run(cmd, **kw):
     return p.stdout
 
 
+def decode_text(data):
+    """Bytes as UTF-8 (Latin-1 if they are not valid UTF-8)."""
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError:
+        return data.decode("latin-1")
+
+
 def read_text(path):
     """Reads a file as UTF-8 (Latin-1 if it is not valid UTF-8)."""
     with open(path, "rb") as f:
         data = f.read()
     if path.endswith(".gz"):
         data = gzip.decompress(data)
-    try:
-        return data.decode("utf-8")
-    except UnicodeDecodeError:
-        return data.decode("latin-1")
+    return decode_text(data)
 
 
 # ---------------------------------------------------------------------------
@@ -621,14 +626,7 @@ def src_java(cache):
     z = zipfile.ZipFile(path)
 
     def loader(info):
-        def load():
-            data = z.read(info)
-            try:
-                text = data.decode("utf-8")
-            except UnicodeDecodeError:
-                text = data.decode("latin-1")
-            return prose_or_code(text)
-        return load
+        return lambda: prose_or_code(decode_text(z.read(info)))
 
     for info in sorted(z.infolist(), key=lambda i: i.filename):
         name = info.filename
