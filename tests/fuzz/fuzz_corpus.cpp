@@ -5,6 +5,7 @@
 #include <unistd.h>
 
 #include <cstdio>
+#include <cstdlib>
 #include <string>
 
 #include "dipaco/data/corpus.hpp"
@@ -17,7 +18,12 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   // read), past the fuzzer's memory limit by design: zstd input is tested by
   // the unit tests (truncated and corrupt streams), not here.
   if (size >= 4 && data[0] == 0x28 && data[1] == 0xb5 && data[2] == 0x2f && data[3] == 0xfd) return 0;
-  static const std::string path = "/tmp/dipaco-fuzz-corpus-" + std::to_string(getpid()) + ".jsonl";
+  static const std::string path = [] {
+    const char* tmp = std::getenv("TMPDIR");
+    static std::string p = std::string(tmp ? tmp : "/tmp") + "/dipaco-fuzz-corpus-" + std::to_string(getpid()) + ".jsonl";
+    std::atexit([] { std::remove(p.c_str()); });
+    return p;
+  }();
   if (FILE* f = std::fopen(path.c_str(), "wb")) {
     std::fwrite(data, 1, size, f);
     std::fclose(f);

@@ -1,12 +1,16 @@
 // GoogleTest under mpirun: MPI is initialised once; only rank 0 prints
 // (DIPACO_TEST_ALL_RANKS=1: every rank, to see a failure on another rank).
+// Each rank's files go to its own scratch directory, removed at the end.
 #include <gtest/gtest.h>
 #include <mpi.h>
 
 #include <cstdlib>
 
+#include "../unit/scratch_dir.hpp"
+
 int main(int argc, char** argv) {
   MPI_Init(&argc, &argv);
+  static ScratchDir scratch;
   ::testing::InitGoogleTest(&argc, argv);
   int rank;
   MPI_Comm_rank(MPI_COMM_WORLD, &rank);

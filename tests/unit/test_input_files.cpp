@@ -20,8 +20,8 @@ class InputFiles : public ::testing::Test {
  protected:
   std::string dir;
   void SetUp() override {
-    char tmpl[] = "/tmp/dipaco_inputs_XXXXXX";
-    ASSERT_NE(mkdtemp(tmpl), nullptr);
+    std::string tmpl = ::testing::TempDir() + "dipaco_inputs_XXXXXX";
+    ASSERT_NE(mkdtemp(tmpl.data()), nullptr);
     dir = tmpl;
   }
   void TearDown() override { fs::remove_all(dir); }
