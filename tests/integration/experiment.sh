@@ -34,7 +34,7 @@ check "saturated: a variant's own overrides come last and win" 0 "^d_model=32 n_
 check "early: the decks as they are (DiPaCo 4x4: d64, 500 steps)" 0 "^d_model=64 n_heads=4 steps=500 lr=3e-3 $" -- \
   shape "$tmp/deck-early-8.ini"
 # The 64x regime: the large corpus, 64 shards of 1% to 2% of the documents, the 16x rows' 16 of 4% to 8%,
-# and the rows of seed 2 from seed 2's own warm start.
+# and the rows of seeds 2 and 3 from their own warm starts.
 route() { awk -F' = ' '$1=="corpus"||$1=="seed"||$1=="max_shard_fraction"||$1=="min_shard_fraction"||$1=="warm_start"{printf "%s=%s ", $1, $2}' "$1"; }
 row() { grep -n "^== $1: run" "$tmp/64x.cmds" | cut -d: -f1; }
 check "64x: DiPaCo 8x8 reads the large corpus in shards of 1% to 2%" 0 \
@@ -42,6 +42,8 @@ check "64x: DiPaCo 8x8 reads the large corpus in shards of 1% to 2%" 0 \
   route "$tmp/deck-64x-$(row "DiPaCo 8x8").ini"
 check "64x: DiPaCo 4x4 has shards of 4% to 8%" 0 "max_shard_fraction=0.08 min_shard_fraction=0.04" -- \
   route "$tmp/deck-64x-$(row "DiPaCo 4x4").ini"
-check "64x: a row of seed 2 starts from seed 2's warm start" 0 "^seed=2 .*warm_start=$tmp/64x/warmstart-s-lr1.2e-2-seed2.h5 " -- \
-  route "$tmp/deck-64x-$(row "DiPaCo 8x8, seed 2").ini"
+for seed in 2 3; do
+  check "64x: a row of seed $seed starts from seed $seed's warm start" 0 "^seed=$seed .*warm_start=$tmp/64x/warmstart-s-lr1.2e-2-seed$seed.h5 " -- \
+    route "$tmp/deck-64x-$(row "DiPaCo 8x8, seed $seed").ini"
+done
 finish
