@@ -342,6 +342,7 @@ void write_summary(const RunContext& c) {
         .add("sync_bytes_per_rank", sum.sync_bytes)
         .add("path_allreduce_bytes_per_rank", sum.path_bytes)
         .add("data_parallel_bytes_per_rank", sum.dp_bytes)
+        .add("peak_rss_mb_per_rank", c.peak_rss_bytes / 1e6)
         .add("checkpoints_written", sum.checkpoints)
         .add("checkpoint_write_seconds", sum.checkpoint_seconds)
         .add("communication_saving",
@@ -353,8 +354,9 @@ void write_summary(const RunContext& c) {
     r.add_raw("files", json_strings(files_written(run_dir, c.warm_file)));
     write_file_atomic(run_dir + "/summary.json", r.str() + "\n");
 
-    say("\ndone: %ld steps, %.0f tokens in %s (%.1fk tok/s)\n", long(deck.train.steps), double(sum.tokens),
-        format_duration(sum.wall_seconds).c_str(), sum.tokens / std::max(sum.wall_seconds, 1e-9) / 1000);
+    say("\ndone: %ld steps, %.0f tokens in %s (%.1fk tok/s); peak memory %.0f MB per rank\n", long(deck.train.steps),
+        double(sum.tokens), format_duration(sum.wall_seconds).c_str(), sum.tokens / std::max(sum.wall_seconds, 1e-9) / 1000,
+        c.peak_rss_bytes / 1e6);
     say("validation %s: %.4f (windows of each path's shard); routed: %.4f\n", c.loss_unit.c_str(), sum.final_eval.bpb,
         c.routed_bpb);
     if (sum.rounds > 0) {
@@ -375,6 +377,10 @@ int run_stages(const Deck& deck, int rank, int size) {
   std::unique_ptr<RunLock> lock;  // held until return or unwinding
   set_up(c, lock);
   if (const int code = run_stage_table(c); code != kExitOk) return code;
+  c.peak_rss_bytes = peak_resident_bytes();
+  watched("agreeing on the peak memory", [&] {
+    MPI_Allreduce(MPI_IN_PLACE, &c.peak_rss_bytes, 1, MPI_DOUBLE, MPI_MAX, MPI_COMM_WORLD);
+  });
   write_summary(c);
   // Recorded as null in summary.json and eval.json; never a finished run.
   if (!std::isfinite(c.routed_bpb) || !std::isfinite(c.summary.final_eval.bpb)) {

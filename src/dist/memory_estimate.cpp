@@ -144,6 +144,18 @@ double available_memory_bytes() {
   return avail;
 }
 
+double peak_resident_bytes() {
+  std::ifstream status("/proc/self/status");
+  for (std::string key; status >> key;) {
+    if (key == "VmHWM:") {
+      double kb = 0;
+      return status >> kb ? kb * 1024 : 0;
+    }
+    status.ignore(1 << 10, '\n');
+  }
+  return 0;
+}
+
 MemoryEstimate check_memory(const Deck& deck, const Topology& topo, int rank, MPI_Comm comm) {
   const MemoryEstimate e = estimate_memory(deck, topo, rank, corpus_file_bytes(deck));
   // On a GPU the model's buffers are device memory, which MemAvailable does not describe: printed, not enforced.

@@ -41,8 +41,11 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   if (split.train.size() + split.val.size() != docs.size()) __builtin_trap();
   TokenStream s = make_stream(split.train);
   std::vector<size_t> starts;
-  validation_windows(s, 8, 4, starts);
+  const int k = validation_windows(s, 8, 4, starts);
+  if (size_t(k) != starts.size() || k > 4) __builtin_trap();
+  // A window reads tokens [st, st + 9); a stream shorter than that gets one
+  // window at 0, padded.
   for (size_t st : starts)
-    if (st + 8 >= s.size()) __builtin_trap();
+    if (s.size() >= 9 ? st + 8 >= s.size() : st != 0) __builtin_trap();
   return 0;
 }

@@ -47,6 +47,7 @@ struct RunContext {
   // Seconds of the pieces of set-up that grow with the topology (summary.json's "seconds").
   std::vector<std::pair<std::string, double>> seconds;
   TrainSummary summary;
+  double peak_rss_bytes = 0;  // the largest rank's peak resident memory, over the whole run
   // evaluate -> the routed evaluation.
   std::string routed_text;  // eval.json's record
   double routed_bpb = 0;

@@ -36,6 +36,8 @@ double corpus_file_bytes(const Deck& deck);
 // Memory this process may still use: MemAvailable of /proc/meminfo, or less
 // when the cgroup (v2 memory.max - memory.current) allows less. 0: unknown.
 double available_memory_bytes();
+// This process's peak resident memory so far (VmHWM of /proc/self/status). 0: unknown.
+double peak_resident_bytes();
 
 // Collective over comm: this rank's estimate, or DeckError on every rank when
 // the ranks of some node together need more than it has available.
