@@ -7,6 +7,7 @@
 #include <array>
 #include <fstream>
 #include <string>
+#include <vector>
 
 #include "dipaco/io/deck.hpp"
 #include "dipaco/model/kernels.hpp"
@@ -111,4 +112,20 @@ TEST(MemoryEstimate, PathsPerRankAndRanksPerPath) {
   const MemoryEstimate e8 = estimate_memory(d, make_topology(d.dipaco.modules_per_level, 8), 0, 0);
   EXPECT_DOUBLE_EQ(e8.activations, model_activation_bytes(model_shape(d), d.train.batch_size / 2, true) +
                                        model_activation_bytes(model_shape(d), d.train.batch_size, true));
+}
+
+TEST(MemoryEstimate, PeakResidentBytesFollowsWhatIsTouched) {
+  const double before = peak_resident_bytes();
+  ASSERT_GT(before, 0);
+  double now = 0;  // VmRSS: an earlier test may have left the peak above what is resident now
+  std::ifstream status("/proc/self/status");
+  for (std::string key; status >> key;)
+    if (key == "VmRSS:") status >> now, now *= 1024;
+  ASSERT_GT(now, 0);
+  {  // 64 MB more than the peak leaves room for: the peak rises by about 64 MB, and stays when it is freed
+    std::vector<char> block(size_t(before - now) + (size_t(64) << 20));
+    for (size_t i = 0; i < block.size(); i += 4096) block[i] = char(i);
+    EXPECT_GE(peak_resident_bytes(), before + 60e6);
+  }
+  EXPECT_GE(peak_resident_bytes(), before + 60e6);
 }
