@@ -7,6 +7,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <filesystem>
+#include <memory>
 
 #include "dipaco/cmd/app.hpp"
 #include "dipaco/cmd/run_context.hpp"
@@ -37,6 +38,7 @@ std::string routed_json(const RoutedEval& r, const Deck& deck, const std::string
       .add("scored_bytes", r.bytes)
       .add("reroute_every", long(deck.eval.reroute_every))
       .add("reroute_router", name(deck.eval.reroute_router))
+      .add("reroute_window", long(reroute_window(deck)))
       .add("routing_decisions", r.segments)
       .add_raw("path_val_bpb", json_array(r.path_bpb))
       .add_raw("path_scored_bytes", json_array(r.path_bytes))
@@ -83,14 +85,22 @@ int make_evaluate(RunContext& c, const std::string& stamp) {
     say("note: eval.reroute_every needs route.method = kmeans; each document is routed once");
   const double t0 = MPI_Wtime();
   const Router* router = c.shards.has_router ? &c.shards.router : nullptr;
+  // Re-routing reads windows of eval.reroute_window tokens: features pooled over that many.
+  FeatureModel* features = &c.features();
+  std::unique_ptr<FeatureModel> window_features;
+  if (const int w = int(reroute_window(c.deck)); router && c.deck.eval.reroute_every > 0 && w != c.deck.route.prefix_tokens) {
+    window_features = std::make_unique<FeatureModel>(*c.kernels, model_shape(c.deck), c.deck.train.precision, c.warm,
+                                                     c.deck.train.batch_size, w);
+    features = window_features.get();
+  }
   Router windows;
   if (router && c.deck.eval.reroute_every > 0 && c.deck.eval.reroute_router == RerouteRouter::windows) {
-    windows = window_router(c.shards.train, c.split.train, c.trainer->topology(), c.rank, c.features(), c.deck,
+    windows = window_router(c.shards.train, c.split.train, c.trainer->topology(), c.rank, *features, c.deck,
                             c.trainer->world());
     router = &windows;
   }
   const RoutedEval routed =
-      routed_evaluate(*c.trainer, c.split.val, path_of_val(c.shards, c.split.val.size()), router, c.features(), c.deck);
+      routed_evaluate(*c.trainer, c.split.val, path_of_val(c.shards, c.split.val.size()), router, *features, c.deck);
   c.routed_text = routed_json(routed, c.deck, c.loss_unit);
   c.routed_bpb = routed.bpb;
   if (c.rank == 0) {

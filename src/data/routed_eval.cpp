@@ -93,10 +93,14 @@ std::vector<Segment> scored_segments(const Document& d, const Deck& deck, size_t
   return out;
 }
 
+size_t reroute_window(const Deck& deck) {
+  return size_t(deck.eval.reroute_window > 0 ? deck.eval.reroute_window : deck.route.prefix_tokens);
+}
+
 RoutedEval routed_evaluate(Trainer& t, const DocList& val, const std::vector<int>& doc_path,
                            const Router* router, FeatureModel& features, const Deck& deck) {
   const int T = deck.model.context, P = t.topology().paths;
-  const size_t prefix = size_t(deck.route.prefix_tokens);
+  const size_t prefix = size_t(deck.route.prefix_tokens), window = reroute_window(deck);
   const size_t every = router ? size_t(deck.eval.reroute_every) : 0;
   RoutedEval r;
   std::map<std::string_view, int> domain_index;
@@ -120,15 +124,17 @@ RoutedEval routed_evaluate(Trainer& t, const DocList& val, const std::vector<int
       const Document& doc = docs[d - first];
       for (const Segment& s : scored_segments(doc, deck, every)) {
         segs.push_back({d, s.from, s.to});
-        if (s.from > prefix) windows.push_back({&doc, s.from - prefix});
+        if (s.from > prefix && s.from >= window) windows.push_back({&doc, s.from - window});
       }
     }
     std::vector<float> f = features.features(windows, t.world());
     std::vector<ScoreItem> items;
     size_t w = 0;
+    int path = 0;
     for (size_t i = 0; i < segs.size(); ++i) {
       const DocSegment& s = segs[i];
-      int path = s.from == prefix ? doc_path[s.doc] : router->nearest_path(&f[(w++) * features.dim()]);
+      if (s.from == prefix) path = doc_path[s.doc];
+      else if (s.from >= window) path = router->nearest_path(&f[(w++) * features.dim()]);  // else: the path before
       add_items(items, path, &docs[s.doc - first], s.from, s.to, T);
     }
     std::vector<double> loss = score_items(t, items);

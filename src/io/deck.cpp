@@ -250,6 +250,9 @@ std::vector<DeckKey> make_keys() {
       K_CHOICE("eval.reroute_router", eval.reroute_router, "windows",
                "what re-routes a segment: windows (each path's mean feature of the windows re-routing reads in its "
                "own training documents) or starts (the route's k-means, fit on document starts)").at(DeckStage::evaluate),
+      K_INT("eval.reroute_window", eval.reroute_window, "0", 0, 1 << 20,
+            "re-routing: tokens of the window before a segment whose features pick its path (0: route.prefix_tokens; "
+            "another length needs reroute_router = windows)").at(DeckStage::evaluate),
       K_INT("eval.doc_bytes", eval.doc_bytes, "1024", 2, 1 << 30, "routed evaluation: leading bytes of each validation document it reads").at(DeckStage::evaluate),
 
       K_FLOAT("fault.drop_outer_prob", fault.drop_outer_prob, "0", 0, 1, "probability that a path's outer gradient is dropped from a round").at(DeckStage::train),
@@ -511,6 +514,14 @@ void check_cross_keys(Deck& deck) {
       throw DeckError("route.min_shard_fraction = " + deck.values["route.min_shard_fraction"] + " must be at most 1/paths = 1/" +
                       std::to_string(paths) + " and at most route.max_shard_fraction = " + deck.values["route.max_shard_fraction"]);
   }
+  if (deck.eval.reroute_window > deck.model.context)
+    throw DeckError("eval.reroute_window = " + std::to_string(deck.eval.reroute_window) + " must be at most model.context = " +
+                    std::to_string(deck.model.context));
+  if (const auto& e = deck.eval; e.reroute_window > 0 && e.reroute_window != deck.route.prefix_tokens &&
+                                  e.reroute_router == RerouteRouter::starts)
+    throw DeckError("eval.reroute_window = " + std::to_string(e.reroute_window) + " needs eval.reroute_router = windows "
+                    "(the route's k-means is fit on features of route.prefix_tokens = " +
+                    std::to_string(deck.route.prefix_tokens) + " tokens)");
   if (deck.run.path_allreduce == PathAllreduce::nccl && deck.run.device != Device::cuda)
     throw DeckError("run.path_allreduce = nccl needs run.device = cuda (NCCL sums GPU memory)");
   if (const auto& d = deck.dipaco; d.overlap_steps > 0) {

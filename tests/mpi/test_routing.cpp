@@ -209,6 +209,48 @@ TEST(Routing, OnePathReroutedScoresExactlyAsRoutedOnce) {
   EXPECT_EQ(a.bytes, b.bytes);
   EXPECT_EQ(a.bpb, b.bpb);
   EXPECT_EQ(a.domain_bpb, b.domain_bpb);
+  // Re-routed by the 30 tokens before each segment (the one at 28 keeps its path): the same again.
+  ov.insert(ov.end(), {"eval.reroute_window=30", "eval.reroute_router=windows"});
+  const Deck window30 = load_deck("", ov);
+  FeatureModel fm30(*k, model_shape(window30), Precision::fp32, params, 4, 30);
+  RoutedEval c = routed_evaluate(t, s.val, doc_path, &one, fm30, window30);
+  EXPECT_EQ(c.segments, b.segments);
+  EXPECT_EQ(c.bytes, a.bytes);
+  EXPECT_EQ(c.bpb, a.bpb);
+}
+
+// A segment is re-routed by the window just before it, never by text after its
+// start: with a router of two paths, the segments whose window is too short
+// for eval.reroute_window keep the path before them, the others take the
+// nearest path of the window [s - window, s).
+TEST(Routing, ReroutingReadsOnlyTheWindowBeforeEachSegment) {
+  auto ov = one_path_deck();
+  ov.insert(ov.end(), {"eval.doc_bytes=300", "eval.reroute_every=20", "eval.reroute_window=40",
+                       "eval.reroute_router=windows", "dipaco.modules_per_level=2"});
+  const Deck d = load_deck("", ov);
+  auto k = make_cpu_kernels();
+  const ModelShape shape = model_shape(d);
+  const auto params = init_params(shape, make_layout(shape), 5);
+  FeatureModel fm(*k, shape, Precision::fp32, params, 4, 40);
+  const Split& s = corpus();
+  size_t pick = 0;
+  while (pick < s.val.size() && s.val[pick].tokens() < 300) ++pick;
+  ASSERT_LT(pick, s.val.size()) << "a validation document of 300 bytes";
+  const DocList one = s.val.slice(pick, pick + 1);
+  const Document doc = one[0];
+  // Path 1's centroid is the feature of [8, 48), path 0's that plus 1000 in every
+  // component: every window that is read goes to path 1.
+  const std::vector<float> f = fm.local_features({{&doc, 8}});
+  Router r;
+  r.mode = "flat", r.dim = fm.dim(), r.modules_per_level = {2};
+  r.centroids = {std::vector<float>(size_t(2 * fm.dim()))};
+  for (int c = 0; c < fm.dim(); ++c) r.centroids[0][size_t(c)] = f[size_t(c)] + 1e3f, r.centroids[0][size_t(fm.dim() + c)] = f[size_t(c)];
+  Trainer t(d, MPI_COMM_WORLD, *k, shard_by_rule(s.train, 2, RouteMethod::hash), shard_by_rule(s.val, 2, RouteMethod::hash), "", false);
+  const RoutedEval got = routed_evaluate(t, one, {0}, &r, fm, d);
+  // Segments [8, 28) and [28, 48) on path 0 (the document's; no 40 tokens before 28), the 13 after on path 1.
+  EXPECT_EQ(got.segments, 15);
+  EXPECT_EQ(got.path_bytes[0], 40.0);
+  EXPECT_EQ(got.path_bytes[1], 300.0 - 48.0);
 }
 
 // The re-routing router: path p's centroid is the mean feature of the windows
@@ -216,13 +258,14 @@ TEST(Routing, OnePathReroutedScoresExactlyAsRoutedOnce) {
 // first training documents; a path without documents gets the mean of all.
 // Each path's first rank reads its windows: the same router at any rank count.
 TEST(Routing, WindowRouterCentroidsAreTheWindowsMeans) {
+  for (const int window : {8, 30}) {  // route.prefix_tokens, and eval.reroute_window = 30 (the segment at 28 has none)
   auto ov = one_path_deck();
-  ov.insert(ov.end(), {"eval.doc_bytes=300", "eval.reroute_every=20"});
+  ov.insert(ov.end(), {"eval.doc_bytes=300", "eval.reroute_every=20", "eval.reroute_window=" + std::to_string(window)});
   Deck d = load_deck("", ov);
   auto k = make_cpu_kernels();
   const ModelShape shape = model_shape(d);
   const auto params = init_params(shape, make_layout(shape), 11);
-  FeatureModel fm(*k, shape, Precision::fp32, params, 4, d.route.prefix_tokens);
+  FeatureModel fm(*k, shape, Precision::fp32, params, 4, window);
   const Split& s = corpus();
   const Topology topo = make_topology({2, 2}, world_size());
   Assignment train(4);  // path 0 holds more documents than are read, path 3 none
@@ -244,7 +287,8 @@ TEST(Routing, WindowRouterCentroidsAreTheWindowsMeans) {
     std::vector<FeatureWindow> w;
     for (const Document& doc : docs) {
       const size_t end = std::min(doc.tokens() + 1, size_t(300));
-      for (size_t at = 8 + 20; at < end; at += 20) w.push_back({&doc, at - 8});
+      for (size_t at = 8 + 20; at < end; at += 20)
+        if (at >= size_t(window)) w.push_back({&doc, at - size_t(window)});
     }
     if (p < 3) ASSERT_GT(w.size(), n) << "documents longer than one segment";
     const std::vector<float> f = fm.local_features(w);
@@ -258,4 +302,5 @@ TEST(Routing, WindowRouterCentroidsAreTheWindowsMeans) {
   }
   for (int c = 0; c < fm.dim(); ++c)
     EXPECT_NEAR(r.centroids[0][size_t(3) * fm.dim() + c], all[c] / windows, 1e-5) << "the empty path: the mean of all";
+  }
 }

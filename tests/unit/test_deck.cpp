@@ -307,6 +307,11 @@ TEST(Deck, CrossKeyRulesAreTheDecks) {
   EXPECT_NE(error_of("", {"route.em_rounds=1", "route.method=hash"}).find("route.em_rounds needs route.method = kmeans"),
             std::string::npos);
   EXPECT_EQ(error_of("", {"route.em_rounds=1", "route.method=kmeans"}), "");
+  EXPECT_NE(error_of("", {"eval.reroute_window=64", "eval.reroute_router=starts"}).find(
+                "eval.reroute_window = 64 needs eval.reroute_router = windows"), std::string::npos);
+  EXPECT_NE(error_of("", {"eval.reroute_window=4096", "model.context=128"}).find("must be at most model.context = 128"),
+            std::string::npos);
+  EXPECT_EQ(error_of("", {"eval.reroute_window=64", "model.context=128"}), "");
   // A shard floor above an even share, or above the cap, cannot be met.
   const std::vector<std::string> four = {"dipaco.modules_per_level=2,2", "model.layers_per_level=2,2"};
   auto with = [&](std::vector<std::string> ov) { return ov.insert(ov.end(), four.begin(), four.end()), ov; };

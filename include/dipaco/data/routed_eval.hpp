@@ -50,6 +50,11 @@ struct Segment {
 };
 std::vector<Segment> scored_segments(const Document& d, const Deck& deck, size_t every);
 
+// The tokens before a re-routed segment whose features pick its path: eval.reroute_window,
+// else route.prefix_tokens. `features` must pool that many (a segment starting
+// earlier in its document keeps the path before it).
+size_t reroute_window(const Deck& deck);
+
 // doc_path: the path of each validation document by its prefix (from the shard file).
 // With eval.reroute_every > 0 and a router, later segments are re-routed by features.
 RoutedEval routed_evaluate(Trainer& t, const DocList& val, const std::vector<int>& doc_path,

@@ -2,8 +2,8 @@
 // middle of a document is not a document start, and the k-means fit on starts
 // sends it astray; this router's centroid for path p is the mean feature of
 // the windows re-routing will see in p's own training documents: tokens
-// [k * every - prefix, k * every) for every re-routed segment start k * every
-// (k >= 1 after the prefix), as in routed_evaluate.
+// [s - window, s) for every re-routed segment start s = prefix + k * every
+// (k >= 1, s >= window; window = reroute_window(deck)), as in routed_evaluate.
 #pragma once
 #include <mpi.h>
 

@@ -135,7 +135,7 @@ struct Deck {
     int every, keep;
   } checkpoint;
   struct Eval {
-    int every, batches, reroute_every, doc_bytes;
+    int every, batches, reroute_every, reroute_window, doc_bytes;
     RerouteRouter reroute_router;
   } eval;
   struct Fault {
