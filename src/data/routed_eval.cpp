@@ -116,6 +116,7 @@ RoutedEval routed_evaluate(Trainer& t, const DocList& val, const std::vector<int
     // Segments of each document, and the window that routes each re-routed one.
     struct DocSegment {
       size_t doc, from, to;
+      bool rerouted;  // by the next of `windows`; else the document's path (its first segment) or the one before
     };
     std::vector<DocSegment> segs;
     std::vector<FeatureWindow> windows;
@@ -123,8 +124,8 @@ RoutedEval routed_evaluate(Trainer& t, const DocList& val, const std::vector<int
     for (size_t d = first; d < first + docs.size(); ++d) {
       const Document& doc = docs[d - first];
       for (const Segment& s : scored_segments(doc, deck, every)) {
-        segs.push_back({d, s.from, s.to});
-        if (s.from > prefix && s.from >= window) windows.push_back({&doc, s.from - window});
+        segs.push_back({d, s.from, s.to, rerouted(s.from, deck)});
+        if (segs.back().rerouted) windows.push_back({&doc, s.from - window});
       }
     }
     std::vector<float> f = features.features(windows, t.world());
@@ -133,8 +134,8 @@ RoutedEval routed_evaluate(Trainer& t, const DocList& val, const std::vector<int
     int path = 0;
     for (size_t i = 0; i < segs.size(); ++i) {
       const DocSegment& s = segs[i];
-      if (s.from == prefix) path = doc_path[s.doc];
-      else if (s.from >= window) path = router->nearest_path(&f[(w++) * features.dim()]);  // else: the path before
+      if (s.rerouted) path = router->nearest_path(&f[(w++) * features.dim()]);
+      else if (s.from == prefix) path = doc_path[s.doc];
       add_items(items, path, &docs[s.doc - first], s.from, s.to, T);
     }
     std::vector<double> loss = score_items(t, items);

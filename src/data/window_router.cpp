@@ -10,8 +10,7 @@ namespace dipaco {
 Router window_router(const Assignment& train, const DocList& docs, const Topology& topo, int rank,
                      FeatureModel& features, const Deck& deck, MPI_Comm world) {
   const int P = topo.paths, dim = features.dim();
-  const size_t prefix = size_t(deck.route.prefix_tokens), window = reroute_window(deck);
-  const size_t every = size_t(deck.eval.reroute_every);
+  const size_t window = reroute_window(deck), every = size_t(deck.eval.reroute_every);
   // The feature sums per path [P, dim], then the window counts [P]: one sum over ranks.
   std::vector<double> sums(size_t(P) * (dim + 1), 0.0);
   double* counts = &sums[size_t(P) * dim];
@@ -24,7 +23,7 @@ Router window_router(const Assignment& train, const DocList& docs, const Topolog
       std::vector<FeatureWindow> windows;
       for (const Document& d : held)
         for (const Segment& s : scored_segments(d, deck, every))
-          if (s.from > prefix && s.from >= window) windows.push_back({&d, s.from - window});
+          if (rerouted(s.from, deck)) windows.push_back({&d, s.from - window});
       if (windows.empty()) continue;
       const std::vector<float> f = features.local_features(windows);
       for (size_t w = 0; w < windows.size(); ++w)
