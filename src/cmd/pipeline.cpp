@@ -212,6 +212,13 @@ FeatureModel& RunContext::features() {
   return *features_;
 }
 
+FeatureModel& RunContext::features(int window) {
+  if (window == deck.route.prefix_tokens) return features();
+  std::unique_ptr<FeatureModel>& f = window_features_[window];
+  if (!f) f = std::make_unique<FeatureModel>(*kernels, model_shape(deck), deck.train.precision, warm, deck.train.batch_size, window);
+  return *f;
+}
+
 namespace {
 
 // ---- the stage table -------------------------------------------------------

@@ -87,16 +87,10 @@ int make_evaluate(RunContext& c, const std::string& stamp) {
   const Router* router = c.shards.has_router ? &c.shards.router : nullptr;
   const bool rerouting = router && c.deck.eval.reroute_every > 0;
   // Re-routing reads windows of eval.reroute_window tokens: features pooled over that many.
-  FeatureModel* features = &c.features();
-  std::unique_ptr<FeatureModel> window_features;
-  if (const int w = int(reroute_window(c.deck)); rerouting && w != c.deck.route.prefix_tokens) {
-    window_features = std::make_unique<FeatureModel>(*c.kernels, model_shape(c.deck), c.deck.train.precision, c.warm,
-                                                     c.deck.train.batch_size, w);
-    features = window_features.get();
-  }
+  FeatureModel* features = rerouting ? &c.features(int(reroute_window(c.deck))) : &c.features();
   Router windows;
   if (rerouting && c.deck.eval.reroute_router == RerouteRouter::windows) {
-    windows = window_router(c.shards.train, c.split.train, c.trainer->topology(), c.rank, *features, c.deck,
+    windows = reroute_router(c.shards.train, c.split.train, c.trainer->topology(), c.rank, *features, c.deck,
                             c.trainer->world());
     router = &windows;
   }

@@ -12,6 +12,8 @@
 #include "dipaco/cmd/app.hpp"
 #include "dipaco/cmd/pipeline.hpp"
 #include "dipaco/cmd/run_context.hpp"
+#include "dipaco/data/segment_shards.hpp"
+#include "dipaco/data/window_router.hpp"
 #include "dipaco/dist/watchdog.hpp"
 #include "dipaco/io/files.hpp"
 #include "dipaco/train/metrics.hpp"
@@ -113,14 +115,37 @@ void set_train_deck(RunContext& c, const std::string& stamp) {
   watched("a barrier after rank 0 wrote a file", [] { MPI_Barrier(MPI_COMM_WORLD); });
 }
 
+// route.segment_tokens: every held path's windows, cut from the training
+// documents and routed by the windows router of the segments' windows.
+SegmentShards make_segment_shards(RunContext& c) {
+  const Deck& d = c.train_deck;
+  const double t0 = MPI_Wtime();
+  const size_t window = segment_window(d);
+  FeatureModel& features = c.features(int(window));
+  const Router router = window_router(c.shards.train, c.split.train, c.topo, c.rank, features, d,
+                                      size_t(d.route.segment_tokens), window, MPI_COMM_WORLD);
+  SegmentShards seg = segment_shards(c.shards.train, c.split.train, router, c.topo, c.rank, features, d, MPI_COMM_WORLD);
+  c.seconds.emplace_back("segment_shards", MPI_Wtime() - t0);
+  const auto [lo, hi] = std::minmax_element(seg.bytes.begin(), seg.bytes.end());
+  say("segment shards: %ld segments of %d tokens, %ld placed by the %zu tokens before them, in %s; tokens per path %.0f to %.0f\n",
+      seg.segments, d.route.segment_tokens, seg.rerouted, window, format_duration(MPI_Wtime() - t0).c_str(), *lo, *hi);
+  return seg;
+}
+
 // The trainer of c.train_deck, from the warm start, resumed from the newest
 // usable checkpoint (or none: fresh).
 void open_trainer(RunContext& c) {
   const Deck& d = c.train_deck;
+  std::erase_if(c.seconds, [](const auto& s) { return s.first == "segment_shards"; });
+  SegmentShards seg;
+  if (d.route.segment_tokens > 0) seg = make_segment_shards(c);
   const double t0 = MPI_Wtime();
   c.trainer = std::make_unique<Trainer>(d, MPI_COMM_WORLD, *c.kernels, shards_of(c.split.train, c.shards.train),
                                         shards_of(c.split.val, c.shards.val), c.run_dir, true, TrainerRole::paths,
-                                        c.shards.train_bytes);
+                                        d.route.segment_tokens > 0 ? seg.bytes : c.shards.train_bytes);
+  const std::vector<int> held = c.topo.paths_of_rank(c.rank);
+  for (PathState& p : c.trainer->paths())
+    if (d.route.segment_tokens > 0) p.train = std::move(seg.held[size_t(std::find(held.begin(), held.end(), p.id) - held.begin())]);
   c.trainer->set_initial_params(c.warm);
   c.trainer->set_token_bytes(c.token_bytes);
   c.checkpointer = std::make_unique<Checkpointer>(d, c.run_dir, MPI_COMM_WORLD);

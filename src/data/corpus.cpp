@@ -208,6 +208,12 @@ TokenStream::TokenStream(const DocList& docs) : docs_(docs), end_(docs.tokens())
   for (auto& e : end_) e = n += e + 1;
 }
 
+TokenStream::TokenStream(const DocList& docs, std::vector<WindowStart> windows) : TokenStream(docs) {
+  for (const WindowStart& w : windows)
+    if (w.doc >= docs.size()) throw std::runtime_error("internal: a training window of a document the stream lacks");
+  windows_ = std::move(windows);
+}
+
 int32_t TokenStream::at(size_t pos) const {
   int32_t v;
   read(pos, 1, &v);
@@ -258,6 +264,11 @@ uint64_t splitmix(uint64_t x) {
 void sample_window(const TokenStream& s, int T, uint64_t seed, int path, long step, int seq, int32_t* tok, int32_t* tgt) {
   const size_t n = s.size();
   uint64_t r = splitmix(splitmix(splitmix(splitmix(seed) ^ uint64_t(path)) ^ uint64_t(step)) ^ uint64_t(seq));
+  if (!s.windows().empty()) {
+    const WindowStart& w = s.windows()[r % s.windows().size()];
+    read_window(s.document(w.doc), w.start, T, tok, tgt);
+    return;
+  }
   if (n < size_t(T) + 1) {  // a tiny shard: wrap around
     for (int t = 0; t < T; ++t) tok[t] = s.at((r + t) % n), tgt[t] = s.at((r + t + 1) % n);
     return;

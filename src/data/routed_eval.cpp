@@ -86,8 +86,10 @@ std::vector<double> score_items(Trainer& t, const std::vector<ScoreItem>& items)
 }
 
 std::vector<Segment> scored_segments(const Document& d, const Deck& deck, size_t every) {
-  const size_t prefix = size_t(deck.route.prefix_tokens);
-  const size_t end = std::min(d.tokens() + 1, size_t(deck.eval.doc_bytes));
+  return cut_segments(std::min(d.tokens() + 1, size_t(deck.eval.doc_bytes)), size_t(deck.route.prefix_tokens), every);
+}
+
+std::vector<Segment> cut_segments(size_t end, size_t prefix, size_t every) {
   std::vector<Segment> out;
   for (size_t s = prefix; s < end; s += every ? every : end) out.push_back({s, every ? std::min(end, s + every) : end});
   return out;

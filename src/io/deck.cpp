@@ -203,6 +203,11 @@ std::vector<DeckKey> make_keys() {
       K_INT("route.overlap", route.overlap, "1", 1, 4096, "each training document goes to its k nearest paths").at(DeckStage::route),
       K_INT("route.em_rounds", route.em_rounds, "0", 0, 1000,
             "re-shardings during training: documents move to the path with the lowest loss, the router is refit").at(DeckStage::train),
+      K_INT("route.segment_tokens", route.segment_tokens, "0", 0, 1 << 20,
+            "segment shards: training documents cut every N tokens after the routing prefix, as re-routing cuts them, "
+            "each segment training the path that the window before it picks (the windows router; 0: whole documents)").at(DeckStage::train),
+      K_INT("route.segment_window", route.segment_window, "0", 0, 1 << 20,
+            "segment shards: tokens of the window before a segment whose features pick its path (0: route.prefix_tokens)").at(DeckStage::train),
       K_CHOICE("route.refit", route.refit, "centroid",
                "re-sharding: the router refit to the new shards (nearest centroid, or logistic regression on the features)").at(DeckStage::train),
       K_INT("route.em_candidates", route.em_candidates, "4", 0, 4096,
@@ -514,6 +519,17 @@ void check_cross_keys(Deck& deck) {
       throw DeckError("route.min_shard_fraction = " + deck.values["route.min_shard_fraction"] + " must be at most 1/paths = 1/" +
                       std::to_string(paths) + " and at most route.max_shard_fraction = " + deck.values["route.max_shard_fraction"]);
   }
+  if (const auto& r = deck.route; r.segment_tokens > 0) {
+    if (r.method != RouteMethod::kmeans)
+      throw DeckError("route.segment_tokens needs route.method = kmeans (a segment's window is routed by features)");
+    if (r.em_rounds > 0)
+      throw DeckError("route.segment_tokens and route.em_rounds cannot be combined (re-sharding by loss moves whole documents)");
+  } else if (r.segment_window > 0) {
+    throw DeckError("route.segment_window = " + std::to_string(r.segment_window) + " needs route.segment_tokens > 0");
+  }
+  if (deck.route.segment_window > deck.model.context)
+    throw DeckError("route.segment_window = " + std::to_string(deck.route.segment_window) + " must be at most model.context = " +
+                    std::to_string(deck.model.context));
   if (deck.eval.reroute_window > deck.model.context)
     throw DeckError("eval.reroute_window = " + std::to_string(deck.eval.reroute_window) + " must be at most model.context = " +
                     std::to_string(deck.model.context));

@@ -275,7 +275,7 @@ TEST(Routing, WindowRouterCentroidsAreTheWindowsMeans) {
     if (i % 3 == 0) train[2].push_back(int(i));
   }
   ASSERT_GT(train[0].size(), kWindowRouterDocs);
-  const Router r = window_router(train, s.train, topo, world_rank(), fm, d, MPI_COMM_WORLD);
+  const Router r = reroute_router(train, s.train, topo, world_rank(), fm, d, MPI_COMM_WORLD);
   ASSERT_EQ(r.mode, "flat");
   ASSERT_EQ(r.paths(), 4);
   std::vector<double> all(size_t(fm.dim()), 0.0);

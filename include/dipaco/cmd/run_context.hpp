@@ -1,6 +1,7 @@
 // What the stages of `dipaco run` share: the inputs every stage reads and the
 // outputs each one leaves for the next. One per run, on every rank.
 #pragma once
+#include <map>
 #include <memory>
 #include <string>
 #include <vector>
@@ -52,11 +53,14 @@ struct RunContext {
   std::string routed_text;  // eval.json's record
   double routed_bpb = 0;
 
-  // The warm-start model as a feature extractor, made on first use.
+  // The warm-start model as a feature extractor, made on first use: over the
+  // routing prefix, or over windows of another length (re-routing, segment shards).
   FeatureModel& features();
+  FeatureModel& features(int window);
 
  private:
   std::unique_ptr<FeatureModel> features_;
+  std::map<int, std::unique_ptr<FeatureModel>> window_features_;
 };
 
 // Helpers the stages share (pipeline.cpp).

@@ -145,13 +145,24 @@ struct Split {
 // the same rule across ranks (prepare.cpp); this is its in-memory reference.
 Split split_corpus(const std::vector<Document>& docs, double val_fraction, int min_val_docs);
 
+// A training window fixed in advance (segment shards): stream tokens
+// [start, start + T] of the stream's document `doc`.
+struct WindowStart {
+  uint32_t doc, start;
+  auto operator<=>(const WindowStart&) const = default;
+};
+
 // Documents concatenated into one token stream, each followed by its end token
 // (a 0 byte for bytes), without copying them: 12 bytes a document. Every
-// document of a stream has the same dtype and end token (one store).
+// document of a stream has the same dtype and end token (one store). With
+// windows, training samples those windows only (8 bytes each), not any position.
 class TokenStream {
  public:
   TokenStream() = default;
   explicit TokenStream(const DocList& docs);
+  TokenStream(const DocList& docs, std::vector<WindowStart> windows);
+  const std::vector<WindowStart>& windows() const { return windows_; }
+  Document document(size_t i) const { return docs_[i]; }
   size_t size() const { return end_.empty() ? 0 : end_.back(); }
   size_t documents() const { return docs_.size(); }
   int32_t eod() const { return eod_; }
@@ -163,6 +174,7 @@ class TokenStream {
   uint8_t dtype_ = 1;
   int32_t eod_ = 0;
   std::vector<uint64_t> end_;  // end_[i]: where document i's end token is, plus one
+  std::vector<WindowStart> windows_;
 };
 // A window's inputs [pos, pos + T) and targets [pos + 1, pos + T]: the T + 1
 // tokens read once, the targets the inputs shifted by one.
@@ -171,7 +183,8 @@ void read_window(const Document& d, size_t begin, int T, int32_t* tok, int32_t* 
 inline TokenStream make_stream(const DocList& docs) { return TokenStream(docs); }
 
 // Training window (seed, path, step, sequence) -> T+1 bytes, independent of
-// how many ranks share the path: the data cursor is just the step.
+// how many ranks share the path: the data cursor is just the step. A stream
+// with windows gives one of them.
 void sample_window(const TokenStream& s, int T, uint64_t seed, int path, long step, int seq, int32_t* tok, int32_t* tgt);
 // Validation windows: `count` evenly spaced, non-overlapping where possible;
 // a stream shorter than one window gets one, padded (read_window pads it).

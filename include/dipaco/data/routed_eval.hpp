@@ -49,6 +49,8 @@ struct Segment {
   size_t from, to;
 };
 std::vector<Segment> scored_segments(const Document& d, const Deck& deck, size_t every);
+// The same cut of stream tokens [0, end): [prefix, prefix + every), ... (every = 0: one segment).
+std::vector<Segment> cut_segments(size_t end, size_t prefix, size_t every);
 
 // The tokens before a re-routed segment whose features pick its path: eval.reroute_window,
 // else route.prefix_tokens. `features` must pool that many.
@@ -56,9 +58,8 @@ size_t reroute_window(const Deck& deck);
 // Whether the segment starting at `from` is re-routed, by the window [from - reroute_window, from):
 // not a document's first segment (its prefix routed it), nor one with fewer tokens before it
 // than the window (it keeps the path before it).
-inline bool rerouted(size_t from, const Deck& deck) {
-  return from > size_t(deck.route.prefix_tokens) && from >= reroute_window(deck);
-}
+inline bool rerouted(size_t from, size_t prefix, size_t window) { return from > prefix && from >= window; }
+inline bool rerouted(size_t from, const Deck& deck) { return rerouted(from, size_t(deck.route.prefix_tokens), reroute_window(deck)); }
 
 // doc_path: the path of each validation document by its prefix (from the shard file).
 // With eval.reroute_every > 0 and a router, later segments are re-routed by features.

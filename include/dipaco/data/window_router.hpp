@@ -3,7 +3,9 @@
 // sends it astray; this router's centroid for path p is the mean feature of
 // the windows re-routing will see in p's own training documents: tokens
 // [s - window, s) for every re-routed segment start s = prefix + k * every
-// (k >= 1, s >= window; window = reroute_window(deck)), as in routed_evaluate.
+// (k >= 1, s >= window) in the first eval.doc_bytes, as in routed_evaluate.
+// The evaluation's (eval.reroute_every, reroute_window) and segment shards'
+// (route.segment_tokens, segment_window) are both made here.
 #pragma once
 #include <mpi.h>
 
@@ -22,7 +24,11 @@ constexpr size_t kWindowRouterDocs = 128;
 // Collective over world: each path's first rank reads its path's windows; the
 // flat router of P centroids reaches every rank. A path with no window gets the
 // mean of all (never the nearest before a path that has its own).
+// `features` pools `window` tokens.
 Router window_router(const Assignment& train, const DocList& docs, const Topology& topo, int rank,
-                     FeatureModel& features, const Deck& deck, MPI_Comm world);
+                     FeatureModel& features, const Deck& deck, size_t every, size_t window, MPI_Comm world);
+// The evaluation's: every eval.reroute_every tokens, by reroute_window(deck).
+Router reroute_router(const Assignment& train, const DocList& docs, const Topology& topo, int rank,
+                      FeatureModel& features, const Deck& deck, MPI_Comm world);
 
 }  // namespace dipaco

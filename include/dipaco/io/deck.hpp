@@ -117,6 +117,7 @@ struct Deck {
     Routing routing;
     Refit refit;
     int prefix_tokens, kmeans_iters, overlap, em_rounds, em_candidates, fit_docs;
+    int segment_tokens, segment_window;  // segment shards: cut every N tokens, each piece routed by the window before
     int warm_steps;  // the warm-start model's train.steps
     double max_shard_fraction, min_shard_fraction;
   } route;

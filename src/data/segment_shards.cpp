@@ -1,0 +1,154 @@
+#include "dipaco/data/segment_shards.hpp"
+
+#include <algorithm>
+
+#include "dipaco/data/routed_eval.hpp"
+#include "dipaco/dist/watchdog.hpp"
+#include "dipaco/io/log.hpp"
+#include "dipaco/train/metrics.hpp"
+
+namespace dipaco {
+
+namespace {
+
+// A window on its way to a rank of its path; doc indexes the split's training documents.
+struct Placement {
+  uint32_t path, doc, start;
+};
+
+MPI_Datatype placement_type() {
+  static const MPI_Datatype type = [] {
+    MPI_Datatype t;
+    MPI_Type_contiguous(3, MPI_UINT32_T, &t);
+    MPI_Type_commit(&t);
+    return t;
+  }();
+  return type;
+}
+
+// A document's segments over its whole stream; one shorter than the prefix is one segment.
+std::vector<Segment> training_segments(const Document& d, size_t prefix, size_t every) {
+  std::vector<Segment> s = cut_segments(d.tokens() + 1, prefix, every);
+  if (s.empty()) s.push_back({0, d.tokens() + 1});
+  return s;
+}
+
+// Tokens a segment stands for: the first with the tokens before it, so that a document's segments add up to it.
+double segment_tokens(const Segment& s, size_t prefix) { return double(s.to - (s.from <= prefix ? 0 : s.from)); }
+
+}  // namespace
+
+size_t segment_window(const Deck& deck) {
+  return size_t(deck.route.segment_window > 0 ? deck.route.segment_window : deck.route.prefix_tokens);
+}
+
+SegmentShards segment_shards(const Assignment& train, const DocList& docs, const Router& router, const Topology& topo,
+                             int rank, FeatureModel& features, const Deck& deck, MPI_Comm world) {
+  int size;
+  MPI_Comm_size(world, &size);
+  const size_t R = size_t(size);
+  const int P = topo.paths, T = deck.model.context, dim = features.dim();
+  const size_t prefix = size_t(deck.route.prefix_tokens), every = size_t(deck.route.segment_tokens);
+  const size_t window = segment_window(deck);
+  const std::vector<int> held = topo.paths_of_rank(rank);
+  std::vector<int> slot(size_t(P), -1);
+  for (size_t i = 0; i < held.size(); ++i) slot[size_t(held[i])] = int(i);
+  std::vector<std::vector<WindowStart>> mine(held.size());  // doc: index into docs, until the end
+  SegmentShards out;
+  out.bytes.assign(size_t(P), 0.0);
+  long counts[2] = {0, 0};  // segments, re-routed
+
+  // The segments before the first re-routed one keep the document's path: every
+  // rank of the path reads them from its own shard; its first counts them.
+  const bool counts_held = topo.rank_in_path(rank) == 0;
+  for (size_t i = 0; i < held.size(); ++i) {
+    const size_t p = size_t(held[i]);
+    if (p >= train.size()) continue;
+    docs.subset(train[p]).each_block(4096, [&](size_t first, const std::vector<Document>& block) {
+      for (size_t j = 0; j < block.size(); ++j)
+        for (const Segment& s : training_segments(block[j], prefix, every)) {
+          if (rerouted(s.from, prefix, window)) break;
+          mine[i].push_back({uint32_t(train[p][first + j]), segment_window_start(s.to, T)});
+          if (counts_held) out.bytes[p] += segment_tokens(s, prefix), ++counts[0];
+        }
+    });
+  }
+
+  // The re-routed ones: a round of each rank's block of documents at a time (the
+  // same number of rounds on every rank), routed here and sent to their path's ranks.
+  const size_t n = docs.size(), lo = n * size_t(rank) / size_t(size), hi = n * size_t(rank + 1) / size_t(size);
+  const size_t per_round = 256, rounds = ((n + size_t(size) - 1) / size_t(size) + per_round - 1) / per_round;
+  const double t0 = MPI_Wtime();
+  double said = t0;
+  for (size_t k = 0; k < rounds; ++k) {
+    const size_t a = std::min(hi, lo + k * per_round), b = std::min(hi, a + per_round);
+    const std::vector<Document> block = docs.documents(a, b);
+    std::vector<FeatureWindow> windows;
+    std::vector<Placement> found;  // in the order of windows; the path once routed
+    std::vector<double> tokens;
+    for (size_t j = 0; j < block.size(); ++j)
+      for (const Segment& s : training_segments(block[j], prefix, every))
+        if (rerouted(s.from, prefix, window)) {
+          windows.push_back({&block[j], s.from - window});
+          found.push_back({0, uint32_t(a + j), segment_window_start(s.to, T)});
+          tokens.push_back(segment_tokens(s, prefix));
+        }
+    const std::vector<float> f = features.local_features(windows);
+    std::vector<std::vector<Placement>> to(R);
+    for (size_t w = 0; w < found.size(); ++w) {
+      found[w].path = uint32_t(router.nearest_path(&f[w * size_t(dim)]));
+      out.bytes[found[w].path] += tokens[w];
+      for (int q : topo.ranks_of_path(int(found[w].path))) to[size_t(q)].push_back(found[w]);
+    }
+    counts[0] += long(found.size()), counts[1] += long(found.size());
+    std::vector<int> send(R), recv(R), sdispl(R + 1, 0), rdispl(R + 1, 0);
+    std::vector<Placement> flat;
+    for (int q = 0; q < size; ++q) {
+      send[size_t(q)] = int(to[size_t(q)].size());
+      flat.insert(flat.end(), to[size_t(q)].begin(), to[size_t(q)].end());
+      sdispl[size_t(q) + 1] = sdispl[size_t(q)] + send[size_t(q)];
+    }
+    watched("the segment shards' counts",
+            [&] { MPI_Alltoall(send.data(), 1, MPI_INT, recv.data(), 1, MPI_INT, world); });
+    for (int q = 0; q < size; ++q) rdispl[size_t(q) + 1] = rdispl[size_t(q)] + recv[size_t(q)];
+    std::vector<Placement> got(size_t(rdispl[R]));
+    watched("the segment shards' windows", [&] {
+      MPI_Alltoallv(flat.data(), send.data(), sdispl.data(), placement_type(), got.data(), recv.data(), rdispl.data(),
+                    placement_type(), world);
+    });
+    for (const Placement& pl : got) {
+      const int i = slot[pl.path];
+      if (i < 0) throw std::runtime_error("internal: a segment's window reached a rank that does not hold its path");
+      mine[size_t(i)].push_back({pl.doc, pl.start});
+    }
+    if (const double now = MPI_Wtime(); now - said > 30 && k + 1 < rounds) {
+      said = now;
+      const double rate = double(b - lo) / (now - t0);
+      say("segment shards: %zu of %zu documents on rank %d, %.0f documents/s, ETA %s\n", b - lo, hi - lo, rank, rate,
+          format_duration(double(hi - b) / std::max(rate, 1e-9)).c_str());
+    }
+  }
+  watched("the segment shards' sizes", [&] {
+    MPI_Allreduce(MPI_IN_PLACE, out.bytes.data(), P, MPI_DOUBLE, MPI_SUM, world);
+    MPI_Allreduce(MPI_IN_PLACE, counts, 2, MPI_LONG, MPI_SUM, world);
+  });
+  out.segments = counts[0], out.rerouted = counts[1];
+
+  // Each held path's windows in document order (the same at any rank count),
+  // its documents those that have one.
+  for (size_t i = 0; i < held.size(); ++i) {
+    std::vector<WindowStart>& w = mine[i];
+    std::sort(w.begin(), w.end());
+    w.erase(std::unique(w.begin(), w.end()), w.end());
+    std::vector<int> picks;
+    for (WindowStart& x : w) {
+      if (picks.empty() || picks.back() != int(x.doc)) picks.push_back(int(x.doc));
+      x.doc = uint32_t(picks.size() - 1);
+    }
+    out.held.emplace_back(docs.subset(picks), std::move(w));
+    std::vector<WindowStart>().swap(mine[i]);
+  }
+  return out;
+}
+
+}  // namespace dipaco
