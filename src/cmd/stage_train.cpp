@@ -133,19 +133,21 @@ SegmentShards make_segment_shards(RunContext& c) {
 }
 
 // The trainer of c.train_deck, from the warm start, resumed from the newest
-// usable checkpoint (or none: fresh).
-void open_trainer(RunContext& c) {
+// usable checkpoint (or none: fresh). `to_train`: segment shards are made (a
+// finished run's trainer only evaluates).
+void open_trainer(RunContext& c, bool to_train) {
   const Deck& d = c.train_deck;
   std::erase_if(c.seconds, [](const auto& s) { return s.first == "segment_shards"; });
+  const bool segments = to_train && d.route.segment_tokens > 0;
   SegmentShards seg;
-  if (d.route.segment_tokens > 0) seg = make_segment_shards(c);
+  if (segments) seg = make_segment_shards(c);
   const double t0 = MPI_Wtime();
   c.trainer = std::make_unique<Trainer>(d, MPI_COMM_WORLD, *c.kernels, shards_of(c.split.train, c.shards.train),
                                         shards_of(c.split.val, c.shards.val), c.run_dir, true, TrainerRole::paths,
-                                        d.route.segment_tokens > 0 ? seg.bytes : c.shards.train_bytes);
+                                        segments ? seg.bytes : c.shards.train_bytes);
   const std::vector<int> held = c.topo.paths_of_rank(c.rank);
   for (PathState& p : c.trainer->paths())
-    if (d.route.segment_tokens > 0) p.train = std::move(seg.held[size_t(std::find(held.begin(), held.end(), p.id) - held.begin())]);
+    if (segments) p.train = std::move(seg.held[size_t(std::find(held.begin(), held.end(), p.id) - held.begin())]);
   c.trainer->set_initial_params(c.warm);
   c.trainer->set_token_bytes(c.token_bytes);
   c.checkpointer = std::make_unique<Checkpointer>(d, c.run_dir, MPI_COMM_WORLD);
@@ -176,7 +178,7 @@ bool up_to_date_train(const RunContext& c, const std::string& stamp) {
 // The finished run: its last checkpoint, its last shards and its final evaluation.
 bool load_train(RunContext& c, const std::string& stamp, std::string&) {
   c.train_deck = c.deck;
-  open_trainer(c);
+  open_trainer(c, false);
   if (c.trainer->progress().step < c.deck.train.steps) return false;  // that checkpoint was unusable: train on
   return train_rounds(c, stamp) == kExitOk;
 }
@@ -184,7 +186,7 @@ bool load_train(RunContext& c, const std::string& stamp, std::string&) {
 int make_train(RunContext& c, const std::string& stamp) {
   c.checkpointer.reset(), c.trainer.reset();  // load_train's, if it proved unusable: it refers to c.train_deck
   set_train_deck(c, stamp);
-  open_trainer(c);
+  open_trainer(c, true);
   const long step = c.trainer->progress().step, steps = c.deck.train.steps;
   if (!c.resumed.empty())
     say("stage train: resumed from %s at step %ld of %ld (outer round %ld)\n", c.resumed.c_str(), step, steps,

@@ -3,13 +3,16 @@
 // the model's plain loss on each document after its prefix.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cmath>
+#include <set>
 
 #include "dipaco/io/checkpoint.hpp"
 #include "dipaco/data/features.hpp"
 #include "dipaco/data/routed_eval.hpp"
 #include "dipaco/data/router.hpp"
 #include "dipaco/data/shards.hpp"
+#include "dipaco/data/segment_shards.hpp"
 #include "dipaco/data/window_router.hpp"
 #include "dipaco/dist/topology.hpp"
 #include "harness.hpp"
@@ -303,4 +306,78 @@ TEST(Routing, WindowRouterCentroidsAreTheWindowsMeans) {
   for (int c = 0; c < fm.dim(); ++c)
     EXPECT_NEAR(r.centroids[0][size_t(3) * fm.dim() + c], all[c] / windows, 1e-5) << "the empty path: the mean of all";
   }
+}
+
+// Segment shards: every training document cut every 20 tokens after its prefix
+// of 8, to its end; the segments before the first with 30 tokens before it
+// train the document's path, each later one the path the windows router picks
+// for the 30 tokens before it, as the window of T + 1 tokens that ends with it.
+// Checked against a serial reference on every rank's paths, at any rank count.
+TEST(Routing, SegmentShardsTrainEachSegmentOnThePathItsWindowPicks) {
+  auto ov = one_path_deck();
+  ov.insert(ov.end(), {"route.method=kmeans", "route.segment_tokens=20", "route.segment_window=30"});
+  const Deck d = load_deck("", ov);
+  auto k = make_cpu_kernels();
+  const ModelShape shape = model_shape(d);
+  const auto params = init_params(shape, make_layout(shape), 13);
+  FeatureModel fm(*k, shape, Precision::fp32, params, 4, 30);
+  const DocList docs = corpus().train.slice(0, 48);
+  const Topology topo = make_topology({2, 2}, world_size());
+  Assignment all(4);  // by the document's index; the rank's own paths only, as a shard file is read
+  for (size_t i = 0; i < docs.size(); ++i) all[i % 4].push_back(int(i));
+  Assignment held(4);
+  for (int p : topo.paths_of_rank(world_rank())) held[size_t(p)] = all[size_t(p)];
+  const Router r = window_router(held, docs, topo, world_rank(), fm, d, 20, 30, MPI_COMM_WORLD);
+  const SegmentShards got = segment_shards(held, docs, r, topo, world_rank(), fm, d, MPI_COMM_WORLD);
+
+  // The reference: every document, here; the windows' features in one call.
+  const int T = d.model.context;
+  const std::vector<Document> views = docs.documents(0, docs.size());
+  struct Want {
+    size_t doc, from, to;
+  };
+  std::vector<Want> segs;
+  std::vector<FeatureWindow> windows;
+  double total = 0;
+  for (size_t i = 0; i < views.size(); ++i) {
+    const size_t end = views[i].tokens() + 1;
+    total += double(end);
+    if (end <= 8) segs.push_back({i, 0, end});
+    for (size_t from = 8; from < end; from += 20) {
+      segs.push_back({i, from, std::min(end, from + 20)});
+      if (from > 8 && from >= 30) windows.push_back({&views[i], from - 30});
+    }
+  }
+  const std::vector<float> f = fm.local_features(windows);
+  std::vector<std::set<std::pair<std::string, uint32_t>>> want(4);
+  std::vector<double> bytes(4, 0.0);
+  long moved = 0;
+  for (const Want& w : segs) {
+    int p = int(w.doc % 4);
+    if (w.from > 8 && w.from >= 30) p = r.nearest_path(&f[size_t(moved++) * size_t(fm.dim())]);
+    want[size_t(p)].insert({std::string(views[w.doc].id), uint32_t(w.to > size_t(T) + 1 ? w.to - size_t(T) - 1 : 0)});
+    bytes[size_t(p)] += double(w.to - (w.from <= 8 ? 0 : w.from));
+  }
+  ASSERT_EQ(got.bytes.size(), 4u);
+  double sum = 0;
+  for (int p = 0; p < 4; ++p) {
+    EXPECT_EQ(got.bytes[size_t(p)], bytes[size_t(p)]) << p;
+    sum += got.bytes[size_t(p)];
+  }
+  EXPECT_EQ(sum, total) << "the segments add up to the documents";
+  EXPECT_EQ(got.rerouted, moved);
+  EXPECT_EQ(got.segments, long(segs.size()));
+  const std::vector<int> mine = topo.paths_of_rank(world_rank());
+  ASSERT_EQ(got.held.size(), mine.size());
+  int paths_gaining = 0;
+  for (size_t h = 0; h < mine.size(); ++h) {
+    std::set<std::pair<std::string, uint32_t>> have;
+    const std::vector<WindowStart>& w = got.held[h].windows();
+    EXPECT_TRUE(std::is_sorted(w.begin(), w.end()));
+    for (const WindowStart& x : w) have.insert({std::string(got.held[h].document(x.doc).id), x.start});
+    EXPECT_EQ(have.size(), w.size()) << "no window twice";
+    EXPECT_EQ(have, want[size_t(mine[h])]) << "path " << mine[h];
+    paths_gaining += have.size() > all[size_t(mine[h])].size();
+  }
+  EXPECT_GT(paths_gaining, 0) << "documents longer than their first segments";
 }

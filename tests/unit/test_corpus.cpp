@@ -97,6 +97,31 @@ TEST(Corpus, ShortStreamHasOnePaddedWindow) {
   EXPECT_EQ(validation_windows(TokenStream(list.subset({1})), 64, 8, starts), 1);
 }
 
+// Segment shards' streams: training draws only the windows given, each read
+// from its own document (tokens [start, start + T], the end token past its end).
+TEST(Corpus, StreamWithWindowsSamplesOnlyThoseWindows) {
+  std::string a, b(40, 'b');
+  for (int i = 0; i < 200; ++i) a += char('A' + i % 26);
+  std::vector<Document> docs = {{"a", "x", a}, {"b", "y", b}};
+  const std::vector<WindowStart> given = {{0, 0}, {0, 100}, {1, 20}};
+  TokenStream s(DocList(docs), given);
+  const int T = 32;
+  std::set<std::string> seen;
+  std::vector<int32_t> tok(T), tgt(T);
+  for (int seq = 0; seq < 200; ++seq) {
+    sample_window(s, T, 7, 3, 11, seq, tok.data(), tgt.data());
+    std::string got(tok.begin(), tok.end());
+    got += char(tgt[T - 1]);
+    for (int i = 0; i + 1 < T; ++i) ASSERT_EQ(tgt[i], tok[i + 1]);
+    const bool first = got == a.substr(0, T + 1), second = got == a.substr(100, T + 1);
+    const bool third = got == b.substr(20) + std::string(1, '\0') + std::string(T + 1 - 21, '\0');
+    ASSERT_TRUE(first || second || third) << got;
+    seen.insert(got);
+  }
+  EXPECT_EQ(seen.size(), 3u) << "every window is drawn";
+  EXPECT_THROW(TokenStream(DocList(docs), {{2, 0}}), std::runtime_error);
+}
+
 TEST(Shards, HashAndDomainRules) {
   std::vector<Document> docs;
   std::vector<std::string> ids;

@@ -312,6 +312,17 @@ TEST(Deck, CrossKeyRulesAreTheDecks) {
   EXPECT_NE(error_of("", {"eval.reroute_window=4096", "model.context=128"}).find("must be at most model.context = 128"),
             std::string::npos);
   EXPECT_EQ(error_of("", {"eval.reroute_window=64", "model.context=128"}), "");
+  EXPECT_NE(error_of("", {"route.segment_tokens=64", "route.method=hash"}).find("route.segment_tokens needs route.method = kmeans"),
+            std::string::npos);
+  EXPECT_NE(error_of("", {"route.segment_tokens=64", "route.method=kmeans", "route.em_rounds=1"})
+                .find("route.segment_tokens and route.em_rounds cannot be combined"),
+            std::string::npos);
+  EXPECT_NE(error_of("", {"route.segment_window=64"}).find("route.segment_window = 64 needs route.segment_tokens > 0"),
+            std::string::npos);
+  EXPECT_NE(error_of("", {"route.segment_tokens=64", "route.segment_window=256", "route.method=kmeans", "model.context=128"})
+                .find("route.segment_window = 256 must be at most model.context = 128"),
+            std::string::npos);
+  EXPECT_EQ(error_of("", {"route.segment_tokens=64", "route.segment_window=64", "route.method=kmeans"}), "");
   // A shard floor above an even share, or above the cap, cannot be met.
   const std::vector<std::string> four = {"dipaco.modules_per_level=2,2", "model.layers_per_level=2,2"};
   auto with = [&](std::vector<std::string> ov) { return ov.insert(ov.end(), four.begin(), four.end()), ov; };
