@@ -63,6 +63,20 @@ PY
 then ok "int8: residuals stored in /paths/outer_error, anchors within 5% of fp32's"
 else bad "int8: /paths/outer_error missing or zero, or the anchors far from fp32's"; fi
 
+# Segment shards (route.segment_tokens): each path's windows are cut and routed
+# at every start, so a run resumed at another rank count must cut the same ones.
+seg=(--route.segment_tokens=16 --route.segment_window=24)
+run 1 seg-np1 "${seg[@]}" && grep -q "^segment shards: .* placed by the 24 tokens before them" "$tmp/out" ||
+  bad "segments at np 1: run failed or no 'segment shards' line"
+run 2 seg-moved "${seg[@]}" --run.stop_after=20
+[[ $? -eq 3 ]] || bad "segments at np 2: stop_after did not exit 3"
+run 4 seg-moved "${seg[@]}" || bad "segments resumed at np 4: run failed"
+if cmp=$(tests/integration/same-weights.py "$tmp/seg-np1/$final" "$tmp/seg-moved/$final" 2>&1); then
+  ok "segment shards, np 1 and stopped at np 2, resumed at np 4: $cmp"
+else bad "segment shards, np 1 and stopped at np 2, resumed at np 4: $cmp"; fi
+tests/integration/same-weights.py "$tmp/np1/$final" "$tmp/seg-np1/$final" >/dev/null 2>&1 &&
+  bad "segment shards trained the same weights as whole documents" || ok "segment shards train other weights than whole documents"
+
 # Overlapped rounds (int8, tau = 3): the sums travel while the paths train steps
 # 11-13, merged at 13; the checkpoint due at 20 waits for the merge at 23, and a stop
 # at step 12 (inside the flight) writes its checkpoint at 13. Bitwise the same at 1
