@@ -123,7 +123,7 @@ SegmentShards make_segment_shards(RunContext& c) {
   const size_t window = segment_window(d);
   FeatureModel& features = c.features(int(window));
   const Router router = window_router(c.shards.train, c.split.train, c.topo, c.rank, features, d,
-                                      size_t(d.route.segment_tokens), window, MPI_COMM_WORLD);
+                                      size_t(d.route.segment_tokens), window, true, MPI_COMM_WORLD);
   SegmentShards seg = segment_shards(c.shards.train, c.split.train, router, c.topo, c.rank, features, d, MPI_COMM_WORLD);
   c.seconds.emplace_back("segment_shards", MPI_Wtime() - t0);
   const auto [lo, hi] = std::minmax_element(seg.bytes.begin(), seg.bytes.end());

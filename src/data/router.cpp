@@ -141,7 +141,7 @@ void Router::path_scores(const float* f, double* out) const {
   }
   if (mode == "flat") {
     const int P = paths();
-    for (int p = 0; p < P; ++p) out[p] = sqdist(f, &centroids[0][size_t(p) * dim], dim);
+    for (int p = 0; p < P; ++p) out[p] = sqdist(f, &centroids[0][size_t(p) * dim], dim) + (offsets.empty() ? 0.0 : offsets[p]);
     return;
   }
   if (mode == "residual") {

@@ -327,7 +327,7 @@ TEST(Routing, SegmentShardsTrainEachSegmentOnThePathItsWindowPicks) {
   for (size_t i = 0; i < docs.size(); ++i) all[i % 4].push_back(int(i));
   Assignment held(4);
   for (int p : topo.paths_of_rank(world_rank())) held[size_t(p)] = all[size_t(p)];
-  const Router r = window_router(held, docs, topo, world_rank(), fm, d, 20, 30, MPI_COMM_WORLD);
+  const Router r = window_router(held, docs, topo, world_rank(), fm, d, 20, 30, true, MPI_COMM_WORLD);
   const SegmentShards got = segment_shards(held, docs, r, topo, world_rank(), fm, d, MPI_COMM_WORLD);
 
   // The reference: every document, here; the windows' features in one call.

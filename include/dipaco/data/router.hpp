@@ -40,6 +40,7 @@ struct Router {
   std::vector<std::vector<float>> centroids;  // product: per level [k_l, slice]; residual: per level [k_l, dim];
                                               // flat: one [P, dim];
                                               // logistic: one [P, dim + 1] (weights and bias)
+  std::vector<double> offsets;  // flat: added to each path's score (a balanced router's); empty: none
 
   int paths() const;
   // Squared distance from feature f [dim] to every path (lower is nearer).

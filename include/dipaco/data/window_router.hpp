@@ -24,10 +24,20 @@ constexpr size_t kWindowRouterDocs = 128;
 // Collective over world: each path's first rank reads its path's windows; the
 // flat router of P centroids reaches every rank. A path with no window gets the
 // mean of all (never the nearest before a path that has its own).
-// `features` pools `window` tokens.
+// `features` pools `window` tokens. Balanced (segment shards): each path's
+// distance gets an offset such that the windows read go to the paths in about
+// the numbers each path's documents brought (the nearest centroid alone sends a
+// few paths most of a corpus's mid-document windows).
 Router window_router(const Assignment& train, const DocList& docs, const Topology& topo, int rank,
-                     FeatureModel& features, const Deck& deck, size_t every, size_t window, MPI_Comm world);
-// The evaluation's: every eval.reroute_every tokens, by reroute_window(deck).
+                     FeatureModel& features, const Deck& deck, size_t every, size_t window, bool balanced,
+                     MPI_Comm world);
+// The offsets of a flat router that bring its paths' shares of the windows `f`
+// (this rank's, [n, dim]) to about `target` (every path's, summed over ranks):
+// dual ascent on the offsets, one sum of counts per iteration. Returns the
+// largest |share / target - 1| reached.
+double balance_router(Router& r, const std::vector<float>& f, const std::vector<double>& target, MPI_Comm world);
+// The evaluation's: every eval.reroute_every tokens, by reroute_window(deck);
+// balanced when the paths trained on segment shards.
 Router reroute_router(const Assignment& train, const DocList& docs, const Topology& topo, int rank,
                       FeatureModel& features, const Deck& deck, MPI_Comm world);
 
