@@ -87,7 +87,7 @@ double balance_router(Router& r, const std::vector<float>& f, const std::vector<
     }
     watched("the window router's balance", [&] { MPI_Allreduce(MPI_IN_PLACE, got.data(), P, MPI_DOUBLE, MPI_SUM, world); });
     off = 0;
-    for (int p = 0; p < P; ++p) off = std::max(off, std::abs(got[size_t(p)] / std::max(target[size_t(p)], 1.0) - 1));
+    for (int p = 0; p < P; ++p) off = std::max(off, std::abs(got[size_t(p)] - target[size_t(p)]) / std::max(target[size_t(p)], 1.0));
     if (it + 1 == kBalanceIterations || total == 0) break;
     // A path that took more than it brought moves away, one that took fewer closer.
     const double step = 0.5 * unit / (1 + it / 20.0);

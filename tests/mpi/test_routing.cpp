@@ -381,3 +381,31 @@ TEST(Routing, SegmentShardsTrainEachSegmentOnThePathItsWindowPicks) {
   }
   EXPECT_GT(paths_gaining, 0) << "documents longer than their first segments";
 }
+
+// Balancing the windows router: the nearest centroid gives path 0 five windows
+// in eight; offsets bring both paths to the half their documents brought, the
+// same offsets on every rank whatever the rank count; a path that brought no
+// window takes none.
+TEST(Routing, BalancedRouterTakesTheSharesThePathsBrought) {
+  Router r;
+  r.mode = "flat", r.dim = 1, r.modules_per_level = {3};
+  r.centroids = {{0.0f, 1.0f, 5.0f}};
+  std::vector<float> all, mine;
+  for (int i = 0; i < 1000; ++i) all.push_back(0.8f * (float(i) + 0.5f) / 1000.0f);
+  for (size_t i = size_t(world_rank()); i < all.size(); i += size_t(world_size())) mine.push_back(all[i]);
+  auto count = [&](int p) {
+    int n = 0;
+    for (float x : all) n += r.nearest_path(&x) == p;
+    return n;
+  };
+  ASSERT_EQ(count(0), 625) << "unbalanced: the nearest centroid";
+  const double off = balance_router(r, mine, {500, 500, 0}, MPI_COMM_WORLD);
+  EXPECT_LT(off, 0.05);
+  EXPECT_NEAR(count(0), 500, 25);
+  EXPECT_NEAR(count(1), 500, 25);
+  EXPECT_EQ(count(2), 0);
+  std::vector<double> lo = r.offsets, hi = r.offsets;
+  MPI_Allreduce(MPI_IN_PLACE, lo.data(), 3, MPI_DOUBLE, MPI_MIN, MPI_COMM_WORLD);
+  MPI_Allreduce(MPI_IN_PLACE, hi.data(), 3, MPI_DOUBLE, MPI_MAX, MPI_COMM_WORLD);
+  EXPECT_EQ(lo, hi) << "every rank's offsets the same";
+}

@@ -34,7 +34,7 @@ Router window_router(const Assignment& train, const DocList& docs, const Topolog
 // The offsets of a flat router that bring its paths' shares of the windows `f`
 // (this rank's, [n, dim]) to about `target` (every path's, summed over ranks):
 // dual ascent on the offsets, one sum of counts per iteration. Returns the
-// largest |share / target - 1| reached.
+// largest |share - target| / target reached.
 double balance_router(Router& r, const std::vector<float>& f, const std::vector<double>& target, MPI_Comm world);
 // The evaluation's: every eval.reroute_every tokens, by reroute_window(deck);
 // balanced when the paths trained on segment shards.
