@@ -116,38 +116,48 @@ void set_train_deck(RunContext& c, const std::string& stamp) {
 }
 
 // route.segment_tokens: every held path's windows, cut from the training
-// documents and routed by the windows router of the segments' windows.
-SegmentShards make_segment_shards(RunContext& c) {
+// documents and routed by the windows router of the segments' windows, or read
+// back from the run's segments.h5 when it was cut for this stamp.
+SegmentShards make_segment_shards(RunContext& c, const std::string& train_stamp) {
   const Deck& d = c.train_deck;
   const double t0 = MPI_Wtime();
+  const std::string file = c.run_dir + "/segments.h5";
+  const std::string stamp = train_stamp + "shard_round = " + std::to_string(c.shards.round) + "\n";
+  SegmentShards seg;
   const size_t window = segment_window(d);
-  FeatureModel& features = c.features(int(window));
-  const Router router = window_router(c.shards.train, c.split.train, c.topo, c.rank, features, d,
-                                      size_t(d.route.segment_tokens), window, true, MPI_COMM_WORLD);
-  SegmentShards seg = segment_shards(c.shards.train, c.split.train, router, c.topo, c.rank, features, d, MPI_COMM_WORLD);
+  const bool read = load_segment_shards(file, stamp, c.split.train.size(), c.topo, c.rank, MPI_COMM_WORLD, seg);
+  if (!read) {
+    FeatureModel& features = c.features(int(window));
+    const Router router = window_router(c.shards.train, c.split.train, c.topo, c.rank, features, d,
+                                        size_t(d.route.segment_tokens), window, true, MPI_COMM_WORLD);
+    seg = segment_shards(c.shards.train, c.split.train, router, c.topo, c.rank, features, d, MPI_COMM_WORLD);
+    if (const std::string why = save_segment_shards(file, stamp, seg, c.topo, c.rank, MPI_COMM_WORLD); !why.empty())
+      say("note: %s not written (%s); the next start cuts the segments again\n", file.c_str(), why.c_str());
+  }
   c.seconds.emplace_back("segment_shards", MPI_Wtime() - t0);
   const auto [lo, hi] = std::minmax_element(seg.bytes.begin(), seg.bytes.end());
-  say("segment shards: %ld segments of %d tokens, %ld placed by the %zu tokens before them, in %s; tokens per path %.0f to %.0f\n",
-      seg.segments, d.route.segment_tokens, seg.rerouted, window, format_duration(MPI_Wtime() - t0).c_str(), *lo, *hi);
+  say("segment shards: %ld segments of %d tokens, %ld placed by the %zu tokens before them, %s in %s; tokens per path %.0f to %.0f\n",
+      seg.segments, d.route.segment_tokens, seg.rerouted, window, read ? "read back" : "cut",
+      format_duration(MPI_Wtime() - t0).c_str(), *lo, *hi);
   return seg;
 }
 
 // The trainer of c.train_deck, from the warm start, resumed from the newest
 // usable checkpoint (or none: fresh). `to_train`: segment shards are made (a
-// finished run's trainer only evaluates).
-void open_trainer(RunContext& c, bool to_train) {
+// finished run's trainer only evaluates); train_stamp names them.
+void open_trainer(RunContext& c, const std::string& train_stamp, bool to_train) {
   const Deck& d = c.train_deck;
   std::erase_if(c.seconds, [](const auto& s) { return s.first == "segment_shards"; });
   const bool segments = to_train && d.route.segment_tokens > 0;
   SegmentShards seg;
-  if (segments) seg = make_segment_shards(c);
+  if (segments) seg = make_segment_shards(c, train_stamp);
   const double t0 = MPI_Wtime();
   c.trainer = std::make_unique<Trainer>(d, MPI_COMM_WORLD, *c.kernels, shards_of(c.split.train, c.shards.train),
                                         shards_of(c.split.val, c.shards.val), c.run_dir, true, TrainerRole::paths,
                                         segments ? seg.bytes : c.shards.train_bytes);
   const std::vector<int> held = c.topo.paths_of_rank(c.rank);
   for (PathState& p : c.trainer->paths())
-    if (segments) p.train = std::move(seg.held[size_t(std::find(held.begin(), held.end(), p.id) - held.begin())]);
+    if (segments) p.train = segment_stream(seg.held[size_t(std::find(held.begin(), held.end(), p.id) - held.begin())], c.split.train);
   c.trainer->set_initial_params(c.warm);
   c.trainer->set_token_bytes(c.token_bytes);
   c.checkpointer = std::make_unique<Checkpointer>(d, c.run_dir, MPI_COMM_WORLD);
@@ -178,7 +188,7 @@ bool up_to_date_train(const RunContext& c, const std::string& stamp) {
 // The finished run: its last checkpoint, its last shards and its final evaluation.
 bool load_train(RunContext& c, const std::string& stamp, std::string&) {
   c.train_deck = c.deck;
-  open_trainer(c, false);
+  open_trainer(c, stamp, false);
   if (c.trainer->progress().step < c.deck.train.steps) return false;  // that checkpoint was unusable: train on
   return train_rounds(c, stamp) == kExitOk;
 }
@@ -186,7 +196,7 @@ bool load_train(RunContext& c, const std::string& stamp, std::string&) {
 int make_train(RunContext& c, const std::string& stamp) {
   c.checkpointer.reset(), c.trainer.reset();  // load_train's, if it proved unusable: it refers to c.train_deck
   set_train_deck(c, stamp);
-  open_trainer(c, true);
+  open_trainer(c, stamp, true);
   const long step = c.trainer->progress().step, steps = c.deck.train.steps;
   if (!c.resumed.empty())
     say("stage train: resumed from %s at step %ld of %ld (outer round %ld)\n", c.resumed.c_str(), step, steps,

@@ -4,6 +4,7 @@
 
 #include "dipaco/data/routed_eval.hpp"
 #include "dipaco/dist/watchdog.hpp"
+#include "dipaco/io/h5io.hpp"
 #include "dipaco/io/log.hpp"
 #include "dipaco/train/metrics.hpp"
 
@@ -134,21 +135,112 @@ SegmentShards segment_shards(const Assignment& train, const DocList& docs, const
   });
   out.segments = counts[0], out.rerouted = counts[1];
 
-  // Each held path's windows in document order (the same at any rank count),
-  // its documents those that have one.
-  for (size_t i = 0; i < held.size(); ++i) {
-    std::vector<WindowStart>& w = mine[i];
+  // Each held path's windows in document order: the same at any rank count.
+  for (std::vector<WindowStart>& w : mine) {
     std::sort(w.begin(), w.end());
     w.erase(std::unique(w.begin(), w.end()), w.end());
-    std::vector<int> picks;
-    for (WindowStart& x : w) {
-      if (picks.empty() || picks.back() != int(x.doc)) picks.push_back(int(x.doc));
-      x.doc = uint32_t(picks.size() - 1);
-    }
-    out.held.emplace_back(docs.subset(picks), std::move(w));
-    std::vector<WindowStart>().swap(mine[i]);
+    w.shrink_to_fit();
   }
+  out.held = std::move(mine);
   return out;
+}
+
+TokenStream segment_stream(const std::vector<WindowStart>& windows, const DocList& docs) {
+  std::vector<int> picks;
+  std::vector<WindowStart> local(windows);
+  for (WindowStart& x : local) {
+    if (picks.empty() || picks.back() != int(x.doc)) picks.push_back(int(x.doc));
+    x.doc = uint32_t(picks.size() - 1);
+  }
+  return TokenStream(docs.subset(picks), std::move(local));
+}
+
+namespace {
+constexpr const char* kSegmentsFormat = "dipaco-segments";
+}  // namespace
+
+std::string save_segment_shards(const std::string& file, const std::string& stamp, const SegmentShards& s,
+                                const Topology& topo, int rank, MPI_Comm world) {
+  const int P = topo.paths;
+  const std::vector<int> held = topo.paths_of_rank(rank);
+  // Every path's window count, from its first rank.
+  std::vector<long> n(size_t(P), 0);
+  for (size_t i = 0; i < held.size(); ++i)
+    if (topo.rank_in_path(rank) == 0) n[size_t(held[i])] = long(s.held[i].size());
+  watched("the segment shards' counts", [&] { MPI_Allreduce(MPI_IN_PLACE, n.data(), P, MPI_LONG, MPI_SUM, world); });
+  for (long x : n)
+    if (x > (long(1) << 30)) return "a path of over 2^30 windows";  // (the same answer on every rank)
+  if (rank != 0) {
+    for (size_t i = 0; i < held.size(); ++i)
+      if (topo.rank_in_path(rank) == 0)
+        MPI_Send(s.held[i].data(), int(2 * s.held[i].size()), MPI_UINT32_T, 0, held[i], world);
+    return "";
+  }
+  std::string failed;
+  try {
+    write_h5_atomic(file, [&](hid_t f) {
+      write_attr_string(f, "format", kSegmentsFormat);
+      write_attr_string(f, "stamp", stamp);
+      hsize_t dims[2] = {hsize_t(P), 2};
+      write_dataset(f, "bytes", H5T_NATIVE_DOUBLE, 1, dims, s.bytes.data());
+      const long counts[2] = {s.segments, s.rerouted};
+      dims[0] = 2;
+      write_dataset(f, "counts", H5T_NATIVE_LONG, 1, dims, counts);
+      // Every path's windows are received, also after a write failed, so that no sender waits.
+      std::vector<WindowStart> w;
+      for (int p = 0; p < P; ++p) {
+        const int from = topo.ranks_of_path(p)[0];
+        if (from == 0) w = s.held[size_t(std::find(held.begin(), held.end(), p) - held.begin())];
+        else {
+          w.resize(size_t(n[size_t(p)]));
+          MPI_Recv(w.data(), int(2 * w.size()), MPI_UINT32_T, from, p, world, MPI_STATUS_IGNORE);
+        }
+        if (!failed.empty()) continue;
+        try {
+          dims[0] = w.size();
+          write_dataset(f, "P" + std::to_string(p), H5T_NATIVE_UINT32, 2, dims, w.data());
+        } catch (const std::exception& e) {
+          failed = e.what();
+        }
+      }
+      if (!failed.empty()) throw CheckpointError(failed);
+    });
+  } catch (const std::exception& e) {
+    failed = e.what();
+  }
+  return failed;
+}
+
+bool load_segment_shards(const std::string& file, const std::string& stamp, size_t docs, const Topology& topo, int rank,
+                         MPI_Comm world, SegmentShards& out) {
+  const int P = topo.paths;
+  SegmentShards got;
+  int ok = 0;
+  H5Eset_auto2(H5E_DEFAULT, nullptr, nullptr);  // a missing or damaged file is cut again, not reported
+  try {
+    H5Id f(H5Fopen(file.c_str(), H5F_ACC_RDONLY, H5P_DEFAULT), H5Fclose);
+    if (f.ok() && read_attr_string(f, "format") == kSegmentsFormat && read_attr_string(f, "stamp") == stamp) {
+      got.bytes = read_numbers<double>(f, "bytes", H5T_NATIVE_DOUBLE, hsize_t(P));
+      const std::vector<long> counts = read_numbers<long>(f, "counts", H5T_NATIVE_LONG, 2);
+      if (got.bytes.size() != size_t(P) || counts.size() != 2) throw CheckpointError(file + ": bytes or counts cut short");
+      got.segments = counts[0], got.rerouted = counts[1];
+      for (int p : topo.paths_of_rank(rank)) {
+        std::vector<uint32_t> v = read_numbers<uint32_t>(f, "P" + std::to_string(p), H5T_NATIVE_UINT32, hsize_t(1) << 30, 2);
+        std::vector<WindowStart>& w = got.held.emplace_back(v.size() / 2);
+        for (size_t i = 0; i < w.size(); ++i) {
+          w[i] = {v[2 * i], v[2 * i + 1]};
+          if (w[i].doc >= docs || (i > 0 && !(w[i - 1] < w[i])))
+            throw CheckpointError(file + ": path " + std::to_string(p) + "'s windows are not of these documents");
+        }
+      }
+      ok = 1;
+    }
+  } catch (const std::exception&) {
+    ok = 0;  // cut again
+  }
+  watched("agreeing on the segment shards' file", [&] { MPI_Allreduce(MPI_IN_PLACE, &ok, 1, MPI_INT, MPI_MIN, world); });
+  if (ok) out = std::move(got);
+  return ok == 1;
 }
 
 }  // namespace dipaco

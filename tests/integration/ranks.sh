@@ -63,14 +63,22 @@ PY
 then ok "int8: residuals stored in /paths/outer_error, anchors within 5% of fp32's"
 else bad "int8: /paths/outer_error missing or zero, or the anchors far from fp32's"; fi
 
-# Segment shards (route.segment_tokens): each path's windows are cut and routed
-# at every start, so a run resumed at another rank count must cut the same ones.
+# Segment shards (route.segment_tokens): each path's windows are cut at the
+# first start and read back from segments.h5 at the next (at another rank count);
+# without that file they are cut again, the same ones.
 seg=(--route.segment_tokens=16 --route.segment_window=24)
-run 1 seg-np1 "${seg[@]}" && grep -q "^segment shards: .* placed by the 24 tokens before them" "$tmp/out" ||
-  bad "segments at np 1: run failed or no 'segment shards' line"
+run 1 seg-np1 "${seg[@]}" && grep -q "^segment shards: .* placed by the 24 tokens before them, cut in" "$tmp/out" ||
+  bad "segments at np 1: run failed or no 'segment shards ... cut' line"
 run 2 seg-moved "${seg[@]}" --run.stop_after=20
-[[ $? -eq 3 ]] || bad "segments at np 2: stop_after did not exit 3"
-run 4 seg-moved "${seg[@]}" || bad "segments resumed at np 4: run failed"
+[[ $? -eq 3 && -f $tmp/seg-moved/segments.h5 ]] || bad "segments at np 2: stop_after did not exit 3 or left no segments.h5"
+run 4 seg-moved "${seg[@]}" && grep -q "^segment shards: .* read back in" "$tmp/out" ||
+  bad "segments resumed at np 4: run failed or did not read segments.h5 back"
+run 2 seg-cut --run.stop_after=20 "${seg[@]}"
+rm "$tmp/seg-cut/segments.h5" || bad "segments at np 2: no segments.h5 to remove"
+run 4 seg-cut "${seg[@]}" && grep -q "^segment shards: .* cut in" "$tmp/out" || bad "segments without segments.h5: not cut again"
+if cmp=$(tests/integration/same-weights.py "$tmp/seg-np1/$final" "$tmp/seg-cut/$final" 2>&1); then
+  ok "segment shards, np 1 and stopped at np 2, cut again at np 4: $cmp"
+else bad "segment shards, np 1 and stopped at np 2, cut again at np 4: $cmp"; fi
 if cmp=$(tests/integration/same-weights.py "$tmp/seg-np1/$final" "$tmp/seg-moved/$final" 2>&1); then
   ok "segment shards, np 1 and stopped at np 2, resumed at np 4: $cmp"
 else bad "segment shards, np 1 and stopped at np 2, resumed at np 4: $cmp"; fi

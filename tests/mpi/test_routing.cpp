@@ -372,14 +372,29 @@ TEST(Routing, SegmentShardsTrainEachSegmentOnThePathItsWindowPicks) {
   int paths_gaining = 0;
   for (size_t h = 0; h < mine.size(); ++h) {
     std::set<std::pair<std::string, uint32_t>> have;
-    const std::vector<WindowStart>& w = got.held[h].windows();
+    const TokenStream stream = segment_stream(got.held[h], docs);
+    const std::vector<WindowStart>& w = stream.windows();
     EXPECT_TRUE(std::is_sorted(w.begin(), w.end()));
-    for (const WindowStart& x : w) have.insert({std::string(got.held[h].document(x.doc).id), x.start});
+    for (const WindowStart& x : w) have.insert({std::string(stream.document(x.doc).id), x.start});
     EXPECT_EQ(have.size(), w.size()) << "no window twice";
     EXPECT_EQ(have, want[size_t(mine[h])]) << "path " << mine[h];
     paths_gaining += have.size() > all[size_t(mine[h])].size();
   }
   EXPECT_GT(paths_gaining, 0) << "documents longer than their first segments";
+
+  // Kept for the next start: read back whole under its stamp only.
+  const std::string file = shared_tmpdir("segments") + "/segments.h5";
+  EXPECT_EQ(save_segment_shards(file, "stamp A\n", got, topo, world_rank(), MPI_COMM_WORLD), "");
+  SegmentShards back;
+  EXPECT_FALSE(load_segment_shards(file, "stamp B\n", docs.size(), topo, world_rank(), MPI_COMM_WORLD, back));
+  EXPECT_FALSE(load_segment_shards(file, "stamp A\n", 10, topo, world_rank(), MPI_COMM_WORLD, back))
+      << "windows of documents the corpus lacks";
+  ASSERT_TRUE(load_segment_shards(file, "stamp A\n", docs.size(), topo, world_rank(), MPI_COMM_WORLD, back));
+  EXPECT_EQ(back.held, got.held);
+  EXPECT_EQ(back.bytes, got.bytes);
+  EXPECT_EQ(back.segments, got.segments);
+  EXPECT_EQ(back.rerouted, got.rerouted);
+  EXPECT_FALSE(load_segment_shards(file + ".missing", "stamp A\n", docs.size(), topo, world_rank(), MPI_COMM_WORLD, back));
 }
 
 // Balancing the windows router: the nearest centroid gives path 0 five windows

@@ -21,10 +21,14 @@
 namespace dipaco {
 
 struct SegmentShards {
-  std::vector<TokenStream> held;  // per path of topo.paths_of_rank(rank): its documents and windows
-  std::vector<double> bytes;      // every path's segment tokens (a first segment with its prefix): DiLoCo's weights
+  // Per path of topo.paths_of_rank(rank): its windows, doc an index into the
+  // training documents, in order.
+  std::vector<std::vector<WindowStart>> held;
+  std::vector<double> bytes;        // every path's segment tokens (a first segment with its prefix): DiLoCo's weights
   long segments = 0, rerouted = 0;  // in all; those placed by the router
 };
+// A held path's training stream: the documents that have a window, and its windows.
+TokenStream segment_stream(const std::vector<WindowStart>& windows, const DocList& docs);
 
 // route.segment_window, else route.prefix_tokens.
 size_t segment_window(const Deck& deck);
@@ -40,5 +44,19 @@ inline uint32_t segment_window_start(size_t to, int T) { return uint32_t(to > si
 // the same windows at any rank count.
 SegmentShards segment_shards(const Assignment& train, const DocList& docs, const Router& router, const Topology& topo,
                              int rank, FeatureModel& features, const Deck& deck, MPI_Comm world);
+
+// The cut kept for later starts of the train stage (cutting reads every
+// training token through the feature model):
+//   /        attrs: format = "dipaco-segments", stamp; datasets bytes [P], counts [2] (segments, re-routed)
+//   /P<p>    [n, 2] uint32: its windows (training document, start), in order
+// Collective: rank 0 writes it through FILE.tmp, receiving each path's windows
+// from the path's first rank in turn; a write that fails leaves no file and
+// returns its reason on rank 0 ("" when written) while the run goes on.
+std::string save_segment_shards(const std::string& file, const std::string& stamp, const SegmentShards& s,
+                                const Topology& topo, int rank, MPI_Comm world);
+// Collective: true on every rank when the file has this stamp and every rank
+// read its paths' windows (each checked against the `docs` training documents).
+bool load_segment_shards(const std::string& file, const std::string& stamp, size_t docs, const Topology& topo, int rank,
+                         MPI_Comm world, SegmentShards& out);
 
 }  // namespace dipaco
