@@ -131,6 +131,7 @@ SegmentShards make_segment_shards(RunContext& c, const std::string& train_stamp)
     const Router router = window_router(c.shards.train, c.split.train, c.topo, c.rank, features, d,
                                         size_t(d.route.segment_tokens), window, true, MPI_COMM_WORLD);
     seg = segment_shards(c.shards.train, c.split.train, router, c.topo, c.rank, features, d, MPI_COMM_WORLD);
+    seg.router = router;
     if (const std::string why = save_segment_shards(file, stamp, seg, c.topo, c.rank, MPI_COMM_WORLD); !why.empty())
       say("note: %s not written (%s); the next start cuts the segments again\n", file.c_str(), why.c_str());
   }

@@ -1,6 +1,8 @@
 // Opening what training or export wrote, for the inference commands.
 #include "dipaco/cmd/trained_model.hpp"
 
+#include "dipaco/data/segment_shards.hpp"
+
 #include <hdf5.h>
 
 #include <cmath>
@@ -154,6 +156,23 @@ RunRouter router_of_export(const TrainedModel& m) {
 
 }  // namespace
 
+namespace {
+// The warm start whose features route (or the initialisation when route.warm_steps = 0).
+void read_feature_params(const Deck& d, const std::string& run_dir, RunRouter& r) {
+  const ModelShape s = model_shape(d);
+  r.features_params.resize(make_layout(s).total);
+  if (d.route.warm_steps == 0) {
+    r.features_params = init_params(s, make_layout(s), d.run.seed);
+    r.warm_file = "(the initialisation of run.seed)";
+    return;
+  }
+  r.warm_file = d.route.warm_start.empty() ? run_dir + "/warmstart.h5" : d.route.warm_start;
+  H5Id f(fs::is_regular_file(r.warm_file) ? H5Fopen(r.warm_file.c_str(), H5F_ACC_RDONLY, H5P_DEFAULT) : -1, H5Fclose);
+  if (!f.ok()) throw InputError("the warm start " + r.warm_file + " whose features route is missing");
+  read_floats(f, "params", r.features_params.size(), r.features_params.data(), r.warm_file);
+}
+}  // namespace
+
 RunRouter load_run_router(const TrainedModel& m, const std::string& shards) {
   if (m.deck.route.method != RouteMethod::kmeans)
     throw InputError("the run routed by route.method = " + name(m.deck.route.method) +
@@ -172,17 +191,20 @@ RunRouter load_run_router(const TrainedModel& m, const std::string& shards) {
   r.router = sf.router;
   if (r.router.paths() != m.paths)
     throw InputError(r.shard_file + " routes to " + std::to_string(r.router.paths()) + " paths, the model has " + std::to_string(m.paths));
-  const ModelShape s = model_shape(d);
-  r.features_params.resize(make_layout(s).total);
-  if (d.route.warm_steps == 0) {
-    r.features_params = init_params(s, make_layout(s), d.run.seed);
-    r.warm_file = "(the initialisation of run.seed)";
-    return r;
-  }
-  r.warm_file = d.route.warm_start.empty() ? run_dir + "/warmstart.h5" : d.route.warm_start;
-  H5Id f(fs::is_regular_file(r.warm_file) ? H5Fopen(r.warm_file.c_str(), H5F_ACC_RDONLY, H5P_DEFAULT) : -1, H5Fclose);
-  if (!f.ok()) throw InputError("the warm start " + r.warm_file + " whose features route is missing");
-  read_floats(f, "params", r.features_params.size(), r.features_params.data(), r.warm_file);
+  read_feature_params(d, run_dir, r);
+  return r;
+}
+
+RunRouter load_segment_router(const TrainedModel& m) {
+  const std::string run_dir = fs::path(m.source).parent_path().parent_path().string();
+  RunRouter r;
+  r.prefix = int(segment_window(m.deck));
+  r.shard_file = run_dir + "/segments.h5";
+  if (!fs::is_regular_file(r.shard_file))
+    throw InputError("the run trained on segment shards, and " + r.shard_file +
+                     " (its windows router) is missing: run its train stage again, or generate without --reroute-every");
+  r.router = read_segment_router(r.shard_file, m.paths);
+  read_feature_params(m.deck, run_dir, r);
   return r;
 }
 

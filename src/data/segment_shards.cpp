@@ -186,6 +186,11 @@ std::string save_segment_shards(const std::string& file, const std::string& stam
       const long counts[2] = {s.segments, s.rerouted};
       dims[0] = 2;
       write_dataset(f, "counts", H5T_NATIVE_LONG, 1, dims, counts);
+      H5Id g(checked(H5Gcreate2(f, "router", H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT), "create group router"), H5Gclose);
+      dims[0] = hsize_t(P), dims[1] = hsize_t(s.router.dim);
+      write_dataset(g, "centroids", H5T_NATIVE_FLOAT, 2, dims, s.router.centroids.at(0).data());
+      write_dataset(g, "offsets", H5T_NATIVE_DOUBLE, 1, dims, s.router.offsets.data());
+      dims[1] = 2;
       // Every path's windows are received, also after a write failed, so that no sender waits.
       std::vector<WindowStart> w;
       for (int p = 0; p < P; ++p) {
@@ -224,6 +229,7 @@ bool load_segment_shards(const std::string& file, const std::string& stamp, size
       const std::vector<long> counts = read_numbers<long>(f, "counts", H5T_NATIVE_LONG, 2);
       if (got.bytes.size() != size_t(P) || counts.size() != 2) throw CheckpointError(file + ": bytes or counts cut short");
       got.segments = counts[0], got.rerouted = counts[1];
+      got.router = read_segment_router(file, P);
       for (int p : topo.paths_of_rank(rank)) {
         std::vector<uint32_t> v = read_numbers<uint32_t>(f, "P" + std::to_string(p), H5T_NATIVE_UINT32, hsize_t(1) << 30, 2);
         std::vector<WindowStart>& w = got.held.emplace_back(v.size() / 2);
@@ -241,6 +247,25 @@ bool load_segment_shards(const std::string& file, const std::string& stamp, size
   watched("agreeing on the segment shards' file", [&] { MPI_Allreduce(MPI_IN_PLACE, &ok, 1, MPI_INT, MPI_MIN, world); });
   if (ok) out = std::move(got);
   return ok == 1;
+}
+
+Router read_segment_router(const std::string& file, int paths) {
+  H5Eset_auto2(H5E_DEFAULT, nullptr, nullptr);
+  H5Id f(H5Fopen(file.c_str(), H5F_ACC_RDONLY, H5P_DEFAULT), H5Fclose);
+  if (!f.ok() || read_attr_string(f, "format") != kSegmentsFormat) throw CheckpointError(file + " is not a segments file");
+  H5Id g = open_group(f, "router");
+  Router r;
+  r.mode = "flat", r.modules_per_level = {paths};
+  H5Id d(H5Dopen2(g, "centroids", H5P_DEFAULT), H5Dclose);
+  H5Id space(H5Dget_space(d), H5Sclose);
+  hsize_t dims[2] = {0, 0};
+  if (H5Sget_simple_extent_ndims(space) != 2 || H5Sget_simple_extent_dims(space, dims, nullptr) != 2 || dims[0] != hsize_t(paths))
+    throw CheckpointError(file + ": router/centroids is not [" + std::to_string(paths) + ", dim]");
+  r.dim = int(dims[1]);
+  r.centroids = {read_numbers<float>(g, "centroids", H5T_NATIVE_FLOAT, hsize_t(paths), dims[1])};
+  r.offsets = read_numbers<double>(g, "offsets", H5T_NATIVE_DOUBLE, hsize_t(paths));
+  if (r.offsets.size() != size_t(paths)) throw CheckpointError(file + ": router/offsets is not [" + std::to_string(paths) + "]");
+  return r;
 }
 
 }  // namespace dipaco

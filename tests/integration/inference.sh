@@ -42,6 +42,16 @@ check "KV cache and full windows give the same text (prompt longer than the cont
 check "--json has tokens/s and the route" 0 '"routes":\[\{"at":0,"path":[0-3],"why":"squared distance.*"tokens_per_second":[0-9]' -- \
   gen --prompt "The " --json
 check "--reroute-every re-routes while generating" 0 '"reroute_every":8' -- gen --prompt "The " --reroute-every 8 --json
+# Trained on segment shards: generation re-routes by the windows router that cut them (segments.h5).
+check "routed 2x2 run on segment shards" 0 "^segment shards: .* cut in" -- env OMP_NUM_THREADS=1 "${mpirun[@]}" -np 1 "$bin" run \
+  inputs/quickstart.ini --model.d_model=32 --model.context=64 --route.warm_steps=20 --route.prefix_tokens=16 --train.steps=10 \
+  --route.segment_tokens=16 --route.segment_window=24 --eval.every=10 --eval.batches=1 --eval.doc_bytes=128 \
+  --run.out_dir="$tmp/runs" --run.name=seg
+seg_gen() { "$bin" generate "$tmp/runs/seg/checkpoints/ckpt-00000010.h5" --tokens 60 --prompt "The " "$@"; }
+check "  ... generate re-routes by its windows router" 0 \
+  "^\[re-routing every 8 by the last 24 bytes, by the windows router of .*/seg/segments.h5\]" -- seg_gen --reroute-every 8
+rm -f "$tmp/runs/seg/segments.h5"
+check "  ... without segments.h5, a clear refusal" 2 "segments.h5 \\(its windows router\\) is missing" -- seg_gen --reroute-every 8
 check "--path forces a path" 0 '^\[path: P2, forced by --path\]' -- gen --prompt "The " --path 2
 # Bytes that are not UTF-8 (a byte model emits any byte) are escaped: the JSON loads, the bytes come back as U+00XX.
 prompt_back() { gen --prompt $'\xff\xfe<' --tokens 40 --temperature 2 --json |

@@ -384,7 +384,9 @@ TEST(Routing, SegmentShardsTrainEachSegmentOnThePathItsWindowPicks) {
 
   // Kept for the next start: read back whole under its stamp only.
   const std::string file = shared_tmpdir("segments") + "/segments.h5";
-  EXPECT_EQ(save_segment_shards(file, "stamp A\n", got, topo, world_rank(), MPI_COMM_WORLD), "");
+  SegmentShards kept = got;
+  kept.router = r;
+  EXPECT_EQ(save_segment_shards(file, "stamp A\n", kept, topo, world_rank(), MPI_COMM_WORLD), "");
   SegmentShards back;
   EXPECT_FALSE(load_segment_shards(file, "stamp B\n", docs.size(), topo, world_rank(), MPI_COMM_WORLD, back));
   EXPECT_FALSE(load_segment_shards(file, "stamp A\n", 10, topo, world_rank(), MPI_COMM_WORLD, back))
@@ -394,6 +396,9 @@ TEST(Routing, SegmentShardsTrainEachSegmentOnThePathItsWindowPicks) {
   EXPECT_EQ(back.bytes, got.bytes);
   EXPECT_EQ(back.segments, got.segments);
   EXPECT_EQ(back.rerouted, got.rerouted);
+  EXPECT_EQ(back.router.centroids, r.centroids);
+  EXPECT_EQ(back.router.offsets, r.offsets);
+  ASSERT_FALSE(r.offsets.empty()) << "a balanced router";
   EXPECT_FALSE(load_segment_shards(file + ".missing", "stamp A\n", docs.size(), topo, world_rank(), MPI_COMM_WORLD, back));
 }
 

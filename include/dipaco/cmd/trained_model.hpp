@@ -53,6 +53,9 @@ struct RunRouter {
 // shards: a shard file to use instead of the run's newest ("" to find it).
 // Throws InputError naming what is missing and how to give it.
 RunRouter load_run_router(const TrainedModel& m, const std::string& shards);
+// A run trained on segment shards (route.segment_tokens): the windows router
+// that placed them, from its segments.h5, reading route.segment_window tokens.
+RunRouter load_segment_router(const TrainedModel& m);
 
 // Routing one text: the path its bytes [begin, begin + prefix) pick, and every path's score.
 struct RouteChoice {

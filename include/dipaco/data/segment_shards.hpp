@@ -26,6 +26,7 @@ struct SegmentShards {
   std::vector<std::vector<WindowStart>> held;
   std::vector<double> bytes;        // every path's segment tokens (a first segment with its prefix): DiLoCo's weights
   long segments = 0, rerouted = 0;  // in all; those placed by the router
+  Router router;                    // the balanced windows router that placed them (set by the caller)
 };
 // A held path's training stream: the documents that have a window, and its windows.
 TokenStream segment_stream(const std::vector<WindowStart>& windows, const DocList& docs);
@@ -49,6 +50,8 @@ SegmentShards segment_shards(const Assignment& train, const DocList& docs, const
 // training token through the feature model):
 //   /        attrs: format = "dipaco-segments", stamp; datasets bytes [P], counts [2] (segments, re-routed)
 //   /P<p>    [n, 2] uint32: its windows (training document, start), in order
+//   /router  centroids [P, dim] float, offsets [P] double: the windows router
+//            (generate --reroute-every reads it)
 // Collective: rank 0 writes it through FILE.tmp, receiving each path's windows
 // from the path's first rank in turn; a write that fails leaves no file and
 // returns its reason on rank 0 ("" when written) while the run goes on.
@@ -58,5 +61,7 @@ std::string save_segment_shards(const std::string& file, const std::string& stam
 // read its paths' windows (each checked against the `docs` training documents).
 bool load_segment_shards(const std::string& file, const std::string& stamp, size_t docs, const Topology& topo, int rank,
                          MPI_Comm world, SegmentShards& out);
+// The windows router of a segments.h5 (one process); throws CheckpointError.
+Router read_segment_router(const std::string& file, int paths);
 
 }  // namespace dipaco
