@@ -50,6 +50,10 @@ check "routed 2x2 run on segment shards" 0 "^segment shards: .* cut in" -- env O
 seg_gen() { "$bin" generate "$tmp/runs/seg/checkpoints/ckpt-00000010.h5" --tokens 60 --prompt "The " "$@"; }
 check "  ... generate re-routes by its windows router" 0 \
   "^\[re-routing every 8 by the last 24 bytes, by the windows router of .*/seg/segments.h5\]" -- seg_gen --reroute-every 8
+# A routed generation names its route (and its re-routing), never a forced or only path.
+path_lines() { "$@" | grep -c '^\[path:' || true; }
+check "  ... and prints no [path: ...] line" 0 "^0$" -- path_lines seg_gen --reroute-every 8
+check "a routed generation prints no [path: ...] line" 0 "^0$" -- path_lines gen --prompt "The "
 rm -f "$tmp/runs/seg/segments.h5"
 check "  ... without segments.h5, a clear refusal" 2 "segments.h5 \\(its windows router\\) is missing" -- seg_gen --reroute-every 8
 check "--path forces a path" 0 '^\[path: P2, forced by --path\]' -- gen --prompt "The " --path 2
