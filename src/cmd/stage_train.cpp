@@ -156,9 +156,11 @@ void open_trainer(RunContext& c, const std::string& train_stamp, bool to_train) 
   c.trainer = std::make_unique<Trainer>(d, MPI_COMM_WORLD, *c.kernels, shards_of(c.split.train, c.shards.train),
                                         shards_of(c.split.val, c.shards.val), c.run_dir, true, TrainerRole::paths,
                                         segments ? seg.bytes : c.shards.train_bytes);
-  const std::vector<int> held = c.topo.paths_of_rank(c.rank);
-  for (PathState& p : c.trainer->paths())
-    if (segments) p.train = segment_stream(seg.held[size_t(std::find(held.begin(), held.end(), p.id) - held.begin())], c.split.train);
+  if (segments) {
+    const std::vector<int> held = c.topo.paths_of_rank(c.rank);
+    for (PathState& p : c.trainer->paths())
+      p.train = segment_stream(seg.held[size_t(std::find(held.begin(), held.end(), p.id) - held.begin())], c.split.train);
+  }
   c.trainer->set_initial_params(c.warm);
   c.trainer->set_token_bytes(c.token_bytes);
   c.checkpointer = std::make_unique<Checkpointer>(d, c.run_dir, MPI_COMM_WORLD);

@@ -1,8 +1,6 @@
 // Opening what training or export wrote, for the inference commands.
 #include "dipaco/cmd/trained_model.hpp"
 
-#include "dipaco/data/segment_shards.hpp"
-
 #include <hdf5.h>
 
 #include <cmath>
@@ -12,6 +10,7 @@
 #include "dipaco/data/corpus.hpp"
 #include "dipaco/data/token_store.hpp"
 #include "dipaco/data/features.hpp"
+#include "dipaco/data/segment_shards.hpp"
 #include "dipaco/data/shards.hpp"
 #include "dipaco/io/checkpoint.hpp"
 #include "dipaco/io/h5io.hpp"
@@ -154,9 +153,6 @@ RunRouter router_of_export(const TrainedModel& m) {
   return r;
 }
 
-}  // namespace
-
-namespace {
 // The warm start whose features route (or the initialisation when route.warm_steps = 0).
 void read_feature_params(const Deck& d, const std::string& run_dir, RunRouter& r) {
   const ModelShape s = model_shape(d);

@@ -157,6 +157,23 @@ TokenStream segment_stream(const std::vector<WindowStart>& windows, const DocLis
 
 namespace {
 constexpr const char* kSegmentsFormat = "dipaco-segments";
+
+// The windows router of an open segments file.
+Router read_router(hid_t f, int paths, const std::string& file) {
+  H5Id g = open_group(f, "router");
+  Router r;
+  r.mode = "flat", r.modules_per_level = {paths};
+  H5Id d(H5Dopen2(g, "centroids", H5P_DEFAULT), H5Dclose);
+  H5Id space(H5Dget_space(d), H5Sclose);
+  hsize_t dims[2] = {0, 0};
+  if (H5Sget_simple_extent_ndims(space) != 2 || H5Sget_simple_extent_dims(space, dims, nullptr) != 2 || dims[0] != hsize_t(paths))
+    throw CheckpointError(file + ": router/centroids is not [" + std::to_string(paths) + ", dim]");
+  r.dim = int(dims[1]);
+  r.centroids = {read_numbers<float>(g, "centroids", H5T_NATIVE_FLOAT, hsize_t(paths), dims[1])};
+  r.offsets = read_numbers<double>(g, "offsets", H5T_NATIVE_DOUBLE, hsize_t(paths));
+  if (r.offsets.size() != size_t(paths)) throw CheckpointError(file + ": router/offsets is not [" + std::to_string(paths) + "]");
+  return r;
+}
 }  // namespace
 
 std::string save_segment_shards(const std::string& file, const std::string& stamp, const SegmentShards& s,
@@ -229,7 +246,7 @@ bool load_segment_shards(const std::string& file, const std::string& stamp, size
       const std::vector<long> counts = read_numbers<long>(f, "counts", H5T_NATIVE_LONG, 2);
       if (got.bytes.size() != size_t(P) || counts.size() != 2) throw CheckpointError(file + ": bytes or counts cut short");
       got.segments = counts[0], got.rerouted = counts[1];
-      got.router = read_segment_router(file, P);
+      got.router = read_router(f, P, file);
       for (int p : topo.paths_of_rank(rank)) {
         std::vector<uint32_t> v = read_numbers<uint32_t>(f, "P" + std::to_string(p), H5T_NATIVE_UINT32, hsize_t(1) << 30, 2);
         std::vector<WindowStart>& w = got.held.emplace_back(v.size() / 2);
@@ -253,19 +270,7 @@ Router read_segment_router(const std::string& file, int paths) {
   H5Eset_auto2(H5E_DEFAULT, nullptr, nullptr);
   H5Id f(H5Fopen(file.c_str(), H5F_ACC_RDONLY, H5P_DEFAULT), H5Fclose);
   if (!f.ok() || read_attr_string(f, "format") != kSegmentsFormat) throw CheckpointError(file + " is not a segments file");
-  H5Id g = open_group(f, "router");
-  Router r;
-  r.mode = "flat", r.modules_per_level = {paths};
-  H5Id d(H5Dopen2(g, "centroids", H5P_DEFAULT), H5Dclose);
-  H5Id space(H5Dget_space(d), H5Sclose);
-  hsize_t dims[2] = {0, 0};
-  if (H5Sget_simple_extent_ndims(space) != 2 || H5Sget_simple_extent_dims(space, dims, nullptr) != 2 || dims[0] != hsize_t(paths))
-    throw CheckpointError(file + ": router/centroids is not [" + std::to_string(paths) + ", dim]");
-  r.dim = int(dims[1]);
-  r.centroids = {read_numbers<float>(g, "centroids", H5T_NATIVE_FLOAT, hsize_t(paths), dims[1])};
-  r.offsets = read_numbers<double>(g, "offsets", H5T_NATIVE_DOUBLE, hsize_t(paths));
-  if (r.offsets.size() != size_t(paths)) throw CheckpointError(file + ": router/offsets is not [" + std::to_string(paths) + "]");
-  return r;
+  return read_router(f, paths, file);
 }
 
 }  // namespace dipaco
