@@ -1,6 +1,6 @@
 // Exports anyone can load, and the bits per byte of an export:
 //   dipaco export CKPT.h5 --path P OUT.h5   one path as a dense model
-//   dipaco export CKPT.h5 --all OUT.h5      every module once, the path table, the router
+//   dipaco export CKPT.h5 --all OUT.h5      every module once, the path table, the router(s)
 //   dipaco evaluate MODEL.h5 [--path P] [--text FILE]
 // Tensors are datasets by name with their shapes (named_tensors.hpp); the
 // hyperparameters are attributes of the file's root. A path's arena is a
@@ -19,6 +19,7 @@
 #include "dipaco/cmd/trained_model.hpp"
 #include "dipaco/data/corpus.hpp"
 #include "dipaco/data/token_store.hpp"
+#include "dipaco/data/segment_shards.hpp"
 #include "dipaco/data/tokenizer.hpp"
 #include "dipaco/data/shards.hpp"
 #include "dipaco/dist/topology.hpp"
@@ -86,6 +87,25 @@ void write_plain_floats(hid_t loc, const std::string& name, const std::vector<fl
   check(d.ok() ? H5Dwrite(d, H5T_NATIVE_FLOAT, H5S_ALL, H5S_ALL, H5P_DEFAULT, v.data()) : herr_t(-1), "writing " + name);
 }
 
+// /segment_router: a run trained on segment shards re-routes by the windows
+// router that cut them (its segments.h5), on /router's features.
+void write_segment_router(hid_t o, const TrainedModel& m) {
+  RunRouter r;
+  try {
+    r = load_segment_router(m);
+  } catch (const InputError&) {  // the weights are still worth exporting
+    std::printf("note: the run trained on segment shards, but its segments.h5 is gone: the export carries no "
+                "/segment_router, and generate --reroute-every on it will refuse\n");
+    return;
+  }
+  H5Id g = make_group(o, "segment_router");
+  write_attr_long(g, "prefix_tokens", r.prefix);
+  write_attr_string(g, "scores", "centroids [P, dim], offsets [P]: score_p = |f - c_p|^2 + offset_p, lowest wins");
+  write_attr_string(g, "features", "as /router's, over the last prefix_tokens positions before a re-routing point");
+  write_attr_string(g, "source", r.shard_file);
+  write_windows_router(g, r.router);
+}
+
 // /router: the centroids (or logistic weights) and the warm-start model whose
 // features they read, as named tensors; omitted for a run routed by a rule.
 void write_router(hid_t o, const TrainedModel& m) {
@@ -113,6 +133,7 @@ void write_router(hid_t o, const TrainedModel& m) {
   }
   H5Id f = make_group(g, "features");
   write_tensors(f, make_layout(m.shape), r.features_params.data(), TensorSet::all);
+  if (m.deck.route.segment_tokens > 0) write_segment_router(o, m);
 }
 
 // Every module once, taken from the first path that holds it; paths that

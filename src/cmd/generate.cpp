@@ -184,7 +184,7 @@ int cmd_generate(const Args& args) {
   if (m.only_path < 0 && g.path < 0 && m.paths > 1) {
     rr = std::make_unique<RunRouter>(load_run_router(m, g.shards));
     router = std::make_unique<TextRouter>(*rr, m);
-    if (g.reroute_every > 0 && m.deck.route.segment_tokens > 0 && m.kind == "checkpoint") {
+    if (g.reroute_every > 0 && m.deck.route.segment_tokens > 0) {
       segments = std::make_unique<RunRouter>(load_segment_router(m));
       rerouter = std::make_unique<TextRouter>(*segments, m);
     }

@@ -153,6 +153,21 @@ RunRouter router_of_export(const TrainedModel& m) {
   return r;
 }
 
+// The windows router an --all export of a segment-trained run carries
+// (/segment_router), on the features model of /router.
+RunRouter segment_router_of_export(const TrainedModel& m) {
+  H5Id f(H5Fopen(m.file.c_str(), H5F_ACC_RDONLY, H5P_DEFAULT), H5Fclose);
+  if (H5Lexists(f, "segment_router", H5P_DEFAULT) <= 0)
+    throw InputError(m.file + " holds no /segment_router (exported before exports carried it): export the checkpoint "
+                     "again, or generate without --reroute-every");
+  RunRouter r = router_of_export(m);
+  H5Id g = open_group(f, "/segment_router");
+  r.shard_file = m.file + ":/segment_router";
+  r.prefix = int(read_attr_long(g, "prefix_tokens", 1, 1 << 30));
+  r.router = read_windows_router(g, m.paths, r.shard_file);
+  return r;
+}
+
 // The warm start whose features route (or the initialisation when route.warm_steps = 0).
 void read_feature_params(const Deck& d, const std::string& run_dir, RunRouter& r) {
   const ModelShape s = model_shape(d);
@@ -192,6 +207,7 @@ RunRouter load_run_router(const TrainedModel& m, const std::string& shards) {
 }
 
 RunRouter load_segment_router(const TrainedModel& m) {
+  if (m.kind == "whole-model export") return segment_router_of_export(m);
   const std::string run_dir = fs::path(m.source).parent_path().parent_path().string();
   RunRouter r;
   r.prefix = int(segment_window(m.deck));

@@ -155,24 +155,34 @@ TokenStream segment_stream(const std::vector<WindowStart>& windows, const DocLis
   return TokenStream(docs.subset(picks), std::move(local));
 }
 
+void write_windows_router(hid_t g, const Router& r) {
+  hsize_t dims[2] = {hsize_t(r.paths()), hsize_t(r.dim)};
+  write_dataset(g, "centroids", H5T_NATIVE_FLOAT, 2, dims, r.centroids.at(0).data());
+  write_dataset(g, "offsets", H5T_NATIVE_DOUBLE, 1, dims, r.offsets.data());
+}
+
+Router read_windows_router(hid_t g, int paths, const std::string& where) {
+  Router r;
+  r.mode = "flat", r.modules_per_level = {paths};
+  H5Id d(H5Lexists(g, "centroids", H5P_DEFAULT) > 0 ? H5Dopen2(g, "centroids", H5P_DEFAULT) : -1, H5Dclose);
+  if (!d.ok()) throw CheckpointError(where + "/centroids is missing");
+  H5Id space(H5Dget_space(d), H5Sclose);
+  hsize_t dims[2] = {0, 0};
+  if (H5Sget_simple_extent_ndims(space) != 2 || H5Sget_simple_extent_dims(space, dims, nullptr) != 2 || dims[0] != hsize_t(paths))
+    throw CheckpointError(where + "/centroids is not [" + std::to_string(paths) + ", dim]");
+  r.dim = int(dims[1]);
+  r.centroids = {read_numbers<float>(g, "centroids", H5T_NATIVE_FLOAT, hsize_t(paths), dims[1])};
+  r.offsets = read_numbers<double>(g, "offsets", H5T_NATIVE_DOUBLE, hsize_t(paths));
+  if (r.offsets.size() != size_t(paths)) throw CheckpointError(where + "/offsets is not [" + std::to_string(paths) + "]");
+  return r;
+}
+
 namespace {
 constexpr const char* kSegmentsFormat = "dipaco-segments";
 
 // The windows router of an open segments file.
 Router read_router(hid_t f, int paths, const std::string& file) {
-  H5Id g = open_group(f, "router");
-  Router r;
-  r.mode = "flat", r.modules_per_level = {paths};
-  H5Id d(H5Dopen2(g, "centroids", H5P_DEFAULT), H5Dclose);
-  H5Id space(H5Dget_space(d), H5Sclose);
-  hsize_t dims[2] = {0, 0};
-  if (H5Sget_simple_extent_ndims(space) != 2 || H5Sget_simple_extent_dims(space, dims, nullptr) != 2 || dims[0] != hsize_t(paths))
-    throw CheckpointError(file + ": router/centroids is not [" + std::to_string(paths) + ", dim]");
-  r.dim = int(dims[1]);
-  r.centroids = {read_numbers<float>(g, "centroids", H5T_NATIVE_FLOAT, hsize_t(paths), dims[1])};
-  r.offsets = read_numbers<double>(g, "offsets", H5T_NATIVE_DOUBLE, hsize_t(paths));
-  if (r.offsets.size() != size_t(paths)) throw CheckpointError(file + ": router/offsets is not [" + std::to_string(paths) + "]");
-  return r;
+  return read_windows_router(open_group(f, "router"), paths, file + ":/router");
 }
 }  // namespace
 
@@ -204,9 +214,7 @@ std::string save_segment_shards(const std::string& file, const std::string& stam
       dims[0] = 2;
       write_dataset(f, "counts", H5T_NATIVE_LONG, 1, dims, counts);
       H5Id g(checked(H5Gcreate2(f, "router", H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT), "create group router"), H5Gclose);
-      dims[0] = hsize_t(P), dims[1] = hsize_t(s.router.dim);
-      write_dataset(g, "centroids", H5T_NATIVE_FLOAT, 2, dims, s.router.centroids.at(0).data());
-      write_dataset(g, "offsets", H5T_NATIVE_DOUBLE, 1, dims, s.router.offsets.data());
+      write_windows_router(g, s.router);
       dims[1] = 2;
       // Every path's windows are received, also after a write failed, so that no sender waits.
       std::vector<WindowStart> w;

@@ -54,8 +54,24 @@ check "  ... generate re-routes by its windows router" 0 \
 path_lines() { "$@" | grep -c '^\[path:' || true; }
 check "  ... and prints no [path: ...] line" 0 "^0$" -- path_lines seg_gen --reroute-every 8
 check "a routed generation prints no [path: ...] line" 0 "^0$" -- path_lines gen --prompt "The "
+# An --all export carries the windows router (/segment_router): the same text and the same routes as the checkpoint.
+seg_ckpt=$tmp/runs/seg/checkpoints/ckpt-00000010.h5
+check "  ... export --all carries the windows router" 0 "exported 4 paths" -- "$bin" export "$seg_ckpt" --all "$tmp/seg-all.h5"
+seg_same() {
+  "$bin" generate "$seg_ckpt" --tokens 60 --prompt "The " --reroute-every 8 --temperature 1 --seed 4 --json >"$tmp/s1" &&
+    "$bin" generate "$tmp/seg-all.h5" --tokens 60 --prompt "The " --reroute-every 8 --temperature 1 --seed 4 --json >"$tmp/s2" &&
+    $py -c "import json,sys; a, b = (json.load(open(f)) for f in sys.argv[1:]); n = len(a['routes'])
+print('same text and routes' if (a['text'], a['routes']) == (b['text'], b['routes']) else 'differ', n)" "$tmp/s1" "$tmp/s2"
+}
+check "  ... generate on the export re-routes as on the checkpoint" 0 "^same text and routes [1-9]" -- seg_same
+check "  ... and names it" 0 "by the windows router of .*seg-all.h5:/segment_router\]" -- \
+  "$bin" generate "$tmp/seg-all.h5" --tokens 20 --prompt "The " --reroute-every 8
 rm -f "$tmp/runs/seg/segments.h5"
 check "  ... without segments.h5, a clear refusal" 2 "segments.h5 \\(its windows router\\) is missing" -- seg_gen --reroute-every 8
+check "  ... an export without it says so" 0 "^note: the run trained on segment shards, but its segments.h5 is gone" -- \
+  "$bin" export "$seg_ckpt" --all "$tmp/seg-all2.h5"
+check "  ... and generate --reroute-every on it refuses" 2 "holds no /segment_router" -- \
+  "$bin" generate "$tmp/seg-all2.h5" --tokens 20 --prompt "The " --reroute-every 8
 check "--path forces a path" 0 '^\[path: P2, forced by --path\]' -- gen --prompt "The " --path 2
 # Bytes that are not UTF-8 (a byte model emits any byte) are escaped: the JSON loads, the bytes come back as U+00XX.
 prompt_back() { gen --prompt $'\xff\xfe<' --tokens 40 --temperature 2 --json |

@@ -7,6 +7,7 @@
 // window of model.context targets that ends with it: its targets with the
 // context the evaluation gives them, and the text just before.
 #pragma once
+#include <hdf5.h>
 #include <mpi.h>
 
 #include <vector>
@@ -63,5 +64,9 @@ bool load_segment_shards(const std::string& file, const std::string& stamp, size
                          MPI_Comm world, SegmentShards& out);
 // The windows router of a segments.h5 (one process); throws CheckpointError.
 Router read_segment_router(const std::string& file, int paths);
+// A windows router as a group's datasets (centroids [P, dim] float, offsets [P]
+// double), in segments.h5 and in a whole-model export; `where` names the group in errors.
+void write_windows_router(hid_t g, const Router& r);
+Router read_windows_router(hid_t g, int paths, const std::string& where);
 
 }  // namespace dipaco
