@@ -140,22 +140,22 @@ void write_router(hid_t o, const TrainedModel& m) {
 // share a module hold the same weights after an outer round (the largest
 // difference is printed when the run ended elsewhere).
 void write_whole(hid_t o, const TrainedModel& m) {
-  // The whole-model layout names one module per (level, index); a private level has one per path.
-  if (!m.deck.dipaco.private_levels.empty())
-    throw InputError("export --all: the run has dipaco.private_levels = " + m.deck.values.at("dipaco.private_levels") +
-                    " (a module per path there), which the whole-model layout does not hold; export paths with --path P");
-  const Topology topo = make_topology(m.deck.dipaco.modules_per_level, 1);
+  const Topology topo = make_topology(m.deck.dipaco.modules_per_level, 1, m.deck.dipaco.private_levels);
   const ParamLayout lay = make_layout(model_shape(m.deck));
+  // A private level has a module per path: there the table holds the path's own index.
+  auto module_of = [&](int p, int l) { return topo.is_private(l) ? p : topo.path_modules(p)[l]; };
   std::vector<long> table;
   for (int p = 0; p < topo.paths; ++p)
-    for (int x : topo.path_modules(p)) table.push_back(x);
+    for (int l = 0; l < topo.levels(); ++l) table.push_back(module_of(p, l));
   H5Id t = make_group(o, "topology");
   write_ints(t, "path_table", table, {hsize_t(topo.paths), hsize_t(topo.levels())});
-  write_attr_string(t, "path_table_layout", "[paths, levels]: the module of each level a path takes");
+  write_attr_string(t, "path_table_layout",
+                    "[paths, levels]: the module of each level a path takes (at a private level, the path's own: its index)");
+  write_attr_string(t, "private_levels", join(m.deck.dipaco.private_levels));
   double diff = 0;
   for (int l = 0; l < topo.levels(); ++l)
-    for (int mod = 0; mod < topo.modules_per_level[l]; ++mod) {
-      const auto holders = topo.paths_with_module(l, mod);
+    for (int mod = 0; mod < (topo.is_private(l) ? topo.paths : topo.modules_per_level[l]); ++mod) {
+      const auto holders = topo.is_private(l) ? std::vector<int>{mod} : topo.paths_with_module(l, mod);
       const auto& g = lay.groups[1 + l];
       for (int p : holders)
         for (size_t i = 0; i < g.size; ++i)

@@ -156,6 +156,26 @@ routes_same() {
   [[ -n "$a" && "$a" == "$b" ]] && echo "same path $a"
 }
 check "load-export --route picks the path dipaco route picks" 0 "^same path P[0-3]" -- routes_same
+# A private level (a module per path there) exports whole too: each path of the export is the checkpoint's path.
+check "routed 2x2 run, level 1 private" 0 "outer rounds: 1" -- env OMP_NUM_THREADS=1 "${mpirun[@]}" -np 1 "$bin" run \
+  inputs/quickstart.ini --model.d_model=32 --model.context=64 --route.warm_steps=20 --route.prefix_tokens=16 --train.steps=10 \
+  --dipaco.inner_steps=10 --dipaco.private_levels=1 --eval.every=10 --eval.batches=1 --eval.doc_bytes=128 \
+  --run.out_dir="$tmp/runs" --run.name=priv
+priv=$tmp/runs/priv/checkpoints/ckpt-00000010.h5
+check "  ... export --all" 0 "exported 4 paths" -- "$bin" export "$priv" --all "$tmp/priv-all.h5"
+check "  ... the path table gives each path its own level 1 module" 0 "^\[\[0, 0\], \[0, 1\], \[1, 2\], \[1, 3\]\] 1$" -- \
+  $py -c "import h5py; t = h5py.File('$tmp/priv-all.h5')['topology']; print(t['path_table'][()].tolist(), t.attrs['private_levels'].decode() if isinstance(t.attrs['private_levels'], bytes) else t.attrs['private_levels'])"
+priv_paths_same() {
+  local a b
+  for p in 0 1 2 3; do
+    a=$("$bin" evaluate "$priv" --path $p --text "$tmp/text.txt" | grep -oE "[0-9.]+ bits per byte")
+    b=$("$bin" evaluate "$tmp/priv-all.h5" --path $p --text "$tmp/text.txt" | grep -oE "[0-9.]+ bits per byte")
+    [[ -n "$a" && "$a" == "$b" ]] || { echo "path $p: '$a' against '$b'"; return 1; }
+  done
+  echo "every path the same"
+}
+check "  ... every path evaluates as the checkpoint's" 0 "^every path the same$" -- priv_paths_same
+check "  ... load-export reads it" 0 " close$" -- compare "$tmp/priv-all.h5" --path 3
 if ! $py -c "import torch" 2>/dev/null; then
   check "--state-dict without PyTorch says what it needs" 1 "--state-dict needs PyTorch" -- \
     scripts/load-export "$tmp/p1.h5" "$tmp/text.txt" --state-dict "$tmp/sd.pt"
