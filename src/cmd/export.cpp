@@ -133,7 +133,6 @@ void write_router(hid_t o, const TrainedModel& m) {
   }
   H5Id f = make_group(g, "features");
   write_tensors(f, make_layout(m.shape), r.features_params.data(), TensorSet::all);
-  if (m.deck.route.segment_tokens > 0) write_segment_router(o, m);
 }
 
 // Every module once, taken from the first path that holds it; paths that
@@ -212,6 +211,7 @@ int cmd_export(const Args& args) {
     if (all) {
       write_whole(o, m);
       write_router(o, m);
+      if (m.deck.route.segment_tokens > 0) write_segment_router(o, m);
     } else {
       write_attr_long(o, "path", path);
       H5Id g = make_group(o, "tensors");
