@@ -46,4 +46,19 @@ for seed in 2 3; do
   check "64x: a row of seed $seed starts from seed $seed's warm start" 0 "^seed=$seed .*warm_start=$tmp/64x/warmstart-s-lr1.2e-2-seed$seed.h5 " -- \
     route "$tmp/deck-64x-$(row "DiPaCo 8x8, seed $seed").ini"
 done
+# Paired differences: a label that names its seed mid-way ("{seed}" in PAIRS) pairs with the row of that seed.
+pairs() {
+  /usr/bin/python3 - <<'PY'
+import importlib.machinery, importlib.util
+loader = importlib.machinery.SourceFileLoader("experiment", "scripts/experiment")
+m = importlib.util.module_from_spec(importlib.util.spec_from_loader("experiment", loader))
+loader.exec_module(m)
+seg = ", segment shards of 64, re-routed every 64 tokens by the 64 before"
+rows = {"DiLoCo, 64 replicas of S": 2.0, "DiLoCo, 64 replicas of S, seed 2": 2.2,
+        "DiPaCo 8x8, level 1 private" + seg: 1.9, "DiPaCo 8x8, level 1 private, seed 2" + seg: 2.31}
+lines = m.paired([{"label": k, "val_bpb": v} for k, v in rows.items()], m.PAIRS["64x"])
+print("\n".join(l for l in lines if "private" + seg + " against DiLoCo" in l))
+PY
+}
+check "64x: segment rows pair with DiLoCo-64 of their seed" 0 "^\| .* \| -5\.0% \| \+5\.0% \| \+0\.0% \| 7\.1 points \|$" -- pairs
 finish
