@@ -12,6 +12,7 @@
 #include "dipaco/cmd/app.hpp"
 #include "dipaco/cmd/run_context.hpp"
 #include "dipaco/data/routed_eval.hpp"
+#include "dipaco/data/segment_shards.hpp"
 #include "dipaco/data/window_router.hpp"
 #include "dipaco/io/files.hpp"
 #include "dipaco/train/metrics.hpp"
@@ -90,8 +91,15 @@ int make_evaluate(RunContext& c, const std::string& stamp) {
   FeatureModel* features = rerouting ? &c.features(int(reroute_window(c.deck))) : &c.features();
   Router windows;
   if (rerouting && c.deck.eval.reroute_router == RerouteRouter::windows) {
-    windows = reroute_router(c.shards.train, c.split.train, c.trainer->topology(), c.rank, *features, c.deck,
-                            c.trainer->world());
+    // Re-routed as the segments were cut: by the router that cut them (not one fit again, which
+    // eval.doc_bytes would change); other windows get their own.
+    const Deck& d = c.deck;
+    if (c.segment_router && d.eval.reroute_every == d.route.segment_tokens && reroute_window(d) == segment_window(d)) {
+      windows = *c.segment_router;
+      say("re-routing by the windows router that cut the segment shards\n");
+    } else {
+      windows = reroute_router(c.shards.train, c.split.train, c.trainer->topology(), c.rank, *features, d, c.trainer->world());
+    }
     router = &windows;
   }
   const RoutedEval routed =

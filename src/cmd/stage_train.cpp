@@ -118,11 +118,15 @@ void set_train_deck(RunContext& c, const std::string& stamp) {
 // route.segment_tokens: every held path's windows, cut from the training
 // documents and routed by the windows router of the segments' windows, or read
 // back from the run's segments.h5 when it was cut for this stamp.
+std::string segment_stamp(const RunContext& c, const std::string& train_stamp) {
+  return train_stamp + "shard_round = " + std::to_string(c.shards.round) + "\n";
+}
+
 SegmentShards make_segment_shards(RunContext& c, const std::string& train_stamp) {
   const Deck& d = c.train_deck;
   const double t0 = MPI_Wtime();
   const std::string file = c.run_dir + "/segments.h5";
-  const std::string stamp = train_stamp + "shard_round = " + std::to_string(c.shards.round) + "\n";
+  const std::string stamp = segment_stamp(c, train_stamp);
   SegmentShards seg;
   const size_t window = segment_window(d);
   const bool read = load_segment_shards(file, stamp, c.split.train.size(), c.topo, c.rank, MPI_COMM_WORLD, seg);
@@ -151,7 +155,15 @@ void open_trainer(RunContext& c, const std::string& train_stamp, bool to_train) 
   std::erase_if(c.seconds, [](const auto& s) { return s.first == "segment_shards"; });
   const bool segments = to_train && d.route.segment_tokens > 0;
   SegmentShards seg;
-  if (segments) seg = make_segment_shards(c, train_stamp);
+  c.segment_router.reset();
+  if (segments) {
+    seg = make_segment_shards(c, train_stamp);
+    c.segment_router = seg.router;
+  } else if (Router r; d.route.segment_tokens > 0 &&  // a finished run: the router kept with its segments, if any
+                       read_segment_router(c.run_dir + "/segments.h5", segment_stamp(c, train_stamp), c.topo.paths,
+                                           MPI_COMM_WORLD, r)) {
+    c.segment_router = std::move(r);
+  }
   const double t0 = MPI_Wtime();
   c.trainer = std::make_unique<Trainer>(d, MPI_COMM_WORLD, *c.kernels, shards_of(c.split.train, c.shards.train),
                                         shards_of(c.split.val, c.shards.val), c.run_dir, true, TrainerRole::paths,

@@ -274,6 +274,22 @@ bool load_segment_shards(const std::string& file, const std::string& stamp, size
   return ok == 1;
 }
 
+bool read_segment_router(const std::string& file, const std::string& stamp, int paths, MPI_Comm world, Router& out) {
+  Router got;
+  int ok = 0;
+  H5Eset_auto2(H5E_DEFAULT, nullptr, nullptr);
+  try {
+    H5Id f(H5Fopen(file.c_str(), H5F_ACC_RDONLY, H5P_DEFAULT), H5Fclose);
+    if (f.ok() && read_attr_string(f, "format") == kSegmentsFormat && read_attr_string(f, "stamp") == stamp)
+      got = read_router(f, paths, file), ok = 1;
+  } catch (const std::exception&) {
+    ok = 0;
+  }
+  watched("agreeing on the segments' router", [&] { MPI_Allreduce(MPI_IN_PLACE, &ok, 1, MPI_INT, MPI_MIN, world); });
+  if (ok) out = std::move(got);
+  return ok == 1;
+}
+
 Router read_segment_router(const std::string& file, int paths) {
   H5Eset_auto2(H5E_DEFAULT, nullptr, nullptr);
   H5Id f(H5Fopen(file.c_str(), H5F_ACC_RDONLY, H5P_DEFAULT), H5Fclose);

@@ -254,7 +254,8 @@ std::vector<DeckKey> make_keys() {
             "routed evaluation: re-route every N tokens by the preceding prefix_tokens (0: once per document)").at(DeckStage::evaluate),
       K_CHOICE("eval.reroute_router", eval.reroute_router, "windows",
                "what re-routes a segment: windows (each path's mean feature of the windows re-routing reads in its "
-               "own training documents; balanced as the segments were cut when route.segment_tokens > 0) or starts "
+               "own training documents; on segment shards cut every reroute_every by the same window, the router that cut "
+               "them, else one balanced the same way) or starts "
                "(the route's k-means, fit on document starts)").at(DeckStage::evaluate),
       K_INT("eval.reroute_window", eval.reroute_window, "0", 0, 1 << 20,
             "re-routing: tokens of the window before a segment whose features pick its path (0: route.prefix_tokens; "

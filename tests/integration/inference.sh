@@ -43,10 +43,19 @@ check "--json has tokens/s and the route" 0 '"routes":\[\{"at":0,"path":[0-3],"w
   gen --prompt "The " --json
 check "--reroute-every re-routes while generating" 0 '"reroute_every":8' -- gen --prompt "The " --reroute-every 8 --json
 # Trained on segment shards: generation re-routes by the windows router that cut them (segments.h5).
-check "routed 2x2 run on segment shards" 0 "^segment shards: .* cut in" -- env OMP_NUM_THREADS=1 "${mpirun[@]}" -np 1 "$bin" run \
+seg_run() { env OMP_NUM_THREADS=1 "${mpirun[@]}" -np 1 "$bin" run \
   inputs/quickstart.ini --model.d_model=32 --model.context=64 --route.warm_steps=20 --route.prefix_tokens=16 --train.steps=10 \
   --route.segment_tokens=16 --route.segment_window=24 --eval.every=10 --eval.batches=1 --eval.doc_bytes=128 \
-  --run.out_dir="$tmp/runs" --run.name=seg
+  --eval.reroute_every=16 --eval.reroute_window=24 --run.out_dir="$tmp/runs" --run.name=seg; }
+seg_bpb() { $py -c "import json; print(json.load(open('$tmp/runs/seg/eval.json'))['val_bpb'])"; }
+check "routed 2x2 run on segment shards" 0 "^segment shards: .* cut in" -- seg_run
+cp "$tmp/out" "$tmp/seg-run.out"
+check "  ... evaluated by the router that cut them" 0 "^re-routing by the windows router that cut the segment shards" -- cat "$tmp/seg-run.out"
+seg_bpb >"$tmp/seg-bpb1"
+rm "$tmp/runs/seg/eval.json"
+check "  ... and again when only the evaluation runs (read back from segments.h5)" 0 \
+  "^re-routing by the windows router that cut the segment shards" -- seg_run
+seg_bpb >"$tmp/seg-bpb2"
 seg_gen() { "$bin" generate "$tmp/runs/seg/checkpoints/ckpt-00000010.h5" --tokens 60 --prompt "The " "$@"; }
 check "  ... generate re-routes by its windows router" 0 \
   "^\[re-routing every 8 by the last 24 bytes, by the windows router of .*/seg/segments.h5\]" -- seg_gen --reroute-every 8
@@ -68,6 +77,13 @@ check "  ... and names it" 0 "by the windows router of .*seg-all.h5:/segment_rou
   "$bin" generate "$tmp/seg-all.h5" --tokens 20 --prompt "The " --reroute-every 8
 rm -f "$tmp/runs/seg/segments.h5"
 check "  ... without segments.h5, a clear refusal" 2 "segments.h5 \\(its windows router\\) is missing" -- seg_gen --reroute-every 8
+# Without segments.h5 the evaluation fits the windows router again: the same router, the same bits per byte.
+rm "$tmp/runs/seg/eval.json"
+refit_same() {
+  seg_run >"$tmp/refit.out" 2>&1 && ! grep -q "router that cut the segment shards" "$tmp/refit.out" && seg_bpb >"$tmp/seg-bpb3" &&
+    cat "$tmp/seg-bpb1" "$tmp/seg-bpb2" "$tmp/seg-bpb3" | uniq | wc -l
+}
+check "  ... the evaluation without segments.h5 fits it again, to the same bits per byte" 0 "^1$" -- refit_same
 check "  ... an export without it says so" 0 "^note: the run trained on segment shards, but its segments.h5 is gone" -- \
   "$bin" export "$seg_ckpt" --all "$tmp/seg-all2.h5"
 check "  ... and generate --reroute-every on it refuses" 2 "holds no /segment_router" -- \

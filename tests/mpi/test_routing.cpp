@@ -400,6 +400,14 @@ TEST(Routing, SegmentShardsTrainEachSegmentOnThePathItsWindowPicks) {
   EXPECT_EQ(back.router.offsets, r.offsets);
   ASSERT_FALSE(r.offsets.empty()) << "a balanced router";
   EXPECT_FALSE(load_segment_shards(file + ".missing", "stamp A\n", docs.size(), topo, world_rank(), MPI_COMM_WORLD, back));
+  // The router alone (a finished run's evaluation): under its stamp only, on every rank alike.
+  Router alone;
+  EXPECT_FALSE(read_segment_router(file, "stamp B\n", topo.paths, MPI_COMM_WORLD, alone));
+  EXPECT_FALSE(read_segment_router(file + ".missing", "stamp A\n", topo.paths, MPI_COMM_WORLD, alone));
+  ASSERT_TRUE(read_segment_router(file, "stamp A\n", topo.paths, MPI_COMM_WORLD, alone));
+  EXPECT_EQ(alone.centroids, r.centroids);
+  EXPECT_EQ(alone.offsets, r.offsets);
+  EXPECT_EQ(read_segment_router(file, topo.paths).offsets, r.offsets);
 }
 
 // Balancing the windows router: the nearest centroid gives path 0 five windows

@@ -3,11 +3,13 @@
 #pragma once
 #include <map>
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
 #include "dipaco/data/corpus.hpp"
 #include "dipaco/data/features.hpp"
+#include "dipaco/data/router.hpp"
 #include "dipaco/data/shards.hpp"
 #include "dipaco/data/token_store.hpp"
 #include "dipaco/dist/topology.hpp"
@@ -45,6 +47,9 @@ struct RunContext {
   std::unique_ptr<Trainer> trainer;
   std::unique_ptr<Checkpointer> checkpointer;
   std::string resumed;  // the checkpoint the trainer resumed from ("" when fresh)
+  // Segment shards: the windows router that cut them (made, or read back from
+  // segments.h5 under this train stamp); empty without one. The evaluation re-routes by it.
+  std::optional<Router> segment_router;
   // Seconds of the pieces of set-up that grow with the topology (summary.json's "seconds").
   std::vector<std::pair<std::string, double>> seconds;
   TrainSummary summary;

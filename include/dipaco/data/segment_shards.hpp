@@ -64,6 +64,9 @@ bool load_segment_shards(const std::string& file, const std::string& stamp, size
                          MPI_Comm world, SegmentShards& out);
 // The windows router of a segments.h5 (one process); throws CheckpointError.
 Router read_segment_router(const std::string& file, int paths);
+// Collective: true on every rank when every rank read the router of a
+// segments.h5 with this stamp (into out); false on every rank otherwise.
+bool read_segment_router(const std::string& file, const std::string& stamp, int paths, MPI_Comm world, Router& out);
 // A windows router as a group's datasets (centroids [P, dim] float, offsets [P]
 // double), in segments.h5 and in a whole-model export; `where` names the group in errors.
 void write_windows_router(hid_t g, const Router& r);
