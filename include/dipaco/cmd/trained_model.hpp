@@ -54,7 +54,8 @@ struct RunRouter {
 // Throws InputError naming what is missing and how to give it.
 RunRouter load_run_router(const TrainedModel& m, const std::string& shards);
 // A run trained on segment shards (route.segment_tokens): the windows router
-// that placed them, from its segments.h5, reading route.segment_window tokens.
+// that placed them, from its segments.h5 (an --all export: its /segment_router),
+// reading route.segment_window tokens.
 RunRouter load_segment_router(const TrainedModel& m);
 
 // Routing one text: the path its bytes [begin, begin + prefix) pick, and every path's score.
