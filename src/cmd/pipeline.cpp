@@ -243,8 +243,8 @@ const StageDef kStages[] = {
     {"route", Stage::route, [](const RunContext& c) { return shard_file_name(c.run_dir, 0); }, nullptr, up_to_date_route,
      load_route, make_route},
     {"train", Stage::train,
-     [](const RunContext& c) { return c.resumed + " at step " + std::to_string(c.trainer->progress().step); }, nullptr,
-     up_to_date_train, load_train, make_train},
+     [](const RunContext& c) { return c.resumed + " at step " + std::to_string(c.trainer->progress().step); },
+     train_stamp_lines, up_to_date_train, load_train, make_train},
     {"evaluate", Stage::evaluate, [](const RunContext& c) { return c.run_dir + "/eval.json"; }, evaluate_stamp_lines,
      up_to_date_evaluate, load_evaluate, make_evaluate},
 };

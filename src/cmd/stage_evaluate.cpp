@@ -59,7 +59,7 @@ void print_routed(const RoutedEval& r, const std::string& unit) {
 }  // namespace
 
 std::string evaluate_stamp_lines(const RunContext& c) {
-  return "checkpoint_step = " + std::to_string(c.trainer->progress().step) + "\nshard_round = " +
+  return train_stamp_lines(c) + "checkpoint_step = " + std::to_string(c.trainer->progress().step) + "\nshard_round = " +
          std::to_string(c.shards.round) + "\n";
 }
 

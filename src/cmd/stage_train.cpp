@@ -187,6 +187,11 @@ void open_trainer(RunContext& c, const std::string& train_stamp, bool to_train) 
 
 }  // namespace
 
+// 2: the windows router balanced on windows from whole documents (1: from the first eval.doc_bytes).
+std::string train_stamp_lines(const RunContext& c) {
+  return c.deck.route.segment_tokens > 0 ? "segment_cut = 2\n" : "";
+}
+
 // Trained with this stamp to train.steps: the checkpoint a resume takes first
 // (ckpt-<step>.h5) is at train.steps. run.restart = never or a checkpoint's
 // path goes through make_train, which says what it resumed.

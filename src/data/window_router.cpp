@@ -2,15 +2,51 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstdint>
+#include <limits>
 
 #include "dipaco/data/routed_eval.hpp"
+#include "dipaco/data/segment_shards.hpp"
 #include "dipaco/dist/watchdog.hpp"
 #include "dipaco/io/log.hpp"
 
 namespace dipaco {
 
 namespace {
-constexpr int kBalanceIterations = 200;
+
+constexpr int kBalanceIterations = 300;
+// The balance's temperature falls from the unit to this share of it over the first 3/4 of the iterations.
+constexpr double kFinalTemperature = 1e-3;
+// Soft counts are summed over ranks as integers of 2^-24: the same sum in any order, so the
+// same offsets at any rank count.
+constexpr double kCountScale = double(1 << 24);
+
+// The windows of one training document that a balanced router reads: at most
+// kWindowsPerDocument, spread evenly over the document's re-routed segments,
+// each standing for its share of them (so that long documents weigh what they bring).
+void sample_document(const Document& d, size_t prefix, size_t every, size_t window, std::vector<FeatureWindow>& out,
+                     std::vector<double>& weight) {
+  std::vector<size_t> starts;
+  for (const Segment& s : training_segments(d, prefix, every))
+    if (rerouted(s.from, prefix, window)) starts.push_back(s.from - window);
+  const size_t m = starts.size(), k = std::min(m, kWindowsPerDocument);
+  for (size_t j = 0; j < k; ++j) {
+    out.push_back({&d, starts[(2 * j + 1) * m / (2 * k)]});
+    weight.push_back(double(m) / double(k));
+  }
+}
+
+// Re-routed segments in a path's whole training documents.
+double rerouted_segments(const DocList& docs, const std::vector<int>& picks, size_t prefix, size_t every,
+                         size_t window) {
+  double n = 0;
+  docs.subset(picks).each_block(4096, [&](size_t, const std::vector<Document>& block) {
+    for (const Document& d : block)
+      for (const Segment& s : training_segments(d, prefix, every)) n += rerouted(s.from, prefix, window);
+  });
+  return n;
+}
+
 }  // namespace
 
 Router window_router(const Assignment& train, const DocList& docs, const Topology& topo, int rank,
@@ -18,10 +54,13 @@ Router window_router(const Assignment& train, const DocList& docs, const Topolog
                      MPI_Comm world) {
   const int P = topo.paths, dim = features.dim();
   const size_t prefix = size_t(deck.route.prefix_tokens);
-  // The feature sums per path [P, dim], then the window counts [P]: one sum over ranks.
-  std::vector<double> sums(size_t(P) * (dim + 1), 0.0);
+  // The weighted feature sums per path [P, dim], their weights [P], then (balanced)
+  // the windows of each path's whole shard [P]: one sum over ranks.
+  std::vector<double> sums(size_t(P) * (dim + 2), 0.0);
   double* counts = &sums[size_t(P) * dim];
-  std::vector<float> read;  // balanced: the features of the windows this rank read
+  double* brought = counts + P;
+  std::vector<float> read;  // balanced: the features of the windows this rank read, and their weights
+  std::vector<double> read_weight;
   if (topo.rank_in_path(rank) == 0 && every > 0)  // a path's other ranks hold the same documents
     for (int p : topo.paths_of_rank(rank)) {
       if (size_t(p) >= train.size() || train[p].empty()) continue;
@@ -29,36 +68,46 @@ Router window_router(const Assignment& train, const DocList& docs, const Topolog
       const std::vector<Document> held =
           docs.subset(std::vector<int>(train[p].begin(), train[p].begin() + long(n))).documents(0, n);
       std::vector<FeatureWindow> windows;
+      std::vector<double> weight;
       for (const Document& d : held)
-        for (const Segment& s : scored_segments(d, deck, every))
-          if (rerouted(s.from, prefix, window)) windows.push_back({&d, s.from - window});
+        if (balanced) {
+          sample_document(d, prefix, every, window, windows, weight);
+        } else {
+          for (const Segment& s : scored_segments(d, deck, every))
+            if (rerouted(s.from, prefix, window)) windows.push_back({&d, s.from - window}), weight.push_back(1.0);
+        }
+      if (balanced) brought[p] = rerouted_segments(docs, train[p], prefix, every, window);
       if (windows.empty()) continue;
       const std::vector<float> f = features.local_features(windows);
-      if (balanced) read.insert(read.end(), f.begin(), f.end());
-      for (size_t w = 0; w < windows.size(); ++w)
-        for (int t = 0; t < dim; ++t) sums[size_t(p) * dim + t] += f[w * dim + t];
-      counts[p] += double(windows.size());
+      if (balanced) read.insert(read.end(), f.begin(), f.end()), read_weight.insert(read_weight.end(), weight.begin(), weight.end());
+      for (size_t w = 0; w < windows.size(); ++w) {
+        for (int t = 0; t < dim; ++t) sums[size_t(p) * dim + t] += weight[w] * f[w * dim + t];
+        counts[p] += weight[w];
+      }
     }
   watched("the window router's sums",
           [&] { MPI_Allreduce(MPI_IN_PLACE, sums.data(), int(sums.size()), MPI_DOUBLE, MPI_SUM, world); });
   Router r = centroid_router(std::vector<double>(sums.begin(), sums.begin() + long(P) * dim),
                              std::vector<double>(counts, counts + P), dim, P);
   if (balanced) {
-    const double off = balance_router(r, read, std::vector<double>(counts, counts + P), world);
-    say("windows router: balanced, each path's share of the windows within %.0f%% of what its documents brought\n",
+    const double off = balance_router(r, read, read_weight, std::vector<double>(brought, brought + P), world);
+    say("windows router: balanced on windows from whole documents, each path's share within %.1f%% of what its "
+        "documents bring\n",
         100 * off);
   }
   return r;
 }
 
-double balance_router(Router& r, const std::vector<float>& f, const std::vector<double>& target, MPI_Comm world) {
+double balance_router(Router& r, const std::vector<float>& f, const std::vector<double>& weight,
+                      const std::vector<double>& target, MPI_Comm world) {
   const int P = r.paths(), dim = r.dim;
   const size_t n = f.size() / size_t(dim);
+  auto w = [&](size_t i) { return weight.empty() ? 1.0 : weight[i]; };
   r.offsets.assign(size_t(P), 0.0);
   std::vector<double> d(n * size_t(P));
   for (size_t i = 0; i < n; ++i) r.path_scores(&f[i * size_t(dim)], &d[i * size_t(P)]);
-  // The offsets' unit: the mean squared distance between nearest centroids (the
-  // same on every rank, whatever the rank count).
+  // The temperature's unit: the mean squared distance between nearest centroids
+  // (the same on every rank, whatever the rank count).
   double unit = 0;
   for (int p = 0; p < P; ++p) {
     double best = INFINITY;
@@ -73,26 +122,59 @@ double balance_router(Router& r, const std::vector<float>& f, const std::vector<
       }
     unit += std::isfinite(best) ? best / P : 0;
   }
-  double total = 0;
-  for (double t : target) total += t;
-  double off = 0;
-  for (int it = 0; it < kBalanceIterations; ++it) {
-    std::vector<double> got(size_t(P), 0.0);
+  if (!(unit > 0)) unit = 1;
+  // The targets as shares of the windows read (a path that brings none takes none).
+  int64_t read_total = 0;
+  for (size_t i = 0; i < n; ++i) read_total += std::llround(w(i) * kCountScale);
+  watched("the window router's balance", [&] { MPI_Allreduce(MPI_IN_PLACE, &read_total, 1, MPI_INT64_T, MPI_SUM, world); });
+  double brought = 0;
+  for (double t : target) brought += t;
+  std::vector<double> want(size_t(P), 0.0);
+  std::vector<char> open(size_t(P), 0);
+  for (int p = 0; p < P; ++p)
+    if (target[size_t(p)] > 0 && brought > 0) open[size_t(p)] = 1, want[size_t(p)] = target[size_t(p)] / brought * double(read_total) / kCountScale;
+
+  // Sinkhorn's column scaling on the soft assignment softmax_p((g_p - d_ip) / eps),
+  // the temperature annealed: offsets -g that give each path its share, and at
+  // a low temperature the nearest (offset) centroid gives about the same shares.
+  std::vector<double> g(size_t(P), 0.0), e(size_t(P), 0.0);
+  std::vector<int64_t> soft(size_t(P), 0);
+  for (int it = 0; it < kBalanceIterations && read_total > 0; ++it) {
+    const double eps = unit * std::pow(kFinalTemperature, std::min(1.0, it / (0.75 * kBalanceIterations)));
+    std::fill(soft.begin(), soft.end(), 0);
     for (size_t i = 0; i < n; ++i) {
       const double* row = &d[i * size_t(P)];
-      int best = 0;
-      for (int p = 1; p < P; ++p)
-        if (row[p] + r.offsets[size_t(p)] < row[best] + r.offsets[size_t(best)]) best = p;
-      got[size_t(best)] += 1;
+      double top = -INFINITY, z = 0;
+      for (int p = 0; p < P; ++p)
+        if (open[size_t(p)]) top = std::max(top, (g[size_t(p)] - row[p]) / eps);
+      for (int p = 0; p < P; ++p) z += e[size_t(p)] = open[size_t(p)] ? std::exp((g[size_t(p)] - row[p]) / eps - top) : 0.0;
+      for (int p = 0; p < P; ++p) soft[size_t(p)] += std::llround(w(i) * e[size_t(p)] / z * kCountScale);
     }
-    watched("the window router's balance", [&] { MPI_Allreduce(MPI_IN_PLACE, got.data(), P, MPI_DOUBLE, MPI_SUM, world); });
-    off = 0;
-    for (int p = 0; p < P; ++p) off = std::max(off, std::abs(got[size_t(p)] - target[size_t(p)]) / std::max(target[size_t(p)], 1.0));
-    if (it + 1 == kBalanceIterations || total == 0) break;
-    // A path that took more than it brought moves away, one that took fewer closer.
-    const double step = 0.5 * unit / (1 + it / 20.0);
-    for (int p = 0; p < P; ++p) r.offsets[size_t(p)] += step * std::log((got[size_t(p)] + 1) / (target[size_t(p)] + 1));
+    watched("the window router's balance",
+            [&] { MPI_Allreduce(MPI_IN_PLACE, soft.data(), P, MPI_INT64_T, MPI_SUM, world); });
+    for (int p = 0; p < P; ++p)
+      if (open[size_t(p)]) g[size_t(p)] += eps * (std::log(want[size_t(p)]) - std::log(std::max(double(soft[size_t(p)]) / kCountScale, 1e-300)));
   }
+  double mean = 0;
+  int opened = 0;
+  for (int p = 0; p < P; ++p) mean += open[size_t(p)] ? g[size_t(p)] : 0, opened += open[size_t(p)];
+  mean /= std::max(opened, 1);
+  for (int p = 0; p < P; ++p)
+    r.offsets[size_t(p)] = open[size_t(p)] ? mean - g[size_t(p)] : std::numeric_limits<double>::infinity();
+
+  // How far the nearest (offset) centroid's shares are from the targets.
+  std::vector<int64_t> got(size_t(P), 0);
+  for (size_t i = 0; i < n; ++i) {
+    const double* row = &d[i * size_t(P)];
+    int best = -1;
+    for (int p = 0; p < P; ++p)
+      if (open[size_t(p)] && (best < 0 || row[p] + r.offsets[size_t(p)] < row[best] + r.offsets[size_t(best)])) best = p;
+    if (best >= 0) got[size_t(best)] += std::llround(w(i) * kCountScale);
+  }
+  watched("the window router's balance", [&] { MPI_Allreduce(MPI_IN_PLACE, got.data(), P, MPI_INT64_T, MPI_SUM, world); });
+  double off = 0;
+  for (int p = 0; p < P; ++p)
+    if (open[size_t(p)]) off = std::max(off, std::abs(double(got[size_t(p)]) / kCountScale - want[size_t(p)]) / want[size_t(p)]);
   return off;
 }
 

@@ -205,7 +205,8 @@ std::vector<DeckKey> make_keys() {
             "re-shardings during training: documents move to the path with the lowest loss, the router is refit").at(DeckStage::train),
       K_INT("route.segment_tokens", route.segment_tokens, "0", 0, 1 << 20,
             "segment shards: training documents cut every N tokens after the routing prefix, as re-routing cuts them, "
-            "each segment training the path that the window before it picks (the windows router; 0: whole documents)").at(DeckStage::train),
+            "each segment training the path that the window before it picks (the windows router, balanced so that each path's "
+            "segments add up to about its documents' tokens; 0: whole documents)").at(DeckStage::train),
       K_INT("route.segment_window", route.segment_window, "0", 0, 1 << 20,
             "segment shards: tokens of the window before a segment whose features pick its path (0: route.prefix_tokens)").at(DeckStage::train),
       K_CHOICE("route.refit", route.refit, "centroid",

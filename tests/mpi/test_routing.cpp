@@ -308,6 +308,47 @@ TEST(Routing, WindowRouterCentroidsAreTheWindowsMeans) {
   }
 }
 
+// Balanced (segment shards): the windows come from whole documents, at most
+// kWindowsPerDocument of each spread evenly over its re-routed segments, each
+// weighing its share of them; path p's centroid is their weighted mean.
+TEST(Routing, BalancedWindowRouterReadsWholeDocuments) {
+  auto ov = one_path_deck();
+  ov.insert(ov.end(), {"eval.doc_bytes=40", "route.method=kmeans", "route.segment_tokens=20", "route.segment_window=30"});
+  const Deck d = load_deck("", ov);
+  auto k = make_cpu_kernels();
+  const ModelShape shape = model_shape(d);
+  const auto params = init_params(shape, make_layout(shape), 17);
+  FeatureModel fm(*k, shape, Precision::fp32, params, 4, 30);
+  const Split& s = corpus();
+  const Topology topo = make_topology({2, 2}, world_size());
+  Assignment train(4);
+  for (size_t i = 0; i < 64; ++i) train[i % 4].push_back(int(i));
+  const Router r = window_router(train, s.train, topo, world_rank(), fm, d, 20, 30, true, MPI_COMM_WORLD);
+  bool sampled = false;  // some document has more windows than are read
+  for (int p = 0; p < 4; ++p) {
+    std::vector<Document> docs;
+    for (int i : train[size_t(p)]) docs.push_back(s.train[size_t(i)]);
+    std::vector<FeatureWindow> w;
+    std::vector<double> weight;
+    for (const Document& doc : docs) {
+      std::vector<size_t> starts;
+      for (size_t from = 48; from < doc.tokens() + 1; from += 20) starts.push_back(from - 30);  // from 8, by 20, past 30
+      const size_t m = starts.size(), n = std::min<size_t>(m, kWindowsPerDocument);
+      sampled |= m > n;
+      for (size_t j = 0; j < n; ++j) w.push_back({&doc, starts[(2 * j + 1) * m / (2 * n)]}), weight.push_back(double(m) / double(n));
+    }
+    ASSERT_FALSE(w.empty());
+    const std::vector<float> f = fm.local_features(w);
+    for (int c = 0; c < fm.dim(); ++c) {
+      double sum = 0, total = 0;
+      for (size_t i = 0; i < w.size(); ++i) sum += weight[i] * f[i * fm.dim() + c], total += weight[i];
+      EXPECT_NEAR(r.centroids[0][size_t(p) * fm.dim() + c], sum / total, 1e-5) << p << " " << c;
+    }
+  }
+  EXPECT_TRUE(sampled) << "documents longer than kWindowsPerDocument segments";
+  ASSERT_EQ(r.offsets.size(), 4u) << "balanced";
+}
+
 // Segment shards: every training document cut every 20 tokens after its prefix
 // of 8, to its end; the segments before the first with 30 tokens before it
 // train the document's path, each later one the path the windows router picks
@@ -365,6 +406,14 @@ TEST(Routing, SegmentShardsTrainEachSegmentOnThePathItsWindowPicks) {
     sum += got.bytes[size_t(p)];
   }
   EXPECT_EQ(sum, total) << "the segments add up to the documents";
+  // Balanced on windows from whole documents: each path's segments add up to
+  // about its documents' tokens (the router fit on the first eval.doc_bytes
+  // gave one path 35% of them, another 159%).
+  for (int p = 0; p < 4; ++p) {
+    double own = 0;
+    for (int i : all[size_t(p)]) own += double(views[size_t(i)].tokens() + 1);
+    EXPECT_NEAR(got.bytes[size_t(p)], own, 0.15 * own) << "path " << p;
+  }
   EXPECT_EQ(got.rerouted, moved);
   EXPECT_EQ(got.segments, long(segs.size()));
   const std::vector<int> mine = topo.paths_of_rank(world_rank());
@@ -427,7 +476,7 @@ TEST(Routing, BalancedRouterTakesTheSharesThePathsBrought) {
     return n;
   };
   ASSERT_EQ(count(0), 625) << "unbalanced: the nearest centroid";
-  const double off = balance_router(r, mine, {500, 500, 0}, MPI_COMM_WORLD);
+  const double off = balance_router(r, mine, {}, {500, 500, 0}, MPI_COMM_WORLD);
   EXPECT_LT(off, 0.05);
   EXPECT_NEAR(count(0), 500, 25);
   EXPECT_NEAR(count(1), 500, 25);
@@ -436,4 +485,55 @@ TEST(Routing, BalancedRouterTakesTheSharesThePathsBrought) {
   MPI_Allreduce(MPI_IN_PLACE, lo.data(), 3, MPI_DOUBLE, MPI_MIN, MPI_COMM_WORLD);
   MPI_Allreduce(MPI_IN_PLACE, hi.data(), 3, MPI_DOUBLE, MPI_MAX, MPI_COMM_WORLD);
   EXPECT_EQ(lo, hi) << "every rank's offsets the same";
+}
+
+// Sixteen paths on a grid, most windows crowding one corner, each with a
+// weight, and shares from 1 to 16: every path within 5% of its share (the
+// weighted windows counted), the same offsets on every rank at any rank count.
+TEST(Routing, BalancedRouterReachesSkewedSharesOfManyPaths) {
+  constexpr int P = 16;
+  Router r;
+  r.mode = "flat", r.dim = 2, r.modules_per_level = {P};
+  r.centroids.assign(1, {});
+  for (int p = 0; p < P; ++p) r.centroids[0].insert(r.centroids[0].end(), {float(p % 4), float(p / 4)});
+  std::vector<float> all;
+  std::vector<double> all_weight;
+  uint64_t x = 12345;
+  auto uniform = [&] { return double((x = x * 6364136223846793005ULL + 1442695040888963407ULL) >> 11) / double(1ULL << 53); };
+  for (int i = 0; i < 8000; ++i) {
+    const double spread = i % 4 ? 0.8 : 4.0;  // three in four near the corner (0, 0)
+    all.push_back(float(-0.5 + spread * uniform()));
+    all.push_back(float(-0.5 + spread * uniform()));
+    all_weight.push_back(1.0 + i % 3);
+  }
+  std::vector<float> mine;
+  std::vector<double> weight;
+  for (size_t i = size_t(world_rank()); i < all_weight.size(); i += size_t(world_size())) {
+    mine.insert(mine.end(), {all[2 * i], all[2 * i + 1]});
+    weight.push_back(all_weight[i]);
+  }
+  std::vector<double> target(P);
+  double total_target = 0, total_weight = 0;
+  for (int p = 0; p < P; ++p) total_target += target[size_t(p)] = p + 1;
+  for (double w : all_weight) total_weight += w;
+  auto shares = [&] {
+    std::vector<double> got(P, 0.0);
+    for (size_t i = 0; i < all_weight.size(); ++i) got[size_t(r.nearest_path(&all[2 * i]))] += all_weight[i];
+    return got;
+  };
+  ASSERT_GT(shares()[0], 0.3 * total_weight) << "unbalanced: the corner's path takes most";
+  const double off = balance_router(r, mine, weight, target, MPI_COMM_WORLD);
+  EXPECT_LT(off, 0.05);
+  const std::vector<double> got = shares();
+  for (int p = 0; p < P; ++p) {
+    const double want = target[size_t(p)] / total_target * total_weight;
+    EXPECT_NEAR(got[size_t(p)], want, 0.05 * want) << "path " << p;
+  }
+  std::vector<double> lo = r.offsets, hi = r.offsets;
+  MPI_Allreduce(MPI_IN_PLACE, lo.data(), P, MPI_DOUBLE, MPI_MIN, MPI_COMM_WORLD);
+  MPI_Allreduce(MPI_IN_PLACE, hi.data(), P, MPI_DOUBLE, MPI_MAX, MPI_COMM_WORLD);
+  EXPECT_EQ(lo, hi) << "every rank's offsets the same";
+  Router alone = r;  // every window on one rank: the offsets of np 1
+  balance_router(alone, all, all_weight, target, MPI_COMM_SELF);
+  EXPECT_EQ(alone.offsets, r.offsets) << "the same offsets at any rank count";
 }

@@ -80,7 +80,10 @@ void save_shards(const std::string& file, ShardFile& s, const std::string& stamp
 std::string shard_sizes(const std::vector<long>& docs);  // "n0 n1 ...": every path's training documents
 // Re-sharding by loss (stage_route.cpp), for the train stage's em_rounds.
 ShardFile reroute_by_loss(const Deck& deck, const Split& split, Trainer& t, FeatureModel& fm, const Router& now, int round);
-// The evaluate stamp's lines beyond the deck: the checkpoint and shards it scored.
+// The train stamp's lines beyond the deck: the version of the segments' cut
+// (a run cut by an earlier windows router is cut and trained again).
+std::string train_stamp_lines(const RunContext& c);
+// The evaluate stamp's lines beyond the deck: the train stamp's, the checkpoint and shards it scored.
 std::string evaluate_stamp_lines(const RunContext& c);
 
 // The stages, each in three steps; the pipeline's stage table (pipeline.cpp)

@@ -3,9 +3,12 @@
 // sends it astray; this router's centroid for path p is the mean feature of
 // the windows re-routing will see in p's own training documents: tokens
 // [s - window, s) for every re-routed segment start s = prefix + k * every
-// (k >= 1, s >= window) in the first eval.doc_bytes, as in routed_evaluate.
-// The evaluation's (eval.reroute_every, reroute_window) and segment shards'
-// (route.segment_tokens, segment_window) are both made here.
+// (k >= 1, s >= window). Unbalanced (the evaluation of whole-document paths):
+// every such window in the first eval.doc_bytes, as routed_evaluate reads them.
+// Balanced (segment shards, cut over whole documents): windows from anywhere
+// in the documents, as the cut reads them. The evaluation's (eval.reroute_every,
+// reroute_window) and segment shards' (route.segment_tokens, segment_window)
+// are both made here.
 #pragma once
 #include <mpi.h>
 
@@ -20,22 +23,29 @@ namespace dipaco {
 
 // Training documents per path whose windows make its centroid (the first ones of its shard).
 constexpr size_t kWindowRouterDocs = 128;
+// Balanced: windows read from one document, spread evenly over it, each weighing
+// its share of the document's windows (a long document counts as what it brings).
+constexpr size_t kWindowsPerDocument = 8;
 
 // Collective over world: each path's first rank reads its path's windows; the
 // flat router of P centroids reaches every rank. A path with no window gets the
 // mean of all (never the nearest before a path that has its own).
 // `features` pools `window` tokens. Balanced (segment shards): each path's
-// distance gets an offset such that the windows read go to the paths in about
-// the numbers each path's documents brought (the nearest centroid alone sends a
+// distance gets an offset such that the windows go to the paths in about the
+// numbers each path's whole shard brings (the nearest centroid alone sends a
 // few paths most of a corpus's mid-document windows).
 Router window_router(const Assignment& train, const DocList& docs, const Topology& topo, int rank,
                      FeatureModel& features, const Deck& deck, size_t every, size_t window, bool balanced,
                      MPI_Comm world);
 // The offsets of a flat router that bring its paths' shares of the windows `f`
-// (this rank's, [n, dim]) to about `target` (every path's, summed over ranks):
-// dual ascent on the offsets, one sum of counts per iteration. Returns the
-// largest |share - target| / target reached.
-double balance_router(Router& r, const std::vector<float>& f, const std::vector<double>& target, MPI_Comm world);
+// (this rank's, [n, dim], each of `weight`, empty: 1) to about the shares of
+// `target` (every path's, the same on every rank): Sinkhorn's scaling of a soft
+// assignment whose temperature falls to a small share of the distance between
+// centroids, one sum over ranks per iteration, exact (the same offsets at any
+// rank count). A path with no target takes nothing (offset infinity). Returns
+// the largest |share - target| / target of the nearest centroid.
+double balance_router(Router& r, const std::vector<float>& f, const std::vector<double>& weight,
+                      const std::vector<double>& target, MPI_Comm world);
 // The evaluation's: every eval.reroute_every tokens, by reroute_window(deck);
 // balanced when the paths trained on segment shards.
 Router reroute_router(const Assignment& train, const DocList& docs, const Topology& topo, int rank,
