@@ -88,11 +88,11 @@ void write_plain_floats(hid_t loc, const std::string& name, const std::vector<fl
 }
 
 // /segment_router: a run trained on segment shards re-routes by the windows
-// router that cut them (its segments.h5), on /router's features.
-void write_segment_router(hid_t o, const TrainedModel& m) {
+// router that cut them (its segments.h5), on /router's features (route's).
+void write_segment_router(hid_t o, const TrainedModel& m, const RunRouter& route) {
   RunRouter r;
   try {
-    r = load_segment_router(m);
+    r = load_segment_router(m, route);
   } catch (const InputError&) {  // the weights are still worth exporting
     std::printf("note: the run trained on segment shards, but its segments.h5 is gone: the export carries no "
                 "/segment_router, and generate --reroute-every on it will refuse\n");
@@ -107,10 +107,8 @@ void write_segment_router(hid_t o, const TrainedModel& m) {
 }
 
 // /router: the centroids (or logistic weights) and the warm-start model whose
-// features they read, as named tensors; omitted for a run routed by a rule.
-void write_router(hid_t o, const TrainedModel& m) {
-  if (m.deck.route.method != RouteMethod::kmeans) return;
-  RunRouter r = load_run_router(m, "");
+// features they read, as named tensors.
+void write_router(hid_t o, const TrainedModel& m, const RunRouter& r) {
   H5Id g = make_group(o, "router");
   write_attr_string(g, "mode", r.router.mode);
   write_attr_long(g, "dim", r.router.dim);
@@ -210,8 +208,11 @@ int cmd_export(const Args& args) {
     }
     if (all) {
       write_whole(o, m);
-      write_router(o, m);
-      if (m.deck.route.segment_tokens > 0) write_segment_router(o, m);
+      if (m.deck.route.method == RouteMethod::kmeans) {  // a run routed by a rule has no router
+        const RunRouter r = load_run_router(m, "");
+        write_router(o, m, r);
+        if (m.deck.route.segment_tokens > 0) write_segment_router(o, m, r);
+      }
     } else {
       write_attr_long(o, "path", path);
       H5Id g = make_group(o, "tensors");

@@ -185,7 +185,7 @@ int cmd_generate(const Args& args) {
     rr = std::make_unique<RunRouter>(load_run_router(m, g.shards));
     router = std::make_unique<TextRouter>(*rr, m);
     if (g.reroute_every > 0 && m.deck.route.segment_tokens > 0) {
-      segments = std::make_unique<RunRouter>(load_segment_router(m));
+      segments = std::make_unique<RunRouter>(load_segment_router(m, *rr));
       rerouter = std::make_unique<TextRouter>(*segments, m);
     }
   } else if (g.reroute_every > 0) {

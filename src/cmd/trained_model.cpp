@@ -154,13 +154,13 @@ RunRouter router_of_export(const TrainedModel& m) {
 }
 
 // The windows router an --all export of a segment-trained run carries
-// (/segment_router), on the features model of /router.
-RunRouter segment_router_of_export(const TrainedModel& m) {
+// (/segment_router), on the features model of /router (route's).
+RunRouter segment_router_of_export(const TrainedModel& m, const RunRouter& route) {
   H5Id f(H5Fopen(m.file.c_str(), H5F_ACC_RDONLY, H5P_DEFAULT), H5Fclose);
   if (H5Lexists(f, "segment_router", H5P_DEFAULT) <= 0)
     throw InputError(m.file + " holds no /segment_router (exported before exports carried it): export the checkpoint "
                      "again, or generate without --reroute-every");
-  RunRouter r = router_of_export(m);
+  RunRouter r = route;
   H5Id g = open_group(f, "/segment_router");
   r.shard_file = m.file + ":/segment_router";
   r.prefix = int(read_attr_long(g, "prefix_tokens", 1, 1 << 30));
@@ -206,17 +206,16 @@ RunRouter load_run_router(const TrainedModel& m, const std::string& shards) {
   return r;
 }
 
-RunRouter load_segment_router(const TrainedModel& m) {
-  if (m.kind == "whole-model export") return segment_router_of_export(m);
+RunRouter load_segment_router(const TrainedModel& m, const RunRouter& route) {
+  if (m.kind == "whole-model export") return segment_router_of_export(m, route);
   const std::string run_dir = fs::path(m.source).parent_path().parent_path().string();
-  RunRouter r;
+  RunRouter r = route;
   r.prefix = int(segment_window(m.deck));
   r.shard_file = run_dir + "/segments.h5";
   if (!fs::is_regular_file(r.shard_file))
     throw InputError("the run trained on segment shards, and " + r.shard_file +
                      " (its windows router) is missing: run its train stage again, or generate without --reroute-every");
   r.router = read_segment_router(r.shard_file, m.paths);
-  read_feature_params(m.deck, run_dir, r);
   return r;
 }
 

@@ -1,6 +1,7 @@
 #include "dipaco/data/segment_shards.hpp"
 
 #include <algorithm>
+#include <functional>
 
 #include "dipaco/data/routed_eval.hpp"
 #include "dipaco/dist/watchdog.hpp"
@@ -240,53 +241,55 @@ std::string save_segment_shards(const std::string& file, const std::string& stam
   return failed;
 }
 
+namespace {
+// Collective: runs `read` on the segments file when it has this stamp; true on
+// every rank when it did on every rank (a missing, damaged or other file: false).
+bool read_stamped(const std::string& file, const std::string& stamp, MPI_Comm world, const char* what,
+                  const std::function<void(hid_t)>& read) {
+  int ok = 0;
+  H5Eset_auto2(H5E_DEFAULT, nullptr, nullptr);  // a missing or damaged file is made again, not reported
+  try {
+    H5Id f(H5Fopen(file.c_str(), H5F_ACC_RDONLY, H5P_DEFAULT), H5Fclose);
+    if (f.ok() && read_attr_string(f, "format") == kSegmentsFormat && read_attr_string(f, "stamp") == stamp)
+      read(f), ok = 1;
+  } catch (const std::exception&) {
+    ok = 0;
+  }
+  watched(what, [&] { MPI_Allreduce(MPI_IN_PLACE, &ok, 1, MPI_INT, MPI_MIN, world); });
+  return ok == 1;
+}
+}  // namespace
+
 bool load_segment_shards(const std::string& file, const std::string& stamp, size_t docs, const Topology& topo, int rank,
                          MPI_Comm world, SegmentShards& out) {
   const int P = topo.paths;
   SegmentShards got;
-  int ok = 0;
-  H5Eset_auto2(H5E_DEFAULT, nullptr, nullptr);  // a missing or damaged file is cut again, not reported
-  try {
-    H5Id f(H5Fopen(file.c_str(), H5F_ACC_RDONLY, H5P_DEFAULT), H5Fclose);
-    if (f.ok() && read_attr_string(f, "format") == kSegmentsFormat && read_attr_string(f, "stamp") == stamp) {
-      got.bytes = read_numbers<double>(f, "bytes", H5T_NATIVE_DOUBLE, hsize_t(P));
-      const std::vector<long> counts = read_numbers<long>(f, "counts", H5T_NATIVE_LONG, 2);
-      if (got.bytes.size() != size_t(P) || counts.size() != 2) throw CheckpointError(file + ": bytes or counts cut short");
-      got.segments = counts[0], got.rerouted = counts[1];
-      got.router = read_router(f, P, file);
-      for (int p : topo.paths_of_rank(rank)) {
-        std::vector<uint32_t> v = read_numbers<uint32_t>(f, "P" + std::to_string(p), H5T_NATIVE_UINT32, hsize_t(1) << 30, 2);
-        std::vector<WindowStart>& w = got.held.emplace_back(v.size() / 2);
-        for (size_t i = 0; i < w.size(); ++i) {
-          w[i] = {v[2 * i], v[2 * i + 1]};
-          if (w[i].doc >= docs || (i > 0 && !(w[i - 1] < w[i])))
-            throw CheckpointError(file + ": path " + std::to_string(p) + "'s windows are not of these documents");
-        }
+  const bool ok = read_stamped(file, stamp, world, "agreeing on the segment shards' file", [&](hid_t f) {
+    got.bytes = read_numbers<double>(f, "bytes", H5T_NATIVE_DOUBLE, hsize_t(P));
+    const std::vector<long> counts = read_numbers<long>(f, "counts", H5T_NATIVE_LONG, 2);
+    if (got.bytes.size() != size_t(P) || counts.size() != 2) throw CheckpointError(file + ": bytes or counts cut short");
+    got.segments = counts[0], got.rerouted = counts[1];
+    got.router = read_router(f, P, file);
+    for (int p : topo.paths_of_rank(rank)) {
+      std::vector<uint32_t> v = read_numbers<uint32_t>(f, "P" + std::to_string(p), H5T_NATIVE_UINT32, hsize_t(1) << 30, 2);
+      std::vector<WindowStart>& w = got.held.emplace_back(v.size() / 2);
+      for (size_t i = 0; i < w.size(); ++i) {
+        w[i] = {v[2 * i], v[2 * i + 1]};
+        if (w[i].doc >= docs || (i > 0 && !(w[i - 1] < w[i])))
+          throw CheckpointError(file + ": path " + std::to_string(p) + "'s windows are not of these documents");
       }
-      ok = 1;
     }
-  } catch (const std::exception&) {
-    ok = 0;  // cut again
-  }
-  watched("agreeing on the segment shards' file", [&] { MPI_Allreduce(MPI_IN_PLACE, &ok, 1, MPI_INT, MPI_MIN, world); });
+  });
   if (ok) out = std::move(got);
-  return ok == 1;
+  return ok;
 }
 
 bool read_segment_router(const std::string& file, const std::string& stamp, int paths, MPI_Comm world, Router& out) {
   Router got;
-  int ok = 0;
-  H5Eset_auto2(H5E_DEFAULT, nullptr, nullptr);
-  try {
-    H5Id f(H5Fopen(file.c_str(), H5F_ACC_RDONLY, H5P_DEFAULT), H5Fclose);
-    if (f.ok() && read_attr_string(f, "format") == kSegmentsFormat && read_attr_string(f, "stamp") == stamp)
-      got = read_router(f, paths, file), ok = 1;
-  } catch (const std::exception&) {
-    ok = 0;
-  }
-  watched("agreeing on the segments' router", [&] { MPI_Allreduce(MPI_IN_PLACE, &ok, 1, MPI_INT, MPI_MIN, world); });
+  const bool ok = read_stamped(file, stamp, world, "agreeing on the segments' router",
+                               [&](hid_t f) { got = read_router(f, paths, file); });
   if (ok) out = std::move(got);
-  return ok == 1;
+  return ok;
 }
 
 Router read_segment_router(const std::string& file, int paths) {

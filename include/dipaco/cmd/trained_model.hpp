@@ -55,8 +55,9 @@ struct RunRouter {
 RunRouter load_run_router(const TrainedModel& m, const std::string& shards);
 // A run trained on segment shards (route.segment_tokens): the windows router
 // that placed them, from its segments.h5 (an --all export: its /segment_router),
-// reading route.segment_window tokens.
-RunRouter load_segment_router(const TrainedModel& m);
+// reading route.segment_window tokens of the features model that `route` (the
+// run's router, load_run_router) holds: the same warm start, read once.
+RunRouter load_segment_router(const TrainedModel& m, const RunRouter& route);
 
 // Routing one text: the path its bytes [begin, begin + prefix) pick, and every path's score.
 struct RouteChoice {
