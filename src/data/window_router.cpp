@@ -6,7 +6,6 @@
 #include <limits>
 
 #include "dipaco/data/routed_eval.hpp"
-#include "dipaco/data/segment_shards.hpp"
 #include "dipaco/dist/watchdog.hpp"
 #include "dipaco/io/log.hpp"
 
@@ -21,30 +20,40 @@ constexpr double kFinalTemperature = 1e-3;
 // same offsets at any rank count.
 constexpr double kCountScale = double(1 << 24);
 
-// The windows of one training document that a balanced router reads: at most
-// kWindowsPerDocument, spread evenly over the document's re-routed segments,
-// each standing for its share of them (so that long documents weigh what they bring).
-void sample_document(const Document& d, size_t prefix, size_t every, size_t window, std::vector<FeatureWindow>& out,
-                     std::vector<double>& weight) {
-  std::vector<size_t> starts;
-  for (const Segment& s : training_segments(d, prefix, every))
-    if (rerouted(s.from, prefix, window)) starts.push_back(s.from - window);
-  const size_t m = starts.size(), k = std::min(m, kWindowsPerDocument);
-  for (size_t j = 0; j < k; ++j) {
-    out.push_back({&d, starts[(2 * j + 1) * m / (2 * k)]});
-    weight.push_back(double(m) / double(k));
-  }
+// The re-routed windows' starts in a training document, in order.
+std::vector<size_t> window_starts(size_t end, size_t prefix, size_t every, size_t window) {
+  std::vector<size_t> out;
+  for (const Segment& s : cut_segments(end, prefix, every))
+    if (rerouted(s.from, prefix, window)) out.push_back(s.from - window);
+  return out;
 }
 
-// Re-routed segments in a path's whole training documents.
-double rerouted_segments(const DocList& docs, const std::vector<int>& picks, size_t prefix, size_t every,
-                         size_t window) {
-  double n = 0;
-  docs.subset(picks).each_block(4096, [&](size_t, const std::vector<Document>& block) {
-    for (const Document& d : block)
-      for (const Segment& s : training_segments(d, prefix, every)) n += rerouted(s.from, prefix, window);
-  });
-  return n;
+// A balanced router's sample of a path's whole shard: kWindowsPerPath of its
+// re-routed windows spread evenly over all of them (a document in proportion
+// to its windows), each standing for the same share. Returns the shard's windows.
+double sample_shard(const DocList& shard, size_t prefix, size_t every, size_t window, std::vector<Document>& held,
+                    std::vector<FeatureWindow>& out, std::vector<double>& weight) {
+  const std::vector<uint64_t> tokens = shard.tokens();
+  std::vector<size_t> count(tokens.size());
+  size_t total = 0;
+  for (size_t i = 0; i < tokens.size(); ++i) total += count[i] = window_starts(tokens[i] + 1, prefix, every, window).size();
+  const size_t k = std::min(total, kWindowsPerPath);
+  std::vector<std::pair<size_t, size_t>> picks;  // (document, its window)
+  for (size_t j = 0, i = 0, before = 0; j < k; ++j) {
+    const size_t at = (2 * j + 1) * total / (2 * k);
+    while (before + count[i] <= at) before += count[i++];
+    picks.push_back({i, at - before});
+  }
+  std::vector<int> docs;
+  for (const auto& [i, w] : picks)
+    if (docs.empty() || docs.back() != int(i)) docs.push_back(int(i));
+  held = shard.subset(docs).documents(0, docs.size());
+  for (size_t j = 0, d = 0; j < picks.size(); ++j) {
+    if (docs[d] != int(picks[j].first)) ++d;
+    out.push_back({&held[d], window_starts(held[d].tokens() + 1, prefix, every, window)[picks[j].second]});
+    weight.push_back(double(total) / double(k));
+  }
+  return double(total);
 }
 
 }  // namespace
@@ -64,19 +73,18 @@ Router window_router(const Assignment& train, const DocList& docs, const Topolog
   if (topo.rank_in_path(rank) == 0 && every > 0)  // a path's other ranks hold the same documents
     for (int p : topo.paths_of_rank(rank)) {
       if (size_t(p) >= train.size() || train[p].empty()) continue;
-      const size_t n = std::min(train[p].size(), kWindowRouterDocs);
-      const std::vector<Document> held =
-          docs.subset(std::vector<int>(train[p].begin(), train[p].begin() + long(n))).documents(0, n);
+      std::vector<Document> held;
       std::vector<FeatureWindow> windows;
       std::vector<double> weight;
-      for (const Document& d : held)
-        if (balanced) {
-          sample_document(d, prefix, every, window, windows, weight);
-        } else {
+      if (balanced) {
+        brought[p] = sample_shard(docs.subset(train[p]), prefix, every, window, held, windows, weight);
+      } else {
+        const size_t n = std::min(train[p].size(), kWindowRouterDocs);
+        held = docs.subset(std::vector<int>(train[p].begin(), train[p].begin() + long(n))).documents(0, n);
+        for (const Document& d : held)
           for (const Segment& s : scored_segments(d, deck, every))
             if (rerouted(s.from, prefix, window)) windows.push_back({&d, s.from - window}), weight.push_back(1.0);
-        }
-      if (balanced) brought[p] = rerouted_segments(docs, train[p], prefix, every, window);
+      }
       if (windows.empty()) continue;
       const std::vector<float> f = features.local_features(windows);
       if (balanced) read.insert(read.end(), f.begin(), f.end()), read_weight.insert(read_weight.end(), weight.begin(), weight.end());

@@ -308,10 +308,10 @@ TEST(Routing, WindowRouterCentroidsAreTheWindowsMeans) {
   }
 }
 
-// Balanced (segment shards): the windows come from whole documents, at most
-// kWindowsPerDocument of each spread evenly over its re-routed segments, each
-// weighing its share of them; path p's centroid is their weighted mean.
-TEST(Routing, BalancedWindowRouterReadsWholeDocuments) {
+// Balanced (segment shards): the windows come from a path's whole shard,
+// kWindowsPerPath of them spread evenly over all its re-routed windows in
+// order (a document in proportion to its windows); p's centroid is their mean.
+TEST(Routing, BalancedWindowRouterReadsWholeShards) {
   auto ov = one_path_deck();
   ov.insert(ov.end(), {"eval.doc_bytes=40", "route.method=kmeans", "route.segment_tokens=20", "route.segment_window=30"});
   const Deck d = load_deck("", ov);
@@ -321,31 +321,29 @@ TEST(Routing, BalancedWindowRouterReadsWholeDocuments) {
   FeatureModel fm(*k, shape, Precision::fp32, params, 4, 30);
   const Split& s = corpus();
   const Topology topo = make_topology({2, 2}, world_size());
-  Assignment train(4);
-  for (size_t i = 0; i < 64; ++i) train[i % 4].push_back(int(i));
+  Assignment train(4);  // path 0: every document; 1-3 a quarter each
+  for (size_t i = 0; i < s.train.size(); ++i) train[0].push_back(int(i)), train[1 + i % 3].push_back(int(i));
   const Router r = window_router(train, s.train, topo, world_rank(), fm, d, 20, 30, true, MPI_COMM_WORLD);
-  bool sampled = false;  // some document has more windows than are read
+  bool sampled = false;  // some path has more windows than are read
   for (int p = 0; p < 4; ++p) {
     std::vector<Document> docs;
     for (int i : train[size_t(p)]) docs.push_back(s.train[size_t(i)]);
+    std::vector<FeatureWindow> all;
+    for (const Document& doc : docs)
+      for (size_t from = 48; from < doc.tokens() + 1; from += 20) all.push_back({&doc, from - 30});  // from 8, by 20, past 30
+    const size_t n = std::min(all.size(), kWindowsPerPath);
+    ASSERT_GT(n, 0u);
+    sampled |= all.size() > n;
     std::vector<FeatureWindow> w;
-    std::vector<double> weight;
-    for (const Document& doc : docs) {
-      std::vector<size_t> starts;
-      for (size_t from = 48; from < doc.tokens() + 1; from += 20) starts.push_back(from - 30);  // from 8, by 20, past 30
-      const size_t m = starts.size(), n = std::min<size_t>(m, kWindowsPerDocument);
-      sampled |= m > n;
-      for (size_t j = 0; j < n; ++j) w.push_back({&doc, starts[(2 * j + 1) * m / (2 * n)]}), weight.push_back(double(m) / double(n));
-    }
-    ASSERT_FALSE(w.empty());
+    for (size_t j = 0; j < n; ++j) w.push_back(all[(2 * j + 1) * all.size() / (2 * n)]);
     const std::vector<float> f = fm.local_features(w);
     for (int c = 0; c < fm.dim(); ++c) {
-      double sum = 0, total = 0;
-      for (size_t i = 0; i < w.size(); ++i) sum += weight[i] * f[i * fm.dim() + c], total += weight[i];
-      EXPECT_NEAR(r.centroids[0][size_t(p) * fm.dim() + c], sum / total, 1e-5) << p << " " << c;
+      double sum = 0;
+      for (size_t i = 0; i < w.size(); ++i) sum += f[i * fm.dim() + c];
+      EXPECT_NEAR(r.centroids[0][size_t(p) * fm.dim() + c], sum / double(n), 1e-5) << p << " " << c;
     }
   }
-  EXPECT_TRUE(sampled) << "documents longer than kWindowsPerDocument segments";
+  EXPECT_TRUE(sampled) << "a shard of more than kWindowsPerPath windows";
   ASSERT_EQ(r.offsets.size(), 4u) << "balanced";
 }
 

@@ -21,11 +21,11 @@
 
 namespace dipaco {
 
-// Training documents per path whose windows make its centroid (the first ones of its shard).
+// Unbalanced: training documents per path whose windows make its centroid (the first ones of its shard).
 constexpr size_t kWindowRouterDocs = 128;
-// Balanced: windows read from one document, spread evenly over it, each weighing
-// its share of the document's windows (a long document counts as what it brings).
-constexpr size_t kWindowsPerDocument = 8;
+// Balanced: windows read from a path's whole shard, spread evenly over all of
+// its windows (a document in proportion to its length), each weighing the same.
+constexpr size_t kWindowsPerPath = 2048;
 
 // Collective over world: each path's first rank reads its path's windows; the
 // flat router of P centroids reaches every rank. A path with no window gets the
