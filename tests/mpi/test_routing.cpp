@@ -28,6 +28,23 @@ std::vector<std::string> one_path_deck() {
           "run.log_every=1000", "route.prefix_tokens=8", "eval.doc_bytes=64"};
 }
 
+// one_path_deck() with `keys`, and the feature model over `window` tokens of its initialisation of `seed`.
+struct DeckFeatures {
+  Deck d;
+  std::unique_ptr<Kernels> k = make_cpu_kernels();
+  ModelShape shape;
+  std::vector<float> params;
+  FeatureModel fm;
+  DeckFeatures(const std::vector<std::string>& keys, uint64_t seed, int window)
+      : d(load_deck("", with_keys(keys))), shape(model_shape(d)), params(init_params(shape, make_layout(shape), seed)),
+        fm(*k, shape, Precision::fp32, params, 4, window) {}
+  static std::vector<std::string> with_keys(const std::vector<std::string>& keys) {
+    std::vector<std::string> ov = one_path_deck();
+    ov.insert(ov.end(), keys.begin(), keys.end());
+    return ov;
+  }
+};
+
 }  // namespace
 
 TEST(Routing, ShardFileRoundTrip) {
@@ -227,14 +244,11 @@ TEST(Routing, OnePathReroutedScoresExactlyAsRoutedOnce) {
 // for eval.reroute_window keep the path before them, the others take the
 // nearest path of the window [s - window, s).
 TEST(Routing, ReroutingReadsOnlyTheWindowBeforeEachSegment) {
-  auto ov = one_path_deck();
-  ov.insert(ov.end(), {"eval.doc_bytes=300", "eval.reroute_every=20", "eval.reroute_window=40",
-                       "eval.reroute_router=windows", "dipaco.modules_per_level=2"});
-  const Deck d = load_deck("", ov);
-  auto k = make_cpu_kernels();
-  const ModelShape shape = model_shape(d);
-  const auto params = init_params(shape, make_layout(shape), 5);
-  FeatureModel fm(*k, shape, Precision::fp32, params, 4, 40);
+  DeckFeatures x({"eval.doc_bytes=300", "eval.reroute_every=20", "eval.reroute_window=40",
+                  "eval.reroute_router=windows", "dipaco.modules_per_level=2"},
+                 5, 40);
+  const Deck& d = x.d;
+  FeatureModel& fm = x.fm;
   const Split& s = corpus();
   size_t pick = 0;
   while (pick < s.val.size() && s.val[pick].tokens() < 300) ++pick;
@@ -248,7 +262,7 @@ TEST(Routing, ReroutingReadsOnlyTheWindowBeforeEachSegment) {
   r.mode = "flat", r.dim = fm.dim(), r.modules_per_level = {2};
   r.centroids = {std::vector<float>(size_t(2 * fm.dim()))};
   for (int c = 0; c < fm.dim(); ++c) r.centroids[0][size_t(c)] = f[size_t(c)] + 1e3f, r.centroids[0][size_t(fm.dim() + c)] = f[size_t(c)];
-  Trainer t(d, MPI_COMM_WORLD, *k, shard_by_rule(s.train, 2, RouteMethod::hash), shard_by_rule(s.val, 2, RouteMethod::hash), "", false);
+  Trainer t(d, MPI_COMM_WORLD, *x.k, shard_by_rule(s.train, 2, RouteMethod::hash), shard_by_rule(s.val, 2, RouteMethod::hash), "", false);
   const RoutedEval got = routed_evaluate(t, one, {0}, &r, fm, d);
   // Segments [8, 28) and [28, 48) on path 0 (the document's; no 40 tokens before 28), the 13 after on path 1.
   EXPECT_EQ(got.segments, 15);
@@ -262,13 +276,9 @@ TEST(Routing, ReroutingReadsOnlyTheWindowBeforeEachSegment) {
 // Each path's first rank reads its windows: the same router at any rank count.
 TEST(Routing, WindowRouterCentroidsAreTheWindowsMeans) {
   for (const int window : {8, 30}) {  // route.prefix_tokens, and eval.reroute_window = 30 (the segment at 28 has none)
-  auto ov = one_path_deck();
-  ov.insert(ov.end(), {"eval.doc_bytes=300", "eval.reroute_every=20", "eval.reroute_window=" + std::to_string(window)});
-  Deck d = load_deck("", ov);
-  auto k = make_cpu_kernels();
-  const ModelShape shape = model_shape(d);
-  const auto params = init_params(shape, make_layout(shape), 11);
-  FeatureModel fm(*k, shape, Precision::fp32, params, 4, window);
+  DeckFeatures x({"eval.doc_bytes=300", "eval.reroute_every=20", "eval.reroute_window=" + std::to_string(window)}, 11, window);
+  const Deck& d = x.d;
+  FeatureModel& fm = x.fm;
   const Split& s = corpus();
   const Topology topo = make_topology({2, 2}, world_size());
   Assignment train(4);  // path 0 holds more documents than are read, path 3 none
@@ -312,13 +322,9 @@ TEST(Routing, WindowRouterCentroidsAreTheWindowsMeans) {
 // kWindowsPerPath of them spread evenly over all its re-routed windows in
 // order (a document in proportion to its windows); p's centroid is their mean.
 TEST(Routing, BalancedWindowRouterReadsWholeShards) {
-  auto ov = one_path_deck();
-  ov.insert(ov.end(), {"eval.doc_bytes=40", "route.method=kmeans", "route.segment_tokens=20", "route.segment_window=30"});
-  const Deck d = load_deck("", ov);
-  auto k = make_cpu_kernels();
-  const ModelShape shape = model_shape(d);
-  const auto params = init_params(shape, make_layout(shape), 17);
-  FeatureModel fm(*k, shape, Precision::fp32, params, 4, 30);
+  DeckFeatures x({"eval.doc_bytes=40", "route.method=kmeans", "route.segment_tokens=20", "route.segment_window=30"}, 17, 30);
+  const Deck& d = x.d;
+  FeatureModel& fm = x.fm;
   const Split& s = corpus();
   const Topology topo = make_topology({2, 2}, world_size());
   Assignment train(4);  // path 0: every document; 1-3 a quarter each
@@ -353,13 +359,9 @@ TEST(Routing, BalancedWindowRouterReadsWholeShards) {
 // for the 30 tokens before it, as the window of T + 1 tokens that ends with it.
 // Checked against a serial reference on every rank's paths, at any rank count.
 TEST(Routing, SegmentShardsTrainEachSegmentOnThePathItsWindowPicks) {
-  auto ov = one_path_deck();
-  ov.insert(ov.end(), {"route.method=kmeans", "route.segment_tokens=20", "route.segment_window=30"});
-  const Deck d = load_deck("", ov);
-  auto k = make_cpu_kernels();
-  const ModelShape shape = model_shape(d);
-  const auto params = init_params(shape, make_layout(shape), 13);
-  FeatureModel fm(*k, shape, Precision::fp32, params, 4, 30);
+  DeckFeatures x({"route.method=kmeans", "route.segment_tokens=20", "route.segment_window=30"}, 13, 30);
+  const Deck& d = x.d;
+  FeatureModel& fm = x.fm;
   const DocList docs = corpus().train.slice(0, 48);
   const Topology topo = make_topology({2, 2}, world_size());
   Assignment all(4);  // by the document's index; the rank's own paths only, as a shard file is read
