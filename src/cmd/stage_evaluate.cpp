@@ -59,8 +59,11 @@ void print_routed(const RoutedEval& r, const std::string& unit) {
 }  // namespace
 
 std::string evaluate_stamp_lines(const RunContext& c) {
-  return train_stamp_lines(c) + "checkpoint_step = " + std::to_string(c.trainer->progress().step) + "\nshard_round = " +
-         std::to_string(c.shards.round) + "\n";
+  // 2: the windows router reads documents spread over each shard (1: its first ones).
+  const bool windows = c.deck.eval.reroute_every > 0 && c.deck.eval.reroute_router == RerouteRouter::windows;
+  return train_stamp_lines(c) + (windows ? "windows_router = 2\n" : "") +
+         "checkpoint_step = " + std::to_string(c.trainer->progress().step) +
+         "\nshard_round = " + std::to_string(c.shards.round) + "\n";
 }
 
 bool up_to_date_evaluate(const RunContext& c, const std::string& stamp) {

@@ -79,8 +79,10 @@ Router window_router(const Assignment& train, const DocList& docs, const Topolog
       if (balanced) {
         brought[p] = sample_shard(docs.subset(train[p]), prefix, every, window, held, windows, weight);
       } else {
-        const size_t n = std::min(train[p].size(), kWindowRouterDocs);
-        held = docs.subset(std::vector<int>(train[p].begin(), train[p].begin() + long(n))).documents(0, n);
+        const size_t n = std::min(train[p].size(), kWindowRouterDocs), all = train[p].size();
+        std::vector<int> picks;  // spread evenly: a shard lists its documents in the corpus's order, often by domain
+        for (size_t j = 0; j < n; ++j) picks.push_back(train[p][(2 * j + 1) * all / (2 * n)]);
+        held = docs.subset(picks).documents(0, n);
         for (const Document& d : held)
           for (const Segment& s : scored_segments(d, deck, every))
             if (rerouted(s.from, prefix, window)) windows.push_back({&d, s.from - window}), weight.push_back(1.0);

@@ -271,8 +271,9 @@ TEST(Routing, ReroutingReadsOnlyTheWindowBeforeEachSegment) {
 }
 
 // The re-routing router: path p's centroid is the mean feature of the windows
-// re-routing reads ([s - prefix, s) for s = prefix + k * every, k >= 1) in p's
-// first training documents; a path without documents gets the mean of all.
+// re-routing reads ([s - prefix, s) for s = prefix + k * every, k >= 1) in
+// kWindowRouterDocs of p's training documents spread evenly over its shard (a
+// shard lists its documents by domain); a path without documents gets the mean of all.
 // Each path's first rank reads its windows: the same router at any rank count.
 TEST(Routing, WindowRouterCentroidsAreTheWindowsMeans) {
   for (const int window : {8, 30}) {  // route.prefix_tokens, and eval.reroute_window = 30 (the segment at 28 has none)
@@ -296,7 +297,7 @@ TEST(Routing, WindowRouterCentroidsAreTheWindowsMeans) {
   for (int p = 0; p < 4; ++p) {
     const size_t n = std::min(train[p].size(), kWindowRouterDocs);
     std::vector<Document> docs;
-    for (size_t j = 0; j < n; ++j) docs.push_back(s.train[size_t(train[p][j])]);
+    for (size_t j = 0; j < n; ++j) docs.push_back(s.train[size_t(train[p][(2 * j + 1) * train[p].size() / (2 * n)])]);
     std::vector<FeatureWindow> w;
     for (const Document& doc : docs) {
       const size_t end = std::min(doc.tokens() + 1, size_t(300));

@@ -21,7 +21,7 @@
 
 namespace dipaco {
 
-// Unbalanced: training documents per path whose windows make its centroid (the first ones of its shard).
+// Unbalanced: training documents per path whose windows make its centroid (spread evenly over its shard).
 constexpr size_t kWindowRouterDocs = 128;
 // Balanced: windows read from a path's whole shard, spread evenly over all of
 // its windows (a document in proportion to its length), each weighing the same.
