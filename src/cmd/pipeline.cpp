@@ -27,6 +27,7 @@
 #include "dipaco/io/run_lock.hpp"
 #include "dipaco/train/divergence.hpp"
 #include "dipaco/train/metrics.hpp"
+#include "dipaco/io/stamp.hpp"
 
 namespace fs = std::filesystem;
 
@@ -168,7 +169,7 @@ void use_split(RunContext& c, const std::string& how) {
 }  // namespace
 
 bool up_to_date_prepare(const RunContext& c, const std::string& stamp) {
-  return read_text_everywhere(c.store_dir + "/stamp.txt") == stamp;
+  return same_stamp(read_text_everywhere(c.store_dir + "/stamp.txt"), stamp);
 }
 
 bool load_prepare(RunContext& c, const std::string&, std::string&) {

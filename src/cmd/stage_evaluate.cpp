@@ -16,6 +16,7 @@
 #include "dipaco/data/window_router.hpp"
 #include "dipaco/io/files.hpp"
 #include "dipaco/train/metrics.hpp"
+#include "dipaco/io/stamp.hpp"
 
 namespace fs = std::filesystem;
 
@@ -67,7 +68,7 @@ std::string evaluate_stamp_lines(const RunContext& c) {
 }
 
 bool up_to_date_evaluate(const RunContext& c, const std::string& stamp) {
-  return read_text_everywhere(c.run_dir + "/eval.stamp") == stamp && fs::exists(c.run_dir + "/eval.json");
+  return same_stamp(read_text_everywhere(c.run_dir + "/eval.stamp"), stamp) && fs::exists(c.run_dir + "/eval.json");
 }
 
 bool load_evaluate(RunContext& c, const std::string&, std::string& note) {

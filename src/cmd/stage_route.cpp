@@ -19,6 +19,7 @@
 #include "dipaco/dist/gather_rows.hpp"
 #include "dipaco/dist/watchdog.hpp"
 #include "dipaco/train/metrics.hpp"
+#include "dipaco/io/stamp.hpp"
 
 namespace fs = std::filesystem;
 
@@ -155,7 +156,7 @@ bool load_shards(const std::string& file, const std::string& stamp, const Split&
       ok = 0;
     } else {
       out = read_shard_file(file, split, &held);
-      ok = out.stamp == stamp;
+      ok = same_stamp(out.stamp, stamp);
     }
   } catch (const CheckpointError&) {
     ok = 0;
@@ -250,7 +251,7 @@ std::string shard_sizes(const std::vector<long>& docs) {
 }
 
 bool up_to_date_route(const RunContext& c, const std::string& stamp) {
-  return read_stamp_everywhere(shard_file_name(c.run_dir, 0)) == stamp;
+  return same_stamp(read_stamp_everywhere(shard_file_name(c.run_dir, 0)), stamp);
 }
 
 bool load_route(RunContext& c, const std::string& stamp, std::string&) {

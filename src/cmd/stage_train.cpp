@@ -17,6 +17,7 @@
 #include "dipaco/dist/watchdog.hpp"
 #include "dipaco/io/files.hpp"
 #include "dipaco/train/metrics.hpp"
+#include "dipaco/io/stamp.hpp"
 
 namespace fs = std::filesystem;
 
@@ -98,7 +99,7 @@ void set_train_deck(RunContext& c, const std::string& stamp) {
   const std::string stamp_file = c.run_dir + "/train.stamp";
   const std::string before = read_text_everywhere(stamp_file);
   c.train_deck = c.deck;
-  if (!before.empty() && before != stamp && c.deck.run.restart == "auto") {
+  if (!before.empty() && !same_stamp(before, stamp) && c.deck.run.restart == "auto") {
     if (c.rank == 0) {
       const std::string aside = c.run_dir + "/checkpoints.stale";
       move_checkpoints_aside(c.run_dir + "/checkpoints");
@@ -196,7 +197,7 @@ std::string train_stamp_lines(const RunContext& c) {
 // (ckpt-<step>.h5) is at train.steps. run.restart = never or a checkpoint's
 // path goes through make_train, which says what it resumed.
 bool up_to_date_train(const RunContext& c, const std::string& stamp) {
-  if (c.deck.run.restart != "auto" || read_text_everywhere(c.run_dir + "/train.stamp") != stamp) return false;
+  if (c.deck.run.restart != "auto" || !same_stamp(read_text_everywhere(c.run_dir + "/train.stamp"), stamp)) return false;
   long step = -1;
   if (c.rank == 0)
     if (const auto order = resume_order(c.run_dir + "/checkpoints"); !order.empty())

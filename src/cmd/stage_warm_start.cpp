@@ -15,6 +15,7 @@
 #include "dipaco/io/files.hpp"
 #include "dipaco/io/h5io.hpp"
 #include "dipaco/train/metrics.hpp"
+#include "dipaco/io/stamp.hpp"
 
 namespace fs = std::filesystem;
 
@@ -56,7 +57,7 @@ Deck warm_start_deck(const Deck& deck) {
 
 bool up_to_date_warm_start(const RunContext& c, const std::string& stamp) {
   // Without warm-start steps there is nothing to read: make_warm_start says "none".
-  return c.deck.route.warm_steps > 0 && read_stamp_everywhere(c.warm_file) == stamp;
+  return c.deck.route.warm_steps > 0 && same_stamp(read_stamp_everywhere(c.warm_file), stamp);
 }
 
 bool load_warm_start(RunContext& c, const std::string&, std::string&) {
@@ -82,7 +83,7 @@ int make_warm_start(RunContext& c, const std::string& stamp) {
   c.warm.resize(t.layout().total);
   // Its checkpoints live in <run dir>/warmstart/checkpoints, under the warm start's stamp.
   const std::string ckpt_dir = c.run_dir + "/warmstart", stamp_file = ckpt_dir + "/stamp";
-  if (read_text_everywhere(stamp_file) != stamp && c.rank == 0) {
+  if (!same_stamp(read_text_everywhere(stamp_file), stamp) && c.rank == 0) {
     fs::remove_all(ckpt_dir);
     fs::create_directories(ckpt_dir);
     write_file_atomic(stamp_file, stamp);

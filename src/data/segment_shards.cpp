@@ -8,6 +8,7 @@
 #include "dipaco/io/h5io.hpp"
 #include "dipaco/io/log.hpp"
 #include "dipaco/train/metrics.hpp"
+#include "dipaco/io/stamp.hpp"
 
 namespace dipaco {
 
@@ -250,7 +251,7 @@ bool read_stamped(const std::string& file, const std::string& stamp, MPI_Comm wo
   H5Eset_auto2(H5E_DEFAULT, nullptr, nullptr);  // a missing or damaged file is made again, not reported
   try {
     H5Id f(H5Fopen(file.c_str(), H5F_ACC_RDONLY, H5P_DEFAULT), H5Fclose);
-    if (f.ok() && read_attr_string(f, "format") == kSegmentsFormat && read_attr_string(f, "stamp") == stamp)
+    if (f.ok() && read_attr_string(f, "format") == kSegmentsFormat && same_stamp(read_attr_string(f, "stamp"), stamp))
       read(f), ok = 1;
   } catch (const std::exception&) {
     ok = 0;

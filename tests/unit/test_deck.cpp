@@ -8,6 +8,7 @@
 #include "dipaco/cmd/app.hpp"
 #include "dipaco/io/checkpoint.hpp"
 #include "dipaco/io/deck.hpp"
+#include "dipaco/io/stamp.hpp"
 #include "dipaco/dist/fault.hpp"
 #include "dipaco/dist/topology.hpp"
 
@@ -367,4 +368,18 @@ TEST(Deck, RegistryHoldsStageAndShape) {
   EXPECT_EQ(incompatible_keys(load_deck("").text(), d).size(), 1u);
   EXPECT_NE(deck_help().find("--model.d_model <int>"), std::string::npos);
   EXPECT_NE(deck_help().find("[from stage warm start; a checkpoint's shape]"), std::string::npos);
+}
+
+// A stamp kept with a stage's output holds against today's when they differ
+// only by deck keys added since, at their defaults (an upgrade redoes nothing).
+TEST(Deck, StampKeptHoldsAgainstKeysAddedAtTheirDefaults) {
+  const std::string kept = "model.d_model = 32\ncorpus.content_hash = 7\n";
+  EXPECT_TRUE(same_stamp(kept, kept));
+  EXPECT_TRUE(same_stamp(kept, "model.d_model = 32\nroute.segment_tokens = 0\ncorpus.content_hash = 7\n"));
+  EXPECT_FALSE(same_stamp(kept, "model.d_model = 32\nroute.segment_tokens = 64\ncorpus.content_hash = 7\n"))
+      << "a new key set away from its default";
+  EXPECT_FALSE(same_stamp(kept, "model.d_model = 64\ncorpus.content_hash = 7\n")) << "a key changed";
+  EXPECT_FALSE(same_stamp(kept, "model.d_model = 32\n")) << "a line dropped";
+  EXPECT_FALSE(same_stamp(kept, kept + "segment_cut = 2\n")) << "a line that is no deck key";
+  EXPECT_FALSE(same_stamp("", "model.d_model = 32\n")) << "nothing kept";
 }
