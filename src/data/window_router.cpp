@@ -48,9 +48,11 @@ double sample_shard(const DocList& shard, size_t prefix, size_t every, size_t wi
   for (const auto& [i, w] : picks)
     if (docs.empty() || docs.back() != int(i)) docs.push_back(int(i));
   held = shard.subset(docs).documents(0, docs.size());
+  std::vector<size_t> starts;  // of held[d]
   for (size_t j = 0, d = 0; j < picks.size(); ++j) {
-    if (docs[d] != int(picks[j].first)) ++d;
-    out.push_back({&held[d], window_starts(held[d].tokens() + 1, prefix, every, window)[picks[j].second]});
+    if (docs[d] != int(picks[j].first)) ++d, starts.clear();
+    if (starts.empty()) starts = window_starts(held[d].tokens() + 1, prefix, every, window);
+    out.push_back({&held[d], starts[picks[j].second]});
     weight.push_back(double(total) / double(k));
   }
   return double(total);

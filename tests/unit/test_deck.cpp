@@ -382,4 +382,5 @@ TEST(Deck, StampKeptHoldsAgainstKeysAddedAtTheirDefaults) {
   EXPECT_FALSE(same_stamp(kept, "model.d_model = 32\n")) << "a line dropped";
   EXPECT_FALSE(same_stamp(kept, kept + "segment_cut = 2\n")) << "a line that is no deck key";
   EXPECT_FALSE(same_stamp("", "model.d_model = 32\n")) << "nothing kept";
+  EXPECT_FALSE(same_stamp("stamp A\n", "stamp B\n")) << "lines that are not keys compare whole";
 }
