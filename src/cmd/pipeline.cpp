@@ -25,9 +25,9 @@
 #include "dipaco/io/key_lines.hpp"
 #include "dipaco/io/log.hpp"
 #include "dipaco/io/run_lock.hpp"
+#include "dipaco/io/stamp.hpp"
 #include "dipaco/train/divergence.hpp"
 #include "dipaco/train/metrics.hpp"
-#include "dipaco/io/stamp.hpp"
 
 namespace fs = std::filesystem;
 

@@ -15,8 +15,8 @@
 #include "dipaco/data/segment_shards.hpp"
 #include "dipaco/data/window_router.hpp"
 #include "dipaco/io/files.hpp"
-#include "dipaco/train/metrics.hpp"
 #include "dipaco/io/stamp.hpp"
+#include "dipaco/train/metrics.hpp"
 
 namespace fs = std::filesystem;
 

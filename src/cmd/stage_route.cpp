@@ -18,8 +18,8 @@
 #include "dipaco/dist/fault.hpp"
 #include "dipaco/dist/gather_rows.hpp"
 #include "dipaco/dist/watchdog.hpp"
-#include "dipaco/train/metrics.hpp"
 #include "dipaco/io/stamp.hpp"
+#include "dipaco/train/metrics.hpp"
 
 namespace fs = std::filesystem;
 

@@ -16,8 +16,8 @@
 #include "dipaco/data/window_router.hpp"
 #include "dipaco/dist/watchdog.hpp"
 #include "dipaco/io/files.hpp"
-#include "dipaco/train/metrics.hpp"
 #include "dipaco/io/stamp.hpp"
+#include "dipaco/train/metrics.hpp"
 
 namespace fs = std::filesystem;
 
@@ -116,13 +116,14 @@ void set_train_deck(RunContext& c, const std::string& stamp) {
   watched("a barrier after rank 0 wrote a file", [] { MPI_Barrier(MPI_COMM_WORLD); });
 }
 
-// route.segment_tokens: every held path's windows, cut from the training
-// documents and routed by the windows router of the segments' windows, or read
-// back from the run's segments.h5 when it was cut for this stamp.
+// The stamp segments.h5 is kept under: the train stamp's and the shards' round.
 std::string segment_stamp(const RunContext& c, const std::string& train_stamp) {
   return train_stamp + "shard_round = " + std::to_string(c.shards.round) + "\n";
 }
 
+// route.segment_tokens: every held path's windows, cut from the training
+// documents and routed by the windows router of the segments' windows, or read
+// back from the run's segments.h5 when it was cut for this stamp.
 SegmentShards make_segment_shards(RunContext& c, const std::string& train_stamp) {
   const Deck& d = c.train_deck;
   const double t0 = MPI_Wtime();

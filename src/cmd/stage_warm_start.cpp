@@ -14,8 +14,8 @@
 #include "dipaco/dist/watchdog.hpp"
 #include "dipaco/io/files.hpp"
 #include "dipaco/io/h5io.hpp"
-#include "dipaco/train/metrics.hpp"
 #include "dipaco/io/stamp.hpp"
+#include "dipaco/train/metrics.hpp"
 
 namespace fs = std::filesystem;
 

@@ -7,8 +7,8 @@
 #include "dipaco/dist/watchdog.hpp"
 #include "dipaco/io/h5io.hpp"
 #include "dipaco/io/log.hpp"
-#include "dipaco/train/metrics.hpp"
 #include "dipaco/io/stamp.hpp"
+#include "dipaco/train/metrics.hpp"
 
 namespace dipaco {
 
@@ -29,16 +29,17 @@ MPI_Datatype placement_type() {
   return type;
 }
 
-// Tokens a segment stands for: the first with the tokens before it, so that a document's segments add up to it.
-double segment_tokens(const Segment& s, size_t prefix) { return double(s.to - (s.from <= prefix ? 0 : s.from)); }
-
-}  // namespace
-
+// A document's segments over its whole stream; one shorter than the prefix is one segment.
 std::vector<Segment> training_segments(const Document& d, size_t prefix, size_t every) {
   std::vector<Segment> s = cut_segments(d.tokens() + 1, prefix, every);
   if (s.empty()) s.push_back({0, d.tokens() + 1});
   return s;
 }
+
+// Tokens a segment stands for: the first with the tokens before it, so that a document's segments add up to it.
+double segment_tokens(const Segment& s, size_t prefix) { return double(s.to - (s.from <= prefix ? 0 : s.from)); }
+
+}  // namespace
 
 size_t segment_window(const Deck& deck) {
   return size_t(deck.route.segment_window > 0 ? deck.route.segment_window : deck.route.prefix_tokens);

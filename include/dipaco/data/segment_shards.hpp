@@ -14,7 +14,6 @@
 
 #include "dipaco/data/corpus.hpp"
 #include "dipaco/data/features.hpp"
-#include "dipaco/data/routed_eval.hpp"
 #include "dipaco/data/router.hpp"
 #include "dipaco/data/shards.hpp"
 #include "dipaco/dist/topology.hpp"
@@ -35,10 +34,6 @@ TokenStream segment_stream(const std::vector<WindowStart>& windows, const DocLis
 
 // route.segment_window, else route.prefix_tokens.
 size_t segment_window(const Deck& deck);
-
-// A training document's segments over its whole stream, cut every `every`
-// tokens from the routing prefix; one shorter than the prefix is one segment.
-std::vector<Segment> training_segments(const Document& d, size_t prefix, size_t every);
 
 // The window that trains segment [from, to): stream tokens [to - 1 - T, to] (from 0 when shorter).
 inline uint32_t segment_window_start(size_t to, int T) { return uint32_t(to > size_t(T) + 1 ? to - size_t(T) - 1 : 0); }
