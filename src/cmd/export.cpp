@@ -100,7 +100,8 @@ void write_segment_router(hid_t o, const TrainedModel& m, const RunRouter& route
   }
   H5Id g = make_group(o, "segment_router");
   write_attr_long(g, "prefix_tokens", r.prefix);
-  write_attr_string(g, "scores", "centroids [P, dim], offsets [P]: score_p = |f - c_p|^2 + offset_p, lowest wins");
+  write_attr_string(g, "scores", "centroids [P, dim], offsets [P]: score_p = |f - c_p|^2 + offset_p, lowest wins, "
+                                 "but the path the text was on keeps it while its score is within stay of the lowest");
   write_attr_string(g, "features", "as /router's, over the last prefix_tokens positions before a re-routing point");
   write_attr_string(g, "source", r.shard_file);
   write_windows_router(g, r.router);

@@ -133,7 +133,7 @@ Generation generate(const GenerateArgs& g, const TrainedModel& m, const TextRout
     bool refill = false;
     if (rerouter && g.reroute_every > 0 && (i + 1) % g.reroute_every == 0) {
       const size_t begin = text.size() >= size_t(rerouter->prefix()) ? text.size() - rerouter->prefix() : 0;
-      RouteChoice c = rerouter->route(text, begin);
+      RouteChoice c = rerouter->route(text, begin, out.routes.front().path);
       if (c.path != path) {
         out.routes.push_back({text.size() - prompt, c.path, c.why()});
         path = c.path;

@@ -41,6 +41,7 @@ std::string routed_json(const RoutedEval& r, const Deck& deck, const std::string
       .add("reroute_every", long(deck.eval.reroute_every))
       .add("reroute_router", name(deck.eval.reroute_router))
       .add("reroute_window", long(reroute_window(deck)))
+      .add("reroute_margin", reroute_margin(deck))
       .add("routing_decisions", r.segments)
       .add_raw("path_val_bpb", json_array(r.path_bpb))
       .add_raw("path_scored_bytes", json_array(r.path_bytes))
@@ -98,7 +99,8 @@ int make_evaluate(RunContext& c, const std::string& stamp) {
     // Re-routed as the segments were cut: by the router that cut them (not one fit again, which
     // eval.doc_bytes would change); other windows get their own.
     const Deck& d = c.deck;
-    if (c.segment_router && d.eval.reroute_every == d.route.segment_tokens && reroute_window(d) == segment_window(d)) {
+    if (c.segment_router && d.eval.reroute_every == d.route.segment_tokens && reroute_window(d) == segment_window(d) &&
+        reroute_margin(d) == d.route.segment_margin) {
       windows = *c.segment_router;
       say("re-routing by the windows router that cut the segment shards\n");
     } else {

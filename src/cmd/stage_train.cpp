@@ -135,7 +135,8 @@ SegmentShards make_segment_shards(RunContext& c, const std::string& train_stamp)
   if (!read) {
     FeatureModel& features = c.features(int(window));
     const Router router = window_router(c.shards.train, c.split.train, c.topo, c.rank, features, d,
-                                        size_t(d.route.segment_tokens), window, true, MPI_COMM_WORLD);
+                                        size_t(d.route.segment_tokens), window, d.route.segment_margin, true,
+                                        MPI_COMM_WORLD);
     seg = segment_shards(c.shards.train, c.split.train, router, c.topo, c.rank, features, d, MPI_COMM_WORLD);
     seg.router = router;
     if (const std::string why = save_segment_shards(file, stamp, seg, c.topo, c.rank, MPI_COMM_WORLD); !why.empty())

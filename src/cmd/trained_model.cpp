@@ -227,7 +227,7 @@ RouteChoice TextRouter::route(const std::string& text) const { return route(enco
 
 // The routing features of the run (features.cpp): the warm-start model's
 // final hidden state mean-pooled over the prefix's positions.
-RouteChoice TextRouter::route(const std::vector<int32_t>& ids, size_t begin) const {
+RouteChoice TextRouter::route(const std::vector<int32_t>& ids, size_t begin, int own) const {
   Model& model = *model_;
   std::vector<int32_t> tok(s_.T, 0);
   const Document doc{"", "", std::string_view(reinterpret_cast<const char*>(ids.data()), ids.size() * 4), 4, end_token(m_)};
@@ -243,7 +243,7 @@ RouteChoice TextRouter::route(const std::vector<int32_t>& ids, size_t begin) con
   out.mode = r_.router.mode;
   out.scores.resize(r_.router.paths());
   r_.router.path_scores(f.data(), out.scores.data());
-  out.path = int(std::min_element(out.scores.begin(), out.scores.end()) - out.scores.begin());
+  out.path = r_.router.pick(out.scores.data(), own);
   return out;
 }
 

@@ -99,6 +99,10 @@ size_t reroute_window(const Deck& deck) {
   return size_t(deck.eval.reroute_window > 0 ? deck.eval.reroute_window : deck.route.prefix_tokens);
 }
 
+double reroute_margin(const Deck& deck) {
+  return deck.eval.reroute_margin >= 0 ? deck.eval.reroute_margin : deck.route.segment_margin;
+}
+
 RoutedEval routed_evaluate(Trainer& t, const DocList& val, const std::vector<int>& doc_path,
                            const Router* router, FeatureModel& features, const Deck& deck) {
   const int T = deck.model.context, P = t.topology().paths;
@@ -136,7 +140,7 @@ RoutedEval routed_evaluate(Trainer& t, const DocList& val, const std::vector<int
     int path = 0;
     for (size_t i = 0; i < segs.size(); ++i) {
       const DocSegment& s = segs[i];
-      if (s.rerouted) path = router->nearest_path(&f[(w++) * features.dim()]);
+      if (s.rerouted) path = router->rerouted_path(&f[(w++) * features.dim()], doc_path[s.doc]);
       else if (s.from == prefix) path = doc_path[s.doc];
       add_items(items, path, &docs[s.doc - first], s.from, s.to, T);
     }

@@ -182,10 +182,29 @@ void Router::residual_scores(const float* f, double* out) const {
   }
 }
 
-int Router::nearest_path(const float* f) const {
+int Router::nearest_path(const float* f) const { return rerouted_path(f, -1); }
+
+int Router::rerouted_path(const float* f, int own) const {
   std::vector<double> s(paths());
   path_scores(f, s.data());
-  return int(std::min_element(s.begin(), s.end()) - s.begin());
+  return pick(s.data(), own);
+}
+
+int Router::pick(const double* scores, int own) const {
+  const int best = int(std::min_element(scores, scores + paths()) - scores);
+  return own >= 0 && stay > 0 && scores[own] <= scores[best] + stay ? own : best;
+}
+
+double Router::centroid_spacing() const {
+  const int P = paths();
+  double unit = 0;
+  for (int p = 0; p < P; ++p) {
+    double best = INFINITY;
+    for (int q = 0; q < P; ++q)
+      if (q != p) best = std::min(best, sqdist(&centroids[0][size_t(p) * dim], &centroids[0][size_t(q) * dim], dim));
+    unit += std::isfinite(best) ? best / P : 0;
+  }
+  return unit > 0 ? unit : 1;
 }
 
 Router fit_router(const std::vector<float>& features, int dim, const std::vector<int>& modules_per_level,

@@ -36,6 +36,51 @@ std::vector<Segment> training_segments(const Document& d, size_t prefix, size_t 
   return s;
 }
 
+// Sends to[q] to rank q; returns what every rank sent here, in rank order.
+std::vector<Placement> exchange(const std::vector<std::vector<Placement>>& to, MPI_Comm world, const char* what) {
+  const size_t R = to.size();
+  std::vector<int> send(R), recv(R), sdispl(R + 1, 0), rdispl(R + 1, 0);
+  std::vector<Placement> flat;
+  for (size_t q = 0; q < R; ++q) {
+    send[q] = int(to[q].size());
+    flat.insert(flat.end(), to[q].begin(), to[q].end());
+    sdispl[q + 1] = sdispl[q] + send[q];
+  }
+  watched(what, [&] { MPI_Alltoall(send.data(), 1, MPI_INT, recv.data(), 1, MPI_INT, world); });
+  for (size_t q = 0; q < R; ++q) rdispl[q + 1] = rdispl[q] + recv[q];
+  std::vector<Placement> got(rdispl[R] > 0 ? size_t(rdispl[R]) : 0);
+  watched(what, [&] {
+    MPI_Alltoallv(flat.data(), send.data(), sdispl.data(), placement_type(), got.data(), recv.data(), rdispl.data(),
+                  placement_type(), world);
+  });
+  return got;
+}
+
+// The rank whose block of the n training documents holds document i (rank r: [n r / R, n (r + 1) / R)).
+size_t block_rank(size_t i, size_t n, size_t R) {
+  size_t r = std::min(R - 1, i * R / std::max<size_t>(n, 1));
+  while (r + 1 < R && n * (r + 1) / R <= i) ++r;
+  while (r > 0 && n * r / R > i) --r;
+  return r;
+}
+
+// The own path of each training document of this rank's block [lo, hi)
+// (route.overlap = 1): each path's first rank tells the documents' ranks.
+std::vector<int> block_paths(const Assignment& train, const Topology& topo, int rank, size_t n, size_t lo, size_t hi,
+                             MPI_Comm world) {
+  int size;
+  MPI_Comm_size(world, &size);
+  const size_t ranks = size_t(size);
+  std::vector<std::vector<Placement>> to(ranks);
+  if (topo.rank_in_path(rank) == 0)
+    for (int p : topo.paths_of_rank(rank))
+      if (size_t(p) < train.size())
+        for (int i : train[size_t(p)]) to[block_rank(size_t(i), n, ranks)].push_back({uint32_t(p), uint32_t(i), 0});
+  std::vector<int> own(hi - lo, -1);
+  for (const Placement& pl : exchange(to, world, "the documents' own paths")) own[pl.doc - lo] = int(pl.path);
+  return own;
+}
+
 // Tokens a segment stands for: the first with the tokens before it, so that a document's segments add up to it.
 double segment_tokens(const Segment& s, size_t prefix) { return double(s.to - (s.from <= prefix ? 0 : s.from)); }
 
@@ -59,7 +104,7 @@ SegmentShards segment_shards(const Assignment& train, const DocList& docs, const
   std::vector<std::vector<WindowStart>> mine(held.size());  // doc: index into docs, until the end
   SegmentShards out;
   out.bytes.assign(size_t(P), 0.0);
-  long counts[2] = {0, 0};  // segments, re-routed
+  long counts[3] = {0, 0, 0};  // segments, re-routed, re-routed that stayed on their document's path
 
   // The segments before the first re-routed one keep the document's path: every
   // rank of the path reads them from its own shard; its first counts them.
@@ -80,6 +125,8 @@ SegmentShards segment_shards(const Assignment& train, const DocList& docs, const
   // The re-routed ones: a round of each rank's block of documents at a time (the
   // same number of rounds on every rank), routed here and sent to their path's ranks.
   const size_t n = docs.size(), lo = n * size_t(rank) / size_t(size), hi = n * size_t(rank + 1) / size_t(size);
+  const std::vector<int> own = deck.route.segment_margin > 0 ? block_paths(train, topo, rank, n, lo, hi, world)
+                                                              : std::vector<int>();
   const size_t per_round = 256, rounds = ((n + size_t(size) - 1) / size_t(size) + per_round - 1) / per_round;
   const double t0 = MPI_Wtime();
   double said = t0;
@@ -89,36 +136,25 @@ SegmentShards segment_shards(const Assignment& train, const DocList& docs, const
     std::vector<FeatureWindow> windows;
     std::vector<Placement> found;  // in the order of windows; the path once routed
     std::vector<double> tokens;
+    std::vector<int> owner;  // the own path of each window's document (-1: none)
     for (size_t j = 0; j < block.size(); ++j)
       for (const Segment& s : training_segments(block[j], prefix, every))
         if (rerouted(s.from, prefix, window)) {
           windows.push_back({&block[j], s.from - window});
+          owner.push_back(own.empty() ? -1 : own[a + j - lo]);
           found.push_back({0, uint32_t(a + j), segment_window_start(s.to, T)});
           tokens.push_back(segment_tokens(s, prefix));
         }
     const std::vector<float> f = features.local_features(windows);
     std::vector<std::vector<Placement>> to(R);
     for (size_t w = 0; w < found.size(); ++w) {
-      found[w].path = uint32_t(router.nearest_path(&f[w * size_t(dim)]));
+      found[w].path = uint32_t(router.rerouted_path(&f[w * size_t(dim)], owner[w]));
+      counts[2] += int(found[w].path) == owner[w];
       out.bytes[found[w].path] += tokens[w];
       for (int q : topo.ranks_of_path(int(found[w].path))) to[size_t(q)].push_back(found[w]);
     }
     counts[0] += long(found.size()), counts[1] += long(found.size());
-    std::vector<int> send(R), recv(R), sdispl(R + 1, 0), rdispl(R + 1, 0);
-    std::vector<Placement> flat;
-    for (int q = 0; q < size; ++q) {
-      send[size_t(q)] = int(to[size_t(q)].size());
-      flat.insert(flat.end(), to[size_t(q)].begin(), to[size_t(q)].end());
-      sdispl[size_t(q) + 1] = sdispl[size_t(q)] + send[size_t(q)];
-    }
-    watched("the segment shards' counts",
-            [&] { MPI_Alltoall(send.data(), 1, MPI_INT, recv.data(), 1, MPI_INT, world); });
-    for (int q = 0; q < size; ++q) rdispl[size_t(q) + 1] = rdispl[size_t(q)] + recv[size_t(q)];
-    std::vector<Placement> got(size_t(rdispl[R]));
-    watched("the segment shards' windows", [&] {
-      MPI_Alltoallv(flat.data(), send.data(), sdispl.data(), placement_type(), got.data(), recv.data(), rdispl.data(),
-                    placement_type(), world);
-    });
+    const std::vector<Placement> got = exchange(to, world, "the segment shards' windows");
     for (const Placement& pl : got) {
       const int i = slot[pl.path];
       if (i < 0) throw std::runtime_error("internal: a segment's window reached a rank that does not hold its path");
@@ -133,9 +169,12 @@ SegmentShards segment_shards(const Assignment& train, const DocList& docs, const
   }
   watched("the segment shards' sizes", [&] {
     MPI_Allreduce(MPI_IN_PLACE, out.bytes.data(), P, MPI_DOUBLE, MPI_SUM, world);
-    MPI_Allreduce(MPI_IN_PLACE, counts, 2, MPI_LONG, MPI_SUM, world);
+    MPI_Allreduce(MPI_IN_PLACE, counts, 3, MPI_LONG, MPI_SUM, world);
   });
   out.segments = counts[0], out.rerouted = counts[1];
+  if (!own.empty() || deck.route.segment_margin > 0)
+    say("segment shards: %ld of %ld re-routed segments (%.1f%%) stay on their document's path (route.segment_margin = %g)\n",
+        counts[2], counts[1], 100.0 * double(counts[2]) / double(std::max(counts[1], 1L)), deck.route.segment_margin);
 
   // Each held path's windows in document order: the same at any rank count.
   for (std::vector<WindowStart>& w : mine) {
@@ -161,6 +200,8 @@ void write_windows_router(hid_t g, const Router& r) {
   hsize_t dims[2] = {hsize_t(r.paths()), hsize_t(r.dim)};
   write_dataset(g, "centroids", H5T_NATIVE_FLOAT, 2, dims, r.centroids.at(0).data());
   write_dataset(g, "offsets", H5T_NATIVE_DOUBLE, 1, dims, r.offsets.data());
+  dims[0] = 1;
+  write_dataset(g, "stay", H5T_NATIVE_DOUBLE, 1, dims, &r.stay);
 }
 
 Router read_windows_router(hid_t g, int paths, const std::string& where) {
@@ -176,6 +217,11 @@ Router read_windows_router(hid_t g, int paths, const std::string& where) {
   r.centroids = {read_numbers<float>(g, "centroids", H5T_NATIVE_FLOAT, hsize_t(paths), dims[1])};
   r.offsets = read_numbers<double>(g, "offsets", H5T_NATIVE_DOUBLE, hsize_t(paths));
   if (r.offsets.size() != size_t(paths)) throw CheckpointError(where + "/offsets is not [" + std::to_string(paths) + "]");
+  if (H5Lexists(g, "stay", H5P_DEFAULT) > 0) {  // (a router written before the margin existed: 0)
+    const std::vector<double> stay = read_numbers<double>(g, "stay", H5T_NATIVE_DOUBLE, 1);
+    if (stay.size() != 1 || !(stay[0] >= 0)) throw CheckpointError(where + "/stay is not one number >= 0");
+    r.stay = stay[0];
+  }
   return r;
 }
 

@@ -61,8 +61,8 @@ double sample_shard(const DocList& shard, size_t prefix, size_t every, size_t wi
 }  // namespace
 
 Router window_router(const Assignment& train, const DocList& docs, const Topology& topo, int rank,
-                     FeatureModel& features, const Deck& deck, size_t every, size_t window, bool balanced,
-                     MPI_Comm world) {
+                     FeatureModel& features, const Deck& deck, size_t every, size_t window, double margin,
+                     bool balanced, MPI_Comm world) {
   const int P = topo.paths, dim = features.dim();
   const size_t prefix = size_t(deck.route.prefix_tokens);
   // The weighted feature sums per path [P, dim], their weights [P], then (balanced)
@@ -70,8 +70,9 @@ Router window_router(const Assignment& train, const DocList& docs, const Topolog
   std::vector<double> sums(size_t(P) * (dim + 2), 0.0);
   double* counts = &sums[size_t(P) * dim];
   double* brought = counts + P;
-  std::vector<float> read;  // balanced: the features of the windows this rank read, and their weights
+  std::vector<float> read;  // balanced: the features of the windows this rank read, their weights and own paths
   std::vector<double> read_weight;
+  std::vector<int> read_own;
   if (topo.rank_in_path(rank) == 0 && every > 0)  // a path's other ranks hold the same documents
     for (int p : topo.paths_of_rank(rank)) {
       if (size_t(p) >= train.size() || train[p].empty()) continue;
@@ -91,7 +92,11 @@ Router window_router(const Assignment& train, const DocList& docs, const Topolog
       }
       if (windows.empty()) continue;
       const std::vector<float> f = features.local_features(windows);
-      if (balanced) read.insert(read.end(), f.begin(), f.end()), read_weight.insert(read_weight.end(), weight.begin(), weight.end());
+      if (balanced) {
+        read.insert(read.end(), f.begin(), f.end());
+        read_weight.insert(read_weight.end(), weight.begin(), weight.end());
+        read_own.insert(read_own.end(), windows.size(), p);
+      }
       for (size_t w = 0; w < windows.size(); ++w) {
         for (int t = 0; t < dim; ++t) sums[size_t(p) * dim + t] += weight[w] * f[w * dim + t];
         counts[p] += weight[w];
@@ -101,40 +106,29 @@ Router window_router(const Assignment& train, const DocList& docs, const Topolog
           [&] { MPI_Allreduce(MPI_IN_PLACE, sums.data(), int(sums.size()), MPI_DOUBLE, MPI_SUM, world); });
   Router r = centroid_router(std::vector<double>(sums.begin(), sums.begin() + long(P) * dim),
                              std::vector<double>(counts, counts + P), dim, P);
+  r.stay = margin * r.centroid_spacing();
   if (balanced) {
-    const double off = balance_router(r, read, read_weight, std::vector<double>(brought, brought + P), world);
+    const Balance b = balance_router(r, read, read_weight, std::vector<double>(brought, brought + P), world, read_own);
     say("windows router: balanced on windows from whole documents, each path's share within %.1f%% of what its "
-        "documents bring\n",
-        100 * off);
+        "documents bring; %.1f%% of the windows stay on their document's path (margin %g)\n",
+        100 * b.off, 100 * b.kept, margin);
   }
   return r;
 }
 
-double balance_router(Router& r, const std::vector<float>& f, const std::vector<double>& weight,
-                      const std::vector<double>& target, MPI_Comm world) {
+Balance balance_router(Router& r, const std::vector<float>& f, const std::vector<double>& weight,
+                       const std::vector<double>& target, MPI_Comm world, const std::vector<int>& own) {
   const int P = r.paths(), dim = r.dim;
   const size_t n = f.size() / size_t(dim);
   auto w = [&](size_t i) { return weight.empty() ? 1.0 : weight[i]; };
   r.offsets.assign(size_t(P), 0.0);
   std::vector<double> d(n * size_t(P));
   for (size_t i = 0; i < n; ++i) r.path_scores(&f[i * size_t(dim)], &d[i * size_t(P)]);
-  // The temperature's unit: the mean squared distance between nearest centroids
-  // (the same on every rank, whatever the rank count).
-  double unit = 0;
-  for (int p = 0; p < P; ++p) {
-    double best = INFINITY;
-    for (int q = 0; q < P; ++q)
-      if (q != p) {
-        double s = 0;
-        for (int t = 0; t < dim; ++t) {
-          const double x = double(r.centroids[0][size_t(p) * dim + t]) - r.centroids[0][size_t(q) * dim + t];
-          s += x * x;
-        }
-        best = std::min(best, s);
-      }
-    unit += std::isfinite(best) ? best / P : 0;
-  }
-  if (!(unit > 0)) unit = 1;
+  // A window's own path wins ties up to the router's stay: its score there is lowered by it.
+  if (r.stay > 0)
+    for (size_t i = 0; i < own.size(); ++i) d[i * size_t(P) + size_t(own[i])] -= r.stay;
+  // The temperature's unit: the same on every rank, whatever the rank count.
+  const double unit = r.centroid_spacing();
   // The targets as shares of the windows read (a path that brings none takes none).
   int64_t read_total = 0;
   for (size_t i = 0; i < n; ++i) read_total += std::llround(w(i) * kCountScale);
@@ -174,26 +168,29 @@ double balance_router(Router& r, const std::vector<float>& f, const std::vector<
   for (int p = 0; p < P; ++p)
     r.offsets[size_t(p)] = open[size_t(p)] ? mean - g[size_t(p)] : std::numeric_limits<double>::infinity();
 
-  // How far the nearest (offset) centroid's shares are from the targets.
-  std::vector<int64_t> got(size_t(P), 0);
+  // How far the nearest (offset) centroid's shares are from the targets; the
+  // windows that stay on their own path (the last entry).
+  std::vector<int64_t> got(size_t(P) + 1, 0);
   for (size_t i = 0; i < n; ++i) {
     const double* row = &d[i * size_t(P)];
     int best = -1;
     for (int p = 0; p < P; ++p)
       if (open[size_t(p)] && (best < 0 || row[p] + r.offsets[size_t(p)] < row[best] + r.offsets[size_t(best)])) best = p;
     if (best >= 0) got[size_t(best)] += std::llround(w(i) * kCountScale);
+    if (best >= 0 && i < own.size() && best == own[i]) got[size_t(P)] += std::llround(w(i) * kCountScale);
   }
-  watched("the window router's balance", [&] { MPI_Allreduce(MPI_IN_PLACE, got.data(), P, MPI_INT64_T, MPI_SUM, world); });
-  double off = 0;
+  watched("the window router's balance", [&] { MPI_Allreduce(MPI_IN_PLACE, got.data(), P + 1, MPI_INT64_T, MPI_SUM, world); });
+  Balance out;
   for (int p = 0; p < P; ++p)
-    if (open[size_t(p)]) off = std::max(off, std::abs(double(got[size_t(p)]) / kCountScale - want[size_t(p)]) / want[size_t(p)]);
-  return off;
+    if (open[size_t(p)]) out.off = std::max(out.off, std::abs(double(got[size_t(p)]) / kCountScale - want[size_t(p)]) / want[size_t(p)]);
+  out.kept = read_total > 0 ? double(got[size_t(P)]) / double(read_total) : 0;
+  return out;
 }
 
 Router reroute_router(const Assignment& train, const DocList& docs, const Topology& topo, int rank,
                       FeatureModel& features, const Deck& deck, MPI_Comm world) {
   return window_router(train, docs, topo, rank, features, deck, size_t(deck.eval.reroute_every), reroute_window(deck),
-                       deck.route.segment_tokens > 0, world);
+                       reroute_margin(deck), deck.route.segment_tokens > 0, world);
 }
 
 }  // namespace dipaco

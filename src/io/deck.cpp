@@ -209,6 +209,10 @@ std::vector<DeckKey> make_keys() {
             "segments add up to about its documents' tokens; 0: whole documents)").at(DeckStage::train),
       K_INT("route.segment_window", route.segment_window, "0", 0, 1 << 20,
             "segment shards: tokens of the window before a segment whose features pick its path (0: route.prefix_tokens)").at(DeckStage::train),
+      K_FLOAT("route.segment_margin", route.segment_margin, "0", 0, 1e6,
+              "segment shards: a segment stays on its document's own path unless another path's window score is lower by "
+              "more than this, in units of the mean squared distance between nearest centroids (0: the nearest path; "
+              "large: whole documents; needs route.overlap = 1)").at(DeckStage::train),
       K_CHOICE("route.refit", route.refit, "centroid",
                "re-sharding: the router refit to the new shards (nearest centroid, or logistic regression on the features)").at(DeckStage::train),
       K_INT("route.em_candidates", route.em_candidates, "4", 0, 4096,
@@ -261,6 +265,10 @@ std::vector<DeckKey> make_keys() {
       K_INT("eval.reroute_window", eval.reroute_window, "0", 0, 1 << 20,
             "re-routing: tokens of the window before a segment whose features pick its path (0: route.prefix_tokens; "
             "another length needs reroute_router = windows)").at(DeckStage::evaluate),
+      K_FLOAT("eval.reroute_margin", eval.reroute_margin, "-1", -1, 1e6,
+              "re-routing: a segment stays on its document's path unless another path's window score is lower by more "
+              "than this, in units of the mean squared distance between nearest centroids (needs reroute_router = windows; "
+              "-1: route.segment_margin)").at(DeckStage::evaluate),
       K_INT("eval.doc_bytes", eval.doc_bytes, "1024", 2, 1 << 30, "routed evaluation: leading bytes of each validation document it reads").at(DeckStage::evaluate),
 
       K_FLOAT("fault.drop_outer_prob", fault.drop_outer_prob, "0", 0, 1, "probability that a path's outer gradient is dropped from a round").at(DeckStage::train),
@@ -527,9 +535,16 @@ void check_cross_keys(Deck& deck) {
       throw DeckError("route.segment_tokens needs route.method = kmeans (a segment's window is routed by features)");
     if (r.em_rounds > 0)
       throw DeckError("route.segment_tokens and route.em_rounds cannot be combined (re-sharding by loss moves whole documents)");
+    if (r.segment_margin > 0 && r.overlap != 1)
+      throw DeckError("route.segment_margin = " + deck.values["route.segment_margin"] + " needs route.overlap = 1 (a "
+                      "segment stays on its document's one path)");
   } else if (r.segment_window > 0) {
     throw DeckError("route.segment_window = " + std::to_string(r.segment_window) + " needs route.segment_tokens > 0");
+  } else if (r.segment_margin > 0) {
+    throw DeckError("route.segment_margin = " + deck.values["route.segment_margin"] + " needs route.segment_tokens > 0");
   }
+  if (const auto& e = deck.eval; e.reroute_margin > 0 && e.reroute_router == RerouteRouter::starts)
+    throw DeckError("eval.reroute_margin = " + deck.values["eval.reroute_margin"] + " needs eval.reroute_router = windows");
   if (deck.route.segment_window > deck.model.context)
     throw DeckError("route.segment_window = " + std::to_string(deck.route.segment_window) + " must be at most model.context = " +
                     std::to_string(deck.model.context));

@@ -268,6 +268,17 @@ TEST(Routing, ReroutingReadsOnlyTheWindowBeforeEachSegment) {
   EXPECT_EQ(got.segments, 15);
   EXPECT_EQ(got.path_bytes[0], 40.0);
   EXPECT_EQ(got.path_bytes[1], 300.0 - 48.0);
+  // With a stay past path 0's distance, every segment stays on the document's path 0;
+  // one just short of it moves them all as before.
+  std::vector<double> score(2);
+  r.path_scores(f.data(), score.data());
+  r.stay = 1.01 * (score[0] - score[1]);
+  const RoutedEval home = routed_evaluate(t, one, {0}, &r, fm, d);
+  EXPECT_EQ(home.segments, 15);
+  EXPECT_EQ(home.path_bytes[0], 300.0 - 8.0);  // every byte after the prefix
+  EXPECT_EQ(home.path_bytes[1], 0.0);
+  r.stay = 0.01 * (score[0] - score[1]);
+  EXPECT_EQ(routed_evaluate(t, one, {0}, &r, fm, d).path_bytes[1], 300.0 - 48.0);
 }
 
 // The re-routing router: path p's centroid is the mean feature of the windows
@@ -330,7 +341,7 @@ TEST(Routing, BalancedWindowRouterReadsWholeShards) {
   const Topology topo = make_topology({2, 2}, world_size());
   Assignment train(4);  // path 0: every document; 1-3 a quarter each
   for (size_t i = 0; i < s.train.size(); ++i) train[0].push_back(int(i)), train[1 + i % 3].push_back(int(i));
-  const Router r = window_router(train, s.train, topo, world_rank(), fm, d, 20, 30, true, MPI_COMM_WORLD);
+  const Router r = window_router(train, s.train, topo, world_rank(), fm, d, 20, 30, 0, true, MPI_COMM_WORLD);
   bool sampled = false;  // some path has more windows than are read
   for (int p = 0; p < 4; ++p) {
     std::vector<Document> docs;
@@ -359,8 +370,14 @@ TEST(Routing, BalancedWindowRouterReadsWholeShards) {
 // train the document's path, each later one the path the windows router picks
 // for the 30 tokens before it, as the window of T + 1 tokens that ends with it.
 // Checked against a serial reference on every rank's paths, at any rank count.
-TEST(Routing, SegmentShardsTrainEachSegmentOnThePathItsWindowPicks) {
-  DeckFeatures x({"route.method=kmeans", "route.segment_tokens=20", "route.segment_window=30"}, 13, 30);
+namespace {
+// Segment shards cut with route.segment_margin = `margin` against a reference
+// cut here, one document at a time; `stayed`: the share of the re-routed
+// segments that stayed on their document's path.
+void check_segment_shards(const std::string& margin, double& stayed_share) {
+  DeckFeatures x({"route.method=kmeans", "route.segment_tokens=20", "route.segment_window=30",
+                  "route.segment_margin=" + margin},
+                 13, 30);
   const Deck& d = x.d;
   FeatureModel& fm = x.fm;
   const DocList docs = corpus().train.slice(0, 48);
@@ -369,7 +386,8 @@ TEST(Routing, SegmentShardsTrainEachSegmentOnThePathItsWindowPicks) {
   for (size_t i = 0; i < docs.size(); ++i) all[i % 4].push_back(int(i));
   Assignment held(4);
   for (int p : topo.paths_of_rank(world_rank())) held[size_t(p)] = all[size_t(p)];
-  const Router r = window_router(held, docs, topo, world_rank(), fm, d, 20, 30, true, MPI_COMM_WORLD);
+  const Router r = window_router(held, docs, topo, world_rank(), fm, d, 20, 30, d.route.segment_margin, true, MPI_COMM_WORLD);
+  EXPECT_EQ(r.stay, d.route.segment_margin * r.centroid_spacing());
   const SegmentShards got = segment_shards(held, docs, r, topo, world_rank(), fm, d, MPI_COMM_WORLD);
 
   // The reference: every document, here; the windows' features in one call.
@@ -393,10 +411,13 @@ TEST(Routing, SegmentShardsTrainEachSegmentOnThePathItsWindowPicks) {
   const std::vector<float> f = fm.local_features(windows);
   std::vector<std::set<std::pair<std::string, uint32_t>>> want(4);
   std::vector<double> bytes(4, 0.0);
-  long moved = 0;
+  long moved = 0, stayed = 0;
   for (const Want& w : segs) {
     int p = int(w.doc % 4);
-    if (w.from > 8 && w.from >= 30) p = r.nearest_path(&f[size_t(moved++) * size_t(fm.dim())]);
+    if (w.from > 8 && w.from >= 30) {
+      p = r.rerouted_path(&f[size_t(moved++) * size_t(fm.dim())], p);
+      stayed += p == int(w.doc % 4);
+    }
     want[size_t(p)].insert({std::string(views[w.doc].id), uint32_t(w.to > size_t(T) + 1 ? w.to - size_t(T) - 1 : 0)});
     bytes[size_t(p)] += double(w.to - (w.from <= 8 ? 0 : w.from));
   }
@@ -457,7 +478,28 @@ TEST(Routing, SegmentShardsTrainEachSegmentOnThePathItsWindowPicks) {
   ASSERT_TRUE(read_segment_router(file, "stamp A\n", topo.paths, MPI_COMM_WORLD, alone));
   EXPECT_EQ(alone.centroids, r.centroids);
   EXPECT_EQ(alone.offsets, r.offsets);
+  EXPECT_EQ(alone.stay, r.stay);
   EXPECT_EQ(read_segment_router(file, topo.paths).offsets, r.offsets);
+  stayed_share = double(stayed) / double(moved);
+}
+}  // namespace
+
+TEST(Routing, SegmentShardsTrainEachSegmentOnThePathItsWindowPicks) {
+  double stayed = 0;
+  check_segment_shards("0", stayed);
+}
+
+// route.segment_margin: a segment leaves its document's path only for a path
+// nearer by the margin; the balance still gives each path about its documents'
+// tokens. A margin past every distance keeps whole documents.
+TEST(Routing, SegmentMarginKeepsSegmentsOnTheirDocumentsPath) {
+  double none = 0, some = 0, all = 0;
+  check_segment_shards("0", none);
+  check_segment_shards("0.5", some);
+  check_segment_shards("1e6", all);
+  EXPECT_LT(none, some);
+  EXPECT_LT(some, 1.0);
+  EXPECT_EQ(all, 1.0);
 }
 
 // Balancing the windows router: the nearest centroid gives path 0 five windows
@@ -477,7 +519,7 @@ TEST(Routing, BalancedRouterTakesTheSharesThePathsBrought) {
     return n;
   };
   ASSERT_EQ(count(0), 625) << "unbalanced: the nearest centroid";
-  const double off = balance_router(r, mine, {}, {500, 500, 0}, MPI_COMM_WORLD);
+  const double off = balance_router(r, mine, {}, {500, 500, 0}, MPI_COMM_WORLD).off;
   EXPECT_LT(off, 0.05);
   EXPECT_NEAR(count(0), 500, 25);
   EXPECT_NEAR(count(1), 500, 25);
@@ -523,7 +565,7 @@ TEST(Routing, BalancedRouterReachesSkewedSharesOfManyPaths) {
     return got;
   };
   ASSERT_GT(shares()[0], 0.3 * total_weight) << "unbalanced: the corner's path takes most";
-  const double off = balance_router(r, mine, weight, target, MPI_COMM_WORLD);
+  const double off = balance_router(r, mine, weight, target, MPI_COMM_WORLD).off;
   EXPECT_LT(off, 0.05);
   const std::vector<double> got = shares();
   for (int p = 0; p < P; ++p) {
@@ -537,4 +579,29 @@ TEST(Routing, BalancedRouterReachesSkewedSharesOfManyPaths) {
   Router alone = r;  // every window on one rank: the offsets of np 1
   balance_router(alone, all, all_weight, target, MPI_COMM_SELF);
   EXPECT_EQ(alone.offsets, r.offsets) << "the same offsets at any rank count";
+
+  // With a margin: window i's own path is i % P, where it stays unless another
+  // path is nearer by more than the stay. The balance counts the rule: the
+  // shares are still within 5%, and more windows stay home than without it.
+  std::vector<int> all_own, own;
+  for (size_t i = 0; i < all_weight.size(); ++i) all_own.push_back(int(i % P));
+  for (size_t i = size_t(world_rank()); i < all_weight.size(); i += size_t(world_size())) own.push_back(all_own[i]);
+  auto home = [&](const Router& q) {
+    double w = 0;
+    for (size_t i = 0; i < all_weight.size(); ++i) w += q.rerouted_path(&all[2 * i], all_own[i]) == all_own[i] ? all_weight[i] : 0;
+    return w / total_weight;
+  };
+  const double home_without = home(r);
+  Router kept = r;
+  kept.stay = 0.5 * kept.centroid_spacing();
+  const Balance b = balance_router(kept, mine, weight, target, MPI_COMM_WORLD, own);
+  EXPECT_LT(b.off, 0.05);
+  std::vector<double> with(P, 0.0);
+  for (size_t i = 0; i < all_weight.size(); ++i) with[size_t(kept.rerouted_path(&all[2 * i], all_own[i]))] += all_weight[i];
+  for (int p = 0; p < P; ++p) {
+    const double want = target[size_t(p)] / total_target * total_weight;
+    EXPECT_NEAR(with[size_t(p)], want, 0.05 * want) << "path " << p << " with a margin";
+  }
+  EXPECT_NEAR(b.kept, home(kept), 1e-3) << "the share that stays, as the balance counts it";
+  EXPECT_GT(home(kept), home_without + 0.05);
 }

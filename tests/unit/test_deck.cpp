@@ -324,6 +324,14 @@ TEST(Deck, CrossKeyRulesAreTheDecks) {
                 .find("route.segment_window = 256 must be at most model.context = 128"),
             std::string::npos);
   EXPECT_EQ(error_of("", {"route.segment_tokens=64", "route.segment_window=64", "route.method=kmeans"}), "");
+  EXPECT_NE(error_of("", {"route.segment_margin=0.5"}).find("route.segment_margin = 0.5 needs route.segment_tokens > 0"),
+            std::string::npos);
+  EXPECT_NE(error_of("", {"route.segment_tokens=64", "route.method=kmeans", "route.segment_margin=0.5", "route.overlap=2"})
+                .find("route.segment_margin = 0.5 needs route.overlap = 1"),
+            std::string::npos);
+  EXPECT_EQ(error_of("", {"route.segment_tokens=64", "route.method=kmeans", "route.segment_margin=0.5"}), "");
+  EXPECT_NE(error_of("", {"eval.reroute_margin=0.5", "eval.reroute_router=starts"}).find("needs eval.reroute_router = windows"),
+            std::string::npos);
   // A shard floor above an even share, or above the cap, cannot be met.
   const std::vector<std::string> four = {"dipaco.modules_per_level=2,2", "model.layers_per_level=2,2"};
   auto with = [&](std::vector<std::string> ov) { return ov.insert(ov.end(), four.begin(), four.end()), ov; };

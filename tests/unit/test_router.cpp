@@ -231,6 +231,24 @@ TEST(Factorise, NoPlacementHasALowerModuleScatter) {
   EXPECT_EQ(order, factorise(c, 8, grid, 3));  // deterministic for a seed
 }
 
+// Re-routing with a stay: the own path keeps a window while its score is within
+// the stay of the lowest; the nearest path otherwise, and with no own path.
+TEST(Router, AWindowStaysOnItsOwnPathWithinTheStay) {
+  Router r;
+  r.mode = "flat", r.dim = 1, r.modules_per_level = {3};
+  r.centroids = {{0.0f, 2.0f, 10.0f}};
+  EXPECT_DOUBLE_EQ(r.centroid_spacing(), (4.0 + 4.0 + 64.0) / 3);
+  const float x = 0.5f;  // scores 0.25, 2.25, 90.25
+  EXPECT_EQ(r.rerouted_path(&x, 1), 0) << "no stay: the nearest";
+  r.stay = 2.0;
+  EXPECT_EQ(r.rerouted_path(&x, 1), 1);
+  EXPECT_EQ(r.rerouted_path(&x, 2), 0) << "path 2 is further than the stay";
+  EXPECT_EQ(r.rerouted_path(&x, -1), 0);
+  EXPECT_EQ(r.nearest_path(&x), 0);
+  r.stay = 1.9;
+  EXPECT_EQ(r.rerouted_path(&x, 1), 0);
+}
+
 TEST(Router, RefitToAnAssignment) {
   std::vector<float> f = {0, 0, 0, 1, 10, 10, 10, 11};
   Router r = refit_router(f, 2, {1, 1, 0, 0}, 3);

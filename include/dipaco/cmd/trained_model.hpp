@@ -70,8 +70,9 @@ class TextRouter {
  public:
   explicit TextRouter(const RunRouter& r, const TrainedModel& m);
   RouteChoice route(const std::string& text) const;  // by its first prefix tokens
-  // Tokens [begin, begin + prefix) of ids, then end-of-document tokens.
-  RouteChoice route(const std::vector<int32_t>& ids, size_t begin) const;
+  // Tokens [begin, begin + prefix) of ids, then end-of-document tokens; `own`:
+  // the text's own path, which keeps it within the router's stay (-1: none).
+  RouteChoice route(const std::vector<int32_t>& ids, size_t begin, int own = -1) const;
   int prefix() const { return r_.prefix; }
 
  private:

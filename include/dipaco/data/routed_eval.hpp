@@ -55,6 +55,8 @@ std::vector<Segment> cut_segments(size_t end, size_t prefix, size_t every);
 // The tokens before a re-routed segment whose features pick its path: eval.reroute_window,
 // else route.prefix_tokens. `features` must pool that many.
 size_t reroute_window(const Deck& deck);
+// The margin a re-routed segment needs to leave its document's path: eval.reroute_margin, else route.segment_margin.
+double reroute_margin(const Deck& deck);
 // Whether the segment starting at `from` is re-routed, by the window [from - reroute_window, from):
 // not a document's first segment (its prefix routed it), nor one with fewer tokens before it
 // than the window (it keeps the path before it).

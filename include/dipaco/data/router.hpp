@@ -41,11 +41,21 @@ struct Router {
                                               // flat: one [P, dim];
                                               // logistic: one [P, dim + 1] (weights and bias)
   std::vector<double> offsets;  // flat: added to each path's score (a balanced router's); empty: none
+  // Re-routing: a window stays on its document's own path unless another path
+  // scores lower by more than this (0: the nearest path always).
+  double stay = 0;
 
   int paths() const;
   // Squared distance from feature f [dim] to every path (lower is nearer).
   void path_scores(const float* f, double* out) const;
   int nearest_path(const float* f) const;
+  // The path of a re-routed window of a document whose own path is `own` (-1:
+  // none, the nearest): `scores` from path_scores.
+  int pick(const double* scores, int own) const;
+  int rerouted_path(const float* f, int own) const;
+  // The mean squared distance from each centroid to its nearest other (flat):
+  // the unit of a margin between scores, the same at any rank count.
+  double centroid_spacing() const;
 
  private:
   void residual_scores(const float* f, double* out) const;

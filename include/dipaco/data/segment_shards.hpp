@@ -51,8 +51,8 @@ SegmentShards segment_shards(const Assignment& train, const DocList& docs, const
 // training token through the feature model):
 //   /        attrs: format = "dipaco-segments", stamp; datasets bytes [P], counts [2] (segments, re-routed)
 //   /P<p>    [n, 2] uint32: its windows (training document, start), in order
-//   /router  centroids [P, dim] float, offsets [P] double: the windows router
-//            (generate --reroute-every reads it)
+//   /router  centroids [P, dim] float, offsets [P] double, stay [1] double:
+//            the windows router (generate --reroute-every reads it)
 // Collective: rank 0 writes it through FILE.tmp, receiving each path's windows
 // from the path's first rank in turn; a write that fails leaves no file and
 // returns its reason on rank 0 ("" when written) while the run goes on.
@@ -68,7 +68,7 @@ Router read_segment_router(const std::string& file, int paths);
 // segments.h5 with this stamp (into out); false on every rank otherwise.
 bool read_segment_router(const std::string& file, const std::string& stamp, int paths, MPI_Comm world, Router& out);
 // A windows router as a group's datasets (centroids [P, dim] float, offsets [P]
-// double), in segments.h5 and in a whole-model export; `where` names the group in errors.
+// double, stay [1] double), in segments.h5 and in a whole-model export; `where` names the group in errors.
 void write_windows_router(hid_t g, const Router& r);
 Router read_windows_router(hid_t g, int paths, const std::string& where);
 

@@ -33,21 +33,27 @@ constexpr size_t kWindowsPerPath = 2048;
 // `features` pools `window` tokens. Balanced (segment shards): each path's
 // distance gets an offset such that the windows go to the paths in about the
 // numbers each path's whole shard brings (the nearest centroid alone sends a
-// few paths most of a corpus's mid-document windows).
+// few paths most of a corpus's mid-document windows). `margin`: the router's
+// stay, in units of its centroid spacing (a window read from path p's shard
+// has p for its own path, and the balance counts it so).
 Router window_router(const Assignment& train, const DocList& docs, const Topology& topo, int rank,
-                     FeatureModel& features, const Deck& deck, size_t every, size_t window, bool balanced,
-                     MPI_Comm world);
+                     FeatureModel& features, const Deck& deck, size_t every, size_t window, double margin,
+                     bool balanced, MPI_Comm world);
 // The offsets of a flat router that bring its paths' shares of the windows `f`
 // (this rank's, [n, dim], each of `weight`, empty: 1) to about the shares of
 // `target` (every path's, the same on every rank): Sinkhorn's scaling of a soft
 // assignment whose temperature falls to a small share of the distance between
 // centroids, one sum over ranks per iteration, exact (the same offsets at any
-// rank count). A path with no target takes nothing (offset infinity). Returns
-// the largest |share - target| / target of the nearest centroid.
-double balance_router(Router& r, const std::vector<float>& f, const std::vector<double>& weight,
-                      const std::vector<double>& target, MPI_Comm world);
-// The evaluation's: every eval.reroute_every tokens, by reroute_window(deck);
-// balanced when the paths trained on segment shards.
+// rank count). A path with no target takes nothing (offset infinity). `own`
+// (empty: none): each window's own path, where it stays within r.stay.
+struct Balance {
+  double off = 0;   // the largest |share - target| / target of the (offset) nearest path
+  double kept = 0;  // the share of the windows that stay on their own path
+};
+Balance balance_router(Router& r, const std::vector<float>& f, const std::vector<double>& weight,
+                       const std::vector<double>& target, MPI_Comm world, const std::vector<int>& own = {});
+// The evaluation's: every eval.reroute_every tokens, by reroute_window(deck),
+// with reroute_margin(deck); balanced when the paths trained on segment shards.
 Router reroute_router(const Assignment& train, const DocList& docs, const Topology& topo, int rank,
                       FeatureModel& features, const Deck& deck, MPI_Comm world);
 

@@ -120,6 +120,7 @@ struct Deck {
     int segment_tokens, segment_window;  // segment shards: cut every N tokens, each piece routed by the window before
     int warm_steps;  // the warm-start model's train.steps
     double max_shard_fraction, min_shard_fraction;
+    double segment_margin;  // segment shards: a segment leaves its document's path only for a path nearer by this
   } route;
   struct Dipaco {
     std::vector<int> modules_per_level;
@@ -137,6 +138,7 @@ struct Deck {
   } checkpoint;
   struct Eval {
     int every, batches, reroute_every, reroute_window, doc_bytes;
+    double reroute_margin;  // < 0: route.segment_margin
     RerouteRouter reroute_router;
   } eval;
   struct Fault {
