@@ -48,7 +48,7 @@ std::vector<Placement> exchange(const std::vector<std::vector<Placement>>& to, M
   }
   watched(what, [&] { MPI_Alltoall(send.data(), 1, MPI_INT, recv.data(), 1, MPI_INT, world); });
   for (size_t q = 0; q < R; ++q) rdispl[q + 1] = rdispl[q] + recv[q];
-  std::vector<Placement> got(rdispl[R] > 0 ? size_t(rdispl[R]) : 0);
+  std::vector<Placement> got(static_cast<size_t>(rdispl[R]));
   watched(what, [&] {
     MPI_Alltoallv(flat.data(), send.data(), sdispl.data(), placement_type(), got.data(), recv.data(), rdispl.data(),
                   placement_type(), world);
@@ -172,7 +172,7 @@ SegmentShards segment_shards(const Assignment& train, const DocList& docs, const
     MPI_Allreduce(MPI_IN_PLACE, counts, 3, MPI_LONG, MPI_SUM, world);
   });
   out.segments = counts[0], out.rerouted = counts[1];
-  if (!own.empty() || deck.route.segment_margin > 0)
+  if (deck.route.segment_margin > 0)
     say("segment shards: %ld of %ld re-routed segments (%.1f%%) stay on their document's path (route.segment_margin = %g)\n",
         counts[2], counts[1], 100.0 * double(counts[2]) / double(std::max(counts[1], 1L)), deck.route.segment_margin);
 
