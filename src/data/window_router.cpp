@@ -20,12 +20,18 @@ constexpr double kFinalTemperature = 1e-3;
 // same offsets at any rank count.
 constexpr double kCountScale = double(1 << 24);
 
-// The re-routed windows' starts in a training document, in order.
+// The re-routed windows' starts in a training document, in order (every > 0).
 std::vector<size_t> window_starts(size_t end, size_t prefix, size_t every, size_t window) {
   std::vector<size_t> out;
   for (const Segment& s : cut_segments(end, prefix, every))
     if (rerouted(s.from, prefix, window)) out.push_back(s.from - window);
   return out;
+}
+// How many window_starts() lists, without the list: a shard's count reads every document.
+size_t window_count(size_t end, size_t prefix, size_t every, size_t window) {
+  size_t n = 0;
+  for (size_t from = prefix + every; from < end; from += every) n += rerouted(from, prefix, window);
+  return n;
 }
 
 // A balanced router's sample of a path's whole shard: kWindowsPerPath of its
@@ -36,7 +42,7 @@ double sample_shard(const DocList& shard, size_t prefix, size_t every, size_t wi
   const std::vector<uint64_t> tokens = shard.tokens();
   std::vector<size_t> count(tokens.size());
   size_t total = 0;
-  for (size_t i = 0; i < tokens.size(); ++i) total += count[i] = window_starts(tokens[i] + 1, prefix, every, window).size();
+  for (size_t i = 0; i < tokens.size(); ++i) total += count[i] = window_count(tokens[i] + 1, prefix, every, window);
   const size_t k = std::min(total, kWindowsPerPath);
   std::vector<std::pair<size_t, size_t>> picks;  // (document, its window)
   for (size_t j = 0, i = 0, before = 0; j < k; ++j) {
