@@ -64,6 +64,38 @@ double sample_shard(const DocList& shard, size_t prefix, size_t every, size_t wi
   return double(total);
 }
 
+// The balance's scores of its windows [n, P], own paths lowered by the stay:
+// the first rows as one table up to `table_bytes`, the rest computed again at
+// each pass (the same numbers either way), so that a rank's memory stays
+// bounded however many paths it reads windows for and however many there are.
+class ScoreRows {
+ public:
+  ScoreRows(const Router& r, const std::vector<float>& f, const std::vector<int>& own, size_t table_bytes)
+      : r_(r), f_(f), own_(own), P_(size_t(r.paths())), n_(f.size() / size_t(r.dim)),
+        kept_(std::min(n_, table_bytes / (sizeof(double) * P_))), table_(kept_ * P_), scratch_(P_) {
+    for (size_t i = 0; i < kept_; ++i) score(i, &table_[i * P_]);
+  }
+  size_t size() const { return n_; }
+  const double* operator()(size_t i) {
+    if (i < kept_) return &table_[i * P_];
+    score(i, scratch_.data());
+    return scratch_.data();
+  }
+
+ private:
+  // r's offsets stay zero while the balance runs: the scores are distances alone.
+  void score(size_t i, double* out) const {
+    r_.path_scores(&f_[i * size_t(r_.dim)], out);
+    // A window's own path wins ties up to the router's stay: its score there is lowered by it.
+    if (r_.stay > 0 && i < own_.size()) out[own_[i]] -= r_.stay;
+  }
+  const Router& r_;
+  const std::vector<float>& f_;
+  const std::vector<int>& own_;
+  size_t P_, n_, kept_;
+  std::vector<double> table_, scratch_;
+};
+
 }  // namespace
 
 Router window_router(const Assignment& train, const DocList& docs, const Topology& topo, int rank,
@@ -123,16 +155,13 @@ Router window_router(const Assignment& train, const DocList& docs, const Topolog
 }
 
 Balance balance_router(Router& r, const std::vector<float>& f, const std::vector<double>& weight,
-                       const std::vector<double>& target, MPI_Comm world, const std::vector<int>& own) {
-  const int P = r.paths(), dim = r.dim;
-  const size_t n = f.size() / size_t(dim);
+                       const std::vector<double>& target, MPI_Comm world, const std::vector<int>& own,
+                       size_t table_bytes) {
+  const int P = r.paths();
   auto w = [&](size_t i) { return weight.empty() ? 1.0 : weight[i]; };
   r.offsets.assign(size_t(P), 0.0);
-  std::vector<double> d(n * size_t(P));
-  for (size_t i = 0; i < n; ++i) r.path_scores(&f[i * size_t(dim)], &d[i * size_t(P)]);
-  // A window's own path wins ties up to the router's stay: its score there is lowered by it.
-  if (r.stay > 0)
-    for (size_t i = 0; i < own.size(); ++i) d[i * size_t(P) + size_t(own[i])] -= r.stay;
+  ScoreRows scores(r, f, own, table_bytes);
+  const size_t n = scores.size();
   // The temperature's unit: the same on every rank, whatever the rank count.
   const double unit = r.centroid_spacing();
   // The targets as shares of the windows read (a path that brings none takes none).
@@ -155,7 +184,7 @@ Balance balance_router(Router& r, const std::vector<float>& f, const std::vector
     const double eps = unit * std::pow(kFinalTemperature, std::min(1.0, it / (0.75 * kBalanceIterations)));
     std::fill(soft.begin(), soft.end(), 0);
     for (size_t i = 0; i < n; ++i) {
-      const double* row = &d[i * size_t(P)];
+      const double* row = scores(i);
       double top = -INFINITY, z = 0;
       for (int p = 0; p < P; ++p)
         if (open[size_t(p)]) top = std::max(top, (g[size_t(p)] - row[p]) / eps);
@@ -171,21 +200,23 @@ Balance balance_router(Router& r, const std::vector<float>& f, const std::vector
   int opened = 0;
   for (int p = 0; p < P; ++p) mean += open[size_t(p)] ? g[size_t(p)] : 0, opened += open[size_t(p)];
   mean /= std::max(opened, 1);
+  std::vector<double> offsets(static_cast<size_t>(P));  // r's own only at the end: its scores are distances until then
   for (int p = 0; p < P; ++p)
-    r.offsets[size_t(p)] = open[size_t(p)] ? mean - g[size_t(p)] : std::numeric_limits<double>::infinity();
+    offsets[size_t(p)] = open[size_t(p)] ? mean - g[size_t(p)] : std::numeric_limits<double>::infinity();
 
   // How far the nearest (offset) centroid's shares are from the targets; the
   // windows that stay on their own path (the last entry).
   std::vector<int64_t> got(size_t(P) + 1, 0);
   for (size_t i = 0; i < n; ++i) {
-    const double* row = &d[i * size_t(P)];
+    const double* row = scores(i);
     int best = -1;
     for (int p = 0; p < P; ++p)
-      if (open[size_t(p)] && (best < 0 || row[p] + r.offsets[size_t(p)] < row[best] + r.offsets[size_t(best)])) best = p;
+      if (open[size_t(p)] && (best < 0 || row[p] + offsets[size_t(p)] < row[best] + offsets[size_t(best)])) best = p;
     if (best >= 0) got[size_t(best)] += std::llround(w(i) * kCountScale);
     if (best >= 0 && i < own.size() && best == own[i]) got[size_t(P)] += std::llround(w(i) * kCountScale);
   }
   watched("the window router's balance", [&] { MPI_Allreduce(MPI_IN_PLACE, got.data(), P + 1, MPI_INT64_T, MPI_SUM, world); });
+  r.offsets = offsets;
   Balance out;
   for (int p = 0; p < P; ++p)
     if (open[size_t(p)]) out.off = std::max(out.off, std::abs(double(got[size_t(p)]) / kCountScale - want[size_t(p)]) / want[size_t(p)]);

@@ -579,6 +579,9 @@ TEST(Routing, BalancedRouterReachesSkewedSharesOfManyPaths) {
   Router alone = r;  // every window on one rank: the offsets of np 1
   balance_router(alone, all, all_weight, target, MPI_COMM_SELF);
   EXPECT_EQ(alone.offsets, r.offsets) << "the same offsets at any rank count";
+  Router bounded = r;  // the scores of 100 windows held, the rest computed again at each pass
+  balance_router(bounded, mine, weight, target, MPI_COMM_WORLD, {}, 100 * P * sizeof(double));
+  EXPECT_EQ(bounded.offsets, r.offsets) << "the same offsets whatever share of the scores is held";
 
   // With a margin: window i's own path is i % P, where it stays unless another
   // path is nearer by more than the stay. The balance counts the rule: the
@@ -596,6 +599,10 @@ TEST(Routing, BalancedRouterReachesSkewedSharesOfManyPaths) {
   kept.stay = 0.5 * kept.centroid_spacing();
   const Balance b = balance_router(kept, mine, weight, target, MPI_COMM_WORLD, own);
   EXPECT_LT(b.off, 0.05);
+  Router unheld = kept;  // no score held: the stay applied as each is computed
+  const Balance c = balance_router(unheld, mine, weight, target, MPI_COMM_WORLD, own, 0);
+  EXPECT_EQ(unheld.offsets, kept.offsets);
+  EXPECT_EQ(c.kept, b.kept);
   std::vector<double> with(P, 0.0);
   for (size_t i = 0; i < all_weight.size(); ++i) with[size_t(kept.rerouted_path(&all[2 * i], all_own[i]))] += all_weight[i];
   for (int p = 0; p < P; ++p) {

@@ -45,13 +45,17 @@ Router window_router(const Assignment& train, const DocList& docs, const Topolog
 // assignment whose temperature falls to a small share of the distance between
 // centroids, one sum over ranks per iteration, exact (the same offsets at any
 // rank count). A path with no target takes nothing (offset infinity). `own`
-// (empty: none): each window's own path, where it stays within r.stay.
+// (empty: none): each window's own path, where it stays within r.stay. The
+// windows' scores are held up to `table_bytes` (the rest computed again at each
+// of the balance's passes: the same offsets, more time).
+constexpr size_t kBalanceTableBytes = size_t(128) << 20;
 struct Balance {
   double off = 0;   // the largest |share - target| / target of the (offset) nearest path
   double kept = 0;  // the share of the windows that stay on their own path
 };
 Balance balance_router(Router& r, const std::vector<float>& f, const std::vector<double>& weight,
-                       const std::vector<double>& target, MPI_Comm world, const std::vector<int>& own = {});
+                       const std::vector<double>& target, MPI_Comm world, const std::vector<int>& own = {},
+                       size_t table_bytes = kBalanceTableBytes);
 // The evaluation's: every eval.reroute_every tokens, by reroute_window(deck),
 // with reroute_margin(deck); balanced when the paths trained on segment shards.
 Router reroute_router(const Assignment& train, const DocList& docs, const Topology& topo, int rank,
