@@ -2,8 +2,12 @@
 // (every rank fits the same router on the route.fit_docs sample), the path
 // scores (each rank its block of documents; here all on one) and the capped
 // assignment (rank 0, when a cap binds). A rank's peak memory is printed with it.
+// --balance: the windows router's balance (segment shards) instead, N windows
+// of one rank on a flat router of P paths, its scores held up to the default
+// bound and then all of them: the time and memory of each, the same offsets.
 //   dipaco_bench_route [--docs N] [--dim C] [--levels 16,16] [--iters I] [--routing product|flat|residual]
-//                      [--max-fraction F]
+//                      [--max-fraction F] [--balance 1]
+#include <mpi.h>
 #include <sys/resource.h>
 
 #include <chrono>
@@ -15,6 +19,7 @@
 #include <vector>
 
 #include "dipaco/data/router.hpp"
+#include "dipaco/data/window_router.hpp"
 
 using namespace dipaco;
 
@@ -30,6 +35,29 @@ double peak_rss_mb() {
   return ru.ru_maxrss / 1024.0;
 }
 
+// The balance twice on the same windows: the default bound on its scores, then none.
+int bench_balance(const std::vector<float>& f, const std::vector<float>& centre, int dim, int P) {
+  Router r;
+  r.mode = "flat", r.dim = dim, r.modules_per_level = {P};
+  r.centroids.assign(1, std::vector<float>(centre.begin(), centre.begin() + long(P) * dim));
+  const std::vector<double> target(size_t(P), 1.0);
+  const size_t n = f.size() / size_t(dim);
+  std::printf("balance: %zu windows x %d features, %d paths: all scores %.0f MB, held up to %zu MB\n", n, dim, P,
+              double(n) * P * sizeof(double) / 1e6, kBalanceTableBytes >> 20);
+  Router bounded = r, whole = r;
+  auto t0 = std::chrono::steady_clock::now();
+  const double off_bounded = balance_router(bounded, f, {}, target, MPI_COMM_SELF).off;
+  const double t_bounded = seconds_since(t0), rss_bounded = peak_rss_mb();
+  t0 = std::chrono::steady_clock::now();
+  const double off_whole = balance_router(whole, f, {}, target, MPI_COMM_SELF, {}, SIZE_MAX).off;
+  const double t_whole = seconds_since(t0);
+  std::printf("bounded: %.1f s, peak RSS %.0f MB | all held: %.1f s, peak RSS %.0f MB | bounded / all held: %.2fx time | "
+              "largest share off %.3f, offsets %s\n",
+              t_bounded, rss_bounded, t_whole, peak_rss_mb(), t_bounded / t_whole, off_bounded,
+              bounded.offsets == whole.offsets && off_bounded == off_whole ? "the same" : "DIFFER");
+  return bounded.offsets == whole.offsets ? 0 : 1;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -38,6 +66,7 @@ int main(int argc, char** argv) {
   double max_fraction = 0.08;
   std::vector<int> levels = {16, 16};
   std::string routing = "product";
+  bool balance = false;
   for (int i = 1; i < argc; ++i) {
     const std::string a = argv[i];
     if (i + 1 >= argc) {
@@ -50,6 +79,7 @@ int main(int argc, char** argv) {
     else if (a == "--iters") iters = std::stoi(v);
     else if (a == "--routing" && choice_of<Routing>(v)) routing = v;
     else if (a == "--max-fraction") max_fraction = std::stod(v);
+    else if (a == "--balance") balance = v != "0";
     else if (a == "--levels") {
       levels.clear();
       std::istringstream s(v);
@@ -74,6 +104,12 @@ int main(int argc, char** argv) {
     for (int j = 0; j < dim; ++j) f[i * dim + j] = c[j] + g(rng);
   }
   const double t_synth = seconds_since(t0);
+  if (balance) {
+    MPI_Init(&argc, &argv);
+    const int rc = bench_balance(f, centre, dim, P);
+    MPI_Finalize();
+    return rc;
+  }
   std::printf("%zu documents x %d features, %d paths (%s), %d Lloyd iterations at most, %d starts\n", docs, dim, P,
               routing.c_str(), iters, kKMeansStarts);
   t0 = std::chrono::steady_clock::now();
