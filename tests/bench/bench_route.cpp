@@ -51,11 +51,11 @@ int bench_balance(const std::vector<float>& f, const std::vector<float>& centre,
   t0 = std::chrono::steady_clock::now();
   const double off_whole = balance_router(whole, f, {}, target, MPI_COMM_SELF, {}, SIZE_MAX).off;
   const double t_whole = seconds_since(t0);
+  const bool same = bounded.offsets == whole.offsets && off_bounded == off_whole;
   std::printf("bounded: %.1f s, peak RSS %.0f MB | all held: %.1f s, peak RSS %.0f MB | bounded / all held: %.2fx time | "
               "largest share off %.3f, offsets %s\n",
-              t_bounded, rss_bounded, t_whole, peak_rss_mb(), t_bounded / t_whole, off_bounded,
-              bounded.offsets == whole.offsets && off_bounded == off_whole ? "the same" : "DIFFER");
-  return bounded.offsets == whole.offsets ? 0 : 1;
+              t_bounded, rss_bounded, t_whole, peak_rss_mb(), t_bounded / t_whole, off_bounded, same ? "the same" : "DIFFER");
+  return same ? 0 : 1;
 }
 
 }  // namespace
